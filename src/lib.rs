@@ -1,0 +1,4 @@
+//! walship: continuous archiving of append-only segment logs.
+pub mod config;
+pub mod source;
+pub mod target;

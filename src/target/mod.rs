@@ -1,0 +1,145 @@
+//! Targets: where archived objects live.
+//!
+//! A target does I/O only — key in, bytes out. It knows nothing of streams,
+//! batches, schedules or manifests; those policies live in `stream` and
+//! `manifest`. Every target honours one error contract: a missing object is
+//! reported as [`TargetError::NotFound`], whatever the backend.
+//!
+//! Key layout (shared by every target, built only by [`keys`]): positions are
+//! fixed-width lower-case hex, so a plain lexical listing is in position order.
+
+pub mod fs;
+pub mod keys;
+
+use std::fmt;
+use std::io::Write;
+
+/// What a target knows of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The object's key relative to the target's root (prefix already removed).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whole-object CRC32, when the target can tell it cheaply.
+    pub crc32: Option<u32>,
+}
+
+/// An object to store: the exact concatenation of `pieces`, whose total size
+/// and CRC32 are known before the first byte is sent (S3 needs the checksum
+/// up front; the file target recomputes it while writing and refuses a
+/// mismatch, which is how a segment changed under us is caught).
+pub struct Upload<'a> {
+    /// Byte slices (usually whole memory-mapped segments) in order.
+    pub pieces: &'a [&'a [u8]],
+    /// Sum of the pieces' lengths.
+    pub size: u64,
+    /// CRC32 of the concatenation.
+    pub crc32: u32,
+}
+
+impl Upload<'_> {
+    /// Bytes `start..start+len` of the concatenation, as sub-slices of the
+    /// pieces (no copy). Used to cut multipart parts and file-write chunks.
+    pub fn slices(&self, start: u64, len: u64) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let end = start + len;
+        let mut piece_start = 0u64;
+        for piece in self.pieces {
+            let piece_end = piece_start + piece.len() as u64;
+            if piece_end > start && piece_start < end {
+                let from = start.max(piece_start) - piece_start;
+                let to = end.min(piece_end) - piece_start;
+                out.push(&piece[from as usize..to as usize]);
+            }
+            piece_start = piece_end;
+            if piece_start >= end {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// The storage operations walship needs. Implementations: [`fs::FileTarget`]
+/// and `s3::S3Target`.
+pub trait Target: Send + Sync {
+    /// A one-line description for logs and `check` (never contains secrets).
+    fn describe(&self) -> String;
+
+    /// Store `body` under `key`, atomically: readers see either nothing or
+    /// the whole object. Overwrites an existing object of the same key.
+    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError>;
+
+    /// Size and checksum of `key`, or `None` when it does not exist.
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError>;
+
+    /// Write the object's bytes (or `range = (offset, len)` of them) to `out`;
+    /// returns the number of bytes written. A missing key is `NotFound`.
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        out: &mut dyn Write,
+    ) -> Result<u64, TargetError>;
+
+    /// Every object whose key starts with `prefix` and sorts after
+    /// `start_after`, in lexical key order.
+    fn list(&self, prefix: &str, start_after: Option<&str>)
+    -> Result<Vec<ObjectInfo>, TargetError>;
+
+    /// Delete `keys`; keys that do not exist are not an error.
+    fn delete(&self, keys: &[String]) -> Result<(), TargetError>;
+
+    /// Abort unfinished uploads under `prefix` left by earlier runs; returns
+    /// how many were aborted. Targets without such a notion return 0.
+    fn abort_stale_uploads(&self, _prefix: &str) -> Result<usize, TargetError> {
+        Ok(0)
+    }
+
+    /// Prove the target is reachable and writable enough to archive to.
+    fn check(&self) -> Result<(), TargetError>;
+}
+
+/// Why a target operation failed. `Display` is a message for an operator:
+/// what failed, and what to do about it. Never contains secrets.
+#[derive(Debug)]
+pub enum TargetError {
+    /// The object does not exist.
+    NotFound { key: String },
+    /// Worth retrying as is: network failure, timeout, 5xx, 429/SlowDown,
+    /// interrupted local I/O.
+    Transient { op: String, key: String, detail: String },
+    /// Will keep failing until an operator changes something (credentials,
+    /// region, bucket, permissions, disk space); `fix` says what.
+    Fatal { op: String, key: String, detail: String, fix: String },
+    /// Bytes stored or received do not match their CRC32.
+    Checksum { key: String, expected: u32, actual: u32 },
+}
+
+impl TargetError {
+    /// Whether repeating the same request soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TargetError::Transient { .. })
+    }
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::NotFound { key } => write!(f, "object {key} not found in the archive"),
+            TargetError::Transient { op, key, detail } => {
+                write!(f, "{op} {key}: {detail} (temporary; will retry)")
+            }
+            TargetError::Fatal { op, key, detail, fix } => {
+                write!(f, "{op} {key}: {detail}; {fix}")
+            }
+            TargetError::Checksum { key, expected, actual } => write!(
+                f,
+                "object {key}: CRC32 mismatch (expected {expected:08x}, got {actual:08x})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
