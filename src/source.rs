@@ -71,3 +71,181 @@ pub fn is_ignored_name(file_name: &str) -> bool {
     const IGNORED_SUFFIXES: [&str; 6] = [".tmp", ".temp", ".partial", ".part", "~", ".archived"];
     file_name.starts_with('.') || IGNORED_SUFFIXES.iter().any(|s| file_name.ends_with(s))
 }
+
+/// One segment file found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub position: u64,
+    /// File name inside the stream's directory.
+    pub name: String,
+    pub path: PathBuf,
+    pub len: u64,
+    pub modified: SystemTime,
+}
+
+/// Why a scan failed. Messages name the directory or file and the fix.
+#[derive(Debug)]
+pub enum ScanError {
+    /// The stream's directory cannot be listed.
+    Dir { dir: PathBuf, source: io::Error },
+    /// Two file names stand for the same position (e.g. `x-1` and `x-01`).
+    Ambiguous { position: u64, a: String, b: String },
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanError::Dir { dir, source } => write!(
+                f,
+                "cannot read stream directory {}: {source}; create it or fix `dir` in the config",
+                dir.display()
+            ),
+            ScanError::Ambiguous { position, a, b } => write!(
+                f,
+                "files {a} and {b} both stand for position {position}; remove or rename one"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+/// List the segments in `dir`, sorted by position. Subdirectories,
+/// non-UTF-8 names and names that are not segments are skipped.
+pub fn scan(dir: &Path, naming: &Naming) -> Result<Vec<Segment>, ScanError> {
+    let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        let Some(position) = naming.position(&name) else { continue };
+        // A file can vanish between listing and stat (spool consumers, races
+        // with rotation): it is simply not present.
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        segments.push(Segment {
+            position,
+            name,
+            path: entry.path(),
+            len: meta.len(),
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        });
+    }
+    segments.sort_by_key(|s| s.position);
+    if let Some(pair) = segments.windows(2).find(|w| w[0].position == w[1].position) {
+        return Err(ScanError::Ambiguous {
+            position: pair[0].position,
+            a: pair[0].name.clone(),
+            b: pair[1].name.clone(),
+        });
+    }
+    Ok(segments)
+}
+
+/// How many of `segments` (sorted by position) are sealed: all of them in a
+/// spool, every one but the newest otherwise — and the newest too once it has
+/// been idle for `seal_idle` (or when `flush_newest` asks for it).
+/// Only the newest can be unsealed, so sealed segments are always a prefix.
+pub fn sealed_count(
+    segments: &[Segment],
+    mode: SealMode,
+    seal_idle: Option<Duration>,
+    now: SystemTime,
+) -> usize {
+    let Some(newest) = segments.last() else { return 0 };
+    let newest_idle = seal_idle.is_some_and(|idle| age(newest.modified, now) >= idle);
+    match mode {
+        SealMode::Spool => segments.len(),
+        SealMode::Next if newest_idle => segments.len(),
+        SealMode::Next => segments.len() - 1,
+    }
+}
+
+/// Time since `modified`; zero for timestamps in the future (clock steps).
+pub fn age(modified: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(modified).unwrap_or(Duration::ZERO)
+}
+
+/// A read-only view of a segment's bytes.
+pub struct SegmentMap {
+    map: Option<Mmap>,
+}
+
+impl SegmentMap {
+    /// Map `path`, expecting `expected_len` bytes. A file whose length no
+    /// longer matches its scan changed under us and is refused.
+    pub fn open(path: &Path, expected_len: u64) -> io::Result<SegmentMap> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len != expected_len {
+            return Err(io::Error::other(format!(
+                "size changed from {expected_len} to {len} bytes after it was sealed"
+            )));
+        }
+        if len == 0 {
+            return Ok(SegmentMap { map: None });
+        }
+        // SAFETY: the map is read-only and only read while the segment is
+        // sealed. A sealed segment is not written again by its producer; if
+        // that promise is broken, the CRC computed before upload and the one
+        // the target verifies disagree, and the batch is refused.
+        let map = unsafe { Mmap::map(&file)? };
+        Ok(SegmentMap { map: Some(map) })
+    }
+
+    /// The segment's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_positions() {
+        let dec = Naming::from_pattern("data-{seq}.log").unwrap();
+        assert_eq!(dec.position("data-0001.log"), Some(1));
+        assert_eq!(dec.position("data-42.log"), Some(42));
+        assert_eq!(dec.position("data-.log"), None);
+        assert_eq!(dec.position("data-12a.log"), None);
+        assert_eq!(dec.position("data-1.log.partial"), None);
+        assert_eq!(dec.position("other-1.log"), None);
+        assert_eq!(dec.position("data-99999999999999999999999.log"), None);
+        let hex = Naming::from_pattern("{hex}").unwrap();
+        assert_eq!(hex.position("00ff"), Some(255));
+        assert_eq!(hex.position(".00ff"), None);
+        assert_eq!(hex.position("00ff.tmp"), None);
+        assert_eq!(hex.position("00ff~"), None);
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(Naming::from_pattern("data.log").is_err());
+        assert!(Naming::from_pattern("{seq}-{seq}").is_err());
+        assert!(Naming::from_pattern("{seq}-{hex}").is_err());
+        assert!(Naming::from_pattern("dir/{seq}").is_err());
+        assert!(Naming::from_pattern(".{seq}").is_err());
+    }
+
+    fn seg(position: u64, modified: SystemTime) -> Segment {
+        Segment { position, name: position.to_string(), path: PathBuf::new(), len: 0, modified }
+    }
+
+    #[test]
+    fn sealing_modes() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let old = now - Duration::from_secs(60);
+        let segs = [seg(1, old), seg(2, old), seg(3, now)];
+        assert_eq!(sealed_count(&segs, SealMode::Next, None, now), 2);
+        assert_eq!(sealed_count(&segs, SealMode::Spool, None, now), 3);
+        assert_eq!(sealed_count(&segs, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
+        let idle = [seg(1, old), seg(2, old)];
+        assert_eq!(sealed_count(&idle, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
+        assert_eq!(sealed_count(&idle, SealMode::Next, None, now), 1);
+        assert_eq!(sealed_count(&[], SealMode::Spool, None, now), 0);
+    }
+}

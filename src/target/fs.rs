@@ -1,1 +1,236 @@
-//! The `file://` target.
+//! The `file://` target: objects are files under a root directory, keys are
+//! relative paths. Every write goes through [`crate::durable`] (temp file,
+//! fsync, rename, directory fsync), so an object is either absent or whole.
+//!
+//! The root must already exist: creating it would silently archive onto the
+//! root filesystem when the archive volume is not mounted.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::{ObjectInfo, Target, TargetError, Upload};
+use crate::durable;
+use crate::source::is_ignored_name;
+
+/// Bytes written per `write` call while copying an upload into place.
+const WRITE_CHUNK: u64 = 1 << 20;
+
+/// Objects stored as files under `root`.
+pub struct FileTarget {
+    root: PathBuf,
+}
+
+impl FileTarget {
+    /// A target rooted at `root` (checked when used, not here).
+    pub fn new(root: PathBuf) -> FileTarget {
+        FileTarget { root }
+    }
+
+    /// The file holding `key`, refusing keys that could leave the root.
+    fn path_of(&self, op: &str, key: &str) -> Result<PathBuf, TargetError> {
+        let safe = !key.is_empty()
+            && !key.starts_with('/')
+            && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+        if !safe {
+            return Err(TargetError::Fatal {
+                op: op.into(),
+                key: key.into(),
+                detail: "key is not a plain relative path".into(),
+                fix: "this is a bug in walship; please report it".into(),
+            });
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn check_root(&self, op: &str) -> Result<(), TargetError> {
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        Err(TargetError::Fatal {
+            op: op.into(),
+            key: String::new(),
+            detail: format!("target directory {} does not exist", self.root.display()),
+            fix: "create it, or mount the archive volume there".into(),
+        })
+    }
+}
+
+/// Map an I/O error to the target error contract, with a fix for the
+/// conditions an operator must resolve.
+fn io_error(op: &str, key: &str, path: &Path, err: io::Error) -> TargetError {
+    let fix = match err.kind() {
+        io::ErrorKind::NotFound => return TargetError::NotFound { key: key.into() },
+        io::ErrorKind::PermissionDenied => "give walship's user write access to it",
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "free space on that filesystem",
+        io::ErrorKind::ReadOnlyFilesystem => "remount it read-write",
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            return TargetError::Transient {
+                op: op.into(),
+                key: key.into(),
+                detail: format!("{}: {err}", path.display()),
+            };
+        }
+        _ => "check the filesystem holding the archive",
+    };
+    TargetError::Fatal {
+        op: op.into(),
+        key: key.into(),
+        detail: format!("{}: {err}", path.display()),
+        fix: fix.into(),
+    }
+}
+
+impl Target for FileTarget {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        self.check_root("put")?;
+        let path = self.path_of("put", key)?;
+        let dir = path.parent().unwrap_or(&self.root);
+        durable::create_dir_all(dir).map_err(|e| io_error("put", key, dir, e))?;
+        let written_crc = durable::write_atomic(&path, |file| copy_checked(body, file))
+            .map_err(|e| io_error("put", key, &path, e))?;
+        match written_crc {
+            Ok(()) => Ok(()),
+            Err(actual) => {
+                // The source changed between checksumming and writing; what
+                // was stored does not match what we claim. Take it back.
+                let _ = fs::remove_file(&path);
+                Err(TargetError::Checksum { key: key.into(), expected: body.crc32, actual })
+            }
+        }
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        let path = self.path_of("head", key)?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("head", key, &path, e)),
+        };
+        let (size, crc32) = crc_of_file(file).map_err(|e| io_error("head", key, &path, e))?;
+        Ok(Some(ObjectInfo { key: key.into(), size, crc32: Some(crc32) }))
+    }
+
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        out: &mut dyn Write,
+    ) -> Result<u64, TargetError> {
+        let path = self.path_of("get", key)?;
+        let err = |e| io_error("get", key, &path, e);
+        let mut file = File::open(&path).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        let (offset, len) = range.unwrap_or((0, size));
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(TargetError::Fatal {
+                op: "get".into(),
+                key: key.into(),
+                detail: format!("range {offset}+{len} is beyond the object's {size} bytes"),
+                fix: "the archive and its manifest disagree; run `walship verify`".into(),
+            });
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(err)?;
+        let copied = io::copy(&mut file.take(len), out).map_err(err)?;
+        Ok(copied)
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.check_root("list")?;
+        // Walk only the directory the prefix names, not the whole archive.
+        let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let mut found = Vec::new();
+        walk(&self.root, dir_part, &mut found).map_err(|e| io_error("list", prefix, &self.root, e))?;
+        found.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|after| o.key.as_str() > after));
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        for key in keys {
+            let path = self.path_of("delete", key)?;
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("delete", key, &path, e)),
+            }
+            let dir = path.parent().unwrap_or(&self.root);
+            durable::sync_dir(dir).map_err(|e| io_error("delete", key, dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), TargetError> {
+        self.check_root("check")?;
+        let probe = self.root.join(".walship-check");
+        durable::write_file(&probe, b"walship check\n").map_err(|e| io_error("check", "", &probe, e))?;
+        fs::remove_file(&probe).map_err(|e| io_error("check", "", &probe, e))
+    }
+}
+
+/// Copy the upload into `file` in chunks, computing the CRC32 on the way.
+/// The outer error is I/O; the inner one carries the CRC actually written
+/// when it differs from the one promised.
+fn copy_checked(body: &Upload<'_>, file: &mut File) -> io::Result<Result<(), u32>> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut offset = 0;
+    while offset < body.size {
+        let len = WRITE_CHUNK.min(body.size - offset);
+        for slice in body.slices(offset, len) {
+            hasher.update(slice);
+            file.write_all(slice)?;
+        }
+        offset += len;
+    }
+    let actual = hasher.finalize();
+    Ok(if actual == body.crc32 { Ok(()) } else { Err(actual) })
+}
+
+/// Size and CRC32 of a whole file, read in chunks.
+fn crc_of_file(mut file: File) -> io::Result<(u64, u32)> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+/// Collect every object file under `root/rel` into `found`, keys relative
+/// to `root`. Temp and hidden files are skipped; a missing directory is empty.
+fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if is_ignored_name(&name) {
+            continue;
+        }
+        let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            walk(root, &key, found)?;
+        } else if meta.is_file() {
+            found.push(ObjectInfo { key, size: meta.len(), crc32: None });
+        }
+    }
+    Ok(())
+}

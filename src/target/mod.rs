@@ -143,3 +143,13 @@ impl fmt::Display for TargetError {
 }
 
 impl std::error::Error for TargetError {}
+
+/// Build the configured target.
+pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
+    match &global.target {
+        crate::config::TargetUrl::File(root) => Ok(std::sync::Arc::new(fs::FileTarget::new(root.clone()))),
+        crate::config::TargetUrl::S3 { .. } => Err(crate::error::Error::Usage(
+            "s3:// targets are not built into this walship yet".into(),
+        )),
+    }
+}

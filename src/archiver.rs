@@ -1,0 +1,246 @@
+//! The running archiver: one thread per stream, each looping
+//! wait → pass → (on failure) back off, plus the library API an embedding
+//! program uses: start, wake a stream at once, read status, stop.
+//!
+//! Failures never end a stream's thread (retrying never gives up on data),
+//! except a conflict — different content already archived at a position —
+//! which parks the stream loudly until an operator intervenes. Each error is
+//! logged once when it first appears and once when it clears.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::config::{Config, StreamConfig};
+use crate::error::Error;
+use crate::retry::Backoff;
+use crate::status::StreamStatus;
+use crate::stream::{PassReport, Stream};
+use crate::target::{self, Target};
+
+/// Failed passes back off up to this many times `backoff_max` (5 s by
+/// default, so minutes between passes of a stream that keeps failing).
+const PASS_BACKOFF_FACTOR: u32 = 60;
+
+/// A running archiver. Dropping it without `stop` detaches the threads.
+pub struct Archiver {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    slots: Vec<Arc<Slot>>,
+}
+
+/// What a stream's thread shares with the outside.
+struct Slot {
+    name: String,
+    woken: Mutex<bool>,
+    bell: Condvar,
+    status: Arc<Mutex<StreamStatus>>,
+}
+
+impl Slot {
+    /// Sleep up to `timeout`, returning early when woken or stopped.
+    fn wait(&self, timeout: Duration, shared: &Shared) {
+        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
+        if !*woken && !shared.stop.load(Ordering::SeqCst) {
+            woken = self.bell.wait_timeout(woken, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        *woken = false;
+    }
+
+    fn ring(&self) {
+        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.bell.notify_all();
+    }
+}
+
+impl Archiver {
+    /// Start one thread per configured stream.
+    pub fn start(config: &Config) -> Result<Archiver, Error> {
+        let target = target::open(&config.global)?;
+        let slots: Vec<Arc<Slot>> = config
+            .streams
+            .iter()
+            .map(|s| {
+                Arc::new(Slot {
+                    name: s.name.clone(),
+                    woken: Mutex::new(false),
+                    bell: Condvar::new(),
+                    status: Arc::new(Mutex::new(StreamStatus { stream: s.name.clone(), ..Default::default() })),
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), slots });
+        let mut threads = Vec::new();
+        for (stream_config, slot) in config.streams.iter().zip(&shared.slots) {
+            let job = StreamJob {
+                config: stream_config.clone(),
+                state_dir: config.global.state_dir.clone(),
+                target: Arc::clone(&target),
+                poll_interval: config.global.poll_interval,
+                backoff: Backoff::new(
+                    config.global.backoff_min,
+                    config.global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR),
+                ),
+            };
+            let (slot, shared) = (Arc::clone(slot), Arc::clone(&shared));
+            let handle = thread::Builder::new()
+                .name(format!("walship-{}", stream_config.name))
+                .spawn(move || job.run(&slot, &shared))
+                .map_err(|e| Error::local("start a thread for stream", &stream_config.name, e))?;
+            threads.push(handle);
+        }
+        Ok(Archiver { shared, threads })
+    }
+
+    /// Wake `stream` now (the application just sealed a segment). Returns
+    /// false for an unknown stream.
+    pub fn wake(&self, stream: &str) -> bool {
+        let slot = self.shared.slots.iter().find(|s| s.name == stream);
+        slot.inspect(|s| s.ring()).is_some()
+    }
+
+    /// Every stream's current status.
+    pub fn status(&self) -> Vec<StreamStatus> {
+        self.shared
+            .slots
+            .iter()
+            .map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    /// Stop every stream after its current batch and wait for the threads.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for slot in &self.shared.slots {
+            slot.ring();
+        }
+        for handle in self.threads {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Everything one stream's thread owns.
+struct StreamJob {
+    config: StreamConfig,
+    state_dir: std::path::PathBuf,
+    target: Arc<dyn Target>,
+    poll_interval: Duration,
+    backoff: Backoff,
+}
+
+impl StreamJob {
+    fn run(mut self, slot: &Slot, shared: &Shared) {
+        let name = self.config.name.clone();
+        let stopped = || shared.stop.load(Ordering::SeqCst);
+        let mut stream: Option<Stream> = None;
+        let mut last_error: Option<String> = None;
+        while !stopped() {
+            let result = self.attempt(&mut stream, slot, &stopped);
+            let delay = match result {
+                Ok(_) => {
+                    if last_error.take().is_some() {
+                        log::info!("stream {name}: recovered; archiving again");
+                    }
+                    self.backoff.succeeded();
+                    self.set_error(slot, None);
+                    self.poll_interval
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        log::error!("{message}");
+                    }
+                    last_error = Some(message.clone());
+                    if matches!(error, Error::Conflict { .. }) {
+                        log::error!("stream {name}: stopped until the conflict is resolved and walship restarted");
+                        self.set_error(slot, Some(message));
+                        park_until_stopped(slot, shared);
+                        break;
+                    }
+                    if matches!(error, Error::Manifest(_) | Error::Local { .. } | Error::Locked { .. }) {
+                        stream = None; // reopen from disk on the next attempt
+                    }
+                    let delay = self.backoff.failed();
+                    self.set_error(slot, Some(message));
+                    delay
+                }
+            };
+            slot.wait(delay, shared);
+        }
+    }
+
+    fn attempt(
+        &self,
+        stream: &mut Option<Stream>,
+        slot: &Slot,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<PassReport, Error> {
+        if stream.is_none() {
+            let opened = Stream::open(
+                self.config.clone(),
+                &self.state_dir,
+                Arc::clone(&self.target),
+                Arc::clone(&slot.status),
+            )?;
+            *stream = Some(opened);
+        }
+        stream.as_mut().expect("opened above").pass(false, stopped)
+    }
+
+    fn set_error(&self, slot: &Slot, error: Option<String>) {
+        let mut status = slot.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.backoff_ms = self.backoff.current().map(|d| d.as_millis() as u64);
+        status.last_error = error;
+    }
+}
+
+fn park_until_stopped(slot: &Slot, shared: &Shared) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        slot.wait(Duration::from_secs(3600), shared);
+    }
+}
+
+/// One full pass over every stream, in parallel (one thread each), short
+/// final batches included: `run --once`. Returns each stream's outcome.
+pub fn run_once(config: &Config) -> Result<Vec<(String, Result<PassReport, Error>)>, Error> {
+    let target = target::open(&config.global)?;
+    let outcomes = thread::scope(|scope| {
+        let handles: Vec<_> = config
+            .streams
+            .iter()
+            .map(|stream_config| {
+                let target = Arc::clone(&target);
+                scope.spawn(move || {
+                    let status = Arc::new(Mutex::new(StreamStatus {
+                        stream: stream_config.name.clone(),
+                        ..Default::default()
+                    }));
+                    let mut stream =
+                        Stream::open(stream_config.clone(), &config.global.state_dir, target, status)?;
+                    stream.pass(true, &|| false)
+                })
+            })
+            .collect();
+        config
+            .streams
+            .iter()
+            .zip(handles)
+            .map(|(s, h)| (s.name.clone(), h.join().unwrap_or_else(|_| Err(panicked(&s.name)))))
+            .collect()
+    });
+    Ok(outcomes)
+}
+
+fn panicked(stream: &str) -> Error {
+    Error::local(
+        "archive stream",
+        stream,
+        std::io::Error::other("its thread panicked; this is a bug, please report it"),
+    )
+}

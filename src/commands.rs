@@ -1,0 +1,328 @@
+//! What each CLI command does: load the config, set up logging, call the
+//! library, print results for a person (stdout) and diagnostics (stderr via
+//! `log`). `main.rs` only turns the returned error into an exit code.
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::archiver::{self, Archiver};
+use crate::catalog;
+use crate::cli::{Command, Invocation};
+use crate::config::{self, Config, StreamConfig};
+use crate::durable;
+use crate::error::Error;
+use crate::manifest::{Record, journal};
+use crate::restore::{self, RestoreRequest};
+use crate::signals;
+use crate::source;
+use crate::status::StreamStatus;
+use crate::stream::CrcWriter;
+use crate::target::{self, Target};
+
+/// Run one parsed command line.
+pub fn execute(invocation: Invocation) -> Result<(), Error> {
+    let config = config::load(&invocation.config_path)?;
+    init_logging(config.global.log_level);
+    match invocation.command {
+        Command::Run { once: true } => run_once(&config),
+        Command::Run { once: false } => run_daemon(&config),
+        Command::List { stream } => list(&config, stream.as_deref()),
+        Command::Restore { stream, to, position, allow_gaps } => {
+            let request = RestoreRequest { stream: &stream, to: &to, position, allow_gaps };
+            restore(&config, &request)
+        }
+        Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
+        Command::Status { json } => status(&config, json),
+        Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
+        Command::Check => check(&config),
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let log_config = simplelog::ConfigBuilder::new()
+        .set_target_level(log::LevelFilter::Off)
+        .set_thread_level(log::LevelFilter::Off)
+        .build();
+    // Only fails if a logger is already set (embedding programs, tests).
+    let _ = simplelog::WriteLogger::init(level, log_config, io::stderr());
+}
+
+/// The streams a command applies to: all, or the one named (which must exist).
+fn selected<'a>(config: &'a Config, stream: Option<&str>) -> Result<Vec<&'a StreamConfig>, Error> {
+    match stream {
+        None => Ok(config.streams.iter().collect()),
+        Some(name) => named(config, name).map(|s| vec![s]),
+    }
+}
+
+fn named<'a>(config: &'a Config, name: &str) -> Result<&'a StreamConfig, Error> {
+    config.stream(name).ok_or_else(|| {
+        let known: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
+        Error::Usage(format!(
+            "no stream named {name} in {}; configured streams: {}",
+            config.path.display(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })
+}
+
+fn run_once(config: &Config) -> Result<(), Error> {
+    let mut failed = 0;
+    for (name, outcome) in archiver::run_once(config)? {
+        match outcome {
+            Ok(r) => println!(
+                "stream {name}: archived {} batches ({} segments, {}), {} already in the archive, {} gaps",
+                r.batches,
+                r.segments,
+                human_bytes(r.bytes),
+                r.healed,
+                r.gaps
+            ),
+            Err(e) => {
+                log::error!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "stream(s)".into() }),
+    }
+}
+
+fn run_daemon(config: &Config) -> Result<(), Error> {
+    signals::install();
+    let archiver = Archiver::start(config)?;
+    log::info!("walship started: {} stream(s) to {}", config.streams.len(), target_name(config));
+    while !signals::stop_requested() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    log::info!("stopping: finishing in-flight work");
+    archiver.stop();
+    log::info!("stopped");
+    Ok(())
+}
+
+fn target_name(config: &Config) -> String {
+    match &config.global.target {
+        config::TargetUrl::File(p) => format!("file://{}", p.display()),
+        config::TargetUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+    }
+}
+
+fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
+    let target = target::open(&config.global)?;
+    for stream in selected(config, stream)? {
+        let records = catalog::load(&config.global.state_dir, target.as_ref(), &stream.name)?;
+        print!("{}", render_list(&stream.name, &records));
+    }
+    Ok(())
+}
+
+/// A person-readable listing of a stream's manifest.
+pub fn render_list(stream: &str, records: &[Record]) -> String {
+    let mut out = String::new();
+    let batches = records.iter().filter(|r| matches!(r, Record::Batch(_))).count();
+    let gaps = records.len() - batches;
+    let (segments, bytes) = records.iter().fold((0, 0), |(n, b), r| match r {
+        Record::Batch(batch) => (n + batch.segments.len(), b + batch.size),
+        Record::Gap(_) => (n, b),
+    });
+    let span = match (records.first(), records.last()) {
+        (Some(a), Some(z)) => format!("positions {}..{}", a.first(), z.last()),
+        _ => "nothing archived yet".into(),
+    };
+    let _ = writeln!(
+        out,
+        "stream {stream}: {batches} batches, {segments} segments, {}, {gaps} gaps, {span}",
+        human_bytes(bytes)
+    );
+    if records.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key / reason", "positions", "segments", "size", "crc32");
+    for record in records {
+        let range = format!("{}..{}", record.first(), record.last());
+        let _ = match record {
+            Record::Batch(b) => writeln!(
+                out,
+                "  {range:<23} {:>8} {:>11}  {:08x}  {}",
+                b.segments.len(),
+                human_bytes(b.size),
+                b.crc32,
+                b.key
+            ),
+            Record::Gap(g) => writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason),
+        };
+    }
+    out
+}
+
+/// `1234567` → `1.2 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
+    named(config, request.stream)?;
+    let target = target::open(&config.global)?;
+    let records = catalog::load(&config.global.state_dir, target.as_ref(), request.stream)?;
+    let report = restore::restore(&records, target.as_ref(), request)?;
+    let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
+    println!(
+        "stream {}: restored {} segments ({}) {upto} into {}",
+        request.stream,
+        report.segments,
+        human_bytes(report.bytes),
+        request.to.display()
+    );
+    for (first, last) in &report.gaps_skipped {
+        println!("stream {}: gap {first}..{last} skipped (--allow-gaps)", request.stream);
+    }
+    Ok(())
+}
+
+fn fetch(config: &Config, stream: &str, name: &str, dest: &Path) -> Result<(), Error> {
+    named(config, stream)?;
+    let target = target::open(&config.global)?;
+    let records = catalog::load(&config.global.state_dir, target.as_ref(), stream)?;
+    restore::fetch(&records, target.as_ref(), stream, name, dest)?;
+    Ok(())
+}
+
+fn status(config: &Config, json: bool) -> Result<(), Error> {
+    let statuses: Vec<StreamStatus> =
+        config.streams.iter().map(|s| stream_status(config, s)).collect::<Result<_, _>>()?;
+    if json {
+        let items: Vec<String> = statuses.iter().map(StreamStatus::to_json).collect();
+        println!("[{}]", items.join(","));
+    } else {
+        let now = SystemTime::now();
+        for s in &statuses {
+            print!("{}", s.to_human(now));
+        }
+    }
+    Ok(())
+}
+
+/// A stream's status from disk: archived position from the journal,
+/// committed position from a fresh scan, the rest from the daemon's file.
+fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus, Error> {
+    let state_dir = catalog::stream_state_dir(&config.global.state_dir, &stream.name);
+    let mut status = std::fs::read_to_string(state_dir.join("status"))
+        .map(|text| StreamStatus::from_file_text(&text))
+        .unwrap_or_default();
+    status.stream = stream.name.clone();
+    let journal = journal::read_all(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
+    status.archived_position = journal.records.last().map(Record::last);
+    match source::scan(&stream.dir, &stream.naming) {
+        Ok(segments) => {
+            let sealed = source::sealed_count(&segments, stream.seal, stream.seal_idle, SystemTime::now());
+            let committed = sealed.checked_sub(1).map(|i| segments[i].position);
+            status.committed_position = committed.max(status.archived_position);
+        }
+        Err(e) => status.last_error = Some(e.to_string()),
+    }
+    Ok(status)
+}
+
+fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error> {
+    let target = target::open(&config.global)?;
+    let mut problems = 0;
+    for stream in selected(config, stream)? {
+        let records = catalog::load(&config.global.state_dir, target.as_ref(), &stream.name)?;
+        let mut checked = 0;
+        for record in &records {
+            match record {
+                Record::Gap(g) => {
+                    println!("stream {}: gap {}..{}: {}", stream.name, g.first, g.last, g.reason);
+                }
+                Record::Batch(b) => {
+                    checked += 1;
+                    if let Some(problem) = verify_batch(target.as_ref(), b, deep) {
+                        println!("stream {}: {}: {problem}", stream.name, b.key);
+                        problems += 1;
+                    }
+                }
+            }
+        }
+        println!("stream {}: {checked} batches checked{}", stream.name, if deep { " (deep)" } else { "" });
+    }
+    match problems {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "archived object(s)".into() }),
+    }
+}
+
+/// What is wrong with a stored batch, if anything.
+fn verify_batch(target: &dyn Target, batch: &crate::manifest::BatchRecord, deep: bool) -> Option<String> {
+    let info = match target.head(&batch.key) {
+        Ok(Some(info)) => info,
+        Ok(None) => return Some("MISSING from the archive".into()),
+        Err(e) => return Some(format!("cannot check: {e}")),
+    };
+    if info.size != batch.size {
+        return Some(format!("CORRUPT: {} bytes stored, {} recorded", info.size, batch.size));
+    }
+    let crc = match (info.crc32, deep) {
+        (Some(crc), false) => crc,
+        (None, false) => return None,
+        (_, true) => {
+            let mut sink = CrcWriter::default();
+            if let Err(e) = target.get(&batch.key, None, &mut sink) {
+                return Some(format!("cannot read back: {e}"));
+            }
+            sink.hasher.finalize()
+        }
+    };
+    (crc != batch.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", batch.crc32))
+}
+
+fn check(config: &Config) -> Result<(), Error> {
+    println!("config {}: ok ({} streams)", config.path.display(), config.streams.len());
+    let mut failed = 0;
+    let mut report = |what: String, result: Result<(), String>| match result {
+        Ok(()) => println!("{what}: ok"),
+        Err(e) => {
+            println!("{what}: FAILED: {e}");
+            failed += 1;
+        }
+    };
+    let target: Result<Arc<dyn Target>, Error> = target::open(&config.global);
+    match &target {
+        Ok(t) => report(format!("target {}", t.describe()), t.check().map_err(|e| e.to_string())),
+        Err(e) => report(format!("target {}", target_name(config)), Err(e.to_string())),
+    }
+    report(
+        format!("state_dir {}", config.global.state_dir.display()),
+        check_writable(&config.global.state_dir),
+    );
+    for stream in &config.streams {
+        let scanned = source::scan(&stream.dir, &stream.naming).map_err(|e| e.to_string());
+        report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()));
+    }
+    if io::stdout().is_terminal() && failed > 0 {
+        println!("{failed} check(s) failed");
+    }
+    match failed {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "check(s)".into() }),
+    }
+}
+
+fn check_writable(dir: &Path) -> Result<(), String> {
+    durable::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
+    let probe = dir.join(".walship-check");
+    durable::write_file(&probe, b"check\n").map_err(|e| format!("cannot write in it: {e}"))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
+}

@@ -1,0 +1,264 @@
+//! The product's core rules, as pure functions of values: which positions
+//! the next batch covers, when a batch (or a short one) is ready, when a gap
+//! must be recorded, where the next snapshot falls, and the config rule that
+//! ties the two intervals together.
+//!
+//! Nothing here reads a clock, a directory or the network: callers gather the
+//! facts (positions present, sealed or not, how long they have waited) and act
+//! on the answer. SPEC.md's reference tables are tested verbatim below.
+
+use std::time::Duration;
+
+/// The positions `(first, last)` of the next batch, both inclusive.
+///
+/// `last_archived` is the last archived position, `None` when nothing is
+/// archived yet, in which case the stream behaves as if the position before
+/// its `lowest_present` segment were archived (so a stream starting at 0
+/// begins with the one-segment batch `(0, 0)`).
+pub fn next_batch(last_archived: Option<u64>, lowest_present: u64, batch_size: u64) -> (u64, u64) {
+    debug_assert!(batch_size > 0, "config::parse enforces batch_size > 0");
+    let last = match (last_archived, lowest_present) {
+        (Some(last), _) => last,
+        (None, 0) => return (0, 0),
+        (None, lowest) => lowest - 1,
+    };
+    let first = last + 1;
+    (first, (last / batch_size + 1) * batch_size)
+}
+
+/// The position of the next snapshot: the next interval boundary after the
+/// last snapshot, or, when that is far behind, the latest boundary the
+/// committed position has reached (a lagging snapshot jumps instead of
+/// walking every interval).
+pub fn next_snapshot(last_snapshot: Option<u64>, committed: u64, interval: u64) -> u64 {
+    debug_assert!(interval > 0, "callers only plan snapshots when they are on");
+    let next_for_storage = match last_snapshot {
+        Some(last) => (last / interval + 1) * interval,
+        None => 0,
+    };
+    let last_for_source = committed / interval * interval;
+    next_for_storage.max(last_for_source)
+}
+
+/// The next snapshot position if one is due now (`committed` has reached it).
+pub fn snapshot_due(last_snapshot: Option<u64>, committed: u64, interval: u64) -> Option<u64> {
+    let next = next_snapshot(last_snapshot, committed, interval);
+    (committed >= next).then_some(next)
+}
+
+/// The configuration rule: `batch_size > 0`, and, with snapshots on
+/// (`snapshot_interval > 0`), `snapshot_interval` a multiple of `batch_size`.
+/// The error says why, for the config error message.
+pub fn check_rules(batch_size: u64, snapshot_interval: u64) -> Result<(), String> {
+    if batch_size == 0 {
+        return Err("batch_size must be greater than 0".into());
+    }
+    if snapshot_interval > 0 && snapshot_interval % batch_size != 0 {
+        return Err(format!(
+            "snapshot_interval ({snapshot_interval}) must be a multiple of batch_size \
+             ({batch_size}): otherwise a snapshot can fall at a position no batch ends on, \
+             and a restore from it would have to replay the stream from its beginning"
+        ));
+    }
+    Ok(())
+}
+
+/// What the planner knows of one present segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentFact {
+    pub position: u64,
+    pub sealed: bool,
+    /// How long ago it was last modified (its wait for archiving).
+    pub age: Duration,
+}
+
+/// What a stream should do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Archive positions `first..=last` as one batch. `short` when it ends
+    /// before the batch boundary (delay expired, flush, or a hole follows).
+    Upload { first: u64, last: u64, short: bool },
+    /// Positions `first..=last` are gone from the source and will never come:
+    /// record a gap and move on.
+    Gap { first: u64, last: u64 },
+    /// Nothing to do until more segments are sealed.
+    Wait,
+}
+
+/// Inputs of [`next_step`] that come from configuration and mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    pub batch_size: u64,
+    /// Upload a sealed prefix as a short batch once its oldest segment has
+    /// waited this long.
+    pub max_batch_delay: Option<Duration>,
+    /// Upload every sealed segment now, short batch included (`run --once`,
+    /// shutdown).
+    pub flush: bool,
+}
+
+/// Decide the next step from the last archived position and the present
+/// segments (sorted by position, unique).
+///
+/// A position missing while a higher-numbered segment exists will never
+/// arrive (names are sequential), so it becomes a gap; a batch whose range
+/// has such a hole is shipped up to the hole first.
+pub fn next_step(last_archived: Option<u64>, present: &[SegmentFact], policy: BatchPolicy) -> Step {
+    let waiting: Vec<&SegmentFact> = present
+        .iter()
+        .filter(|s| last_archived.is_none_or(|last| s.position > last))
+        .collect();
+    let Some(lowest) = waiting.first() else {
+        return Step::Wait;
+    };
+    let (first, boundary) = next_batch(last_archived, lowest.position, policy.batch_size);
+    if lowest.position > first {
+        return Step::Gap { first, last: lowest.position - 1 };
+    }
+
+    // The contiguous run of sealed segments from `first`, up to the boundary.
+    let mut run_last = None;
+    let mut hole_follows = false;
+    for (expected, seg) in (first..=boundary).zip(waiting.iter()) {
+        if seg.position != expected {
+            hole_follows = true;
+            break;
+        }
+        if !seg.sealed {
+            break;
+        }
+        run_last = Some(seg.position);
+    }
+    let Some(run_last) = run_last else {
+        return Step::Wait;
+    };
+    if run_last == boundary {
+        return Step::Upload { first, last: run_last, short: false };
+    }
+    let delay_expired = policy.max_batch_delay.is_some_and(|delay| lowest.age >= delay);
+    if hole_follows || policy.flush || delay_expired {
+        return Step::Upload { first, last: run_last, short: true };
+    }
+    Step::Wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_batch_matches_the_spec_reference_table() {
+        let table = [
+            (None, 100, (0, 0)),
+            (Some(0), 100, (1, 100)),
+            (Some(100), 50, (101, 150)),
+            (Some(150), 100, (151, 200)),
+            (Some(200), 100, (201, 300)),
+        ];
+        for (last, b, expected) in table {
+            assert_eq!(next_batch(last, 0, b), expected, "last={last:?} B={b}");
+        }
+    }
+
+    #[test]
+    fn next_batch_sequence_and_late_start() {
+        assert_eq!(next_batch(Some(0), 0, 10), (1, 10));
+        assert_eq!(next_batch(Some(10), 0, 10), (11, 20));
+        // A stream whose lowest segment is s > 0 behaves as if s-1 were archived.
+        assert_eq!(next_batch(None, 5, 10), (5, 10));
+        assert_eq!(next_batch(None, 10, 10), (10, 10));
+        assert_eq!(next_batch(None, 11, 10), (11, 20));
+        // After a short batch the rule re-aligns to the boundary by itself.
+        assert_eq!(next_batch(Some(37), 0, 10), (38, 40));
+        assert_eq!(next_batch(Some(7), 0, 1), (8, 8));
+    }
+
+    #[test]
+    fn next_snapshot_matches_the_spec_reference_table() {
+        let table = [
+            (None, 90, 0),
+            (Some(0), 90, 100),
+            (Some(0), 190, 100),
+            (Some(0), 200, 200),
+            (Some(0), 250, 200),
+            (Some(200), 250, 300),
+        ];
+        for (last, committed, expected) in table {
+            assert_eq!(next_snapshot(last, committed, 100), expected, "last={last:?} committed={committed}");
+        }
+    }
+
+    #[test]
+    fn snapshot_is_due_only_once_committed_reaches_it() {
+        assert_eq!(snapshot_due(None, 90, 100), Some(0));
+        assert_eq!(snapshot_due(Some(0), 90, 100), None);
+        assert_eq!(snapshot_due(Some(0), 190, 100), Some(100));
+        assert_eq!(snapshot_due(Some(0), 200, 100), Some(200));
+        assert_eq!(snapshot_due(Some(0), 250, 100), Some(200));
+        assert_eq!(snapshot_due(Some(200), 250, 100), None);
+    }
+
+    #[test]
+    fn config_rule() {
+        assert!(check_rules(100, 0).is_ok());
+        assert!(check_rules(100, 200).is_ok());
+        assert!(check_rules(100, 100).is_ok());
+        assert!(check_rules(0, 0).unwrap_err().contains("batch_size"));
+        let err = check_rules(100, 150).unwrap_err();
+        assert!(err.contains("multiple of batch_size"), "{err}");
+        assert!(err.contains("replay"), "{err}");
+    }
+
+    fn sealed(positions: std::ops::RangeInclusive<u64>) -> Vec<SegmentFact> {
+        positions.map(|position| SegmentFact { position, sealed: true, age: Duration::ZERO }).collect()
+    }
+
+    const B10: BatchPolicy = BatchPolicy { batch_size: 10, max_batch_delay: None, flush: false };
+
+    #[test]
+    fn full_batches_upload_and_partial_ones_wait() {
+        assert_eq!(next_step(None, &sealed(0..=3), B10), Step::Upload { first: 0, last: 0, short: false });
+        assert_eq!(next_step(Some(0), &sealed(0..=10), B10), Step::Upload { first: 1, last: 10, short: false });
+        assert_eq!(next_step(Some(0), &sealed(0..=9), B10), Step::Wait);
+        assert_eq!(next_step(Some(10), &sealed(0..=25), B10), Step::Upload { first: 11, last: 20, short: false });
+        assert_eq!(next_step(Some(10), &[], B10), Step::Wait);
+        assert_eq!(next_step(Some(10), &sealed(0..=10), B10), Step::Wait);
+    }
+
+    #[test]
+    fn unsealed_segment_stops_the_run() {
+        let mut segs = sealed(1..=10);
+        segs[9].sealed = false;
+        assert_eq!(next_step(Some(0), &segs, B10), Step::Wait);
+        let flush = BatchPolicy { flush: true, ..B10 };
+        assert_eq!(next_step(Some(0), &segs, flush), Step::Upload { first: 1, last: 9, short: true });
+    }
+
+    #[test]
+    fn short_batch_after_max_batch_delay() {
+        let policy = BatchPolicy { max_batch_delay: Some(Duration::from_secs(60)), ..B10 };
+        let mut segs = sealed(1..=4);
+        assert_eq!(next_step(Some(0), &segs, policy), Step::Wait);
+        segs[0].age = Duration::from_secs(61);
+        assert_eq!(next_step(Some(0), &segs, policy), Step::Upload { first: 1, last: 4, short: true });
+        // The next batch re-aligns: (5, 10).
+        assert_eq!(next_step(Some(4), &sealed(5..=10), policy), Step::Upload { first: 5, last: 10, short: false });
+    }
+
+    #[test]
+    fn missing_segments_become_gaps() {
+        // 1..=4 removed before archiving; 5 onwards present.
+        assert_eq!(next_step(Some(0), &sealed(5..=12), B10), Step::Gap { first: 1, last: 4 });
+        // A hole inside the batch range: ship up to the hole, then the gap.
+        let mut segs = sealed(1..=12);
+        segs.remove(4); // position 5
+        assert_eq!(next_step(Some(0), &segs, B10), Step::Upload { first: 1, last: 4, short: true });
+        assert_eq!(next_step(Some(4), &segs, B10), Step::Gap { first: 5, last: 5 });
+        assert_eq!(next_step(Some(5), &segs, B10), Step::Upload { first: 6, last: 10, short: false });
+    }
+
+    #[test]
+    fn stream_starting_late_needs_no_gap() {
+        assert_eq!(next_step(None, &sealed(42..=60), B10), Step::Upload { first: 42, last: 50, short: false });
+    }
+}

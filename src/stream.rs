@@ -1,0 +1,395 @@
+//! One stream's archiving: scan, plan, upload, commit, acknowledge.
+//!
+//! A [`Stream`] owns the stream's lock, journal and status. `pass` gathers
+//! facts from the source directory, asks `plan::next_step` what to do, and
+//! does it, until nothing is ready. Commits are strictly in position order:
+//! batch object, remote record, local journal (fsync), position file, then
+//! the optional deletion or marking of the local segments. A crash anywhere
+//! in that sequence heals on restart: an object already present with the
+//! same size and CRC32 is recorded without being sent again.
+//!
+//! Scheduling (threads, waking, backoff) is `archiver`'s business, not this
+//! module's.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::catalog;
+use crate::config::{OnArchived, StreamConfig};
+use crate::durable;
+use crate::error::Error;
+use crate::manifest::journal::Journal;
+use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry};
+use crate::plan::{self, BatchPolicy, SegmentFact, Step};
+use crate::source::{self, Segment, SegmentMap};
+use crate::status::{StreamStatus, unix_now};
+use crate::target::{Target, TargetError, Upload, keys};
+
+/// Suffix given to archived segments with `on_archived = mark`.
+pub const MARK_SUFFIX: &str = ".archived";
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub batches: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    /// Batches found already stored and recorded without re-sending.
+    pub healed: u64,
+    pub gaps: u64,
+}
+
+/// An open stream: locked, journal loaded and caught up with the archive.
+pub struct Stream {
+    config: StreamConfig,
+    target: Arc<dyn Target>,
+    state_dir: PathBuf,
+    journal: Journal,
+    status: Arc<Mutex<StreamStatus>>,
+    _lock: File,
+}
+
+impl Stream {
+    /// Open the stream: take its lock, load its journal (dropping a torn
+    /// final record), adopt remote records it lacks, abort stale uploads.
+    pub fn open(
+        config: StreamConfig,
+        state_root: &Path,
+        target: Arc<dyn Target>,
+        status: Arc<Mutex<StreamStatus>>,
+    ) -> Result<Stream, Error> {
+        let name = config.name.clone();
+        let state_dir = catalog::stream_state_dir(state_root, &name);
+        durable::create_dir_all(&state_dir)
+            .map_err(|e| Error::local("create state directory", &state_dir, e))?;
+        let lock = lock_stream(&state_dir, &name)?;
+        let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &name, |_| {})?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref(), &name)?;
+        if adopted > 0 {
+            log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
+        }
+        let aborted = target
+            .abort_stale_uploads(&format!("{name}/"))
+            .map_err(|e| Error::target(&name, e))?;
+        if aborted > 0 {
+            log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier run");
+        }
+        let stream = Stream { config, target, state_dir, journal, status, _lock: lock };
+        stream.update_status(|s| s.archived_position = stream.archived());
+        stream.write_position()?;
+        Ok(stream)
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The last archived (or gap-recorded) position.
+    pub fn archived(&self) -> Option<u64> {
+        self.journal.last().map(Record::last)
+    }
+
+    /// Archive everything ready now. With `flush`, a sealed tail shorter than
+    /// a batch goes too. Stops early (between batches) when `should_stop`.
+    pub fn pass(&mut self, flush: bool, should_stop: &dyn Fn() -> bool) -> Result<PassReport, Error> {
+        let mut report = PassReport::default();
+        loop {
+            let segments = source::scan(&self.config.dir, &self.config.naming)
+                .map_err(|source| Error::Scan { stream: self.name().into(), source })?;
+            self.acknowledge(&segments)?;
+            let facts = self.facts(&segments);
+            let mut progressed = false;
+            loop {
+                if should_stop() {
+                    return Ok(report);
+                }
+                match plan::next_step(self.archived(), &facts, self.policy(flush)) {
+                    Step::Wait => break,
+                    Step::Gap { first, last } => {
+                        self.record_gap(first, last)?;
+                        report.gaps += 1;
+                    }
+                    Step::Upload { first, last, .. } => {
+                        let batch: Vec<&Segment> =
+                            segments.iter().filter(|s| (first..=last).contains(&s.position)).collect();
+                        let healed = self.archive_batch(first, last, &batch)?;
+                        report.batches += 1;
+                        report.healed += u64::from(healed);
+                        report.segments += batch.len() as u64;
+                        report.bytes += batch.iter().map(|s| s.len).sum::<u64>();
+                    }
+                }
+                progressed = true;
+            }
+            if !progressed {
+                self.update_status(|s| s.last_success = Some(unix_now()));
+                return Ok(report);
+            }
+        }
+    }
+
+    fn policy(&self, flush: bool) -> BatchPolicy {
+        BatchPolicy {
+            batch_size: self.config.batch_size,
+            max_batch_delay: self.config.max_batch_delay,
+            flush,
+        }
+    }
+
+    /// Planner facts for `segments`, and the committed position for status.
+    fn facts(&self, segments: &[Segment]) -> Vec<SegmentFact> {
+        let now = SystemTime::now();
+        let sealed = source::sealed_count(segments, self.config.seal, self.config.seal_idle, now);
+        let committed = sealed.checked_sub(1).map(|i| segments[i].position);
+        let archived = self.archived();
+        self.update_status(|s| s.committed_position = committed.max(archived));
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, seg)| SegmentFact {
+                position: seg.position,
+                sealed: i < sealed,
+                age: source::age(seg.modified, now),
+            })
+            .collect()
+    }
+
+    /// Archive `first..=last` (the contiguous `batch`). Returns true when the
+    /// object was already stored and only needed recording.
+    fn archive_batch(&mut self, first: u64, last: u64, batch: &[&Segment]) -> Result<bool, Error> {
+        let name = self.config.name.clone();
+        let maps = batch
+            .iter()
+            .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| self.segment_error(seg, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (entries, size, crc32) = checksum_segments(batch, &maps);
+        let key = keys::batch_key(&name, first, last);
+        let pieces: Vec<&[u8]> = maps.iter().map(SegmentMap::bytes).collect();
+        let upload = Upload { pieces: &pieces, size, crc32 };
+
+        let healed = self.already_stored(&key, size, crc32)?;
+        if healed {
+            log::info!("stream {name}: {key} is already in the archive; recording it without re-sending");
+        } else {
+            self.target.put(&key, &upload).map_err(|e| match e {
+                TargetError::Checksum { expected, actual, .. } => Error::SegmentChanged {
+                    stream: name.clone(),
+                    name: format!("in positions {first}..{last}"),
+                    detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
+                },
+                other => Error::target(&name, other),
+            })?;
+        }
+        drop(maps);
+        self.confirm_unchanged(batch)?;
+
+        let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
+        self.commit(record)?;
+        log::info!("stream {name}: archived positions {first}..{last} ({} segments, {size} bytes)", batch.len());
+        self.update_status(|s| s.batches_archived += 1);
+        self.acknowledge_batch(batch)?;
+        Ok(healed)
+    }
+
+    /// Whether `key` already holds exactly these bytes. A different object
+    /// at the same key is a conflict: never overwritten.
+    fn already_stored(&self, key: &str, size: u64, crc32: u32) -> Result<bool, Error> {
+        let name = self.name();
+        let Some(existing) = self.target.head(key).map_err(|e| Error::target(name, e))? else {
+            return Ok(false);
+        };
+        let existing_crc = match existing.crc32 {
+            Some(crc) => crc,
+            // The target cannot tell the whole-object CRC cheaply (e.g. a
+            // multipart object): read it back. Only on this healing path.
+            None => read_back_crc(self.target.as_ref(), key).map_err(|e| Error::target(name, e))?,
+        };
+        if existing.size == size && existing_crc == crc32 {
+            return Ok(true);
+        }
+        Err(Error::Conflict {
+            stream: name.into(),
+            key: key.into(),
+            detail: format!(
+                "stored {} bytes with CRC32 {existing_crc:08x}, local segments are {size} bytes \
+                 with CRC32 {crc32:08x}",
+                existing.size
+            ),
+        })
+    }
+
+    /// After upload, make sure no segment grew or shrank meanwhile (bytes
+    /// appended after sealing would otherwise be silently left out).
+    fn confirm_unchanged(&self, batch: &[&Segment]) -> Result<(), Error> {
+        for seg in batch {
+            let len = fs::metadata(&seg.path).map(|m| m.len());
+            if len.as_ref().ok() != Some(&seg.len) {
+                let now = len.map_or_else(|e| e.to_string(), |l| format!("now {l} bytes"));
+                return Err(Error::SegmentChanged {
+                    stream: self.name().into(),
+                    name: seg.name.clone(),
+                    detail: format!("{} bytes when sealed, {now}", seg.len),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn segment_error(&self, seg: &Segment, err: io::Error) -> Error {
+        match err.kind() {
+            io::ErrorKind::Other => Error::SegmentChanged {
+                stream: self.name().into(),
+                name: seg.name.clone(),
+                detail: err.to_string(),
+            },
+            _ => Error::local("read segment", &seg.path, err),
+        }
+    }
+
+    fn record_gap(&mut self, first: u64, last: u64) -> Result<(), Error> {
+        let reason = format!(
+            "segments removed from {} before they were archived",
+            self.config.dir.display()
+        );
+        log::error!(
+            "stream {}: positions {first}..{last} are missing from {} and were never archived; \
+             recording a gap and moving on",
+            self.name(),
+            self.config.dir.display()
+        );
+        self.commit(Record::Gap(GapRecord { first, last, reason }))?;
+        self.update_status(|s| s.gaps_recorded += 1);
+        Ok(())
+    }
+
+    /// Record durably, remote first, then advance the published position.
+    fn commit(&mut self, record: Record) -> Result<(), Error> {
+        catalog::put_remote(self.target.as_ref(), &self.config.name, &record)?;
+        self.journal.append(std::slice::from_ref(&record))?;
+        self.write_position()?;
+        self.update_status(|s| {
+            s.archived_position = Some(record.last());
+            s.committed_position = s.committed_position.max(Some(record.last()));
+        });
+        Ok(())
+    }
+
+    /// Publish the archived position for the application.
+    fn write_position(&self) -> Result<(), Error> {
+        let path = self.state_dir.join("archived_position");
+        let text = self.archived().map_or(String::new(), |p| format!("{p}\n"));
+        durable::write_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
+    }
+
+    /// Delete or mark every present segment already archived (also heals a
+    /// crash between commit and acknowledgement).
+    fn acknowledge(&self, segments: &[Segment]) -> Result<(), Error> {
+        let Some(archived) = self.archived() else { return Ok(()) };
+        let done: Vec<&Segment> = segments.iter().filter(|s| s.position <= archived).collect();
+        self.acknowledge_batch(&done)
+    }
+
+    fn acknowledge_batch(&self, segments: &[&Segment]) -> Result<(), Error> {
+        if segments.is_empty() || self.config.on_archived == OnArchived::Keep {
+            return Ok(());
+        }
+        for seg in segments {
+            let result = match self.config.on_archived {
+                OnArchived::Delete => fs::remove_file(&seg.path),
+                OnArchived::Mark => fs::rename(&seg.path, marked_path(&seg.path)),
+                OnArchived::Keep => Ok(()),
+            };
+            match result {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(Error::local("acknowledge archived segment", &seg.path, e));
+                }
+                _ => {}
+            }
+        }
+        durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
+    }
+
+    fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let before = status.clone();
+        change(&mut status);
+        if *status != before {
+            let path = self.state_dir.join("status");
+            if let Err(e) = status.save(&path) {
+                log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display());
+            }
+        }
+    }
+}
+
+/// Per-segment entries, total size and whole-object CRC32 of a batch, the
+/// whole CRC combined from the segments' so each byte is read once.
+fn checksum_segments(batch: &[&Segment], maps: &[SegmentMap]) -> (Vec<SegmentEntry>, u64, u32) {
+    let mut whole = crc32fast::Hasher::new();
+    let mut entries = Vec::with_capacity(batch.len());
+    let mut offset = 0u64;
+    for (seg, map) in batch.iter().zip(maps) {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(map.bytes());
+        whole.combine(&hasher);
+        let len = map.bytes().len() as u64;
+        entries.push(SegmentEntry {
+            position: seg.position,
+            name: seg.name.clone(),
+            offset,
+            len,
+            crc32: hasher.finalize(),
+        });
+        offset += len;
+    }
+    (entries, offset, whole.finalize())
+}
+
+/// CRC32 of a stored object, by reading it back.
+fn read_back_crc(target: &dyn Target, key: &str) -> Result<u32, TargetError> {
+    let mut sink = CrcWriter::default();
+    target.get(key, None, &mut sink)?;
+    Ok(sink.hasher.finalize())
+}
+
+/// A writer that only checksums what passes through it.
+#[derive(Default)]
+pub struct CrcWriter {
+    pub hasher: crc32fast::Hasher,
+}
+
+impl io::Write for CrcWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.hasher.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn marked_path(path: &Path) -> PathBuf {
+    let mut marked = path.as_os_str().to_owned();
+    marked.push(MARK_SUFFIX);
+    PathBuf::from(marked)
+}
+
+/// Take the stream's lock so two processes never archive it at once.
+fn lock_stream(state_dir: &Path, stream: &str) -> Result<File, Error> {
+    let path = state_dir.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::local("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::Locked { stream: stream.into(), path }),
+        Err(fs::TryLockError::Error(e)) => Err(Error::local("lock", &path, e)),
+    }
+}
