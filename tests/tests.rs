@@ -1,0 +1,17 @@
+//! walship's integration tests: one test binary, a module per concern, all
+//! driving the built `walship` binary or the public library API.
+
+mod util;
+
+/// `run --once` over many segments: batch objects, manifest, restore.
+mod archive;
+/// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
+mod cli;
+/// SIGKILL at random points, wiped state directory, healing half-done commits.
+mod crash;
+/// The embedding API: start, wake, status, stop.
+mod library;
+/// Torn and corrupted local manifests.
+mod manifest_damage;
+/// The target contract, run against every target.
+mod conformance;

@@ -1,0 +1,191 @@
+//! Shared helpers: temp directories, generated segments, configs, and
+//! running the built `walship` binary as a user would.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TestDir {
+    pub path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir()
+            .join("walship-tests")
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TestDir { path }
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Deterministic content of the segment at `position`: lengths vary (some
+/// segments are empty), bytes are pseudo-random, so concatenation mistakes
+/// and off-by-one splits show.
+pub fn segment_bytes(position: u64, max_len: usize) -> Vec<u8> {
+    let len = if position % 97 == 13 { 0 } else { (position as usize * 7919) % max_len + 1 };
+    let mut state = position.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Name of a generated segment, matching the `seg-{seq}.log` pattern.
+pub fn segment_name(position: u64) -> String {
+    format!("seg-{position:06}.log")
+}
+
+/// A stream directory, a file target, a state directory and a config file
+/// tying them together.
+pub struct Setup {
+    pub dir: TestDir,
+    pub src: PathBuf,
+    pub archive: PathBuf,
+    pub state: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// One stream called `s` with `batch_size`, plus `extra` stream lines
+    /// (e.g. "seal = spool"). Global extras go in `global_extra`.
+    pub fn new(name: &str, batch_size: u64, extra: &str) -> Setup {
+        Setup::with_global(name, batch_size, extra, "")
+    }
+
+    pub fn with_global(name: &str, batch_size: u64, extra: &str, global_extra: &str) -> Setup {
+        let dir = TestDir::new(name);
+        let src = dir.path.join("src");
+        let archive = dir.path.join("archive");
+        let state = dir.path.join("state");
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&archive).unwrap();
+        let config = dir.path.join("walship.conf");
+        let setup = Setup { dir, src, archive, state, config };
+        setup.write_config(batch_size, extra, global_extra);
+        setup
+    }
+
+    pub fn write_config(&self, batch_size: u64, extra: &str, global_extra: &str) {
+        let text = format!(
+            "[global]\nstate_dir = {}\ntarget = file://{}\npoll_interval = 10ms\nbackoff_min = 10ms\n\
+             backoff_max = 50ms\n{global_extra}\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
+             batch_size = {batch_size}\n{extra}\n",
+            self.state.display(),
+            self.archive.display(),
+            self.src.display(),
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// Write segments `positions` with [`segment_bytes`].
+    pub fn write_segments(&self, positions: std::ops::RangeInclusive<u64>, max_len: usize) {
+        for p in positions {
+            fs::write(self.src.join(segment_name(p)), segment_bytes(p, max_len)).unwrap();
+        }
+    }
+
+    /// Run `walship ARGS -c CONFIG`.
+    pub fn walship(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        let config = self.config.to_str().unwrap();
+        all.extend(["-c", config]);
+        walship(&all)
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.walship(args);
+        assert_success(&out, args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The batch objects in the archive, sorted by key.
+    pub fn batch_objects(&self) -> Vec<PathBuf> {
+        sorted_files(&self.archive.join("s/batches"))
+    }
+
+    /// The remote manifest record objects, sorted by key.
+    pub fn record_objects(&self) -> Vec<PathBuf> {
+        sorted_files(&self.archive.join("s/manifest"))
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.state.join("s/manifest")
+    }
+}
+
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.retain(|p| !p.file_name().unwrap().to_str().unwrap().starts_with('.'));
+    files.sort();
+    files
+}
+
+/// Run the built binary with `args`.
+pub fn walship(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .output()
+        .expect("run walship")
+}
+
+pub fn assert_success(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "walship {args:?} failed with {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert that `restored` holds exactly the files of `original`, byte for byte.
+pub fn assert_same_files(original: &Path, restored: &Path) {
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b) = (names(original), names(restored));
+    assert_eq!(a, b, "file names differ between {} and {}", original.display(), restored.display());
+    for name in a {
+        let (x, y) = (fs::read(original.join(&name)).unwrap(), fs::read(restored.join(&name)).unwrap());
+        assert!(x == y, "{name} differs after restore ({} vs {} bytes)", x.len(), y.len());
+    }
+}
