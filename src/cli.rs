@@ -1,0 +1,715 @@
+//! The command line: arguments in, a `Command` (or help text) out.
+//!
+//! One table lists the commands, each with its getopts options, a usage line
+//! and a builder that turns the parsed options into a `Command`. Everything
+//! here is pure: nothing is printed, read or exited; `main` prints `Help` on
+//! stdout with exit status 0 and a `UsageError` on stderr with exit status 2.
+//! Whether a named stream exists or a file can be read is for the command to
+//! find out once the config is loaded, not for this module.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use getopts::{Fail, Matches, Options};
+
+use crate::config::{self, DEFAULT_PATH};
+
+/// What to run, with which config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// `-c FILE`, default [`DEFAULT_PATH`].
+    pub config_path: PathBuf,
+    pub command: Command,
+}
+
+/// A command and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `walship run [--once]`: the daemon, or one full pass with `once`.
+    Run { once: bool },
+    /// `walship list [-s STREAM]`: batches, snapshots and gaps.
+    List { stream: Option<String> },
+    /// `walship restore -s STREAM --to DIR [--position P] [--allow-gaps]`.
+    Restore {
+        stream: String,
+        to: PathBuf,
+        /// `None`: the newest archived position.
+        position: Option<u64>,
+        allow_gaps: bool,
+    },
+    /// `walship fetch -s STREAM NAME DEST`: one segment by file name.
+    Fetch {
+        stream: String,
+        name: String,
+        dest: PathBuf,
+    },
+    /// `walship status [--json]`.
+    Status { json: bool },
+    /// `walship verify [-s STREAM] [--deep]`.
+    Verify { stream: Option<String>, deep: bool },
+    /// `walship check`: validate the config and reach every target.
+    Check,
+}
+
+/// The outcome of parsing the arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// Run this.
+    Run(Invocation),
+    /// Print this text on stdout and exit 0 (`--help`, `help`, no arguments,
+    /// `--version`).
+    Help(String),
+}
+
+/// Arguments that do not form a valid command. The text is the problem, then
+/// a line saying where usage is shown; print it on stderr and exit 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// One command of the table.
+struct CommandSpec {
+    name: &'static str,
+    /// What follows `walship NAME` in the usage line.
+    synopsis: &'static str,
+    /// One line for the overall usage.
+    summary: &'static str,
+    /// A paragraph for the command's own help.
+    about: &'static str,
+    /// Adds the command's own options (the common ones are added for all).
+    options: fn(&mut Options),
+    /// Builds the command from the parsed options.
+    build: fn(&Matches) -> Result<Command, String>,
+}
+
+const COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "run",
+        synopsis: "[--once]",
+        summary: "archive every stream until stopped (the daemon)",
+        about: "Archive every configured stream until stopped by SIGTERM or SIGINT;\n\
+                SIGHUP reloads the config.",
+        options: |o| {
+            o.optflag(
+                "",
+                "once",
+                "do one full pass and exit: every sealed segment (a short final batch \
+                 included), every snapshot then due, retention",
+            );
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Run {
+                once: m.opt_present("once"),
+            })
+        },
+    },
+    CommandSpec {
+        name: "list",
+        synopsis: "[-s STREAM]",
+        summary: "show archived batches, snapshots and gaps",
+        about: "Show what is archived, per stream: batches, snapshots and gaps.",
+        options: |o| {
+            o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::List {
+                stream: optional_stream(m)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "restore",
+        synopsis: "-s STREAM --to DIR [--position P] [--allow-gaps]",
+        summary: "restore a stream into a directory, up to a position",
+        about: "Restore the latest snapshot at or before the position, plus the segments\n\
+                after it, into DIR: verified by CRC, under their original names. Stops\n\
+                at a gap in the archive unless --allow-gaps is given.",
+        options: |o| {
+            o.optopt("s", "stream", "the stream to restore (required)", "STREAM");
+            o.optopt("", "to", "the directory to restore into (required)", "DIR");
+            o.optopt(
+                "",
+                "position",
+                "restore up to this position (default: the newest archived); \
+                 decimal, or hexadecimal after 0x",
+                "P",
+            );
+            o.optflag("", "allow-gaps", "continue past gaps instead of stopping");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Restore {
+                stream: required_stream(m)?,
+                to: required_path(m, "to", "--to DIR")?,
+                position: m
+                    .opt_str("position")
+                    .map(|p| parse_position(&p))
+                    .transpose()?,
+                allow_gaps: m.opt_present("allow-gaps"),
+            })
+        },
+    },
+    CommandSpec {
+        name: "fetch",
+        synopsis: "-s STREAM NAME DEST",
+        summary: "restore one segment by name (for restore_command)",
+        about: "Write the archived segment called NAME (its file name) of STREAM to the\n\
+                file DEST, verified by CRC. Usable as PostgreSQL's restore_command; a\n\
+                distinct exit status says the segment is not in the archive.",
+        options: |o| {
+            o.optopt(
+                "s",
+                "stream",
+                "the stream the segment belongs to (required)",
+                "STREAM",
+            );
+        },
+        build: |m| {
+            let stream = required_stream(m)?;
+            let [name, dest] = m.free.as_slice() else {
+                return Err(format!(
+                    "expected two arguments, NAME and DEST, got {}",
+                    m.free.len()
+                ));
+            };
+            check_segment_name(name)?;
+            if dest.is_empty() {
+                return Err("DEST is empty; give the path to write the segment to".into());
+            }
+            Ok(Command::Fetch {
+                stream,
+                name: name.clone(),
+                dest: PathBuf::from(dest),
+            })
+        },
+    },
+    CommandSpec {
+        name: "status",
+        synopsis: "[--json]",
+        summary: "show each stream's positions, lag, errors and backoff",
+        about: "Show per stream: archived and committed position, lag, last success,\n\
+                last error, next snapshot and backoff state.",
+        options: |o| {
+            o.optflag("", "json", "print JSON instead of text");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Status {
+                json: m.opt_present("json"),
+            })
+        },
+    },
+    CommandSpec {
+        name: "verify",
+        synopsis: "[-s STREAM] [--deep]",
+        summary: "check archived objects against the manifest",
+        about: "Check every recorded object against the manifest's sizes and CRCs, and\n\
+                report missing and corrupt objects and gaps.",
+        options: |o| {
+            o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
+            o.optflag("", "deep", "download every object and recompute its CRCs");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Verify {
+                stream: optional_stream(m)?,
+                deep: m.opt_present("deep"),
+            })
+        },
+    },
+    CommandSpec {
+        name: "check",
+        synopsis: "",
+        summary: "validate the config and reach every target",
+        about: "Validate the config file and reach every target; exit 0 if all is well.",
+        options: |_| {},
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Check)
+        },
+    },
+];
+
+/// Commands of SPEC.md that this version does not have yet.
+const NOT_YET: &[&str] = &["push", "snapshot", "prune"];
+
+/// Parse the arguments after the program name.
+pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
+    let Some((first, rest)) = args.split_first() else {
+        return Ok(Parsed::Help(overall_usage()));
+    };
+    match first.as_str() {
+        "-h" | "--help" | "help" => return help_for(first, rest),
+        "-V" | "--version" => {
+            return Ok(Parsed::Help(format!(
+                "walship {}\n",
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        _ => {}
+    }
+    let spec = find_command(first)?;
+    let opts = options_of(spec);
+    let error = |message: String| command_error(spec, message);
+    let matches = opts
+        .parse(rest)
+        .map_err(|fail| error(describe_fail(fail)))?;
+    if matches.opt_present("help") {
+        return Ok(Parsed::Help(command_usage(spec)));
+    }
+    let config_path = match matches.opt_str("config") {
+        None => PathBuf::from(DEFAULT_PATH),
+        Some(path) if path.is_empty() => {
+            return Err(error("-c needs the path of a config file".into()));
+        }
+        Some(path) => PathBuf::from(path),
+    };
+    let command = (spec.build)(&matches).map_err(error)?;
+    Ok(Parsed::Run(Invocation {
+        config_path,
+        command,
+    }))
+}
+
+/// `walship help [COMMAND]`, `walship --help [COMMAND]`.
+fn help_for(first: &str, rest: &[String]) -> Result<Parsed, UsageError> {
+    match rest {
+        [] => Ok(Parsed::Help(overall_usage())),
+        [name] => Ok(Parsed::Help(command_usage(find_command(name)?))),
+        _ => Err(general_error(format!(
+            "`walship {first}` takes at most one command name"
+        ))),
+    }
+}
+
+/// The table row of `name`, or an error saying what the commands are.
+fn find_command(name: &str) -> Result<&'static CommandSpec, UsageError> {
+    if let Some(spec) = COMMANDS.iter().find(|c| c.name == name) {
+        return Ok(spec);
+    }
+    let message = if name.starts_with('-') {
+        format!("expected a command before any option, as in `walship run {name}`")
+    } else if NOT_YET.contains(&name) {
+        format!("`walship {name}` is not available in this version")
+    } else {
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        format!(
+            "unknown command {:?}; the commands are {}",
+            name,
+            names.join(", ")
+        )
+    };
+    Err(general_error(message))
+}
+
+/// The command's own options, then `-c` and `-h`.
+fn options_of(spec: &CommandSpec) -> Options {
+    let mut opts = Options::new();
+    (spec.options)(&mut opts);
+    opts.optopt(
+        "c",
+        "config",
+        &format!("the config file (default {DEFAULT_PATH})"),
+        "FILE",
+    );
+    opts.optflag("h", "help", "show this help");
+    opts
+}
+
+/// The listing of every command.
+fn overall_usage() -> String {
+    let mut text = String::from(
+        "walship: archive append-only segment logs to S3 or a filesystem\n\n\
+         Usage: walship COMMAND [OPTIONS]\n\nCommands:\n",
+    );
+    for spec in COMMANDS {
+        text.push_str(&format!("  {:<9} {}\n", spec.name, spec.summary));
+    }
+    text.push_str(&format!(
+        "  {:<9} {}\n\n\
+         Every command takes -c FILE (default {DEFAULT_PATH}) and -h/--help.\n\
+         Run `walship COMMAND --help` for a command's options.\n\
+         Exit status: 0 success, 1 operational failure, 2 usage or configuration error.\n",
+        "help", "show this text, or `walship help COMMAND` for one command"
+    ));
+    text
+}
+
+/// One command's usage line, description and options.
+fn command_usage(spec: &CommandSpec) -> String {
+    let usage = format!("walship {} {} [-c FILE]", spec.name, spec.synopsis);
+    let brief = format!(
+        "Usage: {}\n\n{}",
+        usage.split_whitespace().collect::<Vec<_>>().join(" "),
+        spec.about
+    );
+    options_of(spec).usage(&brief)
+}
+
+/// An error within a command, pointing at its help.
+fn command_error(spec: &CommandSpec, message: String) -> UsageError {
+    UsageError(format!(
+        "walship {}: {message}\nrun `walship {} --help` for usage",
+        spec.name, spec.name
+    ))
+}
+
+/// An error before a command is known, pointing at the overall help.
+fn general_error(message: String) -> UsageError {
+    UsageError(format!(
+        "walship: {message}\nrun `walship --help` for the list of commands"
+    ))
+}
+
+/// getopts' complaint in our words.
+fn describe_fail(fail: Fail) -> String {
+    match fail {
+        Fail::UnrecognizedOption(name) => format!("unknown option {}", dashed(&name)),
+        Fail::ArgumentMissing(name) => format!("option {} needs a value", dashed(&name)),
+        Fail::OptionDuplicated(name) => format!("option {} is given more than once", dashed(&name)),
+        Fail::UnexpectedArgument(name) => format!("option {} takes no value", dashed(&name)),
+        Fail::OptionMissing(name) => format!("option {} is required", dashed(&name)),
+    }
+}
+
+/// `s` → `-s`, `stream` → `--stream`.
+fn dashed(name: &str) -> String {
+    if name.chars().count() == 1 {
+        format!("-{name}")
+    } else {
+        format!("--{name}")
+    }
+}
+
+/// Refuse positional arguments for commands that take none.
+fn no_arguments(m: &Matches) -> Result<(), String> {
+    match m.free.first() {
+        None => Ok(()),
+        Some(extra) => Err(format!("unexpected argument {extra:?}")),
+    }
+}
+
+fn optional_stream(m: &Matches) -> Result<Option<String>, String> {
+    match m.opt_str("stream") {
+        None => Ok(None),
+        Some(name) => {
+            config::check_stream_name(&name).map_err(|e| format!("-s: {e}"))?;
+            Ok(Some(name))
+        }
+    }
+}
+
+fn required_stream(m: &Matches) -> Result<String, String> {
+    optional_stream(m)?.ok_or_else(|| "missing -s STREAM: which stream?".to_string())
+}
+
+/// A required path option, not empty.
+fn required_path(m: &Matches, name: &str, shown: &str) -> Result<PathBuf, String> {
+    match m.opt_str(name) {
+        None => Err(format!("missing {shown}")),
+        Some(path) if path.is_empty() => Err(format!("{shown} is empty")),
+        Some(path) => Ok(PathBuf::from(path)),
+    }
+}
+
+/// A position: decimal digits, or hexadecimal digits after `0x`.
+fn parse_position(text: &str) -> Result<u64, String> {
+    let (digits, radix) = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (text, 10),
+    };
+    let well_formed = !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix));
+    if !well_formed {
+        return Err(format!(
+            "--position expects a whole number (decimal, or hexadecimal after 0x), got {text:?}"
+        ));
+    }
+    u64::from_str_radix(digits, radix)
+        .map_err(|_| format!("--position {text} is too large (at most {})", u64::MAX))
+}
+
+/// A segment's file name: no directory part, not a dot-file.
+fn check_segment_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+        return Err(format!(
+            "NAME must be a segment's file name, without a directory and not starting \
+             with '.', got {name:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    fn run(line: &str) -> Invocation {
+        match parse_args(&args(line)) {
+            Ok(Parsed::Run(invocation)) => invocation,
+            other => panic!("{line:?}: expected a command, got {other:?}"),
+        }
+    }
+
+    fn help(line: &str) -> String {
+        match parse_args(&args(line)) {
+            Ok(Parsed::Help(text)) => text,
+            other => panic!("{line:?}: expected help, got {other:?}"),
+        }
+    }
+
+    fn usage_error(line: &str) -> String {
+        match parse_args(&args(line)) {
+            Err(error) => error.to_string(),
+            other => panic!("{line:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commands() {
+        let s = |name: &str| Some(name.to_string());
+        let cases = [
+            ("run", Command::Run { once: false }),
+            ("run --once", Command::Run { once: true }),
+            ("list", Command::List { stream: None }),
+            (
+                "list -s sensors",
+                Command::List {
+                    stream: s("sensors"),
+                },
+            ),
+            (
+                "list --stream=sensors",
+                Command::List {
+                    stream: s("sensors"),
+                },
+            ),
+            (
+                "restore -s sensors --to /tmp/r",
+                Command::Restore {
+                    stream: "sensors".into(),
+                    to: "/tmp/r".into(),
+                    position: None,
+                    allow_gaps: false,
+                },
+            ),
+            (
+                "restore --to=out --allow-gaps --position 1234 --stream wal.1",
+                Command::Restore {
+                    stream: "wal.1".into(),
+                    to: "out".into(),
+                    position: Some(1234),
+                    allow_gaps: true,
+                },
+            ),
+            (
+                "restore -s a --to d --position 0xFF",
+                Command::Restore {
+                    stream: "a".into(),
+                    to: "d".into(),
+                    position: Some(255),
+                    allow_gaps: false,
+                },
+            ),
+            (
+                "fetch -s pg 000000010000000000000001 pg_wal/RECOVERYXLOG",
+                Command::Fetch {
+                    stream: "pg".into(),
+                    name: "000000010000000000000001".into(),
+                    dest: "pg_wal/RECOVERYXLOG".into(),
+                },
+            ),
+            (
+                "fetch data-7.log /tmp/x -s sensors",
+                Command::Fetch {
+                    stream: "sensors".into(),
+                    name: "data-7.log".into(),
+                    dest: "/tmp/x".into(),
+                },
+            ),
+            ("status", Command::Status { json: false }),
+            ("status --json", Command::Status { json: true }),
+            (
+                "verify",
+                Command::Verify {
+                    stream: None,
+                    deep: false,
+                },
+            ),
+            (
+                "verify -s x --deep",
+                Command::Verify {
+                    stream: s("x"),
+                    deep: true,
+                },
+            ),
+            ("check", Command::Check),
+        ];
+        for (line, command) in cases {
+            let invocation = run(line);
+            assert_eq!(invocation.command, command, "{line}");
+            assert_eq!(
+                invocation.config_path,
+                PathBuf::from(DEFAULT_PATH),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_option_on_every_command() {
+        for spec in COMMANDS {
+            let required = match spec.name {
+                "restore" => "-s a --to d",
+                "fetch" => "-s a NAME DEST",
+                _ => "",
+            };
+            for flag in ["-c", "--config"] {
+                let line = format!("{} {required} {flag} /etc/w.conf", spec.name);
+                assert_eq!(
+                    run(&line).config_path,
+                    PathBuf::from("/etc/w.conf"),
+                    "{line}"
+                );
+            }
+            let line = format!("{} {required} --config=rel.conf", spec.name);
+            assert_eq!(run(&line).config_path, PathBuf::from("rel.conf"), "{line}");
+        }
+    }
+
+    #[test]
+    fn help_texts() {
+        let overall = help("");
+        for spec in COMMANDS {
+            assert!(overall.contains(&format!("  {:<9} {}", spec.name, spec.summary)));
+        }
+        assert!(overall.contains(DEFAULT_PATH));
+        assert_eq!(help("--help"), overall);
+        assert_eq!(help("-h"), overall);
+        assert_eq!(help("help"), overall);
+        for spec in COMMANDS {
+            let text = help(&format!("{} --help", spec.name));
+            assert!(
+                text.starts_with(&format!("Usage: walship {}", spec.name)),
+                "{text}"
+            );
+            assert!(text.contains("-c, --config FILE"), "{text}");
+            assert!(text.contains("-h, --help"), "{text}");
+            // Help wins over missing required options.
+            assert_eq!(help(&format!("{} -h", spec.name)), text);
+            assert_eq!(help(&format!("help {}", spec.name)), text);
+            assert_eq!(help(&format!("--help {}", spec.name)), text);
+        }
+        let restore = help("restore -h");
+        assert!(restore.starts_with(
+            "Usage: walship restore -s STREAM --to DIR [--position P] [--allow-gaps] [-c FILE]\n"
+        ));
+        for option in [
+            "-s, --stream STREAM",
+            "--to DIR",
+            "--position P",
+            "--allow-gaps",
+        ] {
+            assert!(restore.contains(option), "{option}: {restore}");
+        }
+        assert!(help("check --help").starts_with("Usage: walship check [-c FILE]\n"));
+        assert!(help("--version").starts_with("walship "));
+    }
+
+    #[test]
+    fn errors() {
+        #[rustfmt::skip]
+        let cases = [
+            ("frobnicate", "unknown command \"frobnicate\"", "walship --help"),
+            ("push -s a f", "`walship push` is not available", "walship --help"),
+            ("-c /x run", "expected a command before any option", "walship --help"),
+            ("help run list", "at most one command", "walship --help"),
+            ("help nope", "unknown command", "walship --help"),
+            ("run --bogus", "unknown option --bogus", "walship run --help"),
+            ("run -x", "unknown option -x", "walship run --help"),
+            ("run extra", "unexpected argument \"extra\"", "walship run --help"),
+            ("run --once --once", "option --once is given more than once", "walship run --help"),
+            ("run --once=yes", "option --once takes no value", "walship run --help"),
+            ("run -c", "option -c needs a value", "walship run --help"),
+            ("list -s", "option -s needs a value", "walship list --help"),
+            ("list -s a -s b", "option --stream is given more than once", "walship list --help"),
+            ("list -s ../x", "-s: a stream name uses only", "walship list --help"),
+            ("list -s .x", "cannot start with '.'", "walship list --help"),
+            ("restore --to d", "missing -s STREAM", "walship restore --help"),
+            ("restore -s a", "missing --to DIR", "walship restore --help"),
+            ("restore -s a --to d extra", "unexpected argument", "walship restore --help"),
+            ("restore -s a --to d --position abc", "--position expects a whole", "restore --help"),
+            ("restore -s a --to d --position -1", "--position expects", "restore --help"),
+            ("restore -s a --to d --position 0x", "--position expects", "restore --help"),
+            ("restore -s a --to d --position 0xZZ", "--position expects", "restore --help"),
+            ("restore -s a --to d --position 18446744073709551616", "too large", "restore --help"),
+            ("restore -s a --to d --deep", "unknown option --deep", "restore --help"),
+            ("fetch NAME DEST", "missing -s STREAM", "walship fetch --help"),
+            ("fetch -s a NAME", "expected two arguments, NAME and DEST, got 1", "fetch --help"),
+            ("fetch -s a", "got 0", "walship fetch --help"),
+            ("fetch -s a N D E", "got 3", "walship fetch --help"),
+            ("fetch -s a dir/NAME D", "NAME must be a segment's file name", "fetch --help"),
+            ("fetch -s a .. D", "NAME must be", "walship fetch --help"),
+            ("status --json extra", "unexpected argument", "walship status --help"),
+            ("status -s a", "unknown option -s", "walship status --help"),
+            ("verify --deep x", "unexpected argument", "walship verify --help"),
+            ("check now", "unexpected argument \"now\"", "walship check --help"),
+        ];
+        for (line, part, hint) in cases {
+            let shown = usage_error(line);
+            let (message, hint_line) = shown.split_once('\n').expect("a hint line");
+            assert!(message.contains(part), "{line:?}: {shown}");
+            assert!(
+                hint_line.starts_with("run `") && hint_line.contains(hint),
+                "{line:?}: {shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_values_are_refused() {
+        let with_empty = |mut a: Vec<String>, at: usize| {
+            a.insert(at, String::new());
+            parse_args(&a).expect_err("empty value").to_string()
+        };
+        assert!(with_empty(args("run -c"), 2).contains("-c needs the path"));
+        assert!(with_empty(args("restore -s a --to"), 4).contains("--to DIR is empty"));
+        assert!(with_empty(args("fetch -s a NAME"), 4).contains("DEST is empty"));
+        assert!(with_empty(args("fetch -s a DEST"), 3).contains("NAME must be"));
+        assert!(with_empty(args("list -s"), 2).contains("-s: a stream name is 1 to 64"));
+    }
+
+    #[test]
+    fn double_dash_ends_options() {
+        let invocation = run("fetch -s a -- -odd-name /tmp/d");
+        assert!(matches!(invocation.command, Command::Fetch { name, .. } if name == "-odd-name"));
+    }
+
+    #[test]
+    fn odd_arguments_do_not_panic() {
+        let odd = [
+            "-", "--", "-ü", "--ü=é", "-s", "🦀", "\0", "-c-c", "--to=", "---", "-sü",
+        ];
+        for command in [
+            "run", "list", "restore", "fetch", "status", "verify", "check", "help",
+        ] {
+            for a in odd {
+                for b in odd {
+                    let _ = parse_args(&[command.to_string(), a.to_string(), b.to_string()]);
+                }
+            }
+        }
+    }
+}
