@@ -21,7 +21,7 @@ fn main() {
             }
         },
         Err(usage) => {
-            eprintln!("walship: {usage}");
+            eprintln!("{usage}");
             EXIT_USAGE
         }
     };
