@@ -70,7 +70,10 @@ impl Archiver {
                     name: s.name.clone(),
                     woken: Mutex::new(false),
                     bell: Condvar::new(),
-                    status: Arc::new(Mutex::new(StreamStatus { stream: s.name.clone(), ..Default::default() })),
+                    status: Arc::new(Mutex::new(StreamStatus {
+                        stream: s.name.clone(),
+                        ..Default::default()
+                    })),
                 })
             })
             .collect();
@@ -106,11 +109,7 @@ impl Archiver {
 
     /// Every stream's current status.
     pub fn status(&self) -> Vec<StreamStatus> {
-        self.shared
-            .slots
-            .iter()
-            .map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .collect()
+        self.shared.slots.iter().map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
     }
 
     /// Stop every stream after its current batch and wait for the threads.
@@ -158,7 +157,9 @@ impl StreamJob {
                     }
                     last_error = Some(message.clone());
                     if matches!(error, Error::Conflict { .. }) {
-                        log::error!("stream {name}: stopped until the conflict is resolved and walship restarted");
+                        log::error!(
+                            "stream {name}: stopped until the conflict is resolved and walship restarted"
+                        );
                         self.set_error(slot, Some(message));
                         park_until_stopped(slot, shared);
                         break;
@@ -206,9 +207,12 @@ fn park_until_stopped(slot: &Slot, shared: &Shared) {
     }
 }
 
+/// A stream's name and how its pass went.
+pub type StreamOutcome = (String, Result<PassReport, Error>);
+
 /// One full pass over every stream, in parallel (one thread each), short
 /// final batches included: `run --once`. Returns each stream's outcome.
-pub fn run_once(config: &Config) -> Result<Vec<(String, Result<PassReport, Error>)>, Error> {
+pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     let target = target::open(&config.global)?;
     let outcomes = thread::scope(|scope| {
         let handles: Vec<_> = config

@@ -38,11 +38,7 @@ pub enum Command {
         allow_gaps: bool,
     },
     /// `walship fetch -s STREAM NAME DEST`: one segment by file name.
-    Fetch {
-        stream: String,
-        name: String,
-        dest: PathBuf,
-    },
+    Fetch { stream: String, name: String, dest: PathBuf },
     /// `walship status [--json]`.
     Status { json: bool },
     /// `walship verify [-s STREAM] [--deep]`.
@@ -106,9 +102,7 @@ const COMMANDS: &[CommandSpec] = &[
         },
         build: |m| {
             no_arguments(m)?;
-            Ok(Command::Run {
-                once: m.opt_present("once"),
-            })
+            Ok(Command::Run { once: m.opt_present("once") })
         },
     },
     CommandSpec {
@@ -121,9 +115,7 @@ const COMMANDS: &[CommandSpec] = &[
         },
         build: |m| {
             no_arguments(m)?;
-            Ok(Command::List {
-                stream: optional_stream(m)?,
-            })
+            Ok(Command::List { stream: optional_stream(m)? })
         },
     },
     CommandSpec {
@@ -150,10 +142,7 @@ const COMMANDS: &[CommandSpec] = &[
             Ok(Command::Restore {
                 stream: required_stream(m)?,
                 to: required_path(m, "to", "--to DIR")?,
-                position: m
-                    .opt_str("position")
-                    .map(|p| parse_position(&p))
-                    .transpose()?,
+                position: m.opt_str("position").map(|p| parse_position(&p)).transpose()?,
                 allow_gaps: m.opt_present("allow-gaps"),
             })
         },
@@ -166,30 +155,18 @@ const COMMANDS: &[CommandSpec] = &[
                 file DEST, verified by CRC. Usable as PostgreSQL's restore_command; a\n\
                 distinct exit status says the segment is not in the archive.",
         options: |o| {
-            o.optopt(
-                "s",
-                "stream",
-                "the stream the segment belongs to (required)",
-                "STREAM",
-            );
+            o.optopt("s", "stream", "the stream the segment belongs to (required)", "STREAM");
         },
         build: |m| {
             let stream = required_stream(m)?;
             let [name, dest] = m.free.as_slice() else {
-                return Err(format!(
-                    "expected two arguments, NAME and DEST, got {}",
-                    m.free.len()
-                ));
+                return Err(format!("expected two arguments, NAME and DEST, got {}", m.free.len()));
             };
             check_segment_name(name)?;
             if dest.is_empty() {
                 return Err("DEST is empty; give the path to write the segment to".into());
             }
-            Ok(Command::Fetch {
-                stream,
-                name: name.clone(),
-                dest: PathBuf::from(dest),
-            })
+            Ok(Command::Fetch { stream, name: name.clone(), dest: PathBuf::from(dest) })
         },
     },
     CommandSpec {
@@ -203,9 +180,7 @@ const COMMANDS: &[CommandSpec] = &[
         },
         build: |m| {
             no_arguments(m)?;
-            Ok(Command::Status {
-                json: m.opt_present("json"),
-            })
+            Ok(Command::Status { json: m.opt_present("json") })
         },
     },
     CommandSpec {
@@ -220,10 +195,7 @@ const COMMANDS: &[CommandSpec] = &[
         },
         build: |m| {
             no_arguments(m)?;
-            Ok(Command::Verify {
-                stream: optional_stream(m)?,
-                deep: m.opt_present("deep"),
-            })
+            Ok(Command::Verify { stream: optional_stream(m)?, deep: m.opt_present("deep") })
         },
     },
     CommandSpec {
@@ -250,19 +222,14 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
     match first.as_str() {
         "-h" | "--help" | "help" => return help_for(first, rest),
         "-V" | "--version" => {
-            return Ok(Parsed::Help(format!(
-                "walship {}\n",
-                env!("CARGO_PKG_VERSION")
-            )));
+            return Ok(Parsed::Help(format!("walship {}\n", env!("CARGO_PKG_VERSION"))));
         }
         _ => {}
     }
     let spec = find_command(first)?;
     let opts = options_of(spec);
     let error = |message: String| command_error(spec, message);
-    let matches = opts
-        .parse(rest)
-        .map_err(|fail| error(describe_fail(fail)))?;
+    let matches = opts.parse(rest).map_err(|fail| error(describe_fail(fail)))?;
     if matches.opt_present("help") {
         return Ok(Parsed::Help(command_usage(spec)));
     }
@@ -274,10 +241,7 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
         Some(path) => PathBuf::from(path),
     };
     let command = (spec.build)(&matches).map_err(error)?;
-    Ok(Parsed::Run(Invocation {
-        config_path,
-        command,
-    }))
+    Ok(Parsed::Run(Invocation { config_path, command }))
 }
 
 /// `walship help [COMMAND]`, `walship --help [COMMAND]`.
@@ -285,9 +249,7 @@ fn help_for(first: &str, rest: &[String]) -> Result<Parsed, UsageError> {
     match rest {
         [] => Ok(Parsed::Help(overall_usage())),
         [name] => Ok(Parsed::Help(command_usage(find_command(name)?))),
-        _ => Err(general_error(format!(
-            "`walship {first}` takes at most one command name"
-        ))),
+        _ => Err(general_error(format!("`walship {first}` takes at most one command name"))),
     }
 }
 
@@ -302,11 +264,7 @@ fn find_command(name: &str) -> Result<&'static CommandSpec, UsageError> {
         format!("`walship {name}` is not available in this version")
     } else {
         let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
-        format!(
-            "unknown command {:?}; the commands are {}",
-            name,
-            names.join(", ")
-        )
+        format!("unknown command {:?}; the commands are {}", name, names.join(", "))
     };
     Err(general_error(message))
 }
@@ -315,12 +273,7 @@ fn find_command(name: &str) -> Result<&'static CommandSpec, UsageError> {
 fn options_of(spec: &CommandSpec) -> Options {
     let mut opts = Options::new();
     (spec.options)(&mut opts);
-    opts.optopt(
-        "c",
-        "config",
-        &format!("the config file (default {DEFAULT_PATH})"),
-        "FILE",
-    );
+    opts.optopt("c", "config", &format!("the config file (default {DEFAULT_PATH})"), "FILE");
     opts.optflag("h", "help", "show this help");
     opts
 }
@@ -347,27 +300,19 @@ fn overall_usage() -> String {
 /// One command's usage line, description and options.
 fn command_usage(spec: &CommandSpec) -> String {
     let usage = format!("walship {} {} [-c FILE]", spec.name, spec.synopsis);
-    let brief = format!(
-        "Usage: {}\n\n{}",
-        usage.split_whitespace().collect::<Vec<_>>().join(" "),
-        spec.about
-    );
+    let brief =
+        format!("Usage: {}\n\n{}", usage.split_whitespace().collect::<Vec<_>>().join(" "), spec.about);
     options_of(spec).usage(&brief)
 }
 
 /// An error within a command, pointing at its help.
 fn command_error(spec: &CommandSpec, message: String) -> UsageError {
-    UsageError(format!(
-        "walship {}: {message}\nrun `walship {} --help` for usage",
-        spec.name, spec.name
-    ))
+    UsageError(format!("walship {}: {message}\nrun `walship {} --help` for usage", spec.name, spec.name))
 }
 
 /// An error before a command is known, pointing at the overall help.
 fn general_error(message: String) -> UsageError {
-    UsageError(format!(
-        "walship: {message}\nrun `walship --help` for the list of commands"
-    ))
+    UsageError(format!("walship: {message}\nrun `walship --help` for the list of commands"))
 }
 
 /// getopts' complaint in our words.
@@ -383,11 +328,7 @@ fn describe_fail(fail: Fail) -> String {
 
 /// `s` → `-s`, `stream` → `--stream`.
 fn dashed(name: &str) -> String {
-    if name.chars().count() == 1 {
-        format!("-{name}")
-    } else {
-        format!("--{name}")
-    }
+    if name.chars().count() == 1 { format!("-{name}") } else { format!("--{name}") }
 }
 
 /// Refuse positional arguments for commands that take none.
@@ -484,18 +425,8 @@ mod tests {
             ("run", Command::Run { once: false }),
             ("run --once", Command::Run { once: true }),
             ("list", Command::List { stream: None }),
-            (
-                "list -s sensors",
-                Command::List {
-                    stream: s("sensors"),
-                },
-            ),
-            (
-                "list --stream=sensors",
-                Command::List {
-                    stream: s("sensors"),
-                },
-            ),
+            ("list -s sensors", Command::List { stream: s("sensors") }),
+            ("list --stream=sensors", Command::List { stream: s("sensors") }),
             (
                 "restore -s sensors --to /tmp/r",
                 Command::Restore {
@@ -533,38 +464,18 @@ mod tests {
             ),
             (
                 "fetch data-7.log /tmp/x -s sensors",
-                Command::Fetch {
-                    stream: "sensors".into(),
-                    name: "data-7.log".into(),
-                    dest: "/tmp/x".into(),
-                },
+                Command::Fetch { stream: "sensors".into(), name: "data-7.log".into(), dest: "/tmp/x".into() },
             ),
             ("status", Command::Status { json: false }),
             ("status --json", Command::Status { json: true }),
-            (
-                "verify",
-                Command::Verify {
-                    stream: None,
-                    deep: false,
-                },
-            ),
-            (
-                "verify -s x --deep",
-                Command::Verify {
-                    stream: s("x"),
-                    deep: true,
-                },
-            ),
+            ("verify", Command::Verify { stream: None, deep: false }),
+            ("verify -s x --deep", Command::Verify { stream: s("x"), deep: true }),
             ("check", Command::Check),
         ];
         for (line, command) in cases {
             let invocation = run(line);
             assert_eq!(invocation.command, command, "{line}");
-            assert_eq!(
-                invocation.config_path,
-                PathBuf::from(DEFAULT_PATH),
-                "{line}"
-            );
+            assert_eq!(invocation.config_path, PathBuf::from(DEFAULT_PATH), "{line}");
         }
     }
 
@@ -578,11 +489,7 @@ mod tests {
             };
             for flag in ["-c", "--config"] {
                 let line = format!("{} {required} {flag} /etc/w.conf", spec.name);
-                assert_eq!(
-                    run(&line).config_path,
-                    PathBuf::from("/etc/w.conf"),
-                    "{line}"
-                );
+                assert_eq!(run(&line).config_path, PathBuf::from("/etc/w.conf"), "{line}");
             }
             let line = format!("{} {required} --config=rel.conf", spec.name);
             assert_eq!(run(&line).config_path, PathBuf::from("rel.conf"), "{line}");
@@ -601,10 +508,7 @@ mod tests {
         assert_eq!(help("help"), overall);
         for spec in COMMANDS {
             let text = help(&format!("{} --help", spec.name));
-            assert!(
-                text.starts_with(&format!("Usage: walship {}", spec.name)),
-                "{text}"
-            );
+            assert!(text.starts_with(&format!("Usage: walship {}", spec.name)), "{text}");
             assert!(text.contains("-c, --config FILE"), "{text}");
             assert!(text.contains("-h, --help"), "{text}");
             // Help wins over missing required options.
@@ -616,12 +520,7 @@ mod tests {
         assert!(restore.starts_with(
             "Usage: walship restore -s STREAM --to DIR [--position P] [--allow-gaps] [-c FILE]\n"
         ));
-        for option in [
-            "-s, --stream STREAM",
-            "--to DIR",
-            "--position P",
-            "--allow-gaps",
-        ] {
+        for option in ["-s, --stream STREAM", "--to DIR", "--position P", "--allow-gaps"] {
             assert!(restore.contains(option), "{option}: {restore}");
         }
         assert!(help("check --help").starts_with("Usage: walship check [-c FILE]\n"));
@@ -671,10 +570,7 @@ mod tests {
             let shown = usage_error(line);
             let (message, hint_line) = shown.split_once('\n').expect("a hint line");
             assert!(message.contains(part), "{line:?}: {shown}");
-            assert!(
-                hint_line.starts_with("run `") && hint_line.contains(hint),
-                "{line:?}: {shown}"
-            );
+            assert!(hint_line.starts_with("run `") && hint_line.contains(hint), "{line:?}: {shown}");
         }
     }
 
@@ -699,12 +595,8 @@ mod tests {
 
     #[test]
     fn odd_arguments_do_not_panic() {
-        let odd = [
-            "-", "--", "-ü", "--ü=é", "-s", "🦀", "\0", "-c-c", "--to=", "---", "-sü",
-        ];
-        for command in [
-            "run", "list", "restore", "fetch", "status", "verify", "check", "help",
-        ] {
+        let odd = ["-", "--", "-ü", "--ü=é", "-s", "🦀", "\0", "-c-c", "--to=", "---", "-sü"];
+        for command in ["run", "list", "restore", "fetch", "status", "verify", "check", "help"] {
             for a in odd {
                 for b in odd {
                     let _ = parse_args(&[command.to_string(), a.to_string(), b.to_string()]);

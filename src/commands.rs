@@ -143,7 +143,8 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
     if records.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key / reason", "positions", "segments", "size", "crc32");
+    let _ =
+        writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key / reason", "positions", "segments", "size", "crc32");
     for record in records {
         let range = format!("{}..{}", record.first(), record.last());
         let _ = match record {
@@ -155,7 +156,9 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
                 b.crc32,
                 b.key
             ),
-            Record::Gap(g) => writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason),
+            Record::Gap(g) => {
+                writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason)
+            }
         };
     }
     out
@@ -223,7 +226,8 @@ fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus,
         .map(|text| StreamStatus::from_file_text(&text))
         .unwrap_or_default();
     status.stream = stream.name.clone();
-    let journal = journal::read_all(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
+    let journal =
+        journal::read_all(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
     status.archived_position = journal.records.last().map(Record::last);
     match source::scan(&stream.dir, &stream.naming) {
         Ok(segments) => {

@@ -142,12 +142,7 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     /// The file was read but is not a valid configuration. `line` is 1-based;
     /// `key` is qualified by its section, e.g. `[stream sensors] batch_size`.
-    Invalid {
-        path: PathBuf,
-        line: Option<usize>,
-        key: Option<String>,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: Option<usize>, key: Option<String>, message: String },
 }
 
 impl fmt::Display for ConfigError {
@@ -159,12 +154,7 @@ impl fmt::Display for ConfigError {
                 path.display(),
                 read_hint(source.kind())
             ),
-            ConfigError::Invalid {
-                path,
-                line,
-                key,
-                message,
-            } => {
+            ConfigError::Invalid { path, line, key, message } => {
                 write!(f, "{}", path.display())?;
                 if let Some(line) = line {
                     write!(f, ":{line}")?;
@@ -185,9 +175,7 @@ impl std::error::Error for ConfigError {}
 fn read_hint(kind: io::ErrorKind) -> &'static str {
     match kind {
         io::ErrorKind::NotFound => "create it or pass -c FILE",
-        io::ErrorKind::PermissionDenied => {
-            "make it readable by the user walship runs as, or pass -c FILE"
-        }
+        io::ErrorKind::PermissionDenied => "make it readable by the user walship runs as, or pass -c FILE",
         io::ErrorKind::IsADirectory => "pass -c with the path of the file itself",
         _ => "check the file, or pass -c FILE",
     }
@@ -199,10 +187,8 @@ const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Read and parse the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let bytes = read_limited(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        read_limited(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(invalid(
             path,
@@ -217,12 +203,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         let valid = bytes.get(..e.valid_up_to()).unwrap_or_default();
         let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
-        invalid(
-            path,
-            Some(line),
-            None,
-            "not valid UTF-8 text; save the file as UTF-8".into(),
-        )
+        invalid(path, Some(line), None, "not valid UTF-8 text; save the file as UTF-8".into())
     })?;
     parse(path, text)
 }
@@ -230,9 +211,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// At most `MAX_FILE_BYTES + 1` bytes of the file (one more, to detect excess).
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)?;
+    File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
@@ -265,20 +244,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 .into(),
         ));
     }
-    Ok(Config {
-        path: path.to_path_buf(),
-        global,
-        streams,
-    })
+    Ok(Config { path: path.to_path_buf(), global, streams })
 }
 
 fn invalid(path: &Path, line: Option<usize>, key: Option<String>, message: String) -> ConfigError {
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        line,
-        key,
-        message,
-    }
+    ConfigError::Invalid { path: path.to_path_buf(), line, key, message }
 }
 
 // ---------------------------------------------------------------------------
@@ -370,8 +340,8 @@ fn read_sections(path: &Path, text: &str) -> Result<Vec<Section>, ConfigError> {
         }
         let located = |(key, message)| invalid(path, Some(line), key, message);
         if content.starts_with('[') {
-            let section = start_section(content, line, &mut headers)
-                .map_err(|message| located((None, message)))?;
+            let section =
+                start_section(content, line, &mut headers).map_err(|message| located((None, message)))?;
             sections.push(section);
         } else {
             add_entry(sections.last_mut(), content, line).map_err(located)?;
@@ -392,17 +362,10 @@ fn start_section(
             SectionKind::Global => "merge the two",
             SectionKind::Stream(_) => "give each stream its own name",
         };
-        return Err(format!(
-            "{} appears twice (first at line {first}); {fix}",
-            kind.label()
-        ));
+        return Err(format!("{} appears twice (first at line {first}); {fix}", kind.label()));
     }
     headers.insert(kind.clone(), line);
-    Ok(Section {
-        kind,
-        line,
-        entries: Vec::new(),
-    })
+    Ok(Section { kind, line, entries: Vec::new() })
 }
 
 /// Add a `key = value` line to the current section; the error carries the
@@ -415,10 +378,7 @@ fn add_entry(
     let Some((key, value)) = content.split_once('=') else {
         return Err((
             None,
-            format!(
-                "expected `key = value`, a [section] header or a comment, got {}",
-                quote(content)
-            ),
+            format!("expected `key = value`, a [section] header or a comment, got {}", quote(content)),
         ));
     };
     let (key, value) = (key.trim(), value.trim());
@@ -443,11 +403,7 @@ fn add_entry(
         let message = "no value after '='; give one, or remove the line to use the default";
         return Err((qualified, message.into()));
     }
-    section.entries.push(Entry {
-        key: key.to_string(),
-        value: value.to_string(),
-        line,
-    });
+    section.entries.push(Entry { key: key.to_string(), value: value.to_string(), line });
     Ok(())
 }
 
@@ -458,10 +414,8 @@ fn strip_comment(line: &str) -> &str {
     if trimmed.starts_with('#') || trimmed.starts_with(';') {
         return "";
     }
-    let start = line
-        .as_bytes()
-        .windows(2)
-        .position(|w| w[0].is_ascii_whitespace() && (w[1] == b'#' || w[1] == b';'));
+    let start =
+        line.as_bytes().windows(2).position(|w| w[0].is_ascii_whitespace() && (w[1] == b'#' || w[1] == b';'));
     match start {
         // `i` is an ASCII byte, so `..=i` ends on a character boundary.
         Some(i) => line.get(..=i).unwrap_or(line),
@@ -471,14 +425,8 @@ fn strip_comment(line: &str) -> &str {
 
 /// `[global]` or `[stream NAME]`.
 fn parse_header(content: &str) -> Result<SectionKind, String> {
-    let Some(inner) = content
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-    else {
-        return Err(format!(
-            "a section header must end with ']', got {}",
-            quote(content)
-        ));
+    let Some(inner) = content.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) else {
+        return Err(format!("a section header must end with ']', got {}", quote(content)));
     };
     let words: Vec<&str> = inner.split_whitespace().take(3).collect();
     match words.as_slice() {
@@ -490,10 +438,7 @@ fn parse_header(content: &str) -> Result<SectionKind, String> {
         ["stream"] => Err("a stream section needs a name: [stream NAME]".into()),
         ["stream", ..] => Err("a stream name cannot contain spaces: [stream NAME]".into()),
         ["global", ..] => Err("[global] takes no name".into()),
-        _ => Err(format!(
-            "unknown section {}; expected [global] or [stream NAME]",
-            quote(content)
-        )),
+        _ => Err(format!("unknown section {}; expected [global] or [stream NAME]", quote(content))),
     }
 }
 
@@ -502,25 +447,13 @@ fn parse_header(content: &str) -> Result<SectionKind, String> {
 pub fn check_stream_name(name: &str) -> Result<(), String> {
     const ALLOWED: &str = "letters, digits, '_', '.' and '-'";
     if name.is_empty() || name.len() > 64 {
-        return Err(format!(
-            "a stream name is 1 to 64 characters of {ALLOWED}, got {}",
-            quote(name)
-        ));
+        return Err(format!("a stream name is 1 to 64 characters of {ALLOWED}, got {}", quote(name)));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-    {
-        return Err(format!(
-            "a stream name uses only {ALLOWED}, got {}",
-            quote(name)
-        ));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(format!("a stream name uses only {ALLOWED}, got {}", quote(name)));
     }
     if name.starts_with('.') {
-        return Err(format!(
-            "a stream name cannot start with '.', got {}",
-            quote(name)
-        ));
+        return Err(format!("a stream name cannot start with '.', got {}", quote(name)));
     }
     Ok(())
 }
@@ -536,11 +469,7 @@ fn unknown_key_message(kind: &SectionKind, key: &str) -> String {
     }
     match closest_key(key, kind.keys()) {
         Some(guess) => format!("unknown key; did you mean `{guess}`?"),
-        None => format!(
-            "unknown key; {} takes: {}",
-            kind.label(),
-            kind.keys().join(", ")
-        ),
+        None => format!("unknown key; {} takes: {}", kind.label(), kind.keys().join(", ")),
     }
 }
 
@@ -599,11 +528,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(path: &'a Path, section: &'a Section) -> Fields<'a> {
-        Fields {
-            path,
-            section,
-            label: section.kind.label(),
-        }
+        Fields { path, section, label: section.kind.label() }
     }
 
     /// The line `key` is set on, or the section header's when it is absent.
@@ -617,12 +542,7 @@ impl<'a> Fields<'a> {
 
     /// An error about `key` on `key`'s line (or the header's when unset).
     fn error(&self, key: &str, message: String) -> ConfigError {
-        invalid(
-            self.path,
-            Some(self.line_of(key)),
-            Some(format!("{} {key}", self.label)),
-            message,
-        )
+        invalid(self.path, Some(self.line_of(key)), Some(format!("{} {key}", self.label)), message)
     }
 
     /// The value of `key` parsed by `parse`, or `None` when unset.
@@ -633,9 +553,7 @@ impl<'a> Fields<'a> {
     ) -> Result<Option<T>, ConfigError> {
         match self.entry(key) {
             None => Ok(None),
-            Some(entry) => parse(&entry.value)
-                .map(Some)
-                .map_err(|message| self.error(key, message)),
+            Some(entry) => parse(&entry.value).map(Some).map_err(|message| self.error(key, message)),
         }
     }
 
@@ -646,12 +564,8 @@ impl<'a> Fields<'a> {
         example: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
-        self.optional(key, parse)?.ok_or_else(|| {
-            self.error(
-                key,
-                format!("missing; add a line such as `{key} = {example}`"),
-            )
-        })
+        self.optional(key, parse)?
+            .ok_or_else(|| self.error(key, format!("missing; add a line such as `{key} = {example}`")))
     }
 }
 
@@ -675,10 +589,7 @@ fn positive_duration(value: &str) -> Result<Duration, String> {
 fn number_in(value: &str, min: u64, max: u64) -> Result<u64, String> {
     match parse_whole(value) {
         Some(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a whole number from {min} to {max}, got {}",
-            quote(value)
-        )),
+        _ => Err(format!("expected a whole number from {min} to {max}, got {}", quote(value))),
     }
 }
 
@@ -692,24 +603,17 @@ fn parse_whole(value: &str) -> Option<u64> {
 
 fn absolute_path(value: &str) -> Result<PathBuf, String> {
     if !value.starts_with('/') {
-        return Err(format!(
-            "expected an absolute path (starting with '/'), got {}",
-            quote(value)
-        ));
+        return Err(format!("expected an absolute path (starting with '/'), got {}", quote(value)));
     }
     Ok(PathBuf::from(value))
 }
 
 /// One of `choices` (name, value), exactly as written.
 fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    choices
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
-            format!("expected {}, got {}", names.join(" | "), quote(value))
-        })
+    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        format!("expected {}, got {}", names.join(" | "), quote(value))
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -728,22 +632,14 @@ fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         region,
         credentials_file: f.optional("credentials_file", absolute_path)?,
         ca_file: f.optional("ca_file", absolute_path)?,
-        part_size: f
-            .optional("part_size", |v| check_part_size(v, is_s3))?
-            .unwrap_or(8 << 20),
-        parallel_uploads: f
-            .optional("parallel_uploads", |v| number_in(v, 1, 16))?
-            .map_or(2, |n| n as usize),
-        poll_interval: f
-            .optional("poll_interval", positive_duration)?
-            .unwrap_or(Duration::from_secs(1)),
+        part_size: f.optional("part_size", |v| check_part_size(v, is_s3))?.unwrap_or(8 << 20),
+        parallel_uploads: f.optional("parallel_uploads", |v| number_in(v, 1, 16))?.map_or(2, |n| n as usize),
+        poll_interval: f.optional("poll_interval", positive_duration)?.unwrap_or(Duration::from_secs(1)),
         backoff_min,
         backoff_max,
         metrics_listen: f.optional("metrics_listen", parse_listen)?,
         metrics_file: f.optional("metrics_file", absolute_path)?,
-        log_level: f
-            .optional("log_level", parse_log_level)?
-            .unwrap_or(log::LevelFilter::Info),
+        log_level: f.optional("log_level", parse_log_level)?.unwrap_or(log::LevelFilter::Info),
     })
 }
 
@@ -753,10 +649,7 @@ fn parse_s3_keys(f: &Fields, is_s3: bool) -> Result<(Option<String>, String), Co
     let endpoint = f.optional("endpoint", parse_endpoint)?;
     let region = f.optional("region", parse_region)?;
     if !is_s3 {
-        let set = [
-            ("endpoint", endpoint.is_some()),
-            ("region", region.is_some()),
-        ];
+        let set = [("endpoint", endpoint.is_some()), ("region", region.is_some())];
         if let Some((key, _)) = set.iter().find(|(_, set)| *set) {
             return Err(f.error(
                 key,
@@ -779,19 +672,11 @@ fn parse_s3_keys(f: &Fields, is_s3: bool) -> Result<(Option<String>, String), Co
 
 /// `backoff_min` (default 10 ms) and `backoff_max` (default 5 s), min <= max.
 fn parse_backoff(f: &Fields) -> Result<(Duration, Duration), ConfigError> {
-    let backoff_min = f
-        .optional("backoff_min", positive_duration)?
-        .unwrap_or(Duration::from_millis(10));
-    let backoff_max = f
-        .optional("backoff_max", positive_duration)?
-        .unwrap_or(Duration::from_secs(5));
+    let backoff_min = f.optional("backoff_min", positive_duration)?.unwrap_or(Duration::from_millis(10));
+    let backoff_max = f.optional("backoff_max", positive_duration)?.unwrap_or(Duration::from_secs(5));
     if backoff_max < backoff_min {
         // Blame the line that is written; backoff_max when both are.
-        let key = if f.entry("backoff_max").is_some() {
-            "backoff_max"
-        } else {
-            "backoff_min"
-        };
+        let key = if f.entry("backoff_max").is_some() { "backoff_max" } else { "backoff_min" };
         return Err(f.error(
             key,
             format!(
@@ -820,15 +705,9 @@ pub fn parse_target(value: &str) -> Result<TargetUrl, String> {
         check_bucket(bucket)?;
         let prefix = prefix.trim_matches('/');
         check_prefix(prefix)?;
-        return Ok(TargetUrl::S3 {
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-        });
+        return Ok(TargetUrl::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() });
     }
-    Err(format!(
-        "expected s3://bucket/prefix or file:///absolute/path, got {}",
-        quote(value)
-    ))
+    Err(format!("expected s3://bucket/prefix or file:///absolute/path, got {}", quote(value)))
 }
 
 /// S3 bucket naming rules: 3 to 63 characters of lowercase letters, digits,
@@ -837,9 +716,7 @@ pub fn parse_target(value: &str) -> Result<TargetUrl, String> {
 fn check_bucket(bucket: &str) -> Result<(), String> {
     let rule = if bucket.len() < 3 || bucket.len() > 63 {
         Some("is 3 to 63 characters")
-    } else if !bucket
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    } else if !bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
     {
         Some("uses only lowercase letters, digits, '.' and '-'")
     } else if !bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -854,10 +731,7 @@ fn check_bucket(bucket: &str) -> Result<(), String> {
         None
     };
     match rule {
-        Some(rule) => Err(format!(
-            "invalid bucket name {}: a bucket name {rule}",
-            quote(bucket)
-        )),
+        Some(rule) => Err(format!("invalid bucket name {}: a bucket name {rule}", quote(bucket))),
         None => Ok(()),
     }
 }
@@ -873,10 +747,7 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     }
     for segment in prefix.split('/') {
         if segment.is_empty() || segment == "." || segment == ".." {
-            return Err(format!(
-                "the prefix {} has an empty, '.' or '..' part",
-                quote(prefix)
-            ));
+            return Err(format!("the prefix {} has an empty, '.' or '..' part", quote(prefix)));
         }
         let safe = |c: char| c.is_ascii_alphanumeric() || "!-_.*'()".contains(c);
         if !segment.chars().all(safe) {
@@ -892,15 +763,10 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
 /// `http://HOST[:PORT][/path]` or `https://…`, stored without a trailing '/'.
 fn parse_endpoint(value: &str) -> Result<String, String> {
     let expected = || {
-        format!(
-            "expected an http:// or https:// URL such as https://s3.example.net, got {}",
-            quote(value)
-        )
+        format!("expected an http:// or https:// URL such as https://s3.example.net, got {}", quote(value))
     };
-    let rest = value
-        .strip_prefix("https://")
-        .or_else(|| value.strip_prefix("http://"))
-        .ok_or_else(expected)?;
+    let rest =
+        value.strip_prefix("https://").or_else(|| value.strip_prefix("http://")).ok_or_else(expected)?;
     let host = rest.split('/').next().unwrap_or_default();
     let bad_char = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@');
     if host.is_empty() || rest.contains(bad_char) {
@@ -911,10 +777,7 @@ fn parse_endpoint(value: &str) -> Result<String, String> {
 
 /// A SigV4 region: letters, digits, '-' and '_', 1 to 64 characters.
 fn parse_region(value: &str) -> Result<String, String> {
-    let ok = value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         return Err(format!(
             "expected a region name such as us-east-1 (or garage for Garage), got {}",
@@ -950,12 +813,7 @@ fn parse_listen(value: &str) -> Result<String, String> {
     value
         .parse::<SocketAddr>()
         .map(|_| value.to_string())
-        .map_err(|_| {
-            format!(
-                "expected IP:PORT such as 127.0.0.1:9187 or [::1]:9187, got {}",
-                quote(value)
-            )
-        })
+        .map_err(|_| format!("expected IP:PORT such as 127.0.0.1:9187 or [::1]:9187, got {}", quote(value)))
 }
 
 fn parse_log_level(value: &str) -> Result<log::LevelFilter, String> {
@@ -996,12 +854,8 @@ fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError> {
         max_batch_delay: f.optional("max_batch_delay", positive_duration)?,
         snapshot_interval,
         snapshot_command,
-        keep_snapshots: f
-            .optional("keep_snapshots", |v| number_in(v, 1, 100))?
-            .map_or(7, |n| n as u32),
-        on_archived: f
-            .optional("on_archived", parse_on_archived)?
-            .unwrap_or(OnArchived::Keep),
+        keep_snapshots: f.optional("keep_snapshots", |v| number_in(v, 1, 100))?.map_or(7, |n| n as u32),
+        on_archived: f.optional("on_archived", parse_on_archived)?.unwrap_or(OnArchived::Keep),
     })
 }
 
@@ -1027,9 +881,7 @@ fn parse_naming(f: &Fields) -> Result<Naming, ConfigError> {
 /// `seal` (default next) and `seal_idle`, which only goes with next.
 fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError> {
     let seal = f
-        .optional("seal", |v| {
-            one_of(v, &[("next", SealMode::Next), ("spool", SealMode::Spool)])
-        })?
+        .optional("seal", |v| one_of(v, &[("next", SealMode::Next), ("spool", SealMode::Spool)]))?
         .unwrap_or(SealMode::Next);
     let seal_idle = f.optional("seal_idle", positive_duration)?;
     if seal_idle.is_some() && seal == SealMode::Spool {
@@ -1047,12 +899,9 @@ fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError
 
 /// A whole number up to `MAX_BATCH_SIZE`; 0 is left to `plan::check_rules`.
 fn parse_batch_size(value: &str) -> Result<u64, String> {
-    let n = parse_whole(value)
-        .ok_or_else(|| format!("expected a whole number > 0, got {}", quote(value)))?;
+    let n = parse_whole(value).ok_or_else(|| format!("expected a whole number > 0, got {}", quote(value)))?;
     if n > MAX_BATCH_SIZE {
-        return Err(format!(
-            "expected at most {MAX_BATCH_SIZE} segments per batch, got {n}"
-        ));
+        return Err(format!("expected at most {MAX_BATCH_SIZE} segments per batch, got {n}"));
     }
     Ok(n)
 }
@@ -1063,19 +912,12 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<PathBuf>)
     let snapshot_interval = f
         .optional("snapshot_interval", |v| {
             parse_whole(v).ok_or_else(|| {
-                format!(
-                    "expected a whole number of positions (0: no snapshots), got {}",
-                    quote(v)
-                )
+                format!("expected a whole number of positions (0: no snapshots), got {}", quote(v))
             })
         })?
         .unwrap_or(0);
     if let Err(reason) = crate::plan::check_rules(batch_size, snapshot_interval) {
-        let key = if batch_size == 0 {
-            "batch_size"
-        } else {
-            "snapshot_interval"
-        };
+        let key = if batch_size == 0 { "batch_size" } else { "snapshot_interval" };
         return Err(f.error(key, reason));
     }
     let snapshot_command = f.optional("snapshot_command", absolute_path)?;
@@ -1093,14 +935,7 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<PathBuf>)
 }
 
 fn parse_on_archived(value: &str) -> Result<OnArchived, String> {
-    one_of(
-        value,
-        &[
-            ("keep", OnArchived::Keep),
-            ("delete", OnArchived::Delete),
-            ("mark", OnArchived::Mark),
-        ],
-    )
+    one_of(value, &[("keep", OnArchived::Keep), ("delete", OnArchived::Delete), ("mark", OnArchived::Mark)])
 }
 
 // ---------------------------------------------------------------------------
@@ -1121,14 +956,8 @@ const SIZE_UNITS: &[(&str, u64)] = &[
 ];
 
 /// Duration units and their length in milliseconds.
-const DURATION_UNITS: &[(&str, u64)] = &[
-    ("ms", 1),
-    ("s", 1_000),
-    ("m", 60_000),
-    ("min", 60_000),
-    ("h", 3_600_000),
-    ("d", 86_400_000),
-];
+const DURATION_UNITS: &[(&str, u64)] =
+    &[("ms", 1), ("s", 1_000), ("m", 60_000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)];
 
 /// Parse a size in bytes: a whole number, optionally followed (with or
 /// without a space) by `B`, `KiB`, `MiB`, `GiB`, `TiB` (powers of 1024) or
@@ -1138,16 +967,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let multiplier = if unit.is_empty() {
         1
     } else {
-        unit_value(
-            unit,
-            text,
-            SIZE_UNITS,
-            "B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB",
-        )?
+        unit_value(unit, text, SIZE_UNITS, "B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB")?
     };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{} is too large", quote(text)))
+    number.checked_mul(multiplier).ok_or_else(|| format!("{} is too large", quote(text)))
 }
 
 /// Parse a duration: a whole number followed (with or without a space) by
@@ -1172,17 +994,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Split `text` (trimmed) into its leading whole number and the unit after it.
 fn split_number<'t>(text: &'t str, expected: &str) -> Result<(u64, &'t str), String> {
     let text_trimmed = text.trim();
-    let digits_end = text_trimmed
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(text_trimmed.len());
+    let digits_end = text_trimmed.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(text_trimmed.len());
     let (digits, rest) = text_trimmed.split_at(digits_end);
     if digits.is_empty() {
         return Err(format!("expected {expected}, got {}", quote(text)));
     }
-    let number = digits
-        .parse::<u64>()
-        .map_err(|_| format!("{} is too large", quote(text)))?;
+    let number = digits.parse::<u64>().map_err(|_| format!("{} is too large", quote(text)))?;
     let unit = rest.trim_start();
     if unit.starts_with(['.', ',']) {
         return Err(format!(
@@ -1198,18 +1015,11 @@ fn unit_value(unit: &str, text: &str, units: &[(&str, u64)], listing: &str) -> R
     if let Some((_, value)) = units.iter().find(|(name, _)| *name == unit) {
         return Ok(*value);
     }
-    let hint = match units
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(unit))
-    {
+    let hint = match units.iter().find(|(name, _)| name.eq_ignore_ascii_case(unit)) {
         Some((name, _)) => format!("did you mean {name}? "),
         None => String::new(),
     };
-    Err(format!(
-        "unknown unit {} in {}; {hint}units are {listing}",
-        quote(unit),
-        quote(text)
-    ))
+    Err(format!("unknown unit {} in {}; {hint}units are {listing}", quote(unit), quote(text)))
 }
 
 #[cfg(test)]
@@ -1259,12 +1069,7 @@ mod tests {
             Ok(config) => panic!("expected an error, got {config:?}\nfrom:\n{text}"),
             Err(e @ ConfigError::Invalid { .. }) => {
                 let shown = e.to_string();
-                let ConfigError::Invalid {
-                    line, key, message, ..
-                } = e
-                else {
-                    unreachable!()
-                };
+                let ConfigError::Invalid { line, key, message, .. } = e else { unreachable!() };
                 (line, key, message, shown)
             }
             Err(e) => panic!("expected Invalid, got {e:?}"),
@@ -1326,19 +1131,10 @@ on_archived = keep                    # keep | delete | mark
         let global = &config.global;
         assert_eq!(config.path, PathBuf::from("walship.conf"));
         assert_eq!(global.state_dir, PathBuf::from("/var/lib/walship"));
-        assert_eq!(
-            global.target,
-            TargetUrl::S3 {
-                bucket: "bucket".into(),
-                prefix: "prefix".into()
-            }
-        );
+        assert_eq!(global.target, TargetUrl::S3 { bucket: "bucket".into(), prefix: "prefix".into() });
         assert_eq!(global.endpoint.as_deref(), Some("https://s3.example.net"));
         assert_eq!(global.region, "us-east-1");
-        assert_eq!(
-            global.credentials_file,
-            Some(PathBuf::from("/etc/walship/credentials"))
-        );
+        assert_eq!(global.credentials_file, Some(PathBuf::from("/etc/walship/credentials")));
         assert_eq!(global.ca_file, Some(PathBuf::from("/etc/walship/ca.pem")));
         assert_eq!(global.part_size, 8 << 20);
         assert_eq!(global.parallel_uploads, 2);
@@ -1346,30 +1142,21 @@ on_archived = keep                    # keep | delete | mark
         assert_eq!(global.backoff_min, Duration::from_millis(10));
         assert_eq!(global.backoff_max, Duration::from_secs(5));
         assert_eq!(global.metrics_listen.as_deref(), Some("127.0.0.1:9187"));
-        assert_eq!(
-            global.metrics_file,
-            Some(PathBuf::from("/var/lib/node_exporter/walship.prom"))
-        );
+        assert_eq!(global.metrics_file, Some(PathBuf::from("/var/lib/node_exporter/walship.prom")));
         assert_eq!(global.log_level, log::LevelFilter::Info);
 
         assert_eq!(config.streams.len(), 1);
         let stream = config.stream("sensors").expect("stream sensors");
         assert_eq!(stream.name, "sensors");
         assert_eq!(stream.dir, PathBuf::from("/var/spool/sensors"));
-        assert_eq!(
-            Ok(stream.naming.clone()),
-            Naming::from_pattern("data-{seq}.log")
-        );
+        assert_eq!(Ok(stream.naming.clone()), Naming::from_pattern("data-{seq}.log"));
         assert_eq!(stream.naming.position("data-42.log"), Some(42));
         assert_eq!(stream.seal, SealMode::Next);
         assert_eq!(stream.seal_idle, Some(Duration::from_secs(30)));
         assert_eq!(stream.batch_size, 100);
         assert_eq!(stream.max_batch_delay, Some(Duration::from_secs(60)));
         assert_eq!(stream.snapshot_interval, 10_000);
-        assert_eq!(
-            stream.snapshot_command,
-            Some(PathBuf::from("/usr/local/bin/sensors-snapshot"))
-        );
+        assert_eq!(stream.snapshot_command, Some(PathBuf::from("/usr/local/bin/sensors-snapshot")));
         assert_eq!(stream.keep_snapshots, 7);
         assert_eq!(stream.on_archived, OnArchived::Keep);
     }
@@ -1414,10 +1201,7 @@ keep_snapshots = 1
         assert_eq!(global.state_dir, PathBuf::from("/srv/walship"));
         assert_eq!(
             global.target,
-            TargetUrl::S3 {
-                bucket: "my-bucket.eu".into(),
-                prefix: "fleet/node-7".into()
-            }
+            TargetUrl::S3 { bucket: "my-bucket.eu".into(), prefix: "fleet/node-7".into() }
         );
         assert_eq!(global.endpoint.as_deref(), Some("http://minio.local:9000"));
         assert_eq!(global.region, "garage");
@@ -1450,10 +1234,7 @@ keep_snapshots = 1
     fn defaults() {
         let config = parse_text(&config_text("", "")).expect("valid");
         let global = &config.global;
-        assert_eq!(
-            global.target,
-            TargetUrl::File(PathBuf::from("/mnt/archive"))
-        );
+        assert_eq!(global.target, TargetUrl::File(PathBuf::from("/mnt/archive")));
         assert_eq!(global.endpoint, None);
         assert_eq!(global.region, "us-east-1");
         assert_eq!(global.credentials_file, None);
@@ -1662,10 +1443,7 @@ keep_snapshots = 1
 
     #[test]
     fn targets() {
-        let s3 = |bucket: &str, prefix: &str| TargetUrl::S3 {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-        };
+        let s3 = |bucket: &str, prefix: &str| TargetUrl::S3 { bucket: bucket.into(), prefix: prefix.into() };
         #[rustfmt::skip]
         let cases = [
             ("file:///mnt/archive", TargetUrl::File("/mnt/archive".into())),
@@ -1717,18 +1495,8 @@ keep_snapshots = 1
         assert!(parse_text(&s3_text("s3://bucket/p", "part_size = 5GiB")).is_ok());
         assert!(parse_text(&s3_text("s3://bucket", "region = garage")).is_ok());
         let part = Some("[global] part_size");
-        assert_error(
-            &s3_text("s3://bucket", "part_size = 1MiB"),
-            Some(5),
-            part,
-            "at least 5MiB",
-        );
-        assert_error(
-            &s3_text("s3://bucket", "part_size = 6GiB"),
-            Some(5),
-            part,
-            "at most 5GiB",
-        );
+        assert_error(&s3_text("s3://bucket", "part_size = 1MiB"), Some(5), part, "at least 5MiB");
+        assert_error(&s3_text("s3://bucket", "part_size = 6GiB"), Some(5), part, "at most 5GiB");
         assert_error(
             &s3_text("s3://bucket", "region = us east"),
             Some(5),
@@ -1740,38 +1508,17 @@ keep_snapshots = 1
         assert_eq!(small.global.part_size, 1024);
         // No endpoint: reported at the [global] header, pointing at target.
         let text = s3_text("s3://bucket", "").replace("endpoint = https://s3.example.net\n", "");
-        assert_error(
-            &text,
-            Some(1),
-            Some("[global] endpoint"),
-            "required with an s3:// target (line 3)",
-        );
-        for bad in [
-            "ftp://x",
-            "https://",
-            "https:// x",
-            "s3.example.net",
-            "https://a?b",
-            "https://u@h",
-        ] {
+        assert_error(&text, Some(1), Some("[global] endpoint"), "required with an s3:// target (line 3)");
+        for bad in ["ftp://x", "https://", "https:// x", "s3.example.net", "https://a?b", "https://u@h"] {
             let text = s3_text("s3://bucket", "").replace("https://s3.example.net", bad);
-            assert_error(
-                &text,
-                Some(4),
-                Some("[global] endpoint"),
-                "http:// or https:// URL",
-            );
+            assert_error(&text, Some(4), Some("[global] endpoint"), "http:// or https:// URL");
         }
     }
 
     #[test]
     fn rule_check() {
         let interval = |n: u64, cmd: bool| {
-            let command = if cmd {
-                "\nsnapshot_command = /usr/bin/snap"
-            } else {
-                ""
-            };
+            let command = if cmd { "\nsnapshot_command = /usr/bin/snap" } else { "" };
             config_text("", &format!("snapshot_interval = {n}{command}"))
         };
         let (line, key, message, shown) = error_of(&interval(150, true));
@@ -1787,10 +1534,7 @@ keep_snapshots = 1
         assert!(parse_text(&interval(0, false)).is_ok(), "0: snapshots off");
         let zero = config_text("", "").replace("batch_size = 100", "batch_size = 0");
         let (line, key, _, _) = error_of(&zero);
-        assert_eq!(
-            (line, key.as_deref()),
-            (Some(8), Some("[stream sensors] batch_size"))
-        );
+        assert_eq!((line, key.as_deref()), (Some(8), Some("[stream sensors] batch_size")));
         // The same rules, straight from the function.
         assert!(crate::plan::check_rules(100, 150).is_err());
         assert!(crate::plan::check_rules(100, 200).is_ok());
@@ -1932,9 +1676,7 @@ keep_snapshots = 1
         }
         // Mutations of a valid config: cut, duplicate and replace characters.
         let chars: Vec<char> = SPEC_EXAMPLE.chars().collect();
-        let alphabet: Vec<char> = "[]=#; \n\t/0123456789aé🦀{}.:-sMiB\r\u{feff}"
-            .chars()
-            .collect();
+        let alphabet: Vec<char> = "[]=#; \n\t/0123456789aé🦀{}.:-sMiB\r\u{feff}".chars().collect();
         let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
         let mut next = |bound: usize| {
             seed ^= seed << 13;
@@ -1981,19 +1723,11 @@ keep_snapshots = 1
         let latin1 = dir.join("latin1.conf");
         std::fs::write(&latin1, b"[global]\n# caf\xe9\n").expect("write");
         let error = load(&latin1).expect_err("not UTF-8");
-        assert!(
-            matches!(error, ConfigError::Invalid { line: Some(2), .. }),
-            "{error}"
-        );
+        assert!(matches!(error, ConfigError::Invalid { line: Some(2), .. }), "{error}");
 
         let huge = dir.join("huge.conf");
         std::fs::write(&huge, vec![b'#'; (MAX_FILE_BYTES + 10) as usize]).expect("write");
-        assert!(
-            load(&huge)
-                .expect_err("too large")
-                .to_string()
-                .contains("check the path")
-        );
+        assert!(load(&huge).expect_err("too large").to_string().contains("check the path"));
 
         std::fs::remove_dir_all(&dir).expect("clean up");
     }

@@ -12,10 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Write `path` atomically and durably; `fill` writes the content.
-pub fn write_atomic<T>(
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> io::Result<T>,
-) -> io::Result<T> {
+pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
     let dir = parent_dir(path);
     let temp = temp_path(path);
     let result = (|| {

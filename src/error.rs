@@ -105,7 +105,10 @@ impl fmt::Display for Error {
                 write!(f, "stream {stream}: segment {name} is not in the archive")
             }
             Error::Gap { stream, first, last, reason, restored_to } => {
-                write!(f, "stream {stream}: positions {first}..{last} are a gap in the archive ({reason}); ")?;
+                write!(
+                    f,
+                    "stream {stream}: positions {first}..{last} are a gap in the archive ({reason}); "
+                )?;
                 match restored_to {
                     Some(p) => write!(f, "restored up to position {p}; ")?,
                     None => write!(f, "nothing before it was restored; ")?,

@@ -53,7 +53,7 @@ pub fn check_rules(batch_size: u64, snapshot_interval: u64) -> Result<(), String
     if batch_size == 0 {
         return Err("batch_size must be greater than 0".into());
     }
-    if snapshot_interval > 0 && snapshot_interval % batch_size != 0 {
+    if snapshot_interval > 0 && !snapshot_interval.is_multiple_of(batch_size) {
         return Err(format!(
             "snapshot_interval ({snapshot_interval}) must be a multiple of batch_size \
              ({batch_size}): otherwise a snapshot can fall at a position no batch ends on, \
@@ -104,10 +104,8 @@ pub struct BatchPolicy {
 /// arrive (names are sequential), so it becomes a gap; a batch whose range
 /// has such a hole is shipped up to the hole first.
 pub fn next_step(last_archived: Option<u64>, present: &[SegmentFact], policy: BatchPolicy) -> Step {
-    let waiting: Vec<&SegmentFact> = present
-        .iter()
-        .filter(|s| last_archived.is_none_or(|last| s.position > last))
-        .collect();
+    let waiting: Vec<&SegmentFact> =
+        present.iter().filter(|s| last_archived.is_none_or(|last| s.position > last)).collect();
     let Some(lowest) = waiting.first() else {
         return Step::Wait;
     };
@@ -218,9 +216,15 @@ mod tests {
     #[test]
     fn full_batches_upload_and_partial_ones_wait() {
         assert_eq!(next_step(None, &sealed(0..=3), B10), Step::Upload { first: 0, last: 0, short: false });
-        assert_eq!(next_step(Some(0), &sealed(0..=10), B10), Step::Upload { first: 1, last: 10, short: false });
+        assert_eq!(
+            next_step(Some(0), &sealed(0..=10), B10),
+            Step::Upload { first: 1, last: 10, short: false }
+        );
         assert_eq!(next_step(Some(0), &sealed(0..=9), B10), Step::Wait);
-        assert_eq!(next_step(Some(10), &sealed(0..=25), B10), Step::Upload { first: 11, last: 20, short: false });
+        assert_eq!(
+            next_step(Some(10), &sealed(0..=25), B10),
+            Step::Upload { first: 11, last: 20, short: false }
+        );
         assert_eq!(next_step(Some(10), &[], B10), Step::Wait);
         assert_eq!(next_step(Some(10), &sealed(0..=10), B10), Step::Wait);
     }
@@ -242,7 +246,10 @@ mod tests {
         segs[0].age = Duration::from_secs(61);
         assert_eq!(next_step(Some(0), &segs, policy), Step::Upload { first: 1, last: 4, short: true });
         // The next batch re-aligns: (5, 10).
-        assert_eq!(next_step(Some(4), &sealed(5..=10), policy), Step::Upload { first: 5, last: 10, short: false });
+        assert_eq!(
+            next_step(Some(4), &sealed(5..=10), policy),
+            Step::Upload { first: 5, last: 10, short: false }
+        );
     }
 
     #[test]
@@ -259,6 +266,9 @@ mod tests {
 
     #[test]
     fn stream_starting_late_needs_no_gap() {
-        assert_eq!(next_step(None, &sealed(42..=60), B10), Step::Upload { first: 42, last: 50, short: false });
+        assert_eq!(
+            next_step(None, &sealed(42..=60), B10),
+            Step::Upload { first: 42, last: 50, short: false }
+        );
     }
 }

@@ -100,10 +100,9 @@ impl std::fmt::Display for ScanError {
                 "cannot read stream directory {}: {source}; create it or fix `dir` in the config",
                 dir.display()
             ),
-            ScanError::Ambiguous { position, a, b } => write!(
-                f,
-                "files {a} and {b} both stand for position {position}; remove or rename one"
-            ),
+            ScanError::Ambiguous { position, a, b } => {
+                write!(f, "files {a} and {b} both stand for position {position}; remove or rename one")
+            }
         }
     }
 }

@@ -167,7 +167,11 @@ mod tests {
 
     #[test]
     fn json_escapes() {
-        let s = StreamStatus { stream: "a".into(), last_error: Some("say \"hi\"\n".into()), ..Default::default() };
+        let s = StreamStatus {
+            stream: "a".into(),
+            last_error: Some("say \"hi\"\n".into()),
+            ..Default::default()
+        };
         let json = s.to_json();
         assert!(json.contains(r#""last_error":"say \"hi\"\u000a""#), "{json}");
         assert!(json.contains(r#""archived_position":null"#), "{json}");

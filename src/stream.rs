@@ -71,9 +71,7 @@ impl Stream {
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
-        let aborted = target
-            .abort_stale_uploads(&format!("{name}/"))
-            .map_err(|e| Error::target(&name, e))?;
+        let aborted = target.abort_stale_uploads(&format!("{name}/")).map_err(|e| Error::target(&name, e))?;
         if aborted > 0 {
             log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier run");
         }
@@ -189,7 +187,10 @@ impl Stream {
 
         let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
         self.commit(record)?;
-        log::info!("stream {name}: archived positions {first}..{last} ({} segments, {size} bytes)", batch.len());
+        log::info!(
+            "stream {name}: archived positions {first}..{last} ({} segments, {size} bytes)",
+            batch.len()
+        );
         self.update_status(|s| s.batches_archived += 1);
         self.acknowledge_batch(batch)?;
         Ok(healed)
@@ -251,10 +252,7 @@ impl Stream {
     }
 
     fn record_gap(&mut self, first: u64, last: u64) -> Result<(), Error> {
-        let reason = format!(
-            "segments removed from {} before they were archived",
-            self.config.dir.display()
-        );
+        let reason = format!("segments removed from {} before they were archived", self.config.dir.display());
         log::error!(
             "stream {}: positions {first}..{last} are missing from {} and were never archived; \
              recording a gap and moving on",

@@ -17,11 +17,12 @@ fn thousand_segments_make_hundred_batches_and_restore_byte_for_byte() {
     for (i, object) in objects.iter().enumerate() {
         let (first, last) = (i as u64 * 10 + 1, i as u64 * 10 + 10);
         let expected: Vec<u8> = (first..=last).flat_map(|p| segment_bytes(p, 3000)).collect();
-        assert_eq!(
-            object.file_name().unwrap().to_str().unwrap(),
-            format!("{first:016x}-{last:016x}")
+        assert_eq!(object.file_name().unwrap().to_str().unwrap(), format!("{first:016x}-{last:016x}"));
+        assert!(
+            fs::read(object).unwrap() == expected,
+            "{} is not its segments concatenated",
+            object.display()
         );
-        assert!(fs::read(object).unwrap() == expected, "{} is not its segments concatenated", object.display());
     }
 
     let restored = setup.dir.path.join("restored");

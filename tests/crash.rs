@@ -39,7 +39,10 @@ fn object_identities(archive: &Path) -> BTreeMap<String, (u64, i64, i64)> {
     for sub in ["s/batches", "s/manifest"] {
         for path in sorted_files(&archive.join(sub)) {
             let m = fs::metadata(&path).unwrap();
-            out.insert(format!("{sub}/{}", path.file_name().unwrap().to_str().unwrap()), (m.ino(), m.mtime(), m.mtime_nsec()));
+            out.insert(
+                format!("{sub}/{}", path.file_name().unwrap().to_str().unwrap()),
+                (m.ino(), m.mtime(), m.mtime_nsec()),
+            );
         }
     }
     out

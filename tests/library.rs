@@ -20,7 +20,8 @@ fn embedding_program_starts_wakes_reads_status_and_stops() {
     let setup = Setup::new("library", 1, "seal = spool");
     // A long poll interval: only `wake` can make it archive promptly.
     setup.write_config(1, "seal = spool", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace("poll_interval = 10ms", "poll_interval = 1h");
+    let text =
+        std::fs::read_to_string(&setup.config).unwrap().replace("poll_interval = 10ms", "poll_interval = 1h");
     let config = walship::config::parse(Path::new("embedded.conf"), &text).unwrap();
 
     setup.write_segments(1..=3, 100);

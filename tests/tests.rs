@@ -7,11 +7,11 @@ mod util;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// The target contract, run against every target.
+mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
 mod crash;
 /// The embedding API: start, wake, status, stop.
 mod library;
 /// Torn and corrupted local manifests.
 mod manifest_damage;
-/// The target contract, run against every target.
-mod conformance;

@@ -84,12 +84,9 @@ pub fn header() -> &'static str {
 pub fn serialize_record(record: &Record) -> String {
     match record {
         Record::Batch(batch) => serialize_batch(batch),
-        Record::Gap(gap) => format!(
-            "gap first={} last={} reason={}",
-            gap.first,
-            gap.last,
-            percent::encode(&gap.reason, true)
-        ),
+        Record::Gap(gap) => {
+            format!("gap first={} last={} reason={}", gap.first, gap.last, percent::encode(&gap.reason, true))
+        }
     }
 }
 
@@ -134,19 +131,14 @@ pub fn serialize(records: &[Record]) -> String {
 /// wrong with it.
 pub fn parse_record(body: &str, stream: &str) -> Result<Record, String> {
     if let Some(byte) = body.bytes().find(|byte| !(b' '..=b'~').contains(byte)) {
-        return Err(format!(
-            "record contains byte {byte:#04x}, outside printable ASCII"
-        ));
+        return Err(format!("record contains byte {byte:#04x}, outside printable ASCII"));
     }
     let mut tokens = body.split(' ');
     let record = match tokens.next().unwrap_or_default() {
         "batch" => Record::Batch(parse_batch(tokens)?),
         "gap" => Record::Gap(parse_gap(tokens)?),
         kind => {
-            return Err(format!(
-                "unknown record kind `{}` (this walship knows batch and gap)",
-                shown(kind)
-            ));
+            return Err(format!("unknown record kind `{}` (this walship knows batch and gap)", shown(kind)));
         }
     };
     validate_record(&record, stream)?;
@@ -158,11 +150,8 @@ fn parse_batch<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<BatchRecord,
     if fields.segments.is_empty() {
         return Err("missing field `seg` (a batch lists its segments)".into());
     }
-    let segments: Result<Vec<SegmentEntry>, String> = fields
-        .segments
-        .iter()
-        .map(|value| parse_segment(value))
-        .collect();
+    let segments: Result<Vec<SegmentEntry>, String> =
+        fields.segments.iter().map(|value| parse_segment(value)).collect();
     Ok(BatchRecord {
         first: decimal("first", fields.get("first")?)?,
         last: decimal("last", fields.get("last")?)?,
@@ -186,10 +175,7 @@ fn parse_gap<'a>(tokens: impl Iterator<Item = &'a str>) -> Result<GapRecord, Str
 fn parse_segment(value: &str) -> Result<SegmentEntry, String> {
     let parts: Vec<&str> = value.splitn(6, ',').collect();
     let [position, name, offset, len, crc32] = parts[..] else {
-        return Err(format!(
-            "segment `{}` is not POSITION,NAME,OFFSET,LENGTH,CRC32",
-            shown(value)
-        ));
+        return Err(format!("segment `{}` is not POSITION,NAME,OFFSET,LENGTH,CRC32", shown(value)));
     };
     Ok(SegmentEntry {
         position: decimal("seg position", position)?,
@@ -210,10 +196,7 @@ impl<'a> Fields<'a> {
     /// Split `tokens` into fields, refusing names not in `allowed`,
     /// duplicates, and more than [`MAX_SEGMENTS`] segments.
     fn collect(tokens: impl Iterator<Item = &'a str>, allowed: &[&str]) -> Result<Self, String> {
-        let mut fields = Fields {
-            named: Vec::new(),
-            segments: Vec::new(),
-        };
+        let mut fields = Fields { named: Vec::new(), segments: Vec::new() };
         for token in tokens {
             let Some((name, value)) = token.split_once('=') else {
                 return Err(if token.is_empty() {
@@ -257,22 +240,13 @@ fn decimal(field: &str, value: &str) -> Result<u64, String> {
             shown(value)
         ));
     }
-    value.parse().map_err(|_| {
-        format!(
-            "field `{field}` value {} does not fit in 64 bits",
-            shown(value)
-        )
-    })
+    value.parse().map_err(|_| format!("field `{field}` value {} does not fit in 64 bits", shown(value)))
 }
 
 /// A CRC32 written as exactly 8 lower-case hex digits.
 fn crc(field: &str, value: &str) -> Result<u32, String> {
-    parse_crc(value.as_bytes()).ok_or_else(|| {
-        format!(
-            "field `{field}` must be 8 lower-case hex digits, not `{}`",
-            shown(value)
-        )
-    })
+    parse_crc(value.as_bytes())
+        .ok_or_else(|| format!("field `{field}` must be 8 lower-case hex digits, not `{}`", shown(value)))
 }
 
 fn parse_crc(digits: &[u8]) -> Option<u32> {
@@ -297,10 +271,7 @@ fn text(field: &str, value: &str, slash_plain: bool) -> Result<String, String> {
 pub fn parse(text: &[u8], source: &str, stream: &str) -> Result<Parsed, ManifestError> {
     let mut records = Vec::new();
     let summary = parse_each(text, source, stream, |record| records.push(record))?;
-    Ok(Parsed {
-        records,
-        dropped_torn_tail: summary.dropped_torn_tail,
-    })
+    Ok(Parsed { records, dropped_torn_tail: summary.dropped_torn_tail })
 }
 
 /// Parse a record object of the remote archive, which is written whole:
@@ -327,13 +298,7 @@ pub fn parse_each<R: BufRead>(
     stream: &str,
     mut visit: impl FnMut(Record),
 ) -> Result<ParseSummary, ManifestError> {
-    let mut lines = Lines {
-        reader,
-        source,
-        buf: Vec::new(),
-        number: 0,
-        offset: 0,
-    };
+    let mut lines = Lines { reader, source, buf: Vec::new(), number: 0, offset: 0 };
     let mut summary = ParseSummary::default();
     let Some(line) = lines.next()? else {
         return Ok(summary);
@@ -429,19 +394,11 @@ impl<R: BufRead> Lines<'_, R> {
         if complete {
             self.buf.pop();
         } else if self.buf.len() > MAX_LINE {
-            return Err(
-                LineError::Damaged("line is longer than 8 MiB".into()).at(self.source, self.number)
-            );
+            return Err(LineError::Damaged("line is longer than 8 MiB".into()).at(self.source, self.number));
         }
         let is_final = !complete || self.at_end()?;
         let (bytes, number, end) = (self.buf.as_slice(), self.number, self.offset);
-        Ok(Some(Line {
-            bytes,
-            number,
-            complete,
-            is_final,
-            end,
-        }))
+        Ok(Some(Line { bytes, number, complete, is_final, end }))
     }
 
     fn at_end(&mut self) -> Result<bool, ManifestError> {
@@ -452,11 +409,7 @@ impl<R: BufRead> Lines<'_, R> {
     }
 
     fn io_error(&self, error: io::Error) -> ManifestError {
-        ManifestError::Io {
-            path: self.source.to_string(),
-            action: "read",
-            error,
-        }
+        ManifestError::Io { path: self.source.to_string(), action: "read", error }
     }
 }
 
@@ -472,29 +425,16 @@ fn read_header(line: &Line<'_>, source: &str) -> Result<Header, ManifestError> {
     if line.complete && line.bytes == header_line.as_bytes() {
         return Ok(Header::Valid);
     }
-    let without_nuls = line
-        .bytes
-        .iter()
-        .rposition(|&byte| byte != 0)
-        .map_or(0, |i| i + 1);
-    if !line.complete
-        && header_line
-            .as_bytes()
-            .starts_with(&line.bytes[..without_nuls])
-    {
+    let without_nuls = line.bytes.iter().rposition(|&byte| byte != 0).map_or(0, |i| i + 1);
+    if !line.complete && header_line.as_bytes().starts_with(&line.bytes[..without_nuls]) {
         return Ok(Header::Torn);
     }
     if let Some(version) = line.bytes.strip_prefix(HEADER_PREFIX) {
         let found = shown(&String::from_utf8_lossy(version));
-        return Err(ManifestError::UnsupportedVersion {
-            source: source.to_string(),
-            found,
-        });
+        return Err(ManifestError::UnsupportedVersion { source: source.to_string(), found });
     }
-    Err(LineError::Damaged(format!(
-        "not a walship manifest (the first line must be `{header_line}`)"
-    ))
-    .at(source, 1))
+    Err(LineError::Damaged(format!("not a walship manifest (the first line must be `{header_line}`)"))
+        .at(source, 1))
 }
 
 /// What is wrong with one record line, before it is placed in a file.
@@ -509,16 +449,8 @@ impl LineError {
     fn at(self, source: &str, line: usize) -> ManifestError {
         let source = source.to_string();
         match self {
-            LineError::Damaged(message) => ManifestError::Damaged {
-                source,
-                line,
-                message,
-            },
-            LineError::Invalid(message) => ManifestError::Invalid {
-                source,
-                line,
-                message,
-            },
+            LineError::Damaged(message) => ManifestError::Damaged { source, line, message },
+            LineError::Invalid(message) => ManifestError::Invalid { source, line, message },
         }
     }
 }
@@ -530,9 +462,7 @@ fn read_record_line(line: &Line<'_>, stream: &str) -> Result<Record, LineError> 
         _ => (None, line.bytes),
     };
     let Some(stored) = stored else {
-        return Err(LineError::Damaged(
-            "line does not start with an 8-digit CRC32 and a space".into(),
-        ));
+        return Err(LineError::Damaged("line does not start with an 8-digit CRC32 and a space".into()));
     };
     let computed = crc32fast::hash(body);
     if stored != computed {
@@ -540,8 +470,8 @@ fn read_record_line(line: &Line<'_>, stream: &str) -> Result<Record, LineError> 
             "record CRC32 mismatch (stored {stored:08x}, computed {computed:08x})"
         )));
     }
-    let body = std::str::from_utf8(body)
-        .map_err(|_| LineError::Invalid("record is not valid UTF-8".into()))?;
+    let body =
+        std::str::from_utf8(body).map_err(|_| LineError::Invalid("record is not valid UTF-8".into()))?;
     parse_record(body, stream).map_err(LineError::Invalid)
 }
 
@@ -551,12 +481,8 @@ fn read_record_line(line: &Line<'_>, stream: &str) -> Result<Record, LineError> 
 pub fn check_round_trip(data: &[u8]) {
     let parsed = parse(data, "fuzz-input", FUZZ_STREAM);
     let mut streamed = Vec::new();
-    let chunked = parse_each(
-        io::BufReader::with_capacity(7, data),
-        "fuzz-input",
-        FUZZ_STREAM,
-        |r| streamed.push(r),
-    );
+    let chunked =
+        parse_each(io::BufReader::with_capacity(7, data), "fuzz-input", FUZZ_STREAM, |r| streamed.push(r));
     let parsed = match (parsed, chunked) {
         (Ok(parsed), Ok(summary)) => {
             assert_eq!(parsed.records, streamed, "chunked parse read other records");
@@ -569,14 +495,8 @@ pub fn check_round_trip(data: &[u8]) {
     let text = serialize(&parsed.records);
     let again = parse(text.as_bytes(), "round-trip", FUZZ_STREAM)
         .unwrap_or_else(|error| panic!("serialized manifest does not parse: {error}\n{text}"));
-    assert_eq!(
-        again.records, parsed.records,
-        "serialize-then-parse changed the records"
-    );
-    assert_eq!(
-        again.dropped_torn_tail, None,
-        "serialized manifest has a torn tail"
-    );
+    assert_eq!(again.records, parsed.records, "serialize-then-parse changed the records");
+    assert_eq!(again.dropped_torn_tail, None, "serialized manifest has a torn tail");
 }
 
 #[cfg(test)]
@@ -588,11 +508,7 @@ mod tests {
     const SOURCE: &str = "/var/lib/walship/sensors/manifest";
 
     fn gap(first: u64, last: u64, reason: &str) -> Record {
-        Record::Gap(GapRecord {
-            first,
-            last,
-            reason: reason.into(),
-        })
+        Record::Gap(GapRecord { first, last, reason: reason.into() })
     }
 
     fn sample() -> Vec<Record> {
@@ -620,10 +536,7 @@ mod tests {
     fn expect_error(text: &str, needle: &str) -> ManifestError {
         let error = parse_text(text).expect_err("must be refused");
         let message = error.to_string();
-        assert!(
-            message.contains(needle),
-            "`{message}` should contain `{needle}`"
-        );
+        assert!(message.contains(needle), "`{message}` should contain `{needle}`");
         error
     }
 
@@ -639,23 +552,14 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
     #[test]
     fn golden_text() {
         let text = serialize(&sample());
-        assert_eq!(
-            text, GOLDEN,
-            "format changed: update GOLDEN only on purpose"
-        );
+        assert_eq!(text, GOLDEN, "format changed: update GOLDEN only on purpose");
     }
 
     #[test]
     fn round_trip_batches_and_gaps() {
         let text = serialize(&sample());
         let parsed = parse_text(&text).expect("parses");
-        assert_eq!(
-            parsed,
-            Parsed {
-                records: sample(),
-                dropped_torn_tail: None
-            }
-        );
+        assert_eq!(parsed, Parsed { records: sample(), dropped_torn_tail: None });
         check_round_trip(text.as_bytes());
     }
 
@@ -702,21 +606,9 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
 
     #[test]
     fn torn_header_is_dropped() {
-        for text in [
-            "walship-man",
-            "walship-manifest v1",
-            "w",
-            "walship\0\0",
-            "\0\0\0",
-        ] {
+        for text in ["walship-man", "walship-manifest v1", "w", "walship\0\0", "\0\0\0"] {
             let parsed = parse_text(text).expect("torn header is not an error");
-            assert_eq!(
-                parsed,
-                Parsed {
-                    records: Vec::new(),
-                    dropped_torn_tail: Some(1)
-                }
-            );
+            assert_eq!(parsed, Parsed { records: Vec::new(), dropped_torn_tail: Some(1) });
         }
     }
 
@@ -725,10 +617,7 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
         let mut text = serialize(&sample());
         let start = header().len() + record_line(&sample()[0]).len();
         text.replace_range(start..start + 1, "f");
-        let error = expect_error(
-            &text,
-            &format!("{SOURCE}:3: record CRC32 mismatch (stored f"),
-        );
+        let error = expect_error(&text, &format!("{SOURCE}:3: record CRC32 mismatch (stored f"));
         assert!(matches!(error, ManifestError::Damaged { line: 3, .. }));
         assert!(error.to_string().contains("moving it aside"));
     }
@@ -742,10 +631,7 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
 
     #[test]
     fn unknown_version_and_foreign_files_are_refused() {
-        let error = expect_error(
-            "walship-manifest v2\n",
-            "version `v2`: this walship reads v1",
-        );
+        let error = expect_error("walship-manifest v2\n", "version `v2`: this walship reads v1");
         assert!(matches!(error, ManifestError::UnsupportedVersion { .. }));
         expect_error("walship-manifest v2", "upgrade walship");
         expect_error("hello world\n", ":1: not a walship manifest");
@@ -754,9 +640,8 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
 
     #[test]
     fn hostile_keys_are_refused() {
-        let record = |key: &str| {
-            format!("batch first=0 last=0 size=0 crc32=00000000 key={key} seg=0,a,0,0,00000000")
-        };
+        let record =
+            |key: &str| format!("batch first=0 last=0 size=0 crc32=00000000 key={key} seg=0,a,0,0,00000000");
         for key in [
             "sensors/batches/../../../etc/passwd",
             "/etc/passwd",
@@ -773,42 +658,21 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
     #[test]
     fn overlapping_and_out_of_order_records_are_refused() {
         let overlapping = manifest(&["gap first=0 last=5 reason=a", "gap first=5 last=9 reason=b"]);
-        expect_error(
-            &overlapping,
-            ":3: invalid record: gap 5..9 overlaps or comes before",
-        );
-        let backwards = manifest(&[
-            "gap first=10 last=12 reason=a",
-            "gap first=0 last=3 reason=b",
-        ]);
-        expect_error(
-            &backwards,
-            "overlaps or comes before the previous gap 10..12",
-        );
+        expect_error(&overlapping, ":3: invalid record: gap 5..9 overlaps or comes before");
+        let backwards = manifest(&["gap first=10 last=12 reason=a", "gap first=0 last=3 reason=b"]);
+        expect_error(&backwards, "overlaps or comes before the previous gap 10..12");
     }
 
     #[test]
     fn absurd_numbers_are_refused() {
-        expect_error(
-            &manifest(&["gap first=0 last=4611686018427387905 reason=a"]),
-            "2^62",
-        );
-        expect_error(
-            &manifest(&["gap first=0 last=99999999999999999999 reason=a"]),
-            "64 bits",
-        );
+        expect_error(&manifest(&["gap first=0 last=4611686018427387905 reason=a"]), "2^62");
+        expect_error(&manifest(&["gap first=0 last=99999999999999999999 reason=a"]), "64 bits");
         let size = "batch first=0 last=0 size=2251799813685248 crc32=00000000 \
                     key=sensors/batches/0000000000000000-0000000000000000 seg=0,a,0,0,00000000";
-        expect_error(
-            &manifest(&[size]),
-            "size 2251799813685248 is beyond the limit 2^50",
-        );
+        expect_error(&manifest(&[size]), "size 2251799813685248 is beyond the limit 2^50");
         for bad in ["+5", "05", "-1", "0x1", "", "1e3"] {
             let body = format!("gap first={bad} last=7 reason=a");
-            expect_error(
-                &manifest(&[&body]),
-                "field `first` must be a decimal number",
-            );
+            expect_error(&manifest(&[&body]), "field `first` must be a decimal number");
         }
     }
 
@@ -816,10 +680,7 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
     fn huge_segment_count_is_refused_early() {
         let segs = " seg=0,a,0,0,00000000".repeat(MAX_SEGMENTS + 1);
         let body = format!("batch first=0 last=0 size=0 crc32=00000000 key=k{segs}");
-        expect_error(
-            &manifest(&[&body]),
-            "more than 100000 segments in one batch",
-        );
+        expect_error(&manifest(&[&body]), "more than 100000 segments in one batch");
         let wide = "batch first=0 last=200000 size=0 crc32=00000000 \
                     key=sensors/batches/0000000000000000-0000000000030d40 seg=0,a,0,0,00000000";
         expect_error(&manifest(&[wide]), "at most 100000 fit in one batch");
@@ -836,52 +697,19 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
         let key = "key=sensors/batches/0000000000000000-0000000000000000";
         let seg = "seg=0,a,0,0,00000000";
         for (body, needle) in [
-            (
-                "snapshot first=0 last=0".to_string(),
-                "unknown record kind `snapshot`",
-            ),
-            (
-                "gap first=0 last=0 reason=a first=0".into(),
-                "duplicate field `first`",
-            ),
-            (
-                "gap first=0 last=0 reason=a colour=red".into(),
-                "unknown field `colour`",
-            ),
+            ("snapshot first=0 last=0".to_string(), "unknown record kind `snapshot`"),
+            ("gap first=0 last=0 reason=a first=0".into(), "duplicate field `first`"),
+            ("gap first=0 last=0 reason=a colour=red".into(), "unknown field `colour`"),
             ("gap first=0 last=0".into(), "missing field `reason`"),
             ("gap first=0 last=0  reason=a".into(), "empty field"),
-            (
-                "gap first=0 last=0 reason".into(),
-                "field `reason` has no `=`",
-            ),
-            (
-                "gap first=0 last=0 reason=a\tb".into(),
-                "outside printable ASCII",
-            ),
-            (
-                "gap first=0 last=0 reason=a,b".into(),
-                "must be percent-encoded",
-            ),
-            (
-                format!("batch first=0 last=0 size=0 crc32=00000000 {key}"),
-                "missing field `seg`",
-            ),
-            (
-                format!("batch first=0 last=0 size=0 crc32=0 {key} {seg}"),
-                "8 lower-case hex",
-            ),
-            (
-                format!("batch first=0 last=0 size=0 crc32=00000000 {key} seg=0,a"),
-                "POSITION,NAME",
-            ),
-            (
-                format!("batch first=0 last=0 size=0 {key} {seg}"),
-                "missing field `crc32`",
-            ),
-            (
-                format!("batch first=0 last=0 size=0 crc32=00000000 {key} seg=0,a/b,0,0,00000000"),
-                "seg name",
-            ),
+            ("gap first=0 last=0 reason".into(), "field `reason` has no `=`"),
+            ("gap first=0 last=0 reason=a\tb".into(), "outside printable ASCII"),
+            ("gap first=0 last=0 reason=a,b".into(), "must be percent-encoded"),
+            (format!("batch first=0 last=0 size=0 crc32=00000000 {key}"), "missing field `seg`"),
+            (format!("batch first=0 last=0 size=0 crc32=0 {key} {seg}"), "8 lower-case hex"),
+            (format!("batch first=0 last=0 size=0 crc32=00000000 {key} seg=0,a"), "POSITION,NAME"),
+            (format!("batch first=0 last=0 size=0 {key} {seg}"), "missing field `crc32`"),
+            (format!("batch first=0 last=0 size=0 crc32=00000000 {key} seg=0,a/b,0,0,00000000"), "seg name"),
         ] {
             expect_error(&manifest(&[&body]), needle);
         }
@@ -904,18 +732,13 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
     }
 
     fn combine_crc(parts: &[(u32, u64)]) -> u32 {
-        parts.iter().fold(0, |crc, &(part, len)| {
-            crate::manifest::combine_crc32(crc, part, len)
-        })
+        parts.iter().fold(0, |crc, &(part, len)| crate::manifest::combine_crc32(crc, part, len))
     }
 
     #[test]
     fn object_parse_treats_torn_tail_as_damage() {
         let text = serialize(&sample());
-        assert_eq!(
-            parse_object(text.as_bytes(), "k", STREAM).expect("ok"),
-            sample()
-        );
+        assert_eq!(parse_object(text.as_bytes(), "k", STREAM).expect("ok"), sample());
         let cut = &text.as_bytes()[..text.len() - 1];
         let error = parse_object(cut, "k", STREAM).expect_err("damaged");
         assert!(matches!(error, ManifestError::Damaged { line: 4, .. }));
@@ -923,12 +746,7 @@ seg=3,a%20b%2Cc%3Dd%25e,0,3,352441c2 seg=4,z%C3%BCrich%20%E2%9C%93,3,0,00000000
 
     #[test]
     fn round_trip_check_accepts_junk() {
-        for data in [
-            &b""[..],
-            b"\xff\xfe",
-            b"walship-manifest v1\n\n\n",
-            b"walship-manifest v1\nxx",
-        ] {
+        for data in [&b""[..], b"\xff\xfe", b"walship-manifest v1\n\n\n", b"walship-manifest v1\nxx"] {
             check_round_trip(data);
         }
     }

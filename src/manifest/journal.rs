@@ -87,9 +87,7 @@ impl Journal {
             self.cut_to_durable_len()?;
         }
         self.unclean_tail = true;
-        (&self.file)
-            .write_all(text.as_bytes())
-            .map_err(self.io_error("append to"))?;
+        (&self.file).write_all(text.as_bytes()).map_err(self.io_error("append to"))?;
         self.file.sync_data().map_err(self.io_error("fsync"))?;
         self.unclean_tail = false;
         self.durable_len += text.len() as u64;
@@ -113,18 +111,13 @@ impl Journal {
         let mut text = String::new();
         let mut previous = self.last.as_ref();
         for (record, line) in records.iter().zip(self.lines + 1..) {
-            let refuse = |message| ManifestError::Refused {
-                source: self.path.display().to_string(),
-                line,
-                message,
-            };
+            let refuse =
+                |message| ManifestError::Refused { source: self.path.display().to_string(), line, message };
             validate_record(record, &self.stream).map_err(refuse)?;
             check_follows(previous, record).map_err(refuse)?;
             let record_text = record_line(record);
             if record_text.len() > MAX_LINE + 1 {
-                return Err(refuse(
-                    "the record's line would be longer than 8 MiB".into(),
-                ));
+                return Err(refuse("the record's line would be longer than 8 MiB".into()));
             }
             text.push_str(&record_text);
             previous = Some(record);
@@ -134,9 +127,7 @@ impl Journal {
 
     /// Cut the file back to its last durable line and fsync.
     fn cut_to_durable_len(&mut self) -> Result<(), ManifestError> {
-        self.file
-            .set_len(self.durable_len)
-            .map_err(self.io_error("truncate"))?;
+        self.file.set_len(self.durable_len).map_err(self.io_error("truncate"))?;
         self.file.sync_all().map_err(self.io_error("fsync"))?;
         self.unclean_tail = false;
         Ok(())
@@ -145,9 +136,7 @@ impl Journal {
     /// Write the header into an empty (or torn-header) file, durably.
     fn write_header(&mut self) -> Result<(), ManifestError> {
         self.file.set_len(0).map_err(self.io_error("truncate"))?;
-        (&self.file)
-            .write_all(format::header().as_bytes())
-            .map_err(self.io_error("write"))?;
+        (&self.file).write_all(format::header().as_bytes()).map_err(self.io_error("write"))?;
         self.file.sync_all().map_err(self.io_error("fsync"))?;
         sync_parent_dir(&self.path).map_err(self.io_error("fsync the directory of"))?;
         self.durable_len = format::header().len() as u64;
@@ -171,19 +160,12 @@ pub fn read_all(path: &Path, stream: &str) -> Result<Parsed, ManifestError> {
     };
     let mut records = Vec::new();
     let summary = format::parse_each(BufReader::new(file), &name, stream, |r| records.push(r))?;
-    Ok(Parsed {
-        records,
-        dropped_torn_tail: summary.dropped_torn_tail,
-    })
+    Ok(Parsed { records, dropped_torn_tail: summary.dropped_torn_tail })
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {
     let path = path.to_string();
-    move |error| ManifestError::Io {
-        path,
-        action,
-        error,
-    }
+    move |error| ManifestError::Io { path, action, error }
 }
 
 /// Make a new directory entry durable.
@@ -206,19 +188,14 @@ mod tests {
 
     /// A fresh, empty directory for one test.
     fn temp_dir(test: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("walship-journal-{}-{test}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("walship-journal-{}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create temp dir");
         dir
     }
 
     fn gap(first: u64, last: u64) -> Record {
-        Record::Gap(GapRecord {
-            first,
-            last,
-            reason: "removed".into(),
-        })
+        Record::Gap(GapRecord { first, last, reason: "removed".into() })
     }
 
     fn records() -> Vec<Record> {
@@ -255,10 +232,7 @@ mod tests {
         assert_eq!(seen, records());
         assert_eq!((summary.records, summary.dropped_torn_tail), (3, None));
         assert_eq!(journal.last(), records().last());
-        assert_eq!(
-            fs::read_to_string(&path).expect("read"),
-            format::serialize(&records())
-        );
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()));
         assert_eq!(read_all(&path, STREAM).expect("read").records, records());
     }
 
@@ -274,20 +248,11 @@ mod tests {
             .open(&path)
             .and_then(|mut f| f.write_all(half_line.as_bytes()))
             .expect("tear");
-        assert_eq!(
-            read_all(&path, STREAM).expect("read").dropped_torn_tail,
-            Some(4)
-        );
+        assert_eq!(read_all(&path, STREAM).expect("read").dropped_torn_tail, Some(4));
 
         let (mut journal, summary, seen) = open(&path);
-        assert_eq!(
-            (summary.dropped_torn_tail, seen),
-            (Some(4), records()[..2].to_vec())
-        );
-        assert_eq!(
-            fs::read_to_string(&path).expect("read"),
-            format::serialize(&records()[..2])
-        );
+        assert_eq!((summary.dropped_torn_tail, seen), (Some(4), records()[..2].to_vec()));
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()[..2]));
         journal.append(&records()[2..]).expect("append");
         drop(journal);
         let (_, summary, seen) = open(&path);
@@ -301,10 +266,7 @@ mod tests {
         let (mut journal, summary, _) = open(&path);
         assert_eq!(summary.dropped_torn_tail, Some(1));
         journal.append(&records()).expect("append");
-        assert_eq!(
-            fs::read_to_string(&path).expect("read"),
-            format::serialize(&records())
-        );
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()));
     }
 
     #[test]
@@ -315,11 +277,7 @@ mod tests {
         text.replace_range(start..start + 1, "#");
         fs::write(&path, &text).expect("write");
         let error = Journal::open(&path, STREAM, |_| {}).expect_err("damaged");
-        assert!(
-            error
-                .to_string()
-                .starts_with(&format!("{}:3: record CRC32 mismatch", path.display()))
-        );
+        assert!(error.to_string().starts_with(&format!("{}:3: record CRC32 mismatch", path.display())));
         assert_eq!(fs::read_to_string(&path).expect("read"), text);
     }
 
@@ -330,22 +288,10 @@ mod tests {
         journal.append(&records()[..2]).expect("append");
         let before = fs::read_to_string(&path).expect("read");
         let error = journal.append(&[gap(3, 9)]).expect_err("overlaps");
-        assert!(
-            matches!(error, ManifestError::Refused { line: 4, .. }),
-            "{error}"
-        );
-        assert!(
-            error
-                .to_string()
-                .contains("gap 3..9 overlaps or comes before the previous gap 1..4")
-        );
-        let error = journal
-            .append(&[gap(20, 30), gap(10, 11)])
-            .expect_err("out of order");
-        assert!(
-            matches!(error, ManifestError::Refused { line: 5, .. }),
-            "{error}"
-        );
+        assert!(matches!(error, ManifestError::Refused { line: 4, .. }), "{error}");
+        assert!(error.to_string().contains("gap 3..9 overlaps or comes before the previous gap 1..4"));
+        let error = journal.append(&[gap(20, 30), gap(10, 11)]).expect_err("out of order");
+        assert!(matches!(error, ManifestError::Refused { line: 5, .. }), "{error}");
         let foreign = batch("other", 5, &["x"], &[b"x"]);
         let error = journal.append(&[foreign]).expect_err("foreign key");
         assert!(error.to_string().contains("is not this batch's object key"));
@@ -359,9 +305,7 @@ mod tests {
         let (mut journal, _, _) = open(&path);
         journal.append(&records()[..1]).expect("append");
         // What a write cut short by ENOSPC leaves behind.
-        (&journal.file)
-            .write_all(b"0badc0de gap first=1")
-            .expect("write");
+        (&journal.file).write_all(b"0badc0de gap first=1").expect("write");
         journal.unclean_tail = true;
         journal.append(&records()[1..]).expect("append");
         let (_, summary, seen) = open(&path);
@@ -379,11 +323,6 @@ mod tests {
     fn io_errors_name_the_file() {
         let dir = temp_dir("io");
         let error = Journal::open(&dir, STREAM, |_| {}).expect_err("a directory");
-        assert!(
-            error
-                .to_string()
-                .starts_with(&format!("cannot open {}: ", dir.display())),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with(&format!("cannot open {}: ", dir.display())), "{error}");
     }
 }

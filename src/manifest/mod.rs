@@ -112,64 +112,32 @@ impl Record {
 pub enum ManifestError {
     /// A line is damaged (bad CRC32, unreadable structure) and is not the
     /// torn final line that a crash may leave.
-    Damaged {
-        source: String,
-        line: usize,
-        message: String,
-    },
+    Damaged { source: String, line: usize, message: String },
     /// A line is intact (its CRC32 matches) but its content is invalid or
     /// hostile: foreign key, overlapping range, absurd size, unknown field…
-    Invalid {
-        source: String,
-        line: usize,
-        message: String,
-    },
+    Invalid { source: String, line: usize, message: String },
     /// The header names a format version this walship does not read.
     UnsupportedVersion { source: String, found: String },
     /// An append was refused before anything was written (a caller bug:
     /// out-of-order or invalid record).
-    Refused {
-        source: String,
-        line: usize,
-        message: String,
-    },
+    Refused { source: String, line: usize, message: String },
     /// Reading or writing the file failed; `action` says what was attempted.
-    Io {
-        path: String,
-        action: &'static str,
-        error: io::Error,
-    },
+    Io { path: String, action: &'static str, error: io::Error },
 }
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ManifestError::Damaged {
-                source,
-                line: 0,
-                message,
-            }
-            | ManifestError::Invalid {
-                source,
-                line: 0,
-                message,
-            } => {
+            ManifestError::Damaged { source, line: 0, message }
+            | ManifestError::Invalid { source, line: 0, message } => {
                 write!(f, "{source}: {message}")
             }
-            ManifestError::Damaged {
-                source,
-                line,
-                message,
-            } => write!(
+            ManifestError::Damaged { source, line, message } => write!(
                 f,
                 "{source}:{line}: {message}: the file is damaged; restore it from the archive \
                  by moving it aside (walship rebuilds it from the remote records)"
             ),
-            ManifestError::Invalid {
-                source,
-                line,
-                message,
-            } => write!(
+            ManifestError::Invalid { source, line, message } => write!(
                 f,
                 "{source}:{line}: invalid record: {message}; walship refuses hostile or \
                  hand-edited records: move the file aside (walship rebuilds it from the \
@@ -180,20 +148,12 @@ impl fmt::Display for ManifestError {
                 "{source}:1: unknown manifest format version `{found}`: this walship reads v1; \
                  upgrade walship to a release that reads this version"
             ),
-            ManifestError::Refused {
-                source,
-                line,
-                message,
-            } => write!(
+            ManifestError::Refused { source, line, message } => write!(
                 f,
                 "{source}:{line}: refusing to append: {message} (a walship bug; the journal is \
                  unchanged)"
             ),
-            ManifestError::Io {
-                path,
-                action,
-                error,
-            } => write!(
+            ManifestError::Io { path, action, error } => write!(
                 f,
                 "cannot {action} {path}: {error}; check that the state directory exists, is \
                  writable and has free space"
@@ -214,11 +174,7 @@ impl std::error::Error for ManifestError {
 /// Untrusted text made safe for an error message: escaped and cut short.
 pub(crate) fn shown(text: &str) -> String {
     const MAX_CHARS: usize = 80;
-    let mut out: String = text
-        .chars()
-        .take(MAX_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
+    let mut out: String = text.chars().take(MAX_CHARS).flat_map(char::escape_debug).collect();
     if text.chars().nth(MAX_CHARS).is_some() {
         out.push('…');
     }
@@ -231,11 +187,7 @@ mod tests {
 
     #[test]
     fn record_accessors() {
-        let gap = Record::Gap(GapRecord {
-            first: 3,
-            last: 9,
-            reason: "lost".into(),
-        });
+        let gap = Record::Gap(GapRecord { first: 3, last: 9, reason: "lost".into() });
         assert_eq!((gap.first(), gap.last(), gap.kind()), (3, 9, "gap"));
         let batch = Record::Batch(BatchRecord {
             first: 0,

@@ -44,10 +44,7 @@ pub(crate) fn decode(text: &str, slash_plain: bool) -> Result<String, String> {
             out.push(decode_escape(bytes.get(i + 1..i + 3), slash_plain)?);
             i += 3;
         } else {
-            return Err(format!(
-                "character `{}` must be percent-encoded",
-                char::from(byte)
-            ));
+            return Err(format!("character `{}` must be percent-encoded", char::from(byte)));
         }
     }
     String::from_utf8(out).map_err(|_| "percent-encoded text is not valid UTF-8".to_string())
@@ -63,10 +60,7 @@ fn decode_escape(digits: Option<&[u8]>, slash_plain: bool) -> Result<u8, String>
     };
     let byte = high << 4 | low;
     if is_plain(byte, slash_plain) {
-        return Err(format!(
-            "`{}` must be written as itself, not percent-encoded",
-            char::from(byte)
-        ));
+        return Err(format!("`{}` must be written as itself, not percent-encoded", char::from(byte)));
     }
     Ok(byte)
 }
@@ -85,15 +79,7 @@ mod tests {
 
     #[test]
     fn special_characters_round_trip() {
-        for text in [
-            "plain-name_1.log",
-            "a b,c=d%e",
-            "zürich ✓",
-            "",
-            "a/b",
-            "%%",
-            "\n\0",
-        ] {
+        for text in ["plain-name_1.log", "a b,c=d%e", "zürich ✓", "", "a/b", "%%", "\n\0"] {
             for slash_plain in [false, true] {
                 let encoded = encode(text, slash_plain);
                 assert!(!encoded.contains([' ', ',', '=']), "{encoded}");

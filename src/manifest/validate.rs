@@ -40,14 +40,10 @@ pub fn validate_record(record: &Record, stream: &str) -> Result<(), String> {
 
 fn validate_range(first: u64, last: u64) -> Result<(), String> {
     if first > last {
-        return Err(format!(
-            "first position {first} is after last position {last}"
-        ));
+        return Err(format!("first position {first} is after last position {last}"));
     }
     if last > MAX_POSITION {
-        return Err(format!(
-            "position {last} is beyond the limit 2^62 (absurd value)"
-        ));
+        return Err(format!("position {last} is beyond the limit 2^62 (absurd value)"));
     }
     Ok(())
 }
@@ -68,18 +64,12 @@ fn validate_batch(batch: &BatchRecord, stream: &str) -> Result<(), String> {
         ));
     }
     if batch.size > MAX_SIZE {
-        return Err(format!(
-            "size {} is beyond the limit 2^50 (absurd value)",
-            batch.size
-        ));
+        return Err(format!("size {} is beyond the limit 2^50 (absurd value)", batch.size));
     }
     validate_segment_count(batch)?;
     let (total_len, total_crc) = validate_segments(batch)?;
     if total_len != batch.size {
-        return Err(format!(
-            "segment lengths add up to {total_len}, not to the batch size {}",
-            batch.size
-        ));
+        return Err(format!("segment lengths add up to {total_len}, not to the batch size {}", batch.size));
     }
     if total_crc != batch.crc32 {
         return Err(format!(
@@ -94,9 +84,7 @@ fn validate_segment_count(batch: &BatchRecord) -> Result<(), String> {
     // `validate_range` made first <= last <= 2^62, so this cannot overflow.
     let positions = batch.last - batch.first + 1;
     if positions > MAX_SEGMENTS as u64 {
-        return Err(format!(
-            "batch covers {positions} positions; at most {MAX_SEGMENTS} fit in one batch"
-        ));
+        return Err(format!("batch covers {positions} positions; at most {MAX_SEGMENTS} fit in one batch"));
     }
     if batch.segments.len() as u64 != positions {
         return Err(format!(
@@ -159,10 +147,7 @@ fn validate_name(name: &str) -> Result<(), String> {
         return Err(format!("segment name is longer than {MAX_NAME_LEN} bytes"));
     }
     if name.contains(['/', '\0']) {
-        return Err(format!(
-            "segment name `{}` contains '/' or NUL",
-            shown(name)
-        ));
+        return Err(format!("segment name `{}` contains '/' or NUL", shown(name)));
     }
     if name.starts_with('.') {
         return Err(format!("segment name `{}` starts with '.'", shown(name)));
@@ -182,13 +167,7 @@ pub(crate) mod tests {
         for ((position, name), bytes) in (first..).zip(names).zip(contents) {
             let len = bytes.len() as u64;
             let crc32 = crc32fast::hash(bytes);
-            segments.push(SegmentEntry {
-                position,
-                name: name.to_string(),
-                offset,
-                len,
-                crc32,
-            });
+            segments.push(SegmentEntry { position, name: name.to_string(), offset, len, crc32 });
             offset += len;
         }
         let last = first + names.len() as u64 - 1;
@@ -232,11 +211,7 @@ pub(crate) mod tests {
         assert_eq!(validate_record(&two_segments(), "s"), Ok(()));
         let empty = batch("s", 0, &["empty"], &[b""]);
         assert_eq!(validate_record(&empty, "s"), Ok(()));
-        let gap = Record::Gap(GapRecord {
-            first: 5,
-            last: 5,
-            reason: String::new(),
-        });
+        let gap = Record::Gap(GapRecord { first: 5, last: 5, reason: String::new() });
         assert_eq!(validate_record(&gap, "s"), Ok(()));
     }
 
@@ -257,17 +232,9 @@ pub(crate) mod tests {
 
     #[test]
     fn inverted_and_absurd_ranges_are_refused() {
-        let gap = Record::Gap(GapRecord {
-            first: 9,
-            last: 3,
-            reason: "x".into(),
-        });
+        let gap = Record::Gap(GapRecord { first: 9, last: 3, reason: "x".into() });
         refused(&gap, "is after last position");
-        let far = Record::Gap(GapRecord {
-            first: 0,
-            last: u64::MAX,
-            reason: "x".into(),
-        });
+        let far = Record::Gap(GapRecord { first: 0, last: u64::MAX, reason: "x".into() });
         refused(&far, "beyond the limit 2^62");
     }
 

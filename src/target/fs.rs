@@ -115,12 +115,7 @@ impl Target for FileTarget {
         Ok(Some(ObjectInfo { key: key.into(), size, crc32: Some(crc32) }))
     }
 
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn Write,
-    ) -> Result<u64, TargetError> {
+    fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
         let mut file = File::open(&path).map_err(err)?;
@@ -139,11 +134,7 @@ impl Target for FileTarget {
         Ok(copied)
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-    ) -> Result<Vec<ObjectInfo>, TargetError> {
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
         self.check_root("list")?;
         // Walk only the directory the prefix names, not the whole archive.
         let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);

@@ -76,17 +76,11 @@ pub trait Target: Send + Sync {
 
     /// Write the object's bytes (or `range = (offset, len)` of them) to `out`;
     /// returns the number of bytes written. A missing key is `NotFound`.
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn Write,
-    ) -> Result<u64, TargetError>;
+    fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError>;
 
     /// Every object whose key starts with `prefix` and sorts after
     /// `start_after`, in lexical key order.
-    fn list(&self, prefix: &str, start_after: Option<&str>)
-    -> Result<Vec<ObjectInfo>, TargetError>;
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError>;
 
     /// Delete `keys`; keys that do not exist are not an error.
     fn delete(&self, keys: &[String]) -> Result<(), TargetError>;
@@ -134,10 +128,9 @@ impl fmt::Display for TargetError {
             TargetError::Fatal { op, key, detail, fix } => {
                 write!(f, "{op} {key}: {detail}; {fix}")
             }
-            TargetError::Checksum { key, expected, actual } => write!(
-                f,
-                "object {key}: CRC32 mismatch (expected {expected:08x}, got {actual:08x})"
-            ),
+            TargetError::Checksum { key, expected, actual } => {
+                write!(f, "object {key}: CRC32 mismatch (expected {expected:08x}, got {actual:08x})")
+            }
         }
     }
 }
@@ -148,8 +141,8 @@ impl std::error::Error for TargetError {}
 pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
     match &global.target {
         crate::config::TargetUrl::File(root) => Ok(std::sync::Arc::new(fs::FileTarget::new(root.clone()))),
-        crate::config::TargetUrl::S3 { .. } => Err(crate::error::Error::Usage(
-            "s3:// targets are not built into this walship yet".into(),
-        )),
+        crate::config::TargetUrl::S3 { .. } => {
+            Err(crate::error::Error::Usage("s3:// targets are not built into this walship yet".into()))
+        }
     }
 }

@@ -17,9 +17,8 @@ impl TestDir {
     pub fn new(name: &str) -> TestDir {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir()
-            .join("walship-tests")
-            .join(format!("{name}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join("walship-tests").join(format!("{name}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap();
         TestDir { path }
