@@ -170,14 +170,9 @@ fn second_process_on_the_same_stream_is_refused() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = setup.walship(&["run", "--once"]);
-    unsafe { libc_kill(daemon.id() as i32, 15) };
+    send_signal(&daemon, libc::SIGTERM);
     let status = daemon.wait().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("another walship process"), "{}", stderr(&out));
     assert!(status.success(), "SIGTERM should stop the daemon cleanly with exit 0: {status:?}");
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }

@@ -15,3 +15,5 @@ mod crash;
 mod library;
 /// Torn and corrupted local manifests.
 mod manifest_damage;
+/// The S3 target against a real Garage server; curl as an independent client.
+mod s3;

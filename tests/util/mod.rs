@@ -62,6 +62,8 @@ pub struct Setup {
     pub archive: PathBuf,
     pub state: PathBuf,
     pub config: PathBuf,
+    /// The `[global]` lines naming the target (file:// by default).
+    pub target_lines: String,
 }
 
 impl Setup {
@@ -79,18 +81,28 @@ impl Setup {
         fs::create_dir_all(&src).unwrap();
         fs::create_dir_all(&archive).unwrap();
         let config = dir.path.join("walship.conf");
-        let setup = Setup { dir, src, archive, state, config };
+        let target_lines = format!("target = file://{}", archive.display());
+        let setup = Setup { dir, src, archive, state, config, target_lines };
         setup.write_config(batch_size, extra, global_extra);
+        setup
+    }
+
+    /// Like [`Setup::with_global`] but archiving to the target that
+    /// `target_lines` (e.g. `target = s3://…` plus `endpoint = …`) configures.
+    pub fn with_target(name: &str, batch_size: u64, extra: &str, target_lines: &str) -> Setup {
+        let mut setup = Setup::new(name, batch_size, extra);
+        setup.target_lines = target_lines.to_string();
+        setup.write_config(batch_size, extra, "");
         setup
     }
 
     pub fn write_config(&self, batch_size: u64, extra: &str, global_extra: &str) {
         let text = format!(
-            "[global]\nstate_dir = {}\ntarget = file://{}\npoll_interval = 10ms\nbackoff_min = 10ms\n\
+            "[global]\nstate_dir = {}\n{}\npoll_interval = 10ms\nbackoff_min = 10ms\n\
              backoff_max = 50ms\n{global_extra}\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
              batch_size = {batch_size}\n{extra}\n",
             self.state.display(),
-            self.archive.display(),
+            self.target_lines,
             self.src.display(),
         );
         fs::write(&self.config, text).unwrap();
@@ -187,4 +199,11 @@ pub fn assert_same_files(original: &Path, restored: &Path) {
         let (x, y) = (fs::read(original.join(&name)).unwrap(), fs::read(restored.join(&name)).unwrap());
         assert!(x == y, "{name} differs after restore ({} vs {} bytes)", x.len(), y.len());
     }
+}
+
+/// Send `signal` (e.g. `libc::SIGTERM`) to a child process.
+pub fn send_signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) with a pid we spawned and still hold; no memory involved.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
 }
