@@ -165,6 +165,7 @@ impl Stream {
             .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| self.segment_error(seg, e)))
             .collect::<Result<Vec<_>, _>>()?;
         let (entries, size, crc32) = checksum_segments(batch, &maps);
+        self.confirm_intact(batch, &maps)?;
         let key = keys::batch_key(&name, first, last);
         let pieces: Vec<&[u8]> = maps.iter().map(SegmentMap::bytes).collect();
         let upload = Upload { pieces: &pieces, size, crc32 };
@@ -182,6 +183,7 @@ impl Stream {
                 other => Error::target(&name, other),
             })?;
         }
+        self.confirm_intact(batch, &maps)?;
         drop(maps);
         self.confirm_unchanged(batch)?;
 
@@ -221,6 +223,18 @@ impl Stream {
                 existing.size
             ),
         })
+    }
+
+    /// Make sure no read of `maps` hit a page its file no longer has.
+    fn confirm_intact(&self, batch: &[&Segment], maps: &[SegmentMap]) -> Result<(), Error> {
+        match batch.iter().zip(maps).find(|(_, map)| !map.intact()) {
+            Some((seg, _)) => Err(Error::SegmentChanged {
+                stream: self.name().into(),
+                name: seg.name.clone(),
+                detail: "truncated while it was being read".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// After upload, make sure no segment grew or shrank meanwhile (bytes
