@@ -27,7 +27,8 @@ struct Slot {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const FREE: Slot = Slot { start: AtomicUsize::new(0), len: AtomicUsize::new(0), faulted: AtomicBool::new(false) };
+const FREE: Slot =
+    Slot { start: AtomicUsize::new(0), len: AtomicUsize::new(0), faulted: AtomicBool::new(false) };
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 static INSTALL: Once = Once::new();
 
@@ -129,7 +130,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("walship-mapguard-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("segment");
-        let mut file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        let mut file =
+            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
         file.write_all(&vec![7u8; 64 * 1024]).unwrap();
         // SAFETY: test-only map of a file this test owns.
         let map = unsafe { memmap2::Mmap::map(&file).unwrap() };

@@ -183,9 +183,17 @@ impl Stream {
                 other => Error::target(&name, other),
             })?;
         }
-        self.confirm_intact(batch, &maps)?;
+        let unchanged = self.confirm_intact(batch, &maps).and_then(|()| self.confirm_unchanged(batch));
         drop(maps);
-        self.confirm_unchanged(batch)?;
+        if let Err(changed) = unchanged {
+            if !healed {
+                // What was just stored is not the segment's final content and
+                // is recorded nowhere: take it back so the next pass can store
+                // the real bytes instead of meeting a false conflict.
+                let _ = self.target.delete(std::slice::from_ref(&key));
+            }
+            return Err(changed);
+        }
 
         let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
         self.commit(record)?;
