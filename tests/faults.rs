@@ -27,10 +27,9 @@ impl Target for TamperingTarget {
         self.inner.describe()
     }
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        if key.contains("/batches/") {
-            if let Some(tamper) = self.tamper.lock().unwrap().take() {
-                tamper();
-            }
+        let tamper = if key.contains("/batches/") { self.tamper.lock().unwrap().take() } else { None };
+        if let Some(tamper) = tamper {
+            tamper();
         }
         self.inner.put(key, body)
     }
@@ -151,8 +150,8 @@ fn fill(dir: &Path) -> PathBuf {
     let mut file = fs::File::create(&filler).unwrap();
     let block = vec![0u8; 4096];
     while file.write_all(&block).is_ok() {}
-    let mut small = [0u8; 1];
-    while file.write_all(&mut small).is_ok() {}
+    let small = [0u8; 1];
+    while file.write_all(&small).is_ok() {}
     let _ = file.sync_all();
     filler
 }

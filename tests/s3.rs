@@ -117,7 +117,7 @@ fn daemon_archives_to_garage_and_restores_byte_for_byte() {
         fs::write(setup.src.join(segment_name(p)), bytes).unwrap();
     }
 
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
         .args(["run", "-c", setup.config.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()
