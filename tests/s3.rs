@@ -72,7 +72,8 @@ impl S3Env {
     /// A signed request with curl, an S3 client independent of walship.
     pub fn curl(&self, method: &str, path_and_query: &str, headers: &[&str]) -> Output {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-i", "-X", method, "--aws-sigv4"])
+        // Garage requires x-amz-content-sha256, which curl 7.88 does not add.
+        cmd.args(["-sS", "-i", "-X", method, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--aws-sigv4"])
             .arg(format!("aws:amz:{}:s3", self.region))
             .arg("--user")
             .arg(format!("{}:{}", self.key_id, self.secret));
