@@ -26,12 +26,13 @@ pub fn list(
     start_after: Option<&str>,
 ) -> Result<Vec<ObjectInfo>, TargetError> {
     let full_prefix = target.full_key(prefix);
+    let display = display_prefix(target, prefix);
     let full_start_after = start_after.map(|key| target.full_key(key));
     let mut objects = Vec::new();
     let mut token: Option<String> = None;
     let mut seen_tokens = HashSet::new();
     loop {
-        let mut request = S3Request::new("list", prefix, "GET").query("list-type", "2");
+        let mut request = S3Request::new("list", display, "GET").query("list-type", "2");
         if !full_prefix.is_empty() {
             request = request.query("prefix", full_prefix.clone());
         }
@@ -110,6 +111,7 @@ fn delete_batch(target: &S3Target, keys: &[String]) -> Result<(), TargetError> {
                 message: failure.message,
                 expected_region: None,
                 request_id: None,
+                explained: true,
             };
             let request = S3Request::new("delete", &key, "POST");
             Err(error.to_target_error(&target.client.context(&request)))
@@ -137,11 +139,12 @@ fn delete_document(full_keys: impl Iterator<Item = String>) -> String {
 /// All of them belong to earlier runs: call this before uploading.
 pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, TargetError> {
     let full_prefix = target.full_key(prefix);
+    let display = display_prefix(target, prefix);
     let mut aborted = 0;
     let mut markers: Option<(String, Option<String>)> = None;
     loop {
         let mut request =
-            S3Request::new("list multipart uploads under", prefix, "GET").query("uploads", "");
+            S3Request::new("list multipart uploads under", display, "GET").query("uploads", "");
         if !full_prefix.is_empty() {
             request = request.query("prefix", full_prefix.clone());
         }
@@ -177,11 +180,11 @@ pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, Tar
 /// and deleting are allowed: list one key, then put and delete a small
 /// probe object at the prefix root. Unreachable endpoints are `Fatal` here.
 pub fn check(target: &S3Target) -> Result<(), TargetError> {
-    let check_request = S3Request::new("check", "", "GET");
+    let check_request = S3Request::new("check", &target.location, "GET");
     let ctx = target.client.context(&check_request);
     let as_fatal = |error| error::unreachable_as_fatal(&ctx, error);
     let full_prefix = target.full_key("");
-    let mut request = S3Request::new("check (list)", "", "GET")
+    let mut request = S3Request::new("list", &target.location, "GET")
         .query("list-type", "2")
         .query("max-keys", "1");
     if !full_prefix.is_empty() {
@@ -198,6 +201,15 @@ pub fn check(target: &S3Target) -> Result<(), TargetError> {
     };
     super::object::put_single(target, &probe_key, &probe).map_err(as_fatal)?;
     delete(target, &[probe_key]).map_err(as_fatal)
+}
+
+/// A prefix as messages show it: the target itself when empty.
+fn display_prefix<'a>(target: &'a S3Target, prefix: &'a str) -> &'a str {
+    if prefix.is_empty() {
+        &target.location
+    } else {
+        prefix
+    }
 }
 
 /// A probe key no stream can own (stream names do not start with a dot).

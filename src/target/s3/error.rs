@@ -36,9 +36,15 @@ pub struct ServerError {
     /// The region the server expects, from the body or `x-amz-bucket-region`.
     pub expected_region: Option<String>,
     pub request_id: Option<String>,
+    /// Whether an `<Error>` document explained the failure (HEAD responses
+    /// and some proxies give only a status).
+    pub explained: bool,
 }
 
 const MAX_MESSAGE_CHARS: usize = 300;
+
+const CREDENTIALS_FIX: &str = "check the access key / secret (credentials_file, \
+     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or $CREDENTIALS_DIRECTORY)";
 
 impl ServerError {
     /// Parse a non-success response. `bucket_region` is the
@@ -46,6 +52,7 @@ impl ServerError {
     pub fn from_response(status: u16, bucket_region: Option<&str>, body: &[u8]) -> ServerError {
         let text = String::from_utf8_lossy(body);
         let parsed = xml::parse_error(&text).unwrap_or_default();
+        let explained = parsed.code.is_some();
         let code = parsed
             .code
             .unwrap_or_else(|| code_for_status(status).to_string());
@@ -58,6 +65,7 @@ impl ServerError {
                 .or_else(|| bucket_region.map(str::to_string))
                 .map(|r| sanitize(&r)),
             request_id: parsed.request_id.map(|id| sanitize(&id)),
+            explained,
         }
     }
 
@@ -85,6 +93,13 @@ impl ServerError {
                 | "XAmzContentChecksumMismatch"
                 | "XAmzContentSHA256Mismatch"
         )
+    }
+
+    /// An AccessDenied whose message says the key or signature is wrong (as
+    /// Garage reports them) rather than a missing permission.
+    fn blames_credentials(&self) -> bool {
+        let message = self.message.to_ascii_lowercase();
+        message.contains("signature") || message.contains("no such key")
     }
 
     /// The multipart upload does not (or no longer) exist.
@@ -137,15 +152,14 @@ impl ServerError {
                 ),
             },
             "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => {
-                "check the access key / secret (credentials_file, AWS_ACCESS_KEY_ID / \
-                 AWS_SECRET_ACCESS_KEY or $CREDENTIALS_DIRECTORY)"
-                    .to_string()
+                CREDENTIALS_FIX.to_string()
             }
             "NoSuchBucket" => format!("create bucket {bucket} or fix target"),
             "RequestTimeTooSkewed" => {
                 "fix the clock, e.g. enable NTP (systemctl enable --now systemd-timesyncd)"
                     .to_string()
             }
+            "AccessDenied" if self.blames_credentials() => CREDENTIALS_FIX.to_string(),
             "AccessDenied" | "AllAccessDisabled" | "Forbidden" => format!(
                 "grant this access key read and write access to bucket {bucket}, \
                  or check the access key / secret"
@@ -266,22 +280,36 @@ pub fn transport_error(ctx: &ErrorContext<'_>, error: &ureq::Error) -> TargetErr
 }
 
 fn unreachable_detail(endpoint: &str, what: &str) -> String {
-    format!("cannot reach {endpoint} ({what}); check endpoint {endpoint} is reachable")
+    format!(
+        "cannot reach {endpoint} ({what}){}",
+        unreachable_hint(endpoint)
+    )
+}
+
+/// The suffix that marks an unreachable-endpoint detail.
+fn unreachable_hint(endpoint: &str) -> String {
+    format!("; check endpoint {endpoint} is reachable")
 }
 
 fn io_error(ctx: &ErrorContext<'_>, io: &std::io::Error) -> TargetError {
+    use std::io::ErrorKind;
     if let Some(tls) = io
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
         return tls_error(ctx, tls);
     }
-    let what = match io.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
-        std::io::ErrorKind::TimedOut => "timed out".to_string(),
-        _ => io.to_string(),
-    };
-    transient(ctx, unreachable_detail(ctx.endpoint, &what))
+    match io.kind() {
+        ErrorKind::ConnectionRefused => {
+            transient(ctx, unreachable_detail(ctx.endpoint, "connection refused"))
+        }
+        ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::AddrNotAvailable => {
+            transient(ctx, unreachable_detail(ctx.endpoint, &io.to_string()))
+        }
+        _ => transient(ctx, format!("connection to {} failed: {io}", ctx.endpoint)),
+    }
 }
 
 fn tls_error(ctx: &ErrorContext<'_>, tls: &rustls::Error) -> TargetError {
@@ -310,14 +338,19 @@ fn tls_fix(endpoint: &str) -> String {
 /// For `check`: an unreachable endpoint is reported as `Fatal`, with the fix.
 pub fn unreachable_as_fatal(ctx: &ErrorContext<'_>, error: TargetError) -> TargetError {
     match error {
-        TargetError::Transient { detail, .. } if detail.contains("check endpoint") => fatal(
-            ctx,
-            detail,
-            format!(
-                "check endpoint {} is reachable (address, port, firewall, DNS)",
-                ctx.endpoint
-            ),
-        ),
+        TargetError::Transient { detail, .. }
+            if detail.ends_with(&unreachable_hint(ctx.endpoint)) =>
+        {
+            let cause = detail.trim_end_matches(&unreachable_hint(ctx.endpoint));
+            fatal(
+                ctx,
+                cause.to_string(),
+                format!(
+                    "check endpoint {} is reachable (address, port, firewall, DNS)",
+                    ctx.endpoint
+                ),
+            )
+        }
         other => other,
     }
 }
@@ -379,13 +412,10 @@ mod tests {
 
     #[test]
     fn region_in_other_errors_is_not_taken_for_a_region_problem() {
-        let body = error_xml(
-            "AccessDenied",
-            "No such key: GK123",
-            "<Region>garage</Region>",
-        );
+        let body = error_xml("AccessDenied", "Access Denied", "<Region>garage</Region>");
         let fix = fix_of(map(403, &body));
         assert!(!fix.contains("region"), "{fix}");
+        assert!(fix.contains("grant this access key"), "{fix}");
         assert!(fix.contains("bucket archive"), "{fix}");
     }
 
@@ -401,6 +431,15 @@ mod tests {
                 fix_of(map(403, &body)).contains("check the access key / secret"),
                 "{code}"
             );
+        }
+        // Garage reports both as AccessDenied.
+        for message in [
+            "Forbidden: Invalid signature",
+            "Forbidden: No such key: GK00",
+        ] {
+            let body = error_xml("AccessDenied", message, "<Region>garage</Region>");
+            let fix = fix_of(map(403, &body));
+            assert!(fix.starts_with("check the access key / secret"), "{fix}");
         }
     }
 
@@ -471,7 +510,13 @@ mod tests {
         let error = transport_error(&ctx(), &refused);
         assert!(error.is_transient());
         let fatal = unreachable_as_fatal(&ctx(), error);
+        let shown = fatal.to_string();
+        assert_eq!(shown.matches("check endpoint").count(), 1, "{shown}");
         assert!(fix_of(fatal).contains("check endpoint https://s3.example.net is reachable"));
+        let reset = ureq::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let error = transport_error(&ctx(), &reset);
+        assert!(error.is_transient());
+        assert!(!error.to_string().contains("check endpoint"), "{error}");
 
         assert!(transport_error(&ctx(), &ureq::Error::HostNotFound).is_transient());
         let timeout = ureq::Error::Timeout(ureq::Timeout::RecvResponse);

@@ -84,6 +84,8 @@ pub struct S3Target {
     part_size: u64,
     parallel_uploads: usize,
     retry: RetryPolicy,
+    /// `s3://bucket/prefix`, names the target in bucket-level messages.
+    location: String,
     description: String,
 }
 
@@ -121,7 +123,15 @@ impl S3Target {
             max_delay: settings.retry_max,
         };
         let prefix = settings.prefix.trim_matches('/').to_string();
-        let description = describe_target(&settings, &prefix, &endpoint.origin);
+        let location = if prefix.is_empty() {
+            format!("s3://{}", settings.bucket)
+        } else {
+            format!("s3://{}/{prefix}", settings.bucket)
+        };
+        let description = format!(
+            "{location} at {} (region {}, {})",
+            endpoint.origin, settings.region, settings.credentials
+        );
         let client = Client::new(
             agent,
             endpoint,
@@ -136,6 +146,7 @@ impl S3Target {
             part_size: settings.part_size,
             parallel_uploads: settings.parallel_uploads,
             retry,
+            location,
             description,
         })
     }
@@ -219,18 +230,6 @@ fn config_error(detail: String, fix: &str) -> TargetError {
         detail,
         fix: fix.into(),
     }
-}
-
-fn describe_target(settings: &S3Settings, prefix: &str, origin: &str) -> String {
-    let location = if prefix.is_empty() {
-        format!("s3://{}", settings.bucket)
-    } else {
-        format!("s3://{}/{prefix}", settings.bucket)
-    };
-    format!(
-        "{location} at {origin} (region {}, {})",
-        settings.region, settings.credentials
-    )
 }
 
 impl Target for S3Target {

@@ -118,9 +118,9 @@ fn create<'a>(target: &'a S3Target, key: &'a str) -> Result<Session<'a>, TargetE
         key: key.into(),
         detail: "the response holds no UploadId".into(),
     })?;
-    let full_object = reply
-        .header("x-amz-checksum-type")
-        .is_some_and(|t| t.eq_ignore_ascii_case("FULL_OBJECT"));
+    let checksum_type = reply.header("x-amz-checksum-type").unwrap_or("none");
+    let full_object = checksum_type.eq_ignore_ascii_case("FULL_OBJECT");
+    log::debug!("multipart upload of {key} started (checksum type {checksum_type})");
     Ok(Session {
         target,
         key,

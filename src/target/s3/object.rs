@@ -86,6 +86,9 @@ pub fn head(target: &S3Target, key: &str) -> Result<Option<ObjectInfo>, TargetEr
         Err(Failure::Server(error)) if error.status == 404 && error.code != "NoSuchBucket" => {
             return Ok(None);
         }
+        Err(Failure::Server(error)) if !error.explained => {
+            return Err(explain_head_failure(target, key, &request, error));
+        }
         Err(failure) => return Err(target.client.target_error(&request, failure)),
     };
     let size = reply
@@ -101,6 +104,29 @@ pub fn head(target: &S3Target, key: &str) -> Result<Option<ObjectInfo>, TargetEr
         size,
         crc32: reported_full_crc(&reply),
     }))
+}
+
+/// HEAD responses have no body, so a refusal (wrong region, key, …) comes
+/// without its reason: ask for the first byte with GET, whose error carries
+/// it. Falls back to the status-only error.
+fn explain_head_failure(
+    target: &S3Target,
+    key: &str,
+    head_request: &S3Request<'_>,
+    error: ServerError,
+) -> TargetError {
+    let full_key = target.full_key(key);
+    let request = S3Request::new("head", key, "GET")
+        .object(&full_key)
+        .header("range", "bytes=0-0");
+    match target.client.call(&request) {
+        Err(Failure::Server(explained)) if explained.explained => target
+            .client
+            .target_error(&request, Failure::Server(explained)),
+        _ => target
+            .client
+            .target_error(head_request, Failure::Server(error)),
+    }
 }
 
 /// The object's CRC32 when the server reports a full-object one; `None` for
