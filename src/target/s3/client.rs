@@ -356,39 +356,8 @@ impl Client {
         &self,
         request: &S3Request<'_>,
     ) -> Result<http::Response<ureq::Body>, TargetError> {
-        let ctx = self.context(request);
-        let canonical_uri = self.canonical_uri(request.object);
-        let mut url = format!("{}{canonical_uri}", self.endpoint.origin);
-        let query = sigv4::canonical_query(&request.query);
-        if !query.is_empty() {
-            url.push('?');
-            url.push_str(&query);
-        }
-        let (payload_hash, content_length) = payload_facts(&request.payload);
-        let time = AmzTime::now();
-        let signed_headers = self.signed_headers(request, &time, &payload_hash, content_length);
-        let authorization = sigv4::authorize(
-            &sigv4::RequestToSign {
-                method: request.method,
-                canonical_uri: &canonical_uri,
-                query: &request.query,
-                headers: &signed_headers,
-                payload_hash: &payload_hash,
-            },
-            &self.credentials,
-            &self.region,
-            &time,
-        );
-        let mut builder = http::Request::builder().method(request.method).uri(url);
-        for (name, value) in &signed_headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        builder = builder.header("authorization", authorization);
-        if matches!(&request.payload, Payload::Unsigned(_)) && content_length > 0 {
-            // Lets the server refuse (auth, region, bucket) before the body is sent.
-            builder = builder.header("expect", "100-continue");
-        }
         log::trace!("{} {}", request.method, describe(request));
+        let builder = self.signed_request_head(request);
         let mut reader = SliceReader::new(match &request.payload {
             Payload::Empty => Vec::new(),
             Payload::Signed(bytes) => vec![*bytes],
@@ -399,7 +368,49 @@ impl Client {
             Payload::Empty => self.run(builder.body(SendBody::none())),
             _ => self.run(builder.body(SendBody::from_reader(&mut reader))),
         };
-        response.map_err(|e| error::transport_error(&ctx, &e))
+        response.map_err(|e| error::transport_error(&self.context(request), &e))
+    }
+
+    /// Method, URL and headers of `request`, signed now.
+    fn signed_request_head(&self, request: &S3Request<'_>) -> http::request::Builder {
+        let canonical_uri = self.canonical_uri(request.object);
+        let (payload_hash, content_length) = payload_facts(&request.payload);
+        let time = AmzTime::now();
+        let headers = self.signed_headers(request, &time, &payload_hash, content_length);
+        let authorization = sigv4::authorize(
+            &sigv4::RequestToSign {
+                method: request.method,
+                canonical_uri: &canonical_uri,
+                query: &request.query,
+                headers: &headers,
+                payload_hash: &payload_hash,
+            },
+            &self.credentials,
+            &self.region,
+            &time,
+        );
+        let mut builder = http::Request::builder()
+            .method(request.method)
+            .uri(self.url(&canonical_uri, &request.query));
+        for (name, value) in &headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = builder.header("authorization", authorization);
+        if matches!(&request.payload, Payload::Unsigned(_)) && content_length > 0 {
+            // Lets the server refuse (auth, region, bucket) before the body is sent.
+            builder = builder.header("expect", "100-continue");
+        }
+        builder
+    }
+
+    /// The URL: origin, path and query exactly as signed.
+    fn url(&self, canonical_uri: &str, query: &[(String, String)]) -> String {
+        let query = sigv4::canonical_query(query);
+        if query.is_empty() {
+            format!("{}{canonical_uri}", self.endpoint.origin)
+        } else {
+            format!("{}{canonical_uri}?{query}", self.endpoint.origin)
+        }
     }
 
     fn run(

@@ -253,6 +253,8 @@ fn check_parts_combine(
 }
 
 /// CompleteMultipartUpload, then the reported checksum compared with ours.
+/// The whole-object CRC32 is declared only when the server agreed to
+/// full-object checksums, so it refuses to assemble a different object.
 fn complete(
     session: &Session<'_>,
     body: &Upload<'_>,
@@ -264,34 +266,22 @@ fn complete(
         Err(Failure::Server(error)) if error.is_no_such_upload() => {
             confirm_completed_earlier(session, body)
         }
-        Err(Failure::Server(error)) if error.is_digest_mismatch() && declared.is_some() => {
-            // The parts were verified one by one and combine to our CRC32: a
-            // server that rejects the declared whole-object value computes
-            // something else; let it, and compare what it reports.
-            log::debug!(
-                "complete {}: declared CRC32 refused ({}); completing without",
-                session.key,
-                error.code
-            );
-            let reported = send_complete(session, parts, None).map_err(|f| {
-                session
-                    .target
-                    .client
-                    .target_error(&complete_request_stub(session), f)
-            })?;
-            verify_reported(session.key, body.crc32, parts, reported.as_deref())
+        Err(Failure::Server(error)) if error.is_digest_mismatch() => Err(TargetError::Transient {
+            op: COMPLETE_OP.into(),
+            key: session.key.into(),
+            detail: format!(
+                "the server assembled an object whose checksum differs from ours ({}: {})",
+                error.code, error.message
+            ),
+        }),
+        Err(failure) => {
+            let request = S3Request::new(COMPLETE_OP, session.key, "POST");
+            Err(session.target.client.target_error(&request, failure))
         }
-        Err(failure) => Err(session
-            .target
-            .client
-            .target_error(&complete_request_stub(session), failure)),
     }
 }
 
-/// A request carrying only what error messages need about "complete".
-fn complete_request_stub<'a>(session: &'a Session<'_>) -> S3Request<'a> {
-    S3Request::new("complete multipart upload of", session.key, "POST")
-}
+const COMPLETE_OP: &str = "complete multipart upload of";
 
 /// Send CompleteMultipartUpload; returns the `ChecksumCRC32` the server
 /// reports, if any.
@@ -301,7 +291,7 @@ fn send_complete(
     declared_crc32: Option<u32>,
 ) -> Result<Option<String>, Failure> {
     let document = complete_document(parts);
-    let mut request = S3Request::new("complete multipart upload of", session.key, "POST")
+    let mut request = S3Request::new(COMPLETE_OP, session.key, "POST")
         .object(&session.full_key)
         .query("uploadId", session.upload_id.clone())
         .header("content-type", "application/xml")
@@ -362,7 +352,7 @@ fn verify_reported(
             match checksum::composite_crc32(&part_crcs) {
                 ReportedCrc32::Composite { crc, .. } if crc != actual => Err(mismatch(crc, actual)),
                 _ if count as usize != parts.len() => Err(TargetError::Transient {
-                    op: "complete multipart upload of".into(),
+                    op: COMPLETE_OP.into(),
                     key: key.into(),
                     detail: format!(
                         "the server counts {count} parts, {} were uploaded",
@@ -387,7 +377,7 @@ fn confirm_completed_earlier(session: &Session<'_>, body: &Upload<'_>) -> Result
     match super::object::head(session.target, session.key)? {
         Some(info) if info.size == body.size && info.crc32 == Some(body.crc32) => Ok(()),
         _ => Err(TargetError::Transient {
-            op: "complete multipart upload of".into(),
+            op: COMPLETE_OP.into(),
             key: session.key.into(),
             detail: "the upload disappeared before it completed (aborted by another process?)"
                 .into(),

@@ -156,6 +156,16 @@ pub fn get(
     range: Option<(u64, u64)>,
     out: &mut dyn Write,
 ) -> Result<u64, TargetError> {
+    if let Some((offset, len)) = range
+        && offset.checked_add(len).is_none()
+    {
+        return Err(TargetError::Fatal {
+            op: "get".into(),
+            key: key.into(),
+            detail: format!("byte range {offset}+{len} is out of bounds"),
+            fix: "this is a bug in walship or a damaged manifest; run walship verify".into(),
+        });
+    }
     if let Some((_, 0)) = range {
         return match head(target, key)? {
             Some(_) => Ok(0),
