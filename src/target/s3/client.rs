@@ -242,6 +242,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Failure::Transport(TargetError::Transient { detail, .. }) => write!(f, "{detail}"),
             Failure::Transport(error) => write!(f, "{error}"),
             Failure::Server(error) => write!(f, "{} (HTTP {})", error.code, error.status),
         }
