@@ -1,19 +1,27 @@
 //! The `s3://` target: objects in an S3-compatible bucket (AWS S3, Garage,
-//! MinIO, Ceph RGW), addressed path-style as `{endpoint}/{bucket}/{prefix}/{key}`.
+//! MinIO, Ceph RGW), addressed path-style: `{endpoint}/{bucket}/{prefix}/{key}`.
 //!
 //! I/O only, like every target: key in, bytes out. The pieces:
 //! - [`sigv4`]: request signing (pure), [`credentials`]: where keys come from;
-//! - [`client`]: one signed request with timeouts, TLS and retries;
-//! - [`error`]: S3 error bodies and transport failures as [`TargetError`]s;
-//! - [`object`]: PutObject, HEAD, ranged GET; [`multipart`]: large objects in
-//!   parallel parts; [`bucket`]: listing, batch delete, stale uploads, check;
-//! - [`xml`], [`checksum`], [`body`], [`retry`]: small helpers.
+//! - `client`: one signed request with timeouts, TLS and retries;
+//! - `error`: S3 error bodies and transport failures as [`TargetError`]s;
+//! - `object`: PutObject, HEAD, ranged GET; `multipart`: large objects in
+//!   parallel parts; `bucket`: listing, batch delete, stale uploads, check;
+//! - [`xml`], [`checksum`], `body`, `retry`: small helpers.
 //!
 //! Integrity: every object and part carries `x-amz-checksum-crc32`, so the
 //! server refuses bytes that do not match; multipart uploads ask for a
 //! full-object CRC32 (`x-amz-checksum-type: FULL_OBJECT`), so the finished
 //! object's checksum is the CRC32 of its bytes — the value the manifest
 //! records and [`Target::head`] reports.
+//!
+//! `head` reports `crc32: None` when the server has no CRC32 for the object
+//! or only a composite one (`BASE64-N`, from servers that ignore
+//! `FULL_OBJECT`): compare sizes and treat the CRC32 as unknown then. A HEAD
+//! on a missing bucket also answers `None` (HEAD responses have no body to
+//! tell a missing bucket from a missing key); `check` and the next PUT report
+//! the bucket. Unreachable endpoints are `Transient` in operations and
+//! `Fatal` (with the fix) in `check`.
 //!
 //! Trust: TLS is always verified, against the bundled WebPKI roots or, when
 //! `ca_file` is set, against the certificates of that file only (ureq offers
