@@ -10,6 +10,7 @@
 
 pub mod fs;
 pub mod keys;
+pub mod s3;
 
 use std::fmt;
 use std::io::Write;
