@@ -292,6 +292,7 @@ impl Stream {
         self.journal.append(std::slice::from_ref(&record))?;
         self.write_position()?;
         self.update_status(|s| {
+            s.last_success = Some(unix_now());
             s.archived_position = Some(record.last());
             s.committed_position = s.committed_position.max(Some(record.last()));
         });

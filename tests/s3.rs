@@ -89,7 +89,7 @@ impl S3Env {
 }
 
 /// A unique key prefix per test run, so runs never see each other's objects.
-fn unique_prefix(name: &str) -> String {
+pub fn unique_prefix(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("tests/{name}-{}-{nanos}", std::process::id())
 }

@@ -20,11 +20,7 @@ pub struct SliceReader<'a> {
 impl<'a> SliceReader<'a> {
     /// A reader positioned at the first byte of `slices`.
     pub fn new(slices: Vec<&'a [u8]>) -> SliceReader<'a> {
-        SliceReader {
-            slices,
-            current: 0,
-            offset: 0,
-        }
+        SliceReader { slices, current: 0, offset: 0 }
     }
 }
 

@@ -44,18 +44,11 @@ pub fn list(
         }
         let reply = target.client.call_checked(&request)?;
         let page = xml::parse_list_objects(&reply.text()).map_err(|detail| {
-            error::transient(
-                &target.client.context(&request),
-                format!("unreadable listing: {detail}"),
-            )
+            error::transient(&target.client.context(&request), format!("unreadable listing: {detail}"))
         })?;
         objects.extend(page.objects.into_iter().filter_map(|(key, size)| {
             let key = target.relative_key(&key)?.to_string();
-            Some(ObjectInfo {
-                key,
-                size,
-                crc32: None,
-            })
+            Some(ObjectInfo { key, size, crc32: None })
         }));
         if !page.is_truncated {
             return Ok(objects);
@@ -89,22 +82,15 @@ fn delete_batch(target: &S3Target, keys: &[String]) -> Result<(), TargetError> {
         .query("delete", "")
         .header("content-type", "application/xml")
         .header("x-amz-sdk-checksum-algorithm", "CRC32")
-        .header(
-            "x-amz-checksum-crc32",
-            checksum::crc32_header(crc32fast::hash(document.as_bytes())),
-        )
+        .header("x-amz-checksum-crc32", checksum::crc32_header(crc32fast::hash(document.as_bytes())))
         .payload(Payload::Signed(document.as_bytes()));
     let reply = target.client.call_checked(&request)?;
-    let failure = xml::parse_delete_failures(&reply.text())
-        .into_iter()
-        .find(|failure| failure.code != "NoSuchKey");
+    let failure =
+        xml::parse_delete_failures(&reply.text()).into_iter().find(|failure| failure.code != "NoSuchKey");
     match failure {
         None => Ok(()),
         Some(failure) => {
-            let key = target
-                .relative_key(&failure.key)
-                .unwrap_or(&failure.key)
-                .to_string();
+            let key = target.relative_key(&failure.key).unwrap_or(&failure.key).to_string();
             let error = ServerError {
                 status: 200,
                 code: failure.code,
@@ -122,14 +108,10 @@ fn delete_batch(target: &S3Target, keys: &[String]) -> Result<(), TargetError> {
 /// The DeleteObjects body for these bucket keys, in quiet mode (only
 /// failures are reported back).
 fn delete_document(full_keys: impl Iterator<Item = String>) -> String {
-    let mut document = String::from(
-        "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>",
-    );
+    let mut document =
+        String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>");
     for key in full_keys {
-        document.push_str(&format!(
-            "<Object><Key>{}</Key></Object>",
-            xml::escape(&key)
-        ));
+        document.push_str(&format!("<Object><Key>{}</Key></Object>", xml::escape(&key)));
     }
     document.push_str("</Delete>");
     document
@@ -143,8 +125,7 @@ pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, Tar
     let mut aborted = 0;
     let mut markers: Option<(String, Option<String>)> = None;
     loop {
-        let mut request =
-            S3Request::new("list multipart uploads under", display, "GET").query("uploads", "");
+        let mut request = S3Request::new("list multipart uploads under", display, "GET").query("uploads", "");
         if !full_prefix.is_empty() {
             request = request.query("prefix", full_prefix.clone());
         }
@@ -164,13 +145,9 @@ pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, Tar
             );
             aborted += 1;
         }
-        let next = page
-            .next_key_marker
-            .map(|key| (key, page.next_upload_id_marker));
+        let next = page.next_key_marker.map(|key| (key, page.next_upload_id_marker));
         match next {
-            Some(next) if page.is_truncated && markers.as_ref() != Some(&next) => {
-                markers = Some(next)
-            }
+            Some(next) if page.is_truncated && markers.as_ref() != Some(&next) => markers = Some(next),
             _ => return Ok(aborted),
         }
     }
@@ -184,9 +161,8 @@ pub fn check(target: &S3Target) -> Result<(), TargetError> {
     let ctx = target.client.context(&check_request);
     let as_fatal = |error| error::unreachable_as_fatal(&ctx, error);
     let full_prefix = target.full_key("");
-    let mut request = S3Request::new("list", &target.location, "GET")
-        .query("list-type", "2")
-        .query("max-keys", "1");
+    let mut request =
+        S3Request::new("list", &target.location, "GET").query("list-type", "2").query("max-keys", "1");
     if !full_prefix.is_empty() {
         request = request.query("prefix", full_prefix);
     }
@@ -194,29 +170,20 @@ pub fn check(target: &S3Target) -> Result<(), TargetError> {
     let probe_key = probe_key();
     let content: &[u8] = b"walship check probe; safe to delete\n";
     let pieces = [content];
-    let probe = Upload {
-        pieces: &pieces,
-        size: content.len() as u64,
-        crc32: crc32fast::hash(content),
-    };
+    let probe = Upload { pieces: &pieces, size: content.len() as u64, crc32: crc32fast::hash(content) };
     super::object::put_single(target, &probe_key, &probe).map_err(as_fatal)?;
     delete(target, &[probe_key]).map_err(as_fatal)
 }
 
 /// A prefix as messages show it: the target itself when empty.
 fn display_prefix<'a>(target: &'a S3Target, prefix: &'a str) -> &'a str {
-    if prefix.is_empty() {
-        &target.location
-    } else {
-        prefix
-    }
+    if prefix.is_empty() { &target.location } else { prefix }
 }
 
 /// A probe key no stream can own (stream names do not start with a dot).
 fn probe_key() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!(".walship-check-{:x}-{nanos:x}", std::process::id())
 }
 

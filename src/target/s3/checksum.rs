@@ -16,11 +16,7 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 pub fn base64_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let sextets = [n >> 18, n >> 12, n >> 6, n];
         for (i, sextet) in sextets.iter().enumerate() {
@@ -171,24 +167,15 @@ mod tests {
 
     #[test]
     fn parses_full_and_composite_forms() {
-        assert_eq!(
-            parse_reported_crc32("7ErD0A=="),
-            Some(ReportedCrc32::FullObject(0xec4a_c3d0))
-        );
+        assert_eq!(parse_reported_crc32("7ErD0A=="), Some(ReportedCrc32::FullObject(0xec4a_c3d0)));
         assert_eq!(
             parse_reported_crc32("7ErD0A==-3"),
-            Some(ReportedCrc32::Composite {
-                crc: 0xec4a_c3d0,
-                parts: 3
-            })
+            Some(ReportedCrc32::Composite { crc: 0xec4a_c3d0, parts: 3 })
         );
         assert_eq!(parse_reported_crc32("7ErD0A==-x"), None);
         assert_eq!(parse_reported_crc32("7ErD"), None);
         assert_eq!(parse_reported_crc32(""), None);
-        assert_eq!(
-            ReportedCrc32::Composite { crc: 0, parts: 2 }.to_string(),
-            "AAAAAA==-2"
-        );
+        assert_eq!(ReportedCrc32::Composite { crc: 0, parts: 2 }.to_string(), "AAAAAA==-2");
     }
 
     #[test]
@@ -201,25 +188,17 @@ mod tests {
         }
         assert_eq!(
             composite_crc32(&crcs),
-            ReportedCrc32::Composite {
-                crc: crc32fast::hash(&concatenated),
-                parts: 3
-            }
+            ReportedCrc32::Composite { crc: crc32fast::hash(&concatenated), parts: 3 }
         );
     }
 
     #[test]
     fn combining_part_crcs_gives_the_whole_object_crc() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let parts: Vec<(u32, u64)> = data
-            .chunks(3000)
-            .map(|chunk| (crc32fast::hash(chunk), chunk.len() as u64))
-            .collect();
+        let parts: Vec<(u32, u64)> =
+            data.chunks(3000).map(|chunk| (crc32fast::hash(chunk), chunk.len() as u64)).collect();
         assert_eq!(combined_crc32(&parts), crc32fast::hash(&data));
-        assert_eq!(
-            crc32_of_slices(&[&data[..10], &data[10..]]),
-            crc32fast::hash(&data)
-        );
+        assert_eq!(crc32_of_slices(&[&data[..10], &data[10..]]), crc32fast::hash(&data));
         assert_eq!(combined_crc32(&[]), 0);
     }
 }

@@ -42,16 +42,13 @@ pub struct Endpoint {
 /// Parse an endpoint URL; only a scheme and an authority are accepted (no
 /// path, query, user info): requests are path-style under the root.
 pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("endpoint {url} must start with http:// or https://"))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| format!("endpoint {url} must start with http:// or https://"))?;
     let is_https = match scheme.to_ascii_lowercase().as_str() {
         "https" => true,
         "http" => false,
         _ => {
-            return Err(format!(
-                "endpoint {url} must start with http:// or https://"
-            ));
+            return Err(format!("endpoint {url} must start with http:// or https://"));
         }
     };
     let host = rest.strip_suffix('/').unwrap_or(rest);
@@ -91,10 +88,7 @@ pub fn build_agent(
         Some(path) => RootCerts::new_with_certs(&load_ca_file(path)?),
         None => RootCerts::WebPki,
     };
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(roots)
-        .build();
+    let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(roots).build();
     let config = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -114,8 +108,7 @@ pub fn build_agent(
 
 /// The certificates of a PEM file, as trust anchors.
 fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, String> {
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
@@ -268,14 +261,7 @@ impl Client {
         credentials: Credentials,
         retry: RetryPolicy,
     ) -> Client {
-        Client {
-            agent,
-            endpoint,
-            bucket,
-            region,
-            credentials,
-            retry,
-        }
+        Client { agent, endpoint, bucket, region, credentials, retry }
     }
 
     /// Error context of a request.
@@ -300,30 +286,25 @@ impl Client {
     /// Send with retries and read the whole (small) response; non-success
     /// answers become `Failure::Server`.
     pub fn call(&self, request: &S3Request<'_>) -> Result<Reply, Failure> {
-        self.retry
-            .run(&|| describe(request), Failure::is_transient, || {
-                self.exchange(request)
-            })
+        self.retry.run(&|| describe(request), Failure::is_transient, || self.exchange(request))
     }
 
     /// [`Client::call`] with failures already mapped to `TargetError`.
     pub fn call_checked(&self, request: &S3Request<'_>) -> Result<Reply, TargetError> {
-        self.call(request)
-            .map_err(|failure| self.target_error(request, failure))
+        self.call(request).map_err(|failure| self.target_error(request, failure))
     }
 
     /// Send with retries and return the open response for streaming its
     /// body; non-success answers become `Failure::Server`.
     pub fn open(&self, request: &S3Request<'_>) -> Result<http::Response<ureq::Body>, Failure> {
-        self.retry
-            .run(&|| describe(request), Failure::is_transient, || {
-                let response = self.send_once(request).map_err(Failure::Transport)?;
-                if response.status().is_success() {
-                    Ok(response)
-                } else {
-                    Err(Failure::Server(server_error(response)))
-                }
-            })
+        self.retry.run(&|| describe(request), Failure::is_transient, || {
+            let response = self.send_once(request).map_err(Failure::Transport)?;
+            if response.status().is_success() {
+                Ok(response)
+            } else {
+                Err(Failure::Server(server_error(response)))
+            }
+        })
     }
 
     /// One attempt, whole body read.
@@ -342,21 +323,13 @@ impl Client {
         // S3 may answer 200 and still report an error in the body
         // (CompleteMultipartUpload, CopyObject).
         if xml::root_name(&String::from_utf8_lossy(&bytes)) == Some("Error") {
-            return Err(Failure::Server(ServerError::from_response(
-                status, None, &bytes,
-            )));
+            return Err(Failure::Server(ServerError::from_response(status, None, &bytes)));
         }
-        Ok(Reply {
-            headers: parts.headers,
-            body: bytes,
-        })
+        Ok(Reply { headers: parts.headers, body: bytes })
     }
 
     /// Sign and send one attempt; the response body is left unread.
-    fn send_once(
-        &self,
-        request: &S3Request<'_>,
-    ) -> Result<http::Response<ureq::Body>, TargetError> {
+    fn send_once(&self, request: &S3Request<'_>) -> Result<http::Response<ureq::Body>, TargetError> {
         log::trace!("{} {}", request.method, describe(request));
         let builder = self.signed_request_head(request);
         let mut reader = SliceReader::new(match &request.payload {
@@ -390,9 +363,8 @@ impl Client {
             &self.region,
             &time,
         );
-        let mut builder = http::Request::builder()
-            .method(request.method)
-            .uri(self.url(&canonical_uri, &request.query));
+        let mut builder =
+            http::Request::builder().method(request.method).uri(self.url(&canonical_uri, &request.query));
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -460,10 +432,9 @@ fn payload_facts(payload: &Payload<'_>) -> (String, u64) {
     match payload {
         Payload::Empty => (sigv4::EMPTY_PAYLOAD_SHA256.to_string(), 0),
         Payload::Signed(bytes) => (sigv4::sha256_hex(bytes), bytes.len() as u64),
-        Payload::Unsigned(slices) => (
-            sigv4::UNSIGNED_PAYLOAD.to_string(),
-            slices.iter().map(|s| s.len() as u64).sum(),
-        ),
+        Payload::Unsigned(slices) => {
+            (sigv4::UNSIGNED_PAYLOAD.to_string(), slices.iter().map(|s| s.len() as u64).sum())
+        }
     }
 }
 
@@ -474,10 +445,7 @@ fn server_error(response: http::Response<ureq::Body>) -> ServerError {
     let mut body = Vec::new();
     let (_, mut response_body) = response.into_parts();
     // A failed read leaves a partial body; the status alone still classifies.
-    let _ = response_body
-        .as_reader()
-        .take(MAX_ERROR_BODY)
-        .read_to_end(&mut body);
+    let _ = response_body.as_reader().take(MAX_ERROR_BODY).read_to_end(&mut body);
     ServerError::from_response(status, region.as_deref(), &body)
 }
 
@@ -503,14 +471,7 @@ mod tests {
         assert_eq!(e.origin, "https://s3.example.net");
         assert!(e.is_https);
         assert!(parse_endpoint("https://[::1]:9000").is_ok());
-        for bad in [
-            "s3.example.net",
-            "ftp://x",
-            "https://",
-            "https://h/path",
-            "https://u@h",
-            "https://h?x",
-        ] {
+        for bad in ["s3.example.net", "ftp://x", "https://", "https://h/path", "https://u@h", "https://h?x"] {
             assert!(parse_endpoint(bad).is_err(), "{bad}");
         }
     }

@@ -35,10 +35,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -53,18 +50,11 @@ impl fmt::Display for Credentials {
 #[derive(Debug)]
 pub enum CredentialsError {
     /// A credentials file could not be opened or read.
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     /// The credentials file is readable by group or others.
     TooOpen { path: PathBuf, mode: u32 },
     /// The credentials file's content is wrong.
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Parse { path: PathBuf, line: usize, reason: String },
     /// A source was found but lacks one of its two values.
     Incomplete { source: String, missing: String },
     /// No source holds credentials.
@@ -75,11 +65,7 @@ impl fmt::Display for CredentialsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CredentialsError::Read { path, error } => {
-                write!(
-                    f,
-                    "cannot read credentials file {}: {error}",
-                    path.display()
-                )
+                write!(f, "cannot read credentials file {}: {error}", path.display())
             }
             CredentialsError::TooOpen { path, mode } => write!(
                 f,
@@ -93,10 +79,7 @@ impl fmt::Display for CredentialsError {
                 write!(f, "{}:{line}: {reason}", path.display())
             }
             CredentialsError::Incomplete { source, missing } => {
-                write!(
-                    f,
-                    "{source} has no {missing}; provide both the access key id and the secret"
-                )
+                write!(f, "{source} has no {missing}; provide both the access key id and the secret")
             }
             CredentialsError::Missing => write!(
                 f,
@@ -144,17 +127,11 @@ pub fn load_with_env(
 /// Read and parse a shared-credentials file, refusing it when its mode lets
 /// group or others read it.
 pub fn load_file(path: &Path) -> Result<Credentials, CredentialsError> {
-    let read_error = |error| CredentialsError::Read {
-        path: path.to_path_buf(),
-        error,
-    };
+    let read_error = |error| CredentialsError::Read { path: path.to_path_buf(), error };
     let mut file = File::open(path).map_err(read_error)?;
     let mode = file.metadata().map_err(read_error)?.mode();
     if !is_private_mode(mode) {
-        return Err(CredentialsError::TooOpen {
-            path: path.to_path_buf(),
-            mode,
-        });
+        return Err(CredentialsError::TooOpen { path: path.to_path_buf(), mode });
     }
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(read_error)?;
@@ -193,10 +170,9 @@ pub fn parse_shared_credentials(text: &str) -> Result<Credentials, ParseError> {
             section = Some(name.trim().to_string());
             continue;
         }
-        let (key, value) = line.split_once('=').ok_or_else(|| ParseError {
-            line: line_number,
-            reason: "expected `key = value`".into(),
-        })?;
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| ParseError { line: line_number, reason: "expected `key = value`".into() })?;
         if section.as_deref() != Some("default") {
             continue;
         }
@@ -208,14 +184,10 @@ pub fn parse_shared_credentials(text: &str) -> Result<Credentials, ParseError> {
             _ => {}
         }
     }
-    let missing = |what: &str| ParseError {
-        line: 0,
-        reason: format!("no {what} in the [default] section"),
-    };
+    let missing = |what: &str| ParseError { line: 0, reason: format!("no {what} in the [default] section") };
     Ok(Credentials {
         access_key_id: non_empty(access_key_id).ok_or_else(|| missing("aws_access_key_id"))?,
-        secret_access_key: non_empty(secret_access_key)
-            .ok_or_else(|| missing("aws_secret_access_key"))?,
+        secret_access_key: non_empty(secret_access_key).ok_or_else(|| missing("aws_secret_access_key"))?,
         session_token: non_empty(session_token),
     })
 }
@@ -226,9 +198,7 @@ fn non_empty(value: Option<String>) -> Option<String> {
 
 /// Credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`; `None`
 /// when neither is set, an error when only one is.
-fn from_environment(
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Credentials>, CredentialsError> {
+fn from_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Credentials>, CredentialsError> {
     let access_key_id = non_empty(env("AWS_ACCESS_KEY_ID"));
     let secret_access_key = non_empty(env("AWS_SECRET_ACCESS_KEY"));
     let incomplete = |missing: &str| CredentialsError::Incomplete {
@@ -254,14 +224,10 @@ fn from_credentials_directory(dir: &Path) -> Result<Credentials, CredentialsErro
     let source = format!("$CREDENTIALS_DIRECTORY ({})", dir.display());
     match (access_key_id, secret_access_key) {
         (None, None) => Err(CredentialsError::Missing),
-        (Some(_), None) => Err(CredentialsError::Incomplete {
-            source,
-            missing: "aws_secret_access_key".into(),
-        }),
-        (None, Some(_)) => Err(CredentialsError::Incomplete {
-            source,
-            missing: "aws_access_key_id".into(),
-        }),
+        (Some(_), None) => {
+            Err(CredentialsError::Incomplete { source, missing: "aws_secret_access_key".into() })
+        }
+        (None, Some(_)) => Err(CredentialsError::Incomplete { source, missing: "aws_access_key_id".into() }),
         (Some(access_key_id), Some(secret_access_key)) => Ok(Credentials {
             access_key_id,
             secret_access_key,
@@ -296,10 +262,8 @@ mod tests {
     }
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |name| map.get(name).cloned()
     }
 
@@ -351,17 +315,11 @@ mod tests {
     fn refuses_a_group_readable_file_and_names_the_fix() {
         let dir = temp_dir("open");
         let path = dir.join("credentials");
-        std::fs::write(
-            &path,
-            format!("[default]\naws_access_key_id=A\naws_secret_access_key={SECRET}\n"),
-        )
-        .unwrap();
+        std::fs::write(&path, format!("[default]\naws_access_key_id=A\naws_secret_access_key={SECRET}\n"))
+            .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let message = load_file(&path).unwrap_err().to_string();
-        assert!(
-            message.contains(&format!("chmod 600 {}", path.display())),
-            "{message}"
-        );
+        assert!(message.contains(&format!("chmod 600 {}", path.display())), "{message}");
         assert!(!message.contains(SECRET));
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -374,17 +332,10 @@ mod tests {
     fn the_configured_file_wins_over_the_environment() {
         let dir = temp_dir("order");
         let path = dir.join("credentials");
-        std::fs::write(
-            &path,
-            "[default]\naws_access_key_id=FILE\naws_secret_access_key=S\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[default]\naws_access_key_id=FILE\naws_secret_access_key=S\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let env = env_of(&[("AWS_ACCESS_KEY_ID", "ENV"), ("AWS_SECRET_ACCESS_KEY", "S")]);
-        assert_eq!(
-            load_with_env(Some(&path), &env).unwrap().access_key_id,
-            "FILE"
-        );
+        assert_eq!(load_with_env(Some(&path), &env).unwrap().access_key_id, "FILE");
         assert_eq!(load_with_env(None, &env).unwrap().access_key_id, "ENV");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -399,10 +350,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "S"),
             ("AWS_SESSION_TOKEN", "T"),
         ]);
-        assert_eq!(
-            load_with_env(None, &env).unwrap().session_token.as_deref(),
-            Some("T")
-        );
+        assert_eq!(load_with_env(None, &env).unwrap().session_token.as_deref(), Some("T"));
     }
 
     #[test]

@@ -53,9 +53,7 @@ impl ServerError {
         let text = String::from_utf8_lossy(body);
         let parsed = xml::parse_error(&text).unwrap_or_default();
         let explained = parsed.code.is_some();
-        let code = parsed
-            .code
-            .unwrap_or_else(|| code_for_status(status).to_string());
+        let code = parsed.code.unwrap_or_else(|| code_for_status(status).to_string());
         let region_from_body = parsed.region.filter(|_| is_region_code(&code));
         ServerError {
             status,
@@ -88,10 +86,7 @@ impl ServerError {
     pub fn is_digest_mismatch(&self) -> bool {
         matches!(
             self.code.as_str(),
-            "BadDigest"
-                | "InvalidDigest"
-                | "XAmzContentChecksumMismatch"
-                | "XAmzContentSHA256Mismatch"
+            "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" | "XAmzContentSHA256Mismatch"
         )
     }
 
@@ -114,12 +109,8 @@ impl ServerError {
             return transient(ctx, detail);
         }
         match self.code.as_str() {
-            "NoSuchKey" => TargetError::NotFound {
-                key: ctx.key.to_string(),
-            },
-            "NotFound" if self.status == 404 => TargetError::NotFound {
-                key: ctx.key.to_string(),
-            },
+            "NoSuchKey" => TargetError::NotFound { key: ctx.key.to_string() },
+            "NotFound" if self.status == 404 => TargetError::NotFound { key: ctx.key.to_string() },
             _ => fatal(ctx, detail, self.fix(ctx)),
         }
     }
@@ -156,8 +147,7 @@ impl ServerError {
             }
             "NoSuchBucket" => format!("create bucket {bucket} or fix target"),
             "RequestTimeTooSkewed" => {
-                "fix the clock, e.g. enable NTP (systemctl enable --now systemd-timesyncd)"
-                    .to_string()
+                "fix the clock, e.g. enable NTP (systemctl enable --now systemd-timesyncd)".to_string()
             }
             "AccessDenied" if self.blames_credentials() => CREDENTIALS_FIX.to_string(),
             "AccessDenied" | "AllAccessDisabled" | "Forbidden" => format!(
@@ -172,10 +162,7 @@ impl ServerError {
                                against the archive (walship verify)"
                 .to_string(),
             "QuotaExceeded" | "StorageFull" => "free space or raise the bucket's quota".to_string(),
-            _ => format!(
-                "check the endpoint {} and bucket {bucket} settings",
-                ctx.endpoint
-            ),
+            _ => format!("check the endpoint {} and bucket {bucket} settings", ctx.endpoint),
         }
     }
 }
@@ -211,29 +198,17 @@ fn code_for_status(status: u16) -> &'static str {
 
 /// Server text, bounded and without control characters, fit for one log line.
 fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS)
-        .collect()
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE_CHARS).collect()
 }
 
 /// A retryable failure.
 pub fn transient(ctx: &ErrorContext<'_>, detail: String) -> TargetError {
-    TargetError::Transient {
-        op: ctx.op.to_string(),
-        key: ctx.key.to_string(),
-        detail,
-    }
+    TargetError::Transient { op: ctx.op.to_string(), key: ctx.key.to_string(), detail }
 }
 
 /// A failure an operator must fix.
 pub fn fatal(ctx: &ErrorContext<'_>, detail: String, fix: String) -> TargetError {
-    TargetError::Fatal {
-        op: ctx.op.to_string(),
-        key: ctx.key.to_string(),
-        detail,
-        fix,
-    }
+    TargetError::Fatal { op: ctx.op.to_string(), key: ctx.key.to_string(), detail, fix }
 }
 
 /// A failure ureq reported before any HTTP response arrived (or while
@@ -243,20 +218,14 @@ pub fn fatal(ctx: &ErrorContext<'_>, detail: String, fix: String) -> TargetError
 pub fn transport_error(ctx: &ErrorContext<'_>, error: &ureq::Error) -> TargetError {
     let endpoint = ctx.endpoint;
     match error {
-        ureq::Error::Timeout(phase) => {
-            transient(ctx, format!("timed out ({phase}) talking to {endpoint}"))
-        }
+        ureq::Error::Timeout(phase) => transient(ctx, format!("timed out ({phase}) talking to {endpoint}")),
         ureq::Error::HostNotFound => transient(ctx, unreachable_detail(endpoint, "host not found")),
-        ureq::Error::ConnectionFailed => {
-            transient(ctx, unreachable_detail(endpoint, "connection failed"))
-        }
+        ureq::Error::ConnectionFailed => transient(ctx, unreachable_detail(endpoint, "connection failed")),
         ureq::Error::Io(io) => io_error(ctx, io),
         ureq::Error::Rustls(tls) => tls_error(ctx, tls),
-        ureq::Error::Tls(what) => fatal(
-            ctx,
-            format!("TLS failure with {endpoint}: {what}"),
-            tls_fix(endpoint),
-        ),
+        ureq::Error::Tls(what) => {
+            fatal(ctx, format!("TLS failure with {endpoint}: {what}"), tls_fix(endpoint))
+        }
         ureq::Error::Pem(pem) => fatal(
             ctx,
             format!("cannot parse a certificate: {pem}"),
@@ -267,23 +236,15 @@ pub fn transport_error(ctx: &ErrorContext<'_>, error: &ureq::Error) -> TargetErr
             format!("invalid request URL or header: {error}"),
             format!("check endpoint {endpoint} (an http:// or https:// URL) and the bucket name"),
         ),
-        ureq::Error::RequireHttpsOnly(_) | ureq::Error::InvalidProxyUrl => fatal(
-            ctx,
-            error.to_string(),
-            "check the endpoint and the proxy environment variables".into(),
-        ),
-        _ => transient(
-            ctx,
-            format!("HTTP exchange with {endpoint} failed: {error}"),
-        ),
+        ureq::Error::RequireHttpsOnly(_) | ureq::Error::InvalidProxyUrl => {
+            fatal(ctx, error.to_string(), "check the endpoint and the proxy environment variables".into())
+        }
+        _ => transient(ctx, format!("HTTP exchange with {endpoint} failed: {error}")),
     }
 }
 
 fn unreachable_detail(endpoint: &str, what: &str) -> String {
-    format!(
-        "cannot reach {endpoint} ({what}){}",
-        unreachable_hint(endpoint)
-    )
+    format!("cannot reach {endpoint} ({what}){}", unreachable_hint(endpoint))
 }
 
 /// The suffix that marks an unreachable-endpoint detail.
@@ -293,19 +254,14 @@ fn unreachable_hint(endpoint: &str) -> String {
 
 fn io_error(ctx: &ErrorContext<'_>, io: &std::io::Error) -> TargetError {
     use std::io::ErrorKind;
-    if let Some(tls) = io
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         return tls_error(ctx, tls);
     }
     match io.kind() {
         ErrorKind::ConnectionRefused => {
             transient(ctx, unreachable_detail(ctx.endpoint, "connection refused"))
         }
-        ErrorKind::HostUnreachable
-        | ErrorKind::NetworkUnreachable
-        | ErrorKind::AddrNotAvailable => {
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable | ErrorKind::AddrNotAvailable => {
             transient(ctx, unreachable_detail(ctx.endpoint, &io.to_string()))
         }
         _ => transient(ctx, format!("connection to {} failed: {io}", ctx.endpoint)),
@@ -320,11 +276,7 @@ fn tls_error(ctx: &ErrorContext<'_>, tls: &rustls::Error) -> TargetError {
             format!("the TLS certificate of {endpoint} is not trusted: {reason:?}"),
             "set ca_file to the CA that signed the endpoint's certificate".into(),
         ),
-        _ => fatal(
-            ctx,
-            format!("TLS failure with {endpoint}: {tls}"),
-            tls_fix(endpoint),
-        ),
+        _ => fatal(ctx, format!("TLS failure with {endpoint}: {tls}"), tls_fix(endpoint)),
     }
 }
 
@@ -338,17 +290,12 @@ fn tls_fix(endpoint: &str) -> String {
 /// For `check`: an unreachable endpoint is reported as `Fatal`, with the fix.
 pub fn unreachable_as_fatal(ctx: &ErrorContext<'_>, error: TargetError) -> TargetError {
     match error {
-        TargetError::Transient { detail, .. }
-            if detail.ends_with(&unreachable_hint(ctx.endpoint)) =>
-        {
+        TargetError::Transient { detail, .. } if detail.ends_with(&unreachable_hint(ctx.endpoint)) => {
             let cause = detail.trim_end_matches(&unreachable_hint(ctx.endpoint));
             fatal(
                 ctx,
                 cause.to_string(),
-                format!(
-                    "check endpoint {} is reachable (address, port, firewall, DNS)",
-                    ctx.endpoint
-                ),
+                format!("check endpoint {} is reachable (address, port, firewall, DNS)", ctx.endpoint),
             )
         }
         other => other,
@@ -422,21 +369,11 @@ mod tests {
     #[test]
     fn wrong_keys_say_to_check_the_key_and_secret() {
         for code in ["InvalidAccessKeyId", "SignatureDoesNotMatch"] {
-            let body = error_xml(
-                code,
-                "The request signature we calculated does not match",
-                "",
-            );
-            assert!(
-                fix_of(map(403, &body)).contains("check the access key / secret"),
-                "{code}"
-            );
+            let body = error_xml(code, "The request signature we calculated does not match", "");
+            assert!(fix_of(map(403, &body)).contains("check the access key / secret"), "{code}");
         }
         // Garage reports both as AccessDenied.
-        for message in [
-            "Forbidden: Invalid signature",
-            "Forbidden: No such key: GK00",
-        ] {
+        for message in ["Forbidden: Invalid signature", "Forbidden: No such key: GK00"] {
             let body = error_xml("AccessDenied", message, "<Region>garage</Region>");
             let fix = fix_of(map(403, &body));
             assert!(fix.starts_with("check the access key / secret"), "{fix}");
@@ -485,14 +422,8 @@ mod tests {
              <CanonicalRequest>x-amz-security-token:TOKEN</CanonicalRequest>",
         );
         let shown = map(403, &body).to_string();
-        assert!(
-            !shown.contains("TOKEN") && !shown.contains("secret-stuff"),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("SignatureDoesNotMatch (HTTP 403): mismatch"),
-            "{shown}"
-        );
+        assert!(!shown.contains("TOKEN") && !shown.contains("secret-stuff"), "{shown}");
+        assert!(shown.contains("SignatureDoesNotMatch (HTTP 403): mismatch"), "{shown}");
     }
 
     #[test]
@@ -522,9 +453,8 @@ mod tests {
         let timeout = ureq::Error::Timeout(ureq::Timeout::RecvResponse);
         assert!(transport_error(&ctx(), &timeout).is_transient());
 
-        let untrusted = ureq::Error::Rustls(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::UnknownIssuer,
-        ));
+        let untrusted =
+            ureq::Error::Rustls(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
         assert!(fix_of(transport_error(&ctx(), &untrusted)).contains("set ca_file"));
         let wrapped = ureq::Error::Io(std::io::Error::other(rustls::Error::InvalidCertificate(
             rustls::CertificateError::Expired,

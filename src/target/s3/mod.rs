@@ -110,21 +110,11 @@ impl S3Target {
                 endpoint.origin
             );
         }
-        let timeouts = Timeouts {
-            connect: settings.connect_timeout,
-            io: settings.io_timeout,
-        };
-        let agent = client::build_agent(
-            timeouts,
-            settings.ca_file.as_deref(),
-            settings.parallel_uploads + 1,
-        )
-        .map_err(|detail| {
-            config_error(
-                detail,
-                "set ca_file to a readable PEM file of CA certificates",
-            )
-        })?;
+        let timeouts = Timeouts { connect: settings.connect_timeout, io: settings.io_timeout };
+        let agent = client::build_agent(timeouts, settings.ca_file.as_deref(), settings.parallel_uploads + 1)
+            .map_err(|detail| {
+                config_error(detail, "set ca_file to a readable PEM file of CA certificates")
+            })?;
         let retry = RetryPolicy {
             attempts: REQUEST_ATTEMPTS,
             min_delay: settings.retry_min,
@@ -140,14 +130,8 @@ impl S3Target {
             "{location} at {} (region {}, {})",
             endpoint.origin, settings.region, settings.credentials
         );
-        let client = Client::new(
-            agent,
-            endpoint,
-            settings.bucket,
-            settings.region,
-            settings.credentials,
-            retry,
-        );
+        let client =
+            Client::new(agent, endpoint, settings.bucket, settings.region, settings.credentials, retry);
         Ok(S3Target {
             client,
             prefix,
@@ -161,11 +145,7 @@ impl S3Target {
 
     /// The bucket key of a target-relative key.
     fn full_key(&self, key: &str) -> String {
-        if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        }
+        if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) }
     }
 
     /// The target-relative key of a bucket key; `None` outside the prefix.
@@ -182,18 +162,12 @@ fn validate(settings: &S3Settings) -> Result<(), TargetError> {
     let checks: [(bool, String, &str); 7] = [
         (
             settings.part_size >= MIN_PART_SIZE,
-            format!(
-                "part_size {} is below S3's 5MiB minimum",
-                settings.part_size
-            ),
+            format!("part_size {} is below S3's 5MiB minimum", settings.part_size),
             "set part_size to at least 5MiB",
         ),
         (
             settings.part_size <= MAX_PART_SIZE,
-            format!(
-                "part_size {} is above S3's 5GiB maximum",
-                settings.part_size
-            ),
+            format!("part_size {} is above S3's 5GiB maximum", settings.part_size),
             "set part_size to at most 5GiB",
         ),
         (
@@ -218,10 +192,7 @@ fn validate(settings: &S3Settings) -> Result<(), TargetError> {
         ),
         (
             settings.retry_min <= settings.retry_max,
-            format!(
-                "backoff_min {:?} exceeds backoff_max {:?}",
-                settings.retry_min, settings.retry_max
-            ),
+            format!("backoff_min {:?} exceeds backoff_max {:?}", settings.retry_min, settings.retry_max),
             "set backoff_min <= backoff_max",
         ),
     ];
@@ -232,12 +203,7 @@ fn validate(settings: &S3Settings) -> Result<(), TargetError> {
 }
 
 fn config_error(detail: String, fix: &str) -> TargetError {
-    TargetError::Fatal {
-        op: "configure s3 target".into(),
-        key: String::new(),
-        detail,
-        fix: fix.into(),
-    }
+    TargetError::Fatal { op: "configure s3 target".into(), key: String::new(), detail, fix: fix.into() }
 }
 
 impl Target for S3Target {
@@ -266,20 +232,11 @@ impl Target for S3Target {
         object::head(self, key)
     }
 
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn Write,
-    ) -> Result<u64, TargetError> {
+    fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
         object::get(self, key, range, out)
     }
 
-    fn list(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-    ) -> Result<Vec<ObjectInfo>, TargetError> {
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
         bucket::list(self, prefix, start_after)
     }
 
@@ -333,18 +290,11 @@ mod tests {
     fn keys_live_under_the_normalized_prefix() {
         let target = S3Target::new(settings()).unwrap();
         assert_eq!(target.full_key("s/batches/1"), "fleet/node-1/s/batches/1");
-        assert_eq!(
-            target.relative_key("fleet/node-1/s/batches/1"),
-            Some("s/batches/1")
-        );
+        assert_eq!(target.relative_key("fleet/node-1/s/batches/1"), Some("s/batches/1"));
         assert_eq!(target.relative_key("fleet/node-10/x"), None);
         assert_eq!(target.full_key(""), "fleet/node-1/");
 
-        let target = S3Target::new(S3Settings {
-            prefix: String::new(),
-            ..settings()
-        })
-        .unwrap();
+        let target = S3Target::new(S3Settings { prefix: String::new(), ..settings() }).unwrap();
         assert_eq!(target.full_key("s/x"), "s/x");
         assert_eq!(target.relative_key("s/x"), Some("s/x"));
     }
@@ -353,58 +303,28 @@ mod tests {
     fn describe_names_the_place_but_not_the_secret() {
         let target = S3Target::new(settings()).unwrap();
         let text = target.describe();
-        assert!(
-            text.contains("s3://archive/fleet/node-1 at http://127.0.0.1:39001"),
-            "{text}"
-        );
+        assert!(text.contains("s3://archive/fleet/node-1 at http://127.0.0.1:39001"), "{text}");
         assert!(text.contains("GK0123"), "{text}");
         assert!(!text.contains("very-secret"), "{text}");
     }
 
     #[test]
     fn refuses_parts_below_five_mebibytes() {
-        let fix = fix_of(S3Target::new(S3Settings {
-            part_size: MIN_PART_SIZE - 1,
-            ..settings()
-        }));
+        let fix = fix_of(S3Target::new(S3Settings { part_size: MIN_PART_SIZE - 1, ..settings() }));
         assert!(fix.contains("at least 5MiB"), "{fix}");
     }
 
     #[test]
     fn refuses_other_bad_settings() {
         for bad in [
-            S3Settings {
-                parallel_uploads: 0,
-                ..settings()
-            },
-            S3Settings {
-                bucket: String::new(),
-                ..settings()
-            },
-            S3Settings {
-                region: " ".into(),
-                ..settings()
-            },
-            S3Settings {
-                io_timeout: Duration::ZERO,
-                ..settings()
-            },
-            S3Settings {
-                retry_min: Duration::from_secs(9),
-                ..settings()
-            },
-            S3Settings {
-                endpoint: "s3.example.net".into(),
-                ..settings()
-            },
-            S3Settings {
-                ca_file: Some("/nonexistent/ca.pem".into()),
-                ..settings()
-            },
-            S3Settings {
-                part_size: MAX_PART_SIZE + 1,
-                ..settings()
-            },
+            S3Settings { parallel_uploads: 0, ..settings() },
+            S3Settings { bucket: String::new(), ..settings() },
+            S3Settings { region: " ".into(), ..settings() },
+            S3Settings { io_timeout: Duration::ZERO, ..settings() },
+            S3Settings { retry_min: Duration::from_secs(9), ..settings() },
+            S3Settings { endpoint: "s3.example.net".into(), ..settings() },
+            S3Settings { ca_file: Some("/nonexistent/ca.pem".into()), ..settings() },
+            S3Settings { part_size: MAX_PART_SIZE + 1, ..settings() },
         ] {
             assert!(S3Target::new(bad).is_err());
         }

@@ -97,10 +97,7 @@ fn too_many_parts(key: &str, size: u64, part_size: u64) -> TargetError {
         op: "put".into(),
         key: key.into(),
         detail: format!("{size} bytes need more than {MAX_PARTS} parts of {part_size} bytes"),
-        fix: format!(
-            "raise part_size to at least {}MiB",
-            needed.div_ceil(1024 * 1024)
-        ),
+        fix: format!("raise part_size to at least {}MiB", needed.div_ceil(1024 * 1024)),
     }
 }
 
@@ -121,13 +118,7 @@ fn create<'a>(target: &'a S3Target, key: &'a str) -> Result<Session<'a>, TargetE
     let checksum_type = reply.header("x-amz-checksum-type").unwrap_or("none");
     let full_object = checksum_type.eq_ignore_ascii_case("FULL_OBJECT");
     log::debug!("multipart upload of {key} started (checksum type {checksum_type})");
-    Ok(Session {
-        target,
-        key,
-        full_key,
-        upload_id,
-        full_object,
-    })
+    Ok(Session { target, key, full_key, upload_id, full_object })
 }
 
 /// Upload every part, at most `parallel_uploads` at a time; after the first
@@ -160,9 +151,7 @@ fn upload_parts(
         }
         worker();
     });
-    let outcomes = outcomes
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner);
+    let outcomes = outcomes.into_inner().unwrap_or_else(PoisonError::into_inner);
     collect_parts(session.key, outcomes)
 }
 
@@ -215,21 +204,14 @@ fn upload_part(
         Err(failure) => return Err(client.target_error(&request, failure)),
     };
     verify_echoed_crc(session.key, crc32, reply.header("x-amz-checksum-crc32"))?;
-    let etag = reply
-        .header("etag")
-        .filter(|etag| !etag.trim().is_empty())
-        .ok_or_else(|| TargetError::Fatal {
+    let etag =
+        reply.header("etag").filter(|etag| !etag.trim().is_empty()).ok_or_else(|| TargetError::Fatal {
             op: op.clone(),
             key: session.key.into(),
             detail: "the server returned no ETag for the part".into(),
             fix: "make sure any proxy in front of the endpoint passes the ETag header".into(),
         })?;
-    Ok(CompletedPart {
-        number: span.number,
-        etag: etag.to_string(),
-        crc32,
-        len: span.len,
-    })
+    Ok(CompletedPart { number: span.number, etag: etag.to_string(), crc32, len: span.len })
 }
 
 /// The part CRCs must combine to the CRC32 the caller declared: otherwise
@@ -244,28 +226,18 @@ fn check_parts_combine(
     if actual == body.crc32 {
         Ok(())
     } else {
-        Err(TargetError::Checksum {
-            key: session.key.into(),
-            expected: body.crc32,
-            actual,
-        })
+        Err(TargetError::Checksum { key: session.key.into(), expected: body.crc32, actual })
     }
 }
 
 /// CompleteMultipartUpload, then the reported checksum compared with ours.
 /// The whole-object CRC32 is declared only when the server agreed to
 /// full-object checksums, so it refuses to assemble a different object.
-fn complete(
-    session: &Session<'_>,
-    body: &Upload<'_>,
-    parts: &[CompletedPart],
-) -> Result<(), TargetError> {
+fn complete(session: &Session<'_>, body: &Upload<'_>, parts: &[CompletedPart]) -> Result<(), TargetError> {
     let declared = session.full_object.then_some(body.crc32);
     match send_complete(session, parts, declared) {
         Ok(reported) => verify_reported(session.key, body.crc32, parts, reported.as_deref()),
-        Err(Failure::Server(error)) if error.is_no_such_upload() => {
-            confirm_completed_earlier(session, body)
-        }
+        Err(Failure::Server(error)) if error.is_no_such_upload() => confirm_completed_earlier(session, body),
         Err(Failure::Server(error)) if error.is_digest_mismatch() => Err(TargetError::Transient {
             op: COMPLETE_OP.into(),
             key: session.key.into(),
@@ -334,38 +306,26 @@ fn verify_reported(
         log::debug!("complete {key}: the server reported no checksum; per-part checks stand");
         return Ok(());
     };
-    let mismatch = |expected, actual| TargetError::Checksum {
-        key: key.into(),
-        expected,
-        actual,
-    };
+    let mismatch = |expected, actual| TargetError::Checksum { key: key.into(), expected, actual };
     match checksum::parse_reported_crc32(text) {
         Some(ReportedCrc32::FullObject(actual)) if actual != object_crc32 => {
             Err(mismatch(object_crc32, actual))
         }
         Some(ReportedCrc32::FullObject(_)) => Ok(()),
-        Some(ReportedCrc32::Composite {
-            crc: actual,
-            parts: count,
-        }) => {
+        Some(ReportedCrc32::Composite { crc: actual, parts: count }) => {
             let part_crcs: Vec<u32> = parts.iter().map(|p| p.crc32).collect();
             match checksum::composite_crc32(&part_crcs) {
                 ReportedCrc32::Composite { crc, .. } if crc != actual => Err(mismatch(crc, actual)),
                 _ if count as usize != parts.len() => Err(TargetError::Transient {
                     op: COMPLETE_OP.into(),
                     key: key.into(),
-                    detail: format!(
-                        "the server counts {count} parts, {} were uploaded",
-                        parts.len()
-                    ),
+                    detail: format!("the server counts {count} parts, {} were uploaded", parts.len()),
                 }),
                 _ => Ok(()),
             }
         }
         None => {
-            log::warn!(
-                "complete {key}: cannot read the reported checksum {text:?}; per-part checks stand"
-            );
+            log::warn!("complete {key}: cannot read the reported checksum {text:?}; per-part checks stand");
             Ok(())
         }
     }
@@ -379,19 +339,13 @@ fn confirm_completed_earlier(session: &Session<'_>, body: &Upload<'_>) -> Result
         _ => Err(TargetError::Transient {
             op: COMPLETE_OP.into(),
             key: session.key.into(),
-            detail: "the upload disappeared before it completed (aborted by another process?)"
-                .into(),
+            detail: "the upload disappeared before it completed (aborted by another process?)".into(),
         }),
     }
 }
 
 /// AbortMultipartUpload; an upload already gone counts as aborted.
-pub fn abort(
-    target: &S3Target,
-    key: &str,
-    full_key: &str,
-    upload_id: &str,
-) -> Result<(), TargetError> {
+pub fn abort(target: &S3Target, key: &str, full_key: &str, upload_id: &str) -> Result<(), TargetError> {
     let request = S3Request::new("abort multipart upload of", key, "DELETE")
         .object(full_key)
         .query("uploadId", upload_id);
@@ -420,19 +374,13 @@ mod tests {
         assert_eq!(sizes(&plan_parts(part, part)), vec![part]);
         assert_eq!(sizes(&plan_parts(part + 1, part)), vec![part, 1]);
         assert_eq!(sizes(&plan_parts(3 * part, part)), vec![part, part, part]);
-        assert_eq!(
-            sizes(&plan_parts(16 * MIB, part)),
-            vec![part, part, part, MIB]
-        );
+        assert_eq!(sizes(&plan_parts(16 * MIB, part)), vec![part, part, part, MIB]);
     }
 
     #[test]
     fn parts_are_numbered_from_one_and_contiguous() {
         let parts = plan_parts(23 * MIB, 8 * MIB);
-        assert_eq!(
-            parts.iter().map(|p| p.number).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), vec![1, 2, 3]);
         let mut offset = 0;
         for part in &parts {
             assert_eq!(part.offset, offset);
@@ -444,12 +392,7 @@ mod tests {
     #[test]
     fn too_many_parts_suggests_a_part_size() {
         let error = too_many_parts("k", 100_000 * 5 * MIB, 5 * MIB);
-        assert!(
-            error
-                .to_string()
-                .contains("raise part_size to at least 50MiB"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("raise part_size to at least 50MiB"), "{error}");
     }
 
     fn part(number: u32, data: &[u8]) -> CompletedPart {
@@ -501,15 +444,9 @@ mod tests {
     fn a_failed_or_missing_part_fails_the_collection() {
         let ok = vec![Some(Ok(part(1, b"a"))), Some(Ok(part(2, b"b")))];
         assert_eq!(collect_parts("k", ok).unwrap().len(), 2);
-        let failed = vec![
-            Some(Ok(part(1, b"a"))),
-            Some(Err(TargetError::NotFound { key: "k".into() })),
-            None,
-        ];
-        assert!(matches!(
-            collect_parts("k", failed),
-            Err(TargetError::NotFound { .. })
-        ));
+        let failed =
+            vec![Some(Ok(part(1, b"a"))), Some(Err(TargetError::NotFound { key: "k".into() })), None];
+        assert!(matches!(collect_parts("k", failed), Err(TargetError::NotFound { .. })));
         let skipped = vec![Some(Ok(part(1, b"a"))), None];
         assert!(collect_parts("k", skipped).unwrap_err().is_transient());
     }

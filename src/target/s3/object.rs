@@ -40,11 +40,7 @@ pub fn put_single(target: &S3Target, key: &str, body: &Upload<'_>) -> Result<(),
 pub fn explain_digest_mismatch(key: &str, body: &Upload<'_>, error: &ServerError) -> TargetError {
     let actual = checksum::crc32_of_slices(&body.slices(0, body.size));
     if actual != body.crc32 {
-        return TargetError::Checksum {
-            key: key.to_string(),
-            expected: body.crc32,
-            actual,
-        };
+        return TargetError::Checksum { key: key.to_string(), expected: body.crc32, actual };
     }
     TargetError::Transient {
         op: "put".into(),
@@ -58,18 +54,10 @@ pub fn explain_digest_mismatch(key: &str, body: &Upload<'_>, error: &ServerError
 
 /// Compare a checksum the server echoed with ours; composite or unreadable
 /// values cannot be compared and are ignored.
-pub fn verify_echoed_crc(
-    key: &str,
-    expected: u32,
-    echoed: Option<&str>,
-) -> Result<(), TargetError> {
+pub fn verify_echoed_crc(key: &str, expected: u32, echoed: Option<&str>) -> Result<(), TargetError> {
     match echoed.and_then(checksum::parse_reported_crc32) {
         Some(ReportedCrc32::FullObject(actual)) if actual != expected => {
-            Err(TargetError::Checksum {
-                key: key.to_string(),
-                expected,
-                actual,
-            })
+            Err(TargetError::Checksum { key: key.to_string(), expected, actual })
         }
         _ => Ok(()),
     }
@@ -78,9 +66,8 @@ pub fn verify_echoed_crc(
 /// Size and full-object CRC32 of `key`; `None` when it does not exist.
 pub fn head(target: &S3Target, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
     let full_key = target.full_key(key);
-    let request = S3Request::new("head", key, "HEAD")
-        .object(&full_key)
-        .header("x-amz-checksum-mode", "ENABLED");
+    let request =
+        S3Request::new("head", key, "HEAD").object(&full_key).header("x-amz-checksum-mode", "ENABLED");
     let reply = match target.client.call(&request) {
         Ok(reply) => reply,
         Err(Failure::Server(error)) if error.status == 404 && error.code != "NoSuchBucket" => {
@@ -99,11 +86,7 @@ pub fn head(target: &S3Target, key: &str) -> Result<Option<ObjectInfo>, TargetEr
             key: key.into(),
             detail: "the response has no valid Content-Length".into(),
         })?;
-    Ok(Some(ObjectInfo {
-        key: key.to_string(),
-        size,
-        crc32: reported_full_crc(&reply),
-    }))
+    Ok(Some(ObjectInfo { key: key.to_string(), size, crc32: reported_full_crc(&reply) }))
 }
 
 /// HEAD responses have no body, so a refusal (wrong region, key, …) comes
@@ -116,16 +99,12 @@ fn explain_head_failure(
     error: ServerError,
 ) -> TargetError {
     let full_key = target.full_key(key);
-    let request = S3Request::new("head", key, "GET")
-        .object(&full_key)
-        .header("range", "bytes=0-0");
+    let request = S3Request::new("head", key, "GET").object(&full_key).header("range", "bytes=0-0");
     match target.client.call(&request) {
-        Err(Failure::Server(explained)) if explained.explained => target
-            .client
-            .target_error(&request, Failure::Server(explained)),
-        _ => target
-            .client
-            .target_error(head_request, Failure::Server(error)),
+        Err(Failure::Server(explained)) if explained.explained => {
+            target.client.target_error(&request, Failure::Server(explained))
+        }
+        _ => target.client.target_error(head_request, Failure::Server(error)),
     }
 }
 
@@ -169,9 +148,7 @@ pub fn get(
     if let Some((_, 0)) = range {
         return match head(target, key)? {
             Some(_) => Ok(0),
-            None => Err(TargetError::NotFound {
-                key: key.to_string(),
-            }),
+            None => Err(TargetError::NotFound { key: key.to_string() }),
         };
     }
     let mut download = Download {
@@ -216,9 +193,7 @@ fn fetch_into(
     let resuming = download.written > 0;
     if ranged || resuming {
         let first = download.start + download.written;
-        let last = download
-            .wanted
-            .map_or(String::new(), |w| (download.start + w - 1).to_string());
+        let last = download.wanted.map_or(String::new(), |w| (download.start + w - 1).to_string());
         request = request.header("range", format!("bytes={first}-{last}"));
     }
     if let Some(etag) = &download.etag {
@@ -248,10 +223,7 @@ fn fetch_into(
     match download.wanted {
         Some(wanted) if download.written < wanted => Err(error::transient(
             &ctx,
-            format!(
-                "the response ended after {} of {wanted} bytes",
-                download.written
-            ),
+            format!("the response ended after {} of {wanted} bytes", download.written),
         )),
         _ => Ok(()),
     }
@@ -274,18 +246,12 @@ fn check_response_head(
         return Err(TargetError::Fatal {
             op: "get".into(),
             key: key.into(),
-            detail: format!(
-                "asked for a byte range, got HTTP {}",
-                response.status().as_u16()
-            ),
+            detail: format!("asked for a byte range, got HTTP {}", response.status().as_u16()),
             fix: "use an S3 server (or proxy) that honours Range requests".into(),
         });
     }
     if download.etag.is_none() {
-        download.etag = headers
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        download.etag = headers.get("etag").and_then(|v| v.to_str().ok()).map(str::to_string);
     }
     if download.wanted.is_none() {
         download.wanted = content_length;
@@ -358,17 +324,9 @@ mod tests {
         let error = ServerError::from_response(400, None, b"<Error><Code>BadDigest</Code></Error>");
         let bytes: &[u8] = b"segment bytes";
         let pieces = [bytes];
-        let unchanged = Upload {
-            pieces: &pieces,
-            size: 13,
-            crc32: crc32fast::hash(bytes),
-        };
+        let unchanged = Upload { pieces: &pieces, size: 13, crc32: crc32fast::hash(bytes) };
         assert!(explain_digest_mismatch("k", &unchanged, &error).is_transient());
-        let changed = Upload {
-            pieces: &pieces,
-            size: 13,
-            crc32: 7,
-        };
+        let changed = Upload { pieces: &pieces, size: 13, crc32: 7 };
         assert!(matches!(
             explain_digest_mismatch("k", &changed, &error),
             TargetError::Checksum { expected: 7, .. }
@@ -380,14 +338,7 @@ mod tests {
         let mut written = 0;
         let mut out = Vec::new();
         let mut reader: &[u8] = b"hello";
-        copy_counted(
-            &mut reader,
-            &mut out,
-            &mut written,
-            |_| unreachable!(),
-            |_| unreachable!(),
-        )
-        .unwrap();
+        copy_counted(&mut reader, &mut out, &mut written, |_| unreachable!(), |_| unreachable!()).unwrap();
         assert_eq!((written, out.as_slice()), (5, &b"hello"[..]));
 
         struct Full;

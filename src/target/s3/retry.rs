@@ -27,9 +27,7 @@ impl RetryPolicy {
     /// `[d/2, d]` by `random`.
     pub fn delay(&self, retry: u32, random: u64) -> Duration {
         let doubled = self.min_delay.saturating_mul(1u32 << retry.min(20));
-        let ceiling = doubled
-            .min(self.max_delay)
-            .max(self.min_delay.min(self.max_delay));
+        let ceiling = doubled.min(self.max_delay).max(self.min_delay.min(self.max_delay));
         let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
         let half = ceiling_nanos / 2;
         let jitter = if half == 0 { 0 } else { random % (half + 1) };
@@ -97,10 +95,7 @@ mod tests {
             for random in [0, 1, 12_345, u64::MAX] {
                 let delay = p.delay(retry as u32, random);
                 assert!(delay <= ceiling, "retry {retry}: {delay:?} > {ceiling:?}");
-                assert!(
-                    delay >= ceiling / 2,
-                    "retry {retry}: {delay:?} < half of {ceiling:?}"
-                );
+                assert!(delay >= ceiling / 2, "retry {retry}: {delay:?} < half of {ceiling:?}");
             }
         }
         assert_eq!(p.delay(1000, 7), p.delay(1000, 7));
@@ -109,21 +104,13 @@ mod tests {
 
     #[test]
     fn zero_delays_are_fine() {
-        let p = RetryPolicy {
-            attempts: 3,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-        };
+        let p = RetryPolicy { attempts: 3, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
         assert_eq!(p.delay(0, 99), Duration::ZERO);
     }
 
     #[test]
     fn retries_transient_errors_a_bounded_number_of_times() {
-        let p = RetryPolicy {
-            attempts: 3,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-        };
+        let p = RetryPolicy { attempts: 3, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
         let calls = Cell::new(0);
         let result: Result<(), String> = p.run(
             &|| "op".into(),
@@ -139,23 +126,14 @@ mod tests {
 
     #[test]
     fn stops_at_the_first_permanent_error_or_success() {
-        let p = RetryPolicy {
-            attempts: 5,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-        };
+        let p = RetryPolicy { attempts: 5, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
         let calls = Cell::new(0);
         let result: Result<(), String> = p.run(
             &|| "op".into(),
             |e| e == "transient",
             || {
                 calls.set(calls.get() + 1);
-                Err(if calls.get() < 2 {
-                    "transient"
-                } else {
-                    "fatal"
-                }
-                .to_string())
+                Err(if calls.get() < 2 { "transient" } else { "fatal" }.to_string())
             },
         );
         assert_eq!(result, Err("fatal".to_string()));
@@ -167,11 +145,7 @@ mod tests {
             |_| true,
             || {
                 calls.set(calls.get() + 1);
-                if calls.get() < 3 {
-                    Err("transient".to_string())
-                } else {
-                    Ok(7)
-                }
+                if calls.get() < 3 { Err("transient".to_string()) } else { Ok(7) }
             },
         );
         assert_eq!(result, Ok(7));

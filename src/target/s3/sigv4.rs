@@ -21,8 +21,7 @@ use super::credentials::Credentials;
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// SHA-256 of the empty string, the payload hash of requests without a body.
-pub const EMPTY_PAYLOAD_SHA256: &str =
-    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub const EMPTY_PAYLOAD_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const SERVICE: &str = "s3";
@@ -52,11 +51,7 @@ impl AmzTime {
     pub fn from_unix_seconds(seconds: u64) -> AmzTime {
         let (year, month, day) = civil_from_days(seconds / 86_400);
         let second_of_day = seconds % 86_400;
-        let (hour, minute, second) = (
-            second_of_day / 3600,
-            second_of_day / 60 % 60,
-            second_of_day % 60,
-        );
+        let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
         let date = format!("{year:04}{month:02}{day:02}");
         let datetime = format!("{date}T{hour:02}{minute:02}{second:02}Z");
         AmzTime { date, datetime }
@@ -69,16 +64,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }
@@ -104,16 +94,10 @@ pub fn uri_encode(input: &str, encode_slash: bool) -> String {
 /// encoded name then value, joined by `&` (`name=` for empty values). The
 /// same string is sent on the wire, so what is signed is what is sent.
 pub fn canonical_query(params: &[(String, String)]) -> String {
-    let mut encoded: Vec<(String, String)> = params
-        .iter()
-        .map(|(name, value)| (uri_encode(name, true), uri_encode(value, true)))
-        .collect();
+    let mut encoded: Vec<(String, String)> =
+        params.iter().map(|(name, value)| (uri_encode(name, true), uri_encode(value, true))).collect();
     encoded.sort();
-    encoded
-        .iter()
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    encoded.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("&")
 }
 
 /// Canonical headers block (`name:value\n` per header, lower-case names,
@@ -125,15 +109,8 @@ pub fn canonical_headers(headers: &[(String, String)]) -> (String, String) {
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), collapse_spaces(value)))
         .collect();
     normalized.sort();
-    let block = normalized
-        .iter()
-        .map(|(name, value)| format!("{name}:{value}\n"))
-        .collect::<String>();
-    let signed = normalized
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect::<Vec<_>>()
-        .join(";");
+    let block = normalized.iter().map(|(name, value)| format!("{name}:{value}\n")).collect::<String>();
+    let signed = normalized.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(";");
     (block, signed)
 }
 
@@ -178,11 +155,7 @@ pub fn credential_scope(date: &str, region: &str) -> String {
 
 /// The string to sign for a canonical request.
 pub fn string_to_sign(time: &AmzTime, scope: &str, canonical_request: &str) -> String {
-    format!(
-        "{ALGORITHM}\n{}\n{scope}\n{}",
-        time.datetime,
-        sha256_hex(canonical_request.as_bytes())
-    )
+    format!("{ALGORITHM}\n{}\n{scope}\n{}", time.datetime, sha256_hex(canonical_request.as_bytes()))
 }
 
 /// The signing key: HMAC chain of the secret over date, region, service.
@@ -228,12 +201,7 @@ pub fn authorize(
     let scope = credential_scope(&time.date, region);
     let to_sign = string_to_sign(time, &scope, &canonical);
     let key = signing_key(&credentials.secret_access_key, &time.date, region);
-    authorization_header(
-        &credentials.access_key_id,
-        &scope,
-        &signed_headers,
-        &signature(&key, &to_sign),
-    )
+    authorization_header(&credentials.access_key_id, &scope, &signed_headers, &signature(&key, &to_sign))
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -267,10 +235,7 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
     }
 
     fn signature_of(authorization: &str) -> &str {
@@ -313,12 +278,7 @@ mod tests {
             "AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n\
              7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972"
         );
-        let authorization = authorize(
-            &request,
-            &example_credentials(),
-            "us-east-1",
-            &example_time(),
-        );
+        let authorization = authorize(&request, &example_credentials(), "us-east-1", &example_time());
         assert_eq!(
             authorization,
             format!(
@@ -332,10 +292,7 @@ mod tests {
     #[test]
     fn put_object_example_encodes_the_dollar_sign() {
         let payload_hash = sha256_hex(b"Welcome to Amazon S3.");
-        assert_eq!(
-            payload_hash,
-            "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"
-        );
+        assert_eq!(payload_hash, "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
         let uri = format!("/{}", uri_encode("test$file.text", false));
         assert_eq!(uri, "/test%24file.text");
         let headers = headers(&[
@@ -352,15 +309,11 @@ mod tests {
             headers: &headers,
             payload_hash: &payload_hash,
         };
-        let authorization = authorize(
-            &request,
-            &example_credentials(),
-            "us-east-1",
-            &example_time(),
+        let authorization = authorize(&request, &example_credentials(), "us-east-1", &example_time());
+        assert!(
+            authorization
+                .contains("SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,")
         );
-        assert!(authorization.contains(
-            "SignedHeaders=date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class,"
-        ));
         assert_eq!(
             signature_of(&authorization),
             "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd"
@@ -383,12 +336,7 @@ mod tests {
             headers: &headers,
             payload_hash: EMPTY_PAYLOAD_SHA256,
         };
-        let authorization = authorize(
-            &request,
-            &example_credentials(),
-            "us-east-1",
-            &example_time(),
-        );
+        let authorization = authorize(&request, &example_credentials(), "us-east-1", &example_time());
         assert_eq!(
             signature_of(&authorization),
             "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"
@@ -397,10 +345,7 @@ mod tests {
 
     #[test]
     fn list_objects_example_sorts_the_query() {
-        let query = vec![
-            ("prefix".to_string(), "J".to_string()),
-            ("max-keys".to_string(), "2".to_string()),
-        ];
+        let query = vec![("prefix".to_string(), "J".to_string()), ("max-keys".to_string(), "2".to_string())];
         assert_eq!(canonical_query(&query), "max-keys=2&prefix=J");
         let headers = headers(&[
             ("Host", HOST),
@@ -414,12 +359,7 @@ mod tests {
             headers: &headers,
             payload_hash: EMPTY_PAYLOAD_SHA256,
         };
-        let authorization = authorize(
-            &request,
-            &example_credentials(),
-            "us-east-1",
-            &example_time(),
-        );
+        let authorization = authorize(&request, &example_credentials(), "us-east-1", &example_time());
         assert_eq!(
             signature_of(&authorization),
             "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
@@ -437,10 +377,8 @@ mod tests {
 
     #[test]
     fn headers_are_lowercased_trimmed_and_sorted() {
-        let (block, signed) = canonical_headers(&headers(&[
-            ("X-Amz-Meta-B", "  two   words "),
-            ("Host", "h"),
-        ]));
+        let (block, signed) =
+            canonical_headers(&headers(&[("X-Amz-Meta-B", "  two   words "), ("Host", "h")]));
         assert_eq!(block, "host:h\nx-amz-meta-b:two words\n");
         assert_eq!(signed, "host;x-amz-meta-b");
     }
@@ -449,15 +387,9 @@ mod tests {
     fn dates_are_formatted_in_utc() {
         assert_eq!(AmzTime::from_unix_seconds(0).datetime, "19700101T000000Z");
         // 2000-02-29 (leap day) 23:59:59
-        assert_eq!(
-            AmzTime::from_unix_seconds(951_868_799).datetime,
-            "20000229T235959Z"
-        );
+        assert_eq!(AmzTime::from_unix_seconds(951_868_799).datetime, "20000229T235959Z");
         // 2024-12-31 12:34:56
-        assert_eq!(
-            AmzTime::from_unix_seconds(1_735_648_496).datetime,
-            "20241231T123456Z"
-        );
+        assert_eq!(AmzTime::from_unix_seconds(1_735_648_496).datetime, "20241231T123456Z");
         // 2100-03-01 (2100 is not a leap year)
         assert_eq!(AmzTime::from_unix_seconds(4_107_542_400).date, "21000301");
     }

@@ -41,12 +41,7 @@ fn next_markup(xml: &str, from: usize) -> Option<Markup<'_>> {
     let rest = xml.get(start..)?;
     let other = |terminator: &str, skip: usize| {
         let end = start + skip + rest.get(skip..)?.find(terminator)? + terminator.len();
-        Some(Markup {
-            kind: MarkupKind::Other,
-            name: "",
-            start,
-            end,
-        })
+        Some(Markup { kind: MarkupKind::Other, name: "", start, end })
     };
     if rest.starts_with("<!--") {
         return other("-->", 4);
@@ -60,16 +55,10 @@ fn next_markup(xml: &str, from: usize) -> Option<Markup<'_>> {
     if rest.starts_with("<!") {
         return other(">", 2);
     }
-    let (kind, name_start) = if rest.starts_with("</") {
-        (MarkupKind::End, start + 2)
-    } else {
-        (MarkupKind::Start, start + 1)
-    };
+    let (kind, name_start) =
+        if rest.starts_with("</") { (MarkupKind::End, start + 2) } else { (MarkupKind::Start, start + 1) };
     let name_end = name_start
-        + bytes
-            .get(name_start..)?
-            .iter()
-            .position(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')?;
+        + bytes.get(name_start..)?.iter().position(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')?;
     let close = tag_close(bytes, name_end)?;
     let kind = if kind == MarkupKind::Start && close > 0 && bytes.get(close - 1) == Some(&b'/') {
         MarkupKind::SelfClosing
@@ -78,12 +67,7 @@ fn next_markup(xml: &str, from: usize) -> Option<Markup<'_>> {
     };
     let qualified = xml.get(name_start..name_end)?;
     let name = qualified.rsplit(':').next().unwrap_or(qualified);
-    Some(Markup {
-        kind,
-        name,
-        start,
-        end: close + 1,
-    })
+    Some(Markup { kind, name, start, end: close + 1 })
 }
 
 /// Index of the `>` closing a tag whose name ends at `from`, skipping quoted
@@ -416,18 +400,14 @@ mod tests {
   <NextContinuationToken>tok/en+=</NextContinuationToken>
 </ListBucketResult>"#;
         let page = parse_list_objects(xml).unwrap();
-        assert_eq!(
-            page.objects,
-            vec![("p/a&b".to_string(), 12), ("p/é中".to_string(), 0)]
-        );
+        assert_eq!(page.objects, vec![("p/a&b".to_string(), 12), ("p/é中".to_string(), 0)]);
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en+="));
     }
 
     #[test]
     fn an_empty_listing_is_not_truncated() {
-        let xml =
-            "<ListBucketResult><Name>b</Name><IsTruncated>false</IsTruncated></ListBucketResult>";
+        let xml = "<ListBucketResult><Name>b</Name><IsTruncated>false</IsTruncated></ListBucketResult>";
         let page = parse_list_objects(xml).unwrap();
         assert!(page.objects.is_empty());
         assert!(!page.is_truncated);
@@ -436,15 +416,13 @@ mod tests {
 
     #[test]
     fn a_listing_entry_without_size_is_an_error() {
-        let xml =
-            "<ListBucketResult><Contents><Key>k</Key><Size>x</Size></Contents></ListBucketResult>";
+        let xml = "<ListBucketResult><Contents><Key>k</Key><Size>x</Size></Contents></ListBucketResult>";
         assert!(parse_list_objects(xml).is_err());
     }
 
     #[test]
     fn namespace_prefixes_and_attributes_are_ignored() {
-        let xml =
-            r#"<s3:Result xmlns:s3="x"><s3:UploadId a=">" b='/>'>ID-1</s3:UploadId></s3:Result>"#;
+        let xml = r#"<s3:Result xmlns:s3="x"><s3:UploadId a=">" b='/>'>ID-1</s3:UploadId></s3:Result>"#;
         assert_eq!(parse_upload_id(xml).as_deref(), Some("ID-1"));
     }
 
@@ -455,10 +433,7 @@ mod tests {
 <ChecksumCRC32>AAAAAA==-3</ChecksumCRC32><ChecksumType>COMPOSITE</ChecksumType>
 </CompleteMultipartUploadResult>"#;
         let result = parse_complete_multipart(xml);
-        assert_eq!(
-            result.etag.as_deref(),
-            Some("\"3858f62230ac3c915f300c664312c11f-9\"")
-        );
+        assert_eq!(result.etag.as_deref(), Some("\"3858f62230ac3c915f300c664312c11f-9\""));
         assert_eq!(result.checksum_crc32.as_deref(), Some("AAAAAA==-3"));
         assert_eq!(result.checksum_type.as_deref(), Some("COMPOSITE"));
     }
@@ -476,10 +451,7 @@ mod tests {
         let page = parse_list_uploads(xml);
         assert_eq!(page.uploads.len(), 2);
         assert_eq!(page.uploads[0].key, "s/k1");
-        assert_eq!(
-            page.uploads[0].initiated.as_deref(),
-            Some("2024-01-01T00:00:00Z")
-        );
+        assert_eq!(page.uploads[0].initiated.as_deref(), Some("2024-01-01T00:00:00Z"));
         assert_eq!(page.uploads[1].upload_id, "u2");
         assert!(page.is_truncated);
         assert_eq!(page.next_key_marker.as_deref(), Some("s/k2"));
@@ -514,20 +486,14 @@ mod tests {
         assert_eq!(error.code.as_deref(), Some("AuthorizationHeaderMalformed"));
         assert_eq!(error.region.as_deref(), Some("eu-west-1"));
         assert_eq!(error.request_id.as_deref(), Some("R1"));
-        assert_eq!(
-            parse_error("<DeleteResult><Error><Code>X</Code></Error></DeleteResult>"),
-            None
-        );
+        assert_eq!(parse_error("<DeleteResult><Error><Code>X</Code></Error></DeleteResult>"), None);
     }
 
     #[test]
     fn decodes_entities_and_keeps_malformed_ones() {
         assert_eq!(decode_entities("a&amp;b&lt;&gt;&quot;&apos;"), "a&b<>\"'");
         assert_eq!(decode_entities("&#65;&#x42;&#X43;"), "ABC");
-        assert_eq!(
-            decode_entities("&bogus; & &#xZZ; &#1114112; &amp"),
-            "&bogus; & &#xZZ; &#1114112; &amp"
-        );
+        assert_eq!(decode_entities("&bogus; & &#xZZ; &#1114112; &amp"), "&bogus; & &#xZZ; &#1114112; &amp");
         assert_eq!(decode_entities("&#xD800;"), "&#xD800;");
         assert_eq!(decode_text("  <![CDATA[a<b&amp;]]>&amp;c "), "a<b&amp;&c");
     }
