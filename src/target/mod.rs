@@ -138,11 +138,6 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// How long connecting (DNS, TCP, TLS) may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long a request may wait for a response, or a transfer stall.
-const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Build the configured target. For S3 this loads the credentials (file,
 /// environment or `$CREDENTIALS_DIRECTORY`) but sends no request.
 pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
@@ -162,8 +157,8 @@ pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>
                 ca_file: global.ca_file.clone(),
                 part_size: global.part_size,
                 parallel_uploads: global.parallel_uploads,
-                connect_timeout: CONNECT_TIMEOUT,
-                io_timeout: IO_TIMEOUT,
+                connect_timeout: global.connect_timeout,
+                io_timeout: global.io_timeout,
                 retry_min: global.backoff_min,
                 retry_max: global.backoff_max,
             };
