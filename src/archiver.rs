@@ -7,15 +7,18 @@
 //! which parks the stream loudly until an operator intervenes. Each error is
 //! logged once when it first appears and once when it clears.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::config::{Config, StreamConfig};
+use crate::config::{Config, Global, StreamConfig};
 use crate::error::Error;
+use crate::metrics;
 use crate::retry::Backoff;
-use crate::status::StreamStatus;
+use crate::status::{StreamStatus, unix_now};
 use crate::stream::{PassReport, Stream};
 use crate::target::{self, Target};
 
@@ -27,12 +30,35 @@ const PASS_BACKOFF_FACTOR: u32 = 60;
 pub struct Archiver {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    metrics: MetricsOutputs,
 }
 
 struct Shared {
     stop: AtomicBool,
     slots: Vec<Arc<Slot>>,
+    /// When a stream thread last went round its loop (seconds since epoch).
+    heartbeat: AtomicU64,
 }
+
+impl Shared {
+    fn statuses(&self) -> Vec<StreamStatus> {
+        self.slots.iter().map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+    }
+
+    fn metrics_page(&self) -> String {
+        metrics::render(&self.statuses(), self.heartbeat.load(Ordering::SeqCst))
+    }
+}
+
+/// Threads serving `metrics_listen` and writing `metrics_file`.
+#[derive(Default)]
+struct MetricsOutputs {
+    listener: Option<(SocketAddr, JoinHandle<()>)>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// How often `metrics_file` is rewritten.
+const METRICS_FILE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// What a stream's thread shares with the outside.
 struct Slot {
@@ -77,7 +103,9 @@ impl Archiver {
                 })
             })
             .collect();
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), slots });
+        let shared =
+            Arc::new(Shared { stop: AtomicBool::new(false), slots, heartbeat: AtomicU64::new(unix_now()) });
+        let metrics = start_metrics(&config.global, &shared)?;
         let mut threads = Vec::new();
         for (stream_config, slot) in config.streams.iter().zip(&shared.slots) {
             let job = StreamJob {
@@ -97,7 +125,7 @@ impl Archiver {
                 .map_err(|e| Error::local("start a thread for stream", &stream_config.name, e))?;
             threads.push(handle);
         }
-        Ok(Archiver { shared, threads })
+        Ok(Archiver { shared, threads, metrics })
     }
 
     /// Wake `stream` now (the application just sealed a segment). Returns
@@ -109,7 +137,12 @@ impl Archiver {
 
     /// Every stream's current status.
     pub fn status(&self) -> Vec<StreamStatus> {
-        self.shared.slots.iter().map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        self.shared.statuses()
+    }
+
+    /// The metrics page, as served on `metrics_listen`.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics_page()
     }
 
     /// Stop every stream after its current batch and wait for the threads.
@@ -121,6 +154,67 @@ impl Archiver {
         for handle in self.threads {
             let _ = handle.join();
         }
+        if let Some((address, handle)) = self.metrics.listener {
+            let _ = std::net::TcpStream::connect(address); // wake its accept()
+            let _ = handle.join();
+        }
+        if let Some(handle) = self.metrics.writer {
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Start the metrics listener and file writer that the config asks for.
+fn start_metrics(global: &Global, shared: &Arc<Shared>) -> Result<MetricsOutputs, Error> {
+    let mut outputs = MetricsOutputs::default();
+    if let Some(address) = &global.metrics_listen {
+        let listener = metrics::bind(address)
+            .map_err(|e| Error::local("listen for metrics (metrics_listen) on", address, e))?;
+        let local = listener.local_addr().map_err(|e| Error::local("listen for metrics on", address, e))?;
+        let shared = Arc::clone(shared);
+        let handle = thread::Builder::new()
+            .name("walship-metrics".into())
+            .spawn(move || {
+                for connection in listener.incoming() {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(connection) = connection {
+                        metrics::serve_one(connection, &shared.metrics_page());
+                    }
+                }
+            })
+            .map_err(|e| Error::local("start the metrics listener on", address, e))?;
+        outputs.listener = Some((local, handle));
+    }
+    if let Some(path) = global.metrics_file.clone() {
+        let shared = Arc::clone(shared);
+        let handle = thread::Builder::new()
+            .name("walship-metrics-file".into())
+            .spawn(move || write_metrics_file_until_stopped(&path, &shared))
+            .map_err(|e| Error::local("start the metrics file writer for", &global.state_dir, e))?;
+        outputs.writer = Some(handle);
+    }
+    Ok(outputs)
+}
+
+/// Rewrite `path` every [`METRICS_FILE_INTERVAL`] and once more at stop,
+/// warning once per change of error.
+fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
+    let mut last_error: Option<String> = None;
+    loop {
+        let result = metrics::write_file(path, &shared.metrics_page()).map_err(|e| e.to_string());
+        if result.as_ref().err() != last_error.as_ref() {
+            if let Err(e) = &result {
+                log::warn!("cannot write metrics_file {}: {e}", path.display());
+            }
+            last_error = result.err();
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        thread::park_timeout(METRICS_FILE_INTERVAL);
     }
 }
 
@@ -169,9 +263,11 @@ impl StreamJob {
                     }
                     let delay = self.backoff.failed();
                     self.set_error(slot, Some(message));
+                    slot.status.lock().unwrap_or_else(|p| p.into_inner()).retries += 1;
                     delay
                 }
             };
+            shared.heartbeat.store(unix_now(), Ordering::SeqCst);
             slot.wait(delay, shared);
         }
     }

@@ -29,6 +29,7 @@ pub mod durable;
 pub mod error;
 pub mod manifest;
 pub mod mapguard;
+pub mod metrics;
 pub mod plan;
 pub mod restore;
 pub mod retry;

@@ -2,11 +2,14 @@
 //! error, backoff. The daemon keeps one per stream in memory (read by the
 //! library's `Archiver::status`) and mirrors it to a small file in the state
 //! directory whenever it changes, so `walship status` in another process can
-//! show it. Rendering to text and JSON lives here too.
+//! show it (counters for metrics are kept in memory only). Rendering to
+//! text and JSON lives here too.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::metrics::Histogram;
 
 /// One stream's state, as of its last change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +29,15 @@ pub struct StreamStatus {
     pub last_error: Option<String>,
     /// Current delay before the next attempt, while failing.
     pub backoff_ms: Option<u64>,
+    /// Batch uploads that succeeded / failed since the process started.
+    pub uploads_ok: u64,
+    pub uploads_failed: u64,
+    /// Bytes of batches uploaded since the process started.
+    pub uploaded_bytes: u64,
+    /// Failed passes retried after a backoff.
+    pub retries: u64,
+    /// Batch upload durations.
+    pub upload_seconds: Histogram,
 }
 
 impl StreamStatus {

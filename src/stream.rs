@@ -15,7 +15,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::catalog;
 use crate::config::{OnArchived, StreamConfig};
@@ -174,7 +174,17 @@ impl Stream {
         if healed {
             log::info!("stream {name}: {key} is already in the archive; recording it without re-sending");
         } else {
-            self.target.put(&key, &upload).map_err(|e| match e {
+            let started = Instant::now();
+            let stored = self.target.put(&key, &upload);
+            self.update_status(|s| match &stored {
+                Ok(()) => {
+                    s.uploads_ok += 1;
+                    s.uploaded_bytes += size;
+                    s.upload_seconds.observe(started.elapsed());
+                }
+                Err(_) => s.uploads_failed += 1,
+            });
+            stored.map_err(|e| match e {
                 TargetError::Checksum { expected, actual, .. } => Error::SegmentChanged {
                     stream: name.clone(),
                     name: format!("in positions {first}..{last}"),

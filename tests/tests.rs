@@ -11,6 +11,8 @@ mod cli;
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
 mod crash;
+/// The daemon: metrics listener and textfile, gaps, SIGTERM.
+mod daemon;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
 /// The embedding API: start, wake, status, stop.

@@ -1,0 +1,206 @@
+//! Metrics in the Prometheus text format: rendering (a pure function of the
+//! streams' status), a tiny HTTP listener for `metrics_listen`, and a
+//! textfile for node_exporter's collector (`metrics_file`).
+//!
+//! Every series carries `stream="NAME"` except the process-wide heartbeat.
+//! The listener answers any request with the metrics and closes the
+//! connection; it is not a general HTTP server.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::status::StreamStatus;
+
+/// Upper bounds (seconds) of the upload-duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A cumulative histogram of upload durations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`DURATION_BUCKETS`].
+    pub buckets: [u64; DURATION_BUCKETS.len()],
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_micros += duration.as_micros() as u64;
+    }
+}
+
+/// The metrics page for `streams`, with the process heartbeat (seconds since
+/// the epoch).
+pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
+    let mut out = String::new();
+    let gauge = |out: &mut String,
+                 name: &str,
+                 help: &str,
+                 kind: &str,
+                 value: &dyn Fn(&StreamStatus) -> Option<u64>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in streams {
+            if let Some(v) = value(s) {
+                let _ = writeln!(out, "{name}{{stream=\"{}\"}} {v}", label(&s.stream));
+            }
+        }
+    };
+    gauge(&mut out, "walship_archived_position", "Last archived position.", "gauge", &|s| {
+        s.archived_position
+    });
+    gauge(
+        &mut out,
+        "walship_committed_position",
+        "Highest position sealed with all before it.",
+        "gauge",
+        &|s| s.committed_position,
+    );
+    gauge(&mut out, "walship_lag_segments", "Sealed segments not yet archived.", "gauge", &|s| {
+        Some(s.lag_segments())
+    });
+    gauge(&mut out, "walship_uploaded_bytes_total", "Bytes of batches uploaded.", "counter", &|s| {
+        Some(s.uploaded_bytes)
+    });
+    gauge(
+        &mut out,
+        "walship_gaps_total",
+        "Gaps recorded: segments lost before archiving.",
+        "counter",
+        &|s| Some(s.gaps_recorded),
+    );
+    gauge(&mut out, "walship_retries_total", "Failed passes retried after a backoff.", "counter", &|s| {
+        Some(s.retries)
+    });
+    gauge(
+        &mut out,
+        "walship_last_success_timestamp_seconds",
+        "When the stream last succeeded.",
+        "gauge",
+        &|s| s.last_success,
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP walship_uploads_total Batch uploads by result.\n# TYPE walship_uploads_total counter"
+    );
+    for s in streams {
+        let name = label(&s.stream);
+        let _ = writeln!(out, "walship_uploads_total{{stream=\"{name}\",result=\"ok\"}} {}", s.uploads_ok);
+        let _ =
+            writeln!(out, "walship_uploads_total{{stream=\"{name}\",result=\"error\"}} {}", s.uploads_failed);
+    }
+    render_histogram(&mut out, streams);
+    let _ = writeln!(
+        out,
+        "# HELP walship_heartbeat_timestamp_seconds When the daemon last showed it is alive.\n\
+         # TYPE walship_heartbeat_timestamp_seconds gauge\nwalship_heartbeat_timestamp_seconds {heartbeat}"
+    );
+    out
+}
+
+fn render_histogram(out: &mut String, streams: &[StreamStatus]) {
+    let name = "walship_upload_duration_seconds";
+    let _ = writeln!(out, "# HELP {name} Time to upload one batch.\n# TYPE {name} histogram");
+    for s in streams {
+        let stream = label(&s.stream);
+        let h = &s.upload_seconds;
+        for (count, bound) in h.buckets.iter().zip(DURATION_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{stream=\"{stream}\",le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{stream=\"{stream}\",le=\"+Inf\"}} {}", h.count);
+        let _ = writeln!(out, "{name}_sum{{stream=\"{stream}\"}} {}", h.sum_micros as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{stream=\"{stream}\"}} {}", h.count);
+    }
+}
+
+/// A label value, escaped as the text format requires.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Write the page to `path` atomically (node_exporter never sees half).
+pub fn write_file(path: &Path, page: &str) -> std::io::Result<()> {
+    crate::durable::write_file(path, page.as_bytes())
+}
+
+/// Answer one connection on the metrics listener with `page`.
+pub fn serve_one(mut connection: TcpStream, page: &str) {
+    let _ = connection.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = connection.set_write_timeout(Some(Duration::from_secs(2)));
+    // Read (and ignore) the request head; a client that sends nothing still
+    // gets the page after the timeout.
+    let mut head = [0u8; 2048];
+    let _ = connection.read(&mut head);
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{page}",
+        page.len()
+    );
+    let _ = connection.write_all(response.as_bytes());
+}
+
+/// Bind the metrics listener.
+pub fn bind(address: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series_with_stream_labels() {
+        let mut s = StreamStatus {
+            stream: "sensors".into(),
+            archived_position: Some(99),
+            committed_position: Some(104),
+            gaps_recorded: 2,
+            uploads_ok: 10,
+            uploads_failed: 1,
+            uploaded_bytes: 4096,
+            retries: 3,
+            last_success: Some(1_700_000_000),
+            ..Default::default()
+        };
+        s.upload_seconds.observe(Duration::from_millis(30));
+        s.upload_seconds.observe(Duration::from_secs(3));
+        let page = render(&[s], 1_700_000_005);
+        for line in [
+            "walship_archived_position{stream=\"sensors\"} 99",
+            "walship_committed_position{stream=\"sensors\"} 104",
+            "walship_lag_segments{stream=\"sensors\"} 5",
+            "walship_uploads_total{stream=\"sensors\",result=\"ok\"} 10",
+            "walship_uploads_total{stream=\"sensors\",result=\"error\"} 1",
+            "walship_uploaded_bytes_total{stream=\"sensors\"} 4096",
+            "walship_gaps_total{stream=\"sensors\"} 2",
+            "walship_retries_total{stream=\"sensors\"} 3",
+            "walship_last_success_timestamp_seconds{stream=\"sensors\"} 1700000000",
+            "walship_upload_duration_seconds_bucket{stream=\"sensors\",le=\"0.05\"} 1",
+            "walship_upload_duration_seconds_bucket{stream=\"sensors\",le=\"5\"} 2",
+            "walship_upload_duration_seconds_bucket{stream=\"sensors\",le=\"+Inf\"} 2",
+            "walship_upload_duration_seconds_count{stream=\"sensors\"} 2",
+            "walship_upload_duration_seconds_sum{stream=\"sensors\"} 3.03",
+            "walship_heartbeat_timestamp_seconds 1700000005",
+        ] {
+            assert!(page.lines().any(|l| l == line), "missing {line:?} in:\n{page}");
+        }
+    }
+
+    #[test]
+    fn unknown_positions_are_left_out_and_labels_escaped() {
+        let s = StreamStatus { stream: "a\"b".into(), ..Default::default() };
+        let page = render(&[s], 0);
+        assert!(!page.contains("walship_archived_position{"), "{page}");
+        assert!(page.contains("walship_gaps_total{stream=\"a\\\"b\"} 0"), "{page}");
+    }
+}
