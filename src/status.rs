@@ -170,6 +170,7 @@ mod tests {
             last_success: Some(1_700_000_000),
             last_error: Some("stream sensors: boom = bad".into()),
             backoff_ms: Some(250),
+            ..Default::default()
         };
         assert_eq!(StreamStatus::from_file_text(&s.to_file_text()), s);
         assert_eq!(s.lag_segments(), 21);
