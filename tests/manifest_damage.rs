@@ -44,3 +44,76 @@ fn corrupted_middle_record_is_an_error_naming_file_and_line() {
         assert!(stderr(&out).contains(&expected), "{args:?} should name {expected}: {}", stderr(&out));
     }
 }
+
+/// A line with a valid CRC32 (so it is not mere damage) and `body`.
+fn line_with_crc(body: &str) -> String {
+    format!("{:08x} {body}\n", crc32fast::hash(body.as_bytes()))
+}
+
+/// Hostile records that checksum correctly are still refused, each with an
+/// error naming the file, the line and what is wrong; nothing is written.
+#[test]
+fn hostile_journal_records_are_refused_with_clear_errors() {
+    let cases = [
+        (
+            "traversal key",
+            "batch first=21 last=21 size=1 crc32=e8b7be43 key=../../etc/passwd seg=21,x,0,1,e8b7be43",
+            "key",
+        ),
+        ("overlapping range", "gap first=18 last=30 reason=x", "overlap"),
+        (
+            "absurd size",
+            "batch first=21 last=21 size=99999999999999999 crc32=e8b7be43 key=s/batches/0000000000000015-0000000000000015 seg=21,x,0,99999999999999999,e8b7be43",
+            "size",
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let setup = archived_setup("hostile");
+        let mut text = fs::read_to_string(setup.journal()).unwrap();
+        text.push_str(&line_with_crc(body));
+        // Another good-looking line after it, so it is not a torn tail.
+        text.push_str(&line_with_crc("gap first=40 last=41 reason=x"));
+        fs::write(setup.journal(), &text).unwrap();
+        let out = setup.walship(&["run", "--once"]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        let err = stderr(&out);
+        let location = format!("{}:6", setup.journal().display());
+        assert!(err.contains(&location), "{what}: should name {location}: {err}");
+        assert!(err.to_lowercase().contains(expected), "{what}: should mention {expected}: {err}");
+        assert_eq!(fs::read_to_string(setup.journal()).unwrap(), text, "{what}: the journal was changed");
+    }
+}
+
+#[test]
+fn unknown_manifest_version_is_refused() {
+    let setup = archived_setup("version");
+    let text = fs::read_to_string(setup.journal()).unwrap().replacen(
+        "walship-manifest v1",
+        "walship-manifest v9",
+        1,
+    );
+    fs::write(setup.journal(), &text).unwrap();
+    let out = setup.walship(&["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("v9") && stderr(&out).to_lowercase().contains("upgrade"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A record object on the target whose content does not match its key is
+/// refused (the archive alone is trusted only when it is consistent).
+#[test]
+fn hostile_remote_record_is_refused() {
+    let setup = archived_setup("hostile-remote");
+    let records = setup.record_objects();
+    let forged = setup.archive.join(format!("s/manifest/{:016x}-{:016x}.gap", 30, 31));
+    fs::copy(&records[0], &forged).unwrap(); // holds the record of 1..5
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(forged.file_name().unwrap().to_str().unwrap()), "{err}");
+    assert!(err.contains("does not match its key"), "{err}");
+}
