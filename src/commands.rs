@@ -26,6 +26,9 @@ use crate::target::{self, Target};
 pub fn execute(invocation: Invocation) -> Result<(), Error> {
     let config = config::load(&invocation.config_path)?;
     init_logging(config.global.log_level);
+    if matches!(invocation.command, Command::Run { .. }) {
+        warn_unbuilt_features(&config);
+    }
     match invocation.command {
         Command::Run { once: true } => run_once(&config),
         Command::Run { once: false } => run_daemon(&config),
@@ -38,6 +41,17 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
         Command::Check => check(&config),
+    }
+}
+
+/// Say plainly which configured settings this version does not act on.
+fn warn_unbuilt_features(config: &Config) {
+    for stream in config.streams.iter().filter(|s| s.snapshot_interval > 0) {
+        log::warn!(
+            "stream {}: snapshot_interval is set, but this walship does not take snapshots yet; \
+             segments are archived, no snapshot is taken",
+            stream.name
+        );
     }
 }
 
