@@ -243,7 +243,7 @@ fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus,
     let journal =
         journal::read_all(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
     status.archived_position = journal.records.last().map(Record::last);
-    match source::scan(&stream.dir, &stream.naming) {
+    match source::scan(&stream.dir, &stream.naming, |_| true) {
         Ok(segments) => {
             let sealed = source::sealed_count(&segments, stream.seal, stream.seal_idle, SystemTime::now());
             let committed = sealed.checked_sub(1).map(|i| segments[i].position);
@@ -326,7 +326,7 @@ fn check(config: &Config) -> Result<(), Error> {
         check_writable(&config.global.state_dir),
     );
     for stream in &config.streams {
-        let scanned = source::scan(&stream.dir, &stream.naming).map_err(|e| e.to_string());
+        let scanned = source::scan(&stream.dir, &stream.naming, |_| true).map_err(|e| e.to_string());
         report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()));
     }
     if io::stdout().is_terminal() && failed > 0 {

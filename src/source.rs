@@ -110,15 +110,17 @@ impl std::fmt::Display for ScanError {
 
 impl std::error::Error for ScanError {}
 
-/// List the segments in `dir`, sorted by position. Subdirectories,
+/// List the segments in `dir` whose position is `wanted`, sorted by
+/// position. Only wanted files are stat'ed, so a directory keeping thousands
+/// of archived segments costs one directory read per poll. Subdirectories,
 /// non-UTF-8 names and names that are not segments are skipped.
-pub fn scan(dir: &Path, naming: &Naming) -> Result<Vec<Segment>, ScanError> {
+pub fn scan(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -> Result<Vec<Segment>, ScanError> {
     let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        let Some(position) = naming.position(&name) else { continue };
+        let Some(position) = naming.position(&name).filter(|&p| wanted(p)) else { continue };
         // A file can vanish between listing and stat (spool consumers, races
         // with rotation): it is simply not present.
         let Ok(meta) = entry.metadata() else { continue };

@@ -11,11 +11,12 @@
 //! Scheduling (threads, waking, backoff) is `archiver`'s business, not this
 //! module's.
 
+use std::cell::RefCell;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::catalog;
 use crate::config::{OnArchived, StreamConfig};
@@ -27,6 +28,10 @@ use crate::plan::{self, BatchPolicy, SegmentFact, Step};
 use crate::source::{self, Segment, SegmentMap};
 use crate::status::{StreamStatus, unix_now};
 use crate::target::{Target, TargetError, Upload, keys};
+
+/// How often an otherwise unchanged status file is refreshed with a new
+/// `last_success`.
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
@@ -49,6 +54,8 @@ pub struct Stream {
     state_dir: PathBuf,
     journal: Journal,
     status: Arc<Mutex<StreamStatus>>,
+    /// What the status file last got, and when.
+    saved_status: RefCell<Option<(String, Instant)>>,
     _lock: File,
 }
 
@@ -75,7 +82,15 @@ impl Stream {
         if aborted > 0 {
             log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier run");
         }
-        let stream = Stream { config, target, state_dir, journal, status, _lock: lock };
+        let stream = Stream {
+            config,
+            target,
+            state_dir,
+            journal,
+            status,
+            saved_status: RefCell::new(None),
+            _lock: lock,
+        };
         stream.update_status(|s| s.archived_position = stream.archived());
         stream.write_position()?;
         Ok(stream)
@@ -96,7 +111,12 @@ impl Stream {
     pub fn pass(&mut self, flush: bool, should_stop: &dyn Fn() -> bool) -> Result<PassReport, Error> {
         let mut report = PassReport::default();
         loop {
-            let segments = source::scan(&self.config.dir, &self.config.naming)
+            // Archived segments matter only when they are still to be
+            // deleted or marked.
+            let archived = self.archived();
+            let keep = self.config.on_archived == OnArchived::Keep;
+            let wanted = |p: u64| !keep || archived.is_none_or(|a| p > a);
+            let segments = source::scan(&self.config.dir, &self.config.naming, wanted)
                 .map_err(|source| Error::Scan { stream: self.name().into(), source })?;
             self.acknowledge(&segments)?;
             let facts = self.facts(&segments);
@@ -344,15 +364,27 @@ impl Stream {
         durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
     }
 
+    /// Change the shared status, and mirror it to the status file when what
+    /// `walship status` shows has changed (a new `last_success` alone at most
+    /// every [`STATUS_REFRESH`], so an idle stream does not write every poll).
     fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let before = status.clone();
         change(&mut status);
-        if *status != before {
-            let path = self.state_dir.join("status");
-            if let Err(e) = status.save(&path) {
-                log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display());
+        let shown = StreamStatus { last_success: None, ..status.clone() }.to_file_text();
+        let mut saved = self.saved_status.borrow_mut();
+        let due = match &*saved {
+            Some((text, at)) => {
+                *text != shown || (at.elapsed() >= STATUS_REFRESH && status.last_success.is_some())
             }
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        let path = self.state_dir.join("status");
+        match status.save(&path) {
+            Ok(()) => *saved = Some((shown, Instant::now())),
+            Err(e) => log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display()),
         }
     }
 }

@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -61,12 +60,7 @@ enum KillPoint {
 
 /// Start the daemon, kill it with SIGKILL at `point`, reap it.
 fn run_and_kill(setup: &Setup, point: KillPoint) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_walship"))
-        .args(["run", "-c", setup.config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&setup.config, false);
     let count = |dir: &str| fs::read_dir(setup.archive.join(dir)).map_or(0, |d| d.count());
     match point {
         KillPoint::Random(ms) => std::thread::sleep(Duration::from_millis(ms)),
@@ -79,8 +73,7 @@ fn run_and_kill(setup: &Setup, point: KillPoint) {
             }
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    daemon.kill();
 }
 
 /// SIGKILL the daemon 45 times while segments keep arriving — at random
@@ -193,18 +186,13 @@ fn conflicting_object_stops_the_stream_loudly() {
 fn second_process_on_the_same_stream_is_refused() {
     let setup = Setup::new("locked", 5, "seal = spool");
     setup.write_segments(1..=3, 100);
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
-        .args(["run", "-c", setup.config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&setup.config, false);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !setup.state.join("s/archived_position").exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = setup.walship(&["run", "--once"]);
-    send_signal(&daemon, libc::SIGTERM);
-    let status = daemon.wait().unwrap();
+    let status = daemon.terminate().status;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("another walship process"), "{}", stderr(&out));
     assert!(status.success(), "SIGTERM should stop the daemon cleanly with exit 0: {status:?}");

@@ -1,7 +1,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -33,18 +32,19 @@ fn daemon_serves_metrics_counts_gaps_and_stops_on_sigterm() {
     );
     setup.write_segments(1..=5, 200);
     setup.write_segments(8..=10, 200); // 6 and 7 never arrive: a gap
-    let daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
-        .args(["run", "-c", setup.config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&setup.config, true);
     let position = setup.state.join("s/archived_position");
     let deadline = Instant::now() + Duration::from_secs(20);
     while fs::read_to_string(&position).unwrap_or_default() != "10\n" {
         assert!(Instant::now() < deadline, "daemon did not archive in time");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let page = scrape(port);
+    // The position file is published a moment before the metrics change.
+    let mut page = scrape(port);
+    while !page.contains("walship_archived_position{stream=\"s\"} 10\n") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        page = scrape(port);
+    }
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     for line in [
         "walship_archived_position{stream=\"s\"} 10",
@@ -55,8 +55,19 @@ fn daemon_serves_metrics_counts_gaps_and_stops_on_sigterm() {
     }
     assert!(page.contains("walship_heartbeat_timestamp_seconds "), "{page}");
 
-    send_signal(&daemon, libc::SIGTERM);
-    let output = daemon.wait_with_output().unwrap();
+    // Idle (poll_interval = 10ms): ~200 polls over two clock seconds must not
+    // rewrite the state files.
+    let status_file = setup.state.join("s/status");
+    let mtime = |p: &std::path::Path| fs::metadata(p).unwrap().modified().unwrap();
+    let before = (mtime(&status_file), mtime(&position), mtime(&setup.journal()));
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        (mtime(&status_file), mtime(&position), mtime(&setup.journal())),
+        before,
+        "idle polls wrote state"
+    );
+
+    let output = daemon.terminate();
     assert!(output.status.success(), "exit {:?}: {}", output.status, stderr(&output));
     let log = stderr(&output);
     assert_eq!(log.matches("positions 6..7 are missing").count(), 1, "one error line per gap:\n{log}");
@@ -71,17 +82,13 @@ fn metrics_port_in_use_is_reported() {
     let port = taken.local_addr().unwrap().port();
     let setup = Setup::new("metrics-taken", 5, "seal = spool");
     setup.write_config(5, "seal = spool", &format!("metrics_listen = 127.0.0.1:{port}"));
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
-        .args(["run", "-c", setup.config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon::start(&setup.config, true);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.try_wait().unwrap().is_none() {
+    while daemon.exited().is_none() {
         assert!(Instant::now() < deadline, "daemon should refuse to start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let output = daemon.wait_with_output().unwrap();
+    let output = daemon.wait();
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("metrics_listen"), "{}", stderr(&output));
 }

@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -118,11 +118,7 @@ fn daemon_archives_to_garage_and_restores_byte_for_byte() {
         fs::write(setup.src.join(segment_name(p)), bytes).unwrap();
     }
 
-    let daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
-        .args(["run", "-c", setup.config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&setup.config, true);
     let position = setup.state.join("s/archived_position");
     let deadline = Instant::now() + Duration::from_secs(120);
     while fs::read_to_string(&position).unwrap_or_default() != "20\n" {
@@ -130,8 +126,7 @@ fn daemon_archives_to_garage_and_restores_byte_for_byte() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGTERM: a clean stop with exit 0.
-    send_signal(&daemon, libc::SIGTERM);
-    let output = daemon.wait_with_output().unwrap();
+    let output = daemon.terminate();
     assert!(output.status.success(), "daemon exit {:?}: {}", output.status, stderr(&output));
 
     // --once ships the short final batch (21..25).
@@ -315,16 +310,10 @@ fn sigkill_during_multipart_uploads_loses_nothing_and_leaves_no_stale_uploads() 
     let mut seed = 99u64;
     let mut interrupted = 0;
     for _ in 0..10 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_walship"))
-            .args(["run", "-c", setup.config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let daemon = Daemon::start(&setup.config, false);
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(30 + (seed >> 33) % 250));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        daemon.kill();
         interrupted += unfinished_uploads(&env, &prefix);
     }
     assert!(interrupted > 0, "no kill landed inside a multipart upload; the test proved nothing");

@@ -207,3 +207,60 @@ pub fn send_signal(child: &std::process::Child, signal: i32) {
     let rc = unsafe { libc::kill(child.id() as i32, signal) };
     assert_eq!(rc, 0, "kill({}, {signal}) failed", child.id());
 }
+
+/// A `walship run` child process. Dropping it kills the process, so a test
+/// that fails half-way never leaves a daemon running.
+pub struct Daemon {
+    child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    /// Start `walship run -c CONFIG`; stderr is captured when `capture_log`
+    /// (keep such runs short: the pipe is read only at the end).
+    pub fn start(config: &Path, capture_log: bool) -> Daemon {
+        let stderr = if capture_log { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+        let child = Command::new(env!("CARGO_BIN_EXE_walship"))
+            .args(["run", "-c", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start walship run");
+        Daemon { child: Some(child) }
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("daemon still owned")
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait for the exit status and captured log.
+    pub fn terminate(mut self) -> Output {
+        send_signal(self.child(), libc::SIGTERM);
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+
+    /// The exit status, if it has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child().try_wait().unwrap()
+    }
+
+    /// Wait for it to exit by itself (it should, e.g. on a startup error).
+    pub fn wait(mut self) -> Output {
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
