@@ -3,9 +3,8 @@
 //! `log`). `main.rs` only turns the returned error into an exit code.
 
 use std::fmt::Write as _;
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::archiver::{self, Archiver};
@@ -13,7 +12,7 @@ use crate::catalog;
 use crate::cli::{Command, Invocation};
 use crate::config::{self, Config, StreamConfig};
 use crate::durable;
-use crate::error::Error;
+use crate::error::{EXIT_FAILURE, Error};
 use crate::manifest::{Record, journal};
 use crate::restore::{self, RestoreRequest};
 use crate::signals;
@@ -103,7 +102,7 @@ fn run_once(config: &Config) -> Result<(), Error> {
     }
     match failed {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "stream(s)".into() }),
+        count => Err(Error::Failed { count, what: "stream(s)".into(), exit_code: EXIT_FAILURE }),
     }
 }
 
@@ -278,7 +277,7 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     }
     match problems {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "archived object(s)".into() }),
+        count => Err(Error::Failed { count, what: "archived object(s)".into(), exit_code: EXIT_FAILURE }),
     }
 }
 
@@ -308,7 +307,7 @@ fn verify_batch(target: &dyn Target, batch: &crate::manifest::BatchRecord, deep:
 
 fn check(config: &Config) -> Result<(), Error> {
     println!("config {}: ok ({} streams)", config.path.display(), config.streams.len());
-    let mut failed = 0;
+    let (mut failed, mut exit_code) = (0, EXIT_FAILURE);
     let mut report = |what: String, result: Result<(), String>| match result {
         Ok(()) => println!("{what}: ok"),
         Err(e) => {
@@ -316,10 +315,12 @@ fn check(config: &Config) -> Result<(), Error> {
             failed += 1;
         }
     };
-    let target: Result<Arc<dyn Target>, Error> = target::open(&config.global);
-    match &target {
+    match target::open(&config.global) {
         Ok(t) => report(format!("target {}", t.describe()), t.check().map_err(|e| e.to_string())),
-        Err(e) => report(format!("target {}", target_name(config)), Err(e.to_string())),
+        Err(e) => {
+            exit_code = e.exit_code();
+            report(format!("target {}", target_name(config)), Err(e.to_string()));
+        }
     }
     report(
         format!("state_dir {}", config.global.state_dir.display()),
@@ -329,12 +330,9 @@ fn check(config: &Config) -> Result<(), Error> {
         let scanned = source::scan(&stream.dir, &stream.naming, |_| true).map_err(|e| e.to_string());
         report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()));
     }
-    if io::stdout().is_terminal() && failed > 0 {
-        println!("{failed} check(s) failed");
-    }
     match failed {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "check(s)".into() }),
+        count => Err(Error::Failed { count, what: "check(s)".into(), exit_code }),
     }
 }
 

@@ -50,9 +50,10 @@ pub enum Error {
     Locked { stream: String, path: PathBuf },
     /// Restore was asked to write where it must not.
     UnsafeRestore { path: PathBuf, detail: String },
-    /// Several streams failed (`run --once`, `check`, `verify`): each was
-    /// already reported; this carries the count.
-    Failed { count: usize, what: String },
+    /// Several things failed (`run --once`, `check`, `verify`): each was
+    /// already reported; this carries the count and the exit code of the
+    /// most severe (a configuration problem outranks an operational one).
+    Failed { count: usize, what: String, exit_code: i32 },
 }
 
 impl Error {
@@ -61,6 +62,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Credentials(_) => EXIT_USAGE,
             Error::NotInArchive { .. } => EXIT_NOT_FOUND,
+            Error::Failed { exit_code, .. } => *exit_code,
             _ => EXIT_FAILURE,
         }
     }
@@ -129,7 +131,7 @@ impl fmt::Display for Error {
             Error::UnsafeRestore { path, detail } => {
                 write!(f, "refusing to write {}: {detail}", path.display())
             }
-            Error::Failed { count, what } => write!(f, "{count} {what} failed (see above)"),
+            Error::Failed { count, what, .. } => write!(f, "{count} {what} failed (see above)"),
         }
     }
 }

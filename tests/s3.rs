@@ -336,3 +336,45 @@ fn unfinished_uploads(env: &S3Env, prefix: &str) -> usize {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     text.matches("<UploadId>").count()
 }
+
+/// Without `credentials_file`, credentials come from the environment, or
+/// from systemd's `$CREDENTIALS_DIRECTORY`; with none at all, the error says
+/// where to put them.
+#[test]
+fn credentials_from_environment_and_credentials_directory() {
+    let Some(env) = S3Env::get() else { return };
+    let mut setup = Setup::new("s3-cred-sources", 5, "seal = spool");
+    setup.target_lines = format!(
+        "target = s3://{}/{}\nendpoint = {}\nregion = {}\n",
+        env.bucket,
+        unique_prefix("cred-sources"),
+        env.endpoint,
+        env.region
+    );
+    setup.write_config(5, "seal = spool", "");
+    let config = setup.config.to_str().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_walship"));
+        cmd.args(["check", "-c", config])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        cmd.envs(vars.iter().copied());
+        cmd.output().unwrap()
+    };
+
+    let out = run(&[("AWS_ACCESS_KEY_ID", &env.key_id), ("AWS_SECRET_ACCESS_KEY", &env.secret)]);
+    assert_success(&out, &["check (environment)"]);
+
+    let dir = setup.dir.path.join("creds.d");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("aws_access_key_id"), &env.key_id).unwrap();
+    fs::write(dir.join("aws_secret_access_key"), &env.secret).unwrap();
+    let out = run(&[("CREDENTIALS_DIRECTORY", dir.to_str().unwrap())]);
+    assert_success(&out, &["check ($CREDENTIALS_DIRECTORY)"]);
+
+    let out = run(&[]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "missing credentials are a configuration error: {text}");
+    assert!(text.contains("credentials_file") && text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+}
