@@ -68,6 +68,11 @@ pub struct Global {
     pub parallel_uploads: usize,
     /// Default 1 s; more than 0.
     pub poll_interval: Duration,
+    /// s3 only. Default 10 s; DNS, TCP and TLS setup, each.
+    pub connect_timeout: Duration,
+    /// s3 only. Default 30 s; the longest wait for a response, and the
+    /// longest any send or receive may stall, so no request can hang.
+    pub io_timeout: Duration,
     /// Default 10 ms; more than 0.
     pub backoff_min: Duration,
     /// Default 5 s; >= backoff_min.
@@ -265,6 +270,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "part_size",
     "parallel_uploads",
     "poll_interval",
+    "connect_timeout",
+    "io_timeout",
     "backoff_min",
     "backoff_max",
     "metrics_listen",
@@ -635,6 +642,8 @@ fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         part_size: f.optional("part_size", |v| check_part_size(v, is_s3))?.unwrap_or(8 << 20),
         parallel_uploads: f.optional("parallel_uploads", |v| number_in(v, 1, 16))?.map_or(2, |n| n as usize),
         poll_interval: f.optional("poll_interval", positive_duration)?.unwrap_or(Duration::from_secs(1)),
+        connect_timeout: f.optional("connect_timeout", positive_duration)?.unwrap_or(Duration::from_secs(10)),
+        io_timeout: f.optional("io_timeout", positive_duration)?.unwrap_or(Duration::from_secs(30)),
         backoff_min,
         backoff_max,
         metrics_listen: f.optional("metrics_listen", parse_listen)?,

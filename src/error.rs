@@ -10,6 +10,7 @@ use crate::config::ConfigError;
 use crate::manifest::ManifestError;
 use crate::source::ScanError;
 use crate::target::TargetError;
+use crate::target::s3::credentials::CredentialsError;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -26,6 +27,8 @@ pub enum Error {
     Usage(String),
     /// Bad or unreadable configuration.
     Config(ConfigError),
+    /// No usable S3 credentials (missing, unreadable, or too open).
+    Credentials(CredentialsError),
     /// The stream's directory could not be scanned.
     Scan { stream: String, source: ScanError },
     /// The local or a remote manifest is damaged or hostile.
@@ -56,7 +59,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Config(_) => EXIT_USAGE,
+            Error::Usage(_) | Error::Config(_) | Error::Credentials(_) => EXIT_USAGE,
             Error::NotInArchive { .. } => EXIT_NOT_FOUND,
             _ => EXIT_FAILURE,
         }
@@ -78,8 +81,10 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(msg) => write!(f, "{msg}"),
             Error::Config(e) => write!(f, "{e}"),
+            Error::Credentials(e) => write!(f, "{e}"),
             Error::Scan { stream, source } => write!(f, "stream {stream}: {source}"),
             Error::Manifest(e) => write!(f, "{e}"),
+            Error::Target { stream, source } if stream.is_empty() => write!(f, "{source}"),
             Error::Target { stream, source } => write!(f, "stream {stream}: {source}"),
             Error::Local { what, path, source } => {
                 write!(f, "cannot {what} {}: {source}", path.display())?;

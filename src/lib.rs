@@ -28,6 +28,7 @@ pub mod config;
 pub mod durable;
 pub mod error;
 pub mod manifest;
+pub mod mapguard;
 pub mod plan;
 pub mod restore;
 pub mod retry;

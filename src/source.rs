@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use memmap2::Mmap;
 
 use crate::config::SealMode;
+use crate::mapguard::{self, Registration};
 
 /// How a stream's file names carry positions: `PREFIX{seq}SUFFIX` (decimal)
 /// or `PREFIX{hex}SUFFIX` (hexadecimal).
@@ -167,8 +168,11 @@ pub fn age(modified: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(modified).unwrap_or(Duration::ZERO)
 }
 
-/// A read-only view of a segment's bytes.
+/// A read-only view of a segment's bytes, guarded against truncation
+/// while mapped (see `mapguard`).
 pub struct SegmentMap {
+    // Declared before `map` so it is dropped (unregistered) first.
+    guard: Option<Registration>,
     map: Option<Mmap>,
 }
 
@@ -184,14 +188,23 @@ impl SegmentMap {
             )));
         }
         if len == 0 {
-            return Ok(SegmentMap { map: None });
+            return Ok(SegmentMap { guard: None, map: None });
         }
         // SAFETY: the map is read-only and only read while the segment is
         // sealed. A sealed segment is not written again by its producer; if
         // that promise is broken, the CRC computed before upload and the one
-        // the target verifies disagree, and the batch is refused.
+        // the target verifies disagree, and the batch is refused. If the file
+        // is truncated while mapped, the guard turns the SIGBUS into zeros
+        // plus a flag, and the size check after upload refuses the batch.
         let map = unsafe { Mmap::map(&file)? };
-        Ok(SegmentMap { map: Some(map) })
+        let guard = mapguard::register(map.as_ptr(), map.len());
+        Ok(SegmentMap { guard: Some(guard), map: Some(map) })
+    }
+
+    /// False once a read hit a page the file no longer has (truncated
+    /// while mapped): the bytes read are not the segment's.
+    pub fn intact(&self) -> bool {
+        !self.guard.as_ref().is_some_and(Registration::faulted)
     }
 
     /// The segment's bytes.

@@ -165,6 +165,7 @@ impl Stream {
             .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| self.segment_error(seg, e)))
             .collect::<Result<Vec<_>, _>>()?;
         let (entries, size, crc32) = checksum_segments(batch, &maps);
+        self.confirm_intact(batch, &maps)?;
         let key = keys::batch_key(&name, first, last);
         let pieces: Vec<&[u8]> = maps.iter().map(SegmentMap::bytes).collect();
         let upload = Upload { pieces: &pieces, size, crc32 };
@@ -182,8 +183,17 @@ impl Stream {
                 other => Error::target(&name, other),
             })?;
         }
+        let unchanged = self.confirm_intact(batch, &maps).and_then(|()| self.confirm_unchanged(batch));
         drop(maps);
-        self.confirm_unchanged(batch)?;
+        if let Err(changed) = unchanged {
+            if !healed {
+                // What was just stored is not the segment's final content and
+                // is recorded nowhere: take it back so the next pass can store
+                // the real bytes instead of meeting a false conflict.
+                let _ = self.target.delete(std::slice::from_ref(&key));
+            }
+            return Err(changed);
+        }
 
         let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
         self.commit(record)?;
@@ -221,6 +231,18 @@ impl Stream {
                 existing.size
             ),
         })
+    }
+
+    /// Make sure no read of `maps` hit a page its file no longer has.
+    fn confirm_intact(&self, batch: &[&Segment], maps: &[SegmentMap]) -> Result<(), Error> {
+        match batch.iter().zip(maps).find(|(_, map)| !map.intact()) {
+            Some((seg, _)) => Err(Error::SegmentChanged {
+                stream: self.name().into(),
+                name: seg.name.clone(),
+                detail: "truncated while it was being read".into(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// After upload, make sure no segment grew or shrank meanwhile (bytes
@@ -270,6 +292,7 @@ impl Stream {
         self.journal.append(std::slice::from_ref(&record))?;
         self.write_position()?;
         self.update_status(|s| {
+            s.last_success = Some(unix_now());
             s.archived_position = Some(record.last());
             s.committed_position = s.committed_position.max(Some(record.last()));
         });

@@ -3,17 +3,48 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use walship::target::fs::FileTarget;
+use walship::target::s3::{Credentials, S3Settings, S3Target};
 use walship::target::{Target, TargetError, Upload};
 
+use crate::s3::{S3Env, unique_prefix};
 use crate::util::TestDir;
 
-/// Every target under test, each with a fresh, empty root.
+/// Every target under test, each with a fresh, empty root: a directory for
+/// the file target, a unique prefix in the test bucket for S3.
 pub fn targets(name: &str) -> Vec<(String, Arc<dyn Target>, TestDir)> {
     let dir = TestDir::new(name);
     let file: Arc<dyn Target> = Arc::new(FileTarget::new(dir.path.clone()));
-    vec![("file".into(), file, dir)]
+    let mut all = vec![("file".to_string(), file, dir)];
+    if let Some(env) = S3Env::get() {
+        let settings = S3Settings {
+            endpoint: env.endpoint.clone(),
+            region: env.region.clone(),
+            bucket: env.bucket.clone(),
+            prefix: unique_prefix(name),
+            credentials: Credentials {
+                access_key_id: env.key_id.clone(),
+                secret_access_key: env.secret.clone(),
+                session_token: None,
+            },
+            ca_file: None,
+            part_size: S3_PART_SIZE,
+            parallel_uploads: 2,
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(200),
+        };
+        let s3: Arc<dyn Target> = Arc::new(S3Target::new(settings).unwrap());
+        all.push(("s3".to_string(), s3, TestDir::new(name)));
+    }
+    all
 }
+
+/// Part size for S3 conformance: the minimum, so multipart paths run.
+const S3_PART_SIZE: u64 = 5 << 20;
 
 fn upload<'a>(pieces: &'a [&'a [u8]]) -> Upload<'a> {
     let mut hasher = crc32fast::Hasher::new();
@@ -104,11 +135,17 @@ fn check_succeeds_on_a_usable_target() {
 #[test]
 fn bigger_objects_round_trip_with_many_pieces() {
     for (name, target, _dir) in targets("conf-big") {
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        // Over two S3 parts of 5 MiB: the multipart path, pieces straddling parts.
+        let data: Vec<u8> = (0..12_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
         let pieces: Vec<&[u8]> = data.chunks(700_001).collect();
         target.put("s/batches/big", &upload(&pieces)).unwrap();
         assert!(get(target.as_ref(), "s/batches/big", None).unwrap() == data, "{name}");
-        let range = get(target.as_ref(), "s/batches/big", Some((1_234_567, 1_000_000))).unwrap();
-        assert!(range == data[1_234_567..2_234_567], "{name}");
+        let range = get(target.as_ref(), "s/batches/big", Some((5_234_567, 1_000_000))).unwrap();
+        assert!(range == data[5_234_567..6_234_567], "{name}");
+        let info = target.head("s/batches/big").unwrap().unwrap();
+        assert_eq!(info.size, data.len() as u64, "{name}");
+        if let Some(crc) = info.crc32 {
+            assert_eq!(crc, crc32fast::hash(&data), "{name}: whole-object CRC32 after multipart");
+        }
     }
 }

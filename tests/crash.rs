@@ -48,28 +48,61 @@ fn object_identities(archive: &Path) -> BTreeMap<String, (u64, i64, i64)> {
     out
 }
 
-/// SIGKILL the daemon at many points while segments keep arriving; after a
-/// final pass nothing is lost, nothing duplicated, in manifest or archive.
+/// Where in the daemon's life a kill lands.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    /// After a random delay: anywhere, mid-upload included.
+    Random(u64),
+    /// As soon as a new batch object is in place: before its records.
+    NewBatchObject,
+    /// As soon as a new remote record is in place: before the journal append.
+    NewRecordObject,
+}
+
+/// Start the daemon, kill it with SIGKILL at `point`, reap it.
+fn run_and_kill(setup: &Setup, point: KillPoint) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(["run", "-c", setup.config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let count = |dir: &str| fs::read_dir(setup.archive.join(dir)).map_or(0, |d| d.count());
+    match point {
+        KillPoint::Random(ms) => std::thread::sleep(Duration::from_millis(ms)),
+        KillPoint::NewBatchObject | KillPoint::NewRecordObject => {
+            let dir = if matches!(point, KillPoint::NewBatchObject) { "s/batches" } else { "s/manifest" };
+            let before = count(dir);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while count(dir) == before && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+/// SIGKILL the daemon 45 times while segments keep arriving — at random
+/// moments and right inside the commit sequence; after a final pass nothing
+/// is lost and nothing duplicated, in the manifest or in the archive.
 #[test]
 fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     let setup = Setup::new("sigkill", 4, "seal = spool");
-    let total = 400;
+    let (total, rounds) = (450u64, 45u64);
     let mut written = 0;
     let mut seed = 12345u64;
-    for round in 0..12 {
-        let upto = (round + 1) * total / 12;
+    for round in 0..rounds {
+        let upto = (round + 1) * total / rounds;
         setup.write_segments(written + 1..=upto, 64 * 1024);
         written = upto;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_walship"))
-            .args(["run", "-c", setup.config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        std::thread::sleep(Duration::from_millis(5 + (seed >> 33) % 120));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        let point = match round % 3 {
+            0 => KillPoint::Random(2 + (seed >> 33) % 60),
+            1 => KillPoint::NewBatchObject,
+            _ => KillPoint::NewRecordObject,
+        };
+        run_and_kill(&setup, point);
     }
     setup.ok(&["run", "--once"]);
 

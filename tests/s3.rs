@@ -72,7 +72,8 @@ impl S3Env {
     /// A signed request with curl, an S3 client independent of walship.
     pub fn curl(&self, method: &str, path_and_query: &str, headers: &[&str]) -> Output {
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "-i", "-X", method, "--aws-sigv4"])
+        // Garage requires x-amz-content-sha256, which curl 7.88 does not add.
+        cmd.args(["-sS", "-i", "-X", method, "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--aws-sigv4"])
             .arg(format!("aws:amz:{}:s3", self.region))
             .arg("--user")
             .arg(format!("{}:{}", self.key_id, self.secret));
@@ -88,7 +89,7 @@ impl S3Env {
 }
 
 /// A unique key prefix per test run, so runs never see each other's objects.
-fn unique_prefix(name: &str) -> String {
+pub fn unique_prefix(name: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("tests/{name}-{}-{nanos}", std::process::id())
 }
@@ -117,7 +118,7 @@ fn daemon_archives_to_garage_and_restores_byte_for_byte() {
         fs::write(setup.src.join(segment_name(p)), bytes).unwrap();
     }
 
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
+    let daemon = Command::new(env!("CARGO_BIN_EXE_walship"))
         .args(["run", "-c", setup.config.to_str().unwrap()])
         .stderr(Stdio::piped())
         .spawn()

@@ -11,6 +11,8 @@ mod cli;
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
 mod crash;
+/// Segments changing during upload; a full disk under the state directory.
+mod faults;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
 /// The embedding API: start, wake, status, stop.

@@ -10,6 +10,7 @@
 
 pub mod fs;
 pub mod keys;
+pub mod s3;
 
 use std::fmt;
 use std::io::Write;
@@ -123,7 +124,7 @@ impl fmt::Display for TargetError {
         match self {
             TargetError::NotFound { key } => write!(f, "object {key} not found in the archive"),
             TargetError::Transient { op, key, detail } => {
-                write!(f, "{op} {key}: {detail} (temporary; will retry)")
+                write!(f, "{op} {key}: {detail} (a temporary failure)")
             }
             TargetError::Fatal { op, key, detail, fix } => {
                 write!(f, "{op} {key}: {detail}; {fix}")
@@ -137,12 +138,32 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// Build the configured target.
+/// Build the configured target. For S3 this loads the credentials (file,
+/// environment or `$CREDENTIALS_DIRECTORY`) but sends no request.
 pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
+    use crate::config::TargetUrl;
+    use crate::error::Error;
     match &global.target {
-        crate::config::TargetUrl::File(root) => Ok(std::sync::Arc::new(fs::FileTarget::new(root.clone()))),
-        crate::config::TargetUrl::S3 { .. } => {
-            Err(crate::error::Error::Usage("s3:// targets are not built into this walship yet".into()))
+        TargetUrl::File(root) => Ok(std::sync::Arc::new(fs::FileTarget::new(root.clone()))),
+        TargetUrl::S3 { bucket, prefix } => {
+            let credentials =
+                s3::credentials::load(global.credentials_file.as_deref()).map_err(Error::Credentials)?;
+            let settings = s3::S3Settings {
+                endpoint: global.endpoint.clone().unwrap_or_default(),
+                region: global.region.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                credentials,
+                ca_file: global.ca_file.clone(),
+                part_size: global.part_size,
+                parallel_uploads: global.parallel_uploads,
+                connect_timeout: global.connect_timeout,
+                io_timeout: global.io_timeout,
+                retry_min: global.backoff_min,
+                retry_max: global.backoff_max,
+            };
+            let target = s3::S3Target::new(settings).map_err(|e| Error::target("", e))?;
+            Ok(std::sync::Arc::new(target))
         }
     }
 }

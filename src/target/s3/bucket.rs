@@ -1,0 +1,208 @@
+//! Bucket-level operations: ListObjectsV2 with pagination, DeleteObjects in
+//! batches, aborting stale multipart uploads, and the reachability check.
+//!
+//! Keys cross this module's boundary relative to the target prefix; the
+//! prefix is added to every request and stripped from every answer (keys
+//! outside it are ignored).
+
+use std::collections::HashSet;
+
+use crate::target::{ObjectInfo, TargetError, Upload};
+
+use super::S3Target;
+use super::checksum;
+use super::client::{Payload, S3Request};
+use super::error::{self, ServerError};
+use super::multipart;
+use super::xml;
+
+/// DeleteObjects accepts at most this many keys per request.
+pub const DELETE_BATCH: usize = 1000;
+
+/// Every object under `prefix` (target-relative) sorting after `start_after`.
+pub fn list(
+    target: &S3Target,
+    prefix: &str,
+    start_after: Option<&str>,
+) -> Result<Vec<ObjectInfo>, TargetError> {
+    let full_prefix = target.full_key(prefix);
+    let display = display_prefix(target, prefix);
+    let full_start_after = start_after.map(|key| target.full_key(key));
+    let mut objects = Vec::new();
+    let mut token: Option<String> = None;
+    let mut seen_tokens = HashSet::new();
+    loop {
+        let mut request = S3Request::new("list", display, "GET").query("list-type", "2");
+        if !full_prefix.is_empty() {
+            request = request.query("prefix", full_prefix.clone());
+        }
+        if let Some(after) = &full_start_after {
+            request = request.query("start-after", after.clone());
+        }
+        if let Some(token) = &token {
+            request = request.query("continuation-token", token.clone());
+        }
+        let reply = target.client.call_checked(&request)?;
+        let page = xml::parse_list_objects(&reply.text()).map_err(|detail| {
+            error::transient(&target.client.context(&request), format!("unreadable listing: {detail}"))
+        })?;
+        objects.extend(page.objects.into_iter().filter_map(|(key, size)| {
+            let key = target.relative_key(&key)?.to_string();
+            Some(ObjectInfo { key, size, crc32: None })
+        }));
+        if !page.is_truncated {
+            return Ok(objects);
+        }
+        token = match page.next_continuation_token {
+            Some(next) if seen_tokens.insert(next.clone()) => Some(next),
+            _ => {
+                return Err(error::transient(
+                    &target.client.context(&request),
+                    "the listing is truncated but gives no new continuation token".into(),
+                ));
+            }
+        };
+    }
+}
+
+/// Delete `keys` (target-relative), [`DELETE_BATCH`] per request; keys that
+/// do not exist are not an error.
+pub fn delete(target: &S3Target, keys: &[String]) -> Result<(), TargetError> {
+    for batch in keys.chunks(DELETE_BATCH) {
+        delete_batch(target, batch)?;
+    }
+    Ok(())
+}
+
+fn delete_batch(target: &S3Target, keys: &[String]) -> Result<(), TargetError> {
+    let document = delete_document(keys.iter().map(|key| target.full_key(key)));
+    let display = keys.first().map_or("", String::as_str);
+    // S3 requires Content-MD5 or a flexible checksum on DeleteObjects.
+    let request = S3Request::new("delete", display, "POST")
+        .query("delete", "")
+        .header("content-type", "application/xml")
+        .header("x-amz-sdk-checksum-algorithm", "CRC32")
+        .header("x-amz-checksum-crc32", checksum::crc32_header(crc32fast::hash(document.as_bytes())))
+        .payload(Payload::Signed(document.as_bytes()));
+    let reply = target.client.call_checked(&request)?;
+    let failure =
+        xml::parse_delete_failures(&reply.text()).into_iter().find(|failure| failure.code != "NoSuchKey");
+    match failure {
+        None => Ok(()),
+        Some(failure) => {
+            let key = target.relative_key(&failure.key).unwrap_or(&failure.key).to_string();
+            let error = ServerError {
+                status: 200,
+                code: failure.code,
+                message: failure.message,
+                expected_region: None,
+                request_id: None,
+                explained: true,
+            };
+            let request = S3Request::new("delete", &key, "POST");
+            Err(error.to_target_error(&target.client.context(&request)))
+        }
+    }
+}
+
+/// The DeleteObjects body for these bucket keys, in quiet mode (only
+/// failures are reported back).
+fn delete_document(full_keys: impl Iterator<Item = String>) -> String {
+    let mut document =
+        String::from("<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>");
+    for key in full_keys {
+        document.push_str(&format!("<Object><Key>{}</Key></Object>", xml::escape(&key)));
+    }
+    document.push_str("</Delete>");
+    document
+}
+
+/// Abort every unfinished multipart upload under `prefix` (target-relative).
+/// All of them belong to earlier runs: call this before uploading.
+pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, TargetError> {
+    let full_prefix = target.full_key(prefix);
+    let display = display_prefix(target, prefix);
+    let mut aborted = 0;
+    let mut markers: Option<(String, Option<String>)> = None;
+    loop {
+        let mut request = S3Request::new("list multipart uploads under", display, "GET").query("uploads", "");
+        if !full_prefix.is_empty() {
+            request = request.query("prefix", full_prefix.clone());
+        }
+        if let Some((key_marker, upload_marker)) = &markers {
+            request = request.query("key-marker", key_marker.clone());
+            if let Some(upload_marker) = upload_marker {
+                request = request.query("upload-id-marker", upload_marker.clone());
+            }
+        }
+        let page = xml::parse_list_uploads(&target.client.call_checked(&request)?.text());
+        for upload in &page.uploads {
+            let key = target.relative_key(&upload.key).unwrap_or(&upload.key);
+            multipart::abort(target, key, &upload.key, &upload.upload_id)?;
+            log::info!(
+                "aborted the unfinished multipart upload of {key} (started {})",
+                upload.initiated.as_deref().unwrap_or("at an unknown time")
+            );
+            aborted += 1;
+        }
+        let next = page.next_key_marker.map(|key| (key, page.next_upload_id_marker));
+        match next {
+            Some(next) if page.is_truncated && markers.as_ref() != Some(&next) => markers = Some(next),
+            _ => return Ok(aborted),
+        }
+    }
+}
+
+/// Prove bucket, region and credentials work, and that writing, checksums
+/// and deleting are allowed: list one key, then put and delete a small
+/// probe object at the prefix root. Unreachable endpoints are `Fatal` here.
+pub fn check(target: &S3Target) -> Result<(), TargetError> {
+    let check_request = S3Request::new("check", &target.location, "GET");
+    let ctx = target.client.context(&check_request);
+    let as_fatal = |error| error::unreachable_as_fatal(&ctx, error);
+    let full_prefix = target.full_key("");
+    let mut request =
+        S3Request::new("list", &target.location, "GET").query("list-type", "2").query("max-keys", "1");
+    if !full_prefix.is_empty() {
+        request = request.query("prefix", full_prefix);
+    }
+    target.client.call_checked(&request).map_err(as_fatal)?;
+    let probe_key = probe_key();
+    let content: &[u8] = b"walship check probe; safe to delete\n";
+    let pieces = [content];
+    let probe = Upload { pieces: &pieces, size: content.len() as u64, crc32: crc32fast::hash(content) };
+    super::object::put_single(target, &probe_key, &probe).map_err(as_fatal)?;
+    delete(target, &[probe_key]).map_err(as_fatal)
+}
+
+/// A prefix as messages show it: the target itself when empty.
+fn display_prefix<'a>(target: &'a S3Target, prefix: &'a str) -> &'a str {
+    if prefix.is_empty() { &target.location } else { prefix }
+}
+
+/// A probe key no stream can own (stream names do not start with a dot).
+fn probe_key() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!(".walship-check-{:x}-{nanos:x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_document_escapes_keys_and_is_quiet() {
+        let document = delete_document(["p/a&b".to_string(), "p/<c>".to_string()].into_iter());
+        assert_eq!(
+            document,
+            "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>\
+             <Object><Key>p/a&amp;b</Key></Object><Object><Key>p/&lt;c&gt;</Key></Object></Delete>"
+        );
+    }
+
+    #[test]
+    fn probe_keys_start_with_a_dot() {
+        assert!(probe_key().starts_with(".walship-check-"));
+    }
+}
