@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use walship::config::check_parse;
-use walship::manifest::format::check_round_trip;
+use walship::manifest::format::{self, check_record_round_trip, check_round_trip};
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
 const MIN_SEEDS: usize = 10;
@@ -49,50 +49,72 @@ fn manifest_seed_corpus_and_regressions_pass() {
 }
 
 #[test]
+fn manifest_record_seed_corpus_and_regressions_pass() {
+    replay(&["corpus/manifest_record"], MIN_SEEDS, check_record_round_trip);
+    replay(&["regressions/manifest_record"], 0, check_record_round_trip);
+}
+
+#[test]
 fn config_seed_corpus_and_regressions_pass() {
     replay(&["corpus/config"], MIN_SEEDS, check_parse);
     replay(&["regressions/config"], 0, check_parse);
+}
+
+/// Manifest seeds that must parse to records.
+const VALID_MANIFESTS: &[&str] =
+    &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
+/// Config seeds that must parse.
+const VALID_CONFIGS: &[&str] = &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"];
+/// Manifest seeds the SPEC requires a clear error for.
+const REFUSED_MANIFESTS: &[&str] = &[
+    "hostile-key-dotdot",
+    "hostile-key-absolute",
+    "hostile-seg-name-slash",
+    "overlapping-ranges",
+    "out-of-order",
+    "absurd-size",
+    "absurd-position",
+    "unknown-version",
+    "bad-crc-middle-line",
+];
+/// Config seeds that must be refused.
+const REFUSED_CONFIGS: &[&str] =
+    &["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"];
+
+fn seed(dir: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(dir).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn parse_manifest(name: &str) -> Result<format::Parsed, walship::manifest::ManifestError> {
+    format::parse(&seed("manifest", name), name, format::FUZZ_STREAM)
+}
+
+fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::ConfigError> {
+    let text = String::from_utf8(seed("config", name)).expect("UTF-8 seed");
+    walship::config::parse(Path::new(name), &text)
 }
 
 /// The seeds that must parse do: a broken generator or a format change
 /// would otherwise leave a corpus of inputs rejected at the first byte.
 #[test]
 fn valid_seeds_parse() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for name in ["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"] {
-        let data = std::fs::read(root.join("manifest").join(name)).expect("seed exists");
-        let parsed = walship::manifest::format::parse(&data, name, walship::manifest::format::FUZZ_STREAM)
-            .unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    for name in VALID_MANIFESTS {
+        let parsed = parse_manifest(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
         assert!(!parsed.records.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
     }
-    for name in ["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"] {
-        let text = std::fs::read_to_string(root.join("config").join(name)).expect("seed exists");
-        walship::config::parse(Path::new(name), &text).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    for name in VALID_CONFIGS {
+        parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
 }
 
-/// The hostile and damaged seeds are refused, not read: each is a case the
-/// SPEC requires a clear error for.
+/// The hostile and damaged seeds are refused, not read.
 #[test]
 fn hostile_seeds_are_refused() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for name in [
-        "hostile-key-dotdot",
-        "hostile-key-absolute",
-        "hostile-seg-name-slash",
-        "overlapping-ranges",
-        "out-of-order",
-        "absurd-size",
-        "absurd-position",
-        "unknown-version",
-        "bad-crc-middle-line",
-    ] {
-        let data = std::fs::read(root.join("manifest").join(name)).expect("seed exists");
-        let parsed = walship::manifest::format::parse(&data, name, walship::manifest::format::FUZZ_STREAM);
-        assert!(parsed.is_err(), "seed {name} parsed: {parsed:?}");
+    for name in REFUSED_MANIFESTS {
+        assert!(parse_manifest(name).is_err(), "seed {name} parsed");
     }
-    for name in ["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"] {
-        let text = std::fs::read_to_string(root.join("config").join(name)).expect("seed exists");
-        assert!(walship::config::parse(Path::new(name), &text).is_err(), "seed {name} parsed");
+    for name in REFUSED_CONFIGS {
+        assert!(parse_config(name).is_err(), "seed {name} parsed");
     }
 }
