@@ -1031,6 +1031,43 @@ fn unit_value(unit: &str, text: &str, units: &[(&str, u64)], listing: &str) -> R
     Err(format!("unknown unit {} in {}; {hint}units are {listing}", quote(unit), quote(text)))
 }
 
+/// For the fuzzer: whatever `data` is, parsing must not panic; an error
+/// must name the file; a config that parses must keep the rules (at least
+/// one stream, unique valid names, batch_size in 1..=100000, snapshots a
+/// multiple of batch_size with a command, backoff_min <= backoff_max).
+/// Panics otherwise.
+pub fn check_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("fuzz.conf");
+    let config = match parse(path, text) {
+        Ok(config) => config,
+        Err(error) => {
+            let message = error.to_string();
+            assert!(message.starts_with("fuzz.conf"), "error does not name the file: {message}");
+            return;
+        }
+    };
+    assert_eq!(config.path, path);
+    assert!(!config.streams.is_empty(), "a config without streams parsed");
+    let global = &config.global;
+    assert!(global.backoff_min <= global.backoff_max, "backoff_min > backoff_max: {global:?}");
+    assert!(global.part_size > 0 && (1..=16).contains(&global.parallel_uploads), "{global:?}");
+    for (index, stream) in config.streams.iter().enumerate() {
+        assert_eq!(check_stream_name(&stream.name), Ok(()), "invalid stream name parsed");
+        assert!(
+            config.streams[..index].iter().all(|earlier| earlier.name != stream.name),
+            "stream `{}` appears twice",
+            stream.name
+        );
+        assert!((1..=MAX_BATCH_SIZE).contains(&stream.batch_size), "{stream:?}");
+        assert_eq!(stream.snapshot_interval % stream.batch_size, 0, "{stream:?}");
+        assert!(stream.snapshot_interval == 0 || stream.snapshot_command.is_some(), "{stream:?}");
+        assert!(stream.seal_idle.is_none() || stream.seal == SealMode::Next, "{stream:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,8 @@ mod crash;
 mod daemon;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
+/// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
+mod fuzz_corpus;
 /// The embedding API: start, wake, status, stop.
 mod library;
 /// Torn and corrupted local manifests.

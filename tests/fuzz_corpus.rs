@@ -1,0 +1,120 @@
+//! Replays the committed fuzz inputs through the functions the fuzz targets
+//! call: the seed corpus (`fuzz/corpus/`) and every crash found so far
+//! (`fuzz/regressions/`). Every crash found also gets a named test here,
+//! holding the input and a sentence on the bug (fuzz/README.md says how);
+//! none has been found so far.
+
+use std::path::{Path, PathBuf};
+
+use walship::config::check_parse;
+use walship::manifest::format::{self, check_record_round_trip, check_round_trip};
+
+/// Fewest seed files a corpus directory may hold: an emptied corpus fails.
+const MIN_SEEDS: usize = 10;
+
+/// The files of `fuzz/<dir>`, sorted; none if the directory is absent.
+fn inputs(dir: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|entry| entry.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).path())
+        .filter(|path| path.is_file() && !is_hidden(path))
+        .collect();
+    files.sort();
+    files
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with('.'))
+}
+
+/// Run `check` on every input of `fuzz/<dir>`, which must hold at least
+/// `min`; names the file that panics.
+fn replay(dir: &str, min: usize, check: fn(&[u8])) {
+    let files = inputs(dir);
+    assert!(files.len() >= min, "fuzz/{dir} holds {} inputs, expected at least {min}", files.len());
+    for path in files {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        let result = std::panic::catch_unwind(|| check(&data));
+        assert!(result.is_ok(), "{} fails its check (see the panic above)", path.display());
+    }
+}
+
+#[test]
+fn manifest_seed_corpus_and_regressions_pass() {
+    replay("corpus/manifest", MIN_SEEDS, check_round_trip);
+    replay("regressions/manifest", 0, check_round_trip);
+}
+
+#[test]
+fn manifest_record_seed_corpus_and_regressions_pass() {
+    replay("corpus/manifest_record", MIN_SEEDS, check_record_round_trip);
+    replay("regressions/manifest_record", 0, check_record_round_trip);
+}
+
+#[test]
+fn config_seed_corpus_and_regressions_pass() {
+    replay("corpus/config", MIN_SEEDS, check_parse);
+    replay("regressions/config", 0, check_parse);
+}
+
+/// Manifest seeds that must parse to records.
+const VALID_MANIFESTS: &[&str] =
+    &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
+/// Config seeds that must parse.
+const VALID_CONFIGS: &[&str] = &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"];
+/// Manifest seeds the SPEC requires a clear error for.
+const REFUSED_MANIFESTS: &[&str] = &[
+    "hostile-key-dotdot",
+    "hostile-key-absolute",
+    "hostile-seg-name-slash",
+    "overlapping-ranges",
+    "out-of-order",
+    "absurd-size",
+    "absurd-position",
+    "unknown-version",
+    "bad-crc-middle-line",
+];
+/// Config seeds that must be refused.
+const REFUSED_CONFIGS: &[&str] =
+    &["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"];
+
+fn seed(dir: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(dir).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn parse_manifest(name: &str) -> Result<format::Parsed, walship::manifest::ManifestError> {
+    format::parse(&seed("manifest", name), name, format::FUZZ_STREAM)
+}
+
+fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::ConfigError> {
+    let text = String::from_utf8(seed("config", name)).expect("UTF-8 seed");
+    walship::config::parse(Path::new(name), &text)
+}
+
+/// The seeds that must parse do: a broken generator or a format change
+/// would otherwise leave a corpus of inputs rejected at the first byte.
+#[test]
+fn valid_seeds_parse() {
+    for name in VALID_MANIFESTS {
+        let parsed = parse_manifest(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+        assert!(!parsed.records.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
+    }
+    for name in VALID_CONFIGS {
+        parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
+    }
+}
+
+/// The hostile and damaged seeds are refused, not read.
+#[test]
+fn hostile_seeds_are_refused() {
+    for name in REFUSED_MANIFESTS {
+        assert!(parse_manifest(name).is_err(), "seed {name} parsed");
+    }
+    for name in REFUSED_CONFIGS {
+        assert!(parse_config(name).is_err(), "seed {name} parsed");
+    }
+}
