@@ -11,11 +11,15 @@ mod cli;
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
 mod crash;
+/// A fault-injecting HTTP proxy for the S3 tests: refuse, reset, stall, error, cut short.
+mod faultproxy;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
 /// The embedding API: start, wake, status, stop.
 mod library;
 /// Torn and corrupted local manifests.
 mod manifest_damage;
+/// The daemon against Garage through the fault proxy: archives everything, loses nothing.
+mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
