@@ -199,8 +199,8 @@ impl Rig {
         assert_same_files(&self.setup.src, &restored);
     }
 
-    /// Errors are logged once per change of state, not once per attempt:
-    /// never the same error line twice in a row.
+    /// Errors are logged once per change of state, not once per attempt
+    /// (never the same error line twice in a row), and say what happened.
     fn assert_log_discipline(&self) {
         let log = self.daemon_log();
         let errors: Vec<&str> = log
@@ -211,6 +211,11 @@ impl Rig {
         for pair in errors.windows(2) {
             assert_ne!(pair[0], pair[1], "the same error logged twice in a row\nlog:\n{log}");
         }
+        // Nothing here is ever missing: a "not found" is a misreported fault.
+        assert!(
+            !errors.iter().any(|e| e.contains("not found")),
+            "a fault reported as a missing object:\n{log}"
+        );
     }
 
     fn summary(&self, name: &str, started: Instant, stop: Duration) {
@@ -443,6 +448,25 @@ fn sigterm_while_faults_fire_then_resume_archives_everything() {
         rig.written
     );
     rig.summary("proxy-stop", started, second_stop);
+}
+
+/// Regression: a HEAD answered 5xx on every attempt was reported as "object
+/// not found in the archive": the GET meant to explain a body-less refusal
+/// found no object yet, and its 404 replaced the server error.
+#[test]
+fn head_failing_with_503_is_reported_as_the_server_error_not_as_missing() {
+    let Some(mut rig) = Rig::new("proxy-head-503") else { return };
+    rig.write_batch();
+    rig.proxy.push(Rule::burst(Fault::Status(503), Kind::Head, 5));
+    let out = rig.setup.walship(&["run", "--once"]);
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(rig.proxy.pending(), 0, "{:?}", rig.proxy.pending_rules());
+    assert!(text.contains("head s/batches/") && text.contains("ServiceUnavailable (HTTP 503)"), "{text}");
+    assert!(!text.contains("not found"), "{text}");
+    let out = rig.setup.ok(&["run", "--once"]);
+    assert!(out.contains("archived 1 batches"), "{out}");
+    rig.assert_archive_complete();
 }
 
 /// Reading the archive back through faulty GETs: a wiped state directory
