@@ -13,6 +13,8 @@ mod conformance;
 mod crash;
 /// The daemon: metrics listener and textfile, gaps, SIGTERM.
 mod daemon;
+/// A fault-injecting HTTP proxy for the S3 tests: refuse, reset, stall, error, cut short.
+mod faultproxy;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
@@ -21,5 +23,7 @@ mod fuzz_corpus;
 mod library;
 /// Torn and corrupted local manifests.
 mod manifest_damage;
+/// The daemon against Garage through the fault proxy: archives everything, loses nothing.
+mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;

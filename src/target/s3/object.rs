@@ -73,7 +73,10 @@ pub fn head(target: &S3Target, key: &str) -> Result<Option<ObjectInfo>, TargetEr
         Err(Failure::Server(error)) if error.status == 404 && error.code != "NoSuchBucket" => {
             return Ok(None);
         }
-        Err(Failure::Server(error)) if !error.explained => {
+        // A transient status (5xx, 429) needs no explaining and must stay
+        // transient: the explaining GET could only blur it (e.g. into a
+        // not-found for an object not stored yet).
+        Err(Failure::Server(error)) if !error.explained && !error.is_transient() => {
             return Err(explain_head_failure(target, key, &request, error));
         }
         Err(failure) => return Err(target.client.target_error(&request, failure)),
