@@ -11,7 +11,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::faultproxy::{Fault, FaultProxy, Kind, Rule};
@@ -77,15 +76,9 @@ impl Rig {
         text.trim().parse().ok()
     }
 
-    fn start_daemon(&self) -> Child {
+    fn start_daemon(&self) -> Daemon {
         let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_walship"))
-            .args(["run", "-c", self.setup.config.to_str().unwrap()])
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Daemon::start_with_stderr(&self.setup.config, log)
     }
 
     fn daemon_log(&self) -> String {
@@ -93,8 +86,8 @@ impl Rig {
     }
 
     /// Panic with the context when the daemon exited or `deadline` passed.
-    fn check_progress(&self, daemon: &mut Child, deadline: Instant, waiting_for: &str) {
-        if let Some(status) = daemon.try_wait().unwrap() {
+    fn check_progress(&self, daemon: &mut Daemon, deadline: Instant, waiting_for: &str) {
+        if let Some(status) = daemon.exited() {
             panic!("the daemon exited ({status}) while {waiting_for}\nlog:\n{}", self.daemon_log());
         }
         assert!(
@@ -110,7 +103,7 @@ impl Rig {
 
     /// Keep writing batches (one at a time, as the daemon catches up) until
     /// every queued fault has fired.
-    fn feed_until_faults_fired(&mut self, daemon: &mut Child, limit: Duration) {
+    fn feed_until_faults_fired(&mut self, daemon: &mut Daemon, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.proxy.pending() > 0 {
             self.check_progress(daemon, deadline, "waiting for the planned faults to fire");
@@ -121,7 +114,7 @@ impl Rig {
         }
     }
 
-    fn wait_archived(&self, daemon: &mut Child, limit: Duration) {
+    fn wait_archived(&self, daemon: &mut Daemon, limit: Duration) {
         let deadline = Instant::now() + limit;
         while self.archived() != Some(self.written) {
             self.check_progress(daemon, deadline, "waiting for everything to be archived");
@@ -131,16 +124,15 @@ impl Rig {
 
     /// SIGTERM: the daemon must exit 0 within a bounded time; returns how
     /// long it took.
-    fn stop(&self, mut daemon: Child) -> Duration {
+    fn stop(&self, mut daemon: Daemon) -> Duration {
         let started = Instant::now();
-        send_signal(&daemon, libc::SIGTERM);
+        daemon.signal(libc::SIGTERM);
         let limit = Duration::from_secs(30);
         let status = loop {
-            if let Some(status) = daemon.try_wait().unwrap() {
+            if let Some(status) = daemon.exited() {
                 break status;
             }
             if started.elapsed() > limit {
-                let _ = daemon.kill();
                 panic!("the daemon did not stop within {limit:?} of SIGTERM\nlog:\n{}", self.daemon_log());
             }
             std::thread::sleep(Duration::from_millis(20));

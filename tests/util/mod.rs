@@ -219,13 +219,24 @@ impl Daemon {
     /// (keep such runs short: the pipe is read only at the end).
     pub fn start(config: &Path, capture_log: bool) -> Daemon {
         let stderr = if capture_log { std::process::Stdio::piped() } else { std::process::Stdio::null() };
+        Daemon::start_with_stderr(config, stderr)
+    }
+
+    /// Start `walship run -c CONFIG` with its log going to `stderr`.
+    pub fn start_with_stderr(config: &Path, stderr: impl Into<std::process::Stdio>) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_walship"))
             .args(["run", "-c", config.to_str().unwrap()])
+            .env_remove("AWS_ACCESS_KEY_ID")
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("start walship run");
         Daemon { child: Some(child) }
+    }
+
+    /// Send `signal` (e.g. `libc::SIGTERM`) without waiting.
+    pub fn signal(&mut self, signal: i32) {
+        send_signal(self.child(), signal);
     }
 
     fn child(&mut self) -> &mut std::process::Child {
