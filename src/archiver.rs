@@ -29,6 +29,7 @@ const PASS_BACKOFF_FACTOR: u32 = 60;
 /// A running archiver. Dropping it without `stop` detaches the threads.
 pub struct Archiver {
     shared: Arc<Shared>,
+    target: Arc<dyn Target>,
     threads: Vec<JoinHandle<()>>,
     metrics: MetricsOutputs,
 }
@@ -125,7 +126,7 @@ impl Archiver {
                 .map_err(|e| Error::local("start a thread for stream", &stream_config.name, e))?;
             threads.push(handle);
         }
-        Ok(Archiver { shared, threads, metrics })
+        Ok(Archiver { shared, target, threads, metrics })
     }
 
     /// Wake `stream` now (the application just sealed a segment). Returns
@@ -145,9 +146,13 @@ impl Archiver {
         self.shared.metrics_page()
     }
 
-    /// Stop every stream after its current batch and wait for the threads.
+    /// Stop every stream and wait for the threads. The request in flight
+    /// finishes or times out; nothing is retried, a multipart upload stops
+    /// after its parts in flight and is aborted (or, if that fails, at the
+    /// next start). Nothing half-done is recorded.
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.target.shut_down();
         for slot in &self.shared.slots {
             slot.ring();
         }
@@ -237,12 +242,18 @@ impl StreamJob {
             let result = self.attempt(&mut stream, slot, &stopped);
             let delay = match result {
                 Ok(_) => {
-                    if last_error.take().is_some() {
+                    if last_error.take().is_some() && !stopped() {
                         log::info!("stream {name}: recovered; archiving again");
                     }
                     self.backoff.succeeded();
                     self.set_error(slot, None);
                     self.poll_interval
+                }
+                Err(error) if stopped() => {
+                    log::info!(
+                        "stream {name}: stopped in the middle of a batch ({error}); it resumes at the next start"
+                    );
+                    break;
                 }
                 Err(error) => {
                     let message = error.to_string();

@@ -506,3 +506,31 @@ fn reads_resume_through_cut_and_failed_responses() {
         rig.proxy.requests()
     );
 }
+
+/// SIGTERM while multipart parts stall: the part in flight times out
+/// (io_timeout = 1 s), nothing is retried, no new part starts, the upload
+/// is aborted, and the daemon exits 0 in about one timeout instead of
+/// working through every retry (5 s here, minutes at the defaults); nothing
+/// half-done is recorded, and a healed restart finishes.
+#[test]
+fn sigterm_during_stalls_stops_within_a_bounded_time() {
+    let Some(mut rig) = Rig::new("proxy-stall-stop") else { return };
+    rig.write_batch(); // a large, multipart batch
+    rig.proxy.push(Rule::every(Fault::Stall, Kind::PutPart, 1, 1_000_000));
+    let mut daemon = rig.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.proxy.injected().is_empty() {
+        rig.check_progress(&mut daemon, deadline, "waiting for a stalled request");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = rig.stop(daemon);
+    // The stalled parts in flight (1 s), then the abort.
+    assert!(took < Duration::from_secs(3), "SIGTERM took {took:?} with parts stalling");
+    assert_eq!(rig.archived(), None, "nothing can have been archived through stalls");
+
+    rig.proxy.heal();
+    let mut daemon = rig.start_daemon();
+    rig.wait_archived(&mut daemon, Duration::from_secs(60));
+    rig.stop(daemon);
+    rig.assert_archive_complete();
+}

@@ -94,6 +94,11 @@ pub trait Target: Send + Sync {
 
     /// Prove the target is reachable and writable enough to archive to.
     fn check(&self) -> Result<(), TargetError>;
+
+    /// The process is stopping: let the request in flight finish (each is
+    /// bounded by timeouts) but retry nothing and start no new part, so a
+    /// stop completes in bounded time. Irreversible.
+    fn shut_down(&self) {}
 }
 
 /// Why a target operation failed. `Display` is a message for an operator:

@@ -119,6 +119,7 @@ impl S3Target {
             attempts: REQUEST_ATTEMPTS,
             min_delay: settings.retry_min,
             max_delay: settings.retry_max,
+            stopping: Default::default(),
         };
         let prefix = settings.prefix.trim_matches('/').to_string();
         let location = if prefix.is_empty() {
@@ -130,8 +131,14 @@ impl S3Target {
             "{location} at {} (region {}, {})",
             endpoint.origin, settings.region, settings.credentials
         );
-        let client =
-            Client::new(agent, endpoint, settings.bucket, settings.region, settings.credentials, retry);
+        let client = Client::new(
+            agent,
+            endpoint,
+            settings.bucket,
+            settings.region,
+            settings.credentials,
+            retry.clone(),
+        );
         Ok(S3Target {
             client,
             prefix,
@@ -250,6 +257,10 @@ impl Target for S3Target {
 
     fn check(&self) -> Result<(), TargetError> {
         bucket::check(self)
+    }
+
+    fn shut_down(&self) {
+        self.retry.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

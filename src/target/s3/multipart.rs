@@ -134,7 +134,9 @@ fn upload_parts(
     let outcomes: Mutex<Vec<Option<Result<CompletedPart, TargetError>>>> =
         Mutex::new(parts.iter().map(|_| None).collect());
     let worker = || {
-        while !failed.load(Ordering::Relaxed) {
+        // A stop request lets the parts in flight finish but starts no new
+        // one; the upload is then aborted like any other failure.
+        while !failed.load(Ordering::Relaxed) && !session.target.retry.is_stopping() {
             let index = next.fetch_add(1, Ordering::Relaxed);
             let Some(span) = parts.get(index) else { break };
             let outcome = upload_part(session, body, span);

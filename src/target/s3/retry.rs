@@ -6,12 +6,14 @@
 //! longer scale). The delay is a pure function of the attempt number and a
 //! random value, so it is tested without sleeping.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
 /// Attempts within one request and the bounds of the delay between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RetryPolicy {
     /// Total tries, the first included (at least 1).
     pub attempts: u32,
@@ -19,9 +21,17 @@ pub struct RetryPolicy {
     pub min_delay: Duration,
     /// Upper bound of any delay.
     pub max_delay: Duration,
+    /// Set when the process is stopping: no new attempt is made, so a stop
+    /// waits for at most the request in flight.
+    pub stopping: Arc<AtomicBool>,
 }
 
 impl RetryPolicy {
+    /// Whether the process is stopping (see [`RetryPolicy::stopping`]).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Delay before retry number `retry` (0 for the first retry): `min_delay`
     /// doubled per retry, capped at `max_delay`, then jittered to a value in
     /// `[d/2, d]` by `random`.
@@ -52,7 +62,9 @@ impl RetryPolicy {
         loop {
             match attempt() {
                 Ok(value) => return Ok(value),
-                Err(error) if is_transient(&error) && retry + 1 < self.attempts.max(1) => {
+                Err(error)
+                    if is_transient(&error) && retry + 1 < self.attempts.max(1) && !self.is_stopping() =>
+                {
                     log::debug!("{}: {error}; retrying", describe());
                     self.pause(retry);
                     retry += 1;
@@ -83,6 +95,7 @@ mod tests {
             attempts: 5,
             min_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(100),
+            ..Default::default()
         }
     }
 
@@ -104,13 +117,23 @@ mod tests {
 
     #[test]
     fn zero_delays_are_fine() {
-        let p = RetryPolicy { attempts: 3, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
+        let p = RetryPolicy {
+            attempts: 3,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            ..Default::default()
+        };
         assert_eq!(p.delay(0, 99), Duration::ZERO);
     }
 
     #[test]
     fn retries_transient_errors_a_bounded_number_of_times() {
-        let p = RetryPolicy { attempts: 3, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
+        let p = RetryPolicy {
+            attempts: 3,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            ..Default::default()
+        };
         let calls = Cell::new(0);
         let result: Result<(), String> = p.run(
             &|| "op".into(),
@@ -126,7 +149,12 @@ mod tests {
 
     #[test]
     fn stops_at_the_first_permanent_error_or_success() {
-        let p = RetryPolicy { attempts: 5, min_delay: Duration::ZERO, max_delay: Duration::ZERO };
+        let p = RetryPolicy {
+            attempts: 5,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+            ..Default::default()
+        };
         let calls = Cell::new(0);
         let result: Result<(), String> = p.run(
             &|| "op".into(),
