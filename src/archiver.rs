@@ -239,7 +239,7 @@ impl StreamJob {
         let mut stream: Option<Stream> = None;
         let mut last_error: Option<String> = None;
         while !stopped() {
-            let result = self.attempt(&mut stream, slot, &stopped);
+            let result = self.attempt(&mut stream, last_error.is_some(), slot, &stopped);
             let delay = match result {
                 Ok(_) => {
                     if last_error.take().is_some() && !stopped() {
@@ -283,9 +283,12 @@ impl StreamJob {
         }
     }
 
+    /// Open the stream if needed (or, after a failure, clear uploads the
+    /// failed attempt left open), then run one pass.
     fn attempt(
         &self,
         stream: &mut Option<Stream>,
+        after_failure: bool,
         slot: &Slot,
         stopped: &dyn Fn() -> bool,
     ) -> Result<PassReport, Error> {
@@ -297,6 +300,10 @@ impl StreamJob {
                 Arc::clone(&slot.status),
             )?;
             *stream = Some(opened);
+        } else if let Some(open) = stream.as_ref().filter(|_| after_failure) {
+            // The last attempt failed: an upload it could not abort may
+            // still be open on the target; clear it before trying again.
+            open.abort_stale_uploads()?;
         }
         stream.as_mut().expect("opened above").pass(false, stopped)
     }

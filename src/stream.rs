@@ -78,10 +78,6 @@ impl Stream {
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
-        let aborted = target.abort_stale_uploads(&format!("{name}/")).map_err(|e| Error::target(&name, e))?;
-        if aborted > 0 {
-            log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier run");
-        }
         let stream = Stream {
             config,
             target,
@@ -91,9 +87,23 @@ impl Stream {
             saved_status: RefCell::new(None),
             _lock: lock,
         };
+        stream.abort_stale_uploads()?;
         stream.update_status(|s| s.archived_position = stream.archived());
         stream.write_position()?;
         Ok(stream)
+    }
+
+    /// Abort the stream's unfinished multipart uploads: left by an earlier
+    /// run (at open), or by a failed pass whose abort did not get through.
+    /// Only called while this stream has no upload in flight.
+    pub fn abort_stale_uploads(&self) -> Result<(), Error> {
+        let name = self.name();
+        let aborted =
+            self.target.abort_stale_uploads(&format!("{name}/")).map_err(|e| Error::target(name, e))?;
+        if aborted > 0 {
+            log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier attempt");
+        }
+        Ok(())
     }
 
     /// The stream's name.

@@ -534,3 +534,35 @@ fn sigterm_during_stalls_stops_within_a_bounded_time() {
     rig.stop(daemon);
     rig.assert_archive_complete();
 }
+
+/// A part that keeps failing and an abort that fails too leave an upload
+/// open on the target. The running daemon clears such leftovers before its
+/// next attempt, without waiting for a restart, so they never pile up.
+/// (Garage drops unfinished uploads of a key once the key completes, which
+/// would hide a pile-up; completion is blocked while the count is checked.)
+#[test]
+fn uploads_left_open_by_failed_attempts_do_not_pile_up() {
+    let Some(mut rig) = Rig::new("proxy-leftover") else { return };
+    rig.write_batch(); // large: multipart, 2 parts in flight
+    for _ in 0..3 {
+        // Both parts fail all 5 attempts, then the abort fails all of its
+        // attempts too (rules fire in queue order).
+        rig.proxy.push(Rule::burst(Fault::Status(500), Kind::PutPart, 10));
+        rig.proxy.push(Rule::burst(Fault::Status(500), Kind::Abort, 5));
+    }
+    rig.proxy.push(Rule::every(Fault::Status(500), Kind::PutPart, 1, 1_000_000));
+    let mut daemon = rig.start_daemon();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rig.proxy.pending_rules().len() > 1 {
+        rig.check_progress(&mut daemon, deadline, "waiting for three failed attempts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // a few more attempts
+    let open = rig.open_uploads();
+    assert!(open.len() <= 1, "unfinished uploads piled up in the running daemon: {open:?}");
+
+    rig.proxy.heal();
+    rig.wait_archived(&mut daemon, Duration::from_secs(60));
+    rig.stop(daemon);
+    rig.assert_archive_complete();
+}
