@@ -12,6 +12,7 @@ use std::time::Duration;
 /// The delay after one more failure. `previous` is the delay used last
 /// (`None` after a clean run); `unit` is a uniform sample in `[0, 1)`.
 pub fn next_delay(previous: Option<Duration>, min: Duration, max: Duration, unit: f64) -> Duration {
+    let max = max.max(min); // bounds given the wrong way round must not panic
     let base = previous.map_or(min, |p| p.saturating_mul(2)).clamp(min, max);
     let half = base / 2;
     (half + half.mul_f64(unit.clamp(0.0, 1.0))).clamp(min, max)
@@ -84,6 +85,11 @@ mod tests {
         assert_eq!(next_delay(Some(4000 * MS), min, max, 0.0), 2500 * MS);
         assert_eq!(next_delay(Some(4000 * MS), min, max, 1.0), 5000 * MS);
         assert_eq!(next_delay(Some(Duration::MAX), min, max, 1.0), max);
+    }
+
+    #[test]
+    fn inverted_bounds_do_not_panic() {
+        assert_eq!(next_delay(None, 50 * MS, 10 * MS, 0.5), 50 * MS);
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn get(
     // that breaks off after some progress is resumed here, a bounded number
     // of times.
     let mut resumes = 0;
+    let mut backoff = target.retry.backoff();
     loop {
         let before = download.written;
         match fetch_into(target, key, range.is_some(), &mut download, out) {
@@ -174,7 +175,7 @@ pub fn get(
                     && resumes + 1 < target.retry.attempts =>
             {
                 log::debug!("get {key}: {error}; resuming at byte {}", download.written);
-                target.retry.pause(resumes);
+                std::thread::sleep(backoff.failed());
                 resumes += 1;
             }
             Err(error) => return Err(error),

@@ -3,14 +3,13 @@
 //! Only errors the caller classifies as transient are retried; after
 //! [`RetryPolicy::attempts`] tries the last transient error is returned and
 //! the stream layer decides what happens next (it retries further, on a
-//! longer scale). The delay is a pure function of the attempt number and a
-//! random value, so it is tested without sleeping.
+//! longer scale). Delays follow the crate-wide rule in `crate::retry`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ring::rand::{SecureRandom, SystemRandom};
+use crate::retry::Backoff;
 
 /// Attempts within one request and the bounds of the delay between them.
 #[derive(Debug, Clone, Default)]
@@ -32,23 +31,6 @@ impl RetryPolicy {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Delay before retry number `retry` (0 for the first retry): `min_delay`
-    /// doubled per retry, capped at `max_delay`, then jittered to a value in
-    /// `[d/2, d]` by `random`.
-    pub fn delay(&self, retry: u32, random: u64) -> Duration {
-        let doubled = self.min_delay.saturating_mul(1u32 << retry.min(20));
-        let ceiling = doubled.min(self.max_delay).max(self.min_delay.min(self.max_delay));
-        let ceiling_nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        let half = ceiling_nanos / 2;
-        let jitter = if half == 0 { 0 } else { random % (half + 1) };
-        Duration::from_nanos(ceiling_nanos - half + jitter)
-    }
-
-    /// Sleep the jittered delay before retry number `retry`.
-    pub fn pause(&self, retry: u32) {
-        std::thread::sleep(self.delay(retry, random_u64()));
-    }
-
     /// Run `attempt` until it succeeds, fails with an error `is_transient`
     /// rejects, or the attempts are used up; sleeps between attempts.
     /// `describe` names the request in debug logs.
@@ -58,6 +40,7 @@ impl RetryPolicy {
         is_transient: impl Fn(&E) -> bool,
         mut attempt: impl FnMut() -> Result<T, E>,
     ) -> Result<T, E> {
+        let mut backoff = self.backoff();
         let mut retry = 0;
         loop {
             match attempt() {
@@ -66,22 +49,18 @@ impl RetryPolicy {
                     if is_transient(&error) && retry + 1 < self.attempts.max(1) && !self.is_stopping() =>
                 {
                     log::debug!("{}: {error}; retrying", describe());
-                    self.pause(retry);
+                    std::thread::sleep(backoff.failed());
                     retry += 1;
                 }
                 Err(error) => return Err(error),
             }
         }
     }
-}
 
-/// A random value for jitter (0 if the system generator fails: jitter is a
-/// nicety, not a requirement).
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match SystemRandom::new().fill(&mut bytes) {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => 0,
+    /// A fresh backoff for one request's retries: `min_delay`, doubling up
+    /// to `max_delay`, with jitter (the crate-wide rule of `crate::retry`).
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.min_delay, self.max_delay)
     }
 }
 
@@ -89,42 +68,6 @@ fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use std::cell::Cell;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            attempts: 5,
-            min_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn delays_double_then_cap_and_stay_within_jitter_bounds() {
-        let p = policy();
-        let ceilings = [10, 20, 40, 80, 100, 100, 100];
-        for (retry, ceiling) in ceilings.iter().enumerate() {
-            let ceiling = Duration::from_millis(*ceiling);
-            for random in [0, 1, 12_345, u64::MAX] {
-                let delay = p.delay(retry as u32, random);
-                assert!(delay <= ceiling, "retry {retry}: {delay:?} > {ceiling:?}");
-                assert!(delay >= ceiling / 2, "retry {retry}: {delay:?} < half of {ceiling:?}");
-            }
-        }
-        assert_eq!(p.delay(1000, 7), p.delay(1000, 7));
-        assert!(p.delay(u32::MAX, u64::MAX) <= p.max_delay);
-    }
-
-    #[test]
-    fn zero_delays_are_fine() {
-        let p = RetryPolicy {
-            attempts: 3,
-            min_delay: Duration::ZERO,
-            max_delay: Duration::ZERO,
-            ..Default::default()
-        };
-        assert_eq!(p.delay(0, 99), Duration::ZERO);
-    }
 
     #[test]
     fn retries_transient_errors_a_bounded_number_of_times() {
