@@ -30,6 +30,7 @@ pub mod error;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod restore;
 pub mod retry;

@@ -23,6 +23,8 @@ mod fuzz_corpus;
 mod library;
 /// Torn and corrupted local manifests.
 mod manifest_damage;
+/// The systemd unit and example config; the notify protocol and SIGHUP reload.
+mod packaging;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.

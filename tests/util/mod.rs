@@ -224,14 +224,34 @@ impl Daemon {
 
     /// Start `walship run -c CONFIG` with its log going to `stderr`.
     pub fn start_with_stderr(config: &Path, stderr: impl Into<std::process::Stdio>) -> Daemon {
+        Daemon::start_with_env(config, stderr, &[])
+    }
+
+    /// Start `walship run -c CONFIG` with its log going to `stderr` and
+    /// `env` (name, value) added to its environment.
+    pub fn start_with_env(
+        config: &Path,
+        stderr: impl Into<std::process::Stdio>,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_walship"))
             .args(["run", "-c", config.to_str().unwrap()])
             .env_remove("AWS_ACCESS_KEY_ID")
+            // Never talk to a systemd that runs the tests themselves.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("start walship run");
         Daemon { child: Some(child) }
+    }
+
+    /// The process id.
+    pub fn id(&mut self) -> u32 {
+        self.child().id()
     }
 
     /// Send `signal` (e.g. `libc::SIGTERM`) without waiting.
