@@ -57,6 +57,9 @@ fn daemon_serves_metrics_counts_gaps_and_stops_on_sigterm() {
 
     // Idle (poll_interval = 10ms): ~200 polls over two clock seconds must not
     // rewrite the state files.
+    // Let the last commit's status update land first (it follows the
+    // position file by a moment).
+    std::thread::sleep(Duration::from_millis(300));
     let status_file = setup.state.join("s/status");
     let mtime = |p: &std::path::Path| fs::metadata(p).unwrap().modified().unwrap();
     let before = (mtime(&status_file), mtime(&position), mtime(&setup.journal()));
