@@ -146,6 +146,58 @@ pub fn scan(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -> Result
     Ok(segments)
 }
 
+/// A directory whose modification time is younger than this is always read
+/// again: a change within the timestamp's granularity could go unseen.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// Scans that skip re-reading a directory when it has not changed.
+///
+/// Entries are added, removed and renamed only through the directory, which
+/// updates its modification time; so an unchanged, settled directory holds
+/// the same files as at the last scan. Only the newest segment can still be
+/// growing (and sealing by `seal_idle` looks at its age), so it alone is
+/// stat'ed again. An idle poll then costs one or two `stat` calls however
+/// many files the directory keeps.
+#[derive(Default)]
+pub struct CachedScan {
+    last: Option<(SystemTime, Vec<Segment>)>,
+}
+
+impl CachedScan {
+    /// The segments of `dir` whose position is `wanted` (see [`scan`]), read
+    /// again only when the directory changed or has not settled.
+    pub fn scan(
+        &mut self,
+        dir: &Path,
+        naming: &Naming,
+        wanted: impl Fn(u64) -> bool,
+        now: SystemTime,
+    ) -> Result<Vec<Segment>, ScanError> {
+        let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
+        let dir_mtime = std::fs::metadata(dir).and_then(|m| m.modified()).map_err(dir_error)?;
+        if let Some((seen, segments)) = &mut self.last
+            && *seen == dir_mtime
+            && age(dir_mtime, now) >= SETTLE
+        {
+            refresh_newest(segments);
+            return Ok(segments.clone());
+        }
+        let segments = scan(dir, naming, wanted)?;
+        self.last = Some((dir_mtime, segments.clone()));
+        Ok(segments)
+    }
+}
+
+/// Re-read the size and time of the newest segment, which may still grow.
+fn refresh_newest(segments: &mut [Segment]) {
+    if let Some(newest) = segments.last_mut()
+        && let Ok(meta) = std::fs::metadata(&newest.path)
+    {
+        newest.len = meta.len();
+        newest.modified = meta.modified().unwrap_or(newest.modified);
+    }
+}
+
 /// How many of `segments` (sorted by position) are sealed: all of them in a
 /// spool, every one but the newest otherwise — and the newest too once it has
 /// been idle for `seal_idle` (or when `flush_newest` asks for it).
@@ -247,6 +299,49 @@ mod tests {
 
     fn seg(position: u64, modified: SystemTime) -> Segment {
         Segment { position, name: position.to_string(), path: PathBuf::new(), len: 0, modified }
+    }
+
+    /// Set a directory's modification time (as if its last change was then).
+    fn set_dir_mtime(dir: &Path, when: SystemTime) {
+        File::open(dir).unwrap().set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn cached_scan_rereads_only_changed_or_unsettled_directories() {
+        let dir = std::env::temp_dir().join(format!("walship-cached-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let naming = Naming::from_pattern("{seq}.log").unwrap();
+        let names =
+            |segments: Vec<Segment>| -> Vec<String> { segments.into_iter().map(|s| s.name).collect() };
+        let now = SystemTime::now();
+        let settled = now - Duration::from_secs(60);
+        std::fs::write(dir.join("1.log"), b"a").unwrap();
+        set_dir_mtime(&dir, settled);
+        let mut cache = CachedScan::default();
+        assert_eq!(names(cache.scan(&dir, &naming, |_| true, now).unwrap()), ["1.log"]);
+
+        // A new file slipped in without the directory's time moving: the
+        // cache is used (which proves no directory read happened)...
+        std::fs::write(dir.join("2.log"), b"b").unwrap();
+        set_dir_mtime(&dir, settled);
+        assert_eq!(names(cache.scan(&dir, &naming, |_| true, now).unwrap()), ["1.log"]);
+        // ...but the newest segment's size is refreshed: it may be growing.
+        std::fs::write(dir.join("1.log"), b"abc").unwrap();
+        assert_eq!(cache.scan(&dir, &naming, |_| true, now).unwrap()[0].len, 3);
+
+        // A changed directory is read again.
+        set_dir_mtime(&dir, settled + Duration::from_secs(1));
+        assert_eq!(names(cache.scan(&dir, &naming, |_| true, now).unwrap()), ["1.log", "2.log"]);
+        // One changed just now is read every time, even at the same time
+        // stamp (a second change may hide within its granularity).
+        std::fs::write(dir.join("3.log"), b"c").unwrap();
+        let fresh = std::fs::metadata(&dir).unwrap().modified().unwrap();
+        assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()), ["1.log", "2.log", "3.log"]);
+        std::fs::write(dir.join("4.log"), b"d").unwrap();
+        set_dir_mtime(&dir, fresh);
+        assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()).len(), 4);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry};
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
-use crate::source::{self, Segment, SegmentMap};
+use crate::source::{self, CachedScan, Segment, SegmentMap};
 use crate::status::{StreamStatus, unix_now};
 use crate::target::{Target, TargetError, Upload, keys};
 
@@ -56,6 +56,8 @@ pub struct Stream {
     status: Arc<Mutex<StreamStatus>>,
     /// What the status file last got, and when.
     saved_status: RefCell<Option<(String, Instant)>>,
+    /// The source directory, re-read only when it changed.
+    source: CachedScan,
     _lock: File,
 }
 
@@ -85,6 +87,7 @@ impl Stream {
             journal,
             status,
             saved_status: RefCell::new(None),
+            source: CachedScan::default(),
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -126,8 +129,10 @@ impl Stream {
             let archived = self.archived();
             let keep = self.config.on_archived == OnArchived::Keep;
             let wanted = |p: u64| !keep || archived.is_none_or(|a| p > a);
-            let segments = source::scan(&self.config.dir, &self.config.naming, wanted)
-                .map_err(|source| Error::Scan { stream: self.name().into(), source })?;
+            let segments = self
+                .source
+                .scan(&self.config.dir, &self.config.naming, wanted, SystemTime::now())
+                .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&segments)?;
             let facts = self.facts(&segments);
             let mut progressed = false;
