@@ -31,6 +31,12 @@ use crate::target::{Target, TargetError, Upload, keys};
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
 
+/// Longest the status file's `last_success` may lag while nothing else it
+/// shows changes. Every idle poll is a success; rewriting the file durably
+/// each time (two fsyncs per stream per poll) was most of an idle daemon's
+/// CPU and kept the disk busy.
+pub const STATUS_REFRESH_SECS: u64 = 60;
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
@@ -49,6 +55,9 @@ pub struct Stream {
     state_dir: PathBuf,
     journal: Journal,
     status: Arc<Mutex<StreamStatus>>,
+    /// What the status file holds: its text without `last_success`, and
+    /// that `last_success`.
+    status_file: Mutex<Option<(String, Option<u64>)>>,
     _lock: File,
 }
 
@@ -75,7 +84,8 @@ impl Stream {
         if aborted > 0 {
             log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier run");
         }
-        let stream = Stream { config, target, state_dir, journal, status, _lock: lock };
+        let stream =
+            Stream { config, target, state_dir, journal, status, status_file: Mutex::new(None), _lock: lock };
         stream.update_status(|s| s.archived_position = stream.archived());
         stream.write_position()?;
         Ok(stream)
@@ -344,15 +354,28 @@ impl Stream {
         durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
     }
 
+    /// Change the in-memory status, and mirror it to the status file when
+    /// what the file shows changed (`last_success` alone: at most every
+    /// [`STATUS_REFRESH_SECS`]).
     fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let before = status.clone();
         change(&mut status);
-        if *status != before {
-            let path = self.state_dir.join("status");
-            if let Err(e) = status.save(&path) {
-                log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display());
-            }
+        let shown = StreamStatus { last_success: None, ..status.clone() }.to_file_text();
+        let mut file = self.status_file.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = file.as_ref().is_some_and(|(text, success)| {
+            *text == shown
+                && match (status.last_success, *success) {
+                    (Some(now), Some(then)) => now.saturating_sub(then) < STATUS_REFRESH_SECS,
+                    (now, then) => now == then,
+                }
+        });
+        if fresh {
+            return;
+        }
+        let path = self.state_dir.join("status");
+        match status.save(&path) {
+            Ok(()) => *file = Some((shown, status.last_success)),
+            Err(e) => log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display()),
         }
     }
 }
