@@ -113,12 +113,24 @@ impl std::error::Error for ScanError {}
 /// List the segments in `dir`, sorted by position. Subdirectories,
 /// non-UTF-8 names and names that are not segments are skipped.
 pub fn scan(dir: &Path, naming: &Naming) -> Result<Vec<Segment>, ScanError> {
+    scan_after(dir, naming, None)
+}
+
+/// [`scan`] for the segments after position `after` only: the others are
+/// skipped by name, never stat'ed (a directory that keeps its archived
+/// segments would otherwise cost a stat per file on every poll).
+pub fn scan_after(dir: &Path, naming: &Naming, after: Option<u64>) -> Result<Vec<Segment>, ScanError> {
     let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        let Some(position) = naming.position(&name) else { continue };
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        let Some(position) = naming.position(name) else { continue };
+        if after.is_some_and(|after| position <= after) {
+            continue;
+        }
+        let name = name.to_owned();
         // A file can vanish between listing and stat (spool consumers, races
         // with rotation): it is simply not present.
         let Ok(meta) = entry.metadata() else { continue };
@@ -245,6 +257,24 @@ mod tests {
 
     fn seg(position: u64, modified: SystemTime) -> Segment {
         Segment { position, name: position.to_string(), path: PathBuf::new(), len: 0, modified }
+    }
+
+    #[test]
+    fn scan_after_skips_archived_positions() {
+        let dir = std::env::temp_dir().join(format!("walship-scan-after-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for position in 1..=5 {
+            std::fs::write(dir.join(format!("data-{position}.log")), b"x").unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let naming = Naming::from_pattern("data-{seq}.log").unwrap();
+        let positions = |after| -> Vec<u64> {
+            scan_after(&dir, &naming, after).unwrap().iter().map(|s| s.position).collect()
+        };
+        assert_eq!(positions(None), vec![1, 2, 3, 4, 5]);
+        assert_eq!(positions(Some(3)), vec![4, 5]);
+        assert_eq!(positions(Some(5)), Vec::<u64>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -106,7 +106,10 @@ impl Stream {
     pub fn pass(&mut self, flush: bool, should_stop: &dyn Fn() -> bool) -> Result<PassReport, Error> {
         let mut report = PassReport::default();
         loop {
-            let segments = source::scan(&self.config.dir, &self.config.naming)
+            // Kept segments stay for good: list only the ones not archived
+            // yet. (delete and mark need the archived ones to acknowledge.)
+            let after = (self.config.on_archived == OnArchived::Keep).then(|| self.archived()).flatten();
+            let segments = source::scan_after(&self.config.dir, &self.config.naming, after)
                 .map_err(|source| Error::Scan { stream: self.name().into(), source })?;
             self.acknowledge(&segments)?;
             let facts = self.facts(&segments);
