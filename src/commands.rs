@@ -405,9 +405,10 @@ fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus,
         .map(|text| StreamStatus::from_file_text(&text))
         .unwrap_or_default();
     status.stream = stream.name.clone();
+    // Only the last record matters: stream the journal, never hold it whole.
     let journal =
-        journal::read_all(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
-    status.archived_position = journal.records.last().map(Record::last);
+        journal::read_summary(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
+    status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&stream.dir, &stream.naming, |_| true) {
         Ok(segments) => {
             let sealed = source::sealed_count(&segments, stream.seal, stream.seal_idle, SystemTime::now());

@@ -1,9 +1,11 @@
 //! What a stream reports about itself: positions, lag, last success and
 //! error, backoff. The daemon keeps one per stream in memory (read by the
 //! library's `Archiver::status`) and mirrors it to a small file in the state
-//! directory whenever it changes, so `walship status` in another process can
-//! show it (counters for metrics are kept in memory only). Rendering to
-//! text and JSON lives here too.
+//! directory whenever what the file shows changes, so `walship status` in
+//! another process can show it (counters for metrics are kept in memory
+//! only). An idle stream's `last_success` reaches the file at most once a
+//! minute (`stream::STATUS_REFRESH_SECS`). Rendering to text and JSON lives
+//! here too.
 
 use std::fmt::Write as _;
 use std::path::Path;

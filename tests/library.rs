@@ -41,3 +41,30 @@ fn embedding_program_starts_wakes_reads_status_and_stops() {
     archiver.stop();
     assert_eq!(setup.batch_objects().len(), 4);
 }
+
+/// Regression: every idle poll succeeds, and each rewrote the status file
+/// durably (two fsyncs per stream per poll): most of an idle daemon's CPU.
+/// Now only a change the file shows rewrites it, or a `last_success` older
+/// than a minute.
+#[test]
+fn idle_polls_leave_the_status_file_alone() {
+    use std::os::unix::fs::MetadataExt;
+
+    let setup = Setup::new("idle-status", 1, "seal = spool");
+    let config = walship::config::load(&setup.config).unwrap();
+    setup.write_segments(1..=2, 100);
+    let archiver = Archiver::start(&config).unwrap();
+    wait_for("the first pass", || archiver.status()[0].archived_position == Some(2));
+    let status_file = setup.state.join("s").join("status");
+    let inode = || std::fs::metadata(&status_file).unwrap().ino();
+    let before = inode();
+    // Well over a second of 10 ms polls: `last_success` (in seconds) moves.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(inode(), before, "an idle poll rewrote the status file");
+
+    setup.write_segments(3..=3, 100);
+    assert!(archiver.wake("s"));
+    wait_for("the new batch", || archiver.status()[0].archived_position == Some(3));
+    assert_ne!(inode(), before, "a new archived position must reach the status file");
+    archiver.stop();
+}

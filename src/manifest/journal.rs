@@ -152,15 +152,26 @@ impl Journal {
 /// Read-only load of a whole journal (for list and restore). A missing file
 /// is an empty manifest; a torn tail is reported, not repaired.
 pub fn read_all(path: &Path, stream: &str) -> Result<Parsed, ManifestError> {
+    let mut records = Vec::new();
+    let summary = read_each(path, stream, |r| records.push(r))?;
+    Ok(Parsed { records, dropped_torn_tail: summary.dropped_torn_tail })
+}
+
+/// Read-only check of a whole journal that keeps only its last record (for
+/// status): memory stays flat however long the journal is.
+pub fn read_summary(path: &Path, stream: &str) -> Result<ParseSummary, ManifestError> {
+    read_each(path, stream, |_| {})
+}
+
+/// Read-only pass over every record; a missing file is an empty manifest.
+fn read_each(path: &Path, stream: &str, visit: impl FnMut(Record)) -> Result<ParseSummary, ManifestError> {
     let name = path.display().to_string();
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Parsed::default()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ParseSummary::default()),
         Err(error) => return Err(io_error(&name, "open")(error)),
     };
-    let mut records = Vec::new();
-    let summary = format::parse_each(BufReader::new(file), &name, stream, |r| records.push(r))?;
-    Ok(Parsed { records, dropped_torn_tail: summary.dropped_torn_tail })
+    format::parse_each(BufReader::new(file), &name, stream, visit)
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {
@@ -234,6 +245,8 @@ mod tests {
         assert_eq!(journal.last(), records().last());
         assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()));
         assert_eq!(read_all(&path, STREAM).expect("read").records, records());
+        let summary = read_summary(&path, STREAM).expect("read");
+        assert_eq!((summary.records, summary.last), (3, records().last().cloned()));
     }
 
     #[test]
@@ -316,6 +329,7 @@ mod tests {
     fn read_all_of_a_missing_file_is_empty() {
         let path = temp_dir("missing").join("manifest");
         assert_eq!(read_all(&path, STREAM).expect("empty"), Parsed::default());
+        assert_eq!(read_summary(&path, STREAM).expect("empty"), ParseSummary::default());
         assert!(!path.exists());
     }
 

@@ -1,0 +1,514 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench: data generation, measuring one command, the
+idle-CPU probe, a 1,000,000-record manifest, and the results report.
+
+Subcommands (each prints or appends JSON; scripts/bench drives them):
+
+  gen DIR COUNT SIZE [--start N]       COUNT random files data-N.log of SIZE bytes
+  measure --out FILE --label L [--set K=V]... [--garage-log LOG] [--bytes N] -- CMD...
+                                       run CMD, sample its process tree, append
+                                       one JSON line of results to FILE
+  idle --pid PID --seconds S [--settle S]
+                                       CPU used by a running process over S seconds
+  journal PATH STREAM COUNT            a valid manifest journal of COUNT records
+  report FILE [--markdown OUT]         medians, ratios and budgets as tables
+
+Measuring: wall time from spawn to exit; CPU (user + system) from wait4()'s
+rusage, which includes every descendant the command waited for (so a shell
+loop of curls counts every curl). Every 50 ms the whole process tree's
+VmRSS, RssAnon and RssFile from /proc/PID/status are summed and their peaks
+kept, and the largest VmHWM of any one process is the "peak RSS" (rusage's
+ru_maxrss is not used: it counts the forked Python before exec).
+Requests are counted from Garage's own log, which has one INFO line per S3
+request: lines appended while the command ran. Garage's own ERROR lines in
+that span are counted too (server-side trouble, e.g. "database is locked").
+
+Only the standard library is used; nothing here talks to the network.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import zlib
+
+SAMPLE_INTERVAL = 0.05
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+# A request line in Garage's log: "generic_server: ADDR (key GK..) METHOD /path".
+REQUEST_LINE = re.compile(r"generic_server: \S+ (?:\(key \S+\) )?(GET|PUT|POST|HEAD|DELETE) ")
+# An error answer: "generic_server: error 404 Not Found, ... in response to ...".
+ERROR_LINE = re.compile(r"generic_server: error (\d{3})")
+# Garage reporting trouble of its own.
+SERVER_ERROR_LINE = re.compile(r"^\S+\s+ERROR ")
+
+
+# ---------------------------------------------------------------- gen
+
+
+def cmd_gen(args):
+    """Write COUNT files of SIZE random bytes (incompressible, like WAL)."""
+    os.makedirs(args.dir, exist_ok=True)
+    chunk = min(args.size, 4 * MIB)
+    for position in range(args.start, args.start + args.count):
+        path = os.path.join(args.dir, f"data-{position}.log")
+        with open(path, "wb") as out:
+            left = args.size
+            while left > 0:
+                n = min(chunk, left)
+                out.write(os.urandom(n))
+                left -= n
+
+
+# ---------------------------------------------------------------- measure
+
+
+def read_status(pid):
+    """VmRSS, RssAnon, RssFile, VmHWM (KiB) of one process, or None."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                    fields[key] = int(value.split()[0])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return None
+    return fields if "VmRSS" in fields else None
+
+
+def process_tree(pid):
+    """pid and all its descendants (through /proc/PID/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            pass
+    return out
+
+
+def garage_log_size(path):
+    try:
+        return os.path.getsize(path) if path else 0
+    except FileNotFoundError:
+        return 0
+
+
+def count_requests(path, since):
+    """Requests by method, error answers by status and server ERROR lines in
+    `path` after byte `since`."""
+    methods, errors = {}, {}
+    if not path:
+        return None, None
+    with open(path, "rb") as f:
+        f.seek(since)
+        for raw in f:
+            line = raw.decode("utf-8", "replace")
+            m = REQUEST_LINE.search(line)
+            if m:
+                methods[m.group(1)] = methods.get(m.group(1), 0) + 1
+                continue
+            m = ERROR_LINE.search(line)
+            if m:
+                errors[m.group(1)] = errors.get(m.group(1), 0) + 1
+            elif SERVER_ERROR_LINE.search(line):
+                errors["server"] = errors.get("server", 0) + 1
+    return methods, errors
+
+
+def downsample(values, points=24):
+    if len(values) <= points:
+        return values
+    step = len(values) / points
+    return [values[int(i * step)] for i in range(points)] + [values[-1]]
+
+
+def run_measured(cmd, stdout_path=None):
+    """Run cmd; return (exit status, wall s, rusage, sampled peaks, anon series)."""
+    stdout = open(stdout_path, "wb") if stdout_path else None
+    start = time.monotonic()
+    # Popen returns once the child has exec'd (it waits on a close-on-exec
+    # pipe), so no sample ever sees the forked copy of this Python process.
+    # The child is then reaped here with wait4, for its rusage.
+    child = subprocess.Popen(cmd, stdout=stdout)
+    pid = child.pid
+    if stdout:
+        stdout.close()
+    peaks = {"tree_rss_kb": 0, "tree_anon_kb": 0, "tree_file_kb": 0, "proc_hwm_kb": 0}
+    anon_series = []
+    while True:
+        waited, status, rusage = os.wait4(pid, os.WNOHANG)
+        if waited == pid:
+            break
+        rss = anon = filed = 0
+        for p in process_tree(pid):
+            s = read_status(p)
+            if s is None:
+                continue
+            rss += s.get("VmRSS", 0)
+            anon += s.get("RssAnon", 0)
+            filed += s.get("RssFile", 0)
+            peaks["proc_hwm_kb"] = max(peaks["proc_hwm_kb"], s.get("VmHWM", 0))
+        peaks["tree_rss_kb"] = max(peaks["tree_rss_kb"], rss)
+        peaks["tree_anon_kb"] = max(peaks["tree_anon_kb"], anon)
+        peaks["tree_file_kb"] = max(peaks["tree_file_kb"], filed)
+        if anon:
+            anon_series.append(anon)
+        time.sleep(SAMPLE_INTERVAL)
+    wall = time.monotonic() - start
+    code = os.waitstatus_to_exitcode(status)
+    child.returncode = code  # reaped above; Popen must not wait for it again
+    return code, wall, rusage, peaks, anon_series
+
+
+def cmd_measure(args):
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    if not cmd:
+        sys.exit("measure: no command given")
+    log_start = garage_log_size(args.garage_log)
+    code, wall, rusage, peaks, anon_series = run_measured(cmd, args.stdout)
+    if args.garage_log:
+        time.sleep(0.3)  # let Garage finish writing the last lines
+    methods, errors = count_requests(args.garage_log, log_start)
+    result = {
+        "label": args.label,
+        "exit": code,
+        "wall_s": round(wall, 4),
+        "user_s": round(rusage.ru_utime, 4),
+        "sys_s": round(rusage.ru_stime, 4),
+        "cpu_s": round(rusage.ru_utime + rusage.ru_stime, 4),
+        "maxrss_kb": rusage.ru_maxrss,
+        **peaks,
+        "anon_series_kb": downsample(anon_series),
+        "bytes": args.bytes,
+    }
+    if methods is not None:
+        result["requests"] = sum(methods.values())
+        result["requests_by_method"] = methods
+        result["error_answers"] = errors
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        result[key] = int(value) if value.isdigit() else value
+    with open(args.out, "a") as out:
+        out.write(json.dumps(result, sort_keys=True) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "anon_series_kb"}, sort_keys=True))
+    if code != 0:
+        sys.exit(f"measure: {args.label}: command exited with status {code}")
+
+
+# ---------------------------------------------------------------- idle
+
+
+def process_cpu(pid):
+    """(CPU seconds from /proc/PID/stat ticks, CPU ns summed over threads' schedstat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    ns = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK"), ns
+
+
+def cmd_idle(args):
+    time.sleep(args.settle)
+    status = read_status(args.pid) or {}
+    s0, ns0 = process_cpu(args.pid)
+    t0 = time.monotonic()
+    time.sleep(args.seconds)
+    s1, ns1 = process_cpu(args.pid)
+    elapsed = time.monotonic() - t0
+    status_after = read_status(args.pid) or {}
+    result = {
+        "label": args.label,
+        "seconds": round(elapsed, 2),
+        "cpu_s_ticks": round(s1 - s0, 4),
+        "cpu_s_schedstat": round((ns1 - ns0) / 1e9, 6),
+        "core_percent": round(100 * (ns1 - ns0) / 1e9 / elapsed, 4),
+        "anon_kb_before": status.get("RssAnon"),
+        "anon_kb_after": status_after.get("RssAnon"),
+        "threads": len(os.listdir(f"/proc/{args.pid}/task")),
+    }
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        result[key] = int(value) if value.isdigit() else value
+    with open(args.out, "a") as out:
+        out.write(json.dumps(result, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
+
+
+# ---------------------------------------------------------------- journal
+
+
+def cmd_journal(args):
+    """COUNT one-segment batch records (the common shape), 16 MiB each."""
+    size = 16 * MIB
+    with open(args.path, "w") as out:
+        out.write("walship-manifest v1\n")
+        lines = []
+        for position in range(1, args.count + 1):
+            crc = zlib.crc32(position.to_bytes(8, "little"))
+            key = f"{args.stream}/batches/{position:016x}-{position:016x}"
+            body = (
+                f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
+                f" seg={position},data-{position}.log,0,{size},{crc:08x}"
+            )
+            lines.append(f"{zlib.crc32(body.encode()):08x} {body}\n")
+            if len(lines) == 10000:
+                out.write("".join(lines))
+                lines.clear()
+        out.write("".join(lines))
+
+
+# ---------------------------------------------------------------- report
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=2):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def mib_of(kib):
+    return None if kib is None else kib / 1024
+
+
+def summarize(rows):
+    """Medians of one tool on one dataset across rounds."""
+    def col(key):
+        return [r.get(key) for r in rows]
+
+    wall = median(col("wall_s"))
+    cpu = median(col("cpu_s"))
+    nbytes = rows[0].get("bytes") or 0
+    return {
+        "n": len(rows),
+        "wall_s": wall,
+        "mib_s": nbytes / MIB / wall if wall else None,
+        "cpu_s": cpu,
+        "cpu_per_gib": cpu / (nbytes / GIB) if nbytes else None,
+        "maxrss_mib": mib_of(median(col("proc_hwm_kb"))),
+        "anon_mib": mib_of(median(col("tree_anon_kb"))),
+        "anon_max_mib": mib_of(max(col("tree_anon_kb"))),
+        "file_mib": mib_of(median(col("tree_file_kb"))),
+        "requests": median(col("requests")),
+        "wall_max_s": max(col("wall_s")),
+        "errors": sum(v for r in rows for k, v in (r.get("error_answers") or {}).items() if k != "server"),
+        "server_errors": sum((r.get("error_answers") or {}).get("server", 0) for r in rows),
+        "bytes": nbytes,
+    }
+
+
+def group(rows, section):
+    out = {}
+    for r in rows:
+        if r.get("section") != section:
+            continue
+        out.setdefault((r["dataset"], r["tool"]), []).append(r)
+    return {k: summarize(v) for k, v in out.items()}
+
+
+def table(headers, body):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def transfer_table(stats, datasets, tools):
+    body = []
+    for d in datasets:
+        for t in tools:
+            s = stats.get((d, t))
+            if not s:
+                continue
+            body.append([
+                d, t, s["n"], s["wall_s"], s["wall_max_s"], s["mib_s"], s["cpu_s"], s["cpu_per_gib"],
+                s["maxrss_mib"], s["anon_mib"], s["file_mib"],
+                int(s["requests"]) if s["requests"] is not None else None, s["errors"],
+                s["server_errors"],
+            ])
+    return table(
+        ["data", "tool", "runs", "wall s", "wall max s", "MiB/s", "CPU s", "CPU s/GiB",
+         "peak RSS MiB", "peak anon MiB", "peak file MiB", "requests", "4xx answers (all runs)",
+         "Garage ERROR lines (all runs)"],
+        body,
+    )
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def budgets(s3, walship_runs, idle, binary):
+    """(name, measured, limit text, PASS/MISS) rows."""
+    rows = []
+
+    def add(name, value, limit, ok, unit="x"):
+        shown = "-" if value is None else (f"{value:.2f}{unit}" if unit else fmt(value))
+        rows.append([name, shown, limit, "-" if ok is None else ("PASS" if ok else "MISS")])
+
+    w, c = s3.get(("large", "walship")), s3.get(("large", "curl"))
+    if w and c:
+        r = ratio(w["mib_s"], c["mib_s"])
+        add("throughput, 16 MiB segments: walship / curl", r, ">= 1.0x", r >= 1.0)
+        r = ratio(w["cpu_per_gib"], c["cpu_per_gib"])
+        add("client CPU per GiB, 16 MiB segments: walship / curl", r, "<= 1.5x", r <= 1.5)
+    w, c = s3.get(("small", "walship")), s3.get(("small", "curl"))
+    if w and c:
+        r = ratio(w["mib_s"], c["mib_s"])
+        add("throughput, 64 KiB segments: walship / curl", r, ">= 5x", r >= 5)
+        r = ratio(w["requests"], c["requests"])
+        add("requests, 64 KiB segments: walship / curl", r, "far fewer (<= 0.1x)", r <= 0.1)
+        r = ratio(w["cpu_per_gib"], c["cpu_per_gib"])
+        add("client CPU per GiB, 64 KiB segments: walship / curl", r, "<= 1.5x", r <= 1.5)
+    if walship_runs:
+        peaks = [r["tree_anon_kb"] / 1024 for r in walship_runs]
+        worst = max(peaks)
+        spread = worst - min(peaks)
+        add(f"walship peak anonymous memory, worst of {len(peaks)} runs", worst, "< 16 MiB",
+            worst < 16, unit=" MiB")
+        add("  spread across segment sizes, streams and archive sizes", spread,
+            "flat (< 4 MiB)", spread < 4, unit=" MiB")
+    for row in idle:
+        if row.get("budget") == "yes":
+            add(f"idle CPU, {row['label']}", row["core_percent"], "< 0.1% of a core",
+                row["core_percent"] < 0.1, unit="%")
+    if binary:
+        mib = int(binary) / MIB
+        add("stripped release binary", mib, "< 4 MiB", mib < 4, unit=" MiB")
+    return rows
+
+
+def cmd_report(args):
+    rows = load(args.file)
+    measured = [r for r in rows if "wall_s" in r]
+    idle = [r for r in rows if "core_percent" in r]
+    facts = {r["fact"]: r["value"] for r in rows if "fact" in r}
+    out = []
+    s3 = group(measured, "s3")
+    s3_tools = ["walship", "curl", "curl-1proc", "rclone"]
+    out.append("### S3 (Garage): walship run --once vs curl vs rclone (medians)\n")
+    out.append(transfer_table(s3, ["large", "small"], s3_tools))
+    fs = group(measured, "file")
+    if fs:
+        out.append("\n### File target: walship run --once vs cp + sync (medians)\n")
+        out.append(transfer_table(fs, ["large", "small"], ["walship", "cp+sync"]))
+        rel = []
+        for d in ["large", "small"]:
+            w, c = fs.get((d, "walship")), fs.get((d, "cp+sync"))
+            if w and c:
+                rel.append([d, ratio(w["wall_s"], c["wall_s"]), ratio(w["cpu_s"], c["cpu_s"])])
+        out.append("\n" + table(["data", "wall walship / cp+sync", "CPU walship / cp+sync"], rel))
+    other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep")]
+    if other:
+        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
+        body = []
+        by_label = {}
+        for r in other:
+            by_label.setdefault(r["label"], []).append(r)
+        for label, rs in by_label.items():
+            s = summarize(rs)
+            body.append([label, s["n"], s["wall_s"], s["mib_s"] if s["bytes"] else None, s["cpu_s"],
+                         s["maxrss_mib"], s["anon_max_mib"], s["file_mib"],
+                         int(s["requests"]) if s["requests"] is not None else None])
+        out.append(table(["run", "runs", "wall s", "MiB/s", "CPU s", "peak RSS MiB",
+                          "peak anon MiB", "peak file MiB", "requests"], body))
+    if idle:
+        out.append("\n### Idle daemon (`walship run`, no new data)\n")
+        out.append(table(
+            ["case", "seconds", "CPU s (schedstat)", "CPU s (ticks)", "% of a core", "threads",
+             "anon KiB before/after"],
+            [[r["label"], r["seconds"], r["cpu_s_schedstat"], r["cpu_s_ticks"], r["core_percent"],
+              r["threads"], f"{r['anon_kb_before']}/{r['anon_kb_after']}"] for r in idle]))
+    if facts:
+        out.append("\n### Facts\n")
+        out.append(table(["fact", "value"], [[k, v] for k, v in facts.items()]))
+    # Every archiving run, plus the daemon starting on the big manifest
+    # (list and status load the whole manifest by design, not counted).
+    walship_runs = [r for r in measured if r.get("tool") in ("walship", "walship-daemon-open")]
+    out.append("\n### Budgets (ratios from this run)\n")
+    out.append(table(["budget", "measured", "limit", "verdict"],
+                     budgets(s3, walship_runs, idle, facts.get("stripped binary bytes"))))
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("gen")
+    p.add_argument("dir")
+    p.add_argument("count", type=int)
+    p.add_argument("size", type=int)
+    p.add_argument("--start", type=int, default=1)
+    p.set_defaults(func=cmd_gen)
+
+    p = sub.add_parser("measure")
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--set", action="append")
+    p.add_argument("--garage-log")
+    p.add_argument("--bytes", type=int, default=0)
+    p.add_argument("--stdout", help="file for the command's standard output")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("idle")
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--settle", type=float, default=5)
+    p.add_argument("--set", action="append")
+    p.set_defaults(func=cmd_idle)
+
+    p = sub.add_parser("journal")
+    p.add_argument("path")
+    p.add_argument("stream")
+    p.add_argument("count", type=int)
+    p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("report")
+    p.add_argument("file")
+    p.add_argument("--markdown")
+    p.set_defaults(func=cmd_report)
+
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
