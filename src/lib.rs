@@ -14,8 +14,11 @@
 //! together for one stream; [`manifest`] is the durable record and its
 //! format; [`catalog`] joins the local journal with the records on the
 //! target, which alone suffice to restore ([`restore`]) and to resume.
-//! [`commands`] implements the CLI on top; `main.rs` only maps errors to
-//! exit codes.
+//! [`commands`] implements the CLI on top, [`daemon`] the long-running
+//! process (signals, reload, systemd [`notify`]); `main.rs` only maps errors
+//! to exit codes. Around them: [`metrics`] (Prometheus text), [`status`],
+//! [`mapguard`] (surviving a segment truncated under its memory map),
+//! [`durable`] (the one path for durable local writes).
 //!
 //! Embedding: [`archiver::Archiver`] starts the streams, wakes one at once,
 //! reports status, and stops them.
@@ -25,6 +28,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod durable;
 pub mod error;
 pub mod manifest;
