@@ -212,7 +212,7 @@ fn plural(n: u64) -> &'static str {
 }
 
 /// `text` on one line (a newline would start a new assignment) and at most
-/// [`MAX_STATUS_CHARS`] characters, "…" marking a cut.
+/// 400 characters (`MAX_STATUS_CHARS`), "…" marking a cut.
 pub fn one_line(text: &str) -> String {
     let flat: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     match flat.char_indices().nth(MAX_STATUS_CHARS) {
