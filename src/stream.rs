@@ -246,7 +246,6 @@ impl Stream {
             "stream {name}: archived positions {first}..{last} ({} segments, {size} bytes)",
             batch.len()
         );
-        self.update_status(|s| s.batches_archived += 1);
         self.acknowledge_batch(batch)?;
         Ok(healed)
     }
@@ -327,7 +326,6 @@ impl Stream {
             self.config.dir.display()
         );
         self.commit(Record::Gap(GapRecord { first, last, reason }))?;
-        self.update_status(|s| s.gaps_recorded += 1);
         Ok(())
     }
 
@@ -336,10 +334,15 @@ impl Stream {
         catalog::put_remote(self.target.as_ref(), &self.config.name, &record)?;
         self.journal.append(std::slice::from_ref(&record))?;
         self.write_position()?;
+        // One status update (and status file write) per commit.
         self.update_status(|s| {
             s.last_success = Some(unix_now());
             s.archived_position = Some(record.last());
             s.committed_position = s.committed_position.max(Some(record.last()));
+            match record {
+                Record::Batch(_) => s.batches_archived += 1,
+                Record::Gap(_) => s.gaps_recorded += 1,
+            }
         });
         Ok(())
     }
