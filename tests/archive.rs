@@ -1,3 +1,6 @@
+//! `run --once` over many segments: batch objects, manifest, restore, gaps,
+//! acknowledgement modes.
+
 use std::fs;
 
 use crate::util::*;

@@ -1,3 +1,6 @@
+//! The command line as a user meets it: help, exit codes, config errors,
+//! check, fetch, restore safety, status, verify.
+
 use std::fs;
 
 use crate::util::*;

@@ -1,3 +1,6 @@
+//! Crashes: SIGKILL at random points and inside the commit sequence, a
+//! wiped state directory, a crash between upload and commit, conflicts, locks.
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;

@@ -1,3 +1,6 @@
+//! The daemon: metrics listener and textfile, gap counting, idle quiet,
+//! SIGTERM.
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

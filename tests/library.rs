@@ -1,3 +1,5 @@
+//! The embedding API: start, wake, status, stop.
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,6 @@
+//! Damaged and hostile manifests: torn tails, corrupted and hostile records,
+//! unknown versions, forged remote records.
+
 use std::fs;
 
 use crate::util::*;

@@ -1,3 +1,6 @@
+//! The systemd packaging, checked with systemd's own tools, and the notify
+//! protocol and SIGHUP reload end to end.
+
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
