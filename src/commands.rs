@@ -18,7 +18,6 @@ use crate::manifest::{Record, journal};
 use crate::restore::{self, RestoreRequest};
 use crate::source;
 use crate::status::StreamStatus;
-use crate::stream::CrcWriter;
 use crate::target::{self, Target};
 
 /// Run one parsed command line.
@@ -223,8 +222,8 @@ fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus,
     match source::scan(&stream.dir, &stream.naming, |_| true) {
         Ok(segments) => {
             let sealed = source::sealed_count(&segments, stream.seal, stream.seal_idle, SystemTime::now());
-            let committed = sealed.checked_sub(1).map(|i| segments[i].position);
-            status.committed_position = committed.max(status.archived_position);
+            status.committed_position =
+                source::committed_position(&segments, sealed, status.archived_position);
         }
         Err(e) => status.last_error = Some(e.to_string()),
     }
@@ -272,13 +271,10 @@ fn verify_batch(target: &dyn Target, batch: &crate::manifest::BatchRecord, deep:
     let crc = match (info.crc32, deep) {
         (Some(crc), false) => crc,
         (None, false) => return None,
-        (_, true) => {
-            let mut sink = CrcWriter::default();
-            if let Err(e) = target.get(&batch.key, None, &mut sink) {
-                return Some(format!("cannot read back: {e}"));
-            }
-            sink.hasher.finalize()
-        }
+        (_, true) => match target::stored_crc32(target, &batch.key) {
+            Ok(crc) => crc,
+            Err(e) => return Some(format!("cannot read back: {e}")),
+        },
     };
     (crc != batch.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", batch.crc32))
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::{BatchRecord, Record, SegmentEntry};
-use crate::target::Target;
+use crate::target::{CrcWriter, Target};
 
 /// What a restore did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -135,7 +135,7 @@ pub fn fetch(
         return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
     };
     let written = durable::write_atomic(dest, |file| {
-        let mut checked = CrcFile { file, hasher: crc32fast::Hasher::new() };
+        let mut checked = CrcWriter::new(file);
         let got = target.get(&batch.key, Some((seg.offset, seg.len)), &mut checked);
         got.map_err(|e| io::Error::other(Error::target(stream, e)))?;
         let actual = checked.hasher.finalize();
@@ -179,23 +179,6 @@ fn crc_mismatch(stream: &str, key: &str, seg: &SegmentEntry, actual: u32) -> Err
             actual,
         },
     )
-}
-
-/// A file writer that checksums what it writes.
-struct CrcFile<'a> {
-    file: &'a mut File,
-    hasher: crc32fast::Hasher,
-}
-
-impl Write for CrcFile<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
 }
 
 /// Splits a batch's bytes into its segment files: each segment goes to a

@@ -217,6 +217,14 @@ pub fn sealed_count(
     }
 }
 
+/// The committed position: the last of the `sealed` leading `segments`
+/// (sealed ones are always a prefix), never behind what is already archived
+/// (archived segments may have been deleted or skipped by the scan).
+pub fn committed_position(segments: &[Segment], sealed: usize, archived: Option<u64>) -> Option<u64> {
+    let last_sealed = sealed.checked_sub(1).and_then(|i| segments.get(i)).map(|s| s.position);
+    last_sealed.max(archived)
+}
+
 /// Time since `modified`; zero for timestamps in the future (clock steps).
 pub fn age(modified: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(modified).unwrap_or(Duration::ZERO)
@@ -342,6 +350,17 @@ mod tests {
         set_dir_mtime(&dir, fresh);
         assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()).len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn committed_position_is_the_last_sealed_and_never_behind_archived() {
+        let now = SystemTime::UNIX_EPOCH;
+        let segs = [seg(4, now), seg(5, now), seg(6, now)];
+        assert_eq!(committed_position(&segs, 2, None), Some(5));
+        assert_eq!(committed_position(&segs, 2, Some(3)), Some(5));
+        assert_eq!(committed_position(&segs, 0, None), None);
+        assert_eq!(committed_position(&segs, 0, Some(9)), Some(9));
+        assert_eq!(committed_position(&[], 0, Some(9)), Some(9));
     }
 
     #[test]

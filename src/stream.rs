@@ -27,7 +27,7 @@ use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry};
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
 use crate::source::{self, CachedScan, Segment, SegmentMap};
 use crate::status::{StreamStatus, unix_now};
-use crate::target::{Target, TargetError, Upload, keys};
+use crate::target::{self, Target, TargetError, Upload, keys};
 
 /// How often an otherwise unchanged status file is refreshed with a new
 /// `last_success`.
@@ -177,9 +177,8 @@ impl Stream {
     fn facts(&self, segments: &[Segment]) -> Vec<SegmentFact> {
         let now = SystemTime::now();
         let sealed = source::sealed_count(segments, self.config.seal, self.config.seal_idle, now);
-        let committed = sealed.checked_sub(1).map(|i| segments[i].position);
-        let archived = self.archived();
-        self.update_status(|s| s.committed_position = committed.max(archived));
+        let committed = source::committed_position(segments, sealed, self.archived());
+        self.update_status(|s| s.committed_position = committed);
         segments
             .iter()
             .enumerate()
@@ -261,7 +260,7 @@ impl Stream {
             Some(crc) => crc,
             // The target cannot tell the whole-object CRC cheaply (e.g. a
             // multipart object): read it back. Only on this healing path.
-            None => read_back_crc(self.target.as_ref(), key).map_err(|e| Error::target(name, e))?,
+            None => target::stored_crc32(self.target.as_ref(), key).map_err(|e| Error::target(name, e))?,
         };
         if existing.size == size && existing_crc == crc32 {
             return Ok(true);
@@ -428,29 +427,6 @@ fn checksum_segments(batch: &[&Segment], maps: &[SegmentMap]) -> (Vec<SegmentEnt
         offset += len;
     }
     (entries, offset, whole.finalize())
-}
-
-/// CRC32 of a stored object, by reading it back.
-fn read_back_crc(target: &dyn Target, key: &str) -> Result<u32, TargetError> {
-    let mut sink = CrcWriter::default();
-    target.get(key, None, &mut sink)?;
-    Ok(sink.hasher.finalize())
-}
-
-/// A writer that only checksums what passes through it.
-#[derive(Default)]
-pub struct CrcWriter {
-    pub hasher: crc32fast::Hasher,
-}
-
-impl io::Write for CrcWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.hasher.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 fn marked_path(path: &Path) -> PathBuf {

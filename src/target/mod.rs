@@ -15,6 +15,38 @@ pub mod s3;
 use std::fmt;
 use std::io::Write;
 
+/// A writer that passes everything to `inner` and checksums it on the way
+/// (`std::io::sink()` as `inner` only checksums).
+pub struct CrcWriter<W> {
+    pub inner: W,
+    pub hasher: crc32fast::Hasher,
+}
+
+impl<W> CrcWriter<W> {
+    pub fn new(inner: W) -> CrcWriter<W> {
+        CrcWriter { inner, hasher: crc32fast::Hasher::new() }
+    }
+}
+
+impl<W: Write> Write for CrcWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// CRC32 of a stored object, by reading it back whole (for targets that
+/// cannot report it, and for `verify --deep`).
+pub fn stored_crc32(target: &dyn Target, key: &str) -> Result<u32, TargetError> {
+    let mut sink = CrcWriter::new(std::io::sink());
+    target.get(key, None, &mut sink)?;
+    Ok(sink.hasher.finalize())
+}
+
 /// What a target knows of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
