@@ -97,13 +97,20 @@ fn hostile(key: &str, detail: &str) -> Error {
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`). Returns the
-/// number of records adopted.
-pub fn catch_up(journal: &mut Journal, target: &dyn Target, stream: &str) -> Result<usize, Error> {
+/// or lost state directory, or another writer such as `push`), passing each
+/// adopted record to `visit` once it is in the journal. Returns the number
+/// of records adopted.
+pub fn catch_up(
+    journal: &mut Journal,
+    target: &dyn Target,
+    stream: &str,
+    visit: impl FnMut(&Record),
+) -> Result<usize, Error> {
     let missing = remote_records_after(target, stream, journal.last())?;
     if !missing.is_empty() {
         journal.append(&missing)?;
     }
+    missing.iter().for_each(visit);
     Ok(missing.len())
 }
 

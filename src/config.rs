@@ -22,7 +22,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::source::Naming;
+use crate::naming::Naming;
+pub use crate::plan::SealMode;
 
 /// Default config location.
 pub const DEFAULT_PATH: &str = "/etc/walship/walship.conf";
@@ -83,15 +84,6 @@ pub struct Global {
     pub metrics_file: Option<PathBuf>,
     /// Default info.
     pub log_level: log::LevelFilter,
-}
-
-/// How a stream decides a segment is complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SealMode {
-    /// Sealed once a higher-numbered segment exists.
-    Next,
-    /// Every file is sealed on sight (files arrive by atomic rename).
-    Spool,
 }
 
 /// What to do with local segments once archived.

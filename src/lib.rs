@@ -34,6 +34,7 @@ pub mod error;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;
+pub mod naming;
 pub mod notify;
 pub mod plan;
 pub mod restore;

@@ -25,6 +25,9 @@ pub struct StreamStatus {
     pub batches_archived: u64,
     /// Gaps recorded since the process started.
     pub gaps_recorded: u64,
+    /// Late files in the stream's directory at its last pass: at positions
+    /// the archive passed without them, so never archived (see the log).
+    pub late_segments: u64,
     /// When the last pass finished without error (seconds since the epoch).
     pub last_success: Option<u64>,
     /// The error the stream is currently stuck on, if any.
@@ -61,6 +64,7 @@ impl StreamStatus {
         let _ = writeln!(out, "committed_position={}", opt(self.committed_position));
         let _ = writeln!(out, "batches_archived={}", self.batches_archived);
         let _ = writeln!(out, "gaps_recorded={}", self.gaps_recorded);
+        let _ = writeln!(out, "late_segments={}", self.late_segments);
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
         let _ = writeln!(out, "last_error={}", self.last_error.as_deref().unwrap_or("").replace('\n', " "));
         let _ = writeln!(out, "backoff_ms={}", opt(self.backoff_ms));
@@ -80,6 +84,7 @@ impl StreamStatus {
                 "committed_position" => s.committed_position = num,
                 "batches_archived" => s.batches_archived = num.unwrap_or(0),
                 "gaps_recorded" => s.gaps_recorded = num.unwrap_or(0),
+                "late_segments" => s.late_segments = num.unwrap_or(0),
                 "last_success" => s.last_success = num,
                 "last_error" => s.last_error = (!value.is_empty()).then(|| value.to_string()),
                 "backoff_ms" => s.backoff_ms = num,
@@ -96,13 +101,14 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"last_success\":{},\"last_error\":{},\"backoff_ms\":{}}}",
+             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
             self.lag_segments(),
             self.batches_archived,
             self.gaps_recorded,
+            self.late_segments,
             opt(self.last_success),
             text(self.last_error.as_deref()),
             opt(self.backoff_ms),
@@ -122,6 +128,14 @@ impl StreamStatus {
         });
         let _ = writeln!(out, "  last success:       {success}");
         let _ = writeln!(out, "  last error:         {}", self.last_error.as_deref().unwrap_or("none"));
+        if self.late_segments > 0 {
+            let _ = writeln!(
+                out,
+                "  late files:         {} (arrived after the archive passed their position; \
+                 not archived, see the log)",
+                self.late_segments
+            );
+        }
         if let Some(ms) = self.backoff_ms {
             let _ = writeln!(out, "  backoff:            retrying in {ms} ms");
         }
@@ -169,6 +183,7 @@ mod tests {
             committed_position: Some(120),
             batches_archived: 10,
             gaps_recorded: 1,
+            late_segments: 2,
             last_success: Some(1_700_000_000),
             last_error: Some("stream sensors: boom = bad".into()),
             backoff_ms: Some(250),

@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry};
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
-use crate::source::{self, CachedScan, Segment, SegmentMap};
+use crate::source::{self, ScanError, Segment, SegmentMap, Source};
 use crate::status::{StreamStatus, unix_now};
 use crate::target::{self, Target, TargetError, Upload, keys};
 
@@ -56,8 +56,9 @@ pub struct Stream {
     status: Arc<Mutex<StreamStatus>>,
     /// What the status file last got, and when.
     saved_status: RefCell<Option<(String, Instant)>>,
-    /// The source directory, re-read only when it changed.
-    source: CachedScan,
+    /// The source directory, re-read only when it changed, and what the
+    /// archive records of it.
+    source: Source,
     _lock: File,
 }
 
@@ -75,8 +76,19 @@ impl Stream {
         durable::create_dir_all(&state_dir)
             .map_err(|e| Error::local("create state directory", &state_dir, e))?;
         let lock = lock_stream(&state_dir, &name)?;
-        let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &name, |_| {})?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), &name)?;
+        let keep = config.on_archived == OnArchived::Keep;
+        let mut source = Source::new(&name, &config.dir, &config.naming, keep);
+        let mut renamed = None;
+        let mut take = |record: &Record| {
+            if let Err(mismatch) = source.record(record) {
+                renamed.get_or_insert(mismatch);
+            }
+        };
+        let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &name, |r| take(&r))?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref(), &name, &mut take)?;
+        if let Some(mismatch) = renamed {
+            return Err(Error::NamingChanged { stream: name, source: Box::new(mismatch) });
+        }
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
@@ -87,7 +99,7 @@ impl Stream {
             journal,
             status,
             saved_status: RefCell::new(None),
-            source: CachedScan::default(),
+            source,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -124,16 +136,13 @@ impl Stream {
     pub fn pass(&mut self, flush: bool, should_stop: &dyn Fn() -> bool) -> Result<PassReport, Error> {
         let mut report = PassReport::default();
         loop {
-            // Archived segments matter only when they are still to be
-            // deleted or marked.
-            let archived = self.archived();
-            let keep = self.config.on_archived == OnArchived::Keep;
-            let wanted = |p: u64| !keep || archived.is_none_or(|a| p > a);
-            let segments = self
+            let survey = self
                 .source
-                .scan(&self.config.dir, &self.config.naming, wanted, SystemTime::now())
+                .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
-            self.acknowledge(&segments)?;
+            self.acknowledge(&survey.archived)?;
+            self.update_status(|s| s.late_segments = survey.late.len() as u64);
+            let segments = survey.waiting;
             let facts = self.facts(&segments);
             let mut progressed = false;
             loop {
@@ -159,6 +168,13 @@ impl Stream {
                 progressed = true;
             }
             if !progressed {
+                if !survey.refused.is_empty() {
+                    // Everything before the refused entries is archived;
+                    // they hold the stream until an operator deals with them.
+                    let (dir, entries) = (self.config.dir.clone(), survey.refused);
+                    let source = ScanError::Refused { dir, entries };
+                    return Err(Error::Scan { stream: self.config.name.clone(), source });
+                }
                 self.update_status(|s| s.last_success = Some(unix_now()));
                 return Ok(report);
             }
@@ -332,6 +348,9 @@ impl Stream {
     fn commit(&mut self, record: Record) -> Result<(), Error> {
         catalog::put_remote(self.target.as_ref(), &self.config.name, &record)?;
         self.journal.append(std::slice::from_ref(&record))?;
+        self.source
+            .record(&record)
+            .map_err(|e| Error::NamingChanged { stream: self.config.name.clone(), source: Box::new(e) })?;
         self.write_position()?;
         // One status update (and status file write) per commit.
         self.update_status(|s| {
@@ -353,12 +372,11 @@ impl Stream {
         durable::write_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
     }
 
-    /// Delete or mark every present segment already archived (also heals a
-    /// crash between commit and acknowledgement).
-    fn acknowledge(&self, segments: &[Segment]) -> Result<(), Error> {
-        let Some(archived) = self.archived() else { return Ok(()) };
-        let done: Vec<&Segment> = segments.iter().filter(|s| s.position <= archived).collect();
-        self.acknowledge_batch(&done)
+    /// Delete or mark the present segments the archive holds (also heals a
+    /// crash between commit and acknowledgement). Late files are not among
+    /// them: they are never touched.
+    fn acknowledge(&self, archived: &[Segment]) -> Result<(), Error> {
+        self.acknowledge_batch(&archived.iter().collect::<Vec<_>>())
     }
 
     fn acknowledge_batch(&self, segments: &[&Segment]) -> Result<(), Error> {

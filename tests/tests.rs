@@ -29,3 +29,5 @@ mod packaging;
 mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.
+mod source;
