@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The rules of what to archive when ([`plan`], [`retry`]) are pure
-//! functions; [`source`] and [`target`] only do I/O; [`stream`] ties them
+//! functions, and so is [`naming`] (file name ↔ position); [`source`] and
+//! [`target`] only do I/O; [`stream`] ties them
 //! together for one stream; [`manifest`] is the durable record and its
 //! format; [`catalog`] joins the local journal with the records on the
 //! target, which alone suffice to restore ([`restore`]) and to resume.
