@@ -434,14 +434,19 @@ impl Source {
     pub fn survey(&mut self, now: SystemTime) -> Result<Survey, ScanError> {
         let archive = &self.archive;
         let last = archive.last();
+        let after_archive = |p: u64| last.is_none_or(|last| p > last);
         let keep = self.keep_archived;
-        let wanted = |p: u64| last.is_none_or(|last| p > last) || !keep || !archive.holds(p);
+        let wanted = |p: u64| after_archive(p) || !keep || !archive.holds(p);
         let scan = self.cache.scan(&self.dir, &self.naming, wanted, now)?;
-        let mut survey = Survey { refused: scan.refused, ..Survey::default() };
-        let held_at = survey.refused.iter().filter_map(|r| r.position).min().unwrap_or(u64::MAX);
+        // An entry the archive already passed holds nothing back: it is
+        // warned about like a late file, not an error.
+        let (refused, passed): (Vec<Refused>, Vec<Refused>) =
+            scan.refused.into_iter().partition(|r| r.position.is_none_or(after_archive));
+        let held_at = refused.iter().filter_map(|r| r.position).min().unwrap_or(u64::MAX);
+        let mut survey = Survey { refused, ..Survey::default() };
         for segment in scan.segments {
             let position = segment.position;
-            if last.is_none_or(|last| position > last) {
+            if after_archive(position) {
                 if position < held_at {
                     survey.waiting.push(segment);
                 }
@@ -451,13 +456,16 @@ impl Source {
                 survey.late.push(segment);
             }
         }
-        self.warn_late(&survey.late);
+        self.warn_late(&survey.late, &passed);
         Ok(survey)
     }
 
-    /// Warn about each late file once while it stays in the directory.
-    fn warn_late(&mut self, late: &[Segment]) {
-        self.warned_late.retain(|name| late.iter().any(|s| s.name == *name));
+    /// Warn about each late file, and each refused entry at a position the
+    /// archive passed, once while it stays in the directory.
+    fn warn_late(&mut self, late: &[Segment], passed: &[Refused]) {
+        let present: BTreeSet<&str> =
+            late.iter().map(|s| s.name.as_str()).chain(passed.iter().map(|r| r.name.as_str())).collect();
+        self.warned_late.retain(|name| present.contains(name.as_str()));
         for segment in late {
             if self.warned_late.insert(segment.name.clone()) {
                 log::warn!(
@@ -468,6 +476,16 @@ impl Source {
                     segment.name,
                     segment.position,
                     self.archive.describe_missing(segment.position),
+                    self.dir.display(),
+                );
+            }
+        }
+        for entry in passed {
+            if self.warned_late.insert(entry.name.clone()) {
+                log::warn!(
+                    "stream {}: in {}: {entry} (its position is one the archive already passed, \
+                     so nothing waits on it)",
+                    self.stream,
                     self.dir.display(),
                 );
             }
@@ -695,8 +713,17 @@ mod tests {
         );
         assert_eq!(source.warned_late.len(), 2);
 
-        // Archived segments kept in place are not even looked at; late ones are.
+        // An entry refused at a position the archive passed holds nothing.
         fs::remove_dir(dir.0.join("10.log")).unwrap();
+        fs::remove_file(dir.0.join("3.log")).unwrap();
+        fs::create_dir(dir.0.join("3.log")).unwrap();
+        let survey = source.survey(SystemTime::now() + Duration::from_secs(60)).unwrap();
+        assert_eq!(positions(&survey.waiting), [9, 11, 12]);
+        assert!(survey.refused.is_empty());
+        assert!(source.warned_late.contains("3.log"));
+
+        // Archived segments kept in place are not even looked at; late ones are.
+        fs::remove_dir(dir.0.join("3.log")).unwrap();
         let mut keeping = Source::new("s", &dir.0, &naming, true);
         for record in [batch(2, 5), gap(6, 6), batch(7, 8)] {
             keeping.record(&record).unwrap();
