@@ -59,7 +59,9 @@ pub enum RefusedReason {
     /// named pipe (FIFO)", "a socket", "a device", or a link to one of those.
     NotAFile(String),
     /// A symbolic link whose target cannot be read (missing, a loop, no
-    /// permission), or an entry that cannot be stat'ed.
+    /// permission).
+    BrokenLink { target: PathBuf, error: io::Error },
+    /// An entry that cannot be stat'ed.
     Unreadable(io::Error),
     /// Its position is beyond what a manifest can record.
     BeyondLimit,
@@ -77,11 +79,15 @@ impl fmt::Display for Refused {
                  symbolic link to one: move it out of the stream directory or rename it so that \
                  it does not match the pattern"
             ),
-            (RefusedReason::Unreadable(e), _) => write!(
+            (RefusedReason::BrokenLink { target, error }, _) => write!(
                 f,
-                "{name} cannot be read ({e}); if it is a symbolic link, make it point to the \
-                 segment file, or remove it"
+                "{name} is a symbolic link to {}, which cannot be read ({error}); make it point \
+                 to the segment file, or remove it",
+                target.display()
             ),
+            (RefusedReason::Unreadable(e), _) => {
+                write!(f, "{name} cannot be examined ({e}); check its permissions, or remove it")
+            }
             (RefusedReason::BeyondLimit, Some(position)) => write!(
                 f,
                 "{name} stands for position {position}, beyond the largest position walship can \
@@ -192,26 +198,21 @@ pub fn scan_entries(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -
             NameMatch::Position(_) => continue,
         };
         let path = entry.path();
-        match regular_file_metadata(&entry, &path) {
+        let reason = match entry_kind(&entry, &path) {
+            Ok(EntryKind::File(meta)) => {
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                scan.segments.push(Segment { position, name, path, len: meta.len(), modified });
+                continue;
+            }
             // A file can vanish between listing and stat (spool consumers,
             // races with rotation): it is simply not present.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && !is_present(&path) => {}
-            Err(e) => {
-                let reason = RefusedReason::Unreadable(e);
-                scan.refused.push(Refused { name, position: Some(position), reason });
-            }
-            Ok(Err(kind)) => {
-                let reason = RefusedReason::NotAFile(kind);
-                scan.refused.push(Refused { name, position: Some(position), reason });
-            }
-            Ok(Ok(meta)) => scan.segments.push(Segment {
-                position,
-                name,
-                path,
-                len: meta.len(),
-                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            }),
-        }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Ok(EntryKind::Vanished) => continue,
+            Ok(EntryKind::NotAFile(kind)) => RefusedReason::NotAFile(kind),
+            Ok(EntryKind::BrokenLink { target, error }) => RefusedReason::BrokenLink { target, error },
+            Err(e) => RefusedReason::Unreadable(e),
+        };
+        scan.refused.push(Refused { name, position: Some(position), reason });
     }
     scan.segments.sort_by_key(|s| s.position);
     scan.refused.sort_by_key(|r| r.position.unwrap_or(u64::MAX));
@@ -225,27 +226,36 @@ pub fn scan_entries(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -
     Ok(scan)
 }
 
-/// The metadata of a regular file, or of the regular file a symbolic link
-/// points to; otherwise what kind of entry it is. Never opens the entry (a
-/// named pipe would block the stream).
-fn regular_file_metadata(entry: &fs::DirEntry, path: &Path) -> io::Result<Result<fs::Metadata, String>> {
+/// What a directory entry with a segment's name is.
+enum EntryKind {
+    /// A regular file, or a symbolic link to one: the file's metadata.
+    File(fs::Metadata),
+    /// Anything else: "a directory", …, "a symbolic link to a directory".
+    NotAFile(String),
+    /// A symbolic link whose target cannot be stat'ed.
+    BrokenLink { target: PathBuf, error: io::Error },
+    /// A symbolic link removed while it was looked at.
+    Vanished,
+}
+
+/// What `entry` (at `path`) is, from `lstat`, and `stat` for a symbolic
+/// link. Never opens it (opening a named pipe would block the stream).
+fn entry_kind(entry: &fs::DirEntry, path: &Path) -> io::Result<EntryKind> {
     let file_type = entry.file_type()?;
     if file_type.is_symlink() {
-        let meta = fs::metadata(path)?;
-        return Ok(match meta.is_file() {
-            true => Ok(meta),
-            false => Err(format!("a symbolic link to {}", kind_of(meta.file_type()))),
+        return Ok(match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => EntryKind::File(meta),
+            Ok(meta) => EntryKind::NotAFile(format!("a symbolic link to {}", kind_of(meta.file_type()))),
+            Err(error) => match fs::read_link(path) {
+                Ok(target) => EntryKind::BrokenLink { target, error },
+                Err(_) => EntryKind::Vanished,
+            },
         });
     }
     if !file_type.is_file() {
-        return Ok(Err(kind_of(file_type).to_string()));
+        return Ok(EntryKind::NotAFile(kind_of(file_type).to_string()));
     }
-    entry.metadata().map(Ok)
-}
-
-/// Whether a directory entry is still there (a dangling symbolic link is).
-fn is_present(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok()
+    entry.metadata().map(EntryKind::File)
 }
 
 /// "a directory", "a named pipe (FIFO)"…: what a non-regular entry is.
@@ -490,7 +500,7 @@ mod tests {
         assert_eq!(found.segments[0].len, 3, "a link's segment has its target's size");
         let reasons: Vec<String> = found.refused.iter().map(|r| format!("{:?}", r.reason)).collect();
         assert!(reasons[0].contains("named pipe") && reasons[1].contains("socket"), "{reasons:?}");
-        assert!(reasons[2].starts_with("Unreadable"), "{reasons:?}");
+        assert!(reasons[2].starts_with("BrokenLink"), "{reasons:?}");
         let err = scan(&dir.0, &naming, |_| true).unwrap_err().to_string();
         assert!(err.contains("Archiving stops before position 1 until then"), "{err}");
         // Mapping refuses anything but a regular file, without blocking.

@@ -123,7 +123,11 @@ fn non_file_with_a_segment_name_holds_the_stream_instead_of_becoming_a_gap() {
     let kinds: [(&str, Make, &str); 4] = [
         ("dir", |p| fs::create_dir(p).unwrap(), "is a directory"),
         ("fifo", make_fifo, "is a named pipe (FIFO)"),
-        ("dangling", |p| symlink("/nonexistent/walship-segment", p).unwrap(), "cannot be read"),
+        (
+            "dangling",
+            |p| symlink("/nonexistent/walship-segment", p).unwrap(),
+            "is a symbolic link to /nonexistent/walship-segment, which cannot be read",
+        ),
         ("link-to-dir", |p| symlink("/", p).unwrap(), "is a symbolic link to a directory"),
     ];
     for (kind, make, message) in kinds {
