@@ -260,3 +260,21 @@ fn changed_pattern_is_refused_instead_of_re_archiving_old_files() {
         assert_eq!(setup.record_objects().len(), records);
     }
 }
+
+/// The daemon warns about a late file once, not at every poll.
+#[test]
+fn daemon_warns_about_a_late_file_once() {
+    let setup = Setup::new("late-once", 5, "seal = spool");
+    setup.write_segments(1..=5, 100);
+    setup.ok(&["run", "--once"]);
+    setup.write_segments(8..=12, 100);
+    setup.walship(&["run", "--once"]);
+    setup.write_segments(6..=6, 100);
+
+    let daemon = Daemon::start(&setup.config, true);
+    // poll_interval is 10 ms: a second is about a hundred passes.
+    std::thread::sleep(Duration::from_secs(1));
+    let out = daemon.terminate();
+    let log = stderr(&out);
+    assert_eq!(log.matches("seg-000006.log arrived late").count(), 1, "{log}");
+}
