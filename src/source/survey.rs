@@ -78,7 +78,7 @@ pub struct Survey {
     /// Late files: at positions the archive passed without them (a gap, or
     /// below its start). Never archived, deleted or marked by walship.
     pub late: Vec<Segment>,
-    /// Entries that cannot be archived (see [`scan_entries`]).
+    /// Entries that cannot be archived (see [`super::scan_entries`]).
     pub refused: Vec<Refused>,
 }
 
