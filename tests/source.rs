@@ -258,6 +258,14 @@ fn changed_pattern_is_refused_instead_of_re_archiving_old_files() {
         assert!(log.contains("Put the old pattern back, or archive under a new stream name"), "{log}");
         assert_eq!(setup.batch_objects().len(), batches);
         assert_eq!(setup.record_objects().len(), records);
+
+        // With the state directory lost, the records adopted from the
+        // target are checked the same way.
+        fs::remove_dir_all(&setup.state).unwrap();
+        let out = setup.walship(&["run", "--once"]);
+        assert!(stderr(&out).contains(&format!("pattern `{new_pattern}` {what}")), "{}", stderr(&out));
+        assert_eq!(setup.batch_objects().len(), batches);
+        assert_eq!(setup.record_objects().len(), records);
     }
 }
 
