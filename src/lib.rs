@@ -28,6 +28,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use walship::config::check_parse;
-use walship::manifest::format::{self, check_record_round_trip, check_round_trip};
+use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
+use walship::manifest::format;
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
 const MIN_SEEDS: usize = 10;
@@ -61,8 +62,16 @@ fn config_seed_corpus_and_regressions_pass() {
 }
 
 /// Manifest seeds that must parse to records.
-const VALID_MANIFESTS: &[&str] =
-    &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
+const VALID_MANIFESTS: &[&str] = &[
+    "valid-batches-and-gaps",
+    "valid-many-segments",
+    "valid-field-order",
+    "valid-unicode-reason",
+    "v2-valid-all-kinds",
+    "v2-valid-zstd-batch",
+    "v2-valid-prune-mark",
+    "v2-valid-escaped-reason",
+];
 /// Config seeds that must parse.
 const VALID_CONFIGS: &[&str] = &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"];
 /// Manifest seeds the SPEC requires a clear error for.
@@ -76,6 +85,19 @@ const REFUSED_MANIFESTS: &[&str] = &[
     "absurd-position",
     "unknown-version",
     "bad-crc-middle-line",
+    "v2-hole-deleted-line",
+    "v2-hostile-seg-name-passwd",
+    "v2-seg-name-wrong-position",
+    "v2-seg-name-duplicate",
+    "v2-identity-stored-mismatch",
+    "v2-snapshot-out-of-order",
+    "v2-prune-sequence-skipped",
+    "v2-prune-mark-backwards",
+    "v2-prune-deletes-foreign",
+    "v2-prune-deletes-live-batch",
+    "v2-unknown-encoding",
+    "v2-v1-segment-syntax",
+    "v2-snapshot-foreign-key",
 ];
 /// Config seeds that must be refused.
 const REFUSED_CONFIGS: &[&str] =
@@ -87,7 +109,7 @@ fn seed(dir: &str, name: &str) -> Vec<u8> {
 }
 
 fn parse_manifest(name: &str) -> Result<format::Parsed, walship::manifest::ManifestError> {
-    format::parse(&seed("manifest", name), name, format::FUZZ_STREAM)
+    parse_fuzz_manifest(&seed("manifest", name), name)
 }
 
 fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::ConfigError> {
@@ -101,7 +123,7 @@ fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::
 fn valid_seeds_parse() {
     for name in VALID_MANIFESTS {
         let parsed = parse_manifest(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
-        assert!(!parsed.records.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
+        assert!(!parsed.manifest.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
     }
     for name in VALID_CONFIGS {
         parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));

@@ -60,13 +60,17 @@ fn hostile_journal_records_are_refused_with_clear_errors() {
     let cases = [
         (
             "traversal key",
-            "batch first=21 last=21 size=1 crc32=e8b7be43 key=../../etc/passwd seg=21,x,0,1,e8b7be43",
+            "batch first=21 last=21 size=1 crc32=e8b7be43 key=../../etc/passwd encoding=identity \
+             stored_size=1 stored_crc32=e8b7be43 seg=21,seg-000021.log,1,e8b7be43,0,1",
             "key",
         ),
         ("overlapping range", "gap first=18 last=30 reason=x", "overlap"),
         (
             "absurd size",
-            "batch first=21 last=21 size=99999999999999999 crc32=e8b7be43 key=s/batches/0000000000000015-0000000000000015 seg=21,x,0,99999999999999999,e8b7be43",
+            "batch first=21 last=21 size=99999999999999999 crc32=e8b7be43 \
+             key=s/batches/0000000000000015-0000000000000015 encoding=identity \
+             stored_size=99999999999999999 stored_crc32=e8b7be43 \
+             seg=21,seg-000021.log,99999999999999999,e8b7be43,0,99999999999999999",
             "size",
         ),
     ];
@@ -91,7 +95,7 @@ fn hostile_journal_records_are_refused_with_clear_errors() {
 fn unknown_manifest_version_is_refused() {
     let setup = archived_setup("version");
     let text = fs::read_to_string(setup.journal()).unwrap().replacen(
-        "walship-manifest v1",
+        "walship-manifest v2",
         "walship-manifest v9",
         1,
     );

@@ -121,11 +121,7 @@ pub fn composite_crc32(part_crcs: &[u32]) -> ReportedCrc32 {
 /// The whole-object CRC32 of consecutive parts, from each part's CRC32 and
 /// length (no second pass over the bytes).
 pub fn combined_crc32(parts: &[(u32, u64)]) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
-    for &(crc, len) in parts {
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
-    }
-    whole.finalize()
+    parts.iter().fold(0, |whole, &(crc, len)| crate::crc::combine(whole, crc, len))
 }
 
 #[cfg(test)]
