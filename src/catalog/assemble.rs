@@ -326,3 +326,7 @@ fn recorded(log: &[Record], first: u64, key: &str) -> bool {
     let index = log.partition_point(|record| record.last() < first);
     log.get(index).is_some_and(|record| matches!(record, Record::Batch(batch) if batch.key == key))
 }
+
+#[cfg(test)]
+#[path = "assemble_tests.rs"]
+mod tests;

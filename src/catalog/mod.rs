@@ -192,3 +192,40 @@ fn ends_of(manifest: &Manifest) -> Sequences {
         last_prune: manifest.prunes.last().map(|p| (p.sequence, p.before)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::validate::tests::{batch, naming};
+    use crate::manifest::{GapRecord, validate::MAX_POSITION};
+    use crate::target::fs::FileTarget;
+
+    fn temp_target(test: &str) -> (PathBuf, FileTarget) {
+        let dir = std::env::temp_dir().join(format!("walship-catalog-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        (dir.clone(), FileTarget::new(dir))
+    }
+
+    #[test]
+    fn an_invalid_record_is_refused_before_anything_is_stored() {
+        let (dir, target) = temp_target("refused");
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        let beyond = Record::Gap(GapRecord { first: 5, last: MAX_POSITION + 1, reason: "r".into() });
+        let mut passwd = batch("s", 0, &[b"root"]);
+        if let Record::Batch(b) = &mut passwd {
+            b.segments[0].name = "passwd".into();
+        }
+        for (record, needle) in
+            [(beyond, "beyond the limit 2^62"), (passwd, "`passwd` is not a segment name")]
+        {
+            let error = put_remote(&target, &rules, &record).expect_err("refused");
+            assert!(error.to_string().contains(needle), "{error}");
+        }
+        assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
+        put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
+        let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
+        assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
+    }
+}

@@ -192,3 +192,76 @@ fn agrees(manifest: &Manifest, content: &Manifest) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::validate::tests::{batch, naming};
+    use crate::manifest::{GapRecord, format};
+    use crate::target::ObjectInfo;
+
+    const STREAM: &str = "s";
+
+    fn gap(first: u64, last: u64) -> Record {
+        Record::Gap(GapRecord { first, last, reason: "r".into() })
+    }
+
+    /// The listing and downloads of record objects holding `objects`.
+    fn remote(objects: &[(String, Vec<u8>)]) -> (Listing, Vec<(String, Result<Vec<u8>, String>)>) {
+        let listed = objects
+            .iter()
+            .map(|(key, text)| ObjectInfo { key: key.clone(), size: text.len() as u64, crc32: None })
+            .collect();
+        let fetched = objects.iter().map(|(key, text)| (key.clone(), Ok(text.clone()))).collect();
+        (assemble::classify(STREAM, listed), fetched)
+    }
+
+    fn level0(record: &Record) -> (String, Vec<u8>) {
+        let key = keys::record_key(STREAM, record.first(), record.last(), record.kind());
+        (key, format::serialize_log(std::slice::from_ref(record)).into_bytes())
+    }
+
+    fn check(manifest: &Manifest, objects: &[(String, Vec<u8>)]) -> Vec<String> {
+        let naming = naming();
+        let (listing, fetched) = remote(objects);
+        check_record_objects(&StreamRules::new(STREAM, &naming), manifest, &listing, &fetched)
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            log: vec![batch(STREAM, 0, &[b"a"]), gap(1, 4), batch(STREAM, 5, &[b"b"])],
+            ..Manifest::default()
+        }
+    }
+
+    #[test]
+    fn sound_record_objects_pass() {
+        let objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        assert_eq!(check(&manifest(), &objects), Vec::<String>::new());
+        let compacted = RecordKey::Log { first: 0, last: 5, level: LogLevel::Compacted(1) }.key(STREAM);
+        let whole = (compacted, format::serialize_log(&manifest().log).into_bytes());
+        assert_eq!(check(&manifest(), &[whole]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn flipped_byte_and_missing_object_are_reported_with_their_keys() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        let lost = objects.remove(1).0;
+        let flipped = &mut objects[0].1;
+        let at = flipped.len() - 5;
+        flipped[at] ^= 0x01;
+        let found = check(&manifest(), &objects);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with(&format!("{}: CORRUPT record object", objects[0].0)), "{found:?}");
+        assert!(found[1].starts_with(&format!("{lost}: MISSING record object")), "{found:?}");
+    }
+
+    #[test]
+    fn a_record_object_that_disagrees_with_the_manifest_is_reported() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        objects[1] = level0(&Record::Gap(GapRecord { first: 1, last: 4, reason: "other".into() }));
+        let found = check(&manifest(), &objects);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("differs from the manifest's record of those positions"), "{found:?}");
+    }
+}
