@@ -100,6 +100,9 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
 }
 
+/// A record object's key and its bytes, or why they could not be read.
+pub type Downloaded = (String, Result<Vec<u8>, String>);
+
 /// List and download every record object of the stream, then check them.
 fn verify_record_objects(target: &dyn Target, rules: &StreamRules<'_>, manifest: &Manifest) -> Vec<String> {
     let stream = rules.name;
@@ -108,7 +111,7 @@ fn verify_record_objects(target: &dyn Target, rules: &StreamRules<'_>, manifest:
         Err(error) => return vec![format!("cannot list record objects: {error}")],
     };
     let listing = assemble::classify(stream, listed);
-    let fetched: Vec<(String, Result<Vec<u8>, String>)> = listing
+    let fetched: Vec<Downloaded> = listing
         .records
         .iter()
         .map(|(_, object)| {
@@ -134,7 +137,7 @@ pub fn check_record_objects(
     rules: &StreamRules<'_>,
     manifest: &Manifest,
     listing: &Listing,
-    fetched: &[(String, Result<Vec<u8>, String>)],
+    fetched: &[Downloaded],
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let mut compacted_ranges = Vec::new();
@@ -207,7 +210,7 @@ mod tests {
     }
 
     /// The listing and downloads of record objects holding `objects`.
-    fn remote(objects: &[(String, Vec<u8>)]) -> (Listing, Vec<(String, Result<Vec<u8>, String>)>) {
+    fn remote(objects: &[(String, Vec<u8>)]) -> (Listing, Vec<Downloaded>) {
         let listed = objects
             .iter()
             .map(|(key, text)| ObjectInfo { key: key.clone(), size: text.len() as u64, crc32: None })
