@@ -108,7 +108,7 @@ pub fn assemble(
         let Some(record_key) = RecordKey::parse(rules.name, &object.key) else {
             return Err(hostile(&object.key, "is not a record object of this stream"));
         };
-        let content = format::parse_object(&object.text, &object.key, rules)?;
+        let content = format::parse_object(&object.text, &object.key, rules).map_err(in_remote_object)?;
         match record_key {
             RecordKey::Log { first, last, level } => {
                 check_log_object(&object.key, &content, first, last, level)?;
@@ -261,6 +261,30 @@ fn refusal_error(refusal: Refusal, key: &str, previous_key: Option<&str>) -> Man
             last,
         },
         Refusal::Invalid(message) => hostile(key, &message),
+    }
+}
+
+/// A parse error of a remote record object, with the remedy that fits an
+/// object on the target rather than a local file.
+fn in_remote_object(error: ManifestError) -> ManifestError {
+    match error {
+        ManifestError::Damaged { source, line, message } => ManifestError::Damaged {
+            source: format!("{source}:{line}"),
+            line: 0,
+            message: format!(
+                "damaged remote manifest record ({message}); restore the object from a backup \
+                 (`walship verify --deep` lists every damaged record object)"
+            ),
+        },
+        ManifestError::Invalid { source, line, message } if line > 0 => ManifestError::Invalid {
+            source: format!("{source}:{line}"),
+            line: 0,
+            message: format!(
+                "invalid remote manifest record: {message}; move the object aside or fix the \
+                 target/stream name"
+            ),
+        },
+        other => other,
     }
 }
 

@@ -102,14 +102,21 @@ fn hostile_content_is_refused_naming_the_key() {
     let text = format::serialize_log(std::slice::from_ref(&passwd)).into_bytes();
     let error = run(&Sequences::default(), &[Fetched { key: key.clone(), text }]).expect_err("hostile");
     assert!(
-        error.to_string().starts_with(&format!("{key}:2: invalid record: segment 0: segment name `passwd`"))
+        error.to_string().starts_with(&format!(
+            "{key}:2: invalid remote manifest record: segment 0: segment name `passwd`"
+        ))
     );
     let flipped = Fetched {
         key: key.clone(),
         text: b"walship-manifest v2\n00000000 gap first=0 last=0 reason=x\n".to_vec(),
     };
     let error = run(&Sequences::default(), &[flipped]).expect_err("damaged");
-    assert!(error.to_string().starts_with(&format!("{key}:2: incomplete or corrupt final line")), "{error}");
+    assert!(
+        error.to_string().starts_with(&format!(
+            "{key}:2: damaged remote manifest record (incomplete or corrupt final line"
+        )),
+        "{error}"
+    );
 }
 
 #[test]
