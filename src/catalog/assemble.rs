@@ -310,6 +310,23 @@ pub enum Unrecorded {
     Orphan(String),
 }
 
+impl std::fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unrecorded::Pending(key) => write!(
+                f,
+                "{key} is stored but not recorded yet (a commit cut short); the next run records it \
+                 without sending it again"
+            ),
+            Unrecorded::Orphan(key) => write!(
+                f,
+                "{key} is stored but no record uses it (its positions are recorded otherwise, e.g. as \
+                 a gap); it is kept and ignored"
+            ),
+        }
+    }
+}
+
 /// Compare a stream's batch objects with its log (a rebuild, `verify`):
 /// a batch object whose positions no record covers, below the log's end and
 /// not pruned, means records were lost: a [`ManifestError::Hole`] naming

@@ -126,14 +126,8 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
     let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
     for found in assemble::unrecorded_batches(stream, &batches, manifest)? {
         match found {
-            Unrecorded::Pending(key) => log::info!(
-                "stream {stream}: {key} is stored but not recorded yet (a commit cut short); the next \
-                 run records it without sending it again"
-            ),
-            Unrecorded::Orphan(key) => log::warn!(
-                "stream {stream}: {key} is stored but no record uses it (its positions are recorded \
-                 otherwise, e.g. as a gap); it is kept and ignored"
-            ),
+            Unrecorded::Pending(_) => log::info!("stream {stream}: {found}"),
+            Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
         }
     }
     Ok(())

@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::assemble::{self, Listing, MAX_RECORD_OBJECT, Unrecorded};
+use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
 use crate::manifest::{BatchRecord, Entry, Manifest, Record, Sequences, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
@@ -61,8 +61,7 @@ pub fn verify_stream(
         Ok(batches) => match assemble::unrecorded_batches(stream, &batches, &manifest) {
             Ok(found) => {
                 for unrecorded in found {
-                    let (Unrecorded::Pending(key) | Unrecorded::Orphan(key)) = &unrecorded;
-                    say(format!("stream {stream}: {key}: stored but not recorded ({unrecorded:?})"));
+                    say(format!("stream {stream}: {unrecorded}"));
                 }
             }
             Err(error) => problem(say, format!("manifest: {error}")),
