@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
 use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
 use walship::manifest::format;
@@ -53,6 +54,36 @@ fn manifest_seed_corpus_and_regressions_pass() {
 fn manifest_record_seed_corpus_and_regressions_pass() {
     replay("corpus/manifest_record", MIN_SEEDS, check_record_round_trip);
     replay("regressions/manifest_record", 0, check_record_round_trip);
+}
+
+#[test]
+fn manifest_remote_seed_corpus_and_regressions_pass() {
+    replay("corpus/manifest_remote", MIN_SEEDS, assemble_seed);
+    replay("regressions/manifest_remote", 0, assemble_seed);
+}
+
+fn assemble_seed(data: &[u8]) {
+    let _ = check_assemble(data);
+}
+
+/// The remote-record seeds that must assemble do, and the hostile ones are
+/// refused: the fuzzer starts from both sides of every rule.
+#[test]
+fn manifest_remote_seeds_assemble_or_are_refused() {
+    let valid = [
+        "valid-three-level0",
+        "compacted-with-identical-level0",
+        "prune-and-snapshot",
+        "prune-mark-excuses-hole",
+        "v1-record-object",
+        "foreign-key",
+    ];
+    for name in inputs("corpus/manifest_remote") {
+        let seed_name = name.file_name().unwrap().to_str().unwrap().to_string();
+        let result = check_assemble(&std::fs::read(&name).unwrap());
+        let expected_ok = valid.contains(&seed_name.as_str()) || seed_name == "empty";
+        assert_eq!(result.is_ok(), expected_ok, "seed {seed_name}: {result:?}");
+    }
 }
 
 #[test]

@@ -368,6 +368,57 @@ fn recorded(log: &[Record], first: u64, key: &str) -> bool {
     log.get(index).is_some_and(|record| matches!(record, Record::Batch(batch) if batch.key == key))
 }
 
+/// For the fuzzer: `data` is a listing of record objects, each `KEY LF
+/// TEXT`, separated by NUL bytes (KEY is relative to the fuzz stream's
+/// records prefix; foreign keys are left out, as the caller would).
+/// Planning and assembling must not panic, whatever the
+/// input; an assembled log must be one that a journal accepts (valid and
+/// contiguous entries, in order), and assembling it again from the level-0
+/// objects of its own records must give it back. Returns what assembling
+/// gave, for the seed tests.
+pub fn check_assemble(data: &[u8]) -> Result<Manifest, ManifestError> {
+    use crate::manifest::check::{FUZZ_PATTERN, FUZZ_STREAM};
+    let naming = crate::source::Naming::from_pattern(FUZZ_PATTERN).unwrap_or_else(|why| panic!("{why}"));
+    let rules = StreamRules::new(FUZZ_STREAM, &naming);
+    let prefix = keys::records_prefix(FUZZ_STREAM);
+    let fetched: Vec<Fetched> = data
+        .split(|&byte| byte == 0)
+        .map(|object| {
+            let (key, text) = match object.iter().position(|&byte| byte == b'\n') {
+                Some(end) => (&object[..end], &object[end + 1..]),
+                None => (object, &[][..]),
+            };
+            Fetched { key: format!("{prefix}{}", String::from_utf8_lossy(key)), text: text.to_vec() }
+        })
+        .collect();
+    let listed = fetched
+        .iter()
+        .map(|f| ObjectInfo { key: f.key.clone(), size: f.text.len() as u64, crc32: None })
+        .collect();
+    let listing = classify(FUZZ_STREAM, listed);
+    let _ = to_fetch(&listing, &Sequences::default());
+    // Every record object, not only those the plan fetches: conflicts too.
+    let fetched: Vec<Fetched> = fetched.into_iter().filter(|f| !listing.foreign.contains(&f.key)).collect();
+    let assembled = assemble(&rules, &Sequences::default(), &fetched)?;
+    let mut ends = Sequences::default();
+    for entry in assembled.entries() {
+        crate::manifest::validate_entry(&entry, &rules)
+            .unwrap_or_else(|why| panic!("assembled invalid entry: {why}"));
+        ends.admit(&entry).unwrap_or_else(|refusal| panic!("assembled entries out of order: {refusal:?}"));
+    }
+    let again: Vec<Fetched> = assembled
+        .entries()
+        .map(|entry| Fetched {
+            key: super::entry_key(FUZZ_STREAM, &entry),
+            text: format::serialize(std::slice::from_ref(&entry)).into_bytes(),
+        })
+        .collect();
+    let reassembled = assemble(&rules, &Sequences::default(), &again)
+        .unwrap_or_else(|error| panic!("level-0 objects of an assembled manifest do not assemble: {error}"));
+    assert_eq!(reassembled, assembled, "reassembling changed the manifest");
+    Ok(assembled)
+}
+
 #[cfg(test)]
 #[path = "assemble_tests.rs"]
 mod tests;
