@@ -36,53 +36,21 @@ mod error;
 mod multipart;
 mod object;
 mod retry;
+pub mod settings;
 pub mod sigv4;
 pub mod xml;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use crate::target::{ObjectInfo, Target, TargetError, Upload};
+use std::io::Write;
 
 use client::{Client, Timeouts};
 pub use credentials::Credentials;
 use retry::RetryPolicy;
 
-/// Smallest part size S3 allows (except for the last part).
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// Largest part (and single PutObject walship sends) S3 allows.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub use settings::{MAX_PART_SIZE, MIN_PART_SIZE, S3Settings};
+
 /// Attempts of one request (or part) before its transient error is returned.
 pub const REQUEST_ATTEMPTS: u32 = 5;
-
-/// Everything needed to talk to one bucket.
-#[derive(Debug, Clone)]
-pub struct S3Settings {
-    /// `http://host:port` or `https://host[:port]`, without a path.
-    pub endpoint: String,
-    /// Signing region: `us-east-1` for AWS's default, `garage` for Garage.
-    pub region: String,
-    pub bucket: String,
-    /// Key prefix inside the bucket, may be empty; slashes at either end are
-    /// ignored.
-    pub prefix: String,
-    pub credentials: Credentials,
-    /// Extra trust anchors (PEM); replaces the WebPKI roots when set.
-    pub ca_file: Option<PathBuf>,
-    /// Objects larger than this go multipart in parts of exactly this size
-    /// (the last part smaller); at least [`MIN_PART_SIZE`].
-    pub part_size: u64,
-    /// Parts of one object in flight at once (at least 1).
-    pub parallel_uploads: usize,
-    /// DNS + TCP + TLS setup, each.
-    pub connect_timeout: Duration,
-    /// Response-head wait, and the longest a body read or write may stall.
-    pub io_timeout: Duration,
-    /// Backoff bounds between attempts of one request.
-    pub retry_min: Duration,
-    pub retry_max: Duration,
-}
 
 /// An S3 bucket (and prefix) as a [`Target`].
 pub struct S3Target {
@@ -101,9 +69,7 @@ impl S3Target {
     /// Validate `settings` and build the HTTP client (no request is sent;
     /// see [`Target::check`]).
     pub fn new(settings: S3Settings) -> Result<S3Target, TargetError> {
-        validate(&settings)?;
-        let endpoint = client::parse_endpoint(&settings.endpoint)
-            .map_err(|detail| config_error(detail, "set endpoint to an http:// or https:// URL"))?;
+        let endpoint = settings::validate(&settings).map_err(|(detail, fix)| config_error(detail, fix))?;
         if !endpoint.is_https {
             log::warn!(
                 "endpoint {} uses plain http: archived data crosses the network unencrypted",
@@ -165,50 +131,6 @@ impl S3Target {
     }
 }
 
-fn validate(settings: &S3Settings) -> Result<(), TargetError> {
-    let checks: [(bool, String, &str); 7] = [
-        (
-            settings.part_size >= MIN_PART_SIZE,
-            format!("part_size {} is below S3's 5MiB minimum", settings.part_size),
-            "set part_size to at least 5MiB",
-        ),
-        (
-            settings.part_size <= MAX_PART_SIZE,
-            format!("part_size {} is above S3's 5GiB maximum", settings.part_size),
-            "set part_size to at most 5GiB",
-        ),
-        (
-            settings.parallel_uploads >= 1,
-            "parallel_uploads is 0".into(),
-            "set parallel_uploads to at least 1",
-        ),
-        (
-            !settings.bucket.is_empty() && !settings.bucket.contains('/'),
-            format!("bucket name {:?} is not valid", settings.bucket),
-            "set target = s3://BUCKET/prefix",
-        ),
-        (
-            !settings.region.trim().is_empty(),
-            "region is empty".into(),
-            "set region (us-east-1 for AWS's default, garage for Garage)",
-        ),
-        (
-            !settings.connect_timeout.is_zero() && !settings.io_timeout.is_zero(),
-            "a zero timeout would fail every request".into(),
-            "use timeouts above zero",
-        ),
-        (
-            settings.retry_min <= settings.retry_max,
-            format!("backoff_min {:?} exceeds backoff_max {:?}", settings.retry_min, settings.retry_max),
-            "set backoff_min <= backoff_max",
-        ),
-    ];
-    match checks.into_iter().find(|(ok, _, _)| !ok) {
-        Some((_, detail, fix)) => Err(config_error(detail, fix)),
-        None => Ok(()),
-    }
-}
-
 fn config_error(detail: String, fix: &str) -> TargetError {
     TargetError::Fatal { op: "configure s3 target".into(), key: String::new(), detail, fix: fix.into() }
 }
@@ -267,6 +189,7 @@ impl Target for S3Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     pub(crate) fn settings() -> S3Settings {
         S3Settings {
