@@ -149,3 +149,18 @@ fn bigger_objects_round_trip_with_many_pieces() {
         }
     }
 }
+
+/// Regression: the file target's listing hid keys ending in `.part`, `.tmp`
+/// or `~` (it used the source's ignore rule for segment names). A target
+/// lists every key it holds; only its own in-flight temp files are hidden.
+#[test]
+fn listing_shows_keys_that_look_like_temporary_files() {
+    for (name, target, _dir) in targets("conf-temp-names") {
+        let keys = ["s/x/.hidden", "s/x/a.part", "s/x/b.tmp", "s/x/c~", "s/x/d.partial", "s/x/e.archived"];
+        for key in keys {
+            target.put(key, &upload(&[key.as_bytes()])).unwrap();
+        }
+        let listed: Vec<String> = target.list("s/x/", None).unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(listed, keys, "{name}");
+    }
+}
