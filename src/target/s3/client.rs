@@ -227,6 +227,11 @@ impl Client {
         Client { agent, endpoint, bucket, region, credentials, retry }
     }
 
+    /// `scheme://host[:port]` of the store, for messages.
+    pub fn endpoint_origin(&self) -> &str {
+        &self.endpoint.origin
+    }
+
     /// Error context of a request.
     pub fn context<'r>(&'r self, request: &'r S3Request<'_>) -> ErrorContext<'r> {
         ErrorContext {

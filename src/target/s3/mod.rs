@@ -23,6 +23,15 @@
 //! the bucket. Unreachable endpoints are `Transient` in operations and
 //! `Fatal` (with the fix) in `check`.
 //!
+//! Required and optional requests: PutObject, HEAD, GET, ListObjectsV2,
+//! DeleteObjects and the multipart upload requests (create, part, complete)
+//! are required; a store that answers one of them 501 NotImplemented gets a
+//! fatal error naming the request and the store (never retried: it cannot
+//! succeed later). ListMultipartUploads and AbortMultipartUpload only clean
+//! up stale uploads: without them walship warns once (what is lost, and the
+//! lifecycle rule that replaces them) and keeps archiving. The GET that
+//! explains a refused HEAD falls back to the HEAD's own error.
+//!
 //! Trust: TLS is always verified, against the bundled WebPKI roots or, when
 //! `ca_file` is set, against the certificates of that file only (ureq offers
 //! one root set per agent; a private endpoint needs only its own CA).
@@ -63,6 +72,9 @@ pub struct S3Target {
     /// `s3://bucket/prefix`, names the target in bucket-level messages.
     location: String,
     description: String,
+    /// Optional operations the store turned out not to implement, each
+    /// warned about once.
+    unsupported: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl S3Target {
@@ -113,7 +125,22 @@ impl S3Target {
             retry,
             location,
             description,
+            unsupported: Default::default(),
         })
+    }
+
+    /// Warn, once per target and operation, that the store does not
+    /// implement the optional `operation`; `consequence` says what is lost
+    /// and what to do.
+    fn warn_once(&self, operation: &'static str, consequence: &str) {
+        let mut warned = self.unsupported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !warned.contains(&operation) {
+            warned.push(operation);
+            log::warn!(
+                "the S3 store at {} does not implement {operation} (HTTP 501 NotImplemented): {consequence}",
+                self.client.endpoint_origin()
+            );
+        }
     }
 
     /// The bucket key of a target-relative key.
