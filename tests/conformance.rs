@@ -182,9 +182,10 @@ fn listing_shows_keys_that_look_like_temporary_files() {
 /// the wire and for signing.
 #[test]
 fn prefixes_and_keys_with_any_utf8_round_trip() {
-    for sub in ["site+7:edge/wal", "ünï cödé/x y"] {
+    for sub in ["site+7:edge/wal", "ünï cödé/x y", " lead/trail "] {
         for (name, target, _dir) in targets_under("conf-utf8", sub) {
-            let keys = ["s/a+b:c", "s/d e/f=g&h?i#j", "s/ü/中/🦀~*'()!$,;@", "s/z%20"];
+            // Spaces at either end of a key or a segment are part of it.
+            let keys = ["s/ a ", "s/a+b:c", "s/d e/f=g&h?i#j", "s/ü/中/🦀~*'()!$,;@", "s/z%20"];
             for key in keys {
                 target.put(key, &upload(&[key.as_bytes()])).unwrap_or_else(|e| panic!("{name} {sub}: {e}"));
             }

@@ -160,7 +160,8 @@ pub fn root_name(xml: &str) -> Option<&str> {
 }
 
 /// Text content with CDATA sections kept literally and entities decoded
-/// elsewhere; surrounding whitespace trimmed.
+/// elsewhere. Whitespace is kept: it is part of a key (readers of numbers
+/// and booleans trim for themselves).
 pub fn decode_text(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -179,7 +180,7 @@ pub fn decode_text(raw: &str) -> String {
         }
     }
     out.push_str(&decode_entities(rest));
-    out.trim().to_string()
+    out
 }
 
 /// Replace `&amp; &lt; &gt; &quot; &apos; &#NN; &#xNN;`; anything else that
@@ -244,8 +245,14 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Decoded text of the first element named `tag`, trimmed, when not empty:
+/// for codes, messages, checksums and dates, never for keys or tokens.
+fn trimmed(xml: &str, tag: &str) -> Option<String> {
+    text(xml, tag).map(|value| value.trim().to_string()).filter(|value| !value.is_empty())
+}
+
 fn is_true(xml: &str, tag: &str) -> bool {
-    text(xml, tag).is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    text(xml, tag).is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// One page of a ListObjectsV2 response.
@@ -264,7 +271,7 @@ pub fn parse_list_objects(xml: &str) -> Result<ListObjectsPage, String> {
     for entry in elements(xml, "Contents") {
         let key = text(entry, "Key").ok_or("a Contents entry has no Key")?;
         let size = text(entry, "Size")
-            .and_then(|size| size.parse::<u64>().ok())
+            .and_then(|size| size.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("object {key} has no valid Size"))?;
         objects.push((key, size));
     }
@@ -293,9 +300,9 @@ pub struct CompletedUpload {
 /// Parse a `CompleteMultipartUploadResult`.
 pub fn parse_complete_multipart(xml: &str) -> CompletedUpload {
     CompletedUpload {
-        etag: text(xml, "ETag"),
-        checksum_crc32: text(xml, "ChecksumCRC32").filter(|c| !c.is_empty()),
-        checksum_type: text(xml, "ChecksumType").filter(|c| !c.is_empty()),
+        etag: trimmed(xml, "ETag"),
+        checksum_crc32: trimmed(xml, "ChecksumCRC32"),
+        checksum_type: trimmed(xml, "ChecksumType"),
     }
 }
 
@@ -326,7 +333,7 @@ pub fn parse_list_uploads(xml: &str) -> UploadsPage {
             Some(PendingUpload {
                 key: text(entry, "Key")?,
                 upload_id: text(entry, "UploadId").filter(|id| !id.is_empty())?,
-                initiated: text(entry, "Initiated"),
+                initiated: trimmed(entry, "Initiated"),
             })
         })
         .collect();
@@ -352,8 +359,8 @@ pub fn parse_delete_failures(xml: &str) -> Vec<DeleteFailure> {
         .into_iter()
         .map(|entry| DeleteFailure {
             key: text(entry, "Key").unwrap_or_default(),
-            code: text(entry, "Code").unwrap_or_default(),
-            message: text(entry, "Message").unwrap_or_default(),
+            code: trimmed(entry, "Code").unwrap_or_default(),
+            message: trimmed(entry, "Message").unwrap_or_default(),
         })
         .collect()
 }
@@ -374,7 +381,7 @@ pub fn parse_error(xml: &str) -> Option<ErrorBody> {
     if root_name(xml)? != "Error" {
         return None;
     }
-    let field = |tag| text(xml, tag).filter(|value| !value.is_empty());
+    let field = |tag| trimmed(xml, tag);
     Some(ErrorBody {
         code: field("Code"),
         message: field("Message"),
@@ -495,7 +502,7 @@ mod tests {
         assert_eq!(decode_entities("&#65;&#x42;&#X43;"), "ABC");
         assert_eq!(decode_entities("&bogus; & &#xZZ; &#1114112; &amp"), "&bogus; & &#xZZ; &#1114112; &amp");
         assert_eq!(decode_entities("&#xD800;"), "&#xD800;");
-        assert_eq!(decode_text("  <![CDATA[a<b&amp;]]>&amp;c "), "a<b&amp;&c");
+        assert_eq!(decode_text("  <![CDATA[a<b&amp;]]>&amp;c "), "  a<b&amp;&c ");
     }
 
     #[test]
