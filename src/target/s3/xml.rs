@@ -10,7 +10,8 @@
 //!
 //! The typed extractors below cover ListObjectsV2, CreateMultipartUpload,
 //! CompleteMultipartUpload, ListMultipartUploads, DeleteObjects and error
-//! bodies; [`escape`] builds request bodies.
+//! bodies; [`escape`] builds request bodies. [`check_parse`] is the fuzz
+//! target's property (fuzz/fuzz_targets/s3_xml.rs).
 
 /// One piece of markup found by the scanner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +390,31 @@ pub fn parse_error(xml: &str) -> Option<ErrorBody> {
         bucket_name: field("BucketName"),
         request_id: field("RequestId"),
     })
+}
+
+/// For the fuzzer: whatever `data` is (any server or proxy may send it),
+/// every reader gives a value or an error without panicking; and the text
+/// of `data`, escaped as a key in a listing, reads back exactly. Panics
+/// otherwise.
+pub fn check_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_list_objects(&text);
+    let _ = parse_upload_id(&text);
+    let _ = parse_complete_multipart(&text);
+    let _ = parse_list_uploads(&text);
+    let _ = parse_delete_failures(&text);
+    let _ = parse_error(&text);
+    let _ = root_name(&text);
+    let escaped = escape(&text);
+    assert_eq!(decode_entities(&escaped), text, "escape does not round-trip");
+    let listing = format!(
+        "<ListBucketResult><Contents><Key>{escaped}</Key><Size>7</Size></Contents>\
+         <NextContinuationToken>{escaped}</NextContinuationToken></ListBucketResult>"
+    );
+    let page = parse_list_objects(&listing).expect("a listing built from an escaped key parses");
+    assert_eq!(page.objects, vec![(text.to_string(), 7)], "the key does not read back");
+    let token = page.next_continuation_token.unwrap_or_default();
+    assert!(token == text || text.is_empty(), "the token does not read back");
 }
 
 #[cfg(test)]
