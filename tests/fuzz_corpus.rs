@@ -163,6 +163,9 @@ fn hostile_seeds_are_refused() {
     }
 }
 
+/// A named generator of inputs of a given scale.
+type Pathology = (&'static str, fn(usize) -> String);
+
 /// The fastest of a few runs of `check` on `input` (the minimum is the
 /// least disturbed by other work on the machine).
 fn fastest(check: fn(&[u8]), input: &[u8]) -> Duration {
@@ -202,7 +205,7 @@ fn assert_linear(what: &str, check: fn(&[u8]), make: impl Fn(usize) -> String) {
 /// attributes, entities, entries, comments) are read in linear time.
 #[test]
 fn s3_xml_reading_takes_linear_time() {
-    let cases: [(&str, fn(usize) -> String); 8] = [
+    let cases: [Pathology; 8] = [
         ("deep nesting", |n| {
             format!("{}<Key>k</Key><Size>1</Size>{}", "<Contents>".repeat(n), "</Contents>".repeat(n))
         }),
@@ -229,7 +232,7 @@ fn s3_xml_reading_takes_linear_time() {
 /// Long and numerous lines of a credentials file are read in linear time.
 #[test]
 fn credentials_parsing_takes_linear_time() {
-    let cases: [(&str, fn(usize) -> String); 3] = [
+    let cases: [Pathology; 3] = [
         ("many profiles", |n| {
             "[p]\naws_access_key_id = A\n".repeat(n)
                 + "[default]\naws_access_key_id = A\naws_secret_access_key = S\n"
