@@ -499,3 +499,25 @@ fn encode_segment(segment: &str) -> String {
         })
         .collect()
 }
+
+/// Regression: `endpoint = https://s3.example.net/base` passed the config
+/// (`check` printed "ok" for it) and every request then failed at run time
+/// with exit 1. It is refused at load, by every command, with file:line.
+/// Needs no S3 server.
+#[test]
+fn an_endpoint_with_a_path_is_refused_at_load_with_file_and_line() {
+    let setup = Setup::with_target(
+        "s3-endpoint-path",
+        5,
+        "",
+        "target = s3://bucket/prefix\nendpoint = https://s3.example.net/base",
+    );
+    let config = setup.config.display().to_string();
+    for args in [&["check"][..], &["run", "--once"], &["list"]] {
+        let out = setup.walship(args);
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}{}", stdout(&out));
+        assert!(text.contains(&format!("{config}:4: [global] endpoint:")), "{args:?}: {text}");
+        assert!(text.contains("takes no path"), "{args:?}: {text}");
+    }
+}
