@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::manifest::ManifestError;
-use crate::naming::NameMismatch;
 use crate::source::ScanError;
 use crate::target::TargetError;
 use crate::target::s3::credentials::CredentialsError;
@@ -32,9 +31,6 @@ pub enum Error {
     Credentials(CredentialsError),
     /// The stream's directory could not be scanned.
     Scan { stream: String, source: ScanError },
-    /// The archive records segment names that the stream's current naming
-    /// reads differently: its `pattern` changed after they were archived.
-    NamingChanged { stream: String, source: Box<NameMismatch> },
     /// The local or a remote manifest is damaged or hostile.
     Manifest(ManifestError),
     /// A target operation failed.
@@ -64,9 +60,7 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Config(_) | Error::Credentials(_) | Error::NamingChanged { .. } => {
-                EXIT_USAGE
-            }
+            Error::Usage(_) | Error::Config(_) | Error::Credentials(_) => EXIT_USAGE,
             Error::NotInArchive { .. } => EXIT_NOT_FOUND,
             Error::Failed { exit_code, .. } => *exit_code,
             _ => EXIT_FAILURE,
@@ -91,7 +85,6 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "{e}"),
             Error::Credentials(e) => write!(f, "{e}"),
             Error::Scan { stream, source } => write!(f, "stream {stream}: {source}"),
-            Error::NamingChanged { stream, source } => write!(f, "stream {stream}: {source}"),
             Error::Manifest(e) => write!(f, "{e}"),
             Error::Target { stream, source } if stream.is_empty() => write!(f, "{source}"),
             Error::Target { stream, source } => write!(f, "stream {stream}: {source}"),

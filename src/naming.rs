@@ -136,9 +136,9 @@ impl Naming {
         }
     }
 
-    /// Check that `name`, recorded in the archive at `position`, still
-    /// stands for that position under this naming. A mismatch means the
-    /// stream's naming changed after the name was archived.
+    /// Check that `name`, recorded in the archive at `position`, stands for
+    /// that position under this naming (the manifest's rule for segment
+    /// names; a mismatch names the likely cause and the fix).
     pub fn check_recorded(&self, name: &str, position: u64) -> Result<(), NameMismatch> {
         match self.classify(name) {
             NameMatch::Position(p) if p == position => Ok(()),
@@ -158,7 +158,8 @@ impl fmt::Display for Naming {
 }
 
 /// A name recorded in the archive at a position the current naming does not
-/// give it: the stream's `pattern` changed since it was archived.
+/// give it: the stream's `pattern` changed since it was archived, or the
+/// record is hostile. The manifest's validator refuses such records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameMismatch {
     /// The recorded file name.
@@ -174,17 +175,25 @@ pub struct NameMismatch {
 impl fmt::Display for NameMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let NameMismatch { name, recorded, now, naming } = self;
-        write!(f, "the archive holds segment {name} at position {recorded}, but pattern `{naming}` ")?;
+        let name = name.escape_debug();
         match now {
-            NameMatch::Position(p) => write!(f, "reads that name as position {p}")?,
-            NameMatch::Overflow => write!(f, "reads that name as a number too large for a position")?,
-            NameMatch::NotASegment => write!(f, "does not match that name")?,
+            NameMatch::Position(p) => write!(
+                f,
+                "segment name `{name}` stands for position {p} under the stream's naming, not {recorded}"
+            )?,
+            NameMatch::Overflow => write!(
+                f,
+                "segment name `{name}` has a number too large for a position under the stream's naming"
+            )?,
+            NameMatch::NotASegment => {
+                write!(f, "segment name `{name}` is not a segment name under the stream's naming")?
+            }
         }
         write!(
             f,
-            ": the stream's `pattern` changed after it was archived, and archiving on would store \
-             old files again at new positions. Put the old pattern back, or archive under a new \
-             stream name"
+            " (pattern `{naming}`): either the stream's `pattern` changed after this was archived \
+             (archiving on would store old files again at new positions: put the old pattern \
+             back, or archive under a new stream name), or the record is hostile"
         )
     }
 }
@@ -311,9 +320,13 @@ mod tests {
         let err = hex.check_recorded("seg-000010.log", 10).unwrap_err();
         assert_eq!(err.now, NameMatch::Position(16));
         let message = err.to_string();
-        assert!(message.contains("seg-000010.log at position 10"), "{message}");
-        assert!(message.contains("`seg-{hex}.log` reads that name as position 16"), "{message}");
-        assert!(message.contains("Put the old pattern back"), "{message}");
+        assert!(
+            message.contains("`seg-000010.log` stands for position 16 under the stream's naming, not 10")
+        );
+        assert!(message.contains("(pattern `seg-{hex}.log`)"), "{message}");
+        assert!(message.contains("put the old pattern back"), "{message}");
+        let hostile = dec.check_recorded("pass\nwd", 1).unwrap_err().to_string();
+        assert!(hostile.starts_with("segment name `pass\\nwd` is not a segment name"), "{hostile}");
         let other = Naming::from_pattern("log-{seq}").unwrap();
         assert_eq!(other.check_recorded("seg-000010.log", 10).unwrap_err().now, NameMatch::NotASegment);
     }

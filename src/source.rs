@@ -25,7 +25,7 @@ use memmap2::Mmap;
 
 use crate::manifest::validate::MAX_POSITION;
 use crate::mapguard::{self, Registration};
-pub use crate::naming::{NameMatch, NameMismatch, Naming, is_ignored_name};
+pub use crate::naming::{NameMatch, Naming, is_ignored_name};
 use crate::plan::SealMode;
 
 mod survey;

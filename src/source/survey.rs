@@ -2,23 +2,25 @@
 //! waiting to be archived, segments the archive holds (to acknowledge), late
 //! files (at positions the archive passed without them: warned about once
 //! each, never touched) and refused entries (which hold the stream at their
-//! position). Also checks, record by record, that the segment names the
-//! archive holds still stand for their positions under the stream's naming.
+//! position). Positions retention pruned on purpose are none of these.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{CachedScan, NameMismatch, Naming, Refused, ScanError, Segment};
-use crate::manifest::Record;
+use super::{CachedScan, Naming, Refused, ScanError, Segment};
+use crate::manifest::{Entry, Record};
 
 /// The position ranges the archive's records cover, merged: those stored
-/// as batches, and those recorded as gaps. Kept small (one range per run of
-/// adjacent batches, one per run of gaps), whatever the archive's length.
+/// as batches, and those recorded as gaps; and the positions retention
+/// pruned on purpose. Kept small (one range per run of adjacent batches,
+/// one per run of gaps), whatever the archive's length.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchivedRanges {
     batches: Vec<(u64, u64)>,
     gaps: Vec<(u64, u64)>,
+    /// The latest "pruned before P" mark.
+    pruned_before: Option<u64>,
 }
 
 impl ArchivedRanges {
@@ -33,6 +35,16 @@ impl ArchivedRanges {
             Some((_, end)) if end.checked_add(1) == Some(first) => *end = last,
             _ => ranges.push((first, last)),
         }
+    }
+
+    /// Take in a prune's "pruned before P" mark.
+    pub fn prune(&mut self, before: u64) {
+        self.pruned_before = self.pruned_before.max(Some(before));
+    }
+
+    /// Whether retention removed position `p` from the archive on purpose.
+    pub fn pruned(&self, position: u64) -> bool {
+        self.pruned_before.is_some_and(|before| position < before)
     }
 
     /// Whether the archive holds position `p` as batch content.
@@ -112,16 +124,19 @@ impl Source {
         }
     }
 
-    /// Take in the archive's next record, checking that the segment names
-    /// it holds still stand for their positions under the stream's naming.
-    pub fn record(&mut self, record: &Record) -> Result<(), NameMismatch> {
-        self.archive.record(record);
-        match record {
-            Record::Batch(batch) => {
-                batch.segments.iter().try_for_each(|seg| self.naming.check_recorded(&seg.name, seg.position))
-            }
-            Record::Gap(_) => Ok(()),
+    /// Take in the archive's next entry: at open, those of the journal and
+    /// those adopted from the target.
+    pub fn record_entry(&mut self, entry: &Entry) {
+        match entry {
+            Entry::Log(record) => self.record(record),
+            Entry::Prune(prune) => self.archive.prune(prune.before),
+            Entry::Snapshot(_) => {}
         }
+    }
+
+    /// Take in the log record just committed.
+    pub fn record(&mut self, record: &Record) {
+        self.archive.record(record);
     }
 
     /// Read the directory and sort what is there (see [`Survey`]), warning
@@ -131,7 +146,7 @@ impl Source {
         let last = archive.last();
         let after_archive = |p: u64| last.is_none_or(|last| p > last);
         let keep = self.keep_archived;
-        let wanted = |p: u64| after_archive(p) || !keep || !archive.holds(p);
+        let wanted = |p: u64| after_archive(p) || (!archive.pruned(p) && (!keep || !archive.holds(p)));
         let scan = self.cache.scan(&self.dir, &self.naming, wanted, now)?;
         // An entry the archive already passed holds nothing back: it is
         // warned about like a late file, not an error.
@@ -147,7 +162,7 @@ impl Source {
                 }
             } else if archive.holds(position) {
                 survey.archived.push(segment);
-            } else {
+            } else if !archive.pruned(position) {
                 survey.late.push(segment);
             }
         }
@@ -194,7 +209,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::naming::NameMatch;
+    use crate::manifest::{BatchRecord, PruneRecord, SegmentEntry};
 
     /// A temporary stream directory, removed on drop.
     struct TempDir(PathBuf);
@@ -219,22 +234,10 @@ mod tests {
     }
 
     fn batch(first: u64, last: u64) -> Record {
-        Record::Batch(crate::manifest::BatchRecord {
-            first,
-            last,
-            key: String::new(),
-            size: 0,
-            crc32: 0,
-            segments: (first..=last)
-                .map(|position| crate::manifest::SegmentEntry {
-                    position,
-                    name: format!("{position}.log"),
-                    offset: 0,
-                    len: 0,
-                    crc32: 0,
-                })
-                .collect(),
-        })
+        let segments = (first..=last)
+            .map(|position| SegmentEntry::identity(position, format!("{position}.log"), 0, 0, 0))
+            .collect();
+        Record::Batch(BatchRecord::identity("s", first, last, segments))
     }
 
     fn gap(first: u64, last: u64) -> Record {
@@ -270,7 +273,7 @@ mod tests {
         fs::create_dir(dir.0.join("10.log")).unwrap();
         let mut source = Source::new("s", &dir.0, &naming, false);
         for record in [batch(2, 5), gap(6, 6), batch(7, 8)] {
-            source.record(&record).unwrap();
+            source.record(&record);
         }
         let survey = source.survey(SystemTime::now()).unwrap();
         assert_eq!(positions(&survey.waiting), [9], "held below the directory at 10");
@@ -296,7 +299,7 @@ mod tests {
         fs::remove_dir(dir.0.join("3.log")).unwrap();
         let mut keeping = Source::new("s", &dir.0, &naming, true);
         for record in [batch(2, 5), gap(6, 6), batch(7, 8)] {
-            keeping.record(&record).unwrap();
+            keeping.record(&record);
         }
         let survey = keeping.survey(SystemTime::now()).unwrap();
         assert_eq!(positions(&survey.waiting), [9, 11, 12]);
@@ -308,16 +311,22 @@ mod tests {
         assert_eq!(keeping.warned_late.iter().collect::<Vec<_>>(), ["1.log"]);
     }
 
+    /// Positions retention pruned are neither late nor archived content:
+    /// a node that rebuilt its manifest after a prune has no record of them.
     #[test]
-    fn records_whose_names_the_naming_reads_differently_are_a_mismatch() {
-        let naming = Naming::from_pattern("{hex}.log").unwrap();
-        let mut source = Source::new("s", Path::new("/nonexistent"), &naming, true);
-        assert!(source.record(&batch(1, 9)).is_ok());
-        let mismatch = source.record(&batch(10, 12)).unwrap_err();
-        assert_eq!(
-            (mismatch.name.as_str(), mismatch.recorded, mismatch.now),
-            ("10.log", 10, NameMatch::Position(16))
-        );
-        assert!(source.record(&gap(13, 14)).is_ok());
+    fn pruned_positions_are_left_alone_quietly() {
+        let dir = TempDir::new("survey-pruned");
+        let naming = Naming::from_pattern("{seq}.log").unwrap();
+        for p in [3, 12, 13] {
+            fs::write(dir.0.join(format!("{p}.log")), b"x").unwrap();
+        }
+        let mut source = Source::new("s", &dir.0, &naming, false);
+        let prune = PruneRecord { sequence: 1, before: 10, deleted: Vec::new() };
+        source.record_entry(&Entry::Prune(prune));
+        source.record_entry(&Entry::Log(batch(10, 12)));
+        let survey = source.survey(SystemTime::now()).unwrap();
+        assert_eq!(positions(&survey.waiting), [13]);
+        assert_eq!(positions(&survey.archived), [12]);
+        assert!(survey.late.is_empty() && source.warned_late.is_empty());
     }
 }
