@@ -43,7 +43,7 @@ pub struct Segment {
 }
 
 /// A directory entry with a segment's name that cannot be archived.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Its file name inside the stream's directory.
     pub name: String,
@@ -52,17 +52,33 @@ pub struct Refused {
     pub reason: RefusedReason,
 }
 
-/// Why a [`Refused`] entry cannot be archived.
-#[derive(Debug)]
+impl Refused {
+    /// Whether it is a symbolic link: what it points to can change without
+    /// the stream's directory changing.
+    pub fn is_link(&self) -> bool {
+        match &self.reason {
+            RefusedReason::NotAFile(kind) => kind.starts_with(LINK_TO),
+            RefusedReason::BrokenLink { .. } => true,
+            RefusedReason::Unreadable(_) | RefusedReason::BeyondLimit | RefusedReason::Overflow => false,
+        }
+    }
+}
+
+/// How a [`RefusedReason::NotAFile`] kind that is a link begins.
+const LINK_TO: &str = "a symbolic link to ";
+
+/// Why a [`Refused`] entry cannot be archived (errors kept as their
+/// messages, so a scan can be kept and compared).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefusedReason {
     /// Not a regular file (nor a symbolic link to one): "a directory", "a
     /// named pipe (FIFO)", "a socket", "a device", or a link to one of those.
     NotAFile(String),
     /// A symbolic link whose target cannot be read (missing, a loop, no
     /// permission).
-    BrokenLink { target: PathBuf, error: io::Error },
+    BrokenLink { target: PathBuf, error: String },
     /// An entry that cannot be stat'ed.
-    Unreadable(io::Error),
+    Unreadable(String),
     /// Its position is beyond what a manifest can record.
     BeyondLimit,
     /// Its number does not even fit in 64 bits.
@@ -104,7 +120,7 @@ impl fmt::Display for Refused {
 
 /// What one directory read found: segments (sorted by position) and the
 /// entries with segment names that cannot be archived.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Scan {
     pub segments: Vec<Segment>,
     pub refused: Vec<Refused>,
@@ -209,8 +225,10 @@ pub fn scan_entries(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Ok(EntryKind::Vanished) => continue,
             Ok(EntryKind::NotAFile(kind)) => RefusedReason::NotAFile(kind),
-            Ok(EntryKind::BrokenLink { target, error }) => RefusedReason::BrokenLink { target, error },
-            Err(e) => RefusedReason::Unreadable(e),
+            Ok(EntryKind::BrokenLink { target, error }) => {
+                RefusedReason::BrokenLink { target, error: error.to_string() }
+            }
+            Err(e) => RefusedReason::Unreadable(e.to_string()),
         };
         scan.refused.push(Refused { name, position: Some(position), reason });
     }
@@ -245,7 +263,7 @@ fn entry_kind(entry: &fs::DirEntry, path: &Path) -> io::Result<EntryKind> {
     if file_type.is_symlink() {
         return Ok(match fs::metadata(path) {
             Ok(meta) if meta.is_file() => EntryKind::File(meta),
-            Ok(meta) => EntryKind::NotAFile(format!("a symbolic link to {}", kind_of(meta.file_type()))),
+            Ok(meta) => EntryKind::NotAFile(format!("{LINK_TO}{}", kind_of(meta.file_type()))),
             Err(error) => match fs::read_link(path) {
                 Ok(target) => EntryKind::BrokenLink { target, error },
                 Err(_) => EntryKind::Vanished,
@@ -284,12 +302,12 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// the same files as at the last scan. Only the newest segment can still be
 /// growing (and sealing by `seal_idle` looks at its age), so it alone is
 /// stat'ed again. An idle poll then costs one or two `stat` calls however
-/// many files the directory keeps. A scan that refused an entry is not
-/// kept: what a symbolic link points to can change without the directory
-/// changing, so the entry is looked at again every time.
+/// many files the directory keeps. A scan that refused a symbolic link is
+/// not kept: what a link points to can change without the directory
+/// changing, so the link is looked at again every time.
 #[derive(Default)]
 pub struct CachedScan {
-    last: Option<(SystemTime, Vec<Segment>)>,
+    last: Option<(SystemTime, Scan)>,
 }
 
 impl CachedScan {
@@ -305,15 +323,16 @@ impl CachedScan {
     ) -> Result<Scan, ScanError> {
         let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
         let dir_mtime = fs::metadata(dir).and_then(|m| m.modified()).map_err(dir_error)?;
-        if let Some((seen, segments)) = &mut self.last
+        if let Some((seen, scan)) = &mut self.last
             && *seen == dir_mtime
             && age(dir_mtime, now) >= SETTLE
         {
-            refresh_newest(segments);
-            return Ok(Scan { segments: segments.clone(), refused: Vec::new() });
+            refresh_newest(&mut scan.segments);
+            return Ok(scan.clone());
         }
         let scan = scan_entries(dir, naming, wanted)?;
-        self.last = scan.refused.is_empty().then(|| (dir_mtime, scan.segments.clone()));
+        let keep = !scan.refused.iter().any(Refused::is_link);
+        self.last = keep.then(|| (dir_mtime, scan.clone()));
         Ok(scan)
     }
 }
@@ -481,6 +500,36 @@ mod tests {
 
     fn positions(segments: &[Segment]) -> Vec<u64> {
         segments.iter().map(|s| s.position).collect()
+    }
+
+    /// A refused directory is kept like any scan (it changes only through
+    /// the stream's directory); a refused link is looked at again every
+    /// time, since its target can appear without the directory changing.
+    #[test]
+    fn cached_scan_keeps_refusals_except_links() {
+        let dir = TempDir::new("cached-refusals");
+        let outside = TempDir::new("cached-refusals-outside");
+        let naming = Naming::from_pattern("{seq}.log").unwrap();
+        let now = SystemTime::now();
+        let settled = now - Duration::from_secs(60);
+        let refused = |scan: &Scan| scan.refused.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        fs::create_dir(dir.0.join("5.log")).unwrap();
+        set_dir_mtime(&dir.0, settled);
+        let mut cache = CachedScan::default();
+        assert_eq!(refused(&cache.scan(&dir.0, &naming, |_| true, now).unwrap()), ["5.log"]);
+        fs::write(dir.0.join("6.log"), b"x").unwrap();
+        set_dir_mtime(&dir.0, settled);
+        let cached = cache.scan(&dir.0, &naming, |_| true, now).unwrap();
+        assert!(cached.segments.is_empty(), "the kept scan is used");
+        assert_eq!(refused(&cached), ["5.log"]);
+
+        std::os::unix::fs::symlink(outside.0.join("seven"), dir.0.join("7.log")).unwrap();
+        set_dir_mtime(&dir.0, settled + Duration::from_secs(1));
+        assert_eq!(refused(&cache.scan(&dir.0, &naming, |_| true, now).unwrap()), ["5.log", "7.log"]);
+        fs::write(outside.0.join("seven"), b"7").unwrap();
+        let scan = cache.scan(&dir.0, &naming, |_| true, now).unwrap();
+        assert_eq!(refused(&scan), ["5.log"]);
+        assert_eq!(positions(&scan.segments), [6, 7]);
     }
 
     /// A named pipe is refused from its type alone: opening it would block.
