@@ -18,14 +18,9 @@ use crate::target::{Target, Upload, keys};
 /// holds one batch's segment table.
 const MAX_RECORD_OBJECT: u64 = 16 << 20;
 
-/// The stream's directory under the state directory.
-pub fn stream_state_dir(state_dir: &Path, stream: &str) -> PathBuf {
-    state_dir.join(stream)
-}
-
-/// The stream's local journal.
+/// The stream's local journal (the layout is `statedir`'s).
 pub fn journal_path(state_dir: &Path, stream: &str) -> PathBuf {
-    stream_state_dir(state_dir, stream).join("manifest")
+    crate::statedir::journal(state_dir, stream)
 }
 
 /// The key of the remote object holding `record`.
@@ -97,11 +92,18 @@ fn hostile(key: &str, detail: &str) -> Error {
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`). Returns the
-/// number of records adopted.
-pub fn catch_up(journal: &mut Journal, target: &dyn Target, stream: &str) -> Result<usize, Error> {
+/// or lost state directory, or another writer such as `push`), once `check`
+/// accepts them (nothing is appended otherwise). Returns the number of
+/// records adopted.
+pub fn catch_up(
+    journal: &mut Journal,
+    target: &dyn Target,
+    stream: &str,
+    check: impl FnOnce(&[Record]) -> Result<(), Error>,
+) -> Result<usize, Error> {
     let missing = remote_records_after(target, stream, journal.last())?;
     if !missing.is_empty() {
+        check(&missing)?;
         journal.append(&missing)?;
     }
     Ok(missing.len())

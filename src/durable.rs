@@ -1,15 +1,21 @@
 //! The one path for durable local writes: write a temp file beside the
-//! destination, fsync it, rename it into place, fsync the directory.
+//! destination, fsync it, rename it into place, fsync the directory. The
+//! state directory's files (position, status), the file target's objects
+//! and the metrics textfile are written here; the journal appends and
+//! fsyncs its own file (an append is not a replacement).
 //!
 //! After `write_atomic` returns, the file survives a power loss with either
-//! its old or its new content, never a mix. Temp names start with '.', so
-//! directory scans and listings skip them; a crash can leave one behind,
-//! which the next write of the same name replaces.
+//! its old or its new content, never a mix. Temp names have one shape,
+//! `.NAME.PID-N.tmp` ([`is_temp_name`]): they start with '.', so directory
+//! scans skip them, and each is unique, so two writers never share one. A
+//! crash can leave one behind; [`remove_stale_temps`] removes those at the
+//! next start (only names of that shape, only files older than the process).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 /// Write `path` atomically and durably; `fill` writes the content.
 pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
@@ -71,6 +77,50 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+/// Whether `file_name` is a temp name made by [`write_atomic`]:
+/// `.NAME.PID-N.tmp`, with decimal PID and N.
+pub fn is_temp_name(file_name: &str) -> bool {
+    let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((name, unique)) = inner.rsplit_once('.') else { return false };
+    let Some((pid, n)) = unique.split_once('-') else { return false };
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !name.is_empty() && decimal(pid) && decimal(n)
+}
+
+/// Remove the temp files of [`write_atomic`] directly in `dir` last modified
+/// before `older_than` (a crash left them: a write in progress keeps its
+/// file's time moving). Nothing else is touched; a missing `dir` holds none.
+/// Returns the files removed.
+pub fn remove_stale_temps(dir: &Path, older_than: SystemTime) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_str().is_some_and(is_temp_name) {
+            continue;
+        }
+        let Ok(meta) = entry.path().symlink_metadata() else { continue };
+        let stale = meta.modified().is_ok_and(|m| m < older_than);
+        if meta.is_file() && stale {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +137,40 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.join("a/b")).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temp_names_are_recognised_exactly() {
+        assert!(is_temp_name(".status.123-0.tmp"));
+        assert!(is_temp_name(".0000000000000001-0000000000000005.77-12.tmp"));
+        for other in
+            ["status", ".status.tmp", "status.1-2.tmp", ".status.x-2.tmp", ".status.1-.tmp", "..1-2.tmp"]
+        {
+            assert!(!is_temp_name(other), "{other}");
+        }
+    }
+
+    /// Regression: a crash left `.status.*.tmp` files (and a 710 MB temp on
+    /// the file target) that nothing ever removed.
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("walship-durable-stale-{}", std::process::id()));
+        create_dir_all(&dir).unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in [".status.1-0.tmp", "status", ".other", "keep.1-0.tmp"] {
+            fs::write(dir.join(name), b"x").unwrap();
+            File::options().write(true).open(dir.join(name)).unwrap().set_modified(old).unwrap();
+        }
+        fs::write(dir.join(".fresh.2-0.tmp"), b"in progress").unwrap();
+        let started = SystemTime::now() - std::time::Duration::from_secs(60);
+        let removed = remove_stale_temps(&dir, started).unwrap();
+        assert_eq!(removed, vec![dir.join(".status.1-0.tmp")]);
+        let mut left: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".fresh.2-0.tmp", ".other", "keep.1-0.tmp", "status"]);
+        assert!(remove_stale_temps(&dir.join("missing"), started).unwrap().is_empty());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

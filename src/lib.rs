@@ -40,6 +40,7 @@ pub mod restore;
 pub mod retry;
 pub mod signals;
 pub mod source;
+pub mod statedir;
 pub mod status;
 pub mod stream;
 pub mod target;
