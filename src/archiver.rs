@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::statedir::{self, StreamLock};
-use crate::status::{StreamStatus, unix_now};
+use crate::status::{StatusCell, StreamStatus, unix_now};
 use crate::stream::mailbox::{ArchiveReply, Message};
 use crate::stream::worker::{JobLinks, StreamJob};
 use crate::stream::{Hints, PassReport, Stream};
@@ -46,7 +46,7 @@ pub struct Archiver {
 /// What the metrics threads read.
 struct Shared {
     stop: AtomicBool,
-    statuses: Mutex<Vec<Arc<Mutex<StreamStatus>>>>,
+    statuses: Mutex<Vec<Arc<StatusCell>>>,
     /// When a stream thread last went round its loop (seconds since epoch).
     heartbeat: Arc<AtomicU64>,
 }
@@ -54,7 +54,7 @@ struct Shared {
 impl Shared {
     fn statuses(&self) -> Vec<StreamStatus> {
         let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        statuses.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        statuses.iter().map(|s| s.get()).collect()
     }
 
     fn metrics_page(&self) -> String {
@@ -74,7 +74,7 @@ struct StreamHandle {
     config: StreamConfig,
     mailbox: Sender<Message>,
     stop: Arc<AtomicBool>,
-    status: Arc<Mutex<StreamStatus>>,
+    status: Arc<StatusCell>,
     thread: JoinHandle<()>,
 }
 
@@ -114,11 +114,11 @@ impl Archiver {
             target: Arc::clone(&self.target),
             poll_interval: global.poll_interval,
             backoff: Backoff::new(global.backoff_min, global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR)),
-            lock,
+            lock: lock.map(Arc::new),
         };
         let (mailbox, inbox) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let status = Arc::new(Mutex::new(StreamStatus {
+        let status = Arc::new(StatusCell::new(StreamStatus {
             stream: stream.name.clone(),
             daemon_running: true,
             ..Default::default()
@@ -174,7 +174,7 @@ impl Archiver {
 
     /// Every stream's current status.
     pub fn status(&self) -> Vec<StreamStatus> {
-        self.streams.iter().map(|h| h.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        self.streams.iter().map(|h| h.status.get()).collect()
     }
 
     /// The metrics page, as served on `metrics_listen`.
@@ -341,11 +341,11 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .map(|stream_config| {
                 let target = Arc::clone(&target);
                 scope.spawn(move || {
-                    let status = Arc::new(Mutex::new(StreamStatus {
+                    let status = Arc::new(StatusCell::new(StreamStatus {
                         stream: stream_config.name.clone(),
                         ..Default::default()
                     }));
-                    let lock = statedir::lock_stream(state_dir, &stream_config.name)?;
+                    let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
                     stream.pass(true, Hints::default(), &|| false)
                 })

@@ -5,12 +5,17 @@
 //! `statedir`) whenever what the file shows changes, so `walship status` in
 //! another process can show it; counters stay in memory. An idle stream's
 //! `last_success` reaches the file at most once a minute
-//! (`stream::STATUS_REFRESH`). Rendering to text and JSON lives here too;
+//! ([`StatusCell`]). Rendering to text and JSON lives here too;
 //! the Prometheus page is `metrics`'.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often an otherwise unchanged status file is refreshed with a new
+/// `last_success`.
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
 /// Upper bounds (seconds) of the upload-duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -167,6 +172,71 @@ impl StreamStatus {
     /// Mirror this status to `path` (durably, so a reader never sees half).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         crate::durable::write_file(path, self.to_file_text().as_bytes())
+    }
+}
+
+/// A stream's status, shared by its thread (which changes it) and readers
+/// (`Archiver::status`, metrics), and mirrored to the status file once the
+/// thread holds the stream's lock.
+#[derive(Debug, Default)]
+pub struct StatusCell {
+    current: Mutex<StreamStatus>,
+    mirror: Mutex<Mirror>,
+}
+
+/// Where the status is mirrored, and what the file last got (the file text
+/// with `last_success` reduced to whether there is one) and when.
+#[derive(Debug, Default)]
+struct Mirror {
+    path: Option<PathBuf>,
+    saved: Option<(String, Instant)>,
+}
+
+impl StatusCell {
+    /// A cell holding `status`, not mirrored yet.
+    pub fn new(status: StreamStatus) -> StatusCell {
+        StatusCell { current: Mutex::new(status), mirror: Mutex::default() }
+    }
+
+    /// The status now.
+    pub fn get(&self) -> StreamStatus {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Mirror to `path` from now on (the caller holds the stream's lock),
+    /// carrying over the `last_success` the file already shows: it is the
+    /// stream's, not this process's.
+    pub fn mirror_to(&self, path: PathBuf) {
+        let previous =
+            std::fs::read_to_string(&path).map(|t| StreamStatus::from_file_text(&t)).unwrap_or_default();
+        *self.mirror.lock().unwrap_or_else(|p| p.into_inner()) = Mirror { path: Some(path), saved: None };
+        self.update(|s| s.last_success = s.last_success.max(previous.last_success));
+    }
+
+    /// Change the status, and mirror it to the file when what `walship
+    /// status` shows has changed (a new `last_success` alone at most every
+    /// [`STATUS_REFRESH`], so an idle stream does not write every poll; the
+    /// first one at once, so a pass that archived nothing still counts).
+    pub fn update(&self, change: impl FnOnce(&mut StreamStatus)) {
+        let mut status = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut status);
+        let mut mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = mirror.path.clone() else { return };
+        let shown =
+            StreamStatus { last_success: status.last_success.map(|_| 0), ..status.clone() }.to_file_text();
+        let due = match &mirror.saved {
+            Some((text, at)) => {
+                *text != shown || (at.elapsed() >= STATUS_REFRESH && status.last_success.is_some())
+            }
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        match status.save(&path) {
+            Ok(()) => mirror.saved = Some((shown, Instant::now())),
+            Err(e) => log::warn!("stream {}: cannot write {}: {e}", status.stream, path.display()),
+        }
     }
 }
 

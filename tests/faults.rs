@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use walship::error::Error;
-use walship::status::StreamStatus;
+use walship::status::StatusCell;
 use walship::stream::{Hints, Stream};
 use walship::target::fs::FileTarget;
 use walship::target::{ObjectInfo, Target, TargetError, Upload};
@@ -53,8 +53,8 @@ impl Target for TamperingTarget {
 fn open_stream(setup: &Setup, target: Arc<dyn Target>) -> Stream {
     let text = fs::read_to_string(&setup.config).unwrap();
     let config = walship::config::parse(&setup.config, &text).unwrap();
-    let status = Arc::new(Mutex::new(StreamStatus::default()));
-    let lock = walship::statedir::lock_stream(&config.global.state_dir, "s").unwrap();
+    let status = Arc::new(StatusCell::default());
+    let lock = Arc::new(walship::statedir::lock_stream(&config.global.state_dir, "s").unwrap());
     Stream::open(config.streams[0].clone(), &config.global.state_dir, target, status, lock).unwrap()
 }
 

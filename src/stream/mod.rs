@@ -29,10 +29,9 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::catalog;
 use crate::config::{OnArchived, SealMode, StreamConfig};
@@ -42,12 +41,8 @@ use crate::manifest::journal::Journal;
 use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
 use crate::source::{self, CachedScan, Segment};
 use crate::statedir::{self, StreamLock};
-use crate::status::{StreamStatus, unix_now};
+use crate::status::{StatusCell, StreamStatus, unix_now};
 use crate::target::Target;
-
-/// How often an otherwise unchanged status file is refreshed with a new
-/// `last_success`.
-const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
@@ -92,17 +87,15 @@ pub struct Stream {
     target: Arc<dyn Target>,
     state_root: PathBuf,
     journal: Journal,
-    status: Arc<Mutex<StreamStatus>>,
-    /// What the status file last got (without `last_success`, plus whether
-    /// it had one), and when.
-    saved_status: RefCell<Option<(String, Instant)>>,
+    status: Arc<StatusCell>,
     /// The source directory, re-read only when it changed.
     source: CachedScan,
-    _lock: StreamLock,
+    _lock: Arc<StreamLock>,
 }
 
 impl Stream {
-    /// Open the stream under `lock`: remove temp files a crash left (state
+    /// Open the stream under `lock` (kept as long as the stream): mirror its
+    /// status to the status file, remove temp files a crash left (state
     /// directory and target), load its journal (dropping a torn final
     /// record), adopt remote records it lacks once they match the local
     /// segments, abort stale uploads.
@@ -110,10 +103,11 @@ impl Stream {
         config: StreamConfig,
         state_root: &Path,
         target: Arc<dyn Target>,
-        status: Arc<Mutex<StreamStatus>>,
-        lock: StreamLock,
+        status: Arc<StatusCell>,
+        lock: Arc<StreamLock>,
     ) -> Result<Stream, Error> {
         let name = config.name.clone();
+        status.mirror_to(statedir::status_file(state_root, &name));
         statedir::clean_stale_temps(state_root, &name)?;
         let removed = target
             .clean_stale_temps(&format!("{name}/"), statedir::process_start())
@@ -136,18 +130,11 @@ impl Stream {
             state_root: state_root.to_path_buf(),
             journal,
             status,
-            saved_status: RefCell::new(None),
             source: CachedScan::default(),
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
-        let previous = std::fs::read_to_string(statedir::status_file(state_root, &stream.config.name))
-            .map(|text| StreamStatus::from_file_text(&text))
-            .unwrap_or_default();
-        stream.update_status(|s| {
-            s.archived_position = stream.archived();
-            s.last_success = s.last_success.max(previous.last_success);
-        });
+        stream.update_status(|s| s.archived_position = stream.archived());
         stream.write_position()?;
         Ok(stream)
     }
@@ -263,30 +250,8 @@ impl Stream {
             .collect()
     }
 
-    /// Change the shared status, and mirror it to the status file when what
-    /// `walship status` shows has changed (a new `last_success` alone at most
-    /// every [`STATUS_REFRESH`], so an idle stream does not write every poll;
-    /// the first one at once, so a pass that archived nothing still counts).
     fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
-        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut status);
-        let shown =
-            StreamStatus { last_success: status.last_success.map(|_| 0), ..status.clone() }.to_file_text();
-        let mut saved = self.saved_status.borrow_mut();
-        let due = match &*saved {
-            Some((text, at)) => {
-                *text != shown || (at.elapsed() >= STATUS_REFRESH && status.last_success.is_some())
-            }
-            None => true,
-        };
-        if !due {
-            return;
-        }
-        let path = statedir::status_file(&self.state_root, self.name());
-        match status.save(&path) {
-            Ok(()) => *saved = Some((shown, Instant::now())),
-            Err(e) => log::warn!("stream {}: cannot write {}: {e}", self.name(), path.display()),
-        }
+        self.status.update(change);
     }
 }
 

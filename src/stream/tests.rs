@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{Hints, PassReport, Stream};
 use crate::config::{self, StreamConfig};
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::manifest::Record;
 use crate::manifest::journal;
 use crate::statedir;
-use crate::status::StreamStatus;
+use crate::status::{StatusCell, StreamStatus};
 use crate::target::Target;
 use crate::target::memory::MemoryTarget;
 
@@ -52,8 +52,8 @@ impl Fixture {
     }
 
     fn open(&self) -> Result<Stream, Error> {
-        let status = Arc::new(Mutex::new(StreamStatus::default()));
-        let lock = statedir::lock_stream(&self.state(), "s")?;
+        let status = Arc::new(StatusCell::default());
+        let lock = Arc::new(statedir::lock_stream(&self.state(), "s")?);
         let target: Arc<dyn Target> = Arc::clone(&self.target) as Arc<dyn Target>;
         Stream::open(self.config.clone(), &self.state(), target, status, lock)
     }

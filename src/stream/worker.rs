@@ -9,9 +9,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::mailbox::{ArchiveReply, Message};
@@ -20,7 +20,7 @@ use crate::config::StreamConfig;
 use crate::error::Error;
 use crate::retry::Backoff;
 use crate::statedir::{self, StreamLock};
-use crate::status::{StreamStatus, unix_now};
+use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
 
 /// Everything one stream's thread owns.
@@ -30,8 +30,9 @@ pub struct StreamJob {
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
     pub backoff: Backoff,
-    /// The stream's lock, when the starter already took it.
-    pub lock: Option<StreamLock>,
+    /// The stream's lock, once taken (by the starter, or by the thread);
+    /// held until the thread ends.
+    pub lock: Option<Arc<StreamLock>>,
 }
 
 /// What the thread shares with the outside.
@@ -39,7 +40,7 @@ pub struct JobLinks {
     pub mailbox: Receiver<Message>,
     /// Set (with a `Stop` message) to stop between batches.
     pub stop: Arc<AtomicBool>,
-    pub status: Arc<Mutex<StreamStatus>>,
+    pub status: Arc<StatusCell>,
     /// When a stream thread last went round its loop (seconds since epoch).
     pub heartbeat: Arc<AtomicU64>,
 }
@@ -108,7 +109,7 @@ impl StreamJob {
                     }
                     let delay = self.backoff.failed();
                     self.set_error(&links, Some(message));
-                    links.status.lock().unwrap_or_else(|p| p.into_inner()).retries += 1;
+                    links.status.update(|s| s.retries += 1);
                     delay
                 }
             };
@@ -138,9 +139,12 @@ impl StreamJob {
                 open
             }
             None => {
-                let lock = match self.lock.take() {
-                    Some(lock) => lock,
-                    None => statedir::lock_stream(&self.state_root, &self.config.name)?,
+                let lock = match &self.lock {
+                    Some(lock) => Arc::clone(lock),
+                    None => Arc::clone(
+                        self.lock
+                            .insert(Arc::new(statedir::lock_stream(&self.state_root, &self.config.name)?)),
+                    ),
                 };
                 let opened = Stream::open(
                     self.config.clone(),
@@ -156,9 +160,11 @@ impl StreamJob {
     }
 
     fn set_error(&self, links: &JobLinks, error: Option<String>) {
-        let mut status = links.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.backoff_ms = self.backoff.current().map(|d| d.as_millis() as u64);
-        status.last_error = error;
+        let backoff_ms = self.backoff.current().map(|d| d.as_millis() as u64);
+        links.status.update(|status| {
+            status.backoff_ms = backoff_ms;
+            status.last_error = error;
+        });
     }
 }
 
