@@ -215,7 +215,7 @@ impl StatusCell {
 
     /// Change the status, and mirror it to the file when what `walship
     /// status` shows has changed (a new `last_success` alone at most every
-    /// [`STATUS_REFRESH`], so an idle stream does not write every poll; the
+    /// a minute, so an idle stream does not write every poll; the
     /// first one at once, so a pass that archived nothing still counts).
     pub fn update(&self, change: impl FnOnce(&mut StreamStatus)) {
         let mut status = self.current.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,12 +1,12 @@
 //! One stream's archiving, as one commit path in three stages, each in its
 //! own file, plus the pass that drives them:
 //!
-//! 1. [`prepare`]: from the scanned segments the plan chose, map each
+//! 1. `prepare`: from the scanned segments the plan chose, map each
 //!    segment and checksum it (a `PreparedBatch`);
-//! 2. [`upload`]: store the batch object, or find it already stored with
+//! 2. `upload`: store the batch object, or find it already stored with
 //!    the same size and CRC32 (how a crash between upload and commit
 //!    heals), then make sure no segment changed meanwhile;
-//! 3. [`commit`]: remote record, local journal (fsync), position file,
+//! 3. `commit`: remote record, local journal (fsync), position file,
 //!    then the optional deletion or marking of the local segments.
 //!
 //! The stages only touch what they are given, so a later pipeline can upload
@@ -15,7 +15,7 @@
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
 //! nothing is ready. Records adopted from the target are checked against the
-//! local segments first ([`adopt`]).
+//! local segments first (`adopt`).
 //!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
 
