@@ -9,8 +9,10 @@
 //! 3. `commit`: remote record, local journal (fsync), position file,
 //!    then the optional deletion or marking of the local segments.
 //!
-//! The stages only touch what they are given, so a later pipeline can upload
-//! batch N+1 while batch N commits; commits stay strictly in position order.
+//! `prepare` and `upload` are functions of what they are given (segments,
+//! target, status), not of the `Stream`, so a later pipeline can prepare and
+//! upload batch N+1 while batch N commits; `commit` alone takes the stream
+//! mutably, so commits stay strictly in position order.
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
@@ -198,9 +200,10 @@ impl Stream {
                         report.gaps += 1;
                     }
                     Step::Upload { first, last, .. } => {
-                        let batch = self.prepare(first, last, &segments)?;
+                        let batch = prepare::prepare(self.name(), first, last, &segments)?;
                         let (count, bytes) = (batch.segments.len() as u64, batch.size);
-                        let uploaded = self.upload(&batch)?;
+                        let uploaded =
+                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;
                         self.commit_batch(batch, uploaded)?;
                         report.batches += 1;
                         report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);

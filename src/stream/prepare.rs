@@ -6,7 +6,6 @@
 use std::fs;
 use std::io;
 
-use super::Stream;
 use crate::error::Error;
 use crate::manifest::{BatchRecord, SegmentEntry};
 use crate::source::{Segment, SegmentMap};
@@ -18,42 +17,39 @@ pub(super) struct PreparedBatch<'a> {
     pub last: u64,
     pub key: String,
     pub segments: Vec<&'a Segment>,
-    /// Declared after nothing that borrows it; dropped with the batch.
+    /// One map per segment; unmapped when the batch becomes its record.
     maps: Vec<SegmentMap>,
     pub entries: Vec<SegmentEntry>,
     pub size: u64,
     pub crc32: u32,
 }
 
-impl Stream {
-    /// Map and checksum the present segments `first..=last` (contiguous, as
-    /// the plan guarantees).
-    pub(super) fn prepare<'a>(
-        &self,
-        first: u64,
-        last: u64,
-        present: &'a [Segment],
-    ) -> Result<PreparedBatch<'a>, Error> {
-        let segments: Vec<&Segment> =
-            present.iter().filter(|s| (first..=last).contains(&s.position)).collect();
-        let maps = segments
-            .iter()
-            .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| segment_error(self.name(), seg, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (entries, size, crc32) = checksum_segments(&segments, &maps);
-        let batch = PreparedBatch {
-            first,
-            last,
-            key: keys::batch_key(self.name(), first, last),
-            segments,
-            maps,
-            entries,
-            size,
-            crc32,
-        };
-        batch.confirm_intact(self.name())?;
-        Ok(batch)
-    }
+/// Map and checksum the present segments `first..=last` of `stream`
+/// (contiguous, as the plan guarantees).
+pub(super) fn prepare<'a>(
+    stream: &str,
+    first: u64,
+    last: u64,
+    present: &'a [Segment],
+) -> Result<PreparedBatch<'a>, Error> {
+    let segments: Vec<&Segment> = present.iter().filter(|s| (first..=last).contains(&s.position)).collect();
+    let maps = segments
+        .iter()
+        .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| segment_error(stream, seg, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (entries, size, crc32) = checksum_segments(&segments, &maps);
+    let batch = PreparedBatch {
+        first,
+        last,
+        key: keys::batch_key(stream, first, last),
+        segments,
+        maps,
+        entries,
+        size,
+        crc32,
+    };
+    batch.confirm_intact(stream)?;
+    Ok(batch)
 }
 
 impl<'a> PreparedBatch<'a> {
