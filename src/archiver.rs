@@ -262,14 +262,18 @@ fn lock_streams(config: &Config) -> Result<Vec<Option<StreamLock>>, Error> {
             Err(_) => locks.push(None),
         }
     }
-    if config.streams.is_empty() || locked.len() < config.streams.len() {
+    if locked.len() < config.streams.len() {
         return Ok(locks);
     }
-    let last = locked.pop().expect("every stream is locked, and there is one");
-    for error in &locked {
-        log::error!("{error}");
+    match locked.pop() {
+        Some(last) => {
+            for error in &locked {
+                log::error!("{error}");
+            }
+            Err(last)
+        }
+        None => Ok(locks), // no stream configured
     }
-    Err(last)
 }
 
 /// Start the metrics listener and file writer that the config asks for.

@@ -98,7 +98,8 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
         .write(true)
         .open(&path)
         .map_err(|e| Error::local("open lock file", &path, e))?;
-    for attempt in 1..=LOCK_TRIES {
+    let mut attempt = 1;
+    loop {
         match file.try_lock() {
             Ok(()) => {
                 let pid = std::process::id().to_string();
@@ -107,7 +108,10 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
                     .map_err(|e| Error::local("write lock file", &path, e))?;
                 return Ok(StreamLock { _file: file });
             }
-            Err(fs::TryLockError::WouldBlock) if attempt < LOCK_TRIES => std::thread::sleep(LOCK_RETRY),
+            Err(fs::TryLockError::WouldBlock) if attempt < LOCK_TRIES => {
+                attempt += 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = read_pid(&mut file);
                 return Err(Error::Locked { stream: stream.into(), path, holder });
@@ -115,7 +119,6 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
             Err(fs::TryLockError::Error(e)) => return Err(Error::local("lock", &path, e)),
         }
     }
-    unreachable!("the last attempt returns")
 }
 
 /// Who archives the stream now, as far as its lock tells.

@@ -218,8 +218,13 @@ impl StatusCell {
     /// a minute, so an idle stream does not write every poll; the
     /// first one at once, so a pass that archived nothing still counts).
     pub fn update(&self, change: impl FnOnce(&mut StreamStatus)) {
-        let mut status = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut status);
+        let status = {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut current);
+            current.clone()
+        };
+        // Written outside the status lock, so readers never wait for a
+        // disk; only the stream's thread updates, so writes stay in order.
         let mut mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = mirror.path.clone() else { return };
         let shown =

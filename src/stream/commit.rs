@@ -44,15 +44,21 @@ impl Stream {
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
         let dir = self.config.dir.display().to_string();
         let reason = if told {
+            log::error!(
+                "stream {}: positions {first}..{last} were never archived and the application no \
+                 longer holds them (its low water mark is {}); recording a gap and moving on",
+                self.name(),
+                last + 1
+            );
             format!("the application no longer holds positions below {}", last + 1)
         } else {
+            log::error!(
+                "stream {}: positions {first}..{last} are missing from {dir} and were never archived; \
+                 recording a gap and moving on",
+                self.name(),
+            );
             format!("segments removed from {dir} before they were archived")
         };
-        log::error!(
-            "stream {}: positions {first}..{last} are missing from {dir} and were never archived \
-             ({reason}); recording a gap and moving on",
-            self.name(),
-        );
         self.commit(Record::Gap(GapRecord { first, last, reason }))
     }
 

@@ -194,8 +194,7 @@ impl Stream {
                 match plan::next_step(self.archived(), &facts, self.policy(flush, hints)) {
                     Step::Wait => break,
                     Step::Gap { first, last } => {
-                        let told = hints.low_water_mark == Some(last + 1)
-                            && !segments.iter().any(|s| s.position == last + 1);
+                        let told = hints.low_water_mark == Some(last + 1);
                         self.record_gap(first, last, told)?;
                         report.gaps += 1;
                     }
