@@ -34,7 +34,8 @@ const PASS_BACKOFF_FACTOR: u32 = 60;
 /// How often `metrics_file` is rewritten.
 const METRICS_FILE_INTERVAL: Duration = Duration::from_secs(15);
 
-/// A running archiver. Dropping it without `stop` detaches the threads.
+/// A running archiver. Dropping it without `stop` closes the mailboxes: each
+/// thread ends after its pass in flight, and nothing waits for them.
 pub struct Archiver {
     config: Config,
     target: Arc<dyn Target>,
