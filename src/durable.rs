@@ -19,22 +19,56 @@ use std::time::SystemTime;
 
 /// Write `path` atomically and durably; `fill` writes the content.
 pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
-    let dir = parent_dir(path);
-    let temp = temp_path(path);
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        let value = fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-        return result;
+    let mut temp = TempFile::create(path)?;
+    let value = fill(temp.file())?;
+    temp.persist()?;
+    sync_dir(parent_dir(path))?;
+    Ok(value)
+}
+
+/// A temp file beside its destination, filled by the caller, then fsync'd
+/// and renamed over the destination by [`persist`](TempFile::persist); removed
+/// if dropped before. Created exclusively (`O_EXCL`): a file or link already
+/// at the temp name is never opened or followed. For writing many files, the
+/// directory is synced once at the end by the caller ([`sync_dir`]);
+/// [`write_atomic`] does both for one file.
+pub struct TempFile {
+    file: File,
+    temp: PathBuf,
+    dest: PathBuf,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// Create the temp file for `dest` (named as [`is_temp_name`] says).
+    pub fn create(dest: &Path) -> io::Result<TempFile> {
+        let temp = temp_path(dest);
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        Ok(TempFile { file, temp, dest: dest.to_path_buf(), persisted: false })
     }
-    sync_dir(dir)?;
-    result
+
+    /// The file to fill.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flush and fsync the content, then rename it over the destination.
+    /// The rename is durable once the directory is synced.
+    pub fn persist(mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.sync_all()?;
+        fs::rename(&self.temp, &self.dest)?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Write `bytes` to `path` atomically and durably.
@@ -171,6 +205,24 @@ mod tests {
         left.sort();
         assert_eq!(left, [".fresh.2-0.tmp", ".other", "keep.1-0.tmp", "status"]);
         assert!(remove_stale_temps(&dir.join("missing"), started).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_temp_file_is_renamed_into_place_or_removed() {
+        let dir = std::env::temp_dir().join(format!("walship-durable-excl-{}", std::process::id()));
+        create_dir_all(&dir).unwrap();
+        let dest = dir.join("file");
+        let mut temp = TempFile::create(&dest).unwrap();
+        temp.file().write_all(b"content").unwrap();
+        let name = temp.temp.clone();
+        assert!(is_temp_name(name.file_name().unwrap().to_str().unwrap()));
+        temp.persist().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"content");
+        let dropped = TempFile::create(&dest).unwrap();
+        let dropped_name = dropped.temp.clone();
+        drop(dropped);
+        assert!(!dropped_name.exists(), "a dropped temp file is removed");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
