@@ -111,8 +111,9 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// Whether `file_name` is a temp name made by [`write_atomic`]:
-/// `.NAME.PID-N.tmp`, with decimal PID and N.
+/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`,
+/// decimal PID and N): a write in progress, or left by a crash. Listings
+/// hide exactly these, and [`remove_stale_temps`] removes only these.
 pub fn is_temp_name(file_name: &str) -> bool {
     let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
         return false;
@@ -175,12 +176,25 @@ mod tests {
     }
 
     #[test]
-    fn temp_names_are_recognised_exactly() {
+    fn temp_names_are_recognized_and_nothing_else() {
+        let temp = temp_path(Path::new("/archive/s/batches/0000-0001"));
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
         assert!(is_temp_name(".status.123-0.tmp"));
-        assert!(is_temp_name(".0000000000000001-0000000000000005.77-12.tmp"));
-        for other in
-            ["status", ".status.tmp", "status.1-2.tmp", ".status.x-2.tmp", ".status.1-.tmp", "..1-2.tmp"]
-        {
+        for other in [
+            "a.tmp",
+            ".a.tmp",
+            ".a.1-x.tmp",
+            ".a.-1.tmp",
+            "a.part",
+            "c~",
+            ".hidden",
+            ".a.12-3.tmpx",
+            "status",
+            "status.1-2.tmp",
+            ".status.1-.tmp",
+            "..1-2.tmp",
+        ] {
             assert!(!is_temp_name(other), "{other}");
         }
     }

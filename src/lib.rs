@@ -28,7 +28,8 @@
 //! lock, stale temp files), [`durable`] (the one path for durable local
 //! writes: temp, fsync, rename, directory fsync), [`status`] (what a stream
 //! reports, mirrored to its status file) and [`metrics`] (its Prometheus
-//! page), [`retry`] (backoff). The remote records alone suffice to restore
+//! page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation from its
+//! pieces'). The remote records alone suffice to restore
 //! ([`restore`]) and to resume. [`commands`] implements the CLI on top,
 //! [`daemon`] the long-running process (signals, reload, systemd
 //! [`notify`]); `main.rs` only maps errors to exit codes.
@@ -42,6 +43,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;

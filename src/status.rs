@@ -218,13 +218,10 @@ impl StatusCell {
     /// a minute, so an idle stream does not write every poll; the
     /// first one at once, so a pass that archived nothing still counts).
     pub fn update(&self, change: impl FnOnce(&mut StreamStatus)) {
-        let status = {
-            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            change(&mut current);
-            current.clone()
-        };
-        // Written outside the status lock, so readers never wait for a
-        // disk; only the stream's thread updates, so writes stay in order.
+        // The file is written under the status lock: once a reader sees a
+        // change, the file shows it too.
+        let mut status = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut status);
         let mut mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = mirror.path.clone() else { return };
         let shown =

@@ -19,7 +19,7 @@ use crate::catalog;
 use crate::config::OnArchived;
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{GapRecord, Record};
+use crate::manifest::{GapRecord, Record, StreamRules};
 use crate::source::Segment;
 use crate::statedir;
 use crate::status::unix_now;
@@ -27,7 +27,7 @@ use crate::status::unix_now;
 impl Stream {
     /// Record `batch` (stored as `uploaded` says) and acknowledge its segments.
     pub(super) fn commit_batch(&mut self, batch: PreparedBatch<'_>, uploaded: Uploaded) -> Result<(), Error> {
-        let (record, segments) = batch.into_record();
+        let (record, segments) = batch.into_record(self.name());
         let (first, last, size) = (record.first, record.last, record.size);
         self.commit(Record::Batch(record))?;
         let how = if uploaded == Uploaded::AlreadyStored { ", found already stored" } else { "" };
@@ -64,7 +64,8 @@ impl Stream {
 
     /// Record durably, remote first, then advance the published position.
     fn commit(&mut self, record: Record) -> Result<(), Error> {
-        catalog::put_remote(self.target.as_ref(), &self.config.name, &record)?;
+        let rules = StreamRules::new(&self.config.name, &self.config.naming);
+        catalog::put_remote(self.target.as_ref(), &rules, &record)?;
         self.journal.append(std::slice::from_ref(&record))?;
         self.write_position()?;
         // One status update (and status file write) per commit.

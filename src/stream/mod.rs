@@ -38,8 +38,8 @@ use std::time::{Duration, SystemTime};
 use crate::catalog;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::error::Error;
-use crate::manifest::Record;
 use crate::manifest::journal::Journal;
+use crate::manifest::{Record, StreamRules};
 use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
 use crate::source::{self, CachedScan, Segment};
 use crate::statedir::{self, StreamLock};
@@ -119,8 +119,9 @@ impl Stream {
                 "stream {name}: removed {removed} temp files an interrupted upload left on the target"
             );
         }
-        let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &name, |_| {})?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), &name, |records| {
+        let rules = StreamRules::new(&name, &config.naming);
+        let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |_| {})?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
             adopt::check_local_segments(&config, records)
         })?;
         if adopted > 0 {
@@ -269,7 +270,8 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.stream = name.clone();
     status.daemon_running =
         matches!(statedir::lock_state(state_root, name), Ok(statedir::LockState::Held(_)));
-    let journal = crate::manifest::journal::read_summary(&statedir::journal(state_root, name), name)?;
+    let rules = StreamRules::new(name, &config.naming);
+    let journal = crate::manifest::journal::read_summary(&statedir::journal(state_root, name), &rules)?;
     status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&config.dir, &config.naming, |_| true) {
         Ok(segments) => {

@@ -6,6 +6,7 @@
 use std::fs;
 use std::io;
 
+use crate::crc;
 use crate::error::Error;
 use crate::manifest::{BatchRecord, SegmentEntry};
 use crate::source::{Segment, SegmentMap};
@@ -93,17 +94,11 @@ impl<'a> PreparedBatch<'a> {
         Ok(())
     }
 
-    /// The record of this batch, once stored; unmaps the segments and
+    /// The record of `stream`'s batch, once stored; unmaps the segments and
     /// returns them for acknowledgement.
-    pub fn into_record(self) -> (BatchRecord, Vec<&'a Segment>) {
-        let record = BatchRecord {
-            first: self.first,
-            last: self.last,
-            key: self.key,
-            size: self.size,
-            crc32: self.crc32,
-            segments: self.entries,
-        };
+    pub fn into_record(self, stream: &str) -> (BatchRecord, Vec<&'a Segment>) {
+        let record = BatchRecord::identity(stream, self.first, self.last, self.entries);
+        debug_assert_eq!((record.size, record.crc32), (self.size, self.crc32));
         (record, self.segments)
     }
 }
@@ -120,22 +115,14 @@ fn segment_error(stream: &str, seg: &Segment, err: io::Error) -> Error {
 /// Per-segment entries, total size and whole-object CRC32 of a batch, the
 /// whole CRC combined from the segments' so each byte is read once.
 fn checksum_segments(batch: &[&Segment], maps: &[SegmentMap]) -> (Vec<SegmentEntry>, u64, u32) {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = 0;
     let mut entries = Vec::with_capacity(batch.len());
     let mut offset = 0u64;
     for (seg, map) in batch.iter().zip(maps) {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(map.bytes());
-        whole.combine(&hasher);
-        let len = map.bytes().len() as u64;
-        entries.push(SegmentEntry {
-            position: seg.position,
-            name: seg.name.clone(),
-            offset,
-            len,
-            crc32: hasher.finalize(),
-        });
+        let (crc32, len) = (crc32fast::hash(map.bytes()), map.bytes().len() as u64);
+        whole = crc::combine(whole, crc32, len);
+        entries.push(SegmentEntry::identity(seg.position, seg.name.clone(), offset, len, crc32));
         offset += len;
     }
-    (entries, offset, whole.finalize())
+    (entries, offset, whole)
 }
