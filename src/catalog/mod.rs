@@ -30,14 +30,9 @@ use crate::target::{ObjectInfo, Target, Upload};
 
 use assemble::{Fetched, Listing, Unrecorded};
 
-/// The stream's directory under the state directory.
-pub fn stream_state_dir(state_dir: &Path, stream: &str) -> PathBuf {
-    state_dir.join(stream)
-}
-
-/// The stream's local journal.
+/// The stream's local journal (the layout is `statedir`'s).
 pub fn journal_path(state_dir: &Path, stream: &str) -> PathBuf {
-    stream_state_dir(state_dir, stream).join("manifest")
+    crate::statedir::journal(state_dir, stream)
 }
 
 /// The key of the level-0 remote object holding `entry`.
@@ -134,9 +129,14 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`). Returns the
-/// number of entries adopted.
-pub fn catch_up(journal: &mut Journal, target: &dyn Target) -> Result<usize, Error> {
+/// or lost state directory, or another writer such as `push`), once `check`
+/// accepts the log records to adopt (nothing is appended otherwise). Returns
+/// the number of entries adopted.
+pub fn catch_up(
+    journal: &mut Journal,
+    target: &dyn Target,
+    check: impl FnOnce(&[Record]) -> Result<(), Error>,
+) -> Result<usize, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
@@ -145,6 +145,7 @@ pub fn catch_up(journal: &mut Journal, target: &dyn Target) -> Result<usize, Err
     if known == Sequences::default() && !missing.is_empty() {
         check_rebuild(target, &stream, &missing)?;
     }
+    check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
     let entries: Vec<Entry> = missing
         .prunes
