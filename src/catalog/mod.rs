@@ -216,6 +216,7 @@ mod tests {
         {
             let error = put_remote(&target, &rules, &record).expect_err("refused");
             assert!(error.to_string().contains(needle), "{error}");
+            assert!(error.to_string().contains("refusing to store this record"), "{error}");
         }
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
