@@ -13,7 +13,7 @@ use crate::cli::{Command, Invocation};
 use crate::config::{self, Config, StreamConfig};
 use crate::daemon;
 use crate::durable;
-use crate::error::{EXIT_FAILURE, Error};
+use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::manifest::{Record, StreamRules, journal};
 use crate::restore::{self, RestoreRequest};
 use crate::source;
@@ -279,6 +279,13 @@ fn check(config: &Config) -> Result<(), Error> {
         format!("state_dir {}", config.global.state_dir.display()),
         check_writable(&config.global.state_dir),
     );
+    // After state_dir exists: what only directory identity shows (bind
+    // mounts); a configuration error, like the overlaps load refuses.
+    let apart = config::places::check_identities(config);
+    if apart.is_err() {
+        exit_code = EXIT_USAGE;
+    }
+    report("state_dir, target and stream dirs apart".into(), apart);
     for stream in &config.streams {
         let scanned = source::scan(&stream.dir, &stream.naming, |_| true).map_err(|e| e.to_string());
         report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()));

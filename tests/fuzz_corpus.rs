@@ -6,10 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
 use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
 use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
 use walship::manifest::format;
+use walship::target::s3::{credentials, xml};
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
 const MIN_SEEDS: usize = 10;
@@ -92,6 +95,18 @@ fn config_seed_corpus_and_regressions_pass() {
     replay("regressions/config", 0, check_parse);
 }
 
+#[test]
+fn s3_xml_seed_corpus_and_regressions_pass() {
+    replay("corpus/s3_xml", MIN_SEEDS, xml::check_parse);
+    replay("regressions/s3_xml", 0, xml::check_parse);
+}
+
+#[test]
+fn credentials_seed_corpus_and_regressions_pass() {
+    replay("corpus/credentials", MIN_SEEDS, credentials::check_parse);
+    replay("regressions/credentials", 0, credentials::check_parse);
+}
+
 /// Manifest seeds that must parse to records.
 const VALID_MANIFESTS: &[&str] = &[
     "valid-batches-and-gaps",
@@ -134,6 +149,23 @@ const REFUSED_MANIFESTS: &[&str] = &[
 const REFUSED_CONFIGS: &[&str] =
     &["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"];
 
+/// Credentials seeds that must parse, and those that must be refused.
+const VALID_CREDENTIALS: &[&str] = &[
+    "valid-default",
+    "valid-with-token-no-spaces",
+    "valid-other-profile-first-mixed-case",
+    "valid-crlf",
+    "valid-spaced-header-no-final-newline",
+];
+const REFUSED_CREDENTIALS: &[&str] = &[
+    "missing-secret",
+    "missing-key-id",
+    "header-unterminated",
+    "line-without-equals",
+    "empty-key-id",
+    "empty",
+];
+
 fn seed(dir: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(dir).join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
@@ -159,6 +191,14 @@ fn valid_seeds_parse() {
     for name in VALID_CONFIGS {
         parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
+    for name in VALID_CREDENTIALS {
+        let text = String::from_utf8(seed("credentials", name)).expect("UTF-8 seed");
+        credentials::parse_shared_credentials(&text).unwrap_or_else(|e| panic!("seed {name}: {e:?}"));
+    }
+    let listing = String::from_utf8(seed("s3_xml", "list-objects-utf8-entities-cdata")).expect("UTF-8");
+    let page = xml::parse_list_objects(&listing).expect("the UTF-8 listing seed parses");
+    assert_eq!(page.objects[0], ("site+7:edge/wal/ünï cödé/ a ".to_string(), 3));
+    assert_eq!(page.objects[2], ("p/<raw>&amp;".to_string(), 12));
 }
 
 /// The hostile and damaged seeds are refused, not read.
@@ -169,5 +209,93 @@ fn hostile_seeds_are_refused() {
     }
     for name in REFUSED_CONFIGS {
         assert!(parse_config(name).is_err(), "seed {name} parsed");
+    }
+    for name in REFUSED_CREDENTIALS {
+        let text = String::from_utf8(seed("credentials", name)).expect("UTF-8 seed");
+        assert!(credentials::parse_shared_credentials(&text).is_err(), "seed {name} parsed");
+    }
+}
+
+/// A named generator of inputs of a given scale.
+type Pathology = (&'static str, fn(usize) -> String);
+
+/// The fastest of a few runs of `check` on `input` (the minimum is the
+/// least disturbed by other work on the machine).
+fn fastest(check: fn(&[u8]), input: &[u8]) -> Duration {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            check(input);
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// `check` takes time linear in the input: `make(n)` is grown until one
+/// run takes a few milliseconds (small inputs time mostly noise), then
+/// `make(8 * n)` must take less than 24 times as long (linear work takes
+/// about 8 times, quadratic 64). Relative, so a slow or busy machine does
+/// not matter.
+fn assert_linear(what: &str, check: fn(&[u8]), make: impl Fn(usize) -> String) {
+    let mut n = 256;
+    let mut t_small = fastest(check, make(n).as_bytes());
+    while t_small < Duration::from_millis(4) && n < 1 << 22 {
+        n *= 2;
+        t_small = fastest(check, make(n).as_bytes());
+    }
+    let large = make(8 * n);
+    let t_large = fastest(check, large.as_bytes());
+    let ratio = t_large.as_secs_f64() / t_small.as_secs_f64().max(1e-9);
+    assert!(
+        ratio < 24.0,
+        "{what}: {} bytes took {t_small:?}, 8 times as many {t_large:?} ({ratio:.0}x): not linear",
+        make(n).len()
+    );
+}
+
+/// Pathological S3 responses (deep nesting, closed and not, many
+/// attributes, entities, entries, comments) are read in linear time.
+#[test]
+fn s3_xml_reading_takes_linear_time() {
+    let cases: [Pathology; 8] = [
+        ("deep nesting", |n| {
+            format!("{}<Key>k</Key><Size>1</Size>{}", "<Contents>".repeat(n), "</Contents>".repeat(n))
+        }),
+        ("unclosed nesting", |n| "<Contents><Upload><Error>".repeat(n)),
+        ("many attributes", |n| {
+            format!("<Contents{}><Key>k</Key><Size>1</Size></Contents>", " a=\"1\" b='>'".repeat(n))
+        }),
+        ("many entities", |n| format!("<Error><Code>{}</Code></Error>", "&amp;&#233;&bogus;&".repeat(n))),
+        ("many entries", |n| {
+            format!(
+                "<ListBucketResult>{}</ListBucketResult>",
+                "<Contents><Key>k</Key><Size>1</Size></Contents>".repeat(n)
+            )
+        }),
+        ("unterminated markup", |n| format!("{}<!-- {}", "<Key>".repeat(n), "<Size>".repeat(n))),
+        ("end tags only", |n| "</Contents></Key>".repeat(n)),
+        ("open brackets", |n| "<".repeat(n * 8)),
+    ];
+    for (what, make) in cases {
+        assert_linear(what, xml::check_parse, make);
+    }
+}
+
+/// Long and numerous lines of a credentials file are read in linear time.
+#[test]
+fn credentials_parsing_takes_linear_time() {
+    let cases: [Pathology; 3] = [
+        ("many profiles", |n| {
+            "[p]\naws_access_key_id = A\n".repeat(n)
+                + "[default]\naws_access_key_id = A\naws_secret_access_key = S\n"
+        }),
+        ("long value", |n| {
+            format!("[default]\naws_access_key_id = {}\naws_secret_access_key = S\n", "x".repeat(n * 16))
+        }),
+        ("many comments", |n| "# c\n;\n\n".repeat(n)),
+    ];
+    for (what, make) in cases {
+        assert_linear(what, credentials::check_parse, make);
     }
 }

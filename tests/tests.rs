@@ -25,6 +25,8 @@ mod library;
 mod manifest_damage;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.
 mod packaging;
+/// Overlapping state_dir, target and stream directories are refused.
+mod places;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
