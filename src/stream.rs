@@ -78,7 +78,7 @@ impl Stream {
         let lock = lock_stream(&state_dir, &name)?;
         let rules = StreamRules::new(&name, &config.naming);
         let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &rules, |_| {})?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref())?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |_| Ok(()))?.len();
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }

@@ -134,27 +134,36 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`). Returns the
-/// number of entries adopted.
-pub fn catch_up(journal: &mut Journal, target: &dyn Target) -> Result<usize, Error> {
+/// or lost state directory, or another writer such as `push`), once `check`
+/// accepts the log records to adopt (nothing is appended otherwise).
+/// Returns the adopted log records, in order.
+pub fn catch_up(
+    journal: &mut Journal,
+    target: &dyn Target,
+    check: impl FnOnce(&[Record]) -> Result<(), Error>,
+) -> Result<Vec<Record>, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
     let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
-    if known == Sequences::default() && !missing.is_empty() {
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    if known == Sequences::default() {
         check_rebuild(target, &stream, &missing)?;
     }
+    check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
-    let entries: Vec<Entry> = missing
-        .prunes
+    let Manifest { log, snapshots, prunes } = missing;
+    let entries: Vec<Entry> = prunes
         .into_iter()
         .map(Entry::Prune)
-        .chain(missing.snapshots.into_iter().map(Entry::Snapshot))
-        .chain(missing.log.into_iter().map(Entry::Log))
+        .chain(snapshots.into_iter().map(Entry::Snapshot))
+        .chain(log.iter().cloned().map(Entry::Log))
         .collect();
     journal.append_entries(&entries)?;
-    Ok(entries.len())
+    Ok(log)
 }
 
 /// The whole manifest for reading (list, restore, fetch, verify): the local
@@ -222,5 +231,28 @@ mod tests {
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
         let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
         assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
+    }
+
+    #[test]
+    fn catch_up_adopts_only_what_check_accepts() {
+        let (dir, target) = temp_target("catch-up");
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        let records = [batch("s", 0, &[b"a"]), batch("s", 1, &[b"b"])];
+        for record in &records {
+            put_remote(&target, &rules, record).expect("stored");
+        }
+        let path = dir.join("journal");
+        let (mut journal, _) = Journal::open(&path, &rules, |_| {}).expect("opens");
+        let refused = catch_up(&mut journal, &target, |_| Err(Error::Usage("no".into())));
+        assert!(refused.is_err());
+        assert_eq!(journal.last(), None, "nothing may be appended when the check refuses");
+        let adopted = catch_up(&mut journal, &target, |seen| {
+            assert_eq!(seen, records);
+            Ok(())
+        })
+        .expect("adopted");
+        assert_eq!((adopted, journal.last()), (records.to_vec(), records.last()));
+        assert_eq!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new"), []);
     }
 }
