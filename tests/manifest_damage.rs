@@ -315,3 +315,19 @@ fn conflicting_record_objects_are_an_error_naming_both_keys() {
     let name = level0[2].file_name().unwrap().to_str().unwrap();
     assert!(stdout(&out).contains(&format!("s/manifest/{name}: CORRUPT record object")), "{}", stdout(&out));
 }
+
+/// Every record object lost with the state directory: the batch objects
+/// are still there, and walship says so instead of starting over silently.
+#[test]
+fn all_record_objects_lost_is_said_not_silent() {
+    let setup = archived_setup("all-records-lost");
+    fs::remove_dir_all(setup.archive.join("s/manifest")).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["list"]);
+    assert_success(&out, &["list"]);
+    assert!(
+        stderr(&out).contains("4 batch objects beyond the last record are stored but not recorded"),
+        "{}",
+        stderr(&out)
+    );
+}

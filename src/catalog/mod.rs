@@ -124,7 +124,18 @@ fn start_after(stream: &str, last: Option<&Record>) -> Option<String> {
 /// remote records alone: a lost record object is an error naming it.
 fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
     let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
-    for found in assemble::unrecorded_batches(stream, &batches, manifest)? {
+    let found = assemble::unrecorded_batches(stream, &batches, manifest)?;
+    let pending = found.iter().filter(|f| matches!(f, Unrecorded::Pending(_))).count();
+    if pending > 1 {
+        // One commit cut short leaves one such object; more suggest that
+        // record objects were lost (with the state directory).
+        log::warn!(
+            "stream {stream}: {pending} batch objects beyond the last record are stored but not \
+             recorded; if their record objects were lost, restore them from a backup before \
+             archiving on (the next run records only those whose segments are still present)"
+        );
+    }
+    for found in found {
         match found {
             Unrecorded::Pending(_) => log::info!("stream {stream}: {found}"),
             Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
@@ -147,11 +158,11 @@ pub fn catch_up(
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
     let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
-    if missing.is_empty() {
-        return Ok(Vec::new());
-    }
     if known == Sequences::default() {
         check_rebuild(target, &stream, &missing)?;
+    }
+    if missing.is_empty() {
+        return Ok(Vec::new());
     }
     check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
@@ -178,7 +189,7 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     let mut manifest = local.manifest;
     let known = ends_of(&manifest);
     let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
-    if manifest.is_empty() && !remote.is_empty() {
+    if manifest.is_empty() {
         check_rebuild(target, stream, &remote)?;
     }
     manifest.log.extend(remote.log);
