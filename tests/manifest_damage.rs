@@ -331,3 +331,32 @@ fn all_record_objects_lost_is_said_not_silent() {
         stderr(&out)
     );
 }
+
+/// A prune record (as retention will write it) tells every reader that the
+/// positions before its mark were removed on purpose: contiguity is checked
+/// from there, and restore starts there.
+#[test]
+fn pruned_positions_are_not_a_hole() {
+    let setup = archived_setup("pruned");
+    let (batch, record) = (&setup.batch_objects()[0], &setup.record_objects()[0]);
+    let prune = line_with_crc("prune seq=1 before=6 delete=s/batches/0000000000000001-0000000000000005");
+    fs::write(
+        setup.archive.join("s/manifest/prune-0000000000000001"),
+        format!("walship-manifest v2\n{prune}"),
+    )
+    .unwrap();
+    fs::remove_file(batch).unwrap();
+    fs::remove_file(record).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+
+    let listed = setup.ok(&["list"]);
+    assert!(listed.contains("positions before 6 were pruned"), "{listed}");
+    assert!(listed.contains("3 batches, 15 segments"), "{listed}");
+    setup.ok(&["verify", "--deep"]);
+    let out = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", out.to_str().unwrap()]);
+    assert!(!out.join(segment_name(5)).exists() && out.join(segment_name(6)).exists());
+    setup.write_segments(21..=21, 700);
+    setup.ok(&["run", "--once"]);
+    assert!(fs::read_to_string(setup.journal()).unwrap().contains("prune seq=1 before=6"));
+}
