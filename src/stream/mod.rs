@@ -123,7 +123,8 @@ impl Stream {
         let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |_| {})?;
         let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
             adopt::check_local_segments(&config, records)
-        })?;
+        })?
+        .len();
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
