@@ -79,7 +79,8 @@ fn credentials_seed_corpus_and_regressions_pass() {
 const VALID_MANIFESTS: &[&str] =
     &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
 /// Config seeds that must parse.
-const VALID_CONFIGS: &[&str] = &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"];
+const VALID_CONFIGS: &[&str] =
+    &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf", "s3-prefix-utf8"];
 /// Manifest seeds the SPEC requires a clear error for.
 const REFUSED_MANIFESTS: &[&str] = &[
     "hostile-key-dotdot",
@@ -93,8 +94,16 @@ const REFUSED_MANIFESTS: &[&str] = &[
     "bad-crc-middle-line",
 ];
 /// Config seeds that must be refused.
-const REFUSED_CONFIGS: &[&str] =
-    &["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"];
+const REFUSED_CONFIGS: &[&str] = &[
+    "unknown-key",
+    "bad-unit-case",
+    "snapshot-not-multiple",
+    "huge-numbers",
+    "s3-prefix-dotdot",
+    "s3-endpoint-with-path",
+    "places-same-dir",
+    "places-state-inside-target",
+];
 
 /// Credentials seeds that must parse, and those that must be refused.
 const VALID_CREDENTIALS: &[&str] = &[
