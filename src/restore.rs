@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Record, SegmentEntry};
+use crate::manifest::{BatchRecord, Encoding, ManifestError, Record, SegmentEntry};
 use crate::target::{CrcWriter, Target};
 
 /// What a restore did.
@@ -98,6 +98,7 @@ fn restore_batch(
     dir: &Path,
 ) -> Result<(), Error> {
     let Some(last) = wanted.last() else { return Ok(()) };
+    readable(batch)?;
     for seg in wanted {
         let path = destination(dir, &seg.name)?;
         if path.exists() {
@@ -134,6 +135,7 @@ pub fn fetch(
     let Some((batch, seg)) = found else {
         return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
     };
+    readable(batch)?;
     let written = durable::write_atomic(dest, |file| {
         let mut checked = CrcWriter::new(file);
         let got = target.get(&batch.key, Some((seg.offset, seg.len)), &mut checked);
@@ -148,6 +150,23 @@ pub fn fetch(
         Ok(inner) => inner,
         Err(e) => Error::local("write", dest, e),
     })
+}
+
+/// Refuse a batch whose stored bytes are not its segments as they are:
+/// this walship reads only identity-encoded batches back.
+fn readable(batch: &BatchRecord) -> Result<(), Error> {
+    match batch.stored.encoding {
+        Encoding::Identity => Ok(()),
+        other => Err(Error::Manifest(ManifestError::Invalid {
+            source: batch.key.clone(),
+            line: 0,
+            message: format!(
+                "this batch is stored with encoding {}, which this walship cannot decode; restore with \
+                 a walship release that reads it",
+                other.as_str()
+            ),
+        })),
+    }
 }
 
 /// `dir/name`, refusing any name that is not a plain file name.
@@ -302,5 +321,20 @@ impl Progress {
                 eprintln!();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::validate::tests::batch;
+
+    #[test]
+    fn only_identity_encoded_batches_are_read_back() {
+        let Record::Batch(mut record) = batch("s", 0, &[b"abc"]) else { unreachable!("a batch") };
+        assert!(readable(&record).is_ok());
+        record.stored.encoding = Encoding::ZstdFrames;
+        let error = readable(&record).expect_err("cannot decode");
+        assert!(error.to_string().contains("stored with encoding zstd-frames"), "{error}");
     }
 }

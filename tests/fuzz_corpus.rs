@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
+use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
-use walship::manifest::format::{self, check_record_round_trip, check_round_trip};
+use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
+use walship::manifest::format;
 use walship::target::s3::{credentials, xml};
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
@@ -58,6 +60,36 @@ fn manifest_record_seed_corpus_and_regressions_pass() {
 }
 
 #[test]
+fn manifest_remote_seed_corpus_and_regressions_pass() {
+    replay("corpus/manifest_remote", MIN_SEEDS, assemble_seed);
+    replay("regressions/manifest_remote", 0, assemble_seed);
+}
+
+fn assemble_seed(data: &[u8]) {
+    let _ = check_assemble(data);
+}
+
+/// The remote-record seeds that must assemble do, and the hostile ones are
+/// refused: the fuzzer starts from both sides of every rule.
+#[test]
+fn manifest_remote_seeds_assemble_or_are_refused() {
+    let valid = [
+        "valid-three-level0",
+        "compacted-with-identical-level0",
+        "prune-and-snapshot",
+        "prune-mark-excuses-hole",
+        "v1-record-object",
+        "foreign-key",
+    ];
+    for name in inputs("corpus/manifest_remote") {
+        let seed_name = name.file_name().unwrap().to_str().unwrap().to_string();
+        let result = check_assemble(&std::fs::read(&name).unwrap());
+        let expected_ok = valid.contains(&seed_name.as_str()) || seed_name == "empty";
+        assert_eq!(result.is_ok(), expected_ok, "seed {seed_name}: {result:?}");
+    }
+}
+
+#[test]
 fn config_seed_corpus_and_regressions_pass() {
     replay("corpus/config", MIN_SEEDS, check_parse);
     replay("regressions/config", 0, check_parse);
@@ -76,8 +108,16 @@ fn credentials_seed_corpus_and_regressions_pass() {
 }
 
 /// Manifest seeds that must parse to records.
-const VALID_MANIFESTS: &[&str] =
-    &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
+const VALID_MANIFESTS: &[&str] = &[
+    "valid-batches-and-gaps",
+    "valid-many-segments",
+    "valid-field-order",
+    "valid-unicode-reason",
+    "v2-valid-all-kinds",
+    "v2-valid-zstd-batch",
+    "v2-valid-prune-mark",
+    "v2-valid-escaped-reason",
+];
 /// Config seeds that must parse.
 const VALID_CONFIGS: &[&str] =
     &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf", "s3-prefix-utf8"];
@@ -92,6 +132,19 @@ const REFUSED_MANIFESTS: &[&str] = &[
     "absurd-position",
     "unknown-version",
     "bad-crc-middle-line",
+    "v2-hole-deleted-line",
+    "v2-hostile-seg-name-passwd",
+    "v2-seg-name-wrong-position",
+    "v2-seg-name-duplicate",
+    "v2-identity-stored-mismatch",
+    "v2-snapshot-out-of-order",
+    "v2-prune-sequence-skipped",
+    "v2-prune-mark-backwards",
+    "v2-prune-deletes-foreign",
+    "v2-prune-deletes-live-batch",
+    "v2-unknown-encoding",
+    "v2-v1-segment-syntax",
+    "v2-snapshot-foreign-key",
 ];
 /// Config seeds that must be refused.
 const REFUSED_CONFIGS: &[&str] = &[
@@ -128,7 +181,7 @@ fn seed(dir: &str, name: &str) -> Vec<u8> {
 }
 
 fn parse_manifest(name: &str) -> Result<format::Parsed, walship::manifest::ManifestError> {
-    format::parse(&seed("manifest", name), name, format::FUZZ_STREAM)
+    parse_fuzz_manifest(&seed("manifest", name), name)
 }
 
 fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::ConfigError> {
@@ -142,7 +195,7 @@ fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::
 fn valid_seeds_parse() {
     for name in VALID_MANIFESTS {
         let parsed = parse_manifest(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
-        assert!(!parsed.records.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
+        assert!(!parsed.manifest.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
     }
     for name in VALID_CONFIGS {
         parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));

@@ -21,7 +21,7 @@ mod faults;
 mod fuzz_corpus;
 /// The embedding API: start, wake, status, stop.
 mod library;
-/// Torn and corrupted local manifests.
+/// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.
 mod packaging;
@@ -31,3 +31,5 @@ mod places;
 mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// An archive written by the first release: listed, restored, verified, continued.
+mod v1_archive;

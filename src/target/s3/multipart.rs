@@ -227,8 +227,9 @@ fn check_parts_combine(
     body: &Upload<'_>,
     parts: &[CompletedPart],
 ) -> Result<(), TargetError> {
-    let spans: Vec<(u32, u64)> = parts.iter().map(|p| (p.crc32, p.len)).collect();
-    let actual = checksum::combined_crc32(&spans);
+    let combined = crate::crc::concatenation(parts.iter().map(|p| (p.crc32, p.len)));
+    // Part lengths that overflow a u64 cannot add up to the declared object.
+    let actual = combined.map_or(!body.crc32, |(_, crc)| crc);
     if actual == body.crc32 {
         Ok(())
     } else {
