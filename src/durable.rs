@@ -71,7 +71,7 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`):
+/// Whether `file_name` is one of `temp_path`'s names (`.NAME.PID-N.tmp`):
 /// a write in progress, or left by a crash. Listings hide exactly these.
 pub fn is_temp_name(file_name: &str) -> bool {
     let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {

@@ -10,9 +10,9 @@
 //! multiple of batch_size) run at load through `plan::check_rules`, so a bad
 //! config never reaches a stream.
 //!
-//! The parts, by concern: [`ini`] (syntax), [`keys`] (every key and its
+//! The parts, by concern: `ini` (syntax), [`keys`] (every key and its
 //! default, in one table), [`values`] (sizes, durations and other value
-//! parsers), [`global`] and [`stream`] (the two kinds of section), and
+//! parsers), `global` and `stream` (the two kinds of section), and
 //! [`places`]. Target settings are validated by the target module's own
 //! validators. Whether the directories exist and a target is reachable is
 //! `walship check`'s job.
