@@ -3,8 +3,8 @@
 //! read-only memory maps of their bytes.
 //!
 //! A directory scan gathers facts (name, position, size, modification time);
-//! file names are read through the stream's [`Naming`]; sealing is decided by
-//! a pure function of those facts. [`Source`] sorts what a scan found
+//! file names are read through the stream's [`Naming`]; sealing is decided
+//! from those facts by `plan::sealed_count`. [`Source`] sorts what a scan found
 //! against what the archive records: segments waiting to be archived,
 //! segments the archive holds (to acknowledge), late files (at positions the
 //! archive passed without them: warned about, never touched) and entries it
@@ -26,7 +26,6 @@ use memmap2::Mmap;
 use crate::manifest::validate::MAX_POSITION;
 use crate::mapguard::{self, Registration};
 pub use crate::naming::{NameMatch, Naming, is_ignored_name};
-use crate::plan::SealMode;
 
 mod survey;
 pub use survey::{ArchivedRanges, Source, Survey};
@@ -347,33 +346,6 @@ fn refresh_newest(segments: &mut [Segment]) {
     }
 }
 
-/// How many of `segments` (sorted by position) are sealed: all of them in a
-/// spool, every one but the newest otherwise — and the newest too once it has
-/// been idle for `seal_idle` (or when `flush_newest` asks for it).
-/// Only the newest can be unsealed, so sealed segments are always a prefix.
-pub fn sealed_count(
-    segments: &[Segment],
-    mode: SealMode,
-    seal_idle: Option<Duration>,
-    now: SystemTime,
-) -> usize {
-    let Some(newest) = segments.last() else { return 0 };
-    let newest_idle = seal_idle.is_some_and(|idle| age(newest.modified, now) >= idle);
-    match mode {
-        SealMode::Spool => segments.len(),
-        SealMode::Next if newest_idle => segments.len(),
-        SealMode::Next => segments.len() - 1,
-    }
-}
-
-/// The committed position: the last of the `sealed` leading `segments`
-/// (sealed ones are always a prefix), never behind what is already archived
-/// (archived segments may have been deleted or skipped by the scan).
-pub fn committed_position(segments: &[Segment], sealed: usize, archived: Option<u64>) -> Option<u64> {
-    let last_sealed = sealed.checked_sub(1).and_then(|i| segments.get(i)).map(|s| s.position);
-    last_sealed.max(archived)
-}
-
 /// Time since `modified`; zero for timestamps in the future (clock steps).
 pub fn age(modified: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(modified).unwrap_or(Duration::ZERO)
@@ -433,10 +405,6 @@ impl SegmentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seg(position: u64, modified: SystemTime) -> Segment {
-        Segment { position, name: position.to_string(), path: PathBuf::new(), len: 0, modified }
-    }
 
     /// Set a directory's modification time (as if its last change was then).
     fn set_dir_mtime(dir: &Path, when: SystemTime) {
@@ -555,30 +523,5 @@ mod tests {
         // Mapping refuses anything but a regular file, without blocking.
         let err = SegmentMap::open(&dir.0.join("1.log"), 0).err().unwrap();
         assert!(err.to_string().contains("no longer a regular file"), "{err}");
-    }
-
-    #[test]
-    fn committed_position_is_the_last_sealed_and_never_behind_archived() {
-        let now = SystemTime::UNIX_EPOCH;
-        let segs = [seg(4, now), seg(5, now), seg(6, now)];
-        assert_eq!(committed_position(&segs, 2, None), Some(5));
-        assert_eq!(committed_position(&segs, 2, Some(3)), Some(5));
-        assert_eq!(committed_position(&segs, 0, None), None);
-        assert_eq!(committed_position(&segs, 0, Some(9)), Some(9));
-        assert_eq!(committed_position(&[], 0, Some(9)), Some(9));
-    }
-
-    #[test]
-    fn sealing_modes() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let old = now - Duration::from_secs(60);
-        let segs = [seg(1, old), seg(2, old), seg(3, now)];
-        assert_eq!(sealed_count(&segs, SealMode::Next, None, now), 2);
-        assert_eq!(sealed_count(&segs, SealMode::Spool, None, now), 3);
-        assert_eq!(sealed_count(&segs, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
-        let idle = [seg(1, old), seg(2, old)];
-        assert_eq!(sealed_count(&idle, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
-        assert_eq!(sealed_count(&idle, SealMode::Next, None, now), 1);
-        assert_eq!(sealed_count(&[], SealMode::Spool, None, now), 0);
     }
 }

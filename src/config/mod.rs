@@ -10,9 +10,9 @@
 //! multiple of batch_size) run at load through `plan::check_rules`, so a bad
 //! config never reaches a stream.
 //!
-//! The parts, by concern: [`ini`] (syntax), [`keys`] (every key and its
+//! The parts, by concern: `ini` (syntax), [`keys`] (every key and its
 //! default, in one table), [`values`] (sizes, durations and other value
-//! parsers), [`global`] and [`stream`] (the two kinds of section), and
+//! parsers), `global` and `stream` (the two kinds of section), and
 //! [`places`]. Target settings are validated by the target module's own
 //! validators. Whether the directories exist and a target is reachable is
 //! `walship check`'s job.
@@ -65,7 +65,7 @@ impl Config {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read (missing, unreadable, a directory). The I/O
-    /// error is part of the message, so `source()` does not repeat it.
+    /// error is part of the message and is also the `source()`.
     Read { path: PathBuf, source: io::Error },
     /// The file was read but is not a valid configuration. `line` is 1-based;
     /// `key` is qualified by its section, e.g. `[stream sensors] batch_size`.
@@ -96,7 +96,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Invalid { .. } => None,
+        }
+    }
+}
 
 /// What to do about a config file that cannot be read.
 fn read_hint(kind: io::ErrorKind) -> &'static str {
@@ -191,8 +198,8 @@ fn invalid(path: &Path, line: Option<usize>, key: Option<String>, message: Strin
 /// For the fuzzer: whatever `data` is, parsing must not panic; an error
 /// must name the file; a config that parses must keep the rules (at least
 /// one stream, unique valid names, batch_size in 1..=100000, snapshots a
-/// multiple of batch_size with a command, backoff_min <= backoff_max).
-/// Panics otherwise.
+/// multiple of batch_size with a command, backoff_min <= backoff_max, the
+/// places apart as written). Panics otherwise.
 pub fn check_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -222,5 +229,14 @@ pub fn check_parse(data: &[u8]) {
         assert_eq!(stream.snapshot_interval % stream.batch_size, 0, "{stream:?}");
         assert!(stream.snapshot_interval == 0 || stream.snapshot_command.is_some(), "{stream:?}");
         assert!(stream.seal_idle.is_none() || stream.seal == SealMode::Next, "{stream:?}");
+    }
+    let written: Vec<PathBuf> = places::places(&config).iter().map(|p| places::normalize(&p.path)).collect();
+    for (index, a) in written.iter().enumerate() {
+        for b in &written[..index] {
+            assert!(
+                places::relation(a, b).is_none() && places::relation(b, a).is_none(),
+                "{a:?} and {b:?} overlap"
+            );
+        }
     }
 }

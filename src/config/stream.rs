@@ -14,11 +14,19 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::naming::Naming;
-pub use crate::plan::SealMode;
 
 use super::ini::{Fields, quote};
 use super::values::{absolute_path, number_in, one_of, parse_whole, positive_duration};
 use super::{ConfigError, invalid};
+
+/// How a stream decides a segment is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealMode {
+    /// Sealed once a higher-numbered segment exists.
+    Next,
+    /// Every file is sealed on sight (files arrive by atomic rename).
+    Spool,
+}
 
 /// What to do with local segments once archived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,15 +73,20 @@ pub fn check_stream_name(name: &str) -> Result<(), String> {
         return Err(format!("a stream name is 1 to 64 characters of {ALLOWED}, got {}", quote(name)));
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(format!("a stream name uses only {ALLOWED}, got {}", quote(name)));
+        return Err(format!(
+            "a stream name uses only {ALLOWED} (it is an object key component, a directory \
+             in state_dir and a metric label; the key prefix in target takes any UTF-8), got {}",
+            quote(name)
+        ));
     }
     if name.starts_with('.') {
-        return Err(format!("a stream name cannot start with '.', got {}", quote(name)));
+        return Err(format!(
+            "a stream name cannot start with '.' (walship's own hidden files and probe objects do), got {}",
+            quote(name)
+        ));
     }
     Ok(())
 }
-
-// [stream NAME]
 
 /// Largest `batch_size`: a batch is one object, downloaded whole to restore
 /// any position in it.

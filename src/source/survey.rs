@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::{CachedScan, Naming, Refused, ScanError, Segment};
-use crate::manifest::{Entry, Record};
+use crate::manifest::Record;
 
 /// The position ranges the archive's records cover, merged: those stored
 /// as batches, and those recorded as gaps; and the positions retention
@@ -124,19 +124,17 @@ impl Source {
         }
     }
 
-    /// Take in the archive's next entry: at open, those of the journal and
-    /// those adopted from the target.
-    pub fn record_entry(&mut self, entry: &Entry) {
-        match entry {
-            Entry::Log(record) => self.record(record),
-            Entry::Prune(prune) => self.archive.prune(prune.before),
-            Entry::Snapshot(_) => {}
-        }
-    }
-
-    /// Take in the log record just committed.
+    /// Take in the archive's next log record: at open, those of the journal
+    /// and those adopted from the target; then each one committed.
     pub fn record(&mut self, record: &Record) {
         self.archive.record(record);
+    }
+
+    /// Take in the archive's "pruned before P" mark, if any.
+    pub fn prune(&mut self, pruned_before: Option<u64>) {
+        if let Some(before) = pruned_before {
+            self.archive.prune(before);
+        }
     }
 
     /// Read the directory and sort what is there (see [`Survey`]), warning
@@ -209,7 +207,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::manifest::{BatchRecord, PruneRecord, SegmentEntry};
+    use crate::manifest::{BatchRecord, SegmentEntry};
 
     /// A temporary stream directory, removed on drop.
     struct TempDir(PathBuf);
@@ -321,9 +319,8 @@ mod tests {
             fs::write(dir.0.join(format!("{p}.log")), b"x").unwrap();
         }
         let mut source = Source::new("s", &dir.0, &naming, false);
-        let prune = PruneRecord { sequence: 1, before: 10, deleted: Vec::new() };
-        source.record_entry(&Entry::Prune(prune));
-        source.record_entry(&Entry::Log(batch(10, 12)));
+        source.prune(Some(10));
+        source.record(&batch(10, 12));
         let survey = source.survey(SystemTime::now()).unwrap();
         assert_eq!(positions(&survey.waiting), [13]);
         assert_eq!(positions(&survey.archived), [12]);
