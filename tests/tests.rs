@@ -27,5 +27,7 @@ mod manifest_damage;
 mod packaging;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
+/// Restore and fetch safety: no link followed, no name replaced, devices written through.
+mod restore;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
