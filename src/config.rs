@@ -143,7 +143,7 @@ impl Config {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read (missing, unreadable, a directory). The I/O
-    /// error is part of the message, so `source()` does not repeat it.
+    /// error is part of the message and is also the `source()`.
     Read { path: PathBuf, source: io::Error },
     /// The file was read but is not a valid configuration. `line` is 1-based;
     /// `key` is qualified by its section, e.g. `[stream sensors] batch_size`.
@@ -174,7 +174,14 @@ impl fmt::Display for ConfigError {
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Invalid { .. } => None,
+        }
+    }
+}
 
 /// What to do about a config file that cannot be read.
 fn read_hint(kind: io::ErrorKind) -> &'static str {

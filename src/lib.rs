@@ -31,6 +31,7 @@ pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod human;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

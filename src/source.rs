@@ -108,7 +108,14 @@ impl std::fmt::Display for ScanError {
     }
 }
 
-impl std::error::Error for ScanError {}
+impl std::error::Error for ScanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScanError::Dir { source, .. } => Some(source),
+            ScanError::Ambiguous { .. } => None,
+        }
+    }
+}
 
 /// List the segments in `dir` whose position is `wanted`, sorted by
 /// position. Only wanted files are stat'ed, so a directory keeping thousands

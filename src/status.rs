@@ -115,7 +115,8 @@ impl StreamStatus {
         let mut out = format!("stream {}\n", self.stream);
         let _ = writeln!(out, "  archived position:  {}", pos(self.archived_position));
         let _ = writeln!(out, "  committed position: {}", pos(self.committed_position));
-        let _ = writeln!(out, "  lag:                {} segments", self.lag_segments());
+        let _ =
+            writeln!(out, "  lag:                {}", crate::human::count(self.lag_segments(), "segment"));
         let success = self.last_success.map_or("never (since the daemon started)".to_string(), |t| {
             let ago = now.duration_since(UNIX_EPOCH + Duration::from_secs(t)).unwrap_or_default();
             format!("{}s ago", ago.as_secs())

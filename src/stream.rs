@@ -242,8 +242,8 @@ impl Stream {
         let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
         self.commit(record)?;
         log::info!(
-            "stream {name}: archived positions {first}..{last} ({} segments, {size} bytes)",
-            batch.len()
+            "stream {name}: archived positions {first}..{last} ({}, {size} bytes)",
+            crate::human::count(batch.len() as u64, "segment")
         );
         self.acknowledge_batch(batch)?;
         Ok(healed)

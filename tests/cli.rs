@@ -7,7 +7,7 @@ use crate::util::*;
 
 #[test]
 fn help_lists_commands_and_exits_zero() {
-    for args in [&["--help"][..], &["help"], &[]] {
+    for args in [&["--help"][..], &["help"]] {
         let out = walship(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
         let text = stdout(&out);
@@ -184,7 +184,10 @@ fn printing_commands_exit_quietly_on_a_closed_pipe() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
-        assert_eq!(stderr(&out), "", "{args:?} printed on stderr");
+        // Only the log may speak (run logs what it archived); no error.
+        let err = stderr(&out);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(!err.contains("walship:") && !err.contains("ERROR"), "{args:?}: {err}");
     }
     for args in [&["--help"][..], &["help", "restore"], &["--version"]] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_walship"))

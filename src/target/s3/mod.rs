@@ -210,7 +210,7 @@ fn validate(settings: &S3Settings) -> Result<(), TargetError> {
 }
 
 fn config_error(detail: String, fix: &str) -> TargetError {
-    TargetError::Fatal { op: "configure s3 target".into(), key: String::new(), detail, fix: fix.into() }
+    TargetError::Unusable { detail: format!("s3 target: {detail}"), fix: fix.into() }
 }
 
 impl Target for S3Target {
@@ -291,8 +291,8 @@ mod tests {
 
     fn fix_of(result: Result<S3Target, TargetError>) -> String {
         match result {
-            Err(TargetError::Fatal { fix, .. }) => fix,
-            Err(other) => panic!("expected Fatal, got {other:?}"),
+            Err(TargetError::Unusable { fix, .. }) => fix,
+            Err(other) => panic!("expected Unusable, got {other:?}"),
             Ok(_) => panic!("expected an error"),
         }
     }
