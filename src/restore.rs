@@ -386,8 +386,13 @@ struct LocalWriter<'a> {
 }
 
 impl Write for LocalWriter<'_> {
+    /// On failure, keeps the error and hands the target a stand-in.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf).inspect_err(|e| self.failure = Some(io::Error::new(e.kind(), e.to_string())))
+        self.inner.write(buf).map_err(|e| {
+            let stand_in = io::Error::new(e.kind(), "the local destination refused the bytes");
+            self.failure = Some(e);
+            stand_in
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {
