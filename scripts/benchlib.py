@@ -401,6 +401,10 @@ def budgets(s3, restore, walship_runs, idle, binary):
     if a and r_:
         r = ratio(r_["wall_s"], a["wall_s"])
         add("restore of many small segments: wall restore / archive", r, "<= 1.0x", r <= 1.0)
+        c = restore.get(("many", "cp+sync"))
+        if c:
+            add("  (reference: wall restore / cp -r + sync of the same files)",
+                ratio(r_["wall_s"], c["wall_s"]), "-", None)
     if walship_runs:
         peaks = [r["tree_anon_kb"] / 1024 for r in walship_runs]
         worst = max(peaks)
@@ -455,7 +459,7 @@ def cmd_report(args):
     restore = group(measured, "restore")
     if restore:
         out.append("\n### Restore of many small segments vs archiving them (file target, medians)\n")
-        out.append(transfer_table(restore, ["many"], ["archive", "restore"]))
+        out.append(transfer_table(restore, ["many"], ["archive", "restore", "cp+sync"]))
     other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep")]
     if other:
         out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
