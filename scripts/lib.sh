@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # scripts/lib.sh — small helpers shared by the test-environment scripts.
 #
-# Sourced by scripts/garage-env, scripts/tls-proxy-env and scripts/test; it
-# defines functions only and changes no shell options. Nothing here talks to
+# Sourced by scripts/garage-env, scripts/s3s-env, scripts/tls-proxy-env and
+# scripts/test; it defines functions only and changes no shell options. Nothing here talks to
 # the network except apt-get (Debian's package archive).
 
 # say MESSAGE...: progress line on stderr, prefixed with the script's name.

@@ -17,13 +17,13 @@ use crate::cli::{Command, Invocation};
 use crate::config::{self, Config, StreamConfig};
 use crate::daemon;
 use crate::durable;
-use crate::error::{EXIT_FAILURE, Error};
+use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, journal};
+use crate::manifest::{Record, StreamRules, journal};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::source;
 use crate::status::StreamStatus;
-use crate::target::{self, Target};
+use crate::target;
 
 /// Print a line on stdout, `println!`-style, through [`print`].
 macro_rules! outln {
@@ -124,8 +124,12 @@ pub(crate) fn target_name(config: &Config) -> String {
 fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     for stream in selected(config, stream)? {
-        let records = catalog::load(&config.global.state_dir, target.as_ref(), &stream.name)?;
-        print(render_list(&stream.name, &records))?;
+        let rules = StreamRules::new(&stream.name, &stream.naming);
+        let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+        if let Some(before) = manifest.pruned_before() {
+            outln!("stream {}: positions before {before} were pruned", stream.name)?;
+        }
+        print(render_list(&stream.name, manifest.live_log()))?;
     }
     Ok(())
 }
@@ -176,10 +180,11 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
 }
 
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
-    named(config, request.stream)?;
+    let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
-    let records = catalog::load(&config.global.state_dir, target.as_ref(), request.stream)?;
-    let report = restore::restore(&records, target.as_ref(), request)?;
+    let rules = StreamRules::new(&stream.name, &stream.naming);
+    let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+    let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     outln!(
         "stream {}: restored {} ({}) {upto} into {}",
@@ -195,10 +200,11 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
 }
 
 fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
-    named(config, stream)?;
+    let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
-    let records = catalog::load(&config.global.state_dir, target.as_ref(), stream)?;
-    restore::fetch(&records, target.as_ref(), stream, name, dest)?;
+    let rules = StreamRules::new(&stream.name, &stream.naming);
+    let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+    restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
     Ok(())
 }
 
@@ -226,8 +232,9 @@ fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus,
         .unwrap_or_default();
     status.stream = stream.name.clone();
     // Only the last record matters: stream the journal, never hold it whole.
+    let rules = StreamRules::new(&stream.name, &stream.naming);
     let journal =
-        journal::read_summary(&catalog::journal_path(&config.global.state_dir, &stream.name), &stream.name)?;
+        journal::read_summary(&catalog::journal_path(&config.global.state_dir, &stream.name), &rules)?;
     status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&stream.dir, &stream.naming, |_| true) {
         Ok(segments) => {
@@ -244,56 +251,27 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     let target = target::open(&config.global)?;
     let mut problems = 0;
     for stream in selected(config, stream)? {
-        let records = catalog::load(&config.global.state_dir, target.as_ref(), &stream.name)?;
-        let mut checked = 0;
-        for record in &records {
-            match record {
-                Record::Gap(g) => {
-                    outln!("stream {}: gap {}..{}: {}", stream.name, g.first, g.last, g.reason)?;
+        let rules = StreamRules::new(&stream.name, &stream.naming);
+        // The first failed line of output (a closed pipe) is kept and
+        // returned once the stream's check is done; later lines are dropped.
+        let mut output = Ok(());
+        problems += catalog::verify::verify_stream(
+            &config.global.state_dir,
+            target.as_ref(),
+            &rules,
+            deep,
+            &mut |line| {
+                if output.is_ok() {
+                    output = outln!("{line}");
                 }
-                Record::Batch(b) => {
-                    checked += 1;
-                    if let Some(problem) = verify_batch(target.as_ref(), b, deep) {
-                        outln!("stream {}: {}: {problem}", stream.name, b.key)?;
-                        problems += 1;
-                    }
-                }
-            }
-        }
-        let gaps = records.len() - checked;
-        outln!(
-            "stream {}: {} checked{}, {}",
-            stream.name,
-            count(checked as u64, "batch"),
-            if deep { " (deep)" } else { "" },
-            count(gaps as u64, "gap")
-        )?;
+            },
+        );
+        output?;
     }
     match problems {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "archived object", exit_code: EXIT_FAILURE }),
+        count => Err(Error::Failed { count, what: "check of the archive", exit_code: EXIT_FAILURE }),
     }
-}
-
-/// What is wrong with a stored batch, if anything.
-fn verify_batch(target: &dyn Target, batch: &crate::manifest::BatchRecord, deep: bool) -> Option<String> {
-    let info = match target.head(&batch.key) {
-        Ok(Some(info)) => info,
-        Ok(None) => return Some("MISSING from the archive".into()),
-        Err(e) => return Some(format!("cannot check: {e}")),
-    };
-    if info.size != batch.size {
-        return Some(format!("CORRUPT: {} bytes stored, {} recorded", info.size, batch.size));
-    }
-    let crc = match (info.crc32, deep) {
-        (Some(crc), false) => crc,
-        (None, false) => return None,
-        (_, true) => match target::stored_crc32(target, &batch.key) {
-            Ok(crc) => crc,
-            Err(e) => return Some(format!("cannot read back: {e}")),
-        },
-    };
-    (crc != batch.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", batch.crc32))
 }
 
 fn check(config: &Config) -> Result<(), Error> {
@@ -317,6 +295,13 @@ fn check(config: &Config) -> Result<(), Error> {
         format!("state_dir {}", config.global.state_dir.display()),
         check_writable(&config.global.state_dir),
     )?;
+    // After state_dir exists: what only directory identity shows (bind
+    // mounts); a configuration error, like the overlaps load refuses.
+    let apart = config::places::check_identities(config);
+    if apart.is_err() {
+        exit_code = EXIT_USAGE;
+    }
+    report("state_dir, target and stream dirs apart".into(), apart)?;
     for stream in &config.streams {
         let scanned = source::scan(&stream.dir, &stream.naming, |_| true).map_err(|e| e.to_string());
         report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()))?;

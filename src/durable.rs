@@ -71,6 +71,19 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`):
+/// a write in progress, or left by a crash. Listings hide exactly these.
+pub fn is_temp_name(file_name: &str) -> bool {
+    let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    let Some((_, unique)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    unique.split_once('-').is_some_and(|(pid, n)| digits(pid) && digits(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +101,16 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.join("a/b")).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temp_names_are_recognized_and_nothing_else() {
+        let temp = temp_path(Path::new("/archive/s/batches/0000-0001"));
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(is_temp_name(name), "{name}");
+        for other in ["a.tmp", ".a.tmp", ".a.1-x.tmp", ".a.-1.tmp", "a.part", "c~", ".hidden", ".a.12-3.tmpx"]
+        {
+            assert!(!is_temp_name(other), "{other}");
+        }
     }
 }

@@ -18,7 +18,8 @@
 //! process (signals, reload, systemd [`notify`]); `main.rs` only maps errors
 //! to exit codes. Around them: [`metrics`] (Prometheus text), [`status`],
 //! [`mapguard`] (surviving a segment truncated under its memory map),
-//! [`durable`] (the one path for durable local writes).
+//! [`durable`] (the one path for durable local writes), [`crc`] (CRC32 of a
+//! concatenation from its pieces').
 //!
 //! Embedding: [`archiver::Archiver`] starts the streams, wakes one at once,
 //! reports status, and stops them.
@@ -28,6 +29,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Record, SegmentEntry};
+use crate::manifest::{BatchRecord, Encoding, ManifestError, Record, SegmentEntry};
 use crate::target::{CrcWriter, Target, TargetError};
 use dest::{DestDir, TempFile};
 
@@ -219,6 +219,7 @@ fn restore_batch(
     wanted: &[&SegmentEntry],
 ) -> Result<(), Error> {
     let Some(last) = wanted.last() else { return Ok(()) };
+    readable(batch)?;
     let mut splitter = Splitter {
         publisher,
         segments: wanted,
@@ -228,7 +229,7 @@ fn restore_batch(
         stream,
         key: &batch.key,
     };
-    let range = (0, last.offset + last.len);
+    let range = (0, last.offset + last.stored_len);
     let fetched = target.get(&batch.key, Some(range), &mut splitter);
     let finished = match fetched {
         Ok(_) => splitter.finish(),
@@ -256,6 +257,7 @@ pub fn fetch(
     let Some((batch, seg)) = found else {
         return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
     };
+    readable(batch)?;
     let segment = Segment { target, stream, batch, seg };
     match dest {
         FetchDest::Stdout => segment.write_through(&mut io::stdout().lock(), "standard output"),
@@ -313,7 +315,8 @@ impl Segment<'_> {
     fn download(&self, out: &mut dyn Write, shown: &str) -> Result<u32, Error> {
         let mut local = LocalWriter { inner: out, failure: None };
         let mut checked = CrcWriter::new(&mut local);
-        let got = self.target.get(&self.batch.key, Some((self.seg.offset, self.seg.len)), &mut checked);
+        let got =
+            self.target.get(&self.batch.key, Some((self.seg.offset, self.seg.stored_len)), &mut checked);
         let crc = checked.hasher.finalize();
         let flushed = got.map_err(|e| match local.failure.take() {
             Some(io) => Error::local("write", shown, io),
@@ -397,6 +400,23 @@ impl Write for LocalWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Refuse a batch whose stored bytes are not its segments as they are:
+/// this walship reads only identity-encoded batches back.
+fn readable(batch: &BatchRecord) -> Result<(), Error> {
+    match batch.stored.encoding {
+        Encoding::Identity => Ok(()),
+        other => Err(Error::Manifest(ManifestError::Invalid {
+            source: batch.key.clone(),
+            line: 0,
+            message: format!(
+                "this batch is stored with encoding {}, which this walship cannot decode; restore with \
+                 a walship release that reads it",
+                other.as_str()
+            ),
+        })),
     }
 }
 
@@ -650,10 +670,9 @@ mod tests {
     use crate::manifest::GapRecord;
 
     fn batch(first: u64, last: u64) -> Record {
-        let segments = (first..=last)
-            .map(|p| SegmentEntry { position: p, name: format!("s-{p}"), offset: 0, len: 1, crc32: 0 })
-            .collect();
-        Record::Batch(BatchRecord { first, last, key: String::new(), size: 0, crc32: 0, segments })
+        let segments =
+            (first..=last).map(|p| SegmentEntry::identity(p, format!("s-{p}"), p - first, 1, 0)).collect();
+        Record::Batch(BatchRecord::identity("s", first, last, segments))
     }
 
     fn gap(first: u64, last: u64) -> Record {
@@ -688,6 +707,17 @@ mod tests {
         let empty = restore_limit("s", &[], None).unwrap_err();
         assert!(empty.to_string().contains("nothing is archived"), "{empty}");
         assert_eq!(empty.exit_code(), crate::error::EXIT_FAILURE);
+    }
+
+    #[test]
+    fn only_identity_encoded_batches_are_read_back() {
+        let Record::Batch(mut record) = crate::manifest::validate::tests::batch("s", 0, &[b"abc"]) else {
+            unreachable!("a batch")
+        };
+        assert!(readable(&record).is_ok());
+        record.stored.encoding = Encoding::ZstdFrames;
+        let error = readable(&record).expect_err("cannot decode");
+        assert!(error.to_string().contains("stored with encoding zstd-frames"), "{error}");
     }
 
     #[test]

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::catalog;
 use crate::config::{OnArchived, StreamConfig};
+use crate::crc;
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal::Journal;
-use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry};
+use crate::manifest::{BatchRecord, GapRecord, Record, SegmentEntry, StreamRules};
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
 use crate::source::{self, CachedScan, Segment, SegmentMap};
 use crate::status::{StreamStatus, unix_now};
@@ -75,8 +76,9 @@ impl Stream {
         durable::create_dir_all(&state_dir)
             .map_err(|e| Error::local("create state directory", &state_dir, e))?;
         let lock = lock_stream(&state_dir, &name)?;
-        let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &name, |_| {})?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), &name)?;
+        let rules = StreamRules::new(&name, &config.naming);
+        let (mut journal, _) = Journal::open(&catalog::journal_path(state_root, &name), &rules, |_| {})?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref())?;
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
@@ -239,7 +241,7 @@ impl Stream {
             return Err(changed);
         }
 
-        let record = Record::Batch(BatchRecord { first, last, key, size, crc32, segments: entries });
+        let record = Record::Batch(BatchRecord::identity(&name, first, last, entries));
         self.commit(record)?;
         log::info!(
             "stream {name}: archived positions {first}..{last} ({}, {size} bytes)",
@@ -330,7 +332,8 @@ impl Stream {
 
     /// Record durably, remote first, then advance the published position.
     fn commit(&mut self, record: Record) -> Result<(), Error> {
-        catalog::put_remote(self.target.as_ref(), &self.config.name, &record)?;
+        let rules = StreamRules::new(&self.config.name, &self.config.naming);
+        catalog::put_remote(self.target.as_ref(), &rules, &record)?;
         self.journal.append(std::slice::from_ref(&record))?;
         self.write_position()?;
         // One status update (and status file write) per commit.
@@ -409,24 +412,16 @@ impl Stream {
 /// Per-segment entries, total size and whole-object CRC32 of a batch, the
 /// whole CRC combined from the segments' so each byte is read once.
 fn checksum_segments(batch: &[&Segment], maps: &[SegmentMap]) -> (Vec<SegmentEntry>, u64, u32) {
-    let mut whole = crc32fast::Hasher::new();
+    let mut whole = 0;
     let mut entries = Vec::with_capacity(batch.len());
     let mut offset = 0u64;
     for (seg, map) in batch.iter().zip(maps) {
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(map.bytes());
-        whole.combine(&hasher);
-        let len = map.bytes().len() as u64;
-        entries.push(SegmentEntry {
-            position: seg.position,
-            name: seg.name.clone(),
-            offset,
-            len,
-            crc32: hasher.finalize(),
-        });
+        let (crc32, len) = (crc32fast::hash(map.bytes()), map.bytes().len() as u64);
+        whole = crc::combine(whole, crc32, len);
+        entries.push(SegmentEntry::identity(seg.position, seg.name.clone(), offset, len, crc32));
         offset += len;
     }
-    (entries, offset, whole.finalize())
+    (entries, offset, whole)
 }
 
 fn marked_path(path: &Path) -> PathBuf {

@@ -47,6 +47,9 @@ pub enum Fault {
     Status(u16),
     /// Answer 503 `SlowDown`, without forwarding.
     SlowDown,
+    /// Answer 501 `NotImplemented`, without forwarding (a store that lacks
+    /// the operation).
+    NotImplemented,
     /// Forward the request, then relay the response head and only half of
     /// its body (half of the head when there is no body) and close.
     CutResponse,
@@ -472,6 +475,9 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
             answer(client.stream, status, code, method == "HEAD", &shared.closed)
         }
         Some(Fault::SlowDown) => answer(client.stream, 503, "SlowDown", method == "HEAD", &shared.closed),
+        Some(Fault::NotImplemented) => {
+            answer(client.stream, 501, "NotImplemented", method == "HEAD", &shared.closed)
+        }
         Some(Fault::Refuse) => {
             reset(client.stream);
             Ok(())

@@ -6,8 +6,13 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::{Duration, Instant};
+
+use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
-use walship::manifest::format::{self, check_record_round_trip, check_round_trip};
+use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
+use walship::manifest::format;
+use walship::target::s3::{credentials, xml};
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
 const MIN_SEEDS: usize = 10;
@@ -55,14 +60,64 @@ fn manifest_record_seed_corpus_and_regressions_pass() {
 }
 
 #[test]
+fn manifest_remote_seed_corpus_and_regressions_pass() {
+    replay("corpus/manifest_remote", MIN_SEEDS, assemble_seed);
+    replay("regressions/manifest_remote", 0, assemble_seed);
+}
+
+fn assemble_seed(data: &[u8]) {
+    let _ = check_assemble(data);
+}
+
+/// The remote-record seeds that must assemble do, and the hostile ones are
+/// refused: the fuzzer starts from both sides of every rule.
+#[test]
+fn manifest_remote_seeds_assemble_or_are_refused() {
+    let valid = [
+        "valid-three-level0",
+        "compacted-with-identical-level0",
+        "prune-and-snapshot",
+        "prune-mark-excuses-hole",
+        "v1-record-object",
+        "foreign-key",
+    ];
+    for name in inputs("corpus/manifest_remote") {
+        let seed_name = name.file_name().unwrap().to_str().unwrap().to_string();
+        let result = check_assemble(&std::fs::read(&name).unwrap());
+        let expected_ok = valid.contains(&seed_name.as_str()) || seed_name == "empty";
+        assert_eq!(result.is_ok(), expected_ok, "seed {seed_name}: {result:?}");
+    }
+}
+
+#[test]
 fn config_seed_corpus_and_regressions_pass() {
     replay("corpus/config", MIN_SEEDS, check_parse);
     replay("regressions/config", 0, check_parse);
 }
 
+#[test]
+fn s3_xml_seed_corpus_and_regressions_pass() {
+    replay("corpus/s3_xml", MIN_SEEDS, xml::check_parse);
+    replay("regressions/s3_xml", 0, xml::check_parse);
+}
+
+#[test]
+fn credentials_seed_corpus_and_regressions_pass() {
+    replay("corpus/credentials", MIN_SEEDS, credentials::check_parse);
+    replay("regressions/credentials", 0, credentials::check_parse);
+}
+
 /// Manifest seeds that must parse to records.
-const VALID_MANIFESTS: &[&str] =
-    &["valid-batches-and-gaps", "valid-many-segments", "valid-field-order", "valid-unicode-reason"];
+const VALID_MANIFESTS: &[&str] = &[
+    "valid-batches-and-gaps",
+    "valid-many-segments",
+    "valid-field-order",
+    "valid-unicode-reason",
+    "v2-valid-all-kinds",
+    "v2-valid-zstd-batch",
+    "v2-valid-prune-mark",
+    "v2-valid-escaped-reason",
+];
 /// Config seeds that must parse.
 const VALID_CONFIGS: &[&str] = &["spec-example", "minimal", "two-streams", "s3-full", "unicode", "crlf"];
 /// Manifest seeds the SPEC requires a clear error for.
@@ -76,10 +131,40 @@ const REFUSED_MANIFESTS: &[&str] = &[
     "absurd-position",
     "unknown-version",
     "bad-crc-middle-line",
+    "v2-hole-deleted-line",
+    "v2-hostile-seg-name-passwd",
+    "v2-seg-name-wrong-position",
+    "v2-seg-name-duplicate",
+    "v2-identity-stored-mismatch",
+    "v2-snapshot-out-of-order",
+    "v2-prune-sequence-skipped",
+    "v2-prune-mark-backwards",
+    "v2-prune-deletes-foreign",
+    "v2-prune-deletes-live-batch",
+    "v2-unknown-encoding",
+    "v2-v1-segment-syntax",
+    "v2-snapshot-foreign-key",
 ];
 /// Config seeds that must be refused.
 const REFUSED_CONFIGS: &[&str] =
     &["unknown-key", "bad-unit-case", "snapshot-not-multiple", "huge-numbers", "s3-prefix-dotdot"];
+
+/// Credentials seeds that must parse, and those that must be refused.
+const VALID_CREDENTIALS: &[&str] = &[
+    "valid-default",
+    "valid-with-token-no-spaces",
+    "valid-other-profile-first-mixed-case",
+    "valid-crlf",
+    "valid-spaced-header-no-final-newline",
+];
+const REFUSED_CREDENTIALS: &[&str] = &[
+    "missing-secret",
+    "missing-key-id",
+    "header-unterminated",
+    "line-without-equals",
+    "empty-key-id",
+    "empty",
+];
 
 fn seed(dir: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(dir).join(name);
@@ -87,7 +172,7 @@ fn seed(dir: &str, name: &str) -> Vec<u8> {
 }
 
 fn parse_manifest(name: &str) -> Result<format::Parsed, walship::manifest::ManifestError> {
-    format::parse(&seed("manifest", name), name, format::FUZZ_STREAM)
+    parse_fuzz_manifest(&seed("manifest", name), name)
 }
 
 fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::ConfigError> {
@@ -101,11 +186,19 @@ fn parse_config(name: &str) -> Result<walship::config::Config, walship::config::
 fn valid_seeds_parse() {
     for name in VALID_MANIFESTS {
         let parsed = parse_manifest(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
-        assert!(!parsed.records.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
+        assert!(!parsed.manifest.is_empty() && parsed.dropped_torn_tail.is_none(), "seed {name}");
     }
     for name in VALID_CONFIGS {
         parse_config(name).unwrap_or_else(|e| panic!("seed {name}: {e}"));
     }
+    for name in VALID_CREDENTIALS {
+        let text = String::from_utf8(seed("credentials", name)).expect("UTF-8 seed");
+        credentials::parse_shared_credentials(&text).unwrap_or_else(|e| panic!("seed {name}: {e:?}"));
+    }
+    let listing = String::from_utf8(seed("s3_xml", "list-objects-utf8-entities-cdata")).expect("UTF-8");
+    let page = xml::parse_list_objects(&listing).expect("the UTF-8 listing seed parses");
+    assert_eq!(page.objects[0], ("site+7:edge/wal/ünï cödé/ a ".to_string(), 3));
+    assert_eq!(page.objects[2], ("p/<raw>&amp;".to_string(), 12));
 }
 
 /// The hostile and damaged seeds are refused, not read.
@@ -116,5 +209,93 @@ fn hostile_seeds_are_refused() {
     }
     for name in REFUSED_CONFIGS {
         assert!(parse_config(name).is_err(), "seed {name} parsed");
+    }
+    for name in REFUSED_CREDENTIALS {
+        let text = String::from_utf8(seed("credentials", name)).expect("UTF-8 seed");
+        assert!(credentials::parse_shared_credentials(&text).is_err(), "seed {name} parsed");
+    }
+}
+
+/// A named generator of inputs of a given scale.
+type Pathology = (&'static str, fn(usize) -> String);
+
+/// The fastest of a few runs of `check` on `input` (the minimum is the
+/// least disturbed by other work on the machine).
+fn fastest(check: fn(&[u8]), input: &[u8]) -> Duration {
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            check(input);
+            started.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// `check` takes time linear in the input: `make(n)` is grown until one
+/// run takes a few milliseconds (small inputs time mostly noise), then
+/// `make(8 * n)` must take less than 24 times as long (linear work takes
+/// about 8 times, quadratic 64). Relative, so a slow or busy machine does
+/// not matter.
+fn assert_linear(what: &str, check: fn(&[u8]), make: impl Fn(usize) -> String) {
+    let mut n = 256;
+    let mut t_small = fastest(check, make(n).as_bytes());
+    while t_small < Duration::from_millis(4) && n < 1 << 22 {
+        n *= 2;
+        t_small = fastest(check, make(n).as_bytes());
+    }
+    let large = make(8 * n);
+    let t_large = fastest(check, large.as_bytes());
+    let ratio = t_large.as_secs_f64() / t_small.as_secs_f64().max(1e-9);
+    assert!(
+        ratio < 24.0,
+        "{what}: {} bytes took {t_small:?}, 8 times as many {t_large:?} ({ratio:.0}x): not linear",
+        make(n).len()
+    );
+}
+
+/// Pathological S3 responses (deep nesting, closed and not, many
+/// attributes, entities, entries, comments) are read in linear time.
+#[test]
+fn s3_xml_reading_takes_linear_time() {
+    let cases: [Pathology; 8] = [
+        ("deep nesting", |n| {
+            format!("{}<Key>k</Key><Size>1</Size>{}", "<Contents>".repeat(n), "</Contents>".repeat(n))
+        }),
+        ("unclosed nesting", |n| "<Contents><Upload><Error>".repeat(n)),
+        ("many attributes", |n| {
+            format!("<Contents{}><Key>k</Key><Size>1</Size></Contents>", " a=\"1\" b='>'".repeat(n))
+        }),
+        ("many entities", |n| format!("<Error><Code>{}</Code></Error>", "&amp;&#233;&bogus;&".repeat(n))),
+        ("many entries", |n| {
+            format!(
+                "<ListBucketResult>{}</ListBucketResult>",
+                "<Contents><Key>k</Key><Size>1</Size></Contents>".repeat(n)
+            )
+        }),
+        ("unterminated markup", |n| format!("{}<!-- {}", "<Key>".repeat(n), "<Size>".repeat(n))),
+        ("end tags only", |n| "</Contents></Key>".repeat(n)),
+        ("open brackets", |n| "<".repeat(n * 8)),
+    ];
+    for (what, make) in cases {
+        assert_linear(what, xml::check_parse, make);
+    }
+}
+
+/// Long and numerous lines of a credentials file are read in linear time.
+#[test]
+fn credentials_parsing_takes_linear_time() {
+    let cases: [Pathology; 3] = [
+        ("many profiles", |n| {
+            "[p]\naws_access_key_id = A\n".repeat(n)
+                + "[default]\naws_access_key_id = A\naws_secret_access_key = S\n"
+        }),
+        ("long value", |n| {
+            format!("[default]\naws_access_key_id = {}\naws_secret_access_key = S\n", "x".repeat(n * 16))
+        }),
+        ("many comments", |n| "# c\n;\n\n".repeat(n)),
+    ];
+    for (what, make) in cases {
+        assert_linear(what, credentials::check_parse, make);
     }
 }

@@ -60,13 +60,17 @@ fn hostile_journal_records_are_refused_with_clear_errors() {
     let cases = [
         (
             "traversal key",
-            "batch first=21 last=21 size=1 crc32=e8b7be43 key=../../etc/passwd seg=21,x,0,1,e8b7be43",
+            "batch first=21 last=21 size=1 crc32=e8b7be43 key=../../etc/passwd encoding=identity \
+             stored_size=1 stored_crc32=e8b7be43 seg=21,seg-000021.log,1,e8b7be43,0,1",
             "key",
         ),
         ("overlapping range", "gap first=18 last=30 reason=x", "overlap"),
         (
             "absurd size",
-            "batch first=21 last=21 size=99999999999999999 crc32=e8b7be43 key=s/batches/0000000000000015-0000000000000015 seg=21,x,0,99999999999999999,e8b7be43",
+            "batch first=21 last=21 size=99999999999999999 crc32=e8b7be43 \
+             key=s/batches/0000000000000015-0000000000000015 encoding=identity \
+             stored_size=99999999999999999 stored_crc32=e8b7be43 \
+             seg=21,seg-000021.log,99999999999999999,e8b7be43,0,99999999999999999",
             "size",
         ),
     ];
@@ -91,7 +95,7 @@ fn hostile_journal_records_are_refused_with_clear_errors() {
 fn unknown_manifest_version_is_refused() {
     let setup = archived_setup("version");
     let text = fs::read_to_string(setup.journal()).unwrap().replacen(
-        "walship-manifest v1",
+        "walship-manifest v2",
         "walship-manifest v9",
         1,
     );
@@ -119,4 +123,129 @@ fn hostile_remote_record_is_refused() {
     let err = stderr(&out);
     assert!(err.contains(forged.file_name().unwrap().to_str().unwrap()), "{err}");
     assert!(err.contains("does not match its key"), "{err}");
+}
+
+/// What every manifest reader must do with a hole: `list`, `restore`,
+/// `verify` and `run` fail (exit 1) and name the missing range and where.
+fn assert_hole_refused_everywhere(setup: &Setup, range: &str, location: &str) {
+    let restored = setup.dir.path.join("restored");
+    let to = restored.to_str().unwrap();
+    let commands: [&[&str]; 5] = [
+        &["list"],
+        &["restore", "-s", "s", "--to", to],
+        &["restore", "-s", "s", "--to", to, "--allow-gaps"],
+        &["verify"],
+        &["run", "--once"],
+    ];
+    for args in commands {
+        let out = setup.walship(args);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?} must fail on the hole: {said}");
+        assert!(
+            said.contains(&format!("positions {range} are missing")),
+            "{args:?} should name {range}: {said}"
+        );
+        assert!(said.contains(location), "{args:?} should say where ({location}): {said}");
+    }
+    assert!(!restored.join(segment_name(11)).exists(), "restore went past the hole");
+}
+
+/// Deleting one valid line from the journal used to make `list` report
+/// "0 gaps", `restore` skip those segments with exit 0 and `verify` pass.
+#[test]
+fn deleted_journal_line_is_a_hole_naming_file_and_line() {
+    let setup = archived_setup("deleted-line");
+    let text = fs::read_to_string(setup.journal()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.remove(2).contains("first=6 last=10"));
+    fs::write(setup.journal(), lines.join("\n") + "\n").unwrap();
+    assert_hole_refused_everywhere(&setup, "6..10", &format!("{}:3", setup.journal().display()));
+}
+
+/// Losing one remote record object and then the state directory used to
+/// rebuild a manifest that silently lacked those positions.
+#[test]
+fn lost_remote_record_object_then_wiped_state_is_a_hole_naming_the_keys() {
+    let setup = archived_setup("lost-record");
+    let records = setup.record_objects();
+    fs::remove_file(&records[1]).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let name = |i: usize| records[i].file_name().unwrap().to_str().unwrap().to_string();
+    assert_hole_refused_everywhere(
+        &setup,
+        "6..10",
+        &format!("between s/manifest/{} and s/manifest/{}", name(0), name(2)),
+    );
+}
+
+/// Losing the first record object: the rebuild finds the batch object that
+/// no record names.
+#[test]
+fn lost_first_record_object_is_found_through_its_batch_object() {
+    let setup = archived_setup("lost-first-record");
+    fs::remove_file(&setup.record_objects()[0]).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let expected = format!("s/batches/{:016x}-{:016x}: positions 1..5 are missing", 1, 5);
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+}
+
+/// `verify --deep` used to pass with a flipped byte in, or a deletion of, a
+/// remote record object: the objects a rebuild relies on.
+#[test]
+fn verify_deep_reports_damaged_and_missing_record_objects_by_key() {
+    let setup = archived_setup("verify-records");
+    setup.ok(&["verify", "--deep"]);
+    let records = setup.record_objects();
+    let mut bytes = fs::read(&records[1]).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x01;
+    fs::write(&records[1], bytes).unwrap();
+    fs::remove_file(&records[2]).unwrap();
+    let name = |i: usize| format!("s/manifest/{}", records[i].file_name().unwrap().to_str().unwrap());
+
+    setup.ok(&["verify"]);
+    let out = setup.walship(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(said.contains(&format!("{}: CORRUPT record object", name(1))), "{said}");
+    assert!(said.contains(&format!("{}: MISSING record object", name(2))), "{said}");
+}
+
+/// `verify` finds a missing and a corrupt batch object.
+#[test]
+fn verify_reports_missing_and_corrupt_batch_objects() {
+    let setup = archived_setup("verify-batches");
+    let batches = setup.batch_objects();
+    fs::remove_file(&batches[0]).unwrap();
+    let mut bytes = fs::read(&batches[1]).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&batches[1], bytes).unwrap();
+    let out = setup.walship(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("MISSING from the archive"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("CORRUPT: CRC32"), "{}", stdout(&out));
+}
+
+/// A record naming a file that is not one of the stream's segments (here
+/// `passwd`) used to be restored as given.
+#[test]
+fn remote_record_naming_a_foreign_file_is_hostile() {
+    let setup = archived_setup("passwd");
+    let crc = format!("{:08x}", crc32fast::hash(b"root"));
+    let body = format!(
+        "batch first=21 last=21 size=4 crc32={crc} key=s/batches/0000000000000015-0000000000000015 \
+         encoding=identity stored_size=4 stored_crc32={crc} seg=21,passwd,4,{crc},0,4"
+    );
+    let forged = setup.archive.join("s/manifest/0000000000000015-0000000000000015.batch");
+    fs::write(&forged, format!("walship-manifest v2\n{}", line_with_crc(&body))).unwrap();
+    fs::write(setup.archive.join("s/batches/0000000000000015-0000000000000015"), b"root").unwrap();
+    for args in [&["list"][..], &["run", "--once"]] {
+        let out = setup.walship(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("0000000000000015-0000000000000015.batch:2"), "{args:?}: {err}");
+        assert!(err.contains("`passwd` is not a segment name under the stream's naming"), "{args:?}: {err}");
+    }
 }

@@ -566,3 +566,49 @@ fn uploads_left_open_by_failed_attempts_do_not_pile_up() {
     rig.stop(daemon);
     rig.assert_archive_complete();
 }
+
+/// Regression: a store without ListMultipartUploads (s3s-fs answers 501
+/// NotImplemented) stopped every stream: the answer was taken for a
+/// temporary failure and retried forever. It is optional: the daemon warns
+/// once, saying what is lost and the remedy, and archives everything.
+#[test]
+fn a_store_without_list_multipart_uploads_warns_once_and_keeps_archiving() {
+    let Some(mut rig) = Rig::new("proxy-no-list-uploads") else { return };
+    rig.proxy.push(Rule::burst(Fault::NotImplemented, Kind::ListUploads, 1_000_000));
+    rig.write_batch();
+    rig.write_batch();
+    let mut daemon = rig.start_daemon();
+    rig.wait_archived(&mut daemon, Duration::from_secs(60));
+    rig.write_batch();
+    rig.wait_archived(&mut daemon, Duration::from_secs(60));
+    rig.stop(daemon);
+    assert!(!rig.proxy.injected().is_empty(), "no ListMultipartUploads was refused");
+    let log = rig.daemon_log();
+    assert_eq!(log.matches("does not implement ListMultipartUploads").count(), 1, "{log}");
+    assert!(log.contains("not cleaned up automatically") && log.contains("lifecycle rule"), "{log}");
+    assert!(!log.contains("temporary failure"), "{log}");
+    rig.proxy.heal();
+    rig.assert_archive_complete();
+}
+
+/// A required request the store does not implement fails at once (no
+/// retries: it cannot succeed later), naming the request and the store.
+#[test]
+fn a_required_request_the_store_does_not_implement_fails_naming_it() {
+    let Some(mut rig) = Rig::new("proxy-no-put") else { return };
+    rig.write_batch(); // large segments: a multipart upload
+    rig.proxy.push(Rule::burst(Fault::NotImplemented, Kind::CreateUpload, 1_000_000));
+    let started = Instant::now();
+    let out = rig.setup.walship(&["run", "--once"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("start multipart upload of s/batches/"), "{text}");
+    assert!(text.contains("NotImplemented (HTTP 501)"), "{text}");
+    let store = format!("the S3 store at {} does not implement this request", rig.proxy.endpoint());
+    assert!(text.contains(&store), "{text}");
+    assert_eq!(rig.proxy.injected().len(), 1, "a request that cannot succeed was retried");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    rig.proxy.heal();
+    rig.setup.ok(&["run", "--once"]);
+    rig.assert_archive_complete();
+}

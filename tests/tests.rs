@@ -21,13 +21,17 @@ mod faults;
 mod fuzz_corpus;
 /// The embedding API: start, wake, status, stop.
 mod library;
-/// Torn and corrupted local manifests.
+/// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.
 mod packaging;
+/// Overlapping state_dir, target and stream directories are refused.
+mod places;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
 mod restore;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// An archive written by the first release: listed, restored, verified, continued.
+mod v1_archive;

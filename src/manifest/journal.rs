@@ -1,29 +1,42 @@
 //! The local journal: one append-only manifest file per stream.
 //!
-//! Opening reads and checks every record (streamed, never all in memory),
-//! drops a torn final record with a warning and cuts the file back to its
+//! Opening reads and checks every entry (streamed, never all in memory),
+//! drops a torn final entry with a warning and cuts the file back to its
 //! last complete line, so later appends start on a clean line boundary.
-//! Appending writes whole lines and fsyncs before returning: a stream may
-//! advance its position only after [`Journal::append`] succeeded. If an
-//! append fails midway, the next one first cuts the file back to the last
-//! durable line, so a half-written line is never glued to a new one.
+//! A journal written by the first release (format v1) is upgraded first:
+//! rewritten as v2 through [`durable::write_atomic`], the v1 file kept
+//! beside it as `manifest.v1`, with a log line saying so.
+//!
+//! Appending validates each entry and its place ([`Sequences`]) before
+//! writing anything, writes whole lines and fsyncs before returning: a
+//! stream may advance its position only after [`Journal::append`]
+//! succeeded. If an append fails midway, the next one first cuts the file
+//! back to the last durable line, so a half-written line is never glued to
+//! a new one. An append costs O(1): the journal keeps only where each
+//! sequence ends.
 //!
 //! One process appends to a journal at a time; this module takes no lock.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use super::format::{self, MAX_LINE, ParseSummary, Parsed, check_follows, record_line};
-use super::{ManifestError, Record, validate_record};
+use super::format::{self, MAX_LINE, ParseSummary, Parsed, entry_line, refused_at};
+use super::{Entry, Manifest, ManifestError, Record, Sequences, StreamRules, validate_entry};
+use crate::durable;
+use crate::source::Naming;
 
 /// An open journal, ready for appends.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     stream: String,
+    naming: Naming,
     /// Opened for reading and appending.
     file: File,
+    /// Where each sequence ends.
+    ends: Sequences,
+    /// The last log record.
     last: Option<Record>,
     /// Length of the file up to the end of its last fsync'd line.
     durable_len: u64,
@@ -35,31 +48,35 @@ pub struct Journal {
 
 impl Journal {
     /// Open or create `path` (a new file gets its header durably: write,
-    /// fsync the file, fsync the directory). Every existing record is read,
-    /// validated and passed to `visit` in order. A torn final record is
+    /// fsync the file, fsync the directory). A v1 file is upgraded to v2
+    /// first. Every existing entry is read, validated and passed to `visit`
+    /// (see [`format::parse_each`] for the order). A torn final entry is
     /// dropped with a warning and the file is cut back to the end of the
-    /// last good line (and fsync'd). Any other damage is an error and the
-    /// file is left untouched.
+    /// last good line (and fsync'd). Any other damage, a hole included, is
+    /// an error and the file is left untouched.
     pub fn open(
         path: &Path,
-        stream: &str,
-        visit: impl FnMut(Record),
+        rules: &StreamRules<'_>,
+        visit: impl FnMut(Entry),
     ) -> Result<(Journal, ParseSummary), ManifestError> {
         let name = path.display().to_string();
+        upgrade_v1(path, rules)?;
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(io_error(&name, "open"))?;
-        let summary = format::parse_each(BufReader::new(&file), &name, stream, visit)?;
+        let summary = format::parse_each(BufReader::new(&file), &name, rules, visit)?;
         let mut journal = Journal {
             path: path.to_path_buf(),
-            stream: stream.to_string(),
+            stream: rules.name.to_string(),
+            naming: rules.naming.clone(),
             file,
+            ends: summary.ends.clone(),
             last: summary.last.clone(),
             durable_len: summary.valid_len,
-            lines: 1 + summary.records,
+            lines: 1 + summary.entries,
             unclean_tail: false,
         };
         if let Some(line) = summary.dropped_torn_tail {
@@ -75,14 +92,22 @@ impl Journal {
         Ok((journal, summary))
     }
 
-    /// Append `records` and fsync before returning. Each must be valid for
-    /// this stream and start after the previous one ends; otherwise nothing
-    /// is written and the error is [`ManifestError::Refused`].
+    /// Append log `records` and fsync before returning; see
+    /// [`Journal::append_entries`].
     pub fn append(&mut self, records: &[Record]) -> Result<(), ManifestError> {
-        if records.is_empty() {
+        let entries: Vec<Entry> = records.iter().cloned().map(Entry::Log).collect();
+        self.append_entries(&entries)
+    }
+
+    /// Append `entries` and fsync before returning. Each must be valid for
+    /// this stream and fit where its sequence ends (no overlap, no hole);
+    /// otherwise nothing is written and the error is
+    /// [`ManifestError::Refused`] (or [`ManifestError::Hole`]).
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), ManifestError> {
+        if entries.is_empty() {
             return Ok(());
         }
-        let text = self.lines_for(records)?;
+        let (text, ends) = self.lines_for(entries)?;
         if self.unclean_tail {
             self.cut_to_durable_len()?;
         }
@@ -91,14 +116,27 @@ impl Journal {
         self.file.sync_data().map_err(self.io_error("fsync"))?;
         self.unclean_tail = false;
         self.durable_len += text.len() as u64;
-        self.lines += records.len();
-        self.last = records.last().cloned();
+        self.lines += entries.len();
+        self.ends = ends;
+        if let Some(Entry::Log(record)) = entries.iter().rev().find(|e| matches!(e, Entry::Log(_))) {
+            self.last = Some(record.clone());
+        }
         Ok(())
     }
 
-    /// The last record in the journal.
+    /// The last log record in the journal.
     pub fn last(&self) -> Option<&Record> {
         self.last.as_ref()
+    }
+
+    /// Where each of the journal's sequences ends.
+    pub fn ends(&self) -> &Sequences {
+        &self.ends
+    }
+
+    /// The rules the journal's entries follow.
+    pub fn rules(&self) -> StreamRules<'_> {
+        StreamRules::new(&self.stream, &self.naming)
     }
 
     /// The journal's file.
@@ -106,23 +144,27 @@ impl Journal {
         &self.path
     }
 
-    /// The lines to append for `records`, after checking each one.
-    fn lines_for(&self, records: &[Record]) -> Result<String, ManifestError> {
+    /// The lines to append for `entries`, after checking each one, and where
+    /// the sequences end after them.
+    fn lines_for(&self, entries: &[Entry]) -> Result<(String, Sequences), ManifestError> {
+        let source = self.path.display().to_string();
+        let rules = self.rules();
         let mut text = String::new();
-        let mut previous = self.last.as_ref();
-        for (record, line) in records.iter().zip(self.lines + 1..) {
-            let refuse =
-                |message| ManifestError::Refused { source: self.path.display().to_string(), line, message };
-            validate_record(record, &self.stream).map_err(refuse)?;
-            check_follows(previous, record).map_err(refuse)?;
-            let record_text = record_line(record);
-            if record_text.len() > MAX_LINE + 1 {
+        let mut ends = self.ends.clone();
+        for (entry, line) in entries.iter().zip(self.lines + 1..) {
+            let refuse = |message| ManifestError::Refused { source: source.clone(), line, message };
+            validate_entry(entry, &rules).map_err(refuse)?;
+            ends.admit(entry).map_err(|refusal| match refused_at(refusal, &source, line) {
+                ManifestError::Invalid { message, .. } => refuse(message),
+                hole => hole,
+            })?;
+            let entry_text = entry_line(entry);
+            if entry_text.len() > MAX_LINE + 1 {
                 return Err(refuse("the record's line would be longer than 8 MiB".into()));
             }
-            text.push_str(&record_text);
-            previous = Some(record);
+            text.push_str(&entry_text);
         }
-        Ok(text)
+        Ok((text, ends))
     }
 
     /// Cut the file back to its last durable line and fsync.
@@ -138,7 +180,7 @@ impl Journal {
         self.file.set_len(0).map_err(self.io_error("truncate"))?;
         (&self.file).write_all(format::header().as_bytes()).map_err(self.io_error("write"))?;
         self.file.sync_all().map_err(self.io_error("fsync"))?;
-        sync_parent_dir(&self.path).map_err(self.io_error("fsync the directory of"))?;
+        durable::sync_dir(parent_dir(&self.path)).map_err(self.io_error("fsync the directory of"))?;
         self.durable_len = format::header().len() as u64;
         self.lines = 1;
         Ok(())
@@ -149,29 +191,93 @@ impl Journal {
     }
 }
 
+/// Where a journal written in format v1 is kept after its upgrade.
+pub fn v1_copy_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".v1");
+    PathBuf::from(name)
+}
+
+/// If `path` is a v1 journal, rewrite it as v2 without loss: first a
+/// durable copy of the v1 file at [`v1_copy_path`], then the v2 text
+/// (streamed, one entry at a time) written over `path` by the one durable
+/// write path. A crash in between leaves the v1 journal in place, and the
+/// next open upgrades again. A torn final v1 record is dropped, as any
+/// open would.
+fn upgrade_v1(path: &Path, rules: &StreamRules<'_>) -> Result<(), ManifestError> {
+    let name = path.display().to_string();
+    let mut reader = match File::open(path) {
+        Ok(file) => BufReader::new(file),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io_error(&name, "open")(error)),
+    };
+    let first_line = reader.fill_buf().map_err(io_error(&name, "read"))?;
+    if !first_line.starts_with(b"walship-manifest v1\n") {
+        return Ok(());
+    }
+    // Check the whole file before touching anything.
+    let summary = format::parse_each(&mut reader_at_start(path)?, &name, rules, |_| {})?;
+    let copy = v1_copy_path(path);
+    durable::write_atomic(&copy, |out| io::copy(&mut reader_at_start(path).map_err(io::Error::other)?, out))
+        .map_err(io_error(&copy.display().to_string(), "keep a copy of the v1 journal at"))?;
+    durable::write_atomic(path, |out| {
+        let mut out = io::BufWriter::new(out);
+        out.write_all(format::header().as_bytes())?;
+        let mut written = Ok(());
+        let mut source = reader_at_start(path).map_err(io::Error::other)?;
+        format::parse_each(&mut source, &name, rules, |entry| {
+            if written.is_ok() {
+                written = out.write_all(entry_line(&entry).as_bytes());
+            }
+        })
+        .map_err(io::Error::other)?;
+        written?;
+        out.flush()
+    })
+    .map_err(io_error(&name, "upgrade"))?;
+    log::info!(
+        "{name}: upgraded the journal from manifest format v1 to v2 ({} records{}); the v1 file is \
+         kept as {}",
+        summary.entries,
+        summary.dropped_torn_tail.map_or(String::new(), |line| format!(", torn final line {line} dropped")),
+        copy.display()
+    );
+    Ok(())
+}
+
+fn reader_at_start(path: &Path) -> Result<BufReader<File>, ManifestError> {
+    let name = path.display().to_string();
+    File::open(path).map(BufReader::new).map_err(io_error(&name, "open"))
+}
+
 /// Read-only load of a whole journal (for list and restore). A missing file
-/// is an empty manifest; a torn tail is reported, not repaired.
-pub fn read_all(path: &Path, stream: &str) -> Result<Parsed, ManifestError> {
-    let mut records = Vec::new();
-    let summary = read_each(path, stream, |r| records.push(r))?;
-    Ok(Parsed { records, dropped_torn_tail: summary.dropped_torn_tail })
+/// is an empty manifest; a torn tail is reported, not repaired; a v1 file
+/// is read as it is.
+pub fn read_all(path: &Path, rules: &StreamRules<'_>) -> Result<Parsed, ManifestError> {
+    let mut manifest = Manifest::default();
+    let summary = read_each(path, rules, |entry| manifest.push(entry))?;
+    Ok(Parsed { manifest, dropped_torn_tail: summary.dropped_torn_tail, version: summary.version })
 }
 
-/// Read-only check of a whole journal that keeps only its last record (for
+/// Read-only check of a whole journal that keeps only where it ends (for
 /// status): memory stays flat however long the journal is.
-pub fn read_summary(path: &Path, stream: &str) -> Result<ParseSummary, ManifestError> {
-    read_each(path, stream, |_| {})
+pub fn read_summary(path: &Path, rules: &StreamRules<'_>) -> Result<ParseSummary, ManifestError> {
+    read_each(path, rules, |_| {})
 }
 
-/// Read-only pass over every record; a missing file is an empty manifest.
-fn read_each(path: &Path, stream: &str, visit: impl FnMut(Record)) -> Result<ParseSummary, ManifestError> {
+/// Read-only pass over every entry; a missing file is an empty manifest.
+fn read_each(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    visit: impl FnMut(Entry),
+) -> Result<ParseSummary, ManifestError> {
     let name = path.display().to_string();
     let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ParseSummary::default()),
         Err(error) => return Err(io_error(&name, "open")(error)),
     };
-    format::parse_each(BufReader::new(file), &name, stream, visit)
+    format::parse_each(BufReader::new(file), &name, rules, visit)
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {
@@ -179,20 +285,19 @@ fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> Manif
     move |error| ManifestError::Io { path, action, error }
 }
 
-/// Make a new directory entry durable.
-fn sync_parent_dir(path: &Path) -> io::Result<()> {
-    let parent = match path.parent() {
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
-    };
-    File::open(parent)?.sync_all()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manifest::GapRecord;
-    use crate::manifest::validate::tests::batch;
+    use crate::manifest::format::Version;
+    use crate::manifest::validate::tests::{batch, naming};
     use std::fs;
 
     const STREAM: &str = "sensors";
@@ -210,24 +315,30 @@ mod tests {
     }
 
     fn records() -> Vec<Record> {
-        vec![
-            batch(STREAM, 0, &["seg 0"], &[b"zero"]),
-            gap(1, 4),
-            batch(STREAM, 5, &["5", "6"], &[b"a", b"b"]),
-        ]
+        vec![batch(STREAM, 0, &[b"zero"]), gap(1, 4), batch(STREAM, 5, &[b"a", b"b"])]
     }
 
     fn open(path: &Path) -> (Journal, ParseSummary, Vec<Record>) {
+        let naming = naming();
         let mut seen = Vec::new();
-        let (journal, summary) = Journal::open(path, STREAM, |r| seen.push(r)).expect("opens");
+        let (journal, summary) = Journal::open(path, &StreamRules::new(STREAM, &naming), |entry| {
+            if let Entry::Log(record) = entry {
+                seen.push(record)
+            }
+        })
+        .expect("opens");
         (journal, summary, seen)
+    }
+
+    fn read(path: &Path) -> Parsed {
+        read_all(path, &StreamRules::new(STREAM, &naming())).expect("read")
     }
 
     #[test]
     fn new_journal_gets_a_header() {
         let path = temp_dir("new").join("manifest");
         let (journal, summary, seen) = open(&path);
-        assert_eq!((summary.records, journal.last(), seen.len()), (0, None, 0));
+        assert_eq!((summary.entries, journal.last(), seen.len()), (0, None, 0));
         assert_eq!(fs::read_to_string(&path).expect("read"), format::header());
     }
 
@@ -241,12 +352,12 @@ mod tests {
         drop(journal);
         let (journal, summary, seen) = open(&path);
         assert_eq!(seen, records());
-        assert_eq!((summary.records, summary.dropped_torn_tail), (3, None));
+        assert_eq!((summary.entries, summary.dropped_torn_tail), (3, None));
         assert_eq!(journal.last(), records().last());
-        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()));
-        assert_eq!(read_all(&path, STREAM).expect("read").records, records());
-        let summary = read_summary(&path, STREAM).expect("read");
-        assert_eq!((summary.records, summary.last), (3, records().last().cloned()));
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize_log(&records()));
+        assert_eq!(read(&path).manifest.log, records());
+        let summary = read_summary(&path, &StreamRules::new(STREAM, &naming())).expect("read");
+        assert_eq!((summary.entries, summary.last), (3, records().last().cloned()));
     }
 
     #[test]
@@ -255,17 +366,17 @@ mod tests {
         let (mut journal, _, _) = open(&path);
         journal.append(&records()[..2]).expect("append");
         drop(journal);
-        let half_line = &record_line(&records()[2])[..30];
+        let half_line = &entry_line(&Entry::Log(records()[2].clone()))[..30];
         OpenOptions::new()
             .append(true)
             .open(&path)
             .and_then(|mut f| f.write_all(half_line.as_bytes()))
             .expect("tear");
-        assert_eq!(read_all(&path, STREAM).expect("read").dropped_torn_tail, Some(4));
+        assert_eq!(read(&path).dropped_torn_tail, Some(4));
 
         let (mut journal, summary, seen) = open(&path);
         assert_eq!((summary.dropped_torn_tail, seen), (Some(4), records()[..2].to_vec()));
-        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()[..2]));
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize_log(&records()[..2]));
         journal.append(&records()[2..]).expect("append");
         drop(journal);
         let (_, summary, seen) = open(&path);
@@ -279,23 +390,35 @@ mod tests {
         let (mut journal, summary, _) = open(&path);
         assert_eq!(summary.dropped_torn_tail, Some(1));
         journal.append(&records()).expect("append");
-        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize(&records()));
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize_log(&records()));
     }
 
     #[test]
     fn damage_before_the_last_line_is_an_error_and_the_file_is_kept() {
         let path = temp_dir("damaged").join("manifest");
-        let mut text = format::serialize(&records());
-        let start = format::header().len() + record_line(&records()[0]).len() + 10;
+        let mut text = format::serialize_log(&records());
+        let start = format::header().len() + entry_line(&Entry::Log(records()[0].clone())).len() + 10;
         text.replace_range(start..start + 1, "#");
         fs::write(&path, &text).expect("write");
-        let error = Journal::open(&path, STREAM, |_| {}).expect_err("damaged");
+        let error = Journal::open(&path, &StreamRules::new(STREAM, &naming()), |_| {}).expect_err("damaged");
         assert!(error.to_string().starts_with(&format!("{}:3: record CRC32 mismatch", path.display())));
         assert_eq!(fs::read_to_string(&path).expect("read"), text);
     }
 
     #[test]
-    fn append_refuses_out_of_order_or_invalid_records() {
+    fn a_deleted_line_is_a_hole_naming_file_line_and_range() {
+        let path = temp_dir("deleted-line").join("manifest");
+        let text = format::serialize_log(&records());
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.remove(2);
+        fs::write(&path, lines.join("\n") + "\n").expect("write");
+        let error = Journal::open(&path, &StreamRules::new(STREAM, &naming()), |_| {}).expect_err("hole");
+        assert!(matches!(error, ManifestError::Hole { first: 1, last: 4, .. }), "{error}");
+        assert!(error.to_string().starts_with(&format!("{}:3: positions 1..4 are missing", path.display())));
+    }
+
+    #[test]
+    fn append_refuses_out_of_order_holes_and_invalid_records() {
         let path = temp_dir("order").join("manifest");
         let (mut journal, _, _) = open(&path);
         journal.append(&records()[..2]).expect("append");
@@ -303,11 +426,14 @@ mod tests {
         let error = journal.append(&[gap(3, 9)]).expect_err("overlaps");
         assert!(matches!(error, ManifestError::Refused { line: 4, .. }), "{error}");
         assert!(error.to_string().contains("gap 3..9 overlaps or comes before the previous gap 1..4"));
-        let error = journal.append(&[gap(20, 30), gap(10, 11)]).expect_err("out of order");
-        assert!(matches!(error, ManifestError::Refused { line: 5, .. }), "{error}");
-        let foreign = batch("other", 5, &["x"], &[b"x"]);
+        let error = journal.append(&[gap(5, 6), gap(10, 11)]).expect_err("hole");
+        assert!(matches!(error, ManifestError::Hole { first: 7, last: 9, .. }), "{error}");
+        let foreign = batch("other", 5, &[b"x"]);
         let error = journal.append(&[foreign]).expect_err("foreign key");
         assert!(error.to_string().contains("is not this batch's object key"));
+        let beyond = gap(5, crate::manifest::validate::MAX_POSITION + 1);
+        let error = journal.append(&[beyond]).expect_err("beyond the limit");
+        assert!(error.to_string().contains("beyond the limit 2^62"), "{error}");
         assert_eq!(fs::read_to_string(&path).expect("read"), before);
         assert_eq!(journal.last(), Some(&gap(1, 4)));
     }
@@ -326,17 +452,55 @@ mod tests {
     }
 
     #[test]
+    fn v1_journal_is_upgraded_without_loss_and_kept_aside() {
+        let path = temp_dir("upgrade").join("manifest");
+        let crc = crc32fast::hash(b"zero");
+        let body = format!(
+            "batch first=0 last=0 size=4 crc32={crc:08x} \
+             key=sensors/batches/0000000000000000-0000000000000000 seg=0,0,0,4,{crc:08x}"
+        );
+        let v1 = format!(
+            "walship-manifest v1\n{:08x} {body}\n{}",
+            crc32fast::hash(body.as_bytes()),
+            format::entry_line(&Entry::Log(gap(1, 4)))
+        );
+        fs::write(&path, &v1).expect("write");
+        assert_eq!(read(&path).version, Some(Version::V1));
+        let (mut journal, summary, seen) = open(&path);
+        assert_eq!((summary.version, seen), (Some(Version::V2), records()[..2].to_vec()));
+        assert_eq!(fs::read_to_string(v1_copy_path(&path)).expect("v1 kept"), v1);
+        journal.append(&records()[2..]).expect("append");
+        assert_eq!(fs::read_to_string(&path).expect("read"), format::serialize_log(&records()));
+    }
+
+    #[test]
+    fn a_v1_journal_with_a_hole_is_not_upgraded() {
+        let path = temp_dir("upgrade-hole").join("manifest");
+        let v1 = format!(
+            "walship-manifest v1\n{}{}",
+            format::entry_line(&Entry::Log(gap(0, 1))),
+            format::entry_line(&Entry::Log(gap(5, 6)))
+        );
+        fs::write(&path, &v1).expect("write");
+        let error = Journal::open(&path, &StreamRules::new(STREAM, &naming()), |_| {}).expect_err("hole");
+        assert!(matches!(error, ManifestError::Hole { first: 2, last: 4, .. }), "{error}");
+        assert_eq!(fs::read_to_string(&path).expect("read"), v1);
+        assert!(!v1_copy_path(&path).exists());
+    }
+
+    #[test]
     fn read_all_of_a_missing_file_is_empty() {
         let path = temp_dir("missing").join("manifest");
-        assert_eq!(read_all(&path, STREAM).expect("empty"), Parsed::default());
-        assert_eq!(read_summary(&path, STREAM).expect("empty"), ParseSummary::default());
+        assert_eq!(read(&path), Parsed::default());
         assert!(!path.exists());
     }
 
     #[test]
     fn io_errors_name_the_file() {
         let dir = temp_dir("io");
-        let error = Journal::open(&dir, STREAM, |_| {}).expect_err("a directory");
-        assert!(error.to_string().starts_with(&format!("cannot open {}: ", dir.display())), "{error}");
+        let error =
+            Journal::open(&dir, &StreamRules::new(STREAM, &naming()), |_| {}).expect_err("a directory");
+        assert!(error.to_string().starts_with("cannot "), "{error}");
+        assert!(error.to_string().contains(&dir.display().to_string()), "{error}");
     }
 }

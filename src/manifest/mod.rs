@@ -1,105 +1,57 @@
 //! The manifest: the record of what a stream has archived.
 //!
-//! A manifest is a sequence of [`Record`]s in strictly increasing,
-//! non-overlapping position order: batches (a range of positions stored as
-//! one object, with every segment's name, offset, length and CRC32) and gaps
-//! (a range the source lost before it could be archived, with the reason).
+//! A manifest holds three sequences, each in its own order ([`model`]):
+//! the log (batches and gaps, contiguous in position), snapshots (by
+//! position) and prunes (by sequence number, each carrying the "pruned
+//! before P" mark from which the log must be contiguous).
 //!
 //! - [`format`](mod@format) is the versioned text format (its grammar is
-//!   documented there): serializing records and parsing them back, with
-//!   every record checked for damage and for hostile content. It opens no
-//!   files and is what the fuzzer drives.
+//!   documented there): v2 is written, v1 is still read. It opens no files
+//!   and is what the fuzzer drives ([`check`]).
+//! - [`validate`] holds the rules one entry must satisfy wherever it comes
+//!   from (file, remote object, or code about to store it);
+//!   [`sequence`] the rules between entries (order, contiguity, holes).
 //! - [`journal`] is the local append-only file per stream: open (dropping a
-//!   torn final record), append with fsync, read-only load.
-//! - [`validate`] holds the rules a record must satisfy wherever it comes
-//!   from (file, remote object, or code about to append it).
+//!   torn final record, upgrading a v1 file), append with fsync, read-only
+//!   load.
 //!
-//! Nothing here talks to a target: storing records remotely, snapshots,
-//! deletions and compaction are the callers' business. A remote record
-//! object uses the same text (header plus one line), parsed with
-//! [`format::parse`] or [`format::parse_object`].
+//! Nothing here talks to a target: `catalog` stores records remotely and
+//! turns a listing of remote record objects back into a manifest.
 
+pub mod check;
+mod fields;
 pub mod format;
 pub mod journal;
+pub mod model;
 mod percent;
+pub mod sequence;
 pub mod validate;
 
 use std::fmt;
 use std::io;
 
-pub use format::{ParseSummary, Parsed};
+use crate::source::Naming;
+
+pub use format::{ParseSummary, Parsed, Version};
 pub use journal::{Journal, read_all};
-pub use validate::{combine_crc32, validate_record};
+pub use model::{
+    BatchRecord, Encoding, Entry, GapRecord, Manifest, PruneRecord, Record, SegmentEntry, SnapshotRecord,
+    StoredObject,
+};
+pub use sequence::Sequences;
+pub use validate::{validate_entry, validate_record};
 
-/// One segment inside a batch object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentEntry {
-    /// The segment's position in the stream.
-    pub position: u64,
-    /// Its original file name (restored under this name).
-    pub name: String,
-    /// Where its bytes start inside the batch object.
-    pub offset: u64,
-    /// Its length in bytes.
-    pub len: u64,
-    /// CRC32 of its bytes.
-    pub crc32: u32,
+/// What a stream's records must agree with: its name (which object keys
+/// are its own) and its naming (which segment names are its own).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRules<'a> {
+    pub name: &'a str,
+    pub naming: &'a Naming,
 }
 
-/// A batch: positions `first..=last` stored as one object under `key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRecord {
-    pub first: u64,
-    pub last: u64,
-    /// Object key, always `keys::batch_key(stream, first, last)`.
-    pub key: String,
-    /// Object size: the sum of the segments' lengths.
-    pub size: u64,
-    /// CRC32 of the whole object.
-    pub crc32: u32,
-    /// One entry per position, in position order.
-    pub segments: Vec<SegmentEntry>,
-}
-
-/// A gap: positions `first..=last` were never archived.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GapRecord {
-    pub first: u64,
-    pub last: u64,
-    /// Why, for the operator (e.g. "segment removed before archiving").
-    pub reason: String,
-}
-
-/// One manifest record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    Batch(BatchRecord),
-    Gap(GapRecord),
-}
-
-impl Record {
-    /// First position the record covers.
-    pub fn first(&self) -> u64 {
-        match self {
-            Record::Batch(b) => b.first,
-            Record::Gap(g) => g.first,
-        }
-    }
-
-    /// Last position the record covers (inclusive).
-    pub fn last(&self) -> u64 {
-        match self {
-            Record::Batch(b) => b.last,
-            Record::Gap(g) => g.last,
-        }
-    }
-
-    /// `"batch"` or `"gap"`, as in the text format and in record keys.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Record::Batch(_) => "batch",
-            Record::Gap(_) => "gap",
-        }
+impl<'a> StreamRules<'a> {
+    pub fn new(name: &'a str, naming: &'a Naming) -> StreamRules<'a> {
+        StreamRules { name, naming }
     }
 }
 
@@ -121,6 +73,13 @@ pub enum ManifestError {
     /// An append was refused before anything was written (a caller bug:
     /// out-of-order or invalid record).
     Refused { source: String, line: usize, message: String },
+    /// Positions `first..=last` are missing from the log: neither recorded
+    /// nor pruned (a deleted journal line, a lost remote record object).
+    /// `location` says where: `FILE:LINE`, or between which record objects.
+    Hole { location: String, first: u64, last: u64 },
+    /// Two remote record objects say different things about the same
+    /// positions (or the same snapshot or prune).
+    Conflict { first_key: String, second_key: String, message: String },
     /// Reading or writing the file failed; `action` says what was attempted.
     Io { path: String, action: &'static str, error: io::Error },
 }
@@ -145,8 +104,21 @@ impl fmt::Display for ManifestError {
             ),
             ManifestError::UnsupportedVersion { source, found } => write!(
                 f,
-                "{source}:1: unknown manifest format version `{found}`: this walship reads v1; \
-                 upgrade walship to a release that reads this version"
+                "{source}:1: unknown manifest format version `{found}`: this walship reads v1 and \
+                 v2; upgrade walship to a release that reads this version"
+            ),
+            ManifestError::Hole { location, first, last } => write!(
+                f,
+                "{location}: positions {first}..{last} are missing from the manifest: they are \
+                 neither recorded nor pruned (a deleted journal line or a lost remote record \
+                 object); if the local journal lost a line, move it aside and walship rebuilds it \
+                 from the archive; if the archive lost a record object, restore it from a backup \
+                 (`walship verify` lists every damage)"
+            ),
+            ManifestError::Conflict { first_key, second_key, message } => write!(
+                f,
+                "remote manifest records {first_key} and {second_key} conflict: {message}; move the \
+                 wrong one aside (`walship verify --deep` checks every record object)"
             ),
             ManifestError::Refused { source, line, message } => write!(
                 f,
@@ -186,21 +158,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_accessors() {
-        let gap = Record::Gap(GapRecord { first: 3, last: 9, reason: "lost".into() });
-        assert_eq!((gap.first(), gap.last(), gap.kind()), (3, 9, "gap"));
-        let batch = Record::Batch(BatchRecord {
-            first: 0,
-            last: 0,
-            key: "s/batches/0000000000000000-0000000000000000".into(),
-            size: 0,
-            crc32: 0,
-            segments: Vec::new(),
-        });
-        assert_eq!((batch.first(), batch.last(), batch.kind()), (0, 0, "batch"));
-    }
-
-    #[test]
     fn damaged_message_names_file_line_and_fix() {
         let err = ManifestError::Damaged {
             source: "/var/lib/walship/sensors/manifest".into(),
@@ -224,6 +181,18 @@ mod tests {
             "sensors/manifest/0000000000000000-0000000000000000.batch: remote manifest record \
              does not match its key; move the object aside"
         );
+    }
+
+    #[test]
+    fn hole_and_conflict_messages_name_where() {
+        let hole = ManifestError::Hole { location: "/state/s/manifest:4".into(), first: 4, last: 6 };
+        assert!(hole.to_string().starts_with("/state/s/manifest:4: positions 4..6 are missing"));
+        let conflict = ManifestError::Conflict {
+            first_key: "s/manifest/a.l1".into(),
+            second_key: "s/manifest/b.batch".into(),
+            message: "they record batch 1..3 differently".into(),
+        };
+        assert!(conflict.to_string().contains("s/manifest/a.l1 and s/manifest/b.batch conflict"));
     }
 
     #[test]

@@ -1,40 +1,47 @@
-//! The rules every record must satisfy, wherever it comes from: a local
-//! journal, a remote record object, or code about to append it.
+//! The rules every entry must satisfy on its own, wherever it comes from: a
+//! local journal, a remote record object, or code about to store it.
 //!
-//! A record that breaks them is refused with a sentence saying which rule:
+//! An entry that breaks them is refused with a sentence saying which rule:
 //! this is the wall against damaged and hostile manifests (keys that point
-//! outside the stream's own batch object, absurd sizes, segment lists that do
-//! not add up). Ordering between records is checked by the callers that see
-//! more than one record ([`super::format::parse_each`], the journal).
+//! outside the stream's own objects, absurd positions and sizes, segment
+//! lists that do not add up, segment names that are not the stream's own).
+//! Order between entries is [`super::sequence`]'s business.
 
+use std::collections::HashSet;
+
+use crate::crc;
 use crate::target::keys;
 
-use super::{BatchRecord, GapRecord, Record, SegmentEntry, shown};
+use super::{BatchRecord, Encoding, Entry, PruneRecord, Record, SegmentEntry, SnapshotRecord, StoredObject};
+use super::{StreamRules, shown};
 
 /// Highest position a record may name (2^62).
 pub const MAX_POSITION: u64 = 1 << 62;
 /// Largest size, offset or length a record may state (2^50 bytes, 1 PiB).
 pub const MAX_SIZE: u64 = 1 << 50;
-/// Most segments one batch may hold.
+/// Most segments one batch may hold, and most keys one prune may delete.
 pub const MAX_SEGMENTS: usize = 100_000;
 /// Longest segment name in bytes (the usual file-name limit).
 pub const MAX_NAME_LEN: usize = 255;
 
-/// CRC32 of `a || b` from `crc_a = crc32(a)`, `crc_b = crc32(b)` and
-/// `len_b = b.len()`, without the bytes.
-pub fn combine_crc32(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
-    let mut hasher = crc32fast::Hasher::new_with_initial(crc_a);
-    hasher.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
-    hasher.finalize()
+/// Check one entry of a stream against every rule that does not involve
+/// other entries.
+pub fn validate_entry(entry: &Entry, rules: &StreamRules<'_>) -> Result<(), String> {
+    match entry {
+        Entry::Log(record) => validate_record(record, rules),
+        Entry::Snapshot(snapshot) => validate_snapshot(snapshot, rules.name),
+        Entry::Prune(prune) => validate_prune(prune, rules.name),
+    }
 }
 
-/// Check one record of `stream` against every rule that does not involve
-/// other records.
-pub fn validate_record(record: &Record, stream: &str) -> Result<(), String> {
+/// Check one log record (batch or gap) of a stream.
+pub fn validate_record(record: &Record, rules: &StreamRules<'_>) -> Result<(), String> {
     validate_range(record.first(), record.last())?;
     match record {
-        Record::Batch(batch) => validate_batch(batch, stream),
-        Record::Gap(gap) => validate_gap(gap),
+        Record::Batch(batch) => validate_batch(batch, rules),
+        // Any reason text is acceptable: it is percent-encoded on disk and
+        // escaped when shown.
+        Record::Gap(_) => Ok(()),
     }
 }
 
@@ -42,32 +49,47 @@ fn validate_range(first: u64, last: u64) -> Result<(), String> {
     if first > last {
         return Err(format!("first position {first} is after last position {last}"));
     }
-    if last > MAX_POSITION {
-        return Err(format!("position {last} is beyond the limit 2^62 (absurd value)"));
+    validate_position(last)
+}
+
+fn validate_position(position: u64) -> Result<(), String> {
+    if position > MAX_POSITION {
+        return Err(format!("position {position} is beyond the limit 2^62 (absurd value)"));
     }
     Ok(())
 }
 
-fn validate_gap(_gap: &GapRecord) -> Result<(), String> {
-    // Any reason text is acceptable: it is percent-encoded on disk and
-    // escaped when shown.
+fn validate_size(what: &str, size: u64) -> Result<(), String> {
+    if size > MAX_SIZE {
+        return Err(format!("{what} {size} is beyond the limit 2^50 (absurd value)"));
+    }
     Ok(())
 }
 
-fn validate_batch(batch: &BatchRecord, stream: &str) -> Result<(), String> {
-    let expected_key = keys::batch_key(stream, batch.first, batch.last);
-    if batch.key != expected_key {
+fn validate_key(what: &str, key: &str, expected: &str) -> Result<(), String> {
+    if key != expected {
         return Err(format!(
-            "key `{}` is not this batch's object key `{expected_key}` (a record may only name \
-             its own batch object)",
-            shown(&batch.key)
+            "key `{}` is not this {what}'s object key `{expected}` (a record may only name its own \
+             object)",
+            shown(key)
         ));
     }
-    if batch.size > MAX_SIZE {
-        return Err(format!("size {} is beyond the limit 2^50 (absurd value)", batch.size));
-    }
+    Ok(())
+}
+
+fn validate_batch(batch: &BatchRecord, rules: &StreamRules<'_>) -> Result<(), String> {
+    validate_key("batch", &batch.key, &keys::batch_key(rules.name, batch.first, batch.last))?;
+    validate_size("size", batch.size)?;
+    validate_size("stored size", batch.stored.size)?;
     validate_segment_count(batch)?;
-    let (total_len, total_crc) = validate_segments(batch)?;
+    let mut stored_offset = 0u64;
+    for (position, segment) in (batch.first..).zip(&batch.segments) {
+        validate_segment(segment, position, stored_offset, rules)?;
+        // Each addend is at most 2^50, and at most 100,000 of them: no overflow.
+        stored_offset += segment.stored_len;
+    }
+    let segments = batch.segments.iter().map(|s| (s.crc32, s.len));
+    let (total_len, total_crc) = crc::concatenation(segments).unwrap_or((u64::MAX, 0));
     if total_len != batch.size {
         return Err(format!("segment lengths add up to {total_len}, not to the batch size {}", batch.size));
     }
@@ -75,6 +97,33 @@ fn validate_batch(batch: &BatchRecord, stream: &str) -> Result<(), String> {
         return Err(format!(
             "batch CRC32 {:08x} does not match the CRC32 {total_crc:08x} combined from its segments",
             batch.crc32
+        ));
+    }
+    if stored_offset != batch.stored.size {
+        return Err(format!(
+            "segments take {stored_offset} stored bytes, not the stored size {}",
+            batch.stored.size
+        ));
+    }
+    validate_identity(&batch.stored, batch.size, batch.crc32)?;
+    if batch.stored.encoding == Encoding::Identity
+        && let Some(segment) = batch.segments.iter().find(|s| s.stored_len != s.len)
+    {
+        return Err(format!(
+            "segment {} takes {} stored bytes for {} raw bytes, but the encoding is identity",
+            segment.position, segment.stored_len, segment.len
+        ));
+    }
+    Ok(())
+}
+
+/// With identity encoding the stored bytes are the logical bytes.
+fn validate_identity(stored: &StoredObject, size: u64, crc32: u32) -> Result<(), String> {
+    if stored.encoding == Encoding::Identity && (stored.size, stored.crc32) != (size, crc32) {
+        return Err(format!(
+            "stored object ({} bytes, CRC32 {:08x}) differs from its content ({size} bytes, CRC32 \
+             {crc32:08x}) although the encoding is identity",
+            stored.size, stored.crc32
         ));
     }
     Ok(())
@@ -97,22 +146,12 @@ fn validate_segment_count(batch: &BatchRecord) -> Result<(), String> {
     Ok(())
 }
 
-/// Check each segment in turn; returns the total length and combined CRC32.
-fn validate_segments(batch: &BatchRecord) -> Result<(u64, u32), String> {
-    let mut total_len = 0u64;
-    let mut total_crc = 0u32;
-    for (expected_position, segment) in (batch.first..).zip(&batch.segments) {
-        validate_segment(segment, expected_position, total_len)?;
-        total_len += segment.len;
-        if total_len > MAX_SIZE {
-            return Err("segment lengths add up beyond the limit 2^50 (absurd value)".into());
-        }
-        total_crc = combine_crc32(total_crc, segment.crc32, segment.len);
-    }
-    Ok((total_len, total_crc))
-}
-
-fn validate_segment(segment: &SegmentEntry, position: u64, offset: u64) -> Result<(), String> {
+fn validate_segment(
+    segment: &SegmentEntry,
+    position: u64,
+    stored_offset: u64,
+    rules: &StreamRules<'_>,
+) -> Result<(), String> {
     if segment.position != position {
         return Err(format!(
             "segment at position {} found where position {position} was expected (segments \
@@ -120,26 +159,23 @@ fn validate_segment(segment: &SegmentEntry, position: u64, offset: u64) -> Resul
             segment.position
         ));
     }
-    validate_name(&segment.name).map_err(|why| format!("segment {position}: {why}"))?;
-    if segment.offset != offset {
+    validate_name(&segment.name, position, rules).map_err(|why| format!("segment {position}: {why}"))?;
+    if segment.offset != stored_offset {
         return Err(format!(
-            "segment {position} starts at offset {} but the previous segments end at {offset} \
+            "segment {position} starts at offset {} but the previous segments end at {stored_offset} \
              (offsets must be contiguous from 0)",
             segment.offset
         ));
     }
-    if segment.len > MAX_SIZE {
-        return Err(format!(
-            "segment {position} length {} is beyond the limit 2^50 (absurd value)",
-            segment.len
-        ));
-    }
-    Ok(())
+    validate_size(&format!("segment {position} length"), segment.len)?;
+    validate_size(&format!("segment {position} stored length"), segment.stored_len)
 }
 
-/// A segment name must be a plain file name: restore writes it inside the
-/// target directory and nowhere else.
-fn validate_name(name: &str) -> Result<(), String> {
+/// A segment name must be a plain file name (restore writes it inside the
+/// target directory and nowhere else) that the stream's naming reads as the
+/// segment's own position. Two records can therefore never name the same
+/// file: one name stands for one position.
+fn validate_name(name: &str, position: u64, rules: &StreamRules<'_>) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty segment name".into());
     }
@@ -152,67 +188,148 @@ fn validate_name(name: &str) -> Result<(), String> {
     if name.starts_with('.') {
         return Err(format!("segment name `{}` starts with '.'", shown(name)));
     }
+    match rules.naming.position(name) {
+        Some(named) if named == position => Ok(()),
+        Some(named) => Err(format!(
+            "segment name `{}` stands for position {named} under the stream's naming, not {position}",
+            shown(name)
+        )),
+        None => Err(format!(
+            "segment name `{}` is not a segment name under the stream's naming (a hostile record, \
+             or the stream's `pattern` was changed after this was archived: a pattern may not \
+             change for an existing archive)",
+            shown(name)
+        )),
+    }
+}
+
+fn validate_snapshot(snapshot: &SnapshotRecord, stream: &str) -> Result<(), String> {
+    validate_position(snapshot.position)?;
+    validate_key("snapshot", &snapshot.key, &keys::snapshot_key(stream, snapshot.position))?;
+    validate_size("size", snapshot.size)?;
+    validate_size("stored size", snapshot.stored.size)?;
+    validate_identity(&snapshot.stored, snapshot.size, snapshot.crc32)
+}
+
+fn validate_prune(prune: &PruneRecord, stream: &str) -> Result<(), String> {
+    if prune.sequence == 0 {
+        return Err("prune sequence numbers start at 1".into());
+    }
+    validate_position(prune.before)?;
+    if prune.deleted.len() > MAX_SEGMENTS {
+        return Err(format!("prune deletes more than {MAX_SEGMENTS} objects"));
+    }
+    let mut seen = HashSet::new();
+    for key in &prune.deleted {
+        if !seen.insert(key.as_str()) {
+            return Err(format!("prune deletes `{}` twice", shown(key)));
+        }
+        validate_deleted_key(key, prune.before, stream)?;
+    }
     Ok(())
+}
+
+/// A prune may delete only the stream's own snapshots, and batches wholly
+/// below its pruned-before mark.
+fn validate_deleted_key(key: &str, before: u64, stream: &str) -> Result<(), String> {
+    if let Some((first, last)) = keys::parse_batch_key(stream, key) {
+        if keys::batch_key(stream, first, last) == key && first <= last && last < before {
+            return Ok(());
+        }
+        return Err(format!(
+            "prune deletes batch `{}`, which does not lie wholly before its mark {before}",
+            shown(key)
+        ));
+    }
+    let snapshot =
+        key.strip_prefix(&format!("{stream}/snapshots/")).and_then(|p| u64::from_str_radix(p, 16).ok());
+    match snapshot {
+        Some(position) if keys::snapshot_key(stream, position) == key => Ok(()),
+        _ => Err(format!(
+            "prune deletes `{}`, which is neither a batch nor a snapshot of this stream",
+            shown(key)
+        )),
+    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::manifest::GapRecord;
+    use crate::source::Naming;
 
-    /// A valid batch of `stream` over `first..=last` whose segments hold
-    /// `contents` (one per position) under the given names.
-    pub(crate) fn batch(stream: &str, first: u64, names: &[&str], contents: &[&[u8]]) -> Record {
-        let mut segments = Vec::new();
-        let mut offset = 0;
-        for ((position, name), bytes) in (first..).zip(names).zip(contents) {
-            let len = bytes.len() as u64;
-            let crc32 = crc32fast::hash(bytes);
-            segments.push(SegmentEntry { position, name: name.to_string(), offset, len, crc32 });
-            offset += len;
-        }
-        let last = first + names.len() as u64 - 1;
-        Record::Batch(BatchRecord {
-            first,
-            last,
-            key: keys::batch_key(stream, first, last),
-            size: offset,
-            crc32: crc32fast::hash(&contents.concat()),
-            segments,
-        })
+    /// The naming the unit tests use: `{seq}` (plain decimal names).
+    pub(crate) fn naming() -> Naming {
+        Naming::from_pattern("{seq}").expect("pattern")
     }
 
-    fn batch_mut(record: &mut Record) -> &mut BatchRecord {
+    /// A valid batch of `stream` over `first..` whose segments hold
+    /// `contents` (one per position), named by their positions.
+    pub(crate) fn batch(stream: &str, first: u64, contents: &[&[u8]]) -> Record {
+        let mut segments = Vec::new();
+        let mut offset = 0;
+        for (position, bytes) in (first..).zip(contents) {
+            let len = bytes.len() as u64;
+            segments.push(SegmentEntry::identity(
+                position,
+                position.to_string(),
+                offset,
+                len,
+                crc32fast::hash(bytes),
+            ));
+            offset += len;
+        }
+        let last = first + contents.len() as u64 - 1;
+        Record::Batch(BatchRecord::identity(stream, first, last, segments))
+    }
+
+    pub(crate) fn batch_mut(record: &mut Record) -> &mut BatchRecord {
         match record {
             Record::Batch(b) => b,
             Record::Gap(_) => panic!("not a batch"),
         }
     }
 
-    fn refused(record: &Record, needle: &str) {
-        let err = validate_record(record, "s").expect_err("must be refused");
+    fn refused(entry: Entry, needle: &str) {
+        let naming = naming();
+        let err = validate_entry(&entry, &StreamRules::new("s", &naming)).expect_err("must be refused");
         assert!(err.contains(needle), "`{err}` should mention `{needle}`");
     }
 
+    fn refused_record(record: Record, needle: &str) {
+        refused(Entry::Log(record), needle);
+    }
+
     fn two_segments() -> Record {
-        batch("s", 1, &["a", "b"], &[b"hello ", b"world"])
+        batch("s", 1, &[b"hello ", b"world"])
+    }
+
+    fn snapshot(position: u64) -> SnapshotRecord {
+        let stored = StoredObject { size: 5, crc32: crc32fast::hash(b"image"), encoding: Encoding::Identity };
+        SnapshotRecord {
+            position,
+            key: keys::snapshot_key("s", position),
+            size: 5,
+            crc32: stored.crc32,
+            stored,
+        }
     }
 
     #[test]
-    fn combine_matches_crc_of_concatenation() {
-        let (a, b) = (b"hello ".as_slice(), b"world".as_slice());
-        let combined = combine_crc32(crc32fast::hash(a), crc32fast::hash(b), b.len() as u64);
-        assert_eq!(combined, crc32fast::hash(b"hello world"));
-        assert_eq!(combine_crc32(0, crc32fast::hash(b), 5), crc32fast::hash(b));
-        assert_eq!(combine_crc32(crc32fast::hash(a), 0, 0), crc32fast::hash(a));
-    }
-
-    #[test]
-    fn valid_batch_and_gap_pass() {
-        assert_eq!(validate_record(&two_segments(), "s"), Ok(()));
-        let empty = batch("s", 0, &["empty"], &[b""]);
-        assert_eq!(validate_record(&empty, "s"), Ok(()));
+    fn valid_entries_pass() {
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        assert_eq!(validate_record(&two_segments(), &rules), Ok(()));
+        assert_eq!(validate_record(&batch("s", 0, &[b""]), &rules), Ok(()));
         let gap = Record::Gap(GapRecord { first: 5, last: 5, reason: String::new() });
-        assert_eq!(validate_record(&gap, "s"), Ok(()));
+        assert_eq!(validate_record(&gap, &rules), Ok(()));
+        assert_eq!(validate_entry(&Entry::Snapshot(snapshot(100)), &rules), Ok(()));
+        let prune = PruneRecord {
+            sequence: 1,
+            before: 3,
+            deleted: vec![keys::batch_key("s", 0, 2), keys::snapshot_key("s", 0)],
+        };
+        assert_eq!(validate_entry(&Entry::Prune(prune), &rules), Ok(()));
     }
 
     #[test]
@@ -226,61 +343,88 @@ pub(crate) mod tests {
         ] {
             let mut record = two_segments();
             batch_mut(&mut record).key = key.into();
-            refused(&record, "is not this batch's object key");
+            refused_record(record, "is not this batch's object key");
         }
+        let mut foreign = snapshot(7);
+        foreign.key = "s/snapshots/../../etc/passwd".into();
+        refused(Entry::Snapshot(foreign), "is not this snapshot's object key");
     }
 
     #[test]
     fn inverted_and_absurd_ranges_are_refused() {
-        let gap = Record::Gap(GapRecord { first: 9, last: 3, reason: "x".into() });
-        refused(&gap, "is after last position");
-        let far = Record::Gap(GapRecord { first: 0, last: u64::MAX, reason: "x".into() });
-        refused(&far, "beyond the limit 2^62");
+        refused_record(Record::Gap(GapRecord { first: 9, last: 3, reason: "x".into() }), "is after last");
+        refused_record(Record::Gap(GapRecord { first: 0, last: u64::MAX, reason: "x".into() }), "2^62");
+        refused(Entry::Snapshot(snapshot(MAX_POSITION + 1)), "beyond the limit 2^62");
     }
 
     #[test]
     fn absurd_sizes_are_refused() {
         let mut record = two_segments();
         batch_mut(&mut record).size = 1 << 51;
-        refused(&record, "size 2251799813685248 is beyond the limit 2^50");
+        refused_record(record, "size 2251799813685248 is beyond the limit 2^50");
         let mut record = two_segments();
         batch_mut(&mut record).segments[1].len = 1 << 51;
-        refused(&record, "length 2251799813685248 is beyond the limit");
+        refused_record(record, "length 2251799813685248 is beyond the limit");
     }
 
     #[test]
     fn segment_count_must_match_range() {
         let mut record = two_segments();
         batch_mut(&mut record).segments.pop();
-        refused(&record, "needs 2 segments, one per position, but lists 1");
+        refused_record(record, "needs 2 segments, one per position, but lists 1");
         let mut record = two_segments();
         let b = batch_mut(&mut record);
         b.last = b.first + MAX_SEGMENTS as u64;
         b.key = keys::batch_key("s", b.first, b.last);
-        refused(&record, "at most 100000 fit in one batch");
+        refused_record(record, "at most 100000 fit in one batch");
     }
 
     #[test]
     fn segments_must_be_in_order_and_contiguous() {
         let mut record = two_segments();
         batch_mut(&mut record).segments.swap(0, 1);
-        refused(&record, "found where position 1 was expected");
+        refused_record(record, "found where position 1 was expected");
         let mut record = two_segments();
         batch_mut(&mut record).segments[1].offset = 7;
-        refused(&record, "offsets must be contiguous from 0");
+        refused_record(record, "offsets must be contiguous from 0");
         let mut record = two_segments();
         batch_mut(&mut record).size = 10;
-        refused(&record, "add up to 11, not to the batch size 10");
+        refused_record(record, "add up to 11, not to the batch size 10");
     }
 
     #[test]
     fn crc_must_match_segments() {
         let mut record = two_segments();
         batch_mut(&mut record).crc32 ^= 1;
-        refused(&record, "combined from its segments");
+        refused_record(record, "combined from its segments");
         let mut record = two_segments();
         batch_mut(&mut record).segments[0].crc32 ^= 1;
-        refused(&record, "does not match the CRC32");
+        refused_record(record, "does not match the CRC32");
+    }
+
+    #[test]
+    fn identity_encoding_means_stored_equals_logical() {
+        let mut record = two_segments();
+        batch_mut(&mut record).stored.crc32 ^= 1;
+        refused_record(record, "although the encoding is identity");
+        let mut record = two_segments();
+        let b = batch_mut(&mut record);
+        b.segments[0].stored_len += 1;
+        b.segments[1].offset += 1;
+        b.stored.size += 1;
+        refused_record(record, "although the encoding is identity");
+        let mut record = two_segments();
+        let b = batch_mut(&mut record);
+        b.stored.encoding = Encoding::ZstdFrames;
+        b.stored.size = 40;
+        b.stored.crc32 = 0x1234;
+        b.segments[0].stored_len = 25;
+        b.segments[1].offset = 25;
+        b.segments[1].stored_len = 15;
+        let naming = naming();
+        assert_eq!(validate_record(&record, &StreamRules::new("s", &naming)), Ok(()));
+        batch_mut(&mut record).stored.size = 41;
+        refused_record(record, "segments take 40 stored bytes, not the stored size 41");
     }
 
     #[test]
@@ -289,7 +433,38 @@ pub(crate) mod tests {
         for name in ["", ".", "..", ".hidden", "a/b", "a\0b", long.as_str()] {
             let mut record = two_segments();
             batch_mut(&mut record).segments[0].name = name.into();
-            refused(&record, "segment 1: ");
+            refused_record(record, "segment 1: ");
         }
+    }
+
+    #[test]
+    fn names_must_be_the_stream_own_at_their_position() {
+        let mut record = two_segments();
+        batch_mut(&mut record).segments[0].name = "passwd".into();
+        refused_record(record, "`passwd` is not a segment name under the stream's naming");
+        let mut record = two_segments();
+        batch_mut(&mut record).segments[0].name = "2".into();
+        refused_record(record, "`2` stands for position 2 under the stream's naming, not 1");
+        let mut record = two_segments();
+        batch_mut(&mut record).segments[1].name = "01".into();
+        refused_record(record, "stands for position 1");
+    }
+
+    #[test]
+    fn prunes_may_delete_only_their_own_past() {
+        let prune = |before, deleted: &[&str]| {
+            Entry::Prune(PruneRecord {
+                sequence: 1,
+                before,
+                deleted: deleted.iter().map(|k| k.to_string()).collect(),
+            })
+        };
+        refused(Entry::Prune(PruneRecord { sequence: 0, before: 0, deleted: vec![] }), "start at 1");
+        refused(prune(3, &["s/batches/0000000000000000-0000000000000003"]), "wholly before its mark 3");
+        refused(prune(9, &["s/batches/../../etc/passwd"]), "neither a batch nor a snapshot");
+        refused(prune(9, &["other/snapshots/0000000000000000"]), "neither a batch nor a snapshot");
+        refused(prune(9, &["s/snapshots/0"]), "neither a batch nor a snapshot");
+        let twice = "s/snapshots/0000000000000000";
+        refused(prune(9, &[twice, twice]), "twice");
     }
 }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use super::{ObjectInfo, Target, TargetError, Upload};
 use crate::durable;
-use crate::source::is_ignored_name;
 
 /// Bytes written per `write` call while copying an upload into place.
 const WRITE_CHUNK: u64 = 1 << 20;
@@ -203,7 +202,9 @@ fn crc_of_file(mut file: File) -> io::Result<(u64, u32)> {
 }
 
 /// Collect every object file under `root/rel` into `found`, keys relative
-/// to `root`. Temp and hidden files are skipped; a missing directory is empty.
+/// to `root`. Only the temp files of writes in progress (or left by a
+/// crash) are skipped: every other name is a key. A missing directory is
+/// empty.
 fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
     let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
     let entries = match fs::read_dir(&dir) {
@@ -214,7 +215,7 @@ fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
     for entry in entries {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        if is_ignored_name(&name) {
+        if durable::is_temp_name(&name) {
             continue;
         }
         let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
@@ -226,4 +227,21 @@ fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_hides_only_in_flight_temp_files() {
+        let root = std::env::temp_dir().join(format!("walship-fs-list-{}", std::process::id()));
+        fs::create_dir_all(root.join("s")).unwrap();
+        fs::write(root.join("s/.0001.4242-7.tmp"), b"half written").unwrap();
+        fs::write(root.join("s/0001.tmp"), b"a key").unwrap();
+        let target = FileTarget::new(root.clone());
+        let keys: Vec<String> = target.list("s/", None).unwrap().into_iter().map(|o| o.key).collect();
+        assert_eq!(keys, ["s/0001.tmp"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

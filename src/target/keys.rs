@@ -4,16 +4,41 @@
 //!
 //! ```text
 //! STREAM/batches/FIRST-LAST            batch object: its segments concatenated
-//! STREAM/manifest/FIRST-LAST.batch     remote manifest record of that batch
-//! STREAM/manifest/FIRST-LAST.gap       remote manifest record of a gap
+//! STREAM/snapshots/POSITION            snapshot object
+//! STREAM/manifest/FIRST-LAST.batch     remote record of that batch (level 0)
+//! STREAM/manifest/FIRST-LAST.gap       remote record of a gap (level 0)
+//! STREAM/manifest/FIRST-LAST.lN        compacted records covering FIRST..LAST,
+//!                                      level N = 1..9 (written by compaction)
+//! STREAM/manifest/prune-SEQUENCE       remote record of prune number SEQUENCE
+//! STREAM/manifest/snapshot-POSITION    remote record of the snapshot at POSITION
 //! ```
 //!
-//! FIRST and LAST are positions as 16 lower-case hex digits, so a lexical
-//! listing is a listing in position order.
+//! FIRST, LAST, POSITION and SEQUENCE are 16 lower-case hex digits, so a
+//! lexical listing is in position order: log records by first position
+//! (a compacted object sorts just after the level-0 record it starts with),
+//! then the prunes by sequence, then the snapshots by position.
+
+/// Highest compaction level a record key may name.
+pub const MAX_LEVEL: u8 = 9;
 
 /// Key of the batch object covering positions `first..=last`.
 pub fn batch_key(stream: &str, first: u64, last: u64) -> String {
     format!("{stream}/batches/{first:016x}-{last:016x}")
+}
+
+/// Prefix under which a stream's batch objects live.
+pub fn batches_prefix(stream: &str) -> String {
+    format!("{stream}/batches/")
+}
+
+/// The `(first, last)` of a batch key made by [`batch_key`].
+pub fn parse_batch_key(stream: &str, key: &str) -> Option<(u64, u64)> {
+    parse_range(key.strip_prefix(&batches_prefix(stream))?)
+}
+
+/// Key of the snapshot object at `position`.
+pub fn snapshot_key(stream: &str, position: u64) -> String {
+    format!("{stream}/snapshots/{position:016x}")
 }
 
 /// Prefix under which a stream's remote manifest records live.
@@ -21,24 +46,81 @@ pub fn records_prefix(stream: &str) -> String {
     format!("{stream}/manifest/")
 }
 
-/// Key of the remote manifest record for `first..=last` of `kind`
-/// (`"batch"` or `"gap"`).
-pub fn record_key(stream: &str, first: u64, last: u64, kind: &str) -> String {
-    format!("{stream}/manifest/{first:016x}-{last:016x}.{kind}")
+/// What a remote record object holds, as its key says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKey {
+    /// Log records covering exactly `first..=last`: one record of `kind`
+    /// (`"batch"` or `"gap"`) at level 0, or all of them at a higher level.
+    Log { first: u64, last: u64, level: LogLevel },
+    /// The prune record numbered `sequence`.
+    Prune { sequence: u64 },
+    /// The snapshot record at `position`.
+    Snapshot { position: u64 },
 }
 
-/// Parse the `(first, last, kind)` of a record key made by [`record_key`];
-/// `None` for anything else (foreign objects under the prefix are ignored).
-pub fn parse_record_key(stream: &str, key: &str) -> Option<(u64, u64, String)> {
-    let rest = key.strip_prefix(&records_prefix(stream))?;
-    let (range, kind) = rest.split_once('.')?;
-    let (first, last) = range.split_once('-')?;
-    if first.len() != 16 || last.len() != 16 {
-        return None;
+/// Level 0 (one record, named by its kind) or a compaction level 1..=9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Single(&'static str),
+    Compacted(u8),
+}
+
+impl RecordKey {
+    /// The object's key for `stream`.
+    pub fn key(&self, stream: &str) -> String {
+        let prefix = records_prefix(stream);
+        match *self {
+            RecordKey::Log { first, last, level: LogLevel::Single(kind) } => {
+                format!("{prefix}{first:016x}-{last:016x}.{kind}")
+            }
+            RecordKey::Log { first, last, level: LogLevel::Compacted(level) } => {
+                format!("{prefix}{first:016x}-{last:016x}.l{level}")
+            }
+            RecordKey::Prune { sequence } => format!("{prefix}prune-{sequence:016x}"),
+            RecordKey::Snapshot { position } => format!("{prefix}snapshot-{position:016x}"),
+        }
     }
-    let first = u64::from_str_radix(first, 16).ok()?;
-    let last = u64::from_str_radix(last, 16).ok()?;
-    Some((first, last, kind.to_string()))
+
+    /// Parse a key made by [`RecordKey::key`]; `None` for anything else
+    /// (foreign objects under the prefix).
+    pub fn parse(stream: &str, key: &str) -> Option<RecordKey> {
+        let rest = key.strip_prefix(&records_prefix(stream))?;
+        if let Some(sequence) = rest.strip_prefix("prune-") {
+            return Some(RecordKey::Prune { sequence: hex16(sequence)? });
+        }
+        if let Some(position) = rest.strip_prefix("snapshot-") {
+            return Some(RecordKey::Snapshot { position: hex16(position)? });
+        }
+        let (range, tag) = rest.split_once('.')?;
+        let (first, last) = parse_range(range)?;
+        let level = match tag {
+            "batch" => LogLevel::Single("batch"),
+            "gap" => LogLevel::Single("gap"),
+            _ => {
+                let digit = tag.strip_prefix('l').filter(|d| d.len() == 1)?.parse::<u8>().ok()?;
+                LogLevel::Compacted(Some(digit).filter(|level| (1..=MAX_LEVEL).contains(level))?)
+            }
+        };
+        Some(RecordKey::Log { first, last, level })
+    }
+}
+
+/// Key of the level-0 remote record for `first..=last` of `kind`
+/// (`"batch"` or `"gap"`).
+pub fn record_key(stream: &str, first: u64, last: u64, kind: &'static str) -> String {
+    RecordKey::Log { first, last, level: LogLevel::Single(kind) }.key(stream)
+}
+
+/// `FIRST-LAST` as two 16-digit hex numbers.
+fn parse_range(range: &str) -> Option<(u64, u64)> {
+    let (first, last) = range.split_once('-')?;
+    Some((hex16(first)?, hex16(last)?))
+}
+
+/// Exactly 16 lower-case hex digits.
+fn hex16(digits: &str) -> Option<u64> {
+    let canonical = digits.len() == 16 && digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    canonical.then(|| u64::from_str_radix(digits, 16).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -62,8 +144,52 @@ mod tests {
     fn record_keys_round_trip() {
         let key = record_key("sensors", 101, 200, "batch");
         assert_eq!(key, "sensors/manifest/0000000000000065-00000000000000c8.batch");
-        assert_eq!(parse_record_key("sensors", &key), Some((101, 200, "batch".into())));
-        assert_eq!(parse_record_key("other", &key), None);
-        assert_eq!(parse_record_key("sensors", "sensors/manifest/junk"), None);
+        let log = RecordKey::Log { first: 101, last: 200, level: LogLevel::Single("batch") };
+        assert_eq!(RecordKey::parse("sensors", &key), Some(log));
+        for record_key in [
+            log,
+            RecordKey::Log { first: 0, last: 999, level: LogLevel::Single("gap") },
+            RecordKey::Log { first: 0, last: 999, level: LogLevel::Compacted(1) },
+            RecordKey::Log { first: 0, last: 999_999, level: LogLevel::Compacted(9) },
+            RecordKey::Prune { sequence: 7 },
+            RecordKey::Snapshot { position: 10_000 },
+        ] {
+            assert_eq!(RecordKey::parse("sensors", &record_key.key("sensors")), Some(record_key));
+        }
+        assert_eq!(RecordKey::parse("other", &key), None);
+    }
+
+    #[test]
+    fn foreign_record_keys_do_not_parse() {
+        for junk in [
+            "sensors/manifest/junk",
+            "sensors/manifest/0000000000000000-0000000000000000.l0",
+            "sensors/manifest/0000000000000000-0000000000000000.l10",
+            "sensors/manifest/0000000000000000-0000000000000000.BATCH",
+            "sensors/manifest/000000000000000A-0000000000000000.batch",
+            "sensors/manifest/0-0.batch",
+            "sensors/manifest/prune-7",
+            "sensors/manifest/snapshot-+000000000000001",
+            "sensors/manifest/../0000000000000000-0000000000000000.batch",
+        ] {
+            assert_eq!(RecordKey::parse("sensors", junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn listing_order_is_log_then_prunes_then_snapshots() {
+        let mut keys = vec![
+            RecordKey::Snapshot { position: 0 }.key("s"),
+            RecordKey::Prune { sequence: 1 }.key("s"),
+            record_key("s", 0xffff_ffff_ffff, 0xffff_ffff_ffff, "gap"),
+            RecordKey::Log { first: 0, last: 999, level: LogLevel::Compacted(1) }.key("s"),
+            record_key("s", 0, 0, "batch"),
+            record_key("s", 1, 3, "batch"),
+        ];
+        keys.sort();
+        assert!(keys[0].ends_with("0000000000000000.batch"), "{keys:?}");
+        assert!(keys[1].ends_with(".l1"), "{keys:?}");
+        assert!(keys[4].contains("prune-") && keys[5].contains("snapshot-"), "{keys:?}");
+        assert_eq!(parse_batch_key("s", &batch_key("s", 4, 6)), Some((4, 6)));
     }
 }

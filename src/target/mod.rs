@@ -11,6 +11,7 @@
 pub mod fs;
 pub mod keys;
 pub mod s3;
+pub mod url;
 
 use std::fmt;
 use std::io::Write;
@@ -183,8 +184,8 @@ impl std::error::Error for TargetError {}
 /// Build the configured target. For S3 this loads the credentials (file,
 /// environment or `$CREDENTIALS_DIRECTORY`) but sends no request.
 pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
-    use crate::config::TargetUrl;
     use crate::error::Error;
+    use url::TargetUrl;
     match &global.target {
         TargetUrl::File(root) => Ok(std::sync::Arc::new(fs::FileTarget::new(root.clone()))),
         TargetUrl::S3 { bucket, prefix } => {

@@ -11,9 +11,9 @@ use crate::target::{ObjectInfo, TargetError, Upload};
 
 use super::S3Target;
 use super::checksum;
-use super::client::{Payload, S3Request};
+use super::client::{Failure, Payload, S3Request};
 use super::error::{self, ServerError};
-use super::multipart;
+use super::multipart::{self, AbortError};
 use super::xml;
 
 /// DeleteObjects accepts at most this many keys per request.
@@ -117,8 +117,17 @@ fn delete_document(full_keys: impl Iterator<Item = String>) -> String {
     document
 }
 
+/// What is lost when the store cannot list or abort multipart uploads, and
+/// the remedy: said once (see [`S3Target::warn_once`]).
+pub const NO_STALE_UPLOAD_CLEANUP: &str = "unfinished multipart uploads left by a crash or a kill \
+     are not cleaned up automatically and keep using space; add a lifecycle rule to the bucket \
+     that aborts incomplete multipart uploads (e.g. after 1 day). Archiving goes on";
+
 /// Abort every unfinished multipart upload under `prefix` (target-relative).
 /// All of them belong to earlier runs: call this before uploading.
+///
+/// Optional: a store that does not implement ListMultipartUploads or
+/// AbortMultipartUpload (HTTP 501) gets a warning, once, and 0 is returned.
 pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, TargetError> {
     let full_prefix = target.full_key(prefix);
     let display = display_prefix(target, prefix);
@@ -135,10 +144,25 @@ pub fn abort_stale_uploads(target: &S3Target, prefix: &str) -> Result<usize, Tar
                 request = request.query("upload-id-marker", upload_marker.clone());
             }
         }
-        let page = xml::parse_list_uploads(&target.client.call_checked(&request)?.text());
+        let reply = match target.client.call(&request) {
+            Ok(reply) => reply,
+            Err(Failure::Server(error)) if error.is_not_implemented() => {
+                target.warn_once("ListMultipartUploads", NO_STALE_UPLOAD_CLEANUP);
+                return Ok(aborted);
+            }
+            Err(failure) => return Err(target.client.target_error(&request, failure)),
+        };
+        let page = xml::parse_list_uploads(&reply.text());
         for upload in &page.uploads {
             let key = target.relative_key(&upload.key).unwrap_or(&upload.key);
-            multipart::abort(target, key, &upload.key, &upload.upload_id)?;
+            match multipart::abort(target, key, &upload.key, &upload.upload_id) {
+                Ok(()) => {}
+                Err(AbortError::NotImplemented) => {
+                    target.warn_once("AbortMultipartUpload", NO_STALE_UPLOAD_CLEANUP);
+                    return Ok(aborted);
+                }
+                Err(AbortError::Failed(error)) => return Err(error),
+            }
             log::info!(
                 "aborted the unfinished multipart upload of {key} (started {})",
                 upload.initiated.as_deref().unwrap_or("at an unknown time")

@@ -118,16 +118,6 @@ pub fn composite_crc32(part_crcs: &[u32]) -> ReportedCrc32 {
     }
 }
 
-/// The whole-object CRC32 of consecutive parts, from each part's CRC32 and
-/// length (no second pass over the bytes).
-pub fn combined_crc32(parts: &[(u32, u64)]) -> u32 {
-    let mut whole = crc32fast::Hasher::new();
-    for &(crc, len) in parts {
-        whole.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
-    }
-    whole.finalize()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,12 +183,8 @@ mod tests {
     }
 
     #[test]
-    fn combining_part_crcs_gives_the_whole_object_crc() {
+    fn crc_of_slices_is_the_crc_of_their_concatenation() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let parts: Vec<(u32, u64)> =
-            data.chunks(3000).map(|chunk| (crc32fast::hash(chunk), chunk.len() as u64)).collect();
-        assert_eq!(combined_crc32(&parts), crc32fast::hash(&data));
         assert_eq!(crc32_of_slices(&[&data[..10], &data[10..]]), crc32fast::hash(&data));
-        assert_eq!(combined_crc32(&[]), 0);
     }
 }

@@ -21,6 +21,7 @@ use super::body::SliceReader;
 use super::credentials::Credentials;
 use super::error::{self, ErrorContext, ServerError};
 use super::retry::RetryPolicy;
+use super::settings::Endpoint;
 use super::sigv4::{self, AmzTime};
 use super::xml;
 
@@ -28,44 +29,6 @@ use super::xml;
 const MAX_XML_BODY: u64 = 16 * 1024 * 1024;
 /// Largest error body read; the rest is ignored.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-
-/// Where requests go: `scheme://authority`, split for signing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `http://host:port` or `https://host[:port]`, no trailing slash.
-    pub origin: String,
-    /// The `Host` header value (authority as written).
-    pub host: String,
-    pub is_https: bool,
-}
-
-/// Parse an endpoint URL; only a scheme and an authority are accepted (no
-/// path, query, user info): requests are path-style under the root.
-pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
-    let (scheme, rest) =
-        url.split_once("://").ok_or_else(|| format!("endpoint {url} must start with http:// or https://"))?;
-    let is_https = match scheme.to_ascii_lowercase().as_str() {
-        "https" => true,
-        "http" => false,
-        _ => {
-            return Err(format!("endpoint {url} must start with http:// or https://"));
-        }
-    };
-    let host = rest.strip_suffix('/').unwrap_or(rest);
-    if host.is_empty() {
-        return Err(format!("endpoint {url} has no host"));
-    }
-    if host.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!(
-            "endpoint {url} must be just scheme://host[:port] (buckets are addressed path-style)"
-        ));
-    }
-    Ok(Endpoint {
-        origin: format!("{}://{host}", if is_https { "https" } else { "http" }),
-        host: host.to_string(),
-        is_https,
-    })
-}
 
 /// Timeouts of every request phase.
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +227,11 @@ impl Client {
         Client { agent, endpoint, bucket, region, credentials, retry }
     }
 
+    /// `scheme://host[:port]` of the store, for messages.
+    pub fn endpoint_origin(&self) -> &str {
+        &self.endpoint.origin
+    }
+
     /// Error context of a request.
     pub fn context<'r>(&'r self, request: &'r S3Request<'_>) -> ErrorContext<'r> {
         ErrorContext {
@@ -460,21 +428,6 @@ fn describe(request: &S3Request<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_are_scheme_and_authority_only() {
-        let e = parse_endpoint("http://127.0.0.1:3900").unwrap();
-        assert_eq!(e.origin, "http://127.0.0.1:3900");
-        assert_eq!(e.host, "127.0.0.1:3900");
-        assert!(!e.is_https);
-        let e = parse_endpoint("HTTPS://s3.example.net/").unwrap();
-        assert_eq!(e.origin, "https://s3.example.net");
-        assert!(e.is_https);
-        assert!(parse_endpoint("https://[::1]:9000").is_ok());
-        for bad in ["s3.example.net", "ftp://x", "https://", "https://h/path", "https://u@h", "https://h?x"] {
-            assert!(parse_endpoint(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn ca_file_must_hold_a_certificate() {

@@ -9,7 +9,7 @@
 //!    `aws_secret_access_key` in `$CREDENTIALS_DIRECTORY`.
 //!
 //! Parsing ([`parse_shared_credentials`]) is separate from reading files so
-//! tests feed it text. Neither `Debug` nor `Display` of [`Credentials`] ever
+//! tests and the fuzzer ([`check_parse`]) feed it text. Neither `Debug` nor `Display` of [`Credentials`] ever
 //! shows the secret or the session token. Other profiles, `credential_process`
 //! and instance metadata are deliberately not supported.
 
@@ -197,6 +197,36 @@ pub fn parse_shared_credentials(text: &str) -> Result<Credentials, ParseError> {
         secret_access_key: non_empty(secret_access_key).ok_or_else(|| missing("aws_secret_access_key"))?,
         session_token: non_empty(session_token),
     })
+}
+
+/// For the fuzzer: whatever `data` is, parsing gives credentials or an
+/// error without panicking; profiles after the text and comments before it
+/// change nothing but line numbers; neither `Debug` nor `Display` depends on
+/// the secret or the token. Panics otherwise.
+pub fn check_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let parsed = parse_shared_credentials(text);
+    let other_profile = format!("{text}\n[other]\naws_access_key_id = OTHER\naws_secret_access_key = S\n");
+    assert_eq!(parse_shared_credentials(&other_profile), parsed, "a later profile changed the result");
+    let commented = parse_shared_credentials(&format!("# comment\n{text}"));
+    match (&parsed, commented) {
+        (Ok(credentials), Ok(again)) => assert_eq!(credentials, &again, "a comment changed the result"),
+        (Err(error), Err(again)) => {
+            let shifted = if error.line == 0 { 0 } else { error.line + 1 };
+            assert_eq!((shifted, &error.reason), (again.line, &again.reason), "a comment changed the error");
+        }
+        (parsed, commented) => panic!("a comment changed {parsed:?} into {commented:?}"),
+    }
+    if let Ok(credentials) = parsed {
+        assert!(!credentials.access_key_id.is_empty() && !credentials.secret_access_key.is_empty());
+        let blank = Credentials {
+            secret_access_key: "x".into(),
+            session_token: credentials.session_token.as_ref().map(|_| "x".into()),
+            ..credentials.clone()
+        };
+        assert_eq!(format!("{credentials:?}"), format!("{blank:?}"), "Debug shows the secret");
+        assert_eq!(format!("{credentials}"), format!("{blank}"), "Display shows the secret");
+    }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -67,8 +67,12 @@ impl ServerError {
         }
     }
 
-    /// Whether the same request may succeed if repeated soon.
+    /// Whether the same request may succeed if repeated soon. A request the
+    /// store does not implement (501) never will.
     pub fn is_transient(&self) -> bool {
+        if self.is_not_implemented() {
+            return false;
+        }
         self.status >= 500
             || self.status == 429
             || matches!(
@@ -95,6 +99,11 @@ impl ServerError {
     fn blames_credentials(&self) -> bool {
         let message = self.message.to_ascii_lowercase();
         message.contains("signature") || message.contains("no such key")
+    }
+
+    /// The store does not implement this request (HTTP 501, `NotImplemented`).
+    pub fn is_not_implemented(&self) -> bool {
+        self.status == 501 || self.code == "NotImplemented"
     }
 
     /// The multipart upload does not (or no longer) exist.
@@ -162,6 +171,11 @@ impl ServerError {
                                against the archive (walship verify)"
                 .to_string(),
             "QuotaExceeded" | "StorageFull" => "free space or raise the bucket's quota".to_string(),
+            _ if self.is_not_implemented() => format!(
+                "the S3 store at {} does not implement this request, and walship needs it \
+                 to archive; use a store (or a version of it) that implements it",
+                ctx.endpoint
+            ),
             _ => format!("check the endpoint {} and bucket {bucket} settings", ctx.endpoint),
         }
     }
@@ -190,6 +204,7 @@ fn code_for_status(status: u16) -> &'static str {
         412 => "PreconditionFailed",
         416 => "InvalidRange",
         429 => "SlowDown",
+        501 => "NotImplemented",
         503 => "ServiceUnavailable",
         s if s >= 500 => "InternalError",
         _ => "UnexpectedStatus",
@@ -403,6 +418,28 @@ mod tests {
         assert!(map(429, b"").is_transient());
         assert!(map(400, &error_xml("RequestTimeout", "socket not read", "")).is_transient());
         assert!(!map(403, b"").is_transient());
+    }
+
+    #[test]
+    fn a_request_the_store_does_not_implement_is_fatal_and_named() {
+        for (status, body) in [
+            (
+                501,
+                error_xml(
+                    "NotImplemented",
+                    "A header you provided implies functionality that is not implemented",
+                    "",
+                ),
+            ),
+            (501, Vec::new()),
+            (400, error_xml("NotImplemented", "no", "")),
+        ] {
+            let error = ServerError::from_response(status, None, &body);
+            assert!(error.is_not_implemented() && !error.is_transient(), "{status}");
+            let shown = error.to_target_error(&ctx()).to_string();
+            assert!(shown.starts_with("put s/batches/1: NotImplemented"), "{shown}");
+            assert!(shown.contains("https://s3.example.net does not implement this request"), "{shown}");
+        }
     }
 
     #[test]

@@ -23,6 +23,15 @@
 //! the bucket. Unreachable endpoints are `Transient` in operations and
 //! `Fatal` (with the fix) in `check`.
 //!
+//! Required and optional requests: PutObject, HEAD, GET, ListObjectsV2,
+//! DeleteObjects and the multipart upload requests (create, part, complete)
+//! are required; a store that answers one of them 501 NotImplemented gets a
+//! fatal error naming the request and the store (never retried: it cannot
+//! succeed later). ListMultipartUploads and AbortMultipartUpload only clean
+//! up stale uploads: without them walship warns once (what is lost, and the
+//! lifecycle rule that replaces them) and keeps archiving. The GET that
+//! explains a refused HEAD falls back to the HEAD's own error.
+//!
 //! Trust: TLS is always verified, against the bundled WebPKI roots or, when
 //! `ca_file` is set, against the certificates of that file only (ureq offers
 //! one root set per agent; a private endpoint needs only its own CA).
@@ -36,53 +45,21 @@ mod error;
 mod multipart;
 mod object;
 mod retry;
+pub mod settings;
 pub mod sigv4;
 pub mod xml;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use crate::target::{ObjectInfo, Target, TargetError, Upload};
+use std::io::Write;
 
 use client::{Client, Timeouts};
 pub use credentials::Credentials;
 use retry::RetryPolicy;
 
-/// Smallest part size S3 allows (except for the last part).
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// Largest part (and single PutObject walship sends) S3 allows.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+pub use settings::{MAX_PART_SIZE, MIN_PART_SIZE, S3Settings};
+
 /// Attempts of one request (or part) before its transient error is returned.
 pub const REQUEST_ATTEMPTS: u32 = 5;
-
-/// Everything needed to talk to one bucket.
-#[derive(Debug, Clone)]
-pub struct S3Settings {
-    /// `http://host:port` or `https://host[:port]`, without a path.
-    pub endpoint: String,
-    /// Signing region: `us-east-1` for AWS's default, `garage` for Garage.
-    pub region: String,
-    pub bucket: String,
-    /// Key prefix inside the bucket, may be empty; slashes at either end are
-    /// ignored.
-    pub prefix: String,
-    pub credentials: Credentials,
-    /// Extra trust anchors (PEM); replaces the WebPKI roots when set.
-    pub ca_file: Option<PathBuf>,
-    /// Objects larger than this go multipart in parts of exactly this size
-    /// (the last part smaller); at least [`MIN_PART_SIZE`].
-    pub part_size: u64,
-    /// Parts of one object in flight at once (at least 1).
-    pub parallel_uploads: usize,
-    /// DNS + TCP + TLS setup, each.
-    pub connect_timeout: Duration,
-    /// Response-head wait, and the longest a body read or write may stall.
-    pub io_timeout: Duration,
-    /// Backoff bounds between attempts of one request.
-    pub retry_min: Duration,
-    pub retry_max: Duration,
-}
 
 /// An S3 bucket (and prefix) as a [`Target`].
 pub struct S3Target {
@@ -95,15 +72,16 @@ pub struct S3Target {
     /// `s3://bucket/prefix`, names the target in bucket-level messages.
     location: String,
     description: String,
+    /// Optional operations the store turned out not to implement, each
+    /// warned about once.
+    unsupported: std::sync::Mutex<Vec<&'static str>>,
 }
 
 impl S3Target {
     /// Validate `settings` and build the HTTP client (no request is sent;
     /// see [`Target::check`]).
     pub fn new(settings: S3Settings) -> Result<S3Target, TargetError> {
-        validate(&settings)?;
-        let endpoint = client::parse_endpoint(&settings.endpoint)
-            .map_err(|detail| config_error(detail, "set endpoint to an http:// or https:// URL"))?;
+        let endpoint = settings::validate(&settings).map_err(|(detail, fix)| config_error(detail, fix))?;
         if !endpoint.is_https {
             log::warn!(
                 "endpoint {} uses plain http: archived data crosses the network unencrypted",
@@ -147,7 +125,22 @@ impl S3Target {
             retry,
             location,
             description,
+            unsupported: Default::default(),
         })
+    }
+
+    /// Warn, once per target and operation, that the store does not
+    /// implement the optional `operation`; `consequence` says what is lost
+    /// and what to do.
+    fn warn_once(&self, operation: &'static str, consequence: &str) {
+        let mut warned = self.unsupported.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !warned.contains(&operation) {
+            warned.push(operation);
+            log::warn!(
+                "the S3 store at {} does not implement {operation} (HTTP 501 NotImplemented): {consequence}",
+                self.client.endpoint_origin()
+            );
+        }
     }
 
     /// The bucket key of a target-relative key.
@@ -162,50 +155,6 @@ impl S3Target {
         } else {
             full_key.strip_prefix(&self.prefix)?.strip_prefix('/')
         }
-    }
-}
-
-fn validate(settings: &S3Settings) -> Result<(), TargetError> {
-    let checks: [(bool, String, &str); 7] = [
-        (
-            settings.part_size >= MIN_PART_SIZE,
-            format!("part_size {} is below S3's 5MiB minimum", settings.part_size),
-            "set part_size to at least 5MiB",
-        ),
-        (
-            settings.part_size <= MAX_PART_SIZE,
-            format!("part_size {} is above S3's 5GiB maximum", settings.part_size),
-            "set part_size to at most 5GiB",
-        ),
-        (
-            settings.parallel_uploads >= 1,
-            "parallel_uploads is 0".into(),
-            "set parallel_uploads to at least 1",
-        ),
-        (
-            !settings.bucket.is_empty() && !settings.bucket.contains('/'),
-            format!("bucket name {:?} is not valid", settings.bucket),
-            "set target = s3://BUCKET/prefix",
-        ),
-        (
-            !settings.region.trim().is_empty(),
-            "region is empty".into(),
-            "set region (us-east-1 for AWS's default, garage for Garage)",
-        ),
-        (
-            !settings.connect_timeout.is_zero() && !settings.io_timeout.is_zero(),
-            "a zero timeout would fail every request".into(),
-            "use timeouts above zero",
-        ),
-        (
-            settings.retry_min <= settings.retry_max,
-            format!("backoff_min {:?} exceeds backoff_max {:?}", settings.retry_min, settings.retry_max),
-            "set backoff_min <= backoff_max",
-        ),
-    ];
-    match checks.into_iter().find(|(ok, _, _)| !ok) {
-        Some((_, detail, fix)) => Err(config_error(detail, fix)),
-        None => Ok(()),
     }
 }
 
@@ -267,6 +216,7 @@ impl Target for S3Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     pub(crate) fn settings() -> S3Settings {
         S3Settings {

@@ -81,11 +81,15 @@ pub fn put_multipart(target: &S3Target, key: &str, body: &Upload<'_>) -> Result<
         .and_then(|completed| complete(&session, body, &completed));
     if let Err(error) = &result {
         log::debug!("multipart upload of {key} failed ({error}); aborting it");
-        if let Err(abort_error) = abort(target, key, &session.full_key, &session.upload_id) {
-            log::warn!(
+        match abort(target, key, &session.full_key, &session.upload_id) {
+            Ok(()) => {}
+            Err(AbortError::NotImplemented) => {
+                target.warn_once("AbortMultipartUpload", super::bucket::NO_STALE_UPLOAD_CLEANUP);
+            }
+            Err(AbortError::Failed(abort_error)) => log::warn!(
                 "could not abort the failed multipart upload of {key}: {abort_error} \
                  (it is aborted at the next start)"
-            );
+            ),
         }
     }
     result
@@ -223,8 +227,9 @@ fn check_parts_combine(
     body: &Upload<'_>,
     parts: &[CompletedPart],
 ) -> Result<(), TargetError> {
-    let spans: Vec<(u32, u64)> = parts.iter().map(|p| (p.crc32, p.len)).collect();
-    let actual = checksum::combined_crc32(&spans);
+    let combined = crate::crc::concatenation(parts.iter().map(|p| (p.crc32, p.len)));
+    // Part lengths that overflow a u64 cannot add up to the declared object.
+    let actual = combined.map_or(!body.crc32, |(_, crc)| crc);
     if actual == body.crc32 {
         Ok(())
     } else {
@@ -346,15 +351,34 @@ fn confirm_completed_earlier(session: &Session<'_>, body: &Upload<'_>) -> Result
     }
 }
 
+/// Why an AbortMultipartUpload failed.
+#[derive(Debug)]
+pub enum AbortError {
+    /// The store does not implement it (HTTP 501): optional, see
+    /// [`super::bucket::NO_STALE_UPLOAD_CLEANUP`].
+    NotImplemented,
+    Failed(TargetError),
+}
+
+impl std::fmt::Display for AbortError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AbortError::NotImplemented => write!(f, "the store does not implement AbortMultipartUpload"),
+            AbortError::Failed(error) => write!(f, "{error}"),
+        }
+    }
+}
+
 /// AbortMultipartUpload; an upload already gone counts as aborted.
-pub fn abort(target: &S3Target, key: &str, full_key: &str, upload_id: &str) -> Result<(), TargetError> {
+pub fn abort(target: &S3Target, key: &str, full_key: &str, upload_id: &str) -> Result<(), AbortError> {
     let request = S3Request::new("abort multipart upload of", key, "DELETE")
         .object(full_key)
         .query("uploadId", upload_id);
     match target.client.call(&request) {
         Ok(_) => Ok(()),
         Err(Failure::Server(error)) if error.is_no_such_upload() || error.status == 404 => Ok(()),
-        Err(failure) => Err(target.client.target_error(&request, failure)),
+        Err(Failure::Server(error)) if error.is_not_implemented() => Err(AbortError::NotImplemented),
+        Err(failure) => Err(AbortError::Failed(target.client.target_error(&request, failure))),
     }
 }
 

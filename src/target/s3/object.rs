@@ -28,9 +28,39 @@ pub fn put_single(target: &S3Target, key: &str, body: &Upload<'_>) -> Result<(),
     match target.client.call(&request) {
         Ok(reply) => verify_echoed_crc(key, body.crc32, reply.header("x-amz-checksum-crc32")),
         Err(Failure::Server(error)) if error.is_digest_mismatch() => {
-            Err(explain_digest_mismatch(key, body, &error))
+            let explained = explain_digest_mismatch(key, body, &error);
+            if let TargetError::Checksum { actual, .. } = &explained {
+                take_back_refused_bytes(target, key, *actual);
+            }
+            Err(explained)
         }
         Err(failure) => Err(target.client.target_error(&request, failure)),
+    }
+}
+
+/// Some stores (s3s-fs 0.14) store an object and only then refuse it for
+/// its checksum. After such a refusal, an object under `key` holding
+/// exactly the bytes sent (CRC32 `sent_crc`) is that refused upload: delete
+/// it, so that a refused object is never left looking archived. Anything
+/// else (nothing, or an earlier object) is left alone; failures here only
+/// log, since the refusal is already being reported.
+fn take_back_refused_bytes(target: &S3Target, key: &str, sent_crc: u32) {
+    let stored = head(target, key).and_then(|info| match info {
+        Some(info) => crate::target::stored_crc32(target, key).map(|crc| Some((info.size, crc))),
+        None => Ok(None),
+    });
+    match stored {
+        Ok(Some((_, crc))) if crc == sent_crc => {
+            log::warn!(
+                "the S3 store kept {key} although it refused its checksum (a defect of the store); \
+                 deleting it"
+            );
+            if let Err(error) = super::bucket::delete(target, &[key.to_string()]) {
+                log::warn!("could not delete the refused object {key}: {error}");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => log::warn!("could not check whether the store kept the refused {key}: {error}"),
     }
 }
 

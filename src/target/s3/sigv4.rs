@@ -375,6 +375,71 @@ mod tests {
         assert_eq!(uri_encode("é", true), "%C3%A9");
     }
 
+    /// "Create a canonical request" in the IAM user guide: S3 paths are
+    /// encoded once, each segment, '/' kept; spaces are %20, never '+'.
+    #[test]
+    fn paths_are_encoded_once_per_segment() {
+        assert_eq!(uri_encode("documents and settings/", false), "documents%20and%20settings/");
+        assert_eq!(uri_encode("site+7:edge/wal/s/batches/0", false), "site%2B7%3Aedge/wal/s/batches/0");
+        assert_eq!(uri_encode("ünï cödé/x y/s", false), "%C3%BCn%C3%AF%20c%C3%B6d%C3%A9/x%20y/s");
+        assert_eq!(uri_encode("a%20b/~c", false), "a%2520b/~c");
+    }
+
+    /// The same guide's query example (`marker`, `max-keys`, `prefix`,
+    /// sorted by name) and ListObjectsV2's parameters: '/' in a value is
+    /// %2F, '=' %3D, '+' %2B, a space %20; a continuation token (here the
+    /// one of the ListObjectsV2 reference example) is encoded like any value.
+    #[test]
+    fn list_objects_v2_queries_are_encoded_and_sorted() {
+        let query = |pairs: &[(&str, &str)]| {
+            let owned: Vec<(String, String)> =
+                pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            canonical_query(&owned)
+        };
+        assert_eq!(
+            query(&[("prefix", "somePrefix"), ("marker", "someMarker"), ("max-keys", "20")]),
+            "marker=someMarker&max-keys=20&prefix=somePrefix"
+        );
+        assert_eq!(
+            query(&[
+                ("list-type", "2"),
+                ("prefix", "ünï cödé/x y/s/"),
+                ("start-after", "site+7:edge/wal/s/manifest/x"),
+                ("continuation-token", "1ueGcxLPRx1Tr/XYExHnhbYLgveDs2J/wm36Hy4vbOwM="),
+            ]),
+            "continuation-token=1ueGcxLPRx1Tr%2FXYExHnhbYLgveDs2J%2Fwm36Hy4vbOwM%3D&list-type=2&\
+             prefix=%C3%BCn%C3%AF%20c%C3%B6d%C3%A9%2Fx%20y%2Fs%2F&\
+             start-after=site%2B7%3Aedge%2Fwal%2Fs%2Fmanifest%2Fx"
+        );
+        // Empty values keep their '=' (ListMultipartUploads' `uploads`).
+        assert_eq!(query(&[("uploads", ""), ("prefix", "a b")]), "prefix=a%20b&uploads=");
+    }
+
+    /// A whole signed request for a key outside the unreserved set: the
+    /// canonical request carries the encoded path, as sent.
+    #[test]
+    fn requests_for_utf8_keys_sign_the_encoded_path() {
+        let uri = format!("/{}/{}", uri_encode("examplebucket", true), uri_encode("ünï cödé/x+y", false));
+        assert_eq!(uri, "/examplebucket/%C3%BCn%C3%AF%20c%C3%B6d%C3%A9/x%2By");
+        let headers = headers(&[
+            ("Host", HOST),
+            ("x-amz-content-sha256", EMPTY_PAYLOAD_SHA256),
+            ("x-amz-date", DATE_TIME),
+        ]);
+        let request = RequestToSign {
+            method: "GET",
+            canonical_uri: &uri,
+            query: &[],
+            headers: &headers,
+            payload_hash: EMPTY_PAYLOAD_SHA256,
+        };
+        let (canonical, _) = canonical_request(&request);
+        assert!(
+            canonical.starts_with("GET\n/examplebucket/%C3%BCn%C3%AF%20c%C3%B6d%C3%A9/x%2By\n\n"),
+            "{canonical}"
+        );
+    }
+
     #[test]
     fn headers_are_lowercased_trimmed_and_sorted() {
         let (block, signed) =

@@ -10,7 +10,8 @@
 //!
 //! The typed extractors below cover ListObjectsV2, CreateMultipartUpload,
 //! CompleteMultipartUpload, ListMultipartUploads, DeleteObjects and error
-//! bodies; [`escape`] builds request bodies.
+//! bodies; [`escape`] builds request bodies. [`check_parse`] is the fuzz
+//! target's property (fuzz/fuzz_targets/s3_xml.rs).
 
 /// One piece of markup found by the scanner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +161,8 @@ pub fn root_name(xml: &str) -> Option<&str> {
 }
 
 /// Text content with CDATA sections kept literally and entities decoded
-/// elsewhere; surrounding whitespace trimmed.
+/// elsewhere. Whitespace is kept: it is part of a key (readers of numbers
+/// and booleans trim for themselves).
 pub fn decode_text(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -179,7 +181,7 @@ pub fn decode_text(raw: &str) -> String {
         }
     }
     out.push_str(&decode_entities(rest));
-    out.trim().to_string()
+    out
 }
 
 /// Replace `&amp; &lt; &gt; &quot; &apos; &#NN; &#xNN;`; anything else that
@@ -244,8 +246,14 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Decoded text of the first element named `tag`, trimmed, when not empty:
+/// for codes, messages, checksums and dates, never for keys or tokens.
+fn trimmed(xml: &str, tag: &str) -> Option<String> {
+    text(xml, tag).map(|value| value.trim().to_string()).filter(|value| !value.is_empty())
+}
+
 fn is_true(xml: &str, tag: &str) -> bool {
-    text(xml, tag).is_some_and(|value| value.eq_ignore_ascii_case("true"))
+    text(xml, tag).is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
 }
 
 /// One page of a ListObjectsV2 response.
@@ -264,7 +272,7 @@ pub fn parse_list_objects(xml: &str) -> Result<ListObjectsPage, String> {
     for entry in elements(xml, "Contents") {
         let key = text(entry, "Key").ok_or("a Contents entry has no Key")?;
         let size = text(entry, "Size")
-            .and_then(|size| size.parse::<u64>().ok())
+            .and_then(|size| size.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("object {key} has no valid Size"))?;
         objects.push((key, size));
     }
@@ -293,9 +301,9 @@ pub struct CompletedUpload {
 /// Parse a `CompleteMultipartUploadResult`.
 pub fn parse_complete_multipart(xml: &str) -> CompletedUpload {
     CompletedUpload {
-        etag: text(xml, "ETag"),
-        checksum_crc32: text(xml, "ChecksumCRC32").filter(|c| !c.is_empty()),
-        checksum_type: text(xml, "ChecksumType").filter(|c| !c.is_empty()),
+        etag: trimmed(xml, "ETag"),
+        checksum_crc32: trimmed(xml, "ChecksumCRC32"),
+        checksum_type: trimmed(xml, "ChecksumType"),
     }
 }
 
@@ -326,7 +334,7 @@ pub fn parse_list_uploads(xml: &str) -> UploadsPage {
             Some(PendingUpload {
                 key: text(entry, "Key")?,
                 upload_id: text(entry, "UploadId").filter(|id| !id.is_empty())?,
-                initiated: text(entry, "Initiated"),
+                initiated: trimmed(entry, "Initiated"),
             })
         })
         .collect();
@@ -352,8 +360,8 @@ pub fn parse_delete_failures(xml: &str) -> Vec<DeleteFailure> {
         .into_iter()
         .map(|entry| DeleteFailure {
             key: text(entry, "Key").unwrap_or_default(),
-            code: text(entry, "Code").unwrap_or_default(),
-            message: text(entry, "Message").unwrap_or_default(),
+            code: trimmed(entry, "Code").unwrap_or_default(),
+            message: trimmed(entry, "Message").unwrap_or_default(),
         })
         .collect()
 }
@@ -374,7 +382,7 @@ pub fn parse_error(xml: &str) -> Option<ErrorBody> {
     if root_name(xml)? != "Error" {
         return None;
     }
-    let field = |tag| text(xml, tag).filter(|value| !value.is_empty());
+    let field = |tag| trimmed(xml, tag);
     Some(ErrorBody {
         code: field("Code"),
         message: field("Message"),
@@ -382,6 +390,31 @@ pub fn parse_error(xml: &str) -> Option<ErrorBody> {
         bucket_name: field("BucketName"),
         request_id: field("RequestId"),
     })
+}
+
+/// For the fuzzer: whatever `data` is (any server or proxy may send it),
+/// every reader gives a value or an error without panicking; and the text
+/// of `data`, escaped as a key in a listing, reads back exactly. Panics
+/// otherwise.
+pub fn check_parse(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_list_objects(&text);
+    let _ = parse_upload_id(&text);
+    let _ = parse_complete_multipart(&text);
+    let _ = parse_list_uploads(&text);
+    let _ = parse_delete_failures(&text);
+    let _ = parse_error(&text);
+    let _ = root_name(&text);
+    let escaped = escape(&text);
+    assert_eq!(decode_entities(&escaped), text, "escape does not round-trip");
+    let listing = format!(
+        "<ListBucketResult><Contents><Key>{escaped}</Key><Size>7</Size></Contents>\
+         <NextContinuationToken>{escaped}</NextContinuationToken></ListBucketResult>"
+    );
+    let page = parse_list_objects(&listing).expect("a listing built from an escaped key parses");
+    assert_eq!(page.objects, vec![(text.to_string(), 7)], "the key does not read back");
+    let token = page.next_continuation_token.unwrap_or_default();
+    assert!(token == text || text.is_empty(), "the token does not read back");
 }
 
 #[cfg(test)]
@@ -495,7 +528,7 @@ mod tests {
         assert_eq!(decode_entities("&#65;&#x42;&#X43;"), "ABC");
         assert_eq!(decode_entities("&bogus; & &#xZZ; &#1114112; &amp"), "&bogus; & &#xZZ; &#1114112; &amp");
         assert_eq!(decode_entities("&#xD800;"), "&#xD800;");
-        assert_eq!(decode_text("  <![CDATA[a<b&amp;]]>&amp;c "), "a<b&amp;&c");
+        assert_eq!(decode_text("  <![CDATA[a<b&amp;]]>&amp;c "), "  a<b&amp;&c ");
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! A stream's whole manifest: the local journal plus the remote records.
+//!
+//! Every commit writes its record twice: first as a small object of its own
+//! under `STREAM/manifest/` on the target (one PUT, independent of the
+//! archive's size), then to the local journal. Both writes are preceded by
+//! validation: a record that breaks a rule (a position beyond the limit, a
+//! segment name that is not the stream's own…) is refused before anything
+//! is stored anywhere. The remote records alone are therefore enough to
+//! restore and to resume: a node whose state directory was wiped lists
+//! them and carries on, and the rebuild also compares the batch objects on
+//! the target with the records, so a lost record object is reported, not
+//! silently skipped. A node with its journal intact lists only the keys
+//! after its last log record (plus the few prune and snapshot records), so
+//! resuming costs one LIST request.
+//!
+//! Turning listed record objects into entries is the pure [`assemble`];
+//! checking an archive for damage is [`verify`]. Writing compacted record
+//! objects is not done yet (readers already honour them).
+
+pub mod assemble;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::manifest::journal::{self, Journal};
+use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules, format, validate_entry};
+use crate::target::keys::{self, LogLevel, RecordKey};
+use crate::target::{ObjectInfo, Target, Upload};
+
+use assemble::{Fetched, Listing, Unrecorded};
+
+/// The stream's directory under the state directory.
+pub fn stream_state_dir(state_dir: &Path, stream: &str) -> PathBuf {
+    state_dir.join(stream)
+}
+
+/// The stream's local journal.
+pub fn journal_path(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_state_dir(state_dir, stream).join("manifest")
+}
+
+/// The key of the level-0 remote object holding `entry`.
+pub fn entry_key(stream: &str, entry: &Entry) -> String {
+    let record_key = match entry {
+        Entry::Log(record) => RecordKey::Log {
+            first: record.first(),
+            last: record.last(),
+            level: LogLevel::Single(record.kind()),
+        },
+        Entry::Snapshot(snapshot) => RecordKey::Snapshot { position: snapshot.position },
+        Entry::Prune(prune) => RecordKey::Prune { sequence: prune.sequence },
+    };
+    record_key.key(stream)
+}
+
+/// Store log `record` as its own remote object; see [`put_remote_entry`].
+pub fn put_remote(target: &dyn Target, rules: &StreamRules<'_>, record: &Record) -> Result<(), Error> {
+    put_remote_entry(target, rules, &Entry::Log(record.clone()))
+}
+
+/// Store `entry` as its own remote object (idempotent: the key is fixed by
+/// what the entry is), after validating it: an invalid entry is refused
+/// before anything is written.
+pub fn put_remote_entry(target: &dyn Target, rules: &StreamRules<'_>, entry: &Entry) -> Result<(), Error> {
+    let key = entry_key(rules.name, entry);
+    validate_entry(entry, rules).map_err(|message| crate::manifest::ManifestError::Refused {
+        source: key.clone(),
+        line: 0,
+        message,
+    })?;
+    let text = format::serialize(std::slice::from_ref(entry));
+    let bytes = text.as_bytes();
+    let body = Upload { pieces: &[bytes], size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
+    target.put(&key, &body).map_err(|e| Error::target(rules.name, e))
+}
+
+/// The remote entries that come after `known` (the local journal's ends),
+/// each sequence in order, the log continuing `known`'s without a hole.
+/// `start_after` is the key after which log objects are listed.
+fn remote_after(
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    known: &Sequences,
+    start_after: Option<&str>,
+) -> Result<Manifest, Error> {
+    let stream = rules.name;
+    let listed =
+        target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
+    let listing = assemble::classify(stream, listed);
+    warn_foreign(stream, &listing);
+    let fetched = fetch_all(target, stream, &assemble::to_fetch(&listing, known)?)?;
+    Ok(assemble::assemble(rules, known, &fetched)?)
+}
+
+fn warn_foreign(stream: &str, listing: &Listing) {
+    for key in &listing.foreign {
+        log::warn!("stream {stream}: ignoring foreign object {key} among manifest records");
+    }
+}
+
+/// Download `objects` whole.
+pub(crate) fn fetch_all(
+    target: &dyn Target,
+    stream: &str,
+    objects: &[&ObjectInfo],
+) -> Result<Vec<Fetched>, Error> {
+    objects
+        .iter()
+        .map(|object| {
+            let mut text = Vec::with_capacity(object.size.min(assemble::MAX_RECORD_OBJECT) as usize);
+            target.get(&object.key, None, &mut text).map_err(|e| Error::target(stream, e))?;
+            Ok(Fetched { key: object.key.clone(), text })
+        })
+        .collect()
+}
+
+/// The listing key after which the log objects past `last` sort.
+fn start_after(stream: &str, last: Option<&Record>) -> Option<String> {
+    last.map(|record| keys::record_key(stream, record.first(), record.last(), record.kind()))
+}
+
+/// Compare the target's batch objects with a manifest rebuilt from the
+/// remote records alone: a lost record object is an error naming it.
+fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
+    let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
+    for found in assemble::unrecorded_batches(stream, &batches, manifest)? {
+        match found {
+            Unrecorded::Pending(_) => log::info!("stream {stream}: {found}"),
+            Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
+        }
+    }
+    Ok(())
+}
+
+/// Bring the local journal up to date with the remote records (after a wiped
+/// or lost state directory, or another writer such as `push`). Returns the
+/// number of entries adopted.
+pub fn catch_up(journal: &mut Journal, target: &dyn Target) -> Result<usize, Error> {
+    let rules = journal.rules();
+    let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
+    let rules = StreamRules::new(&stream, &naming);
+    let known = journal.ends().clone();
+    let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
+    if known == Sequences::default() && !missing.is_empty() {
+        check_rebuild(target, &stream, &missing)?;
+    }
+    // Prunes first: their marks allow the log to start where they say.
+    let entries: Vec<Entry> = missing
+        .prunes
+        .into_iter()
+        .map(Entry::Prune)
+        .chain(missing.snapshots.into_iter().map(Entry::Snapshot))
+        .chain(missing.log.into_iter().map(Entry::Log))
+        .collect();
+    journal.append_entries(&entries)?;
+    Ok(entries.len())
+}
+
+/// The whole manifest for reading (list, restore, fetch, verify): the local
+/// journal, if any, followed by the remote records after it. Writes nothing.
+pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
+    let stream = rules.name;
+    let path = journal_path(state_dir, stream);
+    let local = journal::read_all(&path, rules)?;
+    if let Some(line) = local.dropped_torn_tail {
+        log::warn!("stream {stream}: {}:{line}: torn final record ignored", path.display());
+    }
+    let mut manifest = local.manifest;
+    let known = ends_of(&manifest);
+    let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
+    if manifest.is_empty() && !remote.is_empty() {
+        check_rebuild(target, stream, &remote)?;
+    }
+    manifest.log.extend(remote.log);
+    manifest.snapshots.extend(remote.snapshots);
+    manifest.prunes.extend(remote.prunes);
+    Ok(manifest)
+}
+
+/// Where each sequence of `manifest` ends.
+fn ends_of(manifest: &Manifest) -> Sequences {
+    Sequences {
+        last: manifest.log.last().map(crate::manifest::sequence::LogSpan::of),
+        last_snapshot: manifest.snapshots.last().map(|s| s.position),
+        last_prune: manifest.prunes.last().map(|p| (p.sequence, p.before)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::validate::tests::{batch, naming};
+    use crate::manifest::{GapRecord, validate::MAX_POSITION};
+    use crate::target::fs::FileTarget;
+
+    fn temp_target(test: &str) -> (PathBuf, FileTarget) {
+        let dir = std::env::temp_dir().join(format!("walship-catalog-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        (dir.clone(), FileTarget::new(dir))
+    }
+
+    #[test]
+    fn an_invalid_record_is_refused_before_anything_is_stored() {
+        let (dir, target) = temp_target("refused");
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        let beyond = Record::Gap(GapRecord { first: 5, last: MAX_POSITION + 1, reason: "r".into() });
+        let mut passwd = batch("s", 0, &[b"root"]);
+        if let Record::Batch(b) = &mut passwd {
+            b.segments[0].name = "passwd".into();
+        }
+        for (record, needle) in
+            [(beyond, "beyond the limit 2^62"), (passwd, "`passwd` is not a segment name")]
+        {
+            let error = put_remote(&target, &rules, &record).expect_err("refused");
+            assert!(error.to_string().contains(needle), "{error}");
+        }
+        assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
+        put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
+        let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
+        assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
+    }
+}

@@ -1,0 +1,270 @@
+//! `verify`: find every kind of damage in a stream's archive and say where.
+//!
+//! - the manifest itself: damaged or hostile journal lines and remote
+//!   records, holes (a deleted journal line, a lost record object), all
+//!   reported with the file and line or the object key;
+//! - each batch object against its record: missing, or a size or CRC32 that
+//!   differs (with `deep`, the CRC32 is recomputed from the bytes);
+//! - batch objects no record names below the log's end (lost records);
+//! - with `deep`, the remote record objects themselves, on which a rebuild
+//!   relies: each must parse, hold what its key says and agree with the
+//!   manifest, and every record must have one (a flipped byte or a deleted
+//!   record object is reported with its key).
+//!
+//! The checks of what was listed and fetched are pure ([`check_record_objects`]);
+//! [`verify_stream`] does the I/O and reports each finding as one line.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
+use super::{entry_key, load};
+use crate::manifest::{BatchRecord, Entry, Manifest, Record, Sequences, StreamRules};
+use crate::target::keys::{self, LogLevel, RecordKey};
+use crate::target::{self, Target};
+
+/// Check one stream, handing each finding to `say` as a line; returns how
+/// many problems were found.
+pub fn verify_stream(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    deep: bool,
+    say: &mut dyn FnMut(String),
+) -> usize {
+    let stream = rules.name;
+    let mut problems = 0;
+    let mut problem = |say: &mut dyn FnMut(String), text: String| {
+        say(format!("stream {stream}: {text}"));
+        problems += 1;
+    };
+    let manifest = match load(state_dir, target, rules) {
+        Ok(manifest) => manifest,
+        Err(error) => {
+            problem(say, format!("manifest: {error}"));
+            return problems;
+        }
+    };
+    let mut checked = 0;
+    for record in manifest.live_log() {
+        match record {
+            Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
+            Record::Batch(batch) => {
+                checked += 1;
+                if let Some(found) = check_batch(target, batch, deep) {
+                    problem(say, format!("{}: {found}", batch.key));
+                }
+            }
+        }
+    }
+    match target.list(&keys::batches_prefix(stream), None) {
+        Ok(batches) => match assemble::unrecorded_batches(stream, &batches, &manifest) {
+            Ok(found) => {
+                for unrecorded in found {
+                    say(format!("stream {stream}: {unrecorded}"));
+                }
+            }
+            Err(error) => problem(say, format!("manifest: {error}")),
+        },
+        Err(error) => problem(say, format!("cannot list batch objects: {error}")),
+    }
+    if deep {
+        for found in verify_record_objects(target, rules, &manifest) {
+            problem(say, found);
+        }
+    }
+    let checked = crate::human::count(checked, "batch");
+    say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
+    problems
+}
+
+/// What is wrong with a stored batch, if anything.
+fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
+    let stored = &batch.stored;
+    let info = match target.head(&batch.key) {
+        Ok(Some(info)) => info,
+        Ok(None) => return Some("MISSING from the archive".into()),
+        Err(e) => return Some(format!("cannot check: {e}")),
+    };
+    if info.size != stored.size {
+        return Some(format!("CORRUPT: {} bytes stored, {} recorded", info.size, stored.size));
+    }
+    let crc = match (info.crc32, deep) {
+        (Some(crc), false) => crc,
+        (None, false) => return None,
+        (_, true) => match target::stored_crc32(target, &batch.key) {
+            Ok(crc) => crc,
+            Err(e) => return Some(format!("cannot read back: {e}")),
+        },
+    };
+    (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// A record object's key and its bytes, or why they could not be read.
+pub type Downloaded = (String, Result<Vec<u8>, String>);
+
+/// List and download every record object of the stream, then check them.
+fn verify_record_objects(target: &dyn Target, rules: &StreamRules<'_>, manifest: &Manifest) -> Vec<String> {
+    let stream = rules.name;
+    let listed = match target.list(&keys::records_prefix(stream), None) {
+        Ok(listed) => listed,
+        Err(error) => return vec![format!("cannot list record objects: {error}")],
+    };
+    let listing = assemble::classify(stream, listed);
+    let fetched: Vec<Downloaded> = listing
+        .records
+        .iter()
+        .map(|(_, object)| {
+            if object.size > MAX_RECORD_OBJECT {
+                return (
+                    object.key.clone(),
+                    Err(format!("{} bytes, far larger than any record", object.size)),
+                );
+            }
+            let mut text = Vec::new();
+            let got = target.get(&object.key, None, &mut text).map(|_| text).map_err(|e| e.to_string());
+            (object.key.clone(), got)
+        })
+        .collect();
+    check_record_objects(rules, manifest, &listing, &fetched)
+}
+
+/// Check downloaded record objects against `manifest`: each must parse,
+/// match its key and agree with the manifest; each of the manifest's live
+/// entries must be held by a sound object. One line per problem, naming
+/// the key.
+pub fn check_record_objects(
+    rules: &StreamRules<'_>,
+    manifest: &Manifest,
+    listing: &Listing,
+    fetched: &[Downloaded],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut compacted_ranges = Vec::new();
+    for (key, got) in fetched {
+        let checked = got.clone().and_then(|text| {
+            let object = assemble::Fetched { key: key.clone(), text };
+            let content = assemble::assemble(rules, &Sequences::default(), std::slice::from_ref(&object))
+                .map_err(|e| e.to_string())?;
+            agrees(manifest, &content)
+        });
+        match (checked, RecordKey::parse(rules.name, key)) {
+            (Ok(()), Some(RecordKey::Log { first, last, level: LogLevel::Compacted(_) })) => {
+                compacted_ranges.push((first, last))
+            }
+            (Ok(()), _) => {}
+            (Err(why), _) => problems.push(format!("{key}: CORRUPT record object: {why}")),
+        }
+    }
+    let listed: HashSet<&str> = listing.records.iter().map(|(_, o)| o.key.as_str()).collect();
+    let live_log = manifest.live_log().iter().cloned().map(Entry::Log);
+    let others = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
+    for entry in live_log.chain(others).chain(manifest.prunes.iter().cloned().map(Entry::Prune)) {
+        let key = entry_key(rules.name, &entry);
+        let covered = match &entry {
+            Entry::Log(record) => {
+                compacted_ranges.iter().any(|&(f, l)| f <= record.first() && record.last() <= l)
+            }
+            _ => false,
+        };
+        if !covered && !listed.contains(key.as_str()) {
+            problems.push(format!("{key}: MISSING record object (a rebuild from the archive would lack it)"));
+        }
+    }
+    problems
+}
+
+/// Whether the entries of one record object are the manifest's own.
+fn agrees(manifest: &Manifest, content: &Manifest) -> Result<(), String> {
+    for record in &content.log {
+        let index = manifest.log.partition_point(|r| r.last() < record.first());
+        if manifest.log.get(index) != Some(record) && record.last() >= manifest.pruned_before().unwrap_or(0) {
+            return Err(format!(
+                "its {} {}..{} differs from the manifest's record of those positions",
+                record.kind(),
+                record.first(),
+                record.last()
+            ));
+        }
+    }
+    if content.snapshots.iter().any(|s| !manifest.snapshots.contains(s)) {
+        return Err("its snapshot record differs from the manifest's".into());
+    }
+    if content.prunes.iter().any(|p| !manifest.prunes.contains(p)) {
+        return Err("its prune record differs from the manifest's".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::validate::tests::{batch, naming};
+    use crate::manifest::{GapRecord, format};
+    use crate::target::ObjectInfo;
+
+    const STREAM: &str = "s";
+
+    fn gap(first: u64, last: u64) -> Record {
+        Record::Gap(GapRecord { first, last, reason: "r".into() })
+    }
+
+    /// The listing and downloads of record objects holding `objects`.
+    fn remote(objects: &[(String, Vec<u8>)]) -> (Listing, Vec<Downloaded>) {
+        let listed = objects
+            .iter()
+            .map(|(key, text)| ObjectInfo { key: key.clone(), size: text.len() as u64, crc32: None })
+            .collect();
+        let fetched = objects.iter().map(|(key, text)| (key.clone(), Ok(text.clone()))).collect();
+        (assemble::classify(STREAM, listed), fetched)
+    }
+
+    fn level0(record: &Record) -> (String, Vec<u8>) {
+        let key = keys::record_key(STREAM, record.first(), record.last(), record.kind());
+        (key, format::serialize_log(std::slice::from_ref(record)).into_bytes())
+    }
+
+    fn check(manifest: &Manifest, objects: &[(String, Vec<u8>)]) -> Vec<String> {
+        let naming = naming();
+        let (listing, fetched) = remote(objects);
+        check_record_objects(&StreamRules::new(STREAM, &naming), manifest, &listing, &fetched)
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            log: vec![batch(STREAM, 0, &[b"a"]), gap(1, 4), batch(STREAM, 5, &[b"b"])],
+            ..Manifest::default()
+        }
+    }
+
+    #[test]
+    fn sound_record_objects_pass() {
+        let objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        assert_eq!(check(&manifest(), &objects), Vec::<String>::new());
+        let compacted = RecordKey::Log { first: 0, last: 5, level: LogLevel::Compacted(1) }.key(STREAM);
+        let whole = (compacted, format::serialize_log(&manifest().log).into_bytes());
+        assert_eq!(check(&manifest(), &[whole]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn flipped_byte_and_missing_object_are_reported_with_their_keys() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        let lost = objects.remove(1).0;
+        let flipped = &mut objects[0].1;
+        let at = flipped.len() - 5;
+        flipped[at] ^= 0x01;
+        let found = check(&manifest(), &objects);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with(&format!("{}: CORRUPT record object", objects[0].0)), "{found:?}");
+        assert!(found[1].starts_with(&format!("{lost}: MISSING record object")), "{found:?}");
+    }
+
+    #[test]
+    fn a_record_object_that_disagrees_with_the_manifest_is_reported() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        objects[1] = level0(&Record::Gap(GapRecord { first: 1, last: 4, reason: "other".into() }));
+        let found = check(&manifest(), &objects);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("differs from the manifest's record of those positions"), "{found:?}");
+    }
+}

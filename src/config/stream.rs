@@ -1,0 +1,281 @@
+//! A `[stream NAME]` section: the directory, how segment names carry
+//! positions, sealing, batch size, snapshots and what happens to archived
+//! segments; and the rule for stream names.
+//!
+//! Stream names are 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with '.'.
+//! A name becomes an object key component (`NAME/batches/…`), a directory
+//! name in `state_dir`, a metric label and a `-s` argument, so it is kept to
+//! characters that need no encoding or quoting in any of them and mean the
+//! same on every filesystem and store. A leading '.' is refused because
+//! walship's own hidden names (temp files, `check`'s probe objects) start
+//! with one. The key prefix in `target` is where any UTF-8 goes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::source::Naming;
+
+use super::ini::{Fields, quote};
+use super::values::{absolute_path, number_in, one_of, parse_whole, positive_duration};
+use super::{ConfigError, invalid};
+
+/// How a stream decides a segment is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealMode {
+    /// Sealed once a higher-numbered segment exists.
+    Next,
+    /// Every file is sealed on sight (files arrive by atomic rename).
+    Spool,
+}
+
+/// What to do with local segments once archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnArchived {
+    Keep,
+    Delete,
+    /// Rename `NAME` to `NAME.archived` (ignored by later scans).
+    Mark,
+}
+
+/// A `[stream NAME]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    /// `[A-Za-z0-9_.-]`, 1..=64 chars, not starting with '.'.
+    pub name: String,
+    /// Required; absolute path.
+    pub dir: PathBuf,
+    /// Required, from `pattern` (`naming = postgres` is refused in this version).
+    pub naming: Naming,
+    /// Default `next`.
+    pub seal: SealMode,
+    /// Only with `seal = next`: the newest segment is sealed after this idle time.
+    /// Default none.
+    pub seal_idle: Option<Duration>,
+    /// Required; 1..=100000.
+    pub batch_size: u64,
+    /// Default none: wait for full batches.
+    pub max_batch_delay: Option<Duration>,
+    /// Default 0: no snapshots. Otherwise a multiple of `batch_size`, and
+    /// `snapshot_command` is required.
+    pub snapshot_interval: u64,
+    /// Optional (also usable by a manual snapshot); absolute path.
+    pub snapshot_command: Option<PathBuf>,
+    /// Default 7, 1..=100.
+    pub keep_snapshots: u32,
+    /// Default keep.
+    pub on_archived: OnArchived,
+}
+
+/// Check a stream name (see the module doc for the rule and why).
+pub fn check_stream_name(name: &str) -> Result<(), String> {
+    const ALLOWED: &str = "letters, digits, '_', '.' and '-'";
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("a stream name is 1 to 64 characters of {ALLOWED}, got {}", quote(name)));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+        return Err(format!("a stream name uses only {ALLOWED}, got {}", quote(name)));
+    }
+    if name.starts_with('.') {
+        return Err(format!("a stream name cannot start with '.', got {}", quote(name)));
+    }
+    Ok(())
+}
+
+// [stream NAME]
+
+/// Largest `batch_size`: a batch is one object, downloaded whole to restore
+/// any position in it.
+pub const MAX_BATCH_SIZE: u64 = 100_000;
+
+/// Read one `[stream NAME]` section.
+pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError> {
+    let dir = f.value("dir", absolute_path)?;
+    let naming = parse_naming(f)?;
+    let (seal, seal_idle) = parse_sealing(f)?;
+    let batch_size = f.value("batch_size", parse_batch_size)?;
+    let (snapshot_interval, snapshot_command) = parse_snapshots(f, batch_size)?;
+    Ok(StreamConfig {
+        name: name.to_string(),
+        dir,
+        naming,
+        seal,
+        seal_idle,
+        batch_size,
+        max_batch_delay: f.optional("max_batch_delay", positive_duration)?,
+        snapshot_interval,
+        snapshot_command,
+        keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
+        on_archived: f.value("on_archived", parse_on_archived)?,
+    })
+}
+
+/// The segment naming, from `pattern`; `naming` is refused in this version.
+fn parse_naming(f: &Fields) -> Result<Naming, ConfigError> {
+    if let Some(entry) = f.entry("naming") {
+        let message = if entry.value == "postgres" {
+            "PostgreSQL WAL naming is not supported in this version; \
+             remove this line and name segments with `pattern` (e.g. data-{seq}.log)"
+                .to_string()
+        } else {
+            format!(
+                "unknown naming {}; remove this line and use `pattern` \
+                 (e.g. data-{{seq}}.log)",
+                quote(&entry.value)
+            )
+        };
+        return Err(f.error("naming", message));
+    }
+    f.value("pattern", Naming::from_pattern)
+}
+
+/// `seal` (default next) and `seal_idle`, which only goes with next.
+fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError> {
+    let seal = f.value("seal", |v| one_of(v, &[("next", SealMode::Next), ("spool", SealMode::Spool)]))?;
+    let seal_idle = f.optional("seal_idle", positive_duration)?;
+    if seal_idle.is_some() && seal == SealMode::Spool {
+        return Err(f.error(
+            "seal_idle",
+            format!(
+                "only applies with seal = next (line {}: seal = spool seals every file \
+                 on sight); remove this line",
+                f.line_of("seal")
+            ),
+        ));
+    }
+    Ok((seal, seal_idle))
+}
+
+/// A whole number up to `MAX_BATCH_SIZE`; 0 is left to `plan::check_rules`.
+fn parse_batch_size(value: &str) -> Result<u64, String> {
+    let n = parse_whole(value).ok_or_else(|| format!("expected a whole number > 0, got {}", quote(value)))?;
+    if n > MAX_BATCH_SIZE {
+        return Err(format!("expected at most {MAX_BATCH_SIZE} segments per batch, got {n}"));
+    }
+    Ok(n)
+}
+
+/// `snapshot_interval` (default 0: off) and `snapshot_command`, after the
+/// rule check of `plan::check_rules`; snapshots on need the command.
+fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<PathBuf>), ConfigError> {
+    let snapshot_interval = f.value("snapshot_interval", |v| {
+        parse_whole(v).ok_or_else(|| {
+            format!("expected a whole number of positions (0: no snapshots), got {}", quote(v))
+        })
+    })?;
+    if let Err(reason) = crate::plan::check_rules(batch_size, snapshot_interval) {
+        let key = if batch_size == 0 { "batch_size" } else { "snapshot_interval" };
+        return Err(f.error(key, reason));
+    }
+    let snapshot_command = f.optional("snapshot_command", absolute_path)?;
+    if snapshot_interval > 0 && snapshot_command.is_none() {
+        return Err(invalid(
+            f.path,
+            Some(f.line_of("snapshot_interval")),
+            Some(format!("{} snapshot_command", f.label)),
+            "missing: snapshot_interval turns snapshots on, and they are taken by this \
+             command; add `snapshot_command = /absolute/path`, or set snapshot_interval = 0"
+                .into(),
+        ));
+    }
+    Ok((snapshot_interval, snapshot_command))
+}
+
+fn parse_on_archived(value: &str) -> Result<OnArchived, String> {
+    one_of(value, &[("keep", OnArchived::Keep), ("delete", OnArchived::Delete), ("mark", OnArchived::Mark)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+
+    #[test]
+    fn stream_errors() {
+        let key = |k: &str| format!("[stream sensors] {k}");
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("batch_size = 5", "batch_size", "set twice (first at line 8)"),
+            ("seal = sometimes", "seal", "expected next | spool"),
+            ("seal_idle = 30", "seal_idle", "no unit"),
+            ("max_batch_delay = 0ms", "max_batch_delay", "> 0"),
+            ("max_batch_delay = 1.5s", "max_batch_delay", "fraction"),
+            ("snapshot_interval = 150", "snapshot_interval", "must be a multiple of batch_size"),
+            ("snapshot_interval = abc", "snapshot_interval", "whole number"),
+            ("snapshot_interval = 200", "snapshot_command", "missing"),
+            ("snapshot_command = snap", "snapshot_command", "absolute path"),
+            ("keep_snapshots = 0", "keep_snapshots", "from 1 to 100"),
+            ("keep_snapshots = 101", "keep_snapshots", "from 1 to 100"),
+            ("on_archived = shred", "on_archived", "expected keep | delete | mark"),
+            ("naming = postgres", "naming", "not supported in this version"),
+            ("naming = oracle", "naming", "unknown naming"),
+            ("dri = /x", "dri", "did you mean `dir`?"),
+            ("state_dir = /x", "state_dir", "belongs in [global]"),
+            ("seal_idle = ", "seal_idle", "no value"),
+        ];
+        for (line, k, part) in cases {
+            assert_error(&config_text("", line), Some(9), Some(&key(k)), part);
+        }
+        // seal_idle with seal = spool, on the seal_idle line.
+        assert_error(
+            &config_text("", "seal = spool\nseal_idle = 30s"),
+            Some(10),
+            Some(&key("seal_idle")),
+            "only applies with seal = next (line 9",
+        );
+    }
+
+    #[test]
+    fn stream_value_errors() {
+        // (line of the base config, its replacement, key in [stream sensors], part of the message)
+        #[rustfmt::skip]
+        let cases = [
+            ("batch_size = 100", "batch_size = 0", "batch_size", "must be greater than 0"),
+            ("batch_size = 100", "batch_size = -1", "batch_size", "whole number > 0"),
+            ("batch_size = 100", "batch_size = 100001", "batch_size", "at most 100000"),
+            ("pattern = data-{seq}.log", "pattern = x.log", "pattern", "exactly one {seq}"),
+            ("pattern = data-{seq}.log", "pattern = a/{seq}", "pattern", "cannot contain '/'"),
+            ("dir = /var/spool/sensors", "dir = spool", "dir", "absolute path"),
+        ];
+        let base = config_text("", "");
+        let line_of = |text: &str| base.lines().position(|l| l == text).map(|i| i + 1);
+        for (from, to, key, part) in cases {
+            let key = format!("[stream sensors] {key}");
+            assert_error(&base.replace(from, to), line_of(from), Some(&key), part);
+        }
+        // Missing required keys are reported at the section header.
+        for (line, key) in [
+            ("dir = /var/spool/sensors\n", "dir"),
+            ("pattern = data-{seq}.log\n", "pattern"),
+            ("batch_size = 100\n", "batch_size"),
+        ] {
+            let key = format!("[stream sensors] {key}");
+            let text = base.replace(line, "");
+            assert_error(&text, Some(5), Some(&key), "missing; add a line such as");
+        }
+    }
+
+    #[test]
+    fn rule_check() {
+        let interval = |n: u64, cmd: bool| {
+            let command = if cmd { "\nsnapshot_command = /usr/bin/snap" } else { "" };
+            config_text("", &format!("snapshot_interval = {n}{command}"))
+        };
+        let (line, key, message, shown) = error_of(&interval(150, true));
+        assert_eq!(line, Some(9));
+        assert_eq!(key.as_deref(), Some("[stream sensors] snapshot_interval"));
+        assert!(
+            message.contains("snapshot_interval (150) must be a multiple of batch_size (100)"),
+            "{shown}"
+        );
+        assert!(message.contains("restore"), "{shown}");
+        let config = parse_text(&interval(200, true)).expect("200 is a multiple of 100");
+        assert_eq!(config.streams[0].snapshot_interval, 200);
+        assert!(parse_text(&interval(0, false)).is_ok(), "0: snapshots off");
+        let zero = config_text("", "").replace("batch_size = 100", "batch_size = 0");
+        let (line, key, _, _) = error_of(&zero);
+        assert_eq!((line, key.as_deref()), (Some(8), Some("[stream sensors] batch_size")));
+        // The same rules, straight from the function.
+        assert!(crate::plan::check_rules(100, 150).is_err());
+        assert!(crate::plan::check_rules(100, 200).is_ok());
+        assert!(crate::plan::check_rules(0, 0).is_err());
+    }
+}
