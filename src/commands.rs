@@ -270,7 +270,7 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     }
     match problems {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "check of the archive", exit_code: EXIT_FAILURE }),
+        count => Err(Error::Failed { count, what: "archive check", exit_code: EXIT_FAILURE }),
     }
 }
 

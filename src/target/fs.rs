@@ -43,15 +43,19 @@ impl FileTarget {
     }
 
     fn check_root(&self) -> Result<(), TargetError> {
-        let detail = match fs::metadata(&self.root) {
+        let (detail, fix) = match fs::metadata(&self.root) {
             Ok(meta) if meta.is_dir() => return Ok(()),
-            Ok(_) => "is not a directory".to_string(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => "does not exist".to_string(),
-            Err(e) => format!("cannot be read: {e}"),
+            Ok(_) => {
+                ("is not a directory".to_string(), "point `target` at a directory, or move the file away")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                ("does not exist".to_string(), "create it, or mount the archive volume there")
+            }
+            Err(e) => (format!("cannot be read: {e}"), "check its owner and permissions"),
         };
         Err(TargetError::Unusable {
             detail: format!("target directory {} {detail}", self.root.display()),
-            fix: "create it, or mount the archive volume there".into(),
+            fix: fix.into(),
         })
     }
 }
