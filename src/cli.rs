@@ -111,9 +111,9 @@ const COMMANDS: &[CommandSpec] = &[
         name: "list",
         synopsis: "[-s STREAM]",
         summary: "show archived batches and gaps",
-        about: "Show what is archived, per stream: a summary line, then one line per\n\
-                batch (positions, segments, size, CRC32, object key) and per gap\n\
-                (positions and reason).",
+        about: "Show what is archived, per stream: the positions retention pruned (if\n\
+                any), a summary line, then one line per batch (positions, segments,\n\
+                size, CRC32, object key) and per gap (positions and reason).",
         options: |o| {
             o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
         },
