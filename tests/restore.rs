@@ -233,3 +233,28 @@ fn fetch_of_a_corrupt_segment_reports_failure_and_leaves_no_dest() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("discard"), "{}", stderr(&out));
 }
+
+/// A corrupt batch stops restore with exit 1: the files of the batches
+/// before it are complete under their names, nothing of the corrupt segment
+/// is, and no temp file is left behind.
+#[test]
+fn restore_stops_at_a_corrupt_batch_keeping_only_verified_files() {
+    let setup = archived("restore-corrupt");
+    let object = &setup.batch_objects()[1]; // segments 6..=10
+    let mut bytes = fs::read(object).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff; // inside segment 10
+    fs::write(object, bytes).unwrap();
+    let restored = setup.dir.path.join("restored");
+    let out = setup.walship(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CRC32 mismatch"), "{}", stderr(&out));
+    let names = names_in(&restored);
+    assert!(!names.iter().any(|n| n.starts_with('.')), "temp files left: {names:?}");
+    assert!(!names.contains(&segment_name(10)), "{names:?}");
+    for name in &names {
+        let p: u64 = name.trim_start_matches("seg-").trim_end_matches(".log").parse().unwrap();
+        assert_eq!(fs::read(restored.join(name)).unwrap(), segment_bytes(p, 300), "{name}");
+    }
+    assert!(names.len() >= 5, "the verified first batch is kept: {names:?}");
+}
