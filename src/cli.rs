@@ -60,7 +60,8 @@ pub enum Parsed {
 }
 
 /// Arguments that do not form a valid command. The text is the problem, then
-/// a line saying where usage is shown; print it on stderr and exit 2.
+/// a line saying where usage is shown (for no arguments at all: the overall
+/// usage); print it on stderr and exit 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
