@@ -1,16 +1,18 @@
-//! The running archiver: one thread per stream, each looping
-//! wait → pass → (on failure) back off, plus the library API an embedding
-//! program uses: start, wake a stream at once, read status, stop.
+//! The running archiver: one thread per stream (see `stream::worker`), each
+//! reached through its mailbox, plus the library API an embedding program
+//! uses: start, wake a stream (with Gitaly-style water marks), archive a
+//! file now, read status and metrics, reload the streams, stop.
 //!
-//! Failures never end a stream's thread (retrying never gives up on data),
-//! except a conflict — different content already archived at a position —
-//! which parks the stream loudly until an operator intervenes. Each error is
-//! logged once when it first appears and once when it clears.
+//! A reload restarts only the streams whose settings changed, starts new
+//! ones and stops removed ones; the others keep running undisturbed. A change
+//! of the global settings (target, state directory, intervals, metrics)
+//! affects every stream: the daemon then restarts the whole archiver.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -18,32 +20,42 @@ use crate::config::{Config, Global, StreamConfig};
 use crate::error::Error;
 use crate::metrics;
 use crate::retry::Backoff;
-use crate::status::{StreamStatus, unix_now};
-use crate::stream::{PassReport, Stream};
+use crate::statedir::{self, StreamLock};
+use crate::status::{StatusCell, StreamStatus, unix_now};
+use crate::stream::mailbox::{ArchiveReply, Message};
+use crate::stream::worker::{JobLinks, StreamJob};
+use crate::stream::{Hints, PassReport, Stream};
 use crate::target::{self, Target};
 
 /// Failed passes back off up to this many times `backoff_max` (5 s by
 /// default, so minutes between passes of a stream that keeps failing).
 const PASS_BACKOFF_FACTOR: u32 = 60;
 
-/// A running archiver. Dropping it without `stop` detaches the threads.
+/// How often `metrics_file` is rewritten.
+const METRICS_FILE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A running archiver. Dropping it without `stop` closes the mailboxes: each
+/// thread ends after its pass in flight, and nothing waits for them.
 pub struct Archiver {
-    shared: Arc<Shared>,
+    config: Config,
     target: Arc<dyn Target>,
-    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    streams: Vec<StreamHandle>,
     metrics: MetricsOutputs,
 }
 
+/// What the metrics threads read.
 struct Shared {
     stop: AtomicBool,
-    slots: Vec<Arc<Slot>>,
+    statuses: Mutex<Vec<Arc<StatusCell>>>,
     /// When a stream thread last went round its loop (seconds since epoch).
-    heartbeat: AtomicU64,
+    heartbeat: Arc<AtomicU64>,
 }
 
 impl Shared {
     fn statuses(&self) -> Vec<StreamStatus> {
-        self.slots.iter().map(|s| s.status.lock().unwrap_or_else(|p| p.into_inner()).clone()).collect()
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        statuses.iter().map(|s| s.get()).collect()
     }
 
     fn metrics_page(&self) -> String {
@@ -58,92 +70,155 @@ struct MetricsOutputs {
     writer: Option<JoinHandle<()>>,
 }
 
-/// How often `metrics_file` is rewritten.
-const METRICS_FILE_INTERVAL: Duration = Duration::from_secs(15);
-
-/// What a stream's thread shares with the outside.
-struct Slot {
-    name: String,
-    woken: Mutex<bool>,
-    bell: Condvar,
-    status: Arc<Mutex<StreamStatus>>,
+/// A running stream's thread and its mailbox.
+struct StreamHandle {
+    config: StreamConfig,
+    mailbox: Sender<Message>,
+    stop: Arc<AtomicBool>,
+    status: Arc<StatusCell>,
+    thread: JoinHandle<()>,
 }
 
-impl Slot {
-    /// Sleep up to `timeout`, returning early when woken or stopped.
-    fn wait(&self, timeout: Duration, shared: &Shared) {
-        let mut woken = self.woken.lock().unwrap_or_else(|p| p.into_inner());
-        if !*woken && !shared.stop.load(Ordering::SeqCst) {
-            woken = self.bell.wait_timeout(woken, timeout).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        *woken = false;
-    }
-
-    fn ring(&self) {
-        *self.woken.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.bell.notify_all();
+impl StreamHandle {
+    /// Stop the thread after its batch in flight, and wait for it.
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.mailbox.send(Message::Stop);
+        let _ = self.thread.join();
     }
 }
 
 impl Archiver {
-    /// Start one thread per configured stream.
+    /// Take every stream's lock and start one thread per stream. Fails when
+    /// every stream is locked by another process (nothing would ever be
+    /// archived); a stream locked alone is retried by its thread.
     pub fn start(config: &Config) -> Result<Archiver, Error> {
+        statedir::process_start();
         let target = target::open(&config.global)?;
-        let slots: Vec<Arc<Slot>> = config
-            .streams
-            .iter()
-            .map(|s| {
-                Arc::new(Slot {
-                    name: s.name.clone(),
-                    woken: Mutex::new(false),
-                    bell: Condvar::new(),
-                    status: Arc::new(Mutex::new(StreamStatus {
-                        stream: s.name.clone(),
-                        ..Default::default()
-                    })),
-                })
-            })
-            .collect();
-        let shared =
-            Arc::new(Shared { stop: AtomicBool::new(false), slots, heartbeat: AtomicU64::new(unix_now()) });
+        let locks = lock_streams(config)?;
+        let heartbeat = Arc::new(AtomicU64::new(unix_now()));
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), statuses: Mutex::default(), heartbeat });
         let metrics = start_metrics(&config.global, &shared)?;
-        let mut threads = Vec::new();
-        for (stream_config, slot) in config.streams.iter().zip(&shared.slots) {
-            let job = StreamJob {
-                config: stream_config.clone(),
-                state_dir: config.global.state_dir.clone(),
-                target: Arc::clone(&target),
-                poll_interval: config.global.poll_interval,
-                backoff: Backoff::new(
-                    config.global.backoff_min,
-                    config.global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR),
-                ),
-            };
-            let (slot, shared) = (Arc::clone(slot), Arc::clone(&shared));
-            let handle = thread::Builder::new()
-                .name(format!("walship-{}", stream_config.name))
-                .spawn(move || job.run(&slot, &shared))
-                .map_err(|e| Error::local("start a thread for stream", &stream_config.name, e))?;
-            threads.push(handle);
+        let mut archiver = Archiver { config: config.clone(), target, shared, streams: Vec::new(), metrics };
+        for (stream, lock) in config.streams.iter().zip(locks) {
+            archiver.start_stream(stream, lock)?;
         }
-        Ok(Archiver { shared, target, threads, metrics })
+        Ok(archiver)
+    }
+
+    /// Start `stream`'s thread (with its lock, when already taken).
+    fn start_stream(&mut self, stream: &StreamConfig, lock: Option<StreamLock>) -> Result<(), Error> {
+        let global = &self.config.global;
+        let job = StreamJob {
+            config: stream.clone(),
+            state_root: global.state_dir.clone(),
+            target: Arc::clone(&self.target),
+            poll_interval: global.poll_interval,
+            backoff: Backoff::new(global.backoff_min, global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR)),
+            lock: lock.map(Arc::new),
+        };
+        let (mailbox, inbox) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(StatusCell::new(StreamStatus {
+            stream: stream.name.clone(),
+            daemon_running: true,
+            ..Default::default()
+        }));
+        let links = JobLinks {
+            mailbox: inbox,
+            stop: Arc::clone(&stop),
+            status: Arc::clone(&status),
+            heartbeat: Arc::clone(&self.shared.heartbeat),
+        };
+        let thread = thread::Builder::new()
+            .name(format!("walship-{}", stream.name))
+            .spawn(move || job.run(links))
+            .map_err(|e| Error::local("start a thread for stream", &stream.name, e))?;
+        self.shared.statuses.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&status));
+        self.streams.push(StreamHandle { config: stream.clone(), mailbox, stop, status, thread });
+        Ok(())
+    }
+
+    fn send(&self, stream: &str, message: Message) -> bool {
+        let handle = self.streams.iter().find(|h| h.config.name == stream);
+        handle.is_some_and(|h| h.mailbox.send(message).is_ok())
     }
 
     /// Wake `stream` now (the application just sealed a segment). Returns
     /// false for an unknown stream.
     pub fn wake(&self, stream: &str) -> bool {
-        let slot = self.shared.slots.iter().find(|s| s.name == stream);
-        slot.inspect(|s| s.ring()).is_some()
+        self.send(stream, Message::Wake { low: None, high: None })
+    }
+
+    /// Gitaly's `NotifyNewEntries(low, high)`: the application holds
+    /// positions from `low` and has sealed every one up to `high`; wake the
+    /// stream. A `low` above the next position to archive records a gap.
+    /// Returns false for an unknown stream.
+    pub fn notify_new_entries(&self, stream: &str, low: u64, high: u64) -> bool {
+        self.send(stream, Message::Wake { low: Some(low), high: Some(high) })
+    }
+
+    /// Archive the segment file `path` of `stream` now (the caller declares
+    /// it sealed), with everything before it, and wait until it is durably
+    /// archived and recorded. Returns the archived position.
+    pub fn archive_now(&self, stream: &str, path: &Path) -> ArchiveReply {
+        let (reply, answer) = mpsc::channel();
+        let request = Message::ArchiveNow { path: path.to_path_buf(), reply };
+        if !self.send(stream, request) {
+            return Err(Arc::new(Error::Usage(format!("no running stream named {stream}"))));
+        }
+        answer.recv().unwrap_or_else(|_| {
+            let stopped = std::io::Error::other("the stream stopped before answering");
+            Err(Arc::new(Error::local("archive", path, stopped)))
+        })
     }
 
     /// Every stream's current status.
     pub fn status(&self) -> Vec<StreamStatus> {
-        self.shared.statuses()
+        self.streams.iter().map(|h| h.status.get()).collect()
     }
 
     /// The metrics page, as served on `metrics_listen`.
     pub fn metrics(&self) -> String {
         self.shared.metrics_page()
+    }
+
+    /// Whether `new` differs from the running config only in its streams
+    /// (and `log_level`), so [`reload_streams`](Self::reload_streams) can
+    /// apply it; otherwise every stream needs a restart.
+    pub fn can_reload_streams(&self, new: &Config) -> bool {
+        let old = &self.config.global;
+        Global { log_level: old.log_level, ..new.global.clone() } == *old
+    }
+
+    /// Apply `new`'s streams: stop the removed ones, restart the changed
+    /// ones, start the added ones; the others keep running undisturbed.
+    /// Requires [`can_reload_streams`](Self::can_reload_streams).
+    pub fn reload_streams(&mut self, new: &Config) -> Result<(), Error> {
+        debug_assert!(self.can_reload_streams(new), "global settings changed: restart instead");
+        let (kept, replaced): (Vec<StreamHandle>, Vec<StreamHandle>) =
+            self.streams.drain(..).partition(|h| new.stream(&h.config.name) == Some(&h.config));
+        self.streams = kept;
+        for handle in replaced {
+            let name = handle.config.name.clone();
+            let status = Arc::clone(&handle.status);
+            self.shared
+                .statuses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|s| !Arc::ptr_eq(s, &status));
+            handle.stop();
+            log::info!("stream {name}: stopped for the reload");
+        }
+        for stream in &new.streams {
+            if !self.streams.iter().any(|h| h.config.name == stream.name) {
+                self.start_stream(stream, None)?;
+            }
+        }
+        // Keep the order of the new config, for status and metrics.
+        self.streams.sort_by_key(|h| new.streams.iter().position(|s| s.name == h.config.name));
+        self.config = new.clone();
+        Ok(())
     }
 
     /// Stop every stream and wait for the threads. The request in flight
@@ -153,11 +228,12 @@ impl Archiver {
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.target.shut_down();
-        for slot in &self.shared.slots {
-            slot.ring();
+        for handle in &self.streams {
+            handle.stop.store(true, Ordering::SeqCst);
+            let _ = handle.mailbox.send(Message::Stop);
         }
-        for handle in self.threads {
-            let _ = handle.join();
+        for handle in self.streams {
+            let _ = handle.thread.join();
         }
         if let Some((address, handle)) = self.metrics.listener {
             let _ = std::net::TcpStream::connect(address); // wake its accept()
@@ -167,6 +243,37 @@ impl Archiver {
             handle.thread().unpark();
             let _ = handle.join();
         }
+    }
+}
+
+/// Take each stream's lock. A stream locked by another process gets `None`
+/// (its thread retries); when that is every stream, the error names each
+/// lock and its holder.
+fn lock_streams(config: &Config) -> Result<Vec<Option<StreamLock>>, Error> {
+    let mut locks = Vec::new();
+    let mut locked = Vec::new();
+    for stream in &config.streams {
+        match statedir::lock_stream(&config.global.state_dir, &stream.name) {
+            Ok(lock) => locks.push(Some(lock)),
+            Err(error @ Error::Locked { .. }) => {
+                locks.push(None);
+                locked.push(error);
+            }
+            // Reported and retried by the stream's thread.
+            Err(_) => locks.push(None),
+        }
+    }
+    if locked.len() < config.streams.len() {
+        return Ok(locks);
+    }
+    match locked.pop() {
+        Some(last) => {
+            for error in &locked {
+                log::error!("{error}");
+            }
+            Err(last)
+        }
+        None => Ok(locks), // no stream configured
     }
 }
 
@@ -223,111 +330,15 @@ fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
     }
 }
 
-/// Everything one stream's thread owns.
-struct StreamJob {
-    config: StreamConfig,
-    state_dir: std::path::PathBuf,
-    target: Arc<dyn Target>,
-    poll_interval: Duration,
-    backoff: Backoff,
-}
-
-impl StreamJob {
-    fn run(mut self, slot: &Slot, shared: &Shared) {
-        let name = self.config.name.clone();
-        let stopped = || shared.stop.load(Ordering::SeqCst);
-        let mut stream: Option<Stream> = None;
-        let mut last_error: Option<String> = None;
-        while !stopped() {
-            let result = self.attempt(&mut stream, last_error.is_some(), slot, &stopped);
-            let delay = match result {
-                Ok(_) => {
-                    if last_error.take().is_some() && !stopped() {
-                        log::info!("stream {name}: recovered; archiving again");
-                    }
-                    self.backoff.succeeded();
-                    self.set_error(slot, None);
-                    self.poll_interval
-                }
-                Err(error) if stopped() => {
-                    log::info!(
-                        "stream {name}: stopped in the middle of a batch ({error}); it resumes at the next start"
-                    );
-                    break;
-                }
-                Err(error) => {
-                    let message = error.to_string();
-                    if last_error.as_ref() != Some(&message) {
-                        log::error!("{message}");
-                    }
-                    last_error = Some(message.clone());
-                    if matches!(error, Error::Conflict { .. }) {
-                        log::error!(
-                            "stream {name}: stopped until the conflict is resolved and walship restarted"
-                        );
-                        self.set_error(slot, Some(message));
-                        park_until_stopped(slot, shared);
-                        break;
-                    }
-                    if matches!(error, Error::Manifest(_) | Error::Local { .. } | Error::Locked { .. }) {
-                        stream = None; // reopen from disk on the next attempt
-                    }
-                    let delay = self.backoff.failed();
-                    self.set_error(slot, Some(message));
-                    slot.status.lock().unwrap_or_else(|p| p.into_inner()).retries += 1;
-                    delay
-                }
-            };
-            shared.heartbeat.store(unix_now(), Ordering::SeqCst);
-            slot.wait(delay, shared);
-        }
-    }
-
-    /// Open the stream if needed (or, after a failure, clear uploads the
-    /// failed attempt left open), then run one pass.
-    fn attempt(
-        &self,
-        stream: &mut Option<Stream>,
-        after_failure: bool,
-        slot: &Slot,
-        stopped: &dyn Fn() -> bool,
-    ) -> Result<PassReport, Error> {
-        if stream.is_none() {
-            let opened = Stream::open(
-                self.config.clone(),
-                &self.state_dir,
-                Arc::clone(&self.target),
-                Arc::clone(&slot.status),
-            )?;
-            *stream = Some(opened);
-        } else if let Some(open) = stream.as_ref().filter(|_| after_failure) {
-            // The last attempt failed: an upload it could not abort may
-            // still be open on the target; clear it before trying again.
-            open.abort_stale_uploads()?;
-        }
-        stream.as_mut().expect("opened above").pass(false, stopped)
-    }
-
-    fn set_error(&self, slot: &Slot, error: Option<String>) {
-        let mut status = slot.status.lock().unwrap_or_else(|p| p.into_inner());
-        status.backoff_ms = self.backoff.current().map(|d| d.as_millis() as u64);
-        status.last_error = error;
-    }
-}
-
-fn park_until_stopped(slot: &Slot, shared: &Shared) {
-    while !shared.stop.load(Ordering::SeqCst) {
-        slot.wait(Duration::from_secs(3600), shared);
-    }
-}
-
 /// A stream's name and how its pass went.
 pub type StreamOutcome = (String, Result<PassReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
 /// final batches included: `run --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
+    statedir::process_start();
     let target = target::open(&config.global)?;
+    let state_dir = &config.global.state_dir;
     let outcomes = thread::scope(|scope| {
         let handles: Vec<_> = config
             .streams
@@ -335,13 +346,13 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .map(|stream_config| {
                 let target = Arc::clone(&target);
                 scope.spawn(move || {
-                    let status = Arc::new(Mutex::new(StreamStatus {
+                    let status = Arc::new(StatusCell::new(StreamStatus {
                         stream: stream_config.name.clone(),
                         ..Default::default()
                     }));
-                    let mut stream =
-                        Stream::open(stream_config.clone(), &config.global.state_dir, target, status)?;
-                    stream.pass(true, &|| false)
+                    let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
+                    let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
+                    stream.pass(true, Hints::default(), &|| false)
                 })
             })
             .collect();

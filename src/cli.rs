@@ -186,8 +186,10 @@ const COMMANDS: &[CommandSpec] = &[
         name: "status",
         synopsis: "[--json]",
         summary: "show each stream's positions, lag, errors and backoff",
-        about: "Show per stream: archived and committed position, lag, last success,\n\
-                last error, next snapshot and backoff state.",
+        about: "Show per stream: whether a daemon runs, archived and committed position\n\
+                (the highest position up to which every segment is sealed, i.e. complete),\n\
+                lag (sealed segments not yet archived), last success, last error, next\n\
+                snapshot and backoff state.",
         options: |o| {
             o.optflag("", "json", "print JSON instead of text");
         },

@@ -15,14 +15,16 @@ use crate::archiver;
 use crate::catalog;
 use crate::cli::{Command, Invocation};
 use crate::config::{self, Config, StreamConfig};
-use crate::daemon;
+use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, StreamRules, journal};
+use crate::manifest::{Record, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::source;
+use crate::statedir;
 use crate::status::StreamStatus;
+use crate::stream;
 use crate::target;
 
 /// Print a line on stdout, `println!`-style, through [`print`].
@@ -110,14 +112,6 @@ fn run_once(config: &Config) -> Result<(), Error> {
     match failed {
         0 => Ok(()),
         count => Err(Error::Failed { count, what: "stream", exit_code: EXIT_FAILURE }),
-    }
-}
-
-/// The target as configured, for messages.
-pub(crate) fn target_name(config: &Config) -> String {
-    match &config.global.target {
-        config::TargetUrl::File(p) => format!("file://{}", p.display()),
-        config::TargetUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
     }
 }
 
@@ -209,8 +203,11 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
 }
 
 fn status(config: &Config, json: bool) -> Result<(), Error> {
-    let statuses: Vec<StreamStatus> =
-        config.streams.iter().map(|s| stream_status(config, s)).collect::<Result<_, _>>()?;
+    let statuses: Vec<StreamStatus> = config
+        .streams
+        .iter()
+        .map(|s| stream::status_from_disk(&config.global.state_dir, s))
+        .collect::<Result<_, _>>()?;
     if json {
         let items: Vec<String> = statuses.iter().map(StreamStatus::to_json).collect();
         outln!("[{}]", items.join(","))?;
@@ -221,30 +218,6 @@ fn status(config: &Config, json: bool) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// A stream's status from disk: archived position from the journal,
-/// committed position from a fresh scan, the rest from the daemon's file.
-fn stream_status(config: &Config, stream: &StreamConfig) -> Result<StreamStatus, Error> {
-    let state_dir = catalog::stream_state_dir(&config.global.state_dir, &stream.name);
-    let mut status = std::fs::read_to_string(state_dir.join("status"))
-        .map(|text| StreamStatus::from_file_text(&text))
-        .unwrap_or_default();
-    status.stream = stream.name.clone();
-    // Only the last record matters: stream the journal, never hold it whole.
-    let rules = StreamRules::new(&stream.name, &stream.naming);
-    let journal =
-        journal::read_summary(&catalog::journal_path(&config.global.state_dir, &stream.name), &rules)?;
-    status.archived_position = journal.last.as_ref().map(Record::last);
-    match source::scan(&stream.dir, &stream.naming, |_| true) {
-        Ok(segments) => {
-            let sealed = source::sealed_count(&segments, stream.seal, stream.seal_idle, SystemTime::now());
-            status.committed_position =
-                source::committed_position(&segments, sealed, status.archived_position);
-        }
-        Err(e) => status.last_error = Some(e.to_string()),
-    }
-    Ok(status)
 }
 
 fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error> {
@@ -314,7 +287,7 @@ fn check(config: &Config) -> Result<(), Error> {
 
 fn check_writable(dir: &std::path::Path) -> Result<(), String> {
     durable::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
-    let probe = dir.join(".walship-check");
+    let probe = statedir::check_probe(dir);
     durable::write_file(&probe, b"check\n").map_err(|e| format!("cannot write in it: {e}"))?;
     std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))
 }

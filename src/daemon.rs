@@ -1,7 +1,14 @@
 //! The daemon's life as a process: start the archiver, then wait for
-//! signals — SIGTERM/SIGINT stop it, SIGHUP reloads the config (a valid one
-//! replaces the running archiver, an invalid one is refused) — and keep
+//! signals — SIGTERM/SIGINT stop it, SIGHUP reloads the config — and keep
 //! systemd informed (readiness, status line, watchdog) when it runs us.
+//!
+//! A reload applies a valid config without a restart of the process: when
+//! only `[stream]` sections changed, only the changed streams restart (new
+//! ones start, removed ones stop) and the others run on undisturbed; a
+//! change under `[global]` (target, state directory, intervals, metrics)
+//! affects every stream, so the whole archiver restarts. An invalid config
+//! is refused and the running one stays in force. Starting with every stream
+//! locked by another process is an error (exit 1).
 //!
 //! The archiving itself is `archiver`'s; this module only drives it.
 
@@ -9,7 +16,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::archiver::Archiver;
-use crate::commands::target_name;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::notify::{self, Notifier};
@@ -55,6 +61,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
     archiver.stop();
     log::info!("stopped");
     Ok(())
+}
+
+/// The target as configured, for messages.
+pub fn target_name(config: &Config) -> String {
+    match &config.global.target {
+        config::TargetUrl::File(p) => format!("file://{}", p.display()),
+        config::TargetUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+    }
 }
 
 /// Start the archiver with the daemon's signals blocked in its threads, so
@@ -103,10 +117,33 @@ fn reload(
     if new.global.log_level != config.global.log_level {
         log::warn!("reload: the new log_level applies at the next restart");
     }
+    let changes = describe_changes(config, &new);
+    if running.can_reload_streams(&new) {
+        // Only streams changed: restart those alone, the others run on.
+        let mut running = running;
+        let applied = keeping_watchdog_fed(notifier, tick, || running.reload_streams(&new));
+        return match applied {
+            Ok(()) => {
+                log::info!("reloaded {}: {changes}", path.display());
+                *config = new;
+                Ok(running)
+            }
+            Err(error) => {
+                // Only a thread that could not be spawned gets here.
+                log::error!("reload: cannot start every stream of {}: {error}", path.display());
+                *failure = Some(error.to_string());
+                *config = new;
+                Ok(running)
+            }
+        };
+    }
     let old = &*config;
     match keeping_watchdog_fed(notifier, tick, || switch_archiver(old, &new, running))? {
         Switched::New(archiver) => {
-            log::info!("reloaded {}: {}", path.display(), describe_changes(config, &new));
+            log::info!(
+                "reloaded {}: {changes}; every stream restarted (global settings changed)",
+                path.display()
+            );
             *config = new;
             Ok(archiver)
         }

@@ -1,34 +1,74 @@
 //! The one path for durable local writes: write a temp file beside the
-//! destination, fsync it, rename it into place, fsync the directory.
+//! destination, fsync it, rename it into place, fsync the directory. The
+//! state directory's files (position, status), the file target's objects
+//! and the metrics textfile are written here; the journal appends and
+//! fsyncs its own file (an append is not a replacement).
 //!
 //! After `write_atomic` returns, the file survives a power loss with either
-//! its old or its new content, never a mix. Temp names start with '.', so
-//! directory scans and listings skip them; a crash can leave one behind,
-//! which the next write of the same name replaces.
+//! its old or its new content, never a mix. Temp names have one shape,
+//! `.NAME.PID-N.tmp` ([`is_temp_name`]): they start with '.', so directory
+//! scans skip them, and each is unique, so two writers never share one. A
+//! crash can leave one behind; [`remove_stale_temps`] removes those at the
+//! next start (only names of that shape, only files older than the process).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 /// Write `path` atomically and durably; `fill` writes the content.
 pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
-    let dir = parent_dir(path);
-    let temp = temp_path(path);
-    let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        let value = fill(&mut file)?;
-        file.flush()?;
-        file.sync_all()?;
-        fs::rename(&temp, path)?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-        return result;
+    let mut temp = TempFile::create(path)?;
+    let value = fill(temp.file())?;
+    temp.persist()?;
+    sync_dir(parent_dir(path))?;
+    Ok(value)
+}
+
+/// A temp file beside its destination, filled by the caller, then fsync'd
+/// and renamed over the destination by [`persist`](TempFile::persist); removed
+/// if dropped before. Created exclusively (`O_EXCL`): a file or link already
+/// at the temp name is never opened or followed. For writing many files, the
+/// directory is synced once at the end by the caller ([`sync_dir`]);
+/// [`write_atomic`] does both for one file.
+pub struct TempFile {
+    file: File,
+    temp: PathBuf,
+    dest: PathBuf,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// Create the temp file for `dest` (named as [`is_temp_name`] says).
+    pub fn create(dest: &Path) -> io::Result<TempFile> {
+        let temp = temp_path(dest);
+        let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        Ok(TempFile { file, temp, dest: dest.to_path_buf(), persisted: false })
     }
-    sync_dir(dir)?;
-    result
+
+    /// The file to fill.
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Flush and fsync the content, then rename it over the destination.
+    /// The rename is durable once the directory is synced.
+    pub fn persist(mut self) -> io::Result<()> {
+        self.file.flush()?;
+        self.file.sync_all()?;
+        fs::rename(&self.temp, &self.dest)?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// Write `bytes` to `path` atomically and durably.
@@ -71,17 +111,49 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`):
-/// a write in progress, or left by a crash. Listings hide exactly these.
+/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`,
+/// decimal PID and N): a write in progress, or left by a crash. Listings
+/// hide exactly these, and [`remove_stale_temps`] removes only these.
 pub fn is_temp_name(file_name: &str) -> bool {
     let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
         return false;
     };
-    let Some((_, unique)) = inner.rsplit_once('.') else {
-        return false;
+    let Some((name, unique)) = inner.rsplit_once('.') else { return false };
+    let Some((pid, n)) = unique.split_once('-') else { return false };
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    !name.is_empty() && decimal(pid) && decimal(n)
+}
+
+/// Remove the temp files of [`write_atomic`] directly in `dir` last modified
+/// before `older_than` (a crash left them: a write in progress keeps its
+/// file's time moving). Nothing else is touched; a missing `dir` holds none.
+/// Returns the files removed.
+pub fn remove_stale_temps(dir: &Path, older_than: SystemTime) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    unique.split_once('-').is_some_and(|(pid, n)| digits(pid) && digits(n))
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_name().to_str().is_some_and(is_temp_name) {
+            continue;
+        }
+        let Ok(meta) = entry.path().symlink_metadata() else { continue };
+        let stale = meta.modified().is_ok_and(|m| m < older_than);
+        if meta.is_file() && stale {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -108,9 +180,63 @@ mod tests {
         let temp = temp_path(Path::new("/archive/s/batches/0000-0001"));
         let name = temp.file_name().unwrap().to_str().unwrap();
         assert!(is_temp_name(name), "{name}");
-        for other in ["a.tmp", ".a.tmp", ".a.1-x.tmp", ".a.-1.tmp", "a.part", "c~", ".hidden", ".a.12-3.tmpx"]
-        {
+        assert!(is_temp_name(".status.123-0.tmp"));
+        for other in [
+            "a.tmp",
+            ".a.tmp",
+            ".a.1-x.tmp",
+            ".a.-1.tmp",
+            "a.part",
+            "c~",
+            ".hidden",
+            ".a.12-3.tmpx",
+            "status",
+            "status.1-2.tmp",
+            ".status.1-.tmp",
+            "..1-2.tmp",
+        ] {
             assert!(!is_temp_name(other), "{other}");
         }
+    }
+
+    /// Regression: a crash left `.status.*.tmp` files (and a 710 MB temp on
+    /// the file target) that nothing ever removed.
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("walship-durable-stale-{}", std::process::id()));
+        create_dir_all(&dir).unwrap();
+        let old = SystemTime::now() - std::time::Duration::from_secs(3600);
+        for name in [".status.1-0.tmp", "status", ".other", "keep.1-0.tmp"] {
+            fs::write(dir.join(name), b"x").unwrap();
+            File::options().write(true).open(dir.join(name)).unwrap().set_modified(old).unwrap();
+        }
+        fs::write(dir.join(".fresh.2-0.tmp"), b"in progress").unwrap();
+        let started = SystemTime::now() - std::time::Duration::from_secs(60);
+        let removed = remove_stale_temps(&dir, started).unwrap();
+        assert_eq!(removed, vec![dir.join(".status.1-0.tmp")]);
+        let mut left: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [".fresh.2-0.tmp", ".other", "keep.1-0.tmp", "status"]);
+        assert!(remove_stale_temps(&dir.join("missing"), started).unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_temp_file_is_renamed_into_place_or_removed() {
+        let dir = std::env::temp_dir().join(format!("walship-durable-excl-{}", std::process::id()));
+        create_dir_all(&dir).unwrap();
+        let dest = dir.join("file");
+        let mut temp = TempFile::create(&dest).unwrap();
+        temp.file().write_all(b"content").unwrap();
+        let name = temp.temp.clone();
+        assert!(is_temp_name(name.file_name().unwrap().to_str().unwrap()));
+        temp.persist().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"content");
+        let dropped = TempFile::create(&dest).unwrap();
+        let dropped_name = dropped.temp.clone();
+        drop(dropped);
+        assert!(!dropped_name.exists(), "a dropped temp file is removed");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

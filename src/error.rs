@@ -53,8 +53,9 @@ pub enum Error {
     NotInArchive { stream: String, name: String },
     /// Restore stopped at a gap.
     Gap { stream: String, first: u64, last: u64, reason: String, restored_to: Option<u64> },
-    /// Another process holds the stream's lock.
-    Locked { stream: String, path: PathBuf },
+    /// Another process holds the stream's lock (`holder`: its PID, when
+    /// the lock file tells).
+    Locked { stream: String, path: PathBuf, holder: Option<u32> },
     /// Restore was asked to write where it must not.
     UnsafeRestore { path: PathBuf, detail: String },
     /// `restore`: the archive holds nothing (`end` is `None`), or ends
@@ -139,12 +140,16 @@ impl fmt::Display for Error {
                 }
                 write!(f, "pass --allow-gaps to restore past it")
             }
-            Error::Locked { stream, path } => write!(
-                f,
-                "stream {stream}: another walship process is archiving it (lock {} is held); \
-                 stop it first",
-                path.display()
-            ),
+            Error::Locked { stream, path, holder } => {
+                let process = holder.map_or("another walship process".to_string(), |pid| {
+                    format!("another walship process (PID {pid})")
+                });
+                write!(
+                    f,
+                    "stream {stream}: {process} is archiving it (lock {} is held); stop it first",
+                    path.display()
+                )
+            }
             Error::UnsafeRestore { path, detail } => {
                 write!(f, "refusing to write {}: {detail}", path.display())
             }

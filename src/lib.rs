@@ -1,28 +1,42 @@
 //! walship: continuous archiving of append-only segment logs to object
 //! storage or a mounted filesystem.
 //!
-//! Data flow, per stream (one thread each, see [`archiver`]):
+//! Data flow, per stream (one thread each):
 //!
 //! ```text
-//! source (scan dir, seal) ──facts──▶ plan (pure rules) ──step──▶ stream
-//!   stream: mmap segments ─▶ CRC32 ─▶ target.put(batch) ─▶ catalog (remote record)
-//!           ─▶ manifest journal (fsync) ─▶ position file ─▶ delete/mark segments
+//! mailbox (wake, archive now, stop) ─▶ worker ─▶ pass:
+//!   source (scan dir) ─facts─▶ plan (seal, committed, next step: pure)
+//!   ─▶ prepare (mmap + CRC32) ─▶ upload (target.put, or heal) ─▶ commit:
+//!      remote record (catalog) ─▶ journal (fsync) ─▶ position file ─▶ delete/mark
 //! ```
 //!
-//! The rules of what to archive when ([`plan`], [`retry`]) are pure
-//! functions; [`source`] and [`target`] only do I/O; [`stream`] ties them
-//! together for one stream; [`manifest`] is the durable record and its
-//! format; [`catalog`] joins the local journal with the records on the
-//! target, which alone suffice to restore ([`restore`]) and to resume.
-//! [`commands`] implements the CLI on top, [`daemon`] the long-running
-//! process (signals, reload, systemd [`notify`]); `main.rs` only maps errors
-//! to exit codes. Around them: [`metrics`] (Prometheus text), [`status`],
-//! [`mapguard`] (surviving a segment truncated under its memory map),
-//! [`durable`] (the one path for durable local writes), [`crc`] (CRC32 of a
-//! concatenation from its pieces').
+//! To follow one batch from directory to stored object to record, read in
+//! this order: [`archiver`] (starts one thread per stream, the library API,
+//! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
+//! messages in [`stream::mailbox`]) → [`stream`] (a pass: scan, plan, the
+//! three stages) → [`source`] (which files are segments, memory maps) →
+//! [`plan`] (sealing, committed position, the batch and gap rules: pure) →
+//! `stream::prepare` (map and checksum; [`mapguard`] survives a segment
+//! truncated under its map) → `stream::upload` (store, or find it already
+//! stored; [`target`] with its [`target::keys`], file and S3 backends) →
+//! `stream::commit` (the remote record through [`catalog`], the local
+//! journal of [`manifest`], the position file, the acknowledgement).
+//! `stream::adopt` checks records adopted from the target against the local
+//! segments before they can acknowledge anything.
 //!
-//! Embedding: [`archiver::Archiver`] starts the streams, wakes one at once,
-//! reports status, and stops them.
+//! Around them: [`statedir`] (every path under `state_dir`, the stream
+//! lock, stale temp files), [`durable`] (the one path for durable local
+//! writes: temp, fsync, rename, directory fsync), [`status`] (what a stream
+//! reports, mirrored to its status file) and [`metrics`] (its Prometheus
+//! page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation from its
+//! pieces'). The remote records alone suffice to restore
+//! ([`restore`]) and to resume. [`commands`] implements the CLI on top,
+//! [`daemon`] the long-running process (signals, reload, systemd
+//! [`notify`]); `main.rs` only maps errors to exit codes.
+//!
+//! Embedding: [`archiver::Archiver`] starts the streams, wakes one at once
+//! (with Gitaly-style water marks), archives a file now, reports status,
+//! reloads and stops them.
 
 pub mod archiver;
 pub mod catalog;
@@ -43,6 +57,7 @@ pub mod restore;
 pub mod retry;
 pub mod signals;
 pub mod source;
+pub mod statedir;
 pub mod status;
 pub mod stream;
 pub mod target;

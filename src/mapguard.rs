@@ -10,14 +10,19 @@
 //! anywhere else gets the default action (the process dies, as it should).
 //!
 //! The handler only touches atomics and calls `mmap`, a plain system call on
-//! Linux. Ranges live in a fixed table, since a handler cannot lock or
-//! allocate; a map that finds no free slot is simply not guarded.
+//! Linux: it cannot lock or allocate. Ranges therefore live in a chain of
+//! fixed-size tables of atomics: a static first table, and more tables
+//! allocated (outside the handler) when every slot is taken and linked in
+//! with one atomic store, never freed, so the handler can always walk the
+//! chain. Every map is guarded, whatever the batch size; the chain only
+//! grows to the largest number of maps held at once.
 
+use std::ptr;
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-/// How many maps can be guarded at once (a batch maps all its segments).
-const SLOTS: usize = 4096;
+/// Slots per table.
+const SLOTS: usize = 1024;
 
 struct Slot {
     /// Start address; 0 when the slot is free.
@@ -26,30 +31,42 @@ struct Slot {
     faulted: AtomicBool,
 }
 
+/// One table of slots, and the next one in the chain (null at the end).
+struct Table {
+    slots: [Slot; SLOTS],
+    next: AtomicPtr<Table>,
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const FREE: Slot =
     Slot { start: AtomicUsize::new(0), len: AtomicUsize::new(0), faulted: AtomicBool::new(false) };
-static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
+static FIRST: Table = Table { slots: [FREE; SLOTS], next: AtomicPtr::new(ptr::null_mut()) };
 static INSTALL: Once = Once::new();
+
+/// The tables of the chain, in order.
+fn tables() -> impl Iterator<Item = &'static Table> {
+    std::iter::successors(Some(&FIRST), |table| {
+        // SAFETY: a non-null `next` points to a leaked table, never freed.
+        unsafe { table.next.load(Ordering::SeqCst).as_ref() }
+    })
+}
 
 /// A guarded address range; unregisters on drop. Drop it before the map.
 pub struct Registration {
-    slot: Option<usize>,
+    slot: &'static Slot,
 }
 
 impl Registration {
     /// Whether a read in the range hit a page past the end of the file.
     pub fn faulted(&self) -> bool {
-        self.slot.is_some_and(|i| TABLE[i].faulted.load(Ordering::SeqCst))
+        self.slot.faulted.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            TABLE[i].len.store(0, Ordering::SeqCst);
-            TABLE[i].start.store(0, Ordering::SeqCst);
-        }
+        self.slot.len.store(0, Ordering::SeqCst);
+        self.slot.start.store(0, Ordering::SeqCst);
     }
 }
 
@@ -57,15 +74,37 @@ impl Drop for Registration {
 pub fn register(start: *const u8, len: usize) -> Registration {
     INSTALL.call_once(install_handler);
     let start = start as usize;
-    for (i, slot) in TABLE.iter().enumerate() {
-        if slot.start.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+    let claim = |slot: &'static Slot| {
+        let free = slot.start.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        free.then(|| {
             slot.faulted.store(false, Ordering::SeqCst);
             slot.len.store(len, Ordering::SeqCst);
-            return Registration { slot: Some(i) };
+            Registration { slot }
+        })
+    };
+    loop {
+        let mut last = &FIRST;
+        for table in tables() {
+            if let Some(registration) = table.slots.iter().find_map(claim) {
+                return registration;
+            }
+            last = table;
         }
+        // Every slot is taken: link a new table after the last one (or, if
+        // another thread just did, look again).
+        let table: &'static Table =
+            Box::leak(Box::new(Table { slots: [FREE; SLOTS], next: AtomicPtr::new(ptr::null_mut()) }));
+        let linked = last.next.compare_exchange(
+            ptr::null_mut(),
+            ptr::from_ref(table).cast_mut(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        if linked.is_ok() {
+            log::debug!("more than {} segment maps at once: guard table grown", SLOTS);
+        }
+        // A table that lost the race stays unused (a few KiB, once).
     }
-    log::debug!("no free slot to guard a segment map against truncation");
-    Registration { slot: None }
 }
 
 fn install_handler() {
@@ -83,7 +122,7 @@ fn install_handler() {
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, _context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let address = unsafe { (*info).si_addr() } as usize;
-    for slot in &TABLE {
+    for slot in tables().flat_map(|table| table.slots.iter()) {
         let start = slot.start.load(Ordering::SeqCst);
         let len = slot.len.load(Ordering::SeqCst);
         if start != 0 && address >= start && address < start + len {
@@ -145,6 +184,33 @@ mod tests {
         assert!(sum >= 7 * 4096, "the part still in the file reads as before");
         drop(guard);
         drop(map);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Regression: the table had 4,096 slots while a batch may map 100,000
+    /// segments; maps beyond the slots ran unguarded, and a segment
+    /// truncated under one killed the daemon with SIGBUS.
+    #[test]
+    fn maps_beyond_the_first_table_are_guarded_too() {
+        // Fill more than four tables (more than the old fixed table) with ranges far below any mapping.
+        let fillers: Vec<Registration> =
+            (0..4 * SLOTS + 5).map(|i| register((16 + i * 8) as *const u8, 8)).collect();
+        let dir = std::env::temp_dir().join(format!("walship-mapguard-many-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment");
+        let mut file =
+            OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+        file.write_all(&vec![7u8; 64 * 1024]).unwrap();
+        // SAFETY: test-only map of a file this test owns.
+        let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+        let guard = register(map.as_ptr(), map.len());
+        file.set_len(0).unwrap();
+        let sum: u64 = map.iter().map(|&b| b as u64).sum();
+        assert!(guard.faulted(), "a map registered after {} others must be guarded", fillers.len());
+        assert_eq!(sum, 0);
+        drop(guard);
+        drop(map);
+        drop(fillers);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -12,32 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::status::StreamStatus;
-
-/// Upper bounds (seconds) of the upload-duration histogram buckets.
-pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-/// A cumulative histogram of upload durations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Histogram {
-    /// Observations at or below each bound of [`DURATION_BUCKETS`].
-    pub buckets: [u64; DURATION_BUCKETS.len()],
-    pub count: u64,
-    pub sum_micros: u64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        self.count += 1;
-        self.sum_micros += duration.as_micros() as u64;
-    }
-}
+use crate::status::{DURATION_BUCKETS, StreamStatus};
 
 /// The metrics page for `streams`, with the process heartbeat (seconds since
 /// the epoch).
@@ -66,7 +41,7 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         &|s| s.committed_position,
     );
     gauge(&mut out, "walship_lag_segments", "Sealed segments not yet archived.", "gauge", &|s| {
-        Some(s.lag_segments())
+        Some(s.lag_segments)
     });
     gauge(&mut out, "walship_uploaded_bytes_total", "Bytes of batches uploaded.", "counter", &|s| {
         Some(s.uploaded_bytes)
@@ -164,6 +139,7 @@ mod tests {
             stream: "sensors".into(),
             archived_position: Some(99),
             committed_position: Some(104),
+            lag_segments: 5,
             gaps_recorded: 2,
             uploads_ok: 10,
             uploads_failed: 1,

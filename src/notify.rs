@@ -184,7 +184,7 @@ pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) ->
 /// lag, and the first failing stream's error.
 pub fn status_line(statuses: &[StreamStatus]) -> String {
     let count = statuses.len();
-    let lag: u64 = statuses.iter().map(StreamStatus::lag_segments).sum();
+    let lag: u64 = statuses.iter().map(|s| s.lag_segments).sum();
     let mut line =
         format!("archiving {count} stream{}; lag {lag} segment{}", plural(count as u64), plural(lag));
     let mut failing = statuses.iter().filter_map(|s| s.last_error.as_deref().map(|e| (&s.stream, e)));
@@ -247,6 +247,7 @@ mod tests {
             stream: name.into(),
             archived_position: archived,
             committed_position: committed,
+            lag_segments: crate::plan::lag_segments(committed, archived, Some(0)),
             last_error: error.map(str::to_string),
             ..Default::default()
         }

@@ -1,4 +1,5 @@
-//! The product's core rules, as pure functions of values: which positions
+//! The product's core rules, as pure functions of values: which present
+//! segments are sealed, the committed position and the lag, which positions
 //! the next batch covers, when a batch (or a short one) is ready, when a gap
 //! must be recorded, where the next snapshot falls, and the config rule that
 //! ties the two intervals together.
@@ -22,8 +23,55 @@ pub fn next_batch(last_archived: Option<u64>, lowest_present: u64, batch_size: u
         (None, 0) => return (0, 0),
         (None, lowest) => lowest - 1,
     };
-    let first = last + 1;
-    (first, (last / batch_size + 1) * batch_size)
+    // Saturating: positions near u64::MAX are refused at the source; the
+    // plan must not overflow on them all the same.
+    let first = last.saturating_add(1);
+    (first, (last / batch_size).saturating_add(1).saturating_mul(batch_size))
+}
+
+/// How the newest present segment becomes sealed (every older one is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sealing {
+    /// Every file is sealed on sight: a spool, where files arrive by atomic
+    /// rename (`seal = spool`).
+    pub on_sight: bool,
+    /// The newest segment is sealed once it has been idle this long
+    /// (`seal_idle`).
+    pub idle: Option<Duration>,
+    /// Every position up to this one is sealed because the application said
+    /// so: its high water mark, or "archive this file now".
+    pub through: Option<u64>,
+}
+
+/// How many of the present segments (`positions`, sorted) are sealed: all
+/// of them in a spool, every one but the newest otherwise — the newest too
+/// once it has been idle long enough (`newest_age`) or the application has
+/// declared it sealed. Sealed segments are always a prefix.
+pub fn sealed_count(positions: &[u64], newest_age: Duration, sealing: Sealing) -> usize {
+    let Some(&newest) = positions.last() else { return 0 };
+    let newest_idle = sealing.idle.is_some_and(|idle| newest_age >= idle);
+    let declared = sealing.through.is_some_and(|through| newest <= through);
+    if sealing.on_sight || newest_idle || declared { positions.len() } else { positions.len() - 1 }
+}
+
+/// The committed position: the last sealed present segment, never behind
+/// what is already archived (archived segments may have been deleted, or
+/// skipped by the scan).
+pub fn committed_position(last_sealed: Option<u64>, archived: Option<u64>) -> Option<u64> {
+    last_sealed.max(archived)
+}
+
+/// Sealed segments not yet archived: from the position after the archived
+/// one (or, with nothing archived, from the lowest present segment) up to
+/// the committed position.
+pub fn lag_segments(committed: Option<u64>, archived: Option<u64>, lowest_present: Option<u64>) -> u64 {
+    let Some(committed) = committed else { return 0 };
+    let next = match (archived, lowest_present) {
+        (Some(archived), _) => archived.saturating_add(1),
+        (None, Some(lowest)) => lowest,
+        (None, None) => return 0,
+    };
+    (committed + 1).saturating_sub(next)
 }
 
 /// The position of the next snapshot: the next interval boundary after the
@@ -95,17 +143,31 @@ pub struct BatchPolicy {
     /// Upload every sealed segment now, short batch included (`run --once`,
     /// shutdown).
     pub flush: bool,
+    /// Upload a short batch once its run of sealed segments reaches this
+    /// position ("archive this file now").
+    pub flush_through: Option<u64>,
+    /// The application's low water mark: the oldest position it still
+    /// holds. Positions below it that are neither archived nor present will
+    /// never come.
+    pub low_water_mark: Option<u64>,
 }
 
 /// Decide the next step from the last archived position and the present
 /// segments (sorted by position, unique).
 ///
 /// A position missing while a higher-numbered segment exists will never
-/// arrive (names are sequential), so it becomes a gap; a batch whose range
-/// has such a hole is shipped up to the hole first.
+/// arrive (names are sequential), so it becomes a gap; so does one below the
+/// application's low water mark. A batch whose range has such a hole is
+/// shipped up to the hole first.
 pub fn next_step(last_archived: Option<u64>, present: &[SegmentFact], policy: BatchPolicy) -> Step {
     let waiting: Vec<&SegmentFact> =
         present.iter().filter(|s| last_archived.is_none_or(|last| s.position > last)).collect();
+    if let (Some(last), Some(low)) = (last_archived, policy.low_water_mark) {
+        let first = last.saturating_add(1);
+        if low > first && waiting.first().is_none_or(|s| s.position >= low) {
+            return Step::Gap { first, last: low - 1 };
+        }
+    }
     let Some(lowest) = waiting.first() else {
         return Step::Wait;
     };
@@ -134,7 +196,8 @@ pub fn next_step(last_archived: Option<u64>, present: &[SegmentFact], policy: Ba
         return Step::Upload { first, last: run_last, short: false };
     }
     let delay_expired = policy.max_batch_delay.is_some_and(|delay| lowest.age >= delay);
-    if hole_follows || policy.flush || delay_expired {
+    let asked_for = policy.flush_through.is_some_and(|through| (first..=run_last).contains(&through));
+    if hole_follows || policy.flush || delay_expired || asked_for {
         return Step::Upload { first, last: run_last, short: true };
     }
     Step::Wait
@@ -211,7 +274,13 @@ mod tests {
         positions.map(|position| SegmentFact { position, sealed: true, age: Duration::ZERO }).collect()
     }
 
-    const B10: BatchPolicy = BatchPolicy { batch_size: 10, max_batch_delay: None, flush: false };
+    const B10: BatchPolicy = BatchPolicy {
+        batch_size: 10,
+        max_batch_delay: None,
+        flush: false,
+        flush_through: None,
+        low_water_mark: None,
+    };
 
     #[test]
     fn full_batches_upload_and_partial_ones_wait() {
@@ -270,5 +339,77 @@ mod tests {
             next_step(None, &sealed(42..=60), B10),
             Step::Upload { first: 42, last: 50, short: false }
         );
+    }
+
+    #[test]
+    fn low_water_mark_above_the_next_position_is_a_gap() {
+        let policy = BatchPolicy { low_water_mark: Some(8), ..B10 };
+        // Nothing present yet: the application no longer holds 5..=7.
+        assert_eq!(next_step(Some(4), &[], policy), Step::Gap { first: 5, last: 7 });
+        assert_eq!(next_step(Some(4), &sealed(8..=9), policy), Step::Gap { first: 5, last: 7 });
+        // Segments below the mark still present are archived, not skipped.
+        assert_eq!(
+            next_step(Some(4), &sealed(6..=9), policy),
+            Step::Gap { first: 5, last: 5 },
+            "the lowest present segment decides first"
+        );
+        assert_eq!(next_step(Some(4), &sealed(5..=9), policy), Step::Wait);
+        // A mark at or below the next position says nothing new.
+        assert_eq!(next_step(Some(7), &[], policy), Step::Wait);
+        // With nothing archived, the stream simply starts at the mark.
+        assert_eq!(next_step(None, &[], policy), Step::Wait);
+    }
+
+    #[test]
+    fn flush_through_ships_a_short_batch_up_to_the_file_asked_for() {
+        let policy = BatchPolicy { flush_through: Some(3), ..B10 };
+        assert_eq!(
+            next_step(Some(0), &sealed(1..=3), policy),
+            Step::Upload { first: 1, last: 3, short: true }
+        );
+        assert_eq!(next_step(Some(0), &sealed(1..=2), policy), Step::Wait);
+        assert_eq!(next_step(Some(3), &sealed(4..=5), policy), Step::Wait);
+    }
+
+    #[test]
+    fn sealing_rules() {
+        let (old, new) = (Duration::from_secs(60), Duration::ZERO);
+        let next = Sealing::default();
+        assert_eq!(sealed_count(&[1, 2, 3], new, next), 2);
+        assert_eq!(sealed_count(&[1, 2, 3], new, Sealing { on_sight: true, ..next }), 3);
+        let idle = Sealing { idle: Some(Duration::from_secs(30)), ..next };
+        assert_eq!(sealed_count(&[1, 2, 3], new, idle), 2);
+        assert_eq!(sealed_count(&[1, 2], old, idle), 2);
+        assert_eq!(sealed_count(&[1, 2], old, next), 1);
+        assert_eq!(sealed_count(&[], old, Sealing { on_sight: true, ..next }), 0);
+        // The application's high water mark seals the newest segment.
+        assert_eq!(sealed_count(&[1, 2, 3], new, Sealing { through: Some(3), ..next }), 3);
+        assert_eq!(sealed_count(&[1, 2, 3], new, Sealing { through: Some(2), ..next }), 2);
+    }
+
+    #[test]
+    fn committed_position_is_the_last_sealed_and_never_behind_archived() {
+        assert_eq!(committed_position(Some(5), None), Some(5));
+        assert_eq!(committed_position(Some(5), Some(3)), Some(5));
+        assert_eq!(committed_position(None, None), None);
+        assert_eq!(committed_position(None, Some(9)), Some(9));
+    }
+
+    /// Regression: a stream whose first segment is 1001 showed a lag of
+    /// 1002 with two sealed segments waiting.
+    #[test]
+    fn lag_counts_from_the_lowest_present_segment_when_nothing_is_archived() {
+        assert_eq!(lag_segments(Some(1002), None, Some(1001)), 2);
+        assert_eq!(lag_segments(Some(0), None, Some(0)), 1);
+        assert_eq!(lag_segments(Some(120), Some(99), Some(50)), 21);
+        assert_eq!(lag_segments(Some(99), Some(99), None), 0);
+        assert_eq!(lag_segments(None, None, Some(3)), 0);
+        assert_eq!(lag_segments(None, Some(4), None), 0);
+    }
+
+    #[test]
+    fn plan_does_not_overflow_at_the_top_of_the_position_range() {
+        assert_eq!(next_batch(Some(u64::MAX - 1), 0, 10).0, u64::MAX);
+        let _ = next_step(Some(u64::MAX - 1), &sealed(u64::MAX..=u64::MAX), B10);
     }
 }

@@ -2,7 +2,7 @@
 //! which are sealed, and read-only memory maps of their bytes.
 //!
 //! A directory scan gathers facts (name, position, size, modification time);
-//! sealing is decided by a pure function of those facts. Nothing here
+//! sealing is decided from those facts by `plan::sealed_count`. Nothing here
 //! uploads, plans batches or touches the manifest.
 
 use std::fs::File;
@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use memmap2::Mmap;
 
-use crate::config::SealMode;
 use crate::mapguard::{self, Registration};
 
 /// How a stream's file names carry positions: `PREFIX{seq}SUFFIX` (decimal)
@@ -205,33 +204,6 @@ fn refresh_newest(segments: &mut [Segment]) {
     }
 }
 
-/// How many of `segments` (sorted by position) are sealed: all of them in a
-/// spool, every one but the newest otherwise — and the newest too once it has
-/// been idle for `seal_idle` (or when `flush_newest` asks for it).
-/// Only the newest can be unsealed, so sealed segments are always a prefix.
-pub fn sealed_count(
-    segments: &[Segment],
-    mode: SealMode,
-    seal_idle: Option<Duration>,
-    now: SystemTime,
-) -> usize {
-    let Some(newest) = segments.last() else { return 0 };
-    let newest_idle = seal_idle.is_some_and(|idle| age(newest.modified, now) >= idle);
-    match mode {
-        SealMode::Spool => segments.len(),
-        SealMode::Next if newest_idle => segments.len(),
-        SealMode::Next => segments.len() - 1,
-    }
-}
-
-/// The committed position: the last of the `sealed` leading `segments`
-/// (sealed ones are always a prefix), never behind what is already archived
-/// (archived segments may have been deleted or skipped by the scan).
-pub fn committed_position(segments: &[Segment], sealed: usize, archived: Option<u64>) -> Option<u64> {
-    let last_sealed = sealed.checked_sub(1).and_then(|i| segments.get(i)).map(|s| s.position);
-    last_sealed.max(archived)
-}
-
 /// Time since `modified`; zero for timestamps in the future (clock steps).
 pub fn age(modified: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(modified).unwrap_or(Duration::ZERO)
@@ -312,10 +284,6 @@ mod tests {
         assert!(Naming::from_pattern(".{seq}").is_err());
     }
 
-    fn seg(position: u64, modified: SystemTime) -> Segment {
-        Segment { position, name: position.to_string(), path: PathBuf::new(), len: 0, modified }
-    }
-
     /// Set a directory's modification time (as if its last change was then).
     fn set_dir_mtime(dir: &Path, when: SystemTime) {
         File::open(dir).unwrap().set_modified(when).unwrap();
@@ -357,30 +325,5 @@ mod tests {
         set_dir_mtime(&dir, fresh);
         assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()).len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn committed_position_is_the_last_sealed_and_never_behind_archived() {
-        let now = SystemTime::UNIX_EPOCH;
-        let segs = [seg(4, now), seg(5, now), seg(6, now)];
-        assert_eq!(committed_position(&segs, 2, None), Some(5));
-        assert_eq!(committed_position(&segs, 2, Some(3)), Some(5));
-        assert_eq!(committed_position(&segs, 0, None), None);
-        assert_eq!(committed_position(&segs, 0, Some(9)), Some(9));
-        assert_eq!(committed_position(&[], 0, Some(9)), Some(9));
-    }
-
-    #[test]
-    fn sealing_modes() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
-        let old = now - Duration::from_secs(60);
-        let segs = [seg(1, old), seg(2, old), seg(3, now)];
-        assert_eq!(sealed_count(&segs, SealMode::Next, None, now), 2);
-        assert_eq!(sealed_count(&segs, SealMode::Spool, None, now), 3);
-        assert_eq!(sealed_count(&segs, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
-        let idle = [seg(1, old), seg(2, old)];
-        assert_eq!(sealed_count(&idle, SealMode::Next, Some(Duration::from_secs(30)), now), 2);
-        assert_eq!(sealed_count(&idle, SealMode::Next, None, now), 1);
-        assert_eq!(sealed_count(&[], SealMode::Spool, None, now), 0);
     }
 }

@@ -1,17 +1,49 @@
 //! What a stream reports about itself: positions, lag, last success and
-//! error, backoff. The daemon keeps one per stream in memory (read by the
-//! library's `Archiver::status`) and mirrors it to a small file in the state
-//! directory whenever what the file shows changes, so `walship status` in
-//! another process can show it (counters for metrics are kept in memory
-//! only). An idle stream's `last_success` reaches the file at most once a
-//! minute (`stream::STATUS_REFRESH_SECS`). Rendering to text and JSON lives
-//! here too.
+//! error, backoff, and the counters metrics are made of. The daemon keeps one
+//! per stream in memory (read by the library's `Archiver::status` and by
+//! `metrics`) and mirrors part of it to the stream's status file (see
+//! `statedir`) whenever what the file shows changes, so `walship status` in
+//! another process can show it; counters stay in memory. An idle stream's
+//! `last_success` reaches the file at most once a minute
+//! ([`StatusCell`]). Rendering to text and JSON lives here too;
+//! the Prometheus page is `metrics`'.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metrics::Histogram;
+/// How often an otherwise unchanged status file is refreshed with a new
+/// `last_success`.
+const STATUS_REFRESH: Duration = Duration::from_secs(60);
+
+/// Upper bounds (seconds) of the upload-duration histogram buckets.
+pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A cumulative histogram of upload durations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`DURATION_BUCKETS`].
+    pub buckets: [u64; DURATION_BUCKETS.len()],
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_micros += duration.as_micros() as u64;
+    }
+}
+
+/// What "committed position" means, where a user reads it.
+pub const COMMITTED_MEANING: &str = "every segment up to it is sealed (complete)";
 
 /// One stream's state, as of its last change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,6 +53,11 @@ pub struct StreamStatus {
     pub archived_position: Option<u64>,
     /// Highest position up to which every present segment is sealed.
     pub committed_position: Option<u64>,
+    /// Sealed segments not yet archived (`plan::lag_segments`).
+    pub lag_segments: u64,
+    /// Whether a daemon archives the stream now. Not in the file: whoever
+    /// reads the file tells (by the stream's lock).
+    pub daemon_running: bool,
     /// Batches archived since the process started.
     pub batches_archived: u64,
     /// Gaps recorded since the process started.
@@ -43,15 +80,6 @@ pub struct StreamStatus {
 }
 
 impl StreamStatus {
-    /// Segments sealed but not yet archived.
-    pub fn lag_segments(&self) -> u64 {
-        match (self.committed_position, self.archived_position) {
-            (Some(c), Some(a)) => c.saturating_sub(a),
-            (Some(c), None) => c + 1,
-            _ => 0,
-        }
-    }
-
     /// The file form: `key=value` lines (values never contain newlines).
     pub fn to_file_text(&self) -> String {
         let mut out = String::new();
@@ -59,6 +87,7 @@ impl StreamStatus {
         let _ = writeln!(out, "stream={}", self.stream);
         let _ = writeln!(out, "archived_position={}", opt(self.archived_position));
         let _ = writeln!(out, "committed_position={}", opt(self.committed_position));
+        let _ = writeln!(out, "lag_segments={}", self.lag_segments);
         let _ = writeln!(out, "batches_archived={}", self.batches_archived);
         let _ = writeln!(out, "gaps_recorded={}", self.gaps_recorded);
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
@@ -78,6 +107,7 @@ impl StreamStatus {
                 "stream" => s.stream = value.to_string(),
                 "archived_position" => s.archived_position = num,
                 "committed_position" => s.committed_position = num,
+                "lag_segments" => s.lag_segments = num.unwrap_or(0),
                 "batches_archived" => s.batches_archived = num.unwrap_or(0),
                 "gaps_recorded" => s.gaps_recorded = num.unwrap_or(0),
                 "last_success" => s.last_success = num,
@@ -96,35 +126,45 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"last_success\":{},\"last_error\":{},\"backoff_ms\":{}}}",
+             \"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
-            self.lag_segments(),
+            self.lag_segments,
             self.batches_archived,
             self.gaps_recorded,
             opt(self.last_success),
             text(self.last_error.as_deref()),
             opt(self.backoff_ms),
+            self.daemon_running,
         )
     }
 
-    /// Lines for a person.
+    /// Lines for a person. A stream no daemon archives says so, and shows
+    /// its last error as of when the daemon stopped, with no retry pending.
     pub fn to_human(&self, now: SystemTime) -> String {
         let pos = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
         let mut out = format!("stream {}\n", self.stream);
+        let daemon = if self.daemon_running { "running" } else { "not running" };
+        let _ = writeln!(out, "  daemon:             {daemon}");
         let _ = writeln!(out, "  archived position:  {}", pos(self.archived_position));
-        let _ = writeln!(out, "  committed position: {}", pos(self.committed_position));
+        let _ = writeln!(out, "  committed position: {} ({COMMITTED_MEANING})", pos(self.committed_position));
+        let segments = if self.lag_segments == 1 { "segment" } else { "segments" };
         let _ =
-            writeln!(out, "  lag:                {}", crate::human::count(self.lag_segments(), "segment"));
-        let success = self.last_success.map_or("never (since the daemon started)".to_string(), |t| {
+            writeln!(out, "  lag:                {} sealed {segments} not yet archived", self.lag_segments);
+        let success = self.last_success.map_or("never".to_string(), |t| {
             let ago = now.duration_since(UNIX_EPOCH + Duration::from_secs(t)).unwrap_or_default();
             format!("{}s ago", ago.as_secs())
         });
         let _ = writeln!(out, "  last success:       {success}");
-        let _ = writeln!(out, "  last error:         {}", self.last_error.as_deref().unwrap_or("none"));
-        if let Some(ms) = self.backoff_ms {
-            let _ = writeln!(out, "  backoff:            retrying in {ms} ms");
+        let error = self.last_error.as_deref().unwrap_or("none");
+        if self.daemon_running {
+            let _ = writeln!(out, "  last error:         {error}");
+            if let Some(ms) = self.backoff_ms {
+                let _ = writeln!(out, "  backoff:            retrying in {ms} ms");
+            }
+        } else {
+            let _ = writeln!(out, "  last error:         {error} (when the daemon last ran)");
         }
         out
     }
@@ -132,6 +172,73 @@ impl StreamStatus {
     /// Mirror this status to `path` (durably, so a reader never sees half).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         crate::durable::write_file(path, self.to_file_text().as_bytes())
+    }
+}
+
+/// A stream's status, shared by its thread (which changes it) and readers
+/// (`Archiver::status`, metrics), and mirrored to the status file once the
+/// thread holds the stream's lock.
+#[derive(Debug, Default)]
+pub struct StatusCell {
+    current: Mutex<StreamStatus>,
+    mirror: Mutex<Mirror>,
+}
+
+/// Where the status is mirrored, and what the file last got (the file text
+/// with `last_success` reduced to whether there is one) and when.
+#[derive(Debug, Default)]
+struct Mirror {
+    path: Option<PathBuf>,
+    saved: Option<(String, Instant)>,
+}
+
+impl StatusCell {
+    /// A cell holding `status`, not mirrored yet.
+    pub fn new(status: StreamStatus) -> StatusCell {
+        StatusCell { current: Mutex::new(status), mirror: Mutex::default() }
+    }
+
+    /// The status now.
+    pub fn get(&self) -> StreamStatus {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Mirror to `path` from now on (the caller holds the stream's lock),
+    /// carrying over the `last_success` the file already shows: it is the
+    /// stream's, not this process's.
+    pub fn mirror_to(&self, path: PathBuf) {
+        let previous =
+            std::fs::read_to_string(&path).map(|t| StreamStatus::from_file_text(&t)).unwrap_or_default();
+        *self.mirror.lock().unwrap_or_else(|p| p.into_inner()) = Mirror { path: Some(path), saved: None };
+        self.update(|s| s.last_success = s.last_success.max(previous.last_success));
+    }
+
+    /// Change the status, and mirror it to the file when what `walship
+    /// status` shows has changed (a new `last_success` alone at most every
+    /// a minute, so an idle stream does not write every poll; the
+    /// first one at once, so a pass that archived nothing still counts).
+    pub fn update(&self, change: impl FnOnce(&mut StreamStatus)) {
+        // The file is written under the status lock: once a reader sees a
+        // change, the file shows it too.
+        let mut status = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut status);
+        let mut mirror = self.mirror.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = mirror.path.clone() else { return };
+        let shown =
+            StreamStatus { last_success: status.last_success.map(|_| 0), ..status.clone() }.to_file_text();
+        let due = match &mirror.saved {
+            Some((text, at)) => {
+                *text != shown || (at.elapsed() >= STATUS_REFRESH && status.last_success.is_some())
+            }
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        match status.save(&path) {
+            Ok(()) => mirror.saved = Some((shown, Instant::now())),
+            Err(e) => log::warn!("stream {}: cannot write {}: {e}", status.stream, path.display()),
+        }
     }
 }
 
@@ -168,6 +275,7 @@ mod tests {
             stream: "sensors".into(),
             archived_position: Some(99),
             committed_position: Some(120),
+            lag_segments: 21,
             batches_archived: 10,
             gaps_recorded: 1,
             last_success: Some(1_700_000_000),
@@ -176,7 +284,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(StreamStatus::from_file_text(&s.to_file_text()), s);
-        assert_eq!(s.lag_segments(), 21);
         let empty = StreamStatus { stream: "x".into(), ..Default::default() };
         assert_eq!(StreamStatus::from_file_text(&empty.to_file_text()), empty);
     }
@@ -191,5 +298,24 @@ mod tests {
         let json = s.to_json();
         assert!(json.contains(r#""last_error":"say \"hi\"\u000a""#), "{json}");
         assert!(json.contains(r#""archived_position":null"#), "{json}");
+    }
+
+    /// Regression: after the daemon stopped, `status` still said "retrying
+    /// in 1979 ms" and did not say the daemon was not running.
+    #[test]
+    fn a_stopped_daemon_is_said_and_no_retry_is_shown() {
+        let s = StreamStatus {
+            stream: "s".into(),
+            last_error: Some("boom".into()),
+            backoff_ms: Some(1979),
+            ..Default::default()
+        };
+        let text = s.to_human(SystemTime::now());
+        assert!(text.contains("daemon:             not running"), "{text}");
+        assert!(!text.contains("retrying"), "{text}");
+        assert!(text.contains("boom (when the daemon last ran)"), "{text}");
+        let running = StreamStatus { daemon_running: true, ..s }.to_human(SystemTime::now());
+        assert!(running.contains("retrying in 1979 ms"), "{running}");
+        assert!(running.contains(COMMITTED_MEANING), "{running}");
     }
 }

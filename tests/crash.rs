@@ -200,3 +200,70 @@ fn second_process_on_the_same_stream_is_refused() {
     assert!(stderr(&out).contains("another walship process"), "{}", stderr(&out));
     assert!(status.success(), "SIGTERM should stop the daemon cleanly with exit 0: {status:?}");
 }
+
+/// Regression (records adopted from the target were trusted over local
+/// segments): a second config archiving the same stream name to the same
+/// target, with different local content and `on_archived = delete`, adopted
+/// the first one's records and deleted its own segments. Now that is a
+/// conflict: loud, exit 1, nothing deleted, nothing adopted.
+#[test]
+fn adopted_records_with_different_local_content_delete_nothing() {
+    let first = Setup::new("adopt-first", 5, "seal = spool");
+    first.write_segments(1..=5, 300);
+    first.ok(&["run", "--once"]);
+
+    let mut second = Setup::new("adopt-second", 5, "seal = spool\non_archived = delete");
+    second.target_lines = first.target_lines.clone();
+    second.write_config(5, "seal = spool\non_archived = delete", "");
+    second.write_segments(1..=5, 301);
+    let out = second.walship(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("different content") && log.contains("nothing was adopted, deleted or marked"),
+        "{log}"
+    );
+    assert_eq!(sorted_files(&second.src).len(), 5, "local segments were deleted");
+    assert!(journal_ranges(&second.journal()).is_empty(), "records were adopted");
+
+    // The same content is adopted, acknowledged, and not uploaded again.
+    second.write_segments(1..=5, 300);
+    let out = second.ok(&["run", "--once"]);
+    assert!(out.contains("archived 0 batches"), "{out}");
+    assert!(sorted_files(&second.src).is_empty(), "identical archived segments should be deleted");
+}
+
+/// Regression: temp files left by a crash (`.status.*.tmp` in the state
+/// directory, a large hidden temp beside the batch objects) were never
+/// removed. Now each stream removes walship's own temp names older than the
+/// process at start, and nothing else.
+#[test]
+fn temp_files_left_by_a_crash_are_removed_at_start() {
+    let setup = Setup::new("stale-temps", 5, "seal = spool");
+    setup.write_segments(1..=5, 300);
+    setup.ok(&["run", "--once"]);
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let future = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let plant = |path: std::path::PathBuf, when: std::time::SystemTime| {
+        fs::write(&path, vec![0u8; 4096]).unwrap();
+        fs::File::options().write(true).open(&path).unwrap().set_modified(when).unwrap();
+        path
+    };
+    let stale = [
+        plant(setup.state.join("s/.status.4242-0.tmp"), old),
+        plant(setup.archive.join("s/batches/.0000000000000006-000000000000000a.4242-7.tmp"), old),
+        plant(setup.archive.join("s/manifest/.0000000000000006-000000000000000a.batch.4242-8.tmp"), old),
+    ];
+    let kept = [
+        plant(setup.state.join("s/.status.4242-1.tmp"), future),
+        plant(setup.archive.join("s/batches/.notes.tmp"), old),
+        plant(setup.state.join("s/notes.4242-0.tmp"), old),
+    ];
+    setup.ok(&["run", "--once"]);
+    for path in &stale {
+        assert!(!path.exists(), "{} was left", path.display());
+    }
+    for path in &kept {
+        assert!(path.exists(), "{} is not a stale walship temp file, yet was removed", path.display());
+    }
+}

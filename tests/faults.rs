@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use walship::error::Error;
-use walship::status::StreamStatus;
-use walship::stream::Stream;
+use walship::status::StatusCell;
+use walship::stream::{Hints, Stream};
 use walship::target::fs::FileTarget;
 use walship::target::{ObjectInfo, Target, TargetError, Upload};
 
@@ -53,8 +53,9 @@ impl Target for TamperingTarget {
 fn open_stream(setup: &Setup, target: Arc<dyn Target>) -> Stream {
     let text = fs::read_to_string(&setup.config).unwrap();
     let config = walship::config::parse(&setup.config, &text).unwrap();
-    let status = Arc::new(Mutex::new(StreamStatus::default()));
-    Stream::open(config.streams[0].clone(), &config.global.state_dir, target, status).unwrap()
+    let status = Arc::new(StatusCell::default());
+    let lock = Arc::new(walship::statedir::lock_stream(&config.global.state_dir, "s").unwrap());
+    Stream::open(config.streams[0].clone(), &config.global.state_dir, target, status, lock).unwrap()
 }
 
 /// Change segment `position` during the upload with `change`, then check the
@@ -71,7 +72,7 @@ fn assert_change_is_caught(name: &str, change: fn(&Path)) {
     });
     let mut stream = open_stream(&setup, target);
 
-    let error = stream.pass(true, &|| false).unwrap_err();
+    let error = stream.pass(true, Hints::default(), &|| false).unwrap_err();
     assert!(matches!(error, Error::SegmentChanged { .. }), "{error}");
     let message = error.to_string();
     assert!(message.contains("changed after it was sealed"), "{message}");
@@ -79,7 +80,7 @@ fn assert_change_is_caught(name: &str, change: fn(&Path)) {
     assert!(setup.batch_objects().is_empty(), "a changed batch was left in the archive");
 
     // The next pass stores what the files hold now.
-    let report = stream.pass(true, &|| false).unwrap();
+    let report = stream.pass(true, Hints::default(), &|| false).unwrap();
     assert_eq!(report.batches, 1);
     drop(stream);
     let restored = setup.dir.path.join("restored");

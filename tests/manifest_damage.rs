@@ -249,3 +249,114 @@ fn remote_record_naming_a_foreign_file_is_hostile() {
         assert!(err.contains("`passwd` is not a segment name under the stream's naming"), "{args:?}: {err}");
     }
 }
+
+/// The text of a compacted record object holding every record of the
+/// journal (what compaction will write): the journal's own lines.
+fn compacted_object(setup: &Setup, first: u64, last: u64, level: u8) -> std::path::PathBuf {
+    let path = setup.archive.join(format!("s/manifest/{first:016x}-{last:016x}.l{level}"));
+    fs::copy(setup.journal(), &path).unwrap();
+    path
+}
+
+/// A rebuild reads compacted record objects: the larger object wins over
+/// the level-0 objects it folds, which need not exist any more.
+#[test]
+fn rebuild_reads_compacted_record_objects() {
+    let setup = archived_setup("compacted");
+    let listed_before = setup.ok(&["list"]);
+    compacted_object(&setup, 1, 20, 1);
+    for record in setup.record_objects().iter().filter(|p| !p.to_str().unwrap().ends_with(".l1")).skip(1) {
+        fs::remove_file(record).unwrap();
+    }
+    fs::remove_dir_all(&setup.state).unwrap();
+    assert_eq!(setup.ok(&["list"]), listed_before);
+    setup.write_segments(21..=25, 700);
+    setup.ok(&["run", "--once"]);
+    assert!(setup.ok(&["list"]).contains("5 batches, 25 segments"));
+}
+
+/// Two record objects that overlap and disagree (here two compacted
+/// objects, neither inside the other) are an error naming both keys; the
+/// one of a differing level-0 object inside a larger object is not read by
+/// a rebuild (the larger wins) but `verify --deep` reports it.
+#[test]
+fn conflicting_record_objects_are_an_error_naming_both_keys() {
+    let setup = archived_setup("conflict");
+    let journal = fs::read_to_string(setup.journal()).unwrap();
+    let lines: Vec<&str> = journal.lines().collect();
+    let level0 = setup.record_objects();
+    let first = setup.archive.join(format!("s/manifest/{:016x}-{:016x}.l1", 1, 15));
+    fs::write(&first, format!("{}\n{}\n", lines[0], lines[1..4].join("\n"))).unwrap();
+    let second = setup.archive.join(format!("s/manifest/{:016x}-{:016x}.l1", 11, 20));
+    let forged = line_with_crc("gap first=11 last=15 reason=forged");
+    fs::write(&second, format!("{}\n{forged}{}\n", lines[0], lines[4])).unwrap();
+    for record in &level0 {
+        fs::remove_file(record).unwrap();
+    }
+    fs::write(&level0[2], format!("walship-manifest v2\n{forged}")).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+
+    let out = setup.walship(&["list"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let (a, b) =
+        (first.file_name().unwrap().to_str().unwrap(), second.file_name().unwrap().to_str().unwrap());
+    assert!(
+        stderr(&out).contains(&format!("records s/manifest/{a} and s/manifest/{b} conflict")),
+        "{}",
+        stderr(&out)
+    );
+
+    fs::remove_file(&second).unwrap();
+    let whole = setup.archive.join(format!("s/manifest/{:016x}-{:016x}.l2", 1, 20));
+    fs::write(&whole, &journal).unwrap();
+    setup.ok(&["list"]);
+    let out = setup.walship(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let name = level0[2].file_name().unwrap().to_str().unwrap();
+    assert!(stdout(&out).contains(&format!("s/manifest/{name}: CORRUPT record object")), "{}", stdout(&out));
+}
+
+/// Every record object lost with the state directory: the batch objects
+/// are still there, and walship says so instead of starting over silently.
+#[test]
+fn all_record_objects_lost_is_said_not_silent() {
+    let setup = archived_setup("all-records-lost");
+    fs::remove_dir_all(setup.archive.join("s/manifest")).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["list"]);
+    assert_success(&out, &["list"]);
+    assert!(
+        stderr(&out).contains("4 batch objects beyond the last record are stored but not recorded"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A prune record (as retention will write it) tells every reader that the
+/// positions before its mark were removed on purpose: contiguity is checked
+/// from there, and restore starts there.
+#[test]
+fn pruned_positions_are_not_a_hole() {
+    let setup = archived_setup("pruned");
+    let (batch, record) = (&setup.batch_objects()[0], &setup.record_objects()[0]);
+    let prune = line_with_crc("prune seq=1 before=6 delete=s/batches/0000000000000001-0000000000000005");
+    fs::write(
+        setup.archive.join("s/manifest/prune-0000000000000001"),
+        format!("walship-manifest v2\n{prune}"),
+    )
+    .unwrap();
+    fs::remove_file(batch).unwrap();
+    fs::remove_file(record).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+
+    let listed = setup.ok(&["list"]);
+    assert!(listed.contains("positions before 6 were pruned"), "{listed}");
+    assert!(listed.contains("3 batches, 15 segments"), "{listed}");
+    setup.ok(&["verify", "--deep"]);
+    let out = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", out.to_str().unwrap()]);
+    assert!(!out.join(segment_name(5)).exists() && out.join(segment_name(6)).exists());
+    setup.write_segments(21..=21, 700);
+    setup.ok(&["run", "--once"]);
+    assert!(fs::read_to_string(setup.journal()).unwrap().contains("prune seq=1 before=6"));
+}

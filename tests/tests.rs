@@ -11,7 +11,7 @@ mod cli;
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
 mod crash;
-/// The daemon: metrics listener and textfile, gaps, SIGTERM.
+/// The daemon: metrics, gaps, SIGTERM, per-stream reload, locks, status.
 mod daemon;
 /// A fault-injecting HTTP proxy for the S3 tests: refuse, reset, stall, error, cut short.
 mod faultproxy;
@@ -19,7 +19,7 @@ mod faultproxy;
 mod faults;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
-/// The embedding API: start, wake, status, stop.
+/// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;

@@ -55,17 +55,12 @@ pub fn classify(stream: &str, listed: Vec<ObjectInfo>) -> Listing {
 /// inside a larger listed one; snapshots and prunes it does not have yet.
 /// An absurdly large object is refused before anything is downloaded.
 pub fn to_fetch<'a>(listing: &'a Listing, known: &Sequences) -> Result<Vec<&'a ObjectInfo>, ManifestError> {
-    let ranges: Vec<(u64, u64)> = listing
-        .records
-        .iter()
-        .filter_map(|(key, _)| match *key {
-            RecordKey::Log { first, last, .. } => Some((first, last)),
-            _ => None,
-        })
-        .collect();
-    let inside_larger = |first: u64, last: u64| {
-        ranges.iter().any(|&(f, l)| f <= first && last <= l && (f, l) != (first, last))
-    };
+    let ranges = listing.records.iter().filter_map(|(key, _)| match *key {
+        RecordKey::Log { first, last, .. } => Some((first, last)),
+        _ => None,
+    });
+    let inside = inside_larger(ranges.collect());
+    let inside_larger = |first: u64, last: u64| inside.binary_search(&(first, last)).is_ok();
     let mut wanted = Vec::new();
     for (key, object) in &listing.records {
         let needed = match *key {
@@ -86,6 +81,24 @@ pub fn to_fetch<'a>(listing: &'a Listing, known: &Sequences) -> Result<Vec<&'a O
         }
     }
     Ok(wanted)
+}
+
+/// The ranges among `ranges` that lie inside another, larger one (sorted).
+/// One sweep: by first position, larger ranges first, a range is inside a
+/// larger one when some range before it (with another extent) reaches as far.
+fn inside_larger(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    ranges.dedup();
+    let mut inside = Vec::new();
+    let mut reach: Option<u64> = None;
+    for (first, last) in ranges {
+        if reach.is_some_and(|reach| reach >= last) {
+            inside.push((first, last));
+        }
+        reach = reach.max(Some(last));
+    }
+    inside.sort_unstable();
+    inside
 }
 
 /// One downloaded record object.

@@ -221,3 +221,11 @@ fn batch_objects_without_records() {
         Manifest { prunes: vec![PruneRecord { sequence: 1, before: 4, deleted: vec![] }], ..manifest };
     assert_eq!(unrecorded_batches(STREAM, &objects(&[(0, 3)]), &pruned).expect("pruned"), []);
 }
+
+#[test]
+fn ranges_inside_larger_ones() {
+    let ranges =
+        vec![(0, 999), (0, 0), (1, 3), (0, 999), (1000, 1999), (1500, 2500), (1500, 1600), (3000, 3000)];
+    assert_eq!(inside_larger(ranges), [(0, 0), (1, 3), (1500, 1600)]);
+    assert_eq!(inside_larger(vec![(5, 9), (5, 9)]), []);
+}

@@ -30,14 +30,9 @@ use crate::target::{ObjectInfo, Target, Upload};
 
 use assemble::{Fetched, Listing, Unrecorded};
 
-/// The stream's directory under the state directory.
-pub fn stream_state_dir(state_dir: &Path, stream: &str) -> PathBuf {
-    state_dir.join(stream)
-}
-
-/// The stream's local journal.
+/// The stream's local journal (the layout is `statedir`'s).
 pub fn journal_path(state_dir: &Path, stream: &str) -> PathBuf {
-    stream_state_dir(state_dir, stream).join("manifest")
+    crate::statedir::journal(state_dir, stream)
 }
 
 /// The key of the level-0 remote object holding `entry`.
@@ -124,7 +119,18 @@ fn start_after(stream: &str, last: Option<&Record>) -> Option<String> {
 /// remote records alone: a lost record object is an error naming it.
 fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
     let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
-    for found in assemble::unrecorded_batches(stream, &batches, manifest)? {
+    let found = assemble::unrecorded_batches(stream, &batches, manifest)?;
+    let pending = found.iter().filter(|f| matches!(f, Unrecorded::Pending(_))).count();
+    if pending > 1 {
+        // One commit cut short leaves one such object; more suggest that
+        // record objects were lost (with the state directory).
+        log::warn!(
+            "stream {stream}: {pending} batch objects beyond the last record are stored but not \
+             recorded; if their record objects were lost, restore them from a backup before \
+             archiving on (the next run records only those whose segments are still present)"
+        );
+    }
+    for found in found {
         match found {
             Unrecorded::Pending(_) => log::info!("stream {stream}: {found}"),
             Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
@@ -134,27 +140,36 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`). Returns the
-/// number of entries adopted.
-pub fn catch_up(journal: &mut Journal, target: &dyn Target) -> Result<usize, Error> {
+/// or lost state directory, or another writer such as `push`), once `check`
+/// accepts the log records to adopt (nothing is appended otherwise).
+/// Returns the adopted log records, in order.
+pub fn catch_up(
+    journal: &mut Journal,
+    target: &dyn Target,
+    check: impl FnOnce(&[Record]) -> Result<(), Error>,
+) -> Result<Vec<Record>, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
     let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
-    if known == Sequences::default() && !missing.is_empty() {
+    if known == Sequences::default() {
         check_rebuild(target, &stream, &missing)?;
     }
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
-    let entries: Vec<Entry> = missing
-        .prunes
+    let Manifest { log, snapshots, prunes } = missing;
+    let entries: Vec<Entry> = prunes
         .into_iter()
         .map(Entry::Prune)
-        .chain(missing.snapshots.into_iter().map(Entry::Snapshot))
-        .chain(missing.log.into_iter().map(Entry::Log))
+        .chain(snapshots.into_iter().map(Entry::Snapshot))
+        .chain(log.iter().cloned().map(Entry::Log))
         .collect();
     journal.append_entries(&entries)?;
-    Ok(entries.len())
+    Ok(log)
 }
 
 /// The whole manifest for reading (list, restore, fetch, verify): the local
@@ -169,7 +184,7 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     let mut manifest = local.manifest;
     let known = ends_of(&manifest);
     let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
-    if manifest.is_empty() && !remote.is_empty() {
+    if manifest.is_empty() {
         check_rebuild(target, stream, &remote)?;
     }
     manifest.log.extend(remote.log);
@@ -216,10 +231,34 @@ mod tests {
         {
             let error = put_remote(&target, &rules, &record).expect_err("refused");
             assert!(error.to_string().contains(needle), "{error}");
+            assert!(error.to_string().contains("refusing to store this record"), "{error}");
         }
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
         let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
         assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
+    }
+
+    #[test]
+    fn catch_up_adopts_only_what_check_accepts() {
+        let (dir, target) = temp_target("catch-up");
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        let records = [batch("s", 0, &[b"a"]), batch("s", 1, &[b"b"])];
+        for record in &records {
+            put_remote(&target, &rules, record).expect("stored");
+        }
+        let path = dir.join("journal");
+        let (mut journal, _) = Journal::open(&path, &rules, |_| {}).expect("opens");
+        let refused = catch_up(&mut journal, &target, |_| Err(Error::Usage("no".into())));
+        assert!(refused.is_err());
+        assert_eq!(journal.last(), None, "nothing may be appended when the check refuses");
+        let adopted = catch_up(&mut journal, &target, |seen| {
+            assert_eq!(seen, records);
+            Ok(())
+        })
+        .expect("adopted");
+        assert_eq!((adopted, journal.last()), (records.to_vec(), records.last()));
+        assert_eq!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new"), []);
     }
 }

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{BatchRecord, Entry, Manifest, Record, Sequences, StreamRules};
+use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, Target};
 
@@ -157,14 +157,13 @@ pub fn check_record_objects(
         }
     }
     let listed: HashSet<&str> = listing.records.iter().map(|(_, o)| o.key.as_str()).collect();
+    let covered_by_compacted = covering(compacted_ranges);
     let live_log = manifest.live_log().iter().cloned().map(Entry::Log);
     let others = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
     for entry in live_log.chain(others).chain(manifest.prunes.iter().cloned().map(Entry::Prune)) {
         let key = entry_key(rules.name, &entry);
         let covered = match &entry {
-            Entry::Log(record) => {
-                compacted_ranges.iter().any(|&(f, l)| f <= record.first() && record.last() <= l)
-            }
+            Entry::Log(record) => covered_by_compacted(record.first(), record.last()),
             _ => false,
         };
         if !covered && !listed.contains(key.as_str()) {
@@ -172,6 +171,24 @@ pub fn check_record_objects(
         }
     }
     problems
+}
+
+/// Whether `first..=last` lies inside one of `ranges`: sorted by first
+/// position with the farthest reach so far, answered by binary search.
+fn covering(mut ranges: Vec<(u64, u64)>) -> impl Fn(u64, u64) -> bool {
+    ranges.sort_unstable();
+    let mut reach = 0;
+    let reaches: Vec<(u64, u64)> = ranges
+        .into_iter()
+        .map(|(first, last)| {
+            reach = reach.max(last);
+            (first, reach)
+        })
+        .collect();
+    move |first, last| {
+        let before = reaches.partition_point(|&(start, _)| start <= first);
+        before > 0 && reaches[before - 1].1 >= last
+    }
 }
 
 /// Whether the entries of one record object are the manifest's own.
@@ -190,7 +207,13 @@ fn agrees(manifest: &Manifest, content: &Manifest) -> Result<(), String> {
     if content.snapshots.iter().any(|s| !manifest.snapshots.contains(s)) {
         return Err("its snapshot record differs from the manifest's".into());
     }
-    if content.prunes.iter().any(|p| !manifest.prunes.contains(p)) {
+    let known_prune = |p: &PruneRecord| {
+        manifest
+            .prunes
+            .binary_search_by_key(&p.sequence, |q| q.sequence)
+            .is_ok_and(|i| manifest.prunes[i] == *p)
+    };
+    if !content.prunes.iter().all(known_prune) {
         return Err("its prune record differs from the manifest's".into());
     }
     Ok(())
@@ -266,5 +289,21 @@ mod tests {
         let found = check(&manifest(), &objects);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("differs from the manifest's record of those positions"), "{found:?}");
+    }
+
+    #[test]
+    fn covering_finds_the_range_that_holds_a_span() {
+        let covered = covering(vec![(100, 199), (0, 99), (150, 300), (500, 500)]);
+        for (first, last, expected) in [
+            (0, 99, true),
+            (5, 7, true),
+            (90, 110, false),
+            (160, 300, true),
+            (301, 301, false),
+            (500, 500, true),
+        ] {
+            assert_eq!(covered(first, last), expected, "{first}..{last}");
+        }
+        assert!(!covering(Vec::new())(0, 0));
     }
 }

@@ -10,9 +10,9 @@
 //! multiple of batch_size) run at load through `plan::check_rules`, so a bad
 //! config never reaches a stream.
 //!
-//! The parts, by concern: [`ini`] (syntax), [`keys`] (every key and its
+//! The parts, by concern: `ini` (syntax), [`keys`] (every key and its
 //! default, in one table), [`values`] (sizes, durations and other value
-//! parsers), [`global`] and [`stream`] (the two kinds of section), and
+//! parsers), `global` and `stream` (the two kinds of section), and
 //! [`places`]. Target settings are validated by the target module's own
 //! validators. Whether the directories exist and a target is reachable is
 //! `walship check`'s job.
@@ -198,8 +198,8 @@ fn invalid(path: &Path, line: Option<usize>, key: Option<String>, message: Strin
 /// For the fuzzer: whatever `data` is, parsing must not panic; an error
 /// must name the file; a config that parses must keep the rules (at least
 /// one stream, unique valid names, batch_size in 1..=100000, snapshots a
-/// multiple of batch_size with a command, backoff_min <= backoff_max).
-/// Panics otherwise.
+/// multiple of batch_size with a command, backoff_min <= backoff_max, the
+/// places apart as written). Panics otherwise.
 pub fn check_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -229,5 +229,14 @@ pub fn check_parse(data: &[u8]) {
         assert_eq!(stream.snapshot_interval % stream.batch_size, 0, "{stream:?}");
         assert!(stream.snapshot_interval == 0 || stream.snapshot_command.is_some(), "{stream:?}");
         assert!(stream.seal_idle.is_none() || stream.seal == SealMode::Next, "{stream:?}");
+    }
+    let written: Vec<PathBuf> = places::places(&config).iter().map(|p| places::normalize(&p.path)).collect();
+    for (index, a) in written.iter().enumerate() {
+        for b in &written[..index] {
+            assert!(
+                places::relation(a, b).is_none() && places::relation(b, a).is_none(),
+                "{a:?} and {b:?} overlap"
+            );
+        }
     }
 }

@@ -138,48 +138,56 @@ fn why(a: &Place, b: &Place) -> &'static str {
     }
 }
 
-/// The message for `later` colliding with `earlier`.
-fn collision_message(later: &Place, earlier: &Place, relation: Relation, swapped: bool, how: &str) -> String {
+/// The message for `later` colliding with `earlier` (named `earlier_key`,
+/// with its line when known).
+fn collision_message(
+    later: &Place,
+    earlier: &Place,
+    earlier_key: &str,
+    relation: Relation,
+    swapped: bool,
+    how: &str,
+) -> String {
     let relation_text = match (relation, swapped) {
-        (Relation::Same, _) => "is the same directory as".to_string(),
-        (Relation::Inside, false) => "is inside".to_string(),
-        (Relation::Inside, true) => "contains".to_string(),
+        (Relation::Same, _) => "is the same directory as",
+        (Relation::Inside, false) => "is inside",
+        (Relation::Inside, true) => "contains",
     };
     format!(
-        "{} {relation_text} {} ({}){how}; {}",
+        "{} {relation_text} {earlier_key} ({}){how}; {}",
         later.path.display(),
-        earlier.key,
         earlier.path.display(),
         why(later, earlier)
     )
 }
 
-/// The error naming `later`'s line and key, and `earlier`'s line.
-fn located_error(
+/// The first collision among `places` judged by `paths` (their written or
+/// resolved forms), as an error on the later key's line.
+fn collision_error(
     config_path: &Path,
     lines: &KeyLines,
-    later: &Place,
-    earlier: &Place,
-    message: String,
-) -> ConfigError {
-    let message = match lines.line(&earlier.key) {
-        Some(line) => message.replacen(&earlier.key, &format!("{} (line {line})", earlier.key), 1),
-        None => message,
+    places: &[Place],
+    paths: &[PathBuf],
+    how: impl Fn(&Path, &Path) -> String,
+) -> Result<(), ConfigError> {
+    let Some((later, earlier, relation, swapped)) = first_collision(paths) else {
+        return Ok(());
     };
-    invalid(config_path, lines.line(&later.key), Some(later.key.clone()), message)
+    let (later_place, earlier_place) = (&places[later], &places[earlier]);
+    let earlier_key = match lines.line(&earlier_place.key) {
+        Some(line) => format!("{} (line {line})", earlier_place.key),
+        None => earlier_place.key.clone(),
+    };
+    let how = how(&paths[later], &paths[earlier]);
+    let message = collision_message(later_place, earlier_place, &earlier_key, relation, swapped, &how);
+    Err(invalid(config_path, lines.line(&later_place.key), Some(later_place.key.clone()), message))
 }
 
 /// The places as written (lexically normalized) must be apart.
 pub fn check_written(config: &Config, lines: &KeyLines) -> Result<(), ConfigError> {
     let places = places(config);
     let paths: Vec<PathBuf> = places.iter().map(|p| normalize(&p.path)).collect();
-    match first_collision(&paths) {
-        None => Ok(()),
-        Some((later, earlier, relation, swapped)) => {
-            let message = collision_message(&places[later], &places[earlier], relation, swapped, "");
-            Err(located_error(&config.path, lines, &places[later], &places[earlier], message))
-        }
-    }
+    collision_error(&config.path, lines, &places, &paths, |_, _| String::new())
 }
 
 /// `path` with the symlinks of its deepest existing ancestor resolved and
@@ -199,18 +207,9 @@ pub fn resolve(path: &Path) -> PathBuf {
 pub fn check_resolved(config: &Config, lines: &KeyLines) -> Result<(), ConfigError> {
     let places = places(config);
     let paths: Vec<PathBuf> = places.iter().map(|p| resolve(&p.path)).collect();
-    match first_collision(&paths) {
-        None => Ok(()),
-        Some((later, earlier, relation, swapped)) => {
-            let how = format!(
-                " once symlinks are resolved ({} and {})",
-                paths[later].display(),
-                paths[earlier].display()
-            );
-            let message = collision_message(&places[later], &places[earlier], relation, swapped, &how);
-            Err(located_error(&config.path, lines, &places[later], &places[earlier], message))
-        }
-    }
+    collision_error(&config.path, lines, &places, &paths, |later, earlier| {
+        format!(" once symlinks are resolved ({} and {})", later.display(), earlier.display())
+    })
 }
 
 /// Device and inode of a directory.
@@ -233,13 +232,8 @@ pub fn check_identities(config: &Config) -> Result<(), String> {
                     continue;
                 }
                 let relation = if ancestor == resolved { Relation::Same } else { Relation::Inside };
-                return Err(collision_message(
-                    place,
-                    other,
-                    relation,
-                    false,
-                    " (the same directory on disk)",
-                ));
+                let how = " (the same directory on disk)";
+                return Err(collision_message(place, other, &other.key, relation, false, how));
             }
         }
     }

@@ -73,15 +73,20 @@ pub fn check_stream_name(name: &str) -> Result<(), String> {
         return Err(format!("a stream name is 1 to 64 characters of {ALLOWED}, got {}", quote(name)));
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
-        return Err(format!("a stream name uses only {ALLOWED}, got {}", quote(name)));
+        return Err(format!(
+            "a stream name uses only {ALLOWED} (it is an object key component, a directory \
+             in state_dir and a metric label; the key prefix in target takes any UTF-8), got {}",
+            quote(name)
+        ));
     }
     if name.starts_with('.') {
-        return Err(format!("a stream name cannot start with '.', got {}", quote(name)));
+        return Err(format!(
+            "a stream name cannot start with '.' (walship's own hidden files and probe objects do), got {}",
+            quote(name)
+        ));
     }
     Ok(())
 }
-
-// [stream NAME]
 
 /// Largest `batch_size`: a batch is one object, downloaded whole to restore
 /// any position in it.

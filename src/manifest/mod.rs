@@ -70,8 +70,9 @@ pub enum ManifestError {
     Invalid { source: String, line: usize, message: String },
     /// The header names a format version this walship does not read.
     UnsupportedVersion { source: String, found: String },
-    /// An append was refused before anything was written (a caller bug:
-    /// out-of-order or invalid record).
+    /// An append (or, with `line` 0, the storing of a remote record
+    /// object named by `source`) was refused before anything was written: a
+    /// caller bug, an out-of-order or invalid record.
     Refused { source: String, line: usize, message: String },
     /// Positions `first..=last` are missing from the log: neither recorded
     /// nor pruned (a deleted journal line, a lost remote record object).
@@ -119,6 +120,11 @@ impl fmt::Display for ManifestError {
                 f,
                 "remote manifest records {first_key} and {second_key} conflict: {message}; move the \
                  wrong one aside (`walship verify --deep` checks every record object)"
+            ),
+            ManifestError::Refused { source, line: 0, message } => write!(
+                f,
+                "{source}: refusing to store this record: {message} (a walship bug; nothing was \
+                 stored)"
             ),
             ManifestError::Refused { source, line, message } => write!(
                 f,

@@ -8,6 +8,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{ObjectInfo, Target, TargetError, Upload};
 use crate::durable;
@@ -163,6 +164,11 @@ impl Target for FileTarget {
         Ok(())
     }
 
+    fn clean_stale_temps(&self, prefix: &str, older_than: SystemTime) -> Result<usize, TargetError> {
+        let dir = self.path_of("clean", prefix.trim_end_matches('/'))?;
+        remove_stale_temps_under(&dir, older_than).map_err(|e| io_error("clean", prefix, &dir, e))
+    }
+
     fn check(&self) -> Result<(), TargetError> {
         self.check_root()?;
         const PROBE: &str = ".walship-check";
@@ -203,6 +209,24 @@ fn crc_of_file(mut file: File) -> io::Result<(u64, u32)> {
         hasher.update(&buf[..n]);
         size += n as u64;
     }
+}
+
+/// Remove the temp files of interrupted writes (see `durable`) in `dir` and
+/// every directory below it; a missing `dir` holds none.
+fn remove_stale_temps_under(dir: &Path, older_than: SystemTime) -> io::Result<usize> {
+    let mut removed = durable::remove_stale_temps(dir, older_than)?.len();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            removed += remove_stale_temps_under(&entry.path(), older_than)?;
+        }
+    }
+    Ok(removed)
 }
 
 /// Collect every object file under `root/rel` into `found`, keys relative

@@ -10,6 +10,8 @@
 
 pub mod fs;
 pub mod keys;
+#[cfg(test)]
+pub mod memory;
 pub mod s3;
 pub mod url;
 
@@ -122,6 +124,18 @@ pub trait Target: Send + Sync {
     /// Abort unfinished uploads under `prefix` left by earlier runs; returns
     /// how many were aborted. Targets without such a notion return 0.
     fn abort_stale_uploads(&self, _prefix: &str) -> Result<usize, TargetError> {
+        Ok(0)
+    }
+
+    /// Remove temp files that an interrupted write left under `prefix`
+    /// (only the target's own temp names, only those last modified before
+    /// `older_than`); returns how many. Targets that write no temp files
+    /// return 0. Called by a stream at start, under its lock.
+    fn clean_stale_temps(
+        &self,
+        _prefix: &str,
+        _older_than: std::time::SystemTime,
+    ) -> Result<usize, TargetError> {
         Ok(0)
     }
 

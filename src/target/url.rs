@@ -2,7 +2,6 @@
 //! parsed and validated here, where the targets are defined. The bucket and
 //! prefix rules are those of [`super::s3::settings`].
 
-use std::fmt;
 use std::path::PathBuf;
 
 use super::s3::settings::{check_bucket, check_prefix};
@@ -36,16 +35,6 @@ impl TargetUrl {
             return Ok(TargetUrl::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() });
         }
         Err(format!("expected s3://bucket/prefix or file:///absolute/path, got {value:?}"))
-    }
-}
-
-impl fmt::Display for TargetUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetUrl::File(path) => write!(f, "file://{}", path.display()),
-            TargetUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
-            TargetUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-        }
     }
 }
 
@@ -96,12 +85,5 @@ mod tests {
         let long = format!("s3://{}", "a".repeat(64));
         assert!(TargetUrl::parse(&long).is_err());
         assert!(TargetUrl::parse(&format!("s3://abc/{}", "p".repeat(513))).is_err());
-    }
-
-    #[test]
-    fn display_is_the_setting_as_written() {
-        for text in ["file:///mnt/archive", "s3://bucket", "s3://bucket/a b/c"] {
-            assert_eq!(TargetUrl::parse(text).unwrap().to_string(), text);
-        }
     }
 }

@@ -1,0 +1,179 @@
+//! The layout of `state_dir`, in one place: every path under it is built
+//! here and nowhere else.
+//!
+//! ```text
+//! STATE_DIR/STREAM/manifest            the local journal (manifest::journal)
+//! STATE_DIR/STREAM/archived_position   the position published for the application
+//! STATE_DIR/STREAM/status              the daemon's status, for `walship status`
+//! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
+//!                                      holds its PID, for messages
+//! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
+//! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
+//! ```
+//!
+//! A later control socket for the running daemon belongs here too. Writes
+//! go through [`crate::durable`]; this module only names and locks.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use crate::durable;
+use crate::error::Error;
+
+/// A stream's own directory.
+pub fn stream_dir(state_dir: &Path, stream: &str) -> PathBuf {
+    state_dir.join(stream)
+}
+
+/// The stream's local journal.
+pub fn journal(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("manifest")
+}
+
+/// The archived position published for the application: the position and a
+/// newline, or empty with nothing archived.
+pub fn position_file(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("archived_position")
+}
+
+/// The status the daemon mirrors for `walship status`.
+pub fn status_file(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("status")
+}
+
+/// The stream's lock file.
+pub fn lock_file(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("lock")
+}
+
+/// `walship check`'s write probe.
+pub fn check_probe(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-check")
+}
+
+/// When this process started archiving (the first call wins). Temp files
+/// older than this were left by an earlier process.
+pub fn process_start() -> SystemTime {
+    static START: OnceLock<SystemTime> = OnceLock::new();
+    *START.get_or_init(SystemTime::now)
+}
+
+/// Remove the temp files a crash left in the stream's state directory.
+/// Call only while holding the stream's lock.
+pub fn clean_stale_temps(state_dir: &Path, stream: &str) -> Result<usize, Error> {
+    let dir = stream_dir(state_dir, stream);
+    let removed = durable::remove_stale_temps(&dir, process_start())
+        .map_err(|e| Error::local("remove stale temp files in", &dir, e))?;
+    for path in &removed {
+        log::info!("stream {stream}: removed {}, left by an interrupted write", path.display());
+    }
+    Ok(removed.len())
+}
+
+/// The stream's lock, held while this process archives it; released on drop.
+#[derive(Debug)]
+pub struct StreamLock {
+    _file: File,
+}
+
+/// How often, and how far apart, a held lock is tried again before giving
+/// up: `walship status` takes it for an instant to see whether a daemon runs.
+const LOCK_TRIES: u32 = 3;
+const LOCK_RETRY: Duration = Duration::from_millis(30);
+
+/// Take the stream's lock so two processes never archive it at once; the
+/// lock file then holds this process's PID. Creates the stream's directory.
+/// A lock held elsewhere is [`Error::Locked`], naming the holder's PID.
+pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> {
+    let dir = stream_dir(state_dir, stream);
+    durable::create_dir_all(&dir).map_err(|e| Error::local("create state directory", &dir, e))?;
+    let path = lock_file(state_dir, stream);
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::local("open lock file", &path, e))?;
+    let mut attempt = 1;
+    loop {
+        match file.try_lock() {
+            Ok(()) => {
+                let pid = std::process::id().to_string();
+                file.set_len(0)
+                    .and_then(|()| file.write_all(pid.as_bytes()))
+                    .map_err(|e| Error::local("write lock file", &path, e))?;
+                return Ok(StreamLock { _file: file });
+            }
+            Err(fs::TryLockError::WouldBlock) if attempt < LOCK_TRIES => {
+                attempt += 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = read_pid(&mut file);
+                return Err(Error::Locked { stream: stream.into(), path, holder });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::local("lock", &path, e)),
+        }
+    }
+}
+
+/// Who archives the stream now, as far as its lock tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// No process holds the lock: no daemon archives the stream.
+    Free,
+    /// A process holds it (its PID, when the lock file tells).
+    Held(Option<u32>),
+}
+
+/// Whether a process archives the stream, without creating anything. Takes
+/// the lock for an instant when it is free (the daemon retries briefly).
+pub fn lock_state(state_dir: &Path, stream: &str) -> io::Result<LockState> {
+    let path = lock_file(state_dir, stream);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(LockState::Free),
+        Err(fs::TryLockError::WouldBlock) => Ok(LockState::Held(read_pid(&mut file))),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    use std::io::Seek;
+    file.rewind().ok()?;
+    file.take(32).read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_names_its_holder_and_frees_on_drop() {
+        let root = std::env::temp_dir().join(format!("walship-statedir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(lock_state(&root, "s").unwrap(), LockState::Free);
+        let lock = lock_stream(&root, "s").unwrap();
+        assert_eq!(lock_state(&root, "s").unwrap(), LockState::Held(Some(std::process::id())));
+        match lock_stream(&root, "s") {
+            Err(Error::Locked { holder, path, .. }) => {
+                assert_eq!(holder, Some(std::process::id()));
+                assert_eq!(path, lock_file(&root, "s"));
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(lock);
+        assert_eq!(lock_state(&root, "s").unwrap(), LockState::Free);
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,38 @@
+//! The messages a stream's thread takes, over a std `mpsc` channel: the
+//! thread is the only writer of its stream's manifest and position, and
+//! everything else (the library API, the daemon, a later `push`) talks to it
+//! through its mailbox. Replies go back on a channel sent with the request.
+//!
+//! Not here yet: a "snapshot job finished" message. Snapshots are a later
+//! issue, and until the stream takes them it has nothing to act on; the
+//! message joins these when the snapshot job does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use crate::error::Error;
+
+/// A request to a stream's thread.
+#[derive(Debug)]
+pub enum Message {
+    /// Look at the directory now, in the shape of Gitaly's
+    /// `NotifyNewEntries(low, high)`: `low` is the oldest position the
+    /// application still holds (a low water mark above the next expected
+    /// position is a gap), `high` the newest it has sealed (so it is
+    /// archived even while it is the newest file). Both optional: a plain
+    /// wake-up says neither.
+    Wake { low: Option<u64>, high: Option<u64> },
+    /// Archive everything sealed through the segment file `path` (in the
+    /// stream's directory; the caller declares it sealed), a short batch
+    /// included, and reply once it is committed: the archived position, or
+    /// why not.
+    ArchiveNow { path: PathBuf, reply: Sender<ArchiveReply> },
+    /// Stop after the batch in flight.
+    Stop,
+}
+
+/// The answer to [`Message::ArchiveNow`]: the archived position once the
+/// file is durably archived and recorded, or the error (shared: one failure
+/// can answer several requests).
+pub type ArchiveReply = Result<u64, Arc<Error>>;

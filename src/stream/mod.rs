@@ -1,0 +1,302 @@
+//! One stream's archiving, as one commit path in three stages, each in its
+//! own file, plus the pass that drives them:
+//!
+//! 1. `prepare`: from the scanned segments the plan chose, map each
+//!    segment and checksum it (a `PreparedBatch`);
+//! 2. `upload`: store the batch object, or find it already stored with
+//!    the same size and CRC32 (how a crash between upload and commit
+//!    heals), then make sure no segment changed meanwhile;
+//! 3. `commit`: remote record, local journal (fsync), position file,
+//!    then the optional deletion or marking of the local segments.
+//!
+//! `prepare` and `upload` are functions of what they are given (segments,
+//! target, status), not of the `Stream`, so a later pipeline can prepare and
+//! upload batch N+1 while batch N commits; `commit` alone takes the stream
+//! mutably, so commits stay strictly in position order.
+//! A [`Stream`] owns the stream's lock, journal and status, and is the only
+//! writer of its manifest and position. `pass` gathers facts from the source
+//! directory, asks the pure rules of `plan` what to do, and does it, until
+//! nothing is ready. Records adopted from the target are checked against the
+//! local segments first (`adopt`).
+//!
+//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
+
+mod adopt;
+mod commit;
+pub mod mailbox;
+mod prepare;
+mod upload;
+pub mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::catalog;
+use crate::config::{OnArchived, SealMode, StreamConfig};
+use crate::error::Error;
+use crate::manifest::journal::Journal;
+use crate::manifest::{Record, StreamRules};
+use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
+use crate::source::{self, CachedScan, Segment};
+use crate::statedir::{self, StreamLock};
+use crate::status::{StatusCell, StreamStatus, unix_now};
+use crate::target::Target;
+
+/// Suffix given to archived segments with `on_archived = mark`.
+pub const MARK_SUFFIX: &str = ".archived";
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub batches: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    /// Batches found already stored and recorded without re-sending.
+    pub healed: u64,
+    pub gaps: u64,
+}
+
+/// What the application has told the stream (see `mailbox`): facts the
+/// directory alone cannot show. Every field only ever grows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Hints {
+    /// Every position up to here is sealed (high water mark, or a file
+    /// asked to be archived now).
+    pub sealed_through: Option<u64>,
+    /// The oldest position the application still holds (low water mark).
+    pub low_water_mark: Option<u64>,
+    /// Ship a short batch as soon as it reaches this position ("archive
+    /// this file now").
+    pub flush_through: Option<u64>,
+}
+
+impl Hints {
+    /// Add what `newer` says.
+    pub fn merge(&mut self, newer: Hints) {
+        self.sealed_through = self.sealed_through.max(newer.sealed_through);
+        self.low_water_mark = self.low_water_mark.max(newer.low_water_mark);
+        self.flush_through = self.flush_through.max(newer.flush_through);
+    }
+}
+
+/// An open stream: locked, journal loaded and caught up with the archive.
+pub struct Stream {
+    config: StreamConfig,
+    target: Arc<dyn Target>,
+    state_root: PathBuf,
+    journal: Journal,
+    status: Arc<StatusCell>,
+    /// The source directory, re-read only when it changed.
+    source: CachedScan,
+    _lock: Arc<StreamLock>,
+}
+
+impl Stream {
+    /// Open the stream under `lock` (kept as long as the stream): mirror its
+    /// status to the status file, remove temp files a crash left (state
+    /// directory and target), load its journal (dropping a torn final
+    /// record), adopt remote records it lacks once they match the local
+    /// segments, abort stale uploads.
+    pub fn open(
+        config: StreamConfig,
+        state_root: &Path,
+        target: Arc<dyn Target>,
+        status: Arc<StatusCell>,
+        lock: Arc<StreamLock>,
+    ) -> Result<Stream, Error> {
+        let name = config.name.clone();
+        status.mirror_to(statedir::status_file(state_root, &name));
+        statedir::clean_stale_temps(state_root, &name)?;
+        let removed = target
+            .clean_stale_temps(&format!("{name}/"), statedir::process_start())
+            .map_err(|e| Error::target(&name, e))?;
+        if removed > 0 {
+            log::info!(
+                "stream {name}: removed {removed} temp files an interrupted upload left on the target"
+            );
+        }
+        let rules = StreamRules::new(&name, &config.naming);
+        let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |_| {})?;
+        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
+            adopt::check_local_segments(&config, records)
+        })?
+        .len();
+        if adopted > 0 {
+            log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
+        }
+        let stream = Stream {
+            config,
+            target,
+            state_root: state_root.to_path_buf(),
+            journal,
+            status,
+            source: CachedScan::default(),
+            _lock: lock,
+        };
+        stream.abort_stale_uploads()?;
+        stream.update_status(|s| s.archived_position = stream.archived());
+        stream.write_position()?;
+        Ok(stream)
+    }
+
+    /// Abort the stream's unfinished multipart uploads: left by an earlier
+    /// run (at open), or by a failed pass whose abort did not get through.
+    /// Only called while this stream has no upload in flight.
+    pub fn abort_stale_uploads(&self) -> Result<(), Error> {
+        let name = self.name();
+        let aborted =
+            self.target.abort_stale_uploads(&format!("{name}/")).map_err(|e| Error::target(name, e))?;
+        if aborted > 0 {
+            log::info!("stream {name}: aborted {aborted} unfinished uploads left by an earlier attempt");
+        }
+        Ok(())
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The last archived (or gap-recorded) position.
+    pub fn archived(&self) -> Option<u64> {
+        self.journal.last().map(Record::last)
+    }
+
+    /// Archive everything ready now. With `flush`, a sealed tail shorter than
+    /// a batch goes too; `hints` adds what the application said. Stops early
+    /// (between batches) when `should_stop`.
+    pub fn pass(
+        &mut self,
+        flush: bool,
+        hints: Hints,
+        should_stop: &dyn Fn() -> bool,
+    ) -> Result<PassReport, Error> {
+        let mut report = PassReport::default();
+        loop {
+            // Archived segments matter only when they are still to be
+            // deleted or marked.
+            let archived = self.archived();
+            let keep = self.config.on_archived == OnArchived::Keep;
+            let wanted = |p: u64| !keep || archived.is_none_or(|a| p > a);
+            let segments = self
+                .source
+                .scan(&self.config.dir, &self.config.naming, wanted, SystemTime::now())
+                .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
+            self.acknowledge(&segments)?;
+            let facts = self.facts(&segments, hints);
+            let mut progressed = false;
+            loop {
+                if should_stop() {
+                    return Ok(report);
+                }
+                match plan::next_step(self.archived(), &facts, self.policy(flush, hints)) {
+                    Step::Wait => break,
+                    Step::Gap { first, last } => {
+                        let told = hints.low_water_mark == Some(last + 1);
+                        self.record_gap(first, last, told)?;
+                        report.gaps += 1;
+                    }
+                    Step::Upload { first, last, .. } => {
+                        let batch = prepare::prepare(self.name(), first, last, &segments)?;
+                        let (count, bytes) = (batch.segments.len() as u64, batch.size);
+                        let uploaded =
+                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;
+                        self.commit_batch(batch, uploaded)?;
+                        report.batches += 1;
+                        report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
+                        report.segments += count;
+                        report.bytes += bytes;
+                    }
+                }
+                progressed = true;
+            }
+            if !progressed {
+                self.update_status(|s| s.last_success = Some(unix_now()));
+                return Ok(report);
+            }
+        }
+    }
+
+    fn policy(&self, flush: bool, hints: Hints) -> BatchPolicy {
+        BatchPolicy {
+            batch_size: self.config.batch_size,
+            max_batch_delay: self.config.max_batch_delay,
+            flush,
+            flush_through: hints.flush_through,
+            low_water_mark: hints.low_water_mark,
+        }
+    }
+
+    /// Planner facts for `segments`; the committed position and lag go to
+    /// the status.
+    fn facts(&self, segments: &[Segment], hints: Hints) -> Vec<SegmentFact> {
+        let now = SystemTime::now();
+        let sealed = sealed_count(&self.config, segments, hints, now);
+        let last_sealed = sealed.checked_sub(1).map(|i| segments[i].position);
+        let committed = plan::committed_position(last_sealed, self.archived());
+        let lag = plan::lag_segments(committed, self.archived(), segments.first().map(|s| s.position));
+        self.update_status(|s| {
+            s.committed_position = committed;
+            s.lag_segments = lag;
+        });
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, seg)| SegmentFact {
+                position: seg.position,
+                sealed: i < sealed,
+                age: source::age(seg.modified, now),
+            })
+            .collect()
+    }
+
+    fn update_status(&self, change: impl FnOnce(&mut StreamStatus)) {
+        self.status.update(change);
+    }
+}
+
+/// A stream's status as `walship status` shows it from another process:
+/// archived position from the journal (streamed), committed position and lag
+/// from a fresh scan, whether a daemon runs from the stream's lock, the rest
+/// from the status file the daemon keeps.
+pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<StreamStatus, Error> {
+    let name = &config.name;
+    let mut status = std::fs::read_to_string(statedir::status_file(state_root, name))
+        .map(|text| StreamStatus::from_file_text(&text))
+        .unwrap_or_default();
+    status.stream = name.clone();
+    status.daemon_running =
+        matches!(statedir::lock_state(state_root, name), Ok(statedir::LockState::Held(_)));
+    let rules = StreamRules::new(name, &config.naming);
+    let journal = crate::manifest::journal::read_summary(&statedir::journal(state_root, name), &rules)?;
+    status.archived_position = journal.last.as_ref().map(Record::last);
+    match source::scan(&config.dir, &config.naming, |_| true) {
+        Ok(segments) => {
+            let sealed = sealed_count(config, &segments, Hints::default(), SystemTime::now());
+            let last_sealed = sealed.checked_sub(1).map(|i| segments[i].position);
+            status.committed_position = plan::committed_position(last_sealed, status.archived_position);
+            let lowest = segments.first().map(|s| s.position);
+            status.lag_segments =
+                plan::lag_segments(status.committed_position, status.archived_position, lowest);
+        }
+        Err(e) => status.last_error = Some(e.to_string()),
+    }
+    Ok(status)
+}
+
+/// How many of `segments` are sealed, under the stream's sealing settings
+/// and what the application said (`plan::sealed_count`).
+pub fn sealed_count(config: &StreamConfig, segments: &[Segment], hints: Hints, now: SystemTime) -> usize {
+    let positions: Vec<u64> = segments.iter().map(|s| s.position).collect();
+    let newest_age = segments.last().map_or(Duration::ZERO, |s| source::age(s.modified, now));
+    let sealing = Sealing {
+        on_sight: config.seal == SealMode::Spool,
+        idle: config.seal_idle,
+        through: hints.sealed_through,
+    };
+    plan::sealed_count(&positions, newest_age, sealing)
+}

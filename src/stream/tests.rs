@@ -1,0 +1,221 @@
+//! The stream's policy against the fault-injecting in-memory target:
+//! healing a crash between upload and commit, conflicts, gaps, the order of
+//! commits, failed puts retried without duplicates, and a segment truncated
+//! under a batch larger than the first guard table.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Hints, PassReport, Stream};
+use crate::config::{self, StreamConfig};
+use crate::error::Error;
+use crate::manifest::{StreamRules, journal};
+use crate::statedir;
+use crate::status::{StatusCell, StreamStatus};
+use crate::target::Target;
+use crate::target::memory::MemoryTarget;
+
+struct Fixture {
+    root: PathBuf,
+    config: StreamConfig,
+    target: Arc<MemoryTarget>,
+}
+
+impl Fixture {
+    fn new(name: &str, batch_size: u64, extra: &str) -> Fixture {
+        let root = std::env::temp_dir().join(format!("walship-policy-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("src")).unwrap();
+        let text = format!(
+            "[global]\nstate_dir = {0}/state\ntarget = file://{0}/unused\n\n[stream s]\ndir = {0}/src\n\
+             pattern = seg-{{seq}}.log\nbatch_size = {batch_size}\nseal = spool\n{extra}\n",
+            root.display()
+        );
+        let config = config::parse(Path::new("policy.conf"), &text).unwrap().streams.remove(0);
+        Fixture { root, config, target: Arc::new(MemoryTarget::default()) }
+    }
+
+    fn state(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    fn write(&self, positions: std::ops::RangeInclusive<u64>, len: usize) {
+        for p in positions {
+            fs::write(self.segment(p), content(p, len)).unwrap();
+        }
+    }
+
+    fn segment(&self, position: u64) -> PathBuf {
+        self.root.join("src").join(format!("seg-{position:06}.log"))
+    }
+
+    fn open(&self) -> Result<Stream, Error> {
+        let status = Arc::new(StatusCell::default());
+        let lock = Arc::new(statedir::lock_stream(&self.state(), "s")?);
+        let target: Arc<dyn Target> = Arc::clone(&self.target) as Arc<dyn Target>;
+        Stream::open(self.config.clone(), &self.state(), target, status, lock)
+    }
+
+    fn pass(&self) -> Result<PassReport, Error> {
+        self.open()?.pass(true, Hints::default(), &|| false)
+    }
+
+    fn journal_ranges(&self) -> Vec<(u64, u64, &'static str)> {
+        let rules = StreamRules::new("s", &self.config.naming);
+        let parsed = journal::read_all(&statedir::journal(&self.state(), "s"), &rules).unwrap();
+        parsed.manifest.log.iter().map(|r| (r.first(), r.last(), r.kind())).collect()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn content(position: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (position as usize * 31 + i) as u8).collect()
+}
+
+fn batch_key(first: u64, last: u64) -> String {
+    format!("s/batches/{first:016x}-{last:016x}")
+}
+
+#[test]
+fn crash_between_upload_and_commit_heals_without_resending() {
+    let f = Fixture::new("heal", 3, "");
+    f.write(1..=3, 100);
+    // An earlier run stored the object, then died before recording it.
+    let bytes: Vec<u8> = (1..=3).flat_map(|p| content(p, 100)).collect();
+    f.target.insert(&batch_key(1, 3), &bytes);
+    let report = f.pass().unwrap();
+    assert_eq!((report.batches, report.healed), (1, 1));
+    assert!(f.target.put_log().iter().all(|k| k.contains("/manifest/")), "{:?}", f.target.put_log());
+    assert_eq!(f.journal_ranges(), [(1, 3, "batch")]);
+}
+
+#[test]
+fn different_content_at_a_key_stops_the_stream_and_overwrites_nothing() {
+    let f = Fixture::new("conflict", 3, "");
+    f.write(1..=3, 100);
+    f.target.insert(&batch_key(1, 3), b"someone else's bytes");
+    let error = f.pass().unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error}");
+    assert_eq!(f.target.object(&batch_key(1, 3)).unwrap(), b"someone else's bytes");
+    assert!(f.target.put_log().is_empty());
+    assert!(f.journal_ranges().is_empty());
+}
+
+#[test]
+fn segments_removed_before_archiving_become_a_gap() {
+    let f = Fixture::new("gap", 2, "");
+    f.write(1..=2, 10);
+    f.pass().unwrap();
+    f.write(5..=6, 10); // 3 and 4 never arrive
+    let report = f.pass().unwrap();
+    assert_eq!(report.gaps, 1);
+    assert_eq!(f.journal_ranges(), [(1, 2, "batch"), (3, 4, "gap"), (5, 6, "batch")]);
+}
+
+#[test]
+fn commits_are_strictly_in_position_order() {
+    let f = Fixture::new("order", 2, "");
+    f.write(1..=9, 10);
+    f.pass().unwrap();
+    let log = f.target.put_log();
+    let mut expected = Vec::new();
+    for (first, last) in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 9)] {
+        expected.push(batch_key(first, last));
+        expected.push(format!("s/manifest/{first:016x}-{last:016x}.batch"));
+    }
+    assert_eq!(log, expected);
+    assert_eq!(f.journal_ranges().len(), 5);
+}
+
+#[test]
+fn failed_puts_are_retried_without_duplicates() {
+    let f = Fixture::new("retry", 2, "");
+    f.write(1..=4, 10);
+    f.target.faults.lock().unwrap().failing_batch_puts = 1;
+    assert!(matches!(f.pass(), Err(Error::Target { .. })));
+    assert!(f.journal_ranges().is_empty());
+    // The object of 1..=2 is stored, its record put fails: nothing recorded.
+    f.target.faults.lock().unwrap().failing_record_puts = 1;
+    assert!(matches!(f.pass(), Err(Error::Target { .. })));
+    assert!(f.journal_ranges().is_empty());
+    // The next pass finds the object, records it once, and goes on.
+    let report = f.pass().unwrap();
+    assert_eq!((report.batches, report.healed), (2, 1));
+    assert_eq!(f.journal_ranges(), [(1, 2, "batch"), (3, 4, "batch")]);
+    let log = f.target.put_log();
+    let mut unique = log.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), log.len(), "a key was stored twice: {log:?}");
+}
+
+/// Regression: with more segments in a batch than the guard had slots, a
+/// segment truncated under its map killed the process with SIGBUS.
+#[test]
+fn segment_truncated_in_a_batch_larger_than_the_guard_table_is_refused() {
+    let count = 4200u64;
+    let f = Fixture::new("big-batch", 5000, "");
+    f.write(1..=count, 4096);
+    let last = f.segment(count);
+    f.target.faults.lock().unwrap().before_put = Some(Box::new(move |key: &str| {
+        if key.contains("/batches/") {
+            fs::File::options().write(true).open(&last).unwrap().set_len(0).unwrap();
+        }
+    }));
+    let error = f.pass().unwrap_err();
+    assert!(matches!(error, Error::SegmentChanged { .. }), "{error}");
+    assert!(f.journal_ranges().is_empty());
+    assert!(f.target.object(&batch_key(1, count)).is_none());
+}
+
+#[test]
+fn low_water_mark_records_the_applications_gap() {
+    let f = Fixture::new("low-mark", 10, "");
+    f.write(1..=2, 10);
+    let mut stream = f.open().unwrap();
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    let hints = Hints { low_water_mark: Some(6), ..Hints::default() };
+    assert_eq!(stream.pass(false, hints, &|| false).unwrap().gaps, 1);
+    assert_eq!(stream.archived(), Some(5));
+    match f.target.object("s/manifest/0000000000000003-0000000000000005.gap") {
+        Some(text) => assert!(String::from_utf8_lossy(&text).contains("application"), "gap reason"),
+        None => panic!("no gap record"),
+    }
+}
+
+#[test]
+fn records_adopted_from_the_target_must_match_local_segments() {
+    let f = Fixture::new("adopt", 2, "on_archived = delete");
+    f.write(1..=2, 10);
+    f.pass().unwrap();
+    // The state directory is lost, and the local segments differ from what
+    // the archive's records say.
+    fs::remove_dir_all(f.state()).unwrap();
+    f.write(1..=2, 11);
+    let error = f.open().err().expect("a conflict");
+    assert!(matches!(error, Error::Conflict { .. }), "{error}");
+    assert!(f.segment(1).exists() && f.segment(2).exists(), "a segment was acknowledged");
+    assert!(f.journal_ranges().is_empty(), "records adopted despite the mismatch");
+    // Identical content is adopted and acknowledged.
+    f.write(1..=2, 10);
+    let report = f.pass().unwrap();
+    assert_eq!(report.batches, 0);
+    assert_eq!(f.journal_ranges(), [(1, 2, "batch")]);
+    assert!(!f.segment(1).exists());
+}
+
+#[test]
+fn pass_with_nothing_to_archive_still_records_a_success() {
+    let f = Fixture::new("idle-success", 2, "");
+    f.pass().unwrap();
+    let text = fs::read_to_string(statedir::status_file(&f.state(), "s")).unwrap();
+    assert!(StreamStatus::from_file_text(&text).last_success.is_some(), "{text}");
+}

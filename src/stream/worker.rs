@@ -1,0 +1,290 @@
+//! A stream's thread: wait for mail or the poll interval, run a pass, back
+//! off after a failure, answer "archive this file now" requests once their
+//! file is committed.
+//!
+//! Failures never end the thread (retrying never gives up on data), except
+//! a conflict — different content already archived at a position — which
+//! parks the stream loudly until an operator intervenes. Each error is
+//! logged once when it first appears and once when it clears.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use super::mailbox::{ArchiveReply, Message};
+use super::{Hints, PassReport, Stream};
+use crate::config::StreamConfig;
+use crate::error::Error;
+use crate::retry::Backoff;
+use crate::statedir::{self, StreamLock};
+use crate::status::{StatusCell, unix_now};
+use crate::target::Target;
+
+/// Everything one stream's thread owns.
+pub struct StreamJob {
+    pub config: StreamConfig,
+    pub state_root: PathBuf,
+    pub target: Arc<dyn Target>,
+    pub poll_interval: Duration,
+    pub backoff: Backoff,
+    /// The stream's lock, once taken (by the starter, or by the thread);
+    /// held until the thread ends.
+    pub lock: Option<Arc<StreamLock>>,
+}
+
+/// What the thread shares with the outside.
+pub struct JobLinks {
+    pub mailbox: Receiver<Message>,
+    /// Set (with a `Stop` message) to stop between batches.
+    pub stop: Arc<AtomicBool>,
+    pub status: Arc<StatusCell>,
+    /// When a stream thread last went round its loop (seconds since epoch).
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+/// An "archive this file now" request waiting for its commit.
+struct Request {
+    position: u64,
+    path: PathBuf,
+    reply: Sender<ArchiveReply>,
+}
+
+/// The thread's state between passes.
+struct Inbox {
+    hints: Hints,
+    requests: Vec<Request>,
+    stop: bool,
+}
+
+impl StreamJob {
+    /// The thread's body: until stopped, pass, then wait for mail or the
+    /// poll interval (or the backoff delay after a failure).
+    pub fn run(mut self, links: JobLinks) {
+        let name = self.config.name.clone();
+        log::info!("stream {name}: started");
+        let stopped = || links.stop.load(Ordering::SeqCst);
+        let mut inbox = Inbox { hints: Hints::default(), requests: Vec::new(), stop: false };
+        let mut stream: Option<Stream> = None;
+        let mut last_error: Option<String> = None;
+        while !stopped() && !inbox.stop {
+            let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
+            let delay = match result {
+                Ok(_) => {
+                    if last_error.take().is_some() && !stopped() {
+                        log::info!("stream {name}: recovered; archiving again");
+                    }
+                    self.backoff.succeeded();
+                    self.set_error(&links, None);
+                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    self.poll_interval
+                }
+                Err(error) if stopped() => {
+                    log::info!(
+                        "stream {name}: stopped in the middle of a batch ({error}); it resumes at the next start"
+                    );
+                    inbox.fail(&Arc::new(error));
+                    break;
+                }
+                Err(error) => {
+                    let error = Arc::new(error);
+                    inbox.fail(&error);
+                    let message = error.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        log::error!("{message}");
+                    }
+                    last_error = Some(message.clone());
+                    if matches!(*error, Error::Conflict { .. }) {
+                        log::error!(
+                            "stream {name}: stopped until the conflict is resolved and walship restarted"
+                        );
+                        self.set_error(&links, Some(message));
+                        park(&links, &error, &self.config);
+                        break;
+                    }
+                    if matches!(*error, Error::Manifest(_) | Error::Local { .. } | Error::Locked { .. }) {
+                        stream = None; // reopen from disk on the next attempt
+                    }
+                    let delay = self.backoff.failed();
+                    self.set_error(&links, Some(message));
+                    links.status.update(|s| s.retries += 1);
+                    delay
+                }
+            };
+            links.heartbeat.store(unix_now(), Ordering::SeqCst);
+            inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
+        }
+        inbox.answer(None, true);
+    }
+
+    /// Open the stream if needed (or, after a failure, clear uploads the
+    /// failed attempt left open), then run one pass.
+    fn attempt(
+        &mut self,
+        stream: &mut Option<Stream>,
+        after_failure: bool,
+        hints: Hints,
+        links: &JobLinks,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<PassReport, Error> {
+        let open = match stream {
+            Some(open) => {
+                if after_failure {
+                    // The last attempt failed: an upload it could not abort
+                    // may still be open on the target; clear it first.
+                    open.abort_stale_uploads()?;
+                }
+                open
+            }
+            None => {
+                let lock = match &self.lock {
+                    Some(lock) => Arc::clone(lock),
+                    None => Arc::clone(
+                        self.lock
+                            .insert(Arc::new(statedir::lock_stream(&self.state_root, &self.config.name)?)),
+                    ),
+                };
+                let opened = Stream::open(
+                    self.config.clone(),
+                    &self.state_root,
+                    Arc::clone(&self.target),
+                    Arc::clone(&links.status),
+                    lock,
+                )?;
+                stream.insert(opened)
+            }
+        };
+        open.pass(false, hints, stopped)
+    }
+
+    fn set_error(&self, links: &JobLinks, error: Option<String>) {
+        let backoff_ms = self.backoff.current().map(|d| d.as_millis() as u64);
+        links.status.update(|status| {
+            status.backoff_ms = backoff_ms;
+            status.last_error = error;
+        });
+    }
+}
+
+impl Inbox {
+    /// Wait up to `timeout` for mail, then take whatever else is queued.
+    fn wait(
+        &mut self,
+        mailbox: &Receiver<Message>,
+        timeout: Duration,
+        config: &StreamConfig,
+        archived: Option<u64>,
+    ) {
+        match mailbox.recv_timeout(timeout) {
+            Ok(message) => self.take(message, config, archived),
+            Err(RecvTimeoutError::Timeout) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                self.stop = true;
+                return;
+            }
+        }
+        while let Ok(message) = mailbox.try_recv() {
+            self.take(message, config, archived);
+        }
+    }
+
+    fn take(&mut self, message: Message, config: &StreamConfig, archived: Option<u64>) {
+        match message {
+            Message::Stop => self.stop = true,
+            Message::Wake { low, high } => {
+                self.hints.merge(Hints { sealed_through: high, low_water_mark: low, flush_through: None });
+            }
+            Message::ArchiveNow { path, reply } => match requested_position(config, &path) {
+                Err(error) => {
+                    let _ = reply.send(Err(Arc::new(error)));
+                }
+                Ok(position) if archived.is_some_and(|a| a >= position) => {
+                    let _ = reply.send(Ok(archived.unwrap_or(position)));
+                }
+                Ok(position) => {
+                    self.hints.merge(Hints {
+                        sealed_through: Some(position),
+                        low_water_mark: None,
+                        flush_through: Some(position),
+                    });
+                    self.requests.push(Request { position, path, reply });
+                }
+            },
+        }
+    }
+
+    /// After a pass: answer the requests whose file is archived; the others
+    /// were not archived although the pass succeeded (the file went away),
+    /// or the stream is stopping.
+    fn answer(&mut self, archived: Option<u64>, stopping: bool) {
+        for request in self.requests.drain(..) {
+            let answer = match archived {
+                Some(archived) if archived >= request.position => Ok(archived),
+                _ => {
+                    let why = if stopping {
+                        "walship is stopping; it is archived at the next start"
+                    } else {
+                        "it is no longer in the stream's directory"
+                    };
+                    Err(Arc::new(Error::local("archive", &request.path, io::Error::other(why))))
+                }
+            };
+            let _ = request.reply.send(answer);
+        }
+        self.hints.flush_through = None;
+    }
+
+    /// A pass failed: every waiting request gets the error.
+    fn fail(&mut self, error: &Arc<Error>) {
+        for request in self.requests.drain(..) {
+            let _ = request.reply.send(Err(Arc::clone(error)));
+        }
+        self.hints.flush_through = None;
+    }
+}
+
+/// The position of the segment file `path`, which must be a segment of the
+/// stream (in its directory, named by its pattern) and present.
+fn requested_position(config: &StreamConfig, path: &Path) -> Result<u64, Error> {
+    let not_ours = || {
+        Error::Usage(format!(
+            "{} is not a segment of stream {}: expected a file in {} named by its pattern",
+            path.display(),
+            config.name,
+            config.dir.display()
+        ))
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(not_ours)?;
+    let position = config.naming.position(name).ok_or_else(not_ours)?;
+    let in_dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        None => true,
+        Some(dir) => dir == config.dir || dir.canonicalize().ok() == config.dir.canonicalize().ok(),
+    };
+    if !in_dir {
+        return Err(not_ours());
+    }
+    let file = config.dir.join(name);
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(position),
+        Ok(_) => Err(Error::local("archive", &file, io::Error::other("it is not a regular file"))),
+        Err(e) => Err(Error::local("archive", &file, e)),
+    }
+}
+
+/// A conflict parks the stream: it answers requests with the conflict
+/// until it is stopped.
+fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
+    while !links.stop.load(Ordering::SeqCst) {
+        match links.mailbox.recv() {
+            Ok(Message::Stop) | Err(_) => return,
+            Ok(Message::ArchiveNow { reply, .. }) => {
+                let _ = reply.send(Err(Arc::clone(conflict)));
+            }
+            Ok(Message::Wake { .. }) => {
+                log::debug!("stream {}: woken while stopped by a conflict", config.name);
+            }
+        }
+    }
+}
