@@ -78,10 +78,13 @@ impl DestDir {
 
     /// Create a new, empty temp file for the content of `final_name`. Its
     /// name is walship's (`.FINAL.PID-N.walship-tmp`); a name already taken
-    /// by anything is skipped, never opened.
+    /// by anything is skipped, never opened (after 1,000 taken names in a
+    /// row, the `AlreadyExists` error is returned).
     pub fn create_temp(&self, final_name: &str) -> io::Result<TempFile> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut attempts = 0;
         loop {
+            attempts += 1;
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let name = c_string(OsStr::new(&temp_name(final_name, std::process::id(), n)))?;
             let flags = libc::O_WRONLY
@@ -99,7 +102,7 @@ impl DestDir {
                 return Ok(TempFile { file, name });
             }
             let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::AlreadyExists {
+            if error.kind() != io::ErrorKind::AlreadyExists || attempts >= 1000 {
                 return Err(error);
             }
         }
