@@ -23,8 +23,9 @@
 //! `fetch` writes a new file the same way (one file, one fsync), refuses an
 //! existing DEST (PostgreSQL removes `%p` before it runs `restore_command`,
 //! so an existing file is never what it asks for), and writes through a
-//! DEST that is not a regular file (a device, a FIFO, `/dev/stdout`), or
-//! standard output for `-`. Written through, bytes leave before the last
+//! DEST that is not a regular file (a device, a FIFO, `/dev/stdout`, also
+//! when it leads to the file stdout is redirected to), or standard output
+//! for `-`. Written through, bytes leave before the last
 //! one is checked: a CRC32 mismatch then fails the command (exit 1) with a
 //! message saying to discard what was written.
 //!

@@ -258,3 +258,36 @@ fn restore_stops_at_a_corrupt_batch_keeping_only_verified_files() {
     }
     assert!(names.len() >= 5, "the verified first batch is kept: {names:?}");
 }
+
+/// `fetch … /dev/stdout` with stdout redirected to a file: the link leads to
+/// walship's own stdout, so the segment is written there, as for `-`; the
+/// link is left alone. (The same file named by a plain path is refused.)
+/// The test uses its own link like `/dev/stdout`, so that a regression
+/// cannot replace the machine's.
+#[test]
+fn fetch_to_dev_stdout_redirected_to_a_file_writes_there() {
+    let setup = archived("fetch-dev-stdout");
+    let dev_stdout = setup.dir.path.join("stdout-link");
+    symlink("/proc/self/fd/1", &dev_stdout).unwrap();
+    let out_path = setup.dir.path.join("out.bin");
+    let out_file = fs::File::create(&out_path).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(["fetch", "-s", "s", &segment_name(7), dev_stdout.to_str().unwrap()])
+        .args(["-c", setup.config.to_str().unwrap()])
+        .stdout(out_file)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(fs::read(&out_path).unwrap(), segment_bytes(7, 300));
+    assert!(fs::symlink_metadata(&dev_stdout).unwrap().file_type().is_symlink());
+
+    let out_file = fs::File::create(&out_path).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(["fetch", "-s", "s", &segment_name(7), out_path.to_str().unwrap()])
+        .args(["-c", setup.config.to_str().unwrap()])
+        .stdout(out_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(fs::read(&out_path).unwrap(), b"");
+}

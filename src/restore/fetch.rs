@@ -19,7 +19,8 @@ use crate::target::{CrcWriter, Target, TargetError};
 pub enum FetchDest {
     /// `-`: standard output.
     Stdout,
-    /// A path: a new file, or an existing device or FIFO written through.
+    /// A path: a new file, or an existing device or FIFO written through
+    /// (`/dev/stdout` too, whatever stdout is).
     Path(PathBuf),
 }
 
@@ -41,27 +42,39 @@ pub fn fetch(
     };
     readable(batch)?;
     let segment = Segment { target, stream, batch, seg };
+    let to_stdout = || segment.write_through(&mut io::stdout().lock(), "standard output");
     match dest {
-        FetchDest::Stdout => segment.write_through(&mut io::stdout().lock(), "standard output"),
+        FetchDest::Stdout => to_stdout(),
         FetchDest::Path(path) => match open_existing(path)? {
-            Some(mut file) => segment.write_through(&mut file, &path.display().to_string()),
-            None => segment.write_new_file(path),
+            Existing::Nothing => segment.write_new_file(path),
+            Existing::WriteThrough(mut file) => segment.write_through(&mut file, &path.display().to_string()),
+            Existing::Stdout => to_stdout(),
         },
     }
 }
 
-/// An existing DEST that may be written through (a device, a FIFO), or
-/// `None` when nothing has that name. An existing regular file, directory
-/// or dangling symlink is refused.
-fn open_existing(path: &Path) -> Result<Option<fs::File>, Error> {
+/// What an existing DEST is, for writing.
+enum Existing {
+    /// Nothing has that name: a new file.
+    Nothing,
+    /// A device, FIFO or socket, opened: written through.
+    WriteThrough(fs::File),
+    /// A link to the very file that is walship's standard output
+    /// (`/dev/stdout` redirected to a file): written as for `-`.
+    Stdout,
+}
+
+/// What has DEST's name. An existing regular file (unless reached through a
+/// link to walship's own stdout), directory or dangling symlink is refused.
+fn open_existing(path: &Path) -> Result<Existing, Error> {
     let refuse = |detail: &str| Err(Error::UnsafeRestore { path: path.to_path_buf(), detail: detail.into() });
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+    let is_link = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Nothing),
         Err(e) => return Err(Error::local("read", path, e)),
         Ok(meta) if meta.is_file() => return refuse(EXISTING_DEST),
         Ok(meta) if meta.is_dir() => return refuse("it is a directory; DEST is the file to write"),
-        Ok(_) => {}
-    }
+        Ok(meta) => meta.is_symlink(),
+    };
     // A symlink, device, FIFO or socket: opened for writing, never created
     // or truncated, then checked for what it really is.
     let file = match OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(path) {
@@ -73,10 +86,19 @@ fn open_existing(path: &Path) -> Result<Option<fs::File>, Error> {
         Err(e) => return Err(Error::local("open", path, e)),
     };
     match file.metadata() {
+        Ok(meta) if meta.is_file() && is_link && is_stdout(&meta) => Ok(Existing::Stdout),
         Ok(meta) if meta.is_file() => refuse(EXISTING_DEST),
-        Ok(_) => Ok(Some(file)),
+        Ok(_) => Ok(Existing::WriteThrough(file)),
         Err(e) => Err(Error::local("read", path, e)),
     }
+}
+
+/// Whether `meta` describes the file open as this process's stdout.
+fn is_stdout(meta: &fs::Metadata) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stdout = io::stdout().as_fd().try_clone_to_owned().map(fs::File::from);
+    stdout.and_then(|f| f.metadata()).is_ok_and(|own| (own.dev(), own.ino()) == (meta.dev(), meta.ino()))
 }
 
 const EXISTING_DEST: &str = "it already exists; fetch never replaces a file (PostgreSQL removes %p \
