@@ -375,7 +375,7 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def budgets(s3, walship_runs, idle, binary):
+def budgets(s3, restore, walship_runs, idle, binary):
     """(name, measured, limit text, PASS/MISS) rows."""
     rows = []
 
@@ -397,6 +397,14 @@ def budgets(s3, walship_runs, idle, binary):
         add("requests, 64 KiB segments: walship / curl", r, "far fewer (<= 0.1x)", r <= 0.1)
         r = ratio(w["cpu_per_gib"], c["cpu_per_gib"])
         add("client CPU per GiB, 64 KiB segments: walship / curl", r, "<= 1.5x", r <= 1.5)
+    a, r_ = restore.get(("many", "archive")), restore.get(("many", "restore"))
+    if a and r_:
+        r = ratio(r_["wall_s"], a["wall_s"])
+        add("restore of many small segments: wall restore / archive", r, "<= 1.0x", r <= 1.0)
+        c = restore.get(("many", "cp+sync"))
+        if c:
+            add("  (reference: wall restore / cp -r + sync of the same files)",
+                ratio(r_["wall_s"], c["wall_s"]), "-", None)
     if walship_runs:
         peaks = [r["tree_anon_kb"] / 1024 for r in walship_runs]
         worst = max(peaks)
@@ -435,8 +443,9 @@ def cmd_report(args):
     out = []
     s3 = group(measured, "s3")
     s3_tools = ["walship", "curl", "curl-1proc", "rclone"]
-    out.append("### S3 (Garage): walship run --once vs curl vs rclone (medians)\n")
-    out.append(transfer_table(s3, ["large", "small"], s3_tools))
+    if s3:
+        out.append("### S3 (Garage): walship run --once vs curl vs rclone (medians)\n")
+        out.append(transfer_table(s3, ["large", "small"], s3_tools))
     fs = group(measured, "file")
     if fs:
         out.append("\n### File target: walship run --once vs cp + sync (medians)\n")
@@ -447,6 +456,10 @@ def cmd_report(args):
             if w and c:
                 rel.append([d, ratio(w["wall_s"], c["wall_s"]), ratio(w["cpu_s"], c["cpu_s"])])
         out.append("\n" + table(["data", "wall walship / cp+sync", "CPU walship / cp+sync"], rel))
+    restore = group(measured, "restore")
+    if restore:
+        out.append("\n### Restore of many small segments vs archiving them (file target, medians)\n")
+        out.append(transfer_table(restore, ["many"], ["archive", "restore", "cp+sync"]))
     other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep")]
     if other:
         out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
@@ -476,12 +489,13 @@ def cmd_report(args):
     if facts:
         out.append("\n### Facts\n")
         out.append(table(["fact", "value"], [[k, v] for k, v in facts.items()]))
-    # Every archiving run, plus the daemon starting on the big manifest
-    # (list and status load the whole manifest by design, not counted).
-    walship_runs = [r for r in measured if r.get("tool") in ("walship", "walship-daemon-open")]
+    # Every archiving and restoring run, plus the daemon starting on the big
+    # manifest (list and status load the whole manifest by design, not counted).
+    walship_runs = [r for r in measured
+                    if r.get("tool") in ("walship", "walship-daemon-open", "archive", "restore")]
     out.append("\n### Budgets (ratios from this run)\n")
     out.append(table(["budget", "measured", "limit", "verdict"],
-                     budgets(s3, walship_runs, idle, facts.get("stripped binary bytes"))))
+                     budgets(s3, restore, walship_runs, idle, facts.get("stripped binary bytes"))))
     text = "\n".join(out) + "\n"
     print(text)
     if args.markdown:

@@ -3,7 +3,8 @@
 //! One table lists the commands, each with its getopts options, a usage line
 //! and a builder that turns the parsed options into a `Command`. Everything
 //! here is pure: nothing is printed, read or exited; `main` prints `Help` on
-//! stdout with exit status 0 and a `UsageError` on stderr with exit status 2.
+//! stdout with exit status 0 and a `UsageError` on stderr with exit status 2
+//! (no arguments at all is such an error: the overall usage, on stderr).
 //! Whether a named stream exists or a file can be read is for the command to
 //! find out once the config is loaded, not for this module.
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use getopts::{Fail, Matches, Options};
 
 use crate::config::{self, DEFAULT_PATH};
+use crate::restore::FetchDest;
 
 /// What to run, with which config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +29,7 @@ pub struct Invocation {
 pub enum Command {
     /// `walship run [--once]`: the daemon, or one full pass with `once`.
     Run { once: bool },
-    /// `walship list [-s STREAM]`: batches, snapshots and gaps.
+    /// `walship list [-s STREAM]`: archived batches and gaps.
     List { stream: Option<String> },
     /// `walship restore -s STREAM --to DIR [--position P] [--allow-gaps]`.
     Restore {
@@ -37,8 +39,9 @@ pub enum Command {
         position: Option<u64>,
         allow_gaps: bool,
     },
-    /// `walship fetch -s STREAM NAME DEST`: one segment by file name.
-    Fetch { stream: String, name: String, dest: PathBuf },
+    /// `walship fetch -s STREAM NAME DEST`: one segment by file name, to a
+    /// path or (`-`) standard output.
+    Fetch { stream: String, name: String, dest: FetchDest },
     /// `walship status [--json]`.
     Status { json: bool },
     /// `walship verify [-s STREAM] [--deep]`.
@@ -52,13 +55,13 @@ pub enum Command {
 pub enum Parsed {
     /// Run this.
     Run(Invocation),
-    /// Print this text on stdout and exit 0 (`--help`, `help`, no arguments,
-    /// `--version`).
+    /// Print this text on stdout and exit 0 (`--help`, `help`, `--version`).
     Help(String),
 }
 
 /// Arguments that do not form a valid command. The text is the problem, then
-/// a line saying where usage is shown; print it on stderr and exit 2.
+/// a line saying where usage is shown (for no arguments at all: the overall
+/// usage); print it on stderr and exit 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
@@ -96,8 +99,8 @@ const COMMANDS: &[CommandSpec] = &[
             o.optflag(
                 "",
                 "once",
-                "do one full pass and exit: every sealed segment (a short final batch \
-                 included), every snapshot then due, retention",
+                "do one full pass and exit: archive every sealed segment (a short final \
+                 batch included)",
             );
         },
         build: |m| {
@@ -108,8 +111,10 @@ const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list",
         synopsis: "[-s STREAM]",
-        summary: "show archived batches, snapshots and gaps",
-        about: "Show what is archived, per stream: batches, snapshots and gaps.",
+        summary: "show archived batches and gaps",
+        about: "Show what is archived, per stream: the positions retention pruned (if\n\
+                any), a summary line, then one line per batch (positions, segments,\n\
+                size, CRC32, object key) and per gap (positions and reason).",
         options: |o| {
             o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
         },
@@ -151,9 +156,15 @@ const COMMANDS: &[CommandSpec] = &[
         name: "fetch",
         synopsis: "-s STREAM NAME DEST",
         summary: "restore one segment by name (for restore_command)",
-        about: "Write the archived segment called NAME (its file name) of STREAM to the\n\
-                file DEST, verified by CRC. Usable as PostgreSQL's restore_command; a\n\
-                distinct exit status says the segment is not in the archive.",
+        about: "Write the archived segment called NAME (its file name) of STREAM to DEST,\n\
+                verified by CRC. Usable as PostgreSQL's restore_command (`walship fetch\n\
+                -s pg %f %p`): exit status 3 says the segment is not in the archive.\n\
+                \n\
+                DEST is a new file: an existing file is refused, never replaced (PostgreSQL\n\
+                removes %p before it asks). The file appears under its name only once\n\
+                complete, verified and synced. DEST `-` is standard output; a DEST that is\n\
+                a device or FIFO (/dev/stdout) is written through: the bytes go out as they\n\
+                arrive, and a CRC mismatch at the end exits 1 saying to discard them.",
         options: |o| {
             o.optopt("s", "stream", "the stream the segment belongs to (required)", "STREAM");
         },
@@ -163,10 +174,12 @@ const COMMANDS: &[CommandSpec] = &[
                 return Err(format!("expected two arguments, NAME and DEST, got {}", m.free.len()));
             };
             check_segment_name(name)?;
-            if dest.is_empty() {
-                return Err("DEST is empty; give the path to write the segment to".into());
-            }
-            Ok(Command::Fetch { stream, name: name.clone(), dest: PathBuf::from(dest) })
+            let dest = match dest.as_str() {
+                "" => return Err("DEST is empty; give the path to write the segment to, or -".into()),
+                "-" => FetchDest::Stdout,
+                path => FetchDest::Path(PathBuf::from(path)),
+            };
+            Ok(Command::Fetch { stream, name: name.clone(), dest })
         },
     },
     CommandSpec {
@@ -219,7 +232,7 @@ const NOT_YET: &[&str] = &["push", "snapshot", "prune"];
 /// Parse the arguments after the program name.
 pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
     let Some((first, rest)) = args.split_first() else {
-        return Ok(Parsed::Help(overall_usage()));
+        return Err(UsageError(overall_usage()));
     };
     match first.as_str() {
         "-h" | "--help" | "help" => return help_for(first, rest),
@@ -246,10 +259,11 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
     Ok(Parsed::Run(Invocation { config_path, command }))
 }
 
-/// `walship help [COMMAND]`, `walship --help [COMMAND]`.
+/// `walship help [COMMAND]`, `walship --help [COMMAND]` (and `help --help`).
 fn help_for(first: &str, rest: &[String]) -> Result<Parsed, UsageError> {
     match rest {
         [] => Ok(Parsed::Help(overall_usage())),
+        [name] if matches!(name.as_str(), "-h" | "--help" | "help") => Ok(Parsed::Help(overall_usage())),
         [name] => Ok(Parsed::Help(command_usage(find_command(name)?))),
         _ => Err(general_error(format!("`walship {first}` takes at most one command name"))),
     }
@@ -292,8 +306,12 @@ fn overall_usage() -> String {
     text.push_str(&format!(
         "  {:<9} {}\n\n\
          Every command takes -c FILE (default {DEFAULT_PATH}) and -h/--help.\n\
-         Run `walship COMMAND --help` for a command's options.\n\
-         Exit status: 0 success, 1 operational failure, 2 usage or configuration error.\n",
+         Run `walship COMMAND --help` for a command's options.\n\n\
+         Exit status:\n  \
+           0 success\n  \
+           1 operational failure (I/O, network, damaged data, a gap, nothing to restore)\n  \
+           2 usage or configuration error\n  \
+           3 fetch: the segment is not in the archive\n",
         "help", "show this text, or `walship help COMMAND` for one command"
     ));
     text
@@ -461,12 +479,20 @@ mod tests {
                 Command::Fetch {
                     stream: "pg".into(),
                     name: "000000010000000000000001".into(),
-                    dest: "pg_wal/RECOVERYXLOG".into(),
+                    dest: FetchDest::Path("pg_wal/RECOVERYXLOG".into()),
                 },
             ),
             (
                 "fetch data-7.log /tmp/x -s sensors",
-                Command::Fetch { stream: "sensors".into(), name: "data-7.log".into(), dest: "/tmp/x".into() },
+                Command::Fetch {
+                    stream: "sensors".into(),
+                    name: "data-7.log".into(),
+                    dest: FetchDest::Path("/tmp/x".into()),
+                },
+            ),
+            (
+                "fetch -s s data-7.log -",
+                Command::Fetch { stream: "s".into(), name: "data-7.log".into(), dest: FetchDest::Stdout },
             ),
             ("status", Command::Status { json: false }),
             ("status --json", Command::Status { json: true }),
@@ -500,14 +526,17 @@ mod tests {
 
     #[test]
     fn help_texts() {
-        let overall = help("");
+        let overall = help("help");
         for spec in COMMANDS {
             assert!(overall.contains(&format!("  {:<9} {}", spec.name, spec.summary)));
         }
         assert!(overall.contains(DEFAULT_PATH));
         assert_eq!(help("--help"), overall);
         assert_eq!(help("-h"), overall);
-        assert_eq!(help("help"), overall);
+        assert_eq!(help("help --help"), overall);
+        assert_eq!(help("--help help"), overall);
+        assert!(overall.contains("3 fetch: the segment is not in the archive"), "{overall}");
+        assert_eq!(usage_error(""), overall, "no arguments: the usage, as an error");
         for spec in COMMANDS {
             let text = help(&format!("{} --help", spec.name));
             assert!(text.starts_with(&format!("Usage: walship {}", spec.name)), "{text}");

@@ -1,10 +1,14 @@
 //! What each CLI command does: load the config, set up logging, call the
 //! library, print results for a person (stdout) and diagnostics (stderr via
 //! `log`). `main.rs` only turns the returned error into an exit code.
+//!
+//! Every line for stdout goes through [`print`] (the `outln!` macro), which
+//! turns a failed write into [`Error::Output`] instead of a panic: when the
+//! reader of a pipe goes away (`walship list | head -1`), the command stops
+//! at its next line and `main` exits quietly.
 
-use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
 use std::time::SystemTime;
 
 use crate::archiver;
@@ -14,13 +18,28 @@ use crate::config::{self, Config, StreamConfig};
 use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
+use crate::human::{count, human_bytes};
 use crate::manifest::{Record, StreamRules};
-use crate::restore::{self, RestoreRequest};
+use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::source;
 use crate::statedir;
 use crate::status::StreamStatus;
 use crate::stream;
 use crate::target;
+
+/// Print a line on stdout, `println!`-style, through [`print`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Write `text` to stdout now. A failure (a closed pipe, a full disk) is an
+/// [`Error::Output`], never a panic.
+pub fn print(text: impl fmt::Display) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    write!(out, "{text}").and_then(|()| out.flush()).map_err(Error::Output)
+}
 
 /// Run one parsed command line.
 pub fn execute(invocation: Invocation) -> Result<(), Error> {
@@ -76,14 +95,14 @@ fn run_once(config: &Config) -> Result<(), Error> {
     let mut failed = 0;
     for (name, outcome) in archiver::run_once(config)? {
         match outcome {
-            Ok(r) => println!(
-                "stream {name}: archived {} batches ({} segments, {}), {} already in the archive, {} gaps",
-                r.batches,
-                r.segments,
+            Ok(r) => outln!(
+                "stream {name}: archived {} ({}, {}), {} already in the archive, {}",
+                count(r.batches, "batch"),
+                count(r.segments, "segment"),
                 human_bytes(r.bytes),
                 r.healed,
-                r.gaps
-            ),
+                count(r.gaps, "gap")
+            )?,
             Err(e) => {
                 log::error!("{e}");
                 failed += 1;
@@ -92,7 +111,7 @@ fn run_once(config: &Config) -> Result<(), Error> {
     }
     match failed {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "stream(s)".into(), exit_code: EXIT_FAILURE }),
+        count => Err(Error::Failed { count, what: "stream", exit_code: EXIT_FAILURE }),
     }
 }
 
@@ -102,9 +121,9 @@ fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
         let rules = StreamRules::new(&stream.name, &stream.naming);
         let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
         if let Some(before) = manifest.pruned_before() {
-            println!("stream {}: positions before {before} were pruned", stream.name);
+            outln!("stream {}: positions before {before} were pruned", stream.name)?;
         }
-        print!("{}", render_list(&stream.name, manifest.live_log()));
+        print(render_list(&stream.name, manifest.live_log()))?;
     }
     Ok(())
 }
@@ -124,8 +143,11 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
     };
     let _ = writeln!(
         out,
-        "stream {stream}: {batches} batches, {segments} segments, {}, {gaps} gaps, {span}",
-        human_bytes(bytes)
+        "stream {stream}: {}, {}, {}, {}, {span}",
+        count(batches as u64, "batch"),
+        count(segments as u64, "segment"),
+        human_bytes(bytes),
+        count(gaps as u64, "gap"),
     );
     if records.is_empty() {
         return out;
@@ -151,18 +173,6 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
     out
 }
 
-/// `1234567` → `1.2 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
@@ -170,20 +180,20 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
     let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
-    println!(
-        "stream {}: restored {} segments ({}) {upto} into {}",
+    outln!(
+        "stream {}: restored {} ({}) {upto} into {}",
         request.stream,
-        report.segments,
+        count(report.segments, "segment"),
         human_bytes(report.bytes),
         request.to.display()
-    );
+    )?;
     for (first, last) in &report.gaps_skipped {
-        println!("stream {}: gap {first}..{last} skipped (--allow-gaps)", request.stream);
+        outln!("stream {}: gap {first}..{last} skipped (--allow-gaps)", request.stream)?;
     }
     Ok(())
 }
 
-fn fetch(config: &Config, stream: &str, name: &str, dest: &Path) -> Result<(), Error> {
+fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
@@ -200,11 +210,11 @@ fn status(config: &Config, json: bool) -> Result<(), Error> {
         .collect::<Result<_, _>>()?;
     if json {
         let items: Vec<String> = statuses.iter().map(StreamStatus::to_json).collect();
-        println!("[{}]", items.join(","));
+        outln!("[{}]", items.join(","))?;
     } else {
         let now = SystemTime::now();
         for s in &statuses {
-            print!("{}", s.to_human(now));
+            print(s.to_human(now))?;
         }
     }
     Ok(())
@@ -215,61 +225,67 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     let mut problems = 0;
     for stream in selected(config, stream)? {
         let rules = StreamRules::new(&stream.name, &stream.naming);
+        // The first failed line of output (a closed pipe) is kept and
+        // returned once the stream's check is done; later lines are dropped.
+        let mut output = Ok(());
         problems += catalog::verify::verify_stream(
             &config.global.state_dir,
             target.as_ref(),
             &rules,
             deep,
-            &mut |line| println!("{line}"),
+            &mut |line| {
+                if output.is_ok() {
+                    output = outln!("{line}");
+                }
+            },
         );
+        output?;
     }
     match problems {
         0 => Ok(()),
-        count => {
-            Err(Error::Failed { count, what: "check(s) of the archive".into(), exit_code: EXIT_FAILURE })
-        }
+        count => Err(Error::Failed { count, what: "archive check", exit_code: EXIT_FAILURE }),
     }
 }
 
 fn check(config: &Config) -> Result<(), Error> {
-    println!("config {}: ok ({} streams)", config.path.display(), config.streams.len());
+    outln!("config {}: ok ({})", config.path.display(), count(config.streams.len() as u64, "stream"))?;
     let (mut failed, mut exit_code) = (0, EXIT_FAILURE);
     let mut report = |what: String, result: Result<(), String>| match result {
-        Ok(()) => println!("{what}: ok"),
+        Ok(()) => outln!("{what}: ok"),
         Err(e) => {
-            println!("{what}: FAILED: {e}");
             failed += 1;
+            outln!("{what}: FAILED: {e}")
         }
     };
     match target::open(&config.global) {
-        Ok(t) => report(format!("target {}", t.describe()), t.check().map_err(|e| e.to_string())),
+        Ok(t) => report(format!("target {}", t.describe()), t.check().map_err(|e| e.to_string()))?,
         Err(e) => {
             exit_code = e.exit_code();
-            report(format!("target {}", target_name(config)), Err(e.to_string()));
+            report(format!("target {}", target_name(config)), Err(e.to_string()))?;
         }
     }
     report(
         format!("state_dir {}", config.global.state_dir.display()),
         check_writable(&config.global.state_dir),
-    );
+    )?;
     // After state_dir exists: what only directory identity shows (bind
     // mounts); a configuration error, like the overlaps load refuses.
     let apart = config::places::check_identities(config);
     if apart.is_err() {
         exit_code = EXIT_USAGE;
     }
-    report("state_dir, target and stream dirs apart".into(), apart);
+    report("state_dir, target and stream dirs apart".into(), apart)?;
     for stream in &config.streams {
         let scanned = source::scan(&stream.dir, &stream.naming, |_| true).map_err(|e| e.to_string());
-        report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()));
+        report(format!("stream {} dir {}", stream.name, stream.dir.display()), scanned.map(|_| ()))?;
     }
     match failed {
         0 => Ok(()),
-        count => Err(Error::Failed { count, what: "check(s)".into(), exit_code }),
+        count => Err(Error::Failed { count, what: "check", exit_code }),
     }
 }
 
-fn check_writable(dir: &Path) -> Result<(), String> {
+fn check_writable(dir: &std::path::Path) -> Result<(), String> {
     durable::create_dir_all(dir).map_err(|e| format!("cannot create it: {e}"))?;
     let probe = statedir::check_probe(dir);
     durable::write_file(&probe, b"check\n").map_err(|e| format!("cannot write in it: {e}"))?;

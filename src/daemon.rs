@@ -38,7 +38,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let tick = notifier.watchdog_interval().map_or(DAEMON_TICK, |w| DAEMON_TICK.min(w / 2));
     let mut config = config.clone();
     let mut archiver = start_archiver(&config)?;
-    log::info!("walship started: {} stream(s) to {}", config.streams.len(), target_name(&config));
+    let streams = crate::human::count(config.streams.len() as u64, "stream");
+    log::info!("walship started: {streams} to {}", target_name(&config));
     notifier.ready(&notify::status_line(&archiver.status()));
     // Why the last reload was refused, until one succeeds (shown in the status).
     let mut reload_failure: Option<String> = None;

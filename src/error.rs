@@ -1,6 +1,11 @@
 //! The crate-wide error: one variant per thing that can go wrong, each
 //! carrying the context (stream, path, key) an operator needs, with a
 //! `Display` that says what to do. `exit_code` is the CLI contract.
+//!
+//! `Display` is the whole message, the wrapped error's text included: that
+//! is what `main` prints and the logs show. Every variant that wraps another
+//! error also returns it from `source()`, so a program embedding walship can
+//! inspect the typed cause (an `io::Error`'s kind, a `TargetError`).
 
 use std::fmt;
 use std::io;
@@ -35,6 +40,8 @@ pub enum Error {
     Manifest(ManifestError),
     /// A target operation failed.
     Target { stream: String, source: TargetError },
+    /// The configured target cannot be set up (no stream involved yet).
+    TargetSetup(TargetError),
     /// Local state (state directory, restore destination) could not be
     /// read or written.
     Local { what: String, path: PathBuf, source: io::Error },
@@ -51,17 +58,27 @@ pub enum Error {
     Locked { stream: String, path: PathBuf, holder: Option<u32> },
     /// Restore was asked to write where it must not.
     UnsafeRestore { path: PathBuf, detail: String },
+    /// `restore`: the archive holds nothing (`end` is `None`), or ends
+    /// before the position asked for.
+    ArchiveEnds { stream: String, end: Option<u64>, asked: Option<u64> },
+    /// `fetch` wrote a segment through to `dest` (standard output, a device,
+    /// a FIFO) as it arrived, and its CRC32 did not match at the end.
+    CorruptOutput { dest: String, source: TargetError },
+    /// Standard output could not be written (a closed pipe: the reader
+    /// stopped reading, which `main` treats as a quiet end).
+    Output(io::Error),
     /// Several things failed (`run --once`, `check`, `verify`): each was
-    /// already reported; this carries the count and the exit code of the
-    /// most severe (a configuration problem outranks an operational one).
-    Failed { count: usize, what: String, exit_code: i32 },
+    /// already reported; this carries the count, what they are (a singular
+    /// noun: "stream") and the exit code of the most severe (a configuration
+    /// problem outranks an operational one).
+    Failed { count: usize, what: &'static str, exit_code: i32 },
 }
 
 impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Config(_) | Error::Credentials(_) => EXIT_USAGE,
+            Error::Usage(_) | Error::Config(_) | Error::Credentials(_) | Error::TargetSetup(_) => EXIT_USAGE,
             Error::NotInArchive { .. } => EXIT_NOT_FOUND,
             Error::Failed { exit_code, .. } => *exit_code,
             _ => EXIT_FAILURE,
@@ -87,7 +104,7 @@ impl fmt::Display for Error {
             Error::Credentials(e) => write!(f, "{e}"),
             Error::Scan { stream, source } => write!(f, "stream {stream}: {source}"),
             Error::Manifest(e) => write!(f, "{e}"),
-            Error::Target { stream, source } if stream.is_empty() => write!(f, "{source}"),
+            Error::TargetSetup(e) => write!(f, "{e}"),
             Error::Target { stream, source } => write!(f, "stream {stream}: {source}"),
             Error::Local { what, path, source } => {
                 write!(f, "cannot {what} {}: {source}", path.display())?;
@@ -136,12 +153,52 @@ impl fmt::Display for Error {
             Error::UnsafeRestore { path, detail } => {
                 write!(f, "refusing to write {}: {detail}", path.display())
             }
-            Error::Failed { count, what, .. } => write!(f, "{count} {what} failed (see above)"),
+            Error::ArchiveEnds { stream, end: None, .. } => {
+                write!(f, "stream {stream}: nothing is archived yet; there is nothing to restore")
+            }
+            Error::ArchiveEnds { stream, end: Some(end), asked } => {
+                write!(f, "stream {stream}: the archive ends at position {end}")?;
+                match asked {
+                    Some(p) => write!(f, "; cannot restore up to {p}"),
+                    None => Ok(()),
+                }
+            }
+            Error::CorruptOutput { dest, source } => write!(
+                f,
+                "{source}: the bytes already written to {dest} are corrupt; discard them \
+                 (nothing else was changed)"
+            ),
+            Error::Output(e) => write!(f, "cannot write to standard output: {e}"),
+            Error::Failed { count, what, .. } => {
+                write!(f, "{} failed (see above)", crate::human::count(*count as u64, what))
+            }
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Credentials(e) => Some(e),
+            Error::Scan { source, .. } => Some(source),
+            Error::Manifest(e) => Some(e),
+            Error::Target { source, .. } | Error::CorruptOutput { source, .. } => Some(source),
+            Error::TargetSetup(e) => Some(e),
+            Error::Local { source, .. } => Some(source),
+            Error::Output(e) => Some(e),
+            Error::Usage(_)
+            | Error::SegmentChanged { .. }
+            | Error::Conflict { .. }
+            | Error::NotInArchive { .. }
+            | Error::Gap { .. }
+            | Error::Locked { .. }
+            | Error::UnsafeRestore { .. }
+            | Error::ArchiveEnds { .. }
+            | Error::Failed { .. } => None,
+        }
+    }
+}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {
@@ -152,5 +209,54 @@ impl From<ConfigError> for Error {
 impl From<ManifestError> for Error {
     fn from(e: ManifestError) -> Error {
         Error::Manifest(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn target_error() -> TargetError {
+        TargetError::Unusable { detail: "target directory /x does not exist".into(), fix: "create it".into() }
+    }
+
+    #[test]
+    fn wrapped_errors_are_the_source() {
+        let local = Error::local("write", "/x", io::Error::from(io::ErrorKind::StorageFull));
+        let cause = local.source().and_then(|s| s.downcast_ref::<io::Error>()).expect("io source");
+        assert_eq!(cause.kind(), io::ErrorKind::StorageFull);
+        assert!(local.to_string().contains("free space"), "{local}");
+
+        for error in [
+            Error::target("s", target_error()),
+            Error::TargetSetup(target_error()),
+            Error::CorruptOutput { dest: "standard output".into(), source: target_error() },
+        ] {
+            let source = error.source().expect("a source");
+            assert!(source.downcast_ref::<TargetError>().is_some(), "{error}");
+            assert!(error.to_string().contains("does not exist"), "the message includes the cause: {error}");
+        }
+        assert!(Error::Output(io::Error::from(io::ErrorKind::BrokenPipe)).source().is_some());
+        assert!(Error::Usage("x".into()).source().is_none());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let cases = [
+            (Error::Usage("x".into()), EXIT_USAGE),
+            (Error::TargetSetup(target_error()), EXIT_USAGE),
+            (Error::target("s", target_error()), EXIT_FAILURE),
+            (Error::NotInArchive { stream: "s".into(), name: "n".into() }, EXIT_NOT_FOUND),
+            (Error::ArchiveEnds { stream: "s".into(), end: None, asked: None }, EXIT_FAILURE),
+            (Error::UnsafeRestore { path: "/x".into(), detail: "d".into() }, EXIT_FAILURE),
+            (Error::Failed { count: 2, what: "check", exit_code: EXIT_USAGE }, EXIT_USAGE),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.exit_code(), code, "{error}");
+        }
+        let one = Error::Failed { count: 1, what: "stream", exit_code: EXIT_FAILURE };
+        assert_eq!(one.to_string(), "1 stream failed (see above)");
     }
 }

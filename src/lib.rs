@@ -48,6 +48,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod human;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

@@ -113,7 +113,7 @@ fn removed_segments_become_gaps_and_restore_stops_there() {
     setup.write_segments(8..=12, 100); // 6 and 7 never arrive
     let out = setup.walship(&["run", "--once"]);
     assert_success(&out, &["run", "--once"]);
-    assert!(stdout(&out).contains("1 gaps"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("1 gap"), "{}", stdout(&out));
     assert!(stderr(&out).contains("positions 6..7 are missing"), "{}", stderr(&out));
     let list = setup.ok(&["list"]);
     assert!(list.contains("GAP"), "{list}");

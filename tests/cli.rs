@@ -7,7 +7,7 @@ use crate::util::*;
 
 #[test]
 fn help_lists_commands_and_exits_zero() {
-    for args in [&["--help"][..], &["help"], &[]] {
+    for args in [&["--help"][..], &["help"]] {
         let out = walship(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
         let text = stdout(&out);
@@ -140,4 +140,123 @@ fn verify_detects_missing_and_corrupt_objects() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("MISSING") && text.contains("CORRUPT"), "{text}");
+}
+
+/// Stdout whose reader is already gone, as for `walship list | head -0`.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills two descriptors that we then own; the read end
+    // is closed at once, the write end handed to the child.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::process::Stdio::from(OwnedFd::from_raw_fd(fds[1]))
+    }
+}
+
+/// `walship list | head -1` panicked ("failed printing to stdout: Broken
+/// pipe"), as did every printing command: they now exit quietly.
+#[test]
+fn printing_commands_exit_quietly_on_a_closed_pipe() {
+    let setup = Setup::new("closed-pipe", 5, "seal = spool");
+    setup.write_segments(1..=10, 100);
+    setup.ok(&["run", "--once"]);
+    setup.write_segments(11..=12, 100);
+    let restored = setup.dir.path.join("restored");
+    let config = setup.config.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["list"],
+        &["status"],
+        &["status", "--json"],
+        &["verify"],
+        &["verify", "--deep"],
+        &["check"],
+        &["run", "--once"],
+        &["restore", "-s", "s", "--to", restored.to_str().unwrap()],
+        &["list", "--help"],
+    ];
+    for args in commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+            .args(*args)
+            .args(["-c", config])
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        // Only the log may speak (run logs what it archived); no error.
+        let err = stderr(&out);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(!err.contains("walship:") && !err.contains("ERROR"), "{args:?}: {err}");
+    }
+    for args in [&["--help"][..], &["help", "restore"], &["--version"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+            .args(args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?} printed on stderr");
+    }
+}
+
+/// `walship` alone is a usage error (it exited 0), with the usage on stderr.
+#[test]
+fn no_arguments_is_a_usage_error() {
+    let out = walship(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("Usage: walship COMMAND"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+}
+
+/// `walship help --help` failed; the top-level help lacked exit status 3.
+#[test]
+fn help_of_help_and_every_exit_status_listed() {
+    let out = walship(&["help", "--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Usage: walship"), "{}", stdout(&out));
+    let help = stdout(&walship(&["--help"]));
+    for code in ["0 ", "1 ", "2 ", "3 "] {
+        assert!(help.contains(code), "exit status {code}missing:\n{help}");
+    }
+    assert!(help.contains("3 fetch: the segment is not in the archive"), "{help}");
+}
+
+/// A target path that is a regular file was reported as "does not exist",
+/// behind a stray "check : " prefix.
+#[test]
+fn check_says_a_target_that_is_a_file_is_not_a_directory() {
+    let setup = Setup::new("target-file", 10, "");
+    fs::remove_dir_all(&setup.archive).unwrap();
+    fs::write(&setup.archive, b"").unwrap();
+    let out = setup.walship(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("is not a directory"), "{text}");
+    assert!(!text.contains("does not exist") && !text.contains(" : "), "{text}");
+}
+
+/// "1 segments", "1 streams", "1 gaps": counts read right in every output.
+#[test]
+fn counts_of_one_are_singular() {
+    let setup = Setup::new("singular", 5, "seal = spool");
+    setup.write_segments(1..=1, 100);
+    setup.write_segments(3..=3, 100);
+    let out = setup.ok(&["run", "--once"]);
+    assert!(out.contains("archived 2 batches (2 segments"), "{out}");
+    assert!(out.contains("1 gap"), "{out}");
+    let check = setup.ok(&["check"]);
+    assert!(check.contains("(1 stream)"), "{check}");
+    let list = setup.ok(&["list"]);
+    assert!(list.contains("2 batches, 2 segments") && list.contains("1 gap,"), "{list}");
+    let restored = setup.dir.path.join("r");
+    let out = setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap(), "--position", "1"]);
+    assert!(out.contains("restored 1 segment ("), "{out}");
+    let out = setup.ok(&["verify"]);
+    assert!(out.contains("2 batches checked"), "{out}");
+    for text in [out, check, list] {
+        for wrong in ["1 segments", "1 streams", "1 gaps", "1 batches"] {
+            assert!(!text.contains(wrong), "{wrong:?} in {text}");
+        }
+    }
 }

@@ -163,7 +163,7 @@ fn crash_between_upload_and_commit_heals_without_resending() {
     let before = object_identities(&setup.archive);
 
     let out = setup.ok(&["run", "--once"]);
-    assert!(out.contains("archived 1 batches") && out.contains("1 already in the archive"), "{out}");
+    assert!(out.contains("archived 1 batch (") && out.contains("1 already in the archive"), "{out}");
     let after = object_identities(&setup.archive);
     let batch = "s/batches/0000000000000015-000000000000001e";
     assert_eq!(after[batch], before[batch], "the stored batch was sent again");

@@ -457,7 +457,7 @@ fn head_failing_with_503_is_reported_as_the_server_error_not_as_missing() {
     assert!(text.contains("head s/batches/") && text.contains("ServiceUnavailable (HTTP 503)"), "{text}");
     assert!(!text.contains("not found"), "{text}");
     let out = rig.setup.ok(&["run", "--once"]);
-    assert!(out.contains("archived 1 batches"), "{out}");
+    assert!(out.contains("archived 1 batch ("), "{out}");
     rig.assert_archive_complete();
 }
 

@@ -29,6 +29,8 @@ mod packaging;
 mod places;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
+/// Restore and fetch safety: no link followed, no name replaced, devices written through.
+mod restore;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
 /// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.

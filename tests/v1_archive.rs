@@ -44,7 +44,7 @@ fn v1_archive_is_listed_restored_and_verified_as_it_is() {
     assert!(journal.starts_with("walship-manifest v1\n"));
 
     let listed = setup.ok(&["list"]);
-    assert!(listed.contains("stream s: 5 batches, 12 segments, 348 B, 1 gaps, positions 0..12"), "{listed}");
+    assert!(listed.contains("stream s: 5 batches, 12 segments, 348 B, 1 gap, positions 0..12"), "{listed}");
     let verified = setup.ok(&["verify", "--deep"]);
     assert!(verified.contains("5 batches checked (deep)"), "{verified}");
 
@@ -78,7 +78,7 @@ fn v1_archive_is_continued_and_its_journal_upgraded_without_loss() {
 
     let listed = setup.ok(&["list"]);
     assert!(listed.contains("stream s: 7 batches, 17 segments"), "{listed}");
-    assert!(listed.contains("1 gaps, positions 0..17"), "{listed}");
+    assert!(listed.contains("1 gap, positions 0..17"), "{listed}");
     setup.ok(&["verify", "--deep"]);
 
     let out = setup.dir.path.join("restored");
@@ -91,7 +91,7 @@ fn v1_remote_records_alone_rebuild_the_manifest() {
     let setup = v1_setup("v1-rebuild");
     fs::remove_dir_all(&setup.state).unwrap();
     let listed = setup.ok(&["list"]);
-    assert!(listed.contains("stream s: 5 batches, 12 segments, 348 B, 1 gaps, positions 0..12"), "{listed}");
+    assert!(listed.contains("stream s: 5 batches, 12 segments, 348 B, 1 gap, positions 0..12"), "{listed}");
     setup.write_segments(13..=13, 300);
     setup.ok(&["run", "--once"]);
     assert!(setup.ok(&["list"]).contains("6 batches, 13 segments"));

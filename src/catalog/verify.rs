@@ -73,7 +73,8 @@ pub fn verify_stream(
             problem(say, found);
         }
     }
-    say(format!("stream {stream}: {checked} batches checked{}", if deep { " (deep)" } else { "" }));
+    let checked = crate::human::count(checked, "batch");
+    say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
 }
 

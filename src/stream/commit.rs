@@ -32,9 +32,9 @@ impl Stream {
         self.commit(Record::Batch(record))?;
         let how = if uploaded == Uploaded::AlreadyStored { ", found already stored" } else { "" };
         log::info!(
-            "stream {}: archived positions {first}..{last} ({} segments, {size} bytes{how})",
+            "stream {}: archived positions {first}..{last} ({}, {size} bytes{how})",
             self.name(),
-            segments.len()
+            crate::human::count(segments.len() as u64, "segment")
         );
         self.acknowledge_batch(&segments)
     }

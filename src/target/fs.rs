@@ -43,15 +43,20 @@ impl FileTarget {
         Ok(self.root.join(key))
     }
 
-    fn check_root(&self, op: &str) -> Result<(), TargetError> {
-        if self.root.is_dir() {
-            return Ok(());
-        }
-        Err(TargetError::Fatal {
-            op: op.into(),
-            key: String::new(),
-            detail: format!("target directory {} does not exist", self.root.display()),
-            fix: "create it, or mount the archive volume there".into(),
+    fn check_root(&self) -> Result<(), TargetError> {
+        let (detail, fix) = match fs::metadata(&self.root) {
+            Ok(meta) if meta.is_dir() => return Ok(()),
+            Ok(_) => {
+                ("is not a directory".to_string(), "point `target` at a directory, or move the file away")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                ("does not exist".to_string(), "create it, or mount the archive volume there")
+            }
+            Err(e) => (format!("cannot be read: {e}"), "check its owner and permissions"),
+        };
+        Err(TargetError::Unusable {
+            detail: format!("target directory {} {detail}", self.root.display()),
+            fix: fix.into(),
         })
     }
 }
@@ -87,7 +92,7 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.check_root("put")?;
+        self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
         durable::create_dir_all(dir).map_err(|e| io_error("put", key, dir, e))?;
@@ -135,7 +140,7 @@ impl Target for FileTarget {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        self.check_root("list")?;
+        self.check_root()?;
         // Walk only the directory the prefix names, not the whole archive.
         let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
         let mut found = Vec::new();
@@ -165,10 +170,11 @@ impl Target for FileTarget {
     }
 
     fn check(&self) -> Result<(), TargetError> {
-        self.check_root("check")?;
-        let probe = self.root.join(".walship-check");
-        durable::write_file(&probe, b"walship check\n").map_err(|e| io_error("check", "", &probe, e))?;
-        fs::remove_file(&probe).map_err(|e| io_error("check", "", &probe, e))
+        self.check_root()?;
+        const PROBE: &str = ".walship-check";
+        let probe = self.root.join(PROBE);
+        durable::write_file(&probe, b"walship check\n").map_err(|e| io_error("check", PROBE, &probe, e))?;
+        fs::remove_file(&probe).map_err(|e| io_error("check", PROBE, &probe, e))
     }
 }
 

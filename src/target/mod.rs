@@ -162,6 +162,10 @@ pub enum TargetError {
     Fatal { op: String, key: String, detail: String, fix: String },
     /// Bytes stored or received do not match their CRC32.
     Checksum { key: String, expected: u32, actual: u32 },
+    /// The target as a whole cannot be used (its root is missing or not a
+    /// directory, its settings are invalid): no object is involved; `fix`
+    /// says what to change.
+    Unusable { detail: String, fix: String },
 }
 
 impl TargetError {
@@ -184,6 +188,7 @@ impl fmt::Display for TargetError {
             TargetError::Checksum { key, expected, actual } => {
                 write!(f, "object {key}: CRC32 mismatch (expected {expected:08x}, got {actual:08x})")
             }
+            TargetError::Unusable { detail, fix } => write!(f, "{detail}; {fix}"),
         }
     }
 }
@@ -214,7 +219,7 @@ pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>
                 retry_min: global.backoff_min,
                 retry_max: global.backoff_max,
             };
-            let target = s3::S3Target::new(settings).map_err(|e| Error::target("", e))?;
+            let target = s3::S3Target::new(settings).map_err(Error::TargetSetup)?;
             Ok(std::sync::Arc::new(target))
         }
     }

@@ -91,7 +91,14 @@ impl fmt::Display for CredentialsError {
     }
 }
 
-impl std::error::Error for CredentialsError {}
+impl std::error::Error for CredentialsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CredentialsError::Read { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// A problem in shared-credentials text, before a path is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]

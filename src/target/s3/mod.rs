@@ -159,7 +159,7 @@ impl S3Target {
 }
 
 fn config_error(detail: String, fix: &str) -> TargetError {
-    TargetError::Fatal { op: "configure s3 target".into(), key: String::new(), detail, fix: fix.into() }
+    TargetError::Unusable { detail: format!("s3 target: {detail}"), fix: fix.into() }
 }
 
 impl Target for S3Target {
@@ -241,8 +241,8 @@ mod tests {
 
     fn fix_of(result: Result<S3Target, TargetError>) -> String {
         match result {
-            Err(TargetError::Fatal { fix, .. }) => fix,
-            Err(other) => panic!("expected Fatal, got {other:?}"),
+            Err(TargetError::Unusable { fix, .. }) => fix,
+            Err(other) => panic!("expected Unusable, got {other:?}"),
             Ok(_) => panic!("expected an error"),
         }
     }

@@ -1,0 +1,208 @@
+//! `fetch`: one archived segment by name, to a new file, through an
+//! existing device or FIFO, or to standard output (see the parent module's
+//! doc for the rules: no replacing, CRC32 before the name, written-through
+//! bytes and a mismatch).
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::dest::DestDir;
+use super::readable;
+use crate::error::Error;
+use crate::manifest::{BatchRecord, Record, SegmentEntry};
+use crate::target::{CrcWriter, Target, TargetError};
+
+/// Where `fetch` writes the segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchDest {
+    /// `-`: standard output.
+    Stdout,
+    /// A path: a new file, or an existing device or FIFO written through
+    /// (`/dev/stdout` too, whatever stdout is).
+    Path(PathBuf),
+}
+
+/// Fetch one segment by `name` into `dest`. The newest copy wins if a name
+/// appears twice. Not archived → `Error::NotInArchive`. Returns its length.
+pub fn fetch(
+    records: &[Record],
+    target: &dyn Target,
+    stream: &str,
+    name: &str,
+    dest: &FetchDest,
+) -> Result<u64, Error> {
+    let found = records.iter().rev().find_map(|r| match r {
+        Record::Batch(b) => b.segments.iter().find(|s| s.name == name).map(|s| (b, s)),
+        Record::Gap(_) => None,
+    });
+    let Some((batch, seg)) = found else {
+        return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
+    };
+    readable(batch)?;
+    let segment = Segment { target, stream, batch, seg };
+    let to_stdout = || segment.write_through(&mut io::stdout().lock(), "standard output");
+    match dest {
+        FetchDest::Stdout => to_stdout(),
+        FetchDest::Path(path) => match open_existing(path)? {
+            Existing::Nothing => segment.write_new_file(path),
+            Existing::WriteThrough(mut file) => segment.write_through(&mut file, &path.display().to_string()),
+            Existing::Stdout => to_stdout(),
+        },
+    }
+}
+
+/// What an existing DEST is, for writing.
+enum Existing {
+    /// Nothing has that name: a new file.
+    Nothing,
+    /// A device, FIFO or socket, opened: written through.
+    WriteThrough(fs::File),
+    /// A link to the very file that is walship's standard output
+    /// (`/dev/stdout` redirected to a file): written as for `-`.
+    Stdout,
+}
+
+/// What has DEST's name. An existing regular file (unless reached through a
+/// link to walship's own stdout), directory or dangling symlink is refused.
+fn open_existing(path: &Path) -> Result<Existing, Error> {
+    let refuse = |detail: &str| Err(Error::UnsafeRestore { path: path.to_path_buf(), detail: detail.into() });
+    let is_link = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(Error::local("read", path, e)),
+        Ok(meta) if meta.is_file() => return refuse(EXISTING_DEST),
+        Ok(meta) if meta.is_dir() => return refuse("it is a directory; DEST is the file to write"),
+        Ok(meta) => meta.is_symlink(),
+    };
+    // A symlink, device, FIFO or socket: opened for writing, never created
+    // or truncated, then checked for what it really is.
+    let file = match OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return refuse("it is a symlink to nothing"),
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+            return refuse("it leads to a directory; DEST is the file to write");
+        }
+        Err(e) => return Err(Error::local("open", path, e)),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() && is_link && is_stdout(&meta) => Ok(Existing::Stdout),
+        Ok(meta) if meta.is_file() => refuse(EXISTING_DEST),
+        Ok(_) => Ok(Existing::WriteThrough(file)),
+        Err(e) => Err(Error::local("read", path, e)),
+    }
+}
+
+/// Whether `meta` describes the file open as this process's stdout.
+fn is_stdout(meta: &fs::Metadata) -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stdout = io::stdout().as_fd().try_clone_to_owned().map(fs::File::from);
+    stdout.and_then(|f| f.metadata()).is_ok_and(|own| (own.dev(), own.ino()) == (meta.dev(), meta.ino()))
+}
+
+const EXISTING_DEST: &str = "it already exists; fetch never replaces a file (PostgreSQL removes %p \
+                             before it runs restore_command): remove it, choose another DEST, or \
+                             give - for standard output";
+
+/// One archived segment, to write somewhere.
+struct Segment<'a> {
+    target: &'a dyn Target,
+    stream: &'a str,
+    batch: &'a BatchRecord,
+    seg: &'a SegmentEntry,
+}
+
+impl Segment<'_> {
+    /// Download into `out` (checksumming on the way), then check the CRC32.
+    /// Errors of `out` are reported as writing `shown`.
+    fn download(&self, out: &mut dyn Write, shown: &str) -> Result<u32, Error> {
+        let mut local = LocalWriter { inner: out, failure: None };
+        let mut checked = CrcWriter::new(&mut local);
+        let got =
+            self.target.get(&self.batch.key, Some((self.seg.offset, self.seg.stored_len)), &mut checked);
+        let crc = checked.hasher.finalize();
+        let flushed = got.map_err(|e| match local.failure.take() {
+            Some(io) => Error::local("write", shown, io),
+            None => Error::target(self.stream, e),
+        });
+        flushed?;
+        local.inner.flush().map_err(|e| Error::local("write", shown, e))?;
+        Ok(crc)
+    }
+
+    fn mismatch(&self, actual: u32) -> TargetError {
+        TargetError::Checksum {
+            key: format!("{} (segment {})", self.batch.key, self.seg.name),
+            expected: self.seg.crc32,
+            actual,
+        }
+    }
+
+    /// Write through `out`: the bytes go out as they arrive.
+    fn write_through(&self, out: &mut dyn Write, shown: &str) -> Result<u64, Error> {
+        let actual = self.download(out, shown)?;
+        if actual != self.seg.crc32 {
+            return Err(Error::CorruptOutput { dest: shown.to_string(), source: self.mismatch(actual) });
+        }
+        Ok(self.seg.len)
+    }
+
+    /// Write a new file at `path`: temp name, verify, fsync, take the name
+    /// only if still free, sync the directory.
+    fn write_new_file(&self, path: &Path) -> Result<u64, Error> {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Err(Error::UnsafeRestore {
+                path: path.to_path_buf(),
+                detail: "DEST must end with a file name (UTF-8)".into(),
+            });
+        };
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = DestDir::open(parent).map_err(|e| Error::local("open", parent, e))?;
+        let mut temp = dir.create_temp(name).map_err(|e| Error::local("create a file in", parent, e))?;
+        let written = self.download(&mut temp.file, &path.display().to_string()).and_then(|actual| {
+            if actual != self.seg.crc32 {
+                return Err(Error::target(self.stream, self.mismatch(actual)));
+            }
+            temp.file.sync_all().map_err(|e| Error::local("sync", path, e))?;
+            match dir.publish(&temp.name, name) {
+                Ok(()) => Ok(self.seg.len),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    Err(Error::UnsafeRestore { path: path.to_path_buf(), detail: EXISTING_DEST.into() })
+                }
+                Err(e) => Err(Error::local("rename into", path, e)),
+            }
+        });
+        if written.is_err() {
+            let _ = dir.remove(&temp.name);
+            return written;
+        }
+        dir.sync().map_err(|e| Error::local("sync", parent, e))?;
+        written
+    }
+}
+
+/// A writer that remembers its own failure, so that a download failing
+/// because of the local side is reported as such, not as the target's.
+struct LocalWriter<'a> {
+    inner: &'a mut dyn Write,
+    failure: Option<io::Error>,
+}
+
+impl Write for LocalWriter<'_> {
+    /// On failure, keeps the error and hands the target a stand-in.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| {
+            let stand_in = io::Error::new(e.kind(), "the local destination refused the bytes");
+            self.failure = Some(e);
+            stand_in
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
