@@ -14,7 +14,8 @@
 //! this order: [`archiver`] (starts one thread per stream, the library API,
 //! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
 //! messages in [`stream::mailbox`]) → [`stream`] (a pass: scan, plan, the
-//! three stages) → [`source`] (which files are segments, memory maps) →
+//! three stages) → [`source`] (which files are segments, through [`naming`]: file name ↔
+//! position; memory maps) →
 //! [`plan`] (sealing, committed position, the batch and gap rules: pure) →
 //! `stream::prepare` (map and checksum; [`mapguard`] survives a segment
 //! truncated under its map) → `stream::upload` (store, or find it already
@@ -50,6 +51,7 @@ pub mod error;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;
+pub mod naming;
 pub mod notify;
 pub mod plan;
 pub mod restore;

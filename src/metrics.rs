@@ -53,6 +53,13 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         "counter",
         &|s| Some(s.gaps_recorded),
     );
+    gauge(
+        &mut out,
+        "walship_late_segments",
+        "Late files in the stream directory: arrived after the archive passed their position.",
+        "gauge",
+        &|s| Some(s.late_segments),
+    );
     gauge(&mut out, "walship_retries_total", "Failed passes retried after a backoff.", "counter", &|s| {
         Some(s.retries)
     });

@@ -15,18 +15,19 @@ use std::time::Duration;
 /// `last_archived` is the last archived position, `None` when nothing is
 /// archived yet, in which case the stream behaves as if the position before
 /// its `lowest_present` segment were archived (so a stream starting at 0
-/// begins with the one-segment batch `(0, 0)`).
-pub fn next_batch(last_archived: Option<u64>, lowest_present: u64, batch_size: u64) -> (u64, u64) {
+/// begins with the one-segment batch `(0, 0)`). Positions beyond the
+/// manifest's limit are refused at the source, but the arithmetic is checked
+/// all the same: `None` when no position follows `u64::MAX`, and a batch
+/// whose boundary lies beyond it ends there.
+pub fn next_batch(last_archived: Option<u64>, lowest_present: u64, batch_size: u64) -> Option<(u64, u64)> {
     debug_assert!(batch_size > 0, "config::parse enforces batch_size > 0");
     let last = match (last_archived, lowest_present) {
         (Some(last), _) => last,
-        (None, 0) => return (0, 0),
+        (None, 0) => return Some((0, 0)),
         (None, lowest) => lowest - 1,
     };
-    // Saturating: positions near u64::MAX are refused at the source; the
-    // plan must not overflow on them all the same.
-    let first = last.saturating_add(1);
-    (first, (last / batch_size).saturating_add(1).saturating_mul(batch_size))
+    let first = last.checked_add(1)?;
+    Some((first, (last / batch_size + 1).saturating_mul(batch_size)))
 }
 
 /// How the newest present segment becomes sealed (every older one is).
@@ -77,21 +78,21 @@ pub fn lag_segments(committed: Option<u64>, archived: Option<u64>, lowest_presen
 /// The position of the next snapshot: the next interval boundary after the
 /// last snapshot, or, when that is far behind, the latest boundary the
 /// committed position has reached (a lagging snapshot jumps instead of
-/// walking every interval).
-pub fn next_snapshot(last_snapshot: Option<u64>, committed: u64, interval: u64) -> u64 {
+/// walking every interval). `None` when the next boundary after the last
+/// snapshot lies beyond `u64::MAX`: there is no further snapshot.
+pub fn next_snapshot(last_snapshot: Option<u64>, committed: u64, interval: u64) -> Option<u64> {
     debug_assert!(interval > 0, "callers only plan snapshots when they are on");
     let next_for_storage = match last_snapshot {
-        Some(last) => (last / interval + 1) * interval,
+        Some(last) => (last / interval + 1).checked_mul(interval)?,
         None => 0,
     };
     let last_for_source = committed / interval * interval;
-    next_for_storage.max(last_for_source)
+    Some(next_for_storage.max(last_for_source))
 }
 
 /// The next snapshot position if one is due now (`committed` has reached it).
 pub fn snapshot_due(last_snapshot: Option<u64>, committed: u64, interval: u64) -> Option<u64> {
-    let next = next_snapshot(last_snapshot, committed, interval);
-    (committed >= next).then_some(next)
+    next_snapshot(last_snapshot, committed, interval).filter(|&next| committed >= next)
 }
 
 /// The configuration rule: `batch_size > 0`, and, with snapshots on
@@ -171,7 +172,10 @@ pub fn next_step(last_archived: Option<u64>, present: &[SegmentFact], policy: Ba
     let Some(lowest) = waiting.first() else {
         return Step::Wait;
     };
-    let (first, boundary) = next_batch(last_archived, lowest.position, policy.batch_size);
+    // `waiting` holds a position after `last_archived`, so one follows it.
+    let Some((first, boundary)) = next_batch(last_archived, lowest.position, policy.batch_size) else {
+        return Step::Wait;
+    };
     if lowest.position > first {
         return Step::Gap { first, last: lowest.position - 1 };
     }
@@ -217,21 +221,21 @@ mod tests {
             (Some(200), 100, (201, 300)),
         ];
         for (last, b, expected) in table {
-            assert_eq!(next_batch(last, 0, b), expected, "last={last:?} B={b}");
+            assert_eq!(next_batch(last, 0, b), Some(expected), "last={last:?} B={b}");
         }
     }
 
     #[test]
     fn next_batch_sequence_and_late_start() {
-        assert_eq!(next_batch(Some(0), 0, 10), (1, 10));
-        assert_eq!(next_batch(Some(10), 0, 10), (11, 20));
+        assert_eq!(next_batch(Some(0), 0, 10), Some((1, 10)));
+        assert_eq!(next_batch(Some(10), 0, 10), Some((11, 20)));
         // A stream whose lowest segment is s > 0 behaves as if s-1 were archived.
-        assert_eq!(next_batch(None, 5, 10), (5, 10));
-        assert_eq!(next_batch(None, 10, 10), (10, 10));
-        assert_eq!(next_batch(None, 11, 10), (11, 20));
+        assert_eq!(next_batch(None, 5, 10), Some((5, 10)));
+        assert_eq!(next_batch(None, 10, 10), Some((10, 10)));
+        assert_eq!(next_batch(None, 11, 10), Some((11, 20)));
         // After a short batch the rule re-aligns to the boundary by itself.
-        assert_eq!(next_batch(Some(37), 0, 10), (38, 40));
-        assert_eq!(next_batch(Some(7), 0, 1), (8, 8));
+        assert_eq!(next_batch(Some(37), 0, 10), Some((38, 40)));
+        assert_eq!(next_batch(Some(7), 0, 1), Some((8, 8)));
     }
 
     #[test]
@@ -245,7 +249,11 @@ mod tests {
             (Some(200), 250, 300),
         ];
         for (last, committed, expected) in table {
-            assert_eq!(next_snapshot(last, committed, 100), expected, "last={last:?} committed={committed}");
+            assert_eq!(
+                next_snapshot(last, committed, 100),
+                Some(expected),
+                "last={last:?} committed={committed}"
+            );
         }
     }
 
@@ -407,9 +415,27 @@ mod tests {
         assert_eq!(lag_segments(None, Some(4), None), 0);
     }
 
+    /// `data-18446744073709551615.log` made `(last / B + 1) * B` overflow
+    /// (a panic in debug builds, a wrapped batch range in release).
     #[test]
     fn plan_does_not_overflow_at_the_top_of_the_position_range() {
-        assert_eq!(next_batch(Some(u64::MAX - 1), 0, 10).0, u64::MAX);
-        let _ = next_step(Some(u64::MAX - 1), &sealed(u64::MAX..=u64::MAX), B10);
+        let max = u64::MAX;
+        assert_eq!(next_batch(Some(max), 0, 10), None);
+        assert_eq!(next_batch(Some(max - 1), 0, 10), Some((max, max)));
+        assert_eq!(next_batch(None, max, 100_000), Some((max, max)));
+        assert_eq!(next_batch(Some(max - 20), 0, 1), Some((max - 19, max - 19)));
+        // The last batch ends at u64::MAX, where the next boundary would be.
+        assert_eq!(
+            next_step(Some(max - 1), &sealed(max..=max), B10),
+            Step::Upload { first: max, last: max, short: false }
+        );
+        assert_eq!(
+            next_step(None, &sealed(max - 2..=max), B10),
+            Step::Upload { first: max - 2, last: max, short: false }
+        );
+        assert_eq!(next_step(Some(max), &sealed(max - 2..=max), B10), Step::Wait);
+        assert_eq!(next_snapshot(Some(max - 5), max, 100), None);
+        assert_eq!(snapshot_due(Some(max - 5), max, 100), None);
+        assert_eq!(next_snapshot(None, max, 100), Some(max / 100 * 100));
     }
 }

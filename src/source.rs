@@ -1,76 +1,34 @@
-//! The local side of a stream: which files are segments, their positions,
-//! which are sealed, and read-only memory maps of their bytes.
+//! The local side of a stream: which directory entries are segments, their
+//! positions, which are sealed, which the archive already holds, and
+//! read-only memory maps of their bytes.
 //!
 //! A directory scan gathers facts (name, position, size, modification time);
-//! sealing is decided from those facts by `plan::sealed_count`. Nothing here
-//! uploads, plans batches or touches the manifest.
+//! file names are read through the stream's [`Naming`]; sealing is decided
+//! from those facts by `plan::sealed_count`. [`Source`] sorts what a scan found
+//! against what the archive records: segments waiting to be archived,
+//! segments the archive holds (to acknowledge), late files (at positions the
+//! archive passed without them: warned about, never touched) and entries it
+//! refuses (not a regular file, or a position beyond what a manifest can
+//! record), which hold the stream at their position with an error instead of
+//! becoming gaps. A symbolic link to a regular file is a segment like the
+//! file itself, under the link's name. Nothing here uploads, plans batches or
+//! writes the manifest.
 
-use std::fs::File;
+use std::fmt;
+use std::fs::{self, File, FileType};
 use std::io;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use memmap2::Mmap;
 
+use crate::manifest::validate::MAX_POSITION;
 use crate::mapguard::{self, Registration};
+pub use crate::naming::{NameMatch, Naming, is_ignored_name};
 
-/// How a stream's file names carry positions: `PREFIX{seq}SUFFIX` (decimal)
-/// or `PREFIX{hex}SUFFIX` (hexadecimal).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Naming {
-    prefix: String,
-    suffix: String,
-    radix: u32,
-}
-
-/// Longest run of digits accepted as a position (u64 has 20 decimal digits).
-const MAX_DIGITS: usize = 20;
-
-impl Naming {
-    /// Parse a `pattern` value such as `data-{seq}.log` or `{hex}.wal`.
-    /// Exactly one placeholder; no '/' (segments live directly in the
-    /// stream's directory).
-    pub fn from_pattern(pattern: &str) -> Result<Naming, String> {
-        if pattern.contains('/') {
-            return Err("a pattern names files inside `dir` and cannot contain '/'".into());
-        }
-        let placeholders = pattern.matches("{seq}").count() + pattern.matches("{hex}").count();
-        if placeholders != 1 {
-            return Err("expected exactly one {seq} (decimal) or {hex} placeholder, \
-                        e.g. data-{seq}.log"
-                .into());
-        }
-        let (token, radix) = if pattern.contains("{seq}") { ("{seq}", 10) } else { ("{hex}", 16) };
-        let (prefix, suffix) = pattern.split_once(token).expect("placeholder counted above");
-        if prefix.starts_with('.') {
-            return Err("segment names cannot start with '.': dot-files are ignored".into());
-        }
-        Ok(Naming { prefix: prefix.to_string(), suffix: suffix.to_string(), radix })
-    }
-
-    /// The position a file name stands for, or `None` if it is not a segment
-    /// of this stream (wrong shape, dot-file, temporary or partial file).
-    pub fn position(&self, file_name: &str) -> Option<u64> {
-        if is_ignored_name(file_name) {
-            return None;
-        }
-        let digits = file_name.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
-        if digits.is_empty() || digits.len() > MAX_DIGITS {
-            return None;
-        }
-        if !digits.chars().all(|c| c.is_digit(self.radix)) {
-            return None;
-        }
-        u64::from_str_radix(digits, self.radix).ok()
-    }
-}
-
-/// Names never treated as segments, whatever the pattern: dot-files, and
-/// files that are still being written or were set aside.
-pub fn is_ignored_name(file_name: &str) -> bool {
-    const IGNORED_SUFFIXES: [&str; 6] = [".tmp", ".temp", ".partial", ".part", "~", ".archived"];
-    file_name.starts_with('.') || IGNORED_SUFFIXES.iter().any(|s| file_name.ends_with(s))
-}
+mod survey;
+pub use survey::{ArchivedRanges, Source, Survey};
 
 /// One segment file found by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +41,90 @@ pub struct Segment {
     pub modified: SystemTime,
 }
 
+/// A directory entry with a segment's name that cannot be archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its file name inside the stream's directory.
+    pub name: String,
+    /// Its position, when the name has one.
+    pub position: Option<u64>,
+    pub reason: RefusedReason,
+}
+
+impl Refused {
+    /// Whether it is a symbolic link: what it points to can change without
+    /// the stream's directory changing.
+    pub fn is_link(&self) -> bool {
+        match &self.reason {
+            RefusedReason::NotAFile(kind) => kind.starts_with(LINK_TO),
+            RefusedReason::BrokenLink { .. } => true,
+            RefusedReason::Unreadable(_) | RefusedReason::BeyondLimit | RefusedReason::Overflow => false,
+        }
+    }
+}
+
+/// How a [`RefusedReason::NotAFile`] kind that is a link begins.
+const LINK_TO: &str = "a symbolic link to ";
+
+/// Why a [`Refused`] entry cannot be archived (errors kept as their
+/// messages, so a scan can be kept and compared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// Not a regular file (nor a symbolic link to one): "a directory", "a
+    /// named pipe (FIFO)", "a socket", "a device", or a link to one of those.
+    NotAFile(String),
+    /// A symbolic link whose target cannot be read (missing, a loop, no
+    /// permission).
+    BrokenLink { target: PathBuf, error: String },
+    /// An entry that cannot be stat'ed.
+    Unreadable(String),
+    /// Its position is beyond what a manifest can record.
+    BeyondLimit,
+    /// Its number does not even fit in 64 bits.
+    Overflow,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.name;
+        match (&self.reason, self.position) {
+            (RefusedReason::NotAFile(kind), _) => write!(
+                f,
+                "{name} is {kind}, not a segment file; a segment must be a regular file or a \
+                 symbolic link to one: move it out of the stream directory or rename it so that \
+                 it does not match the pattern"
+            ),
+            (RefusedReason::BrokenLink { target, error }, _) => write!(
+                f,
+                "{name} is a symbolic link to {}, which cannot be read ({error}); make it point \
+                 to the segment file, or remove it",
+                target.display()
+            ),
+            (RefusedReason::Unreadable(e), _) => {
+                write!(f, "{name} cannot be examined ({e}); check its permissions, or remove it")
+            }
+            (RefusedReason::BeyondLimit, Some(position)) => write!(
+                f,
+                "{name} stands for position {position}, beyond the largest position walship can \
+                 record ({MAX_POSITION} = 2^62); rename or remove it"
+            ),
+            (RefusedReason::BeyondLimit | RefusedReason::Overflow, _) => write!(
+                f,
+                "{name} has a number too large for a position (the largest walship can record \
+                 is {MAX_POSITION} = 2^62); rename or remove it"
+            ),
+        }
+    }
+}
+
+/// What one directory read found: segments (sorted by position) and the
+/// entries with segment names that cannot be archived.
+#[derive(Debug, Default, Clone)]
+pub struct Scan {
+    pub segments: Vec<Segment>,
+    pub refused: Vec<Refused>,
+}
+
 /// Why a scan failed. Messages name the directory or file and the fix.
 #[derive(Debug)]
 pub enum ScanError {
@@ -90,10 +132,14 @@ pub enum ScanError {
     Dir { dir: PathBuf, source: io::Error },
     /// Two file names stand for the same position (e.g. `x-1` and `x-01`).
     Ambiguous { position: u64, a: String, b: String },
+    /// Entries with segment names that cannot be archived (sorted by
+    /// position, those without one last). Nothing at or after the first of
+    /// them is archived until it is dealt with; no gap is recorded for it.
+    Refused { dir: PathBuf, entries: Vec<Refused> },
 }
 
-impl std::fmt::Display for ScanError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScanError::Dir { dir, source } => write!(
                 f,
@@ -103,46 +149,145 @@ impl std::fmt::Display for ScanError {
             ScanError::Ambiguous { position, a, b } => {
                 write!(f, "files {a} and {b} both stand for position {position}; remove or rename one")
             }
+            ScanError::Refused { dir, entries } => {
+                write!(f, "in {}: ", dir.display())?;
+                for (i, entry) in entries.iter().enumerate() {
+                    write!(f, "{}{entry}", if i > 0 { "; " } else { "" })?;
+                }
+                let held = entries.iter().filter_map(|e| e.position).min();
+                match held {
+                    Some(p) => write!(f, ". Archiving stops before position {p} until then"),
+                    None => write!(f, ". Nothing was archived for it"),
+                }
+            }
         }
     }
 }
 
-impl std::error::Error for ScanError {}
+impl std::error::Error for ScanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ScanError::Dir { source, .. } => Some(source),
+            ScanError::Ambiguous { .. } | ScanError::Refused { .. } => None,
+        }
+    }
+}
 
-/// List the segments in `dir` whose position is `wanted`, sorted by
-/// position. Only wanted files are stat'ed, so a directory keeping thousands
-/// of archived segments costs one directory read per poll. Subdirectories,
-/// non-UTF-8 names and names that are not segments are skipped.
+/// List the segments in `dir` whose position is `wanted` (see
+/// [`scan_entries`]), refusing entries that cannot be archived: what
+/// `status` and `check` use.
 pub fn scan(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -> Result<Vec<Segment>, ScanError> {
+    let scan = scan_entries(dir, naming, wanted)?;
+    if !scan.refused.is_empty() {
+        return Err(ScanError::Refused { dir: dir.to_path_buf(), entries: scan.refused });
+    }
+    Ok(scan.segments)
+}
+
+/// Read `dir`: the segments whose position is `wanted`, sorted by position,
+/// and the entries with segment names that cannot be archived. Only wanted
+/// entries are stat'ed, so a directory keeping thousands of archived
+/// segments costs one directory read. Non-UTF-8 names and names that are
+/// not segments are skipped; a symbolic link to a regular file is a segment
+/// (its target's size and time, the link's name); a directory, pipe,
+/// socket, device or unreadable link is refused, never opened; so is a
+/// name whose position is beyond [`MAX_POSITION`].
+pub fn scan_entries(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -> Result<Scan, ScanError> {
     let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
-    let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+    let mut scan = Scan::default();
+    for entry in fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
-        let Some(position) = naming.position(&name).filter(|&p| wanted(p)) else { continue };
-        // A file can vanish between listing and stat (spool consumers, races
-        // with rotation): it is simply not present.
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        segments.push(Segment {
-            position,
-            name,
-            path: entry.path(),
-            len: meta.len(),
-            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        });
+        let position = match naming.classify(&name) {
+            NameMatch::NotASegment => continue,
+            NameMatch::Overflow => {
+                scan.refused.push(Refused { name, position: None, reason: RefusedReason::Overflow });
+                continue;
+            }
+            NameMatch::Position(p) if p > MAX_POSITION => {
+                let reason = RefusedReason::BeyondLimit;
+                scan.refused.push(Refused { name, position: Some(p), reason });
+                continue;
+            }
+            NameMatch::Position(p) if wanted(p) => p,
+            NameMatch::Position(_) => continue,
+        };
+        let path = entry.path();
+        let reason = match entry_kind(&entry, &path) {
+            Ok(EntryKind::File(meta)) => {
+                let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                scan.segments.push(Segment { position, name, path, len: meta.len(), modified });
+                continue;
+            }
+            // A file can vanish between listing and stat (spool consumers,
+            // races with rotation): it is simply not present.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Ok(EntryKind::Vanished) => continue,
+            Ok(EntryKind::NotAFile(kind)) => RefusedReason::NotAFile(kind),
+            Ok(EntryKind::BrokenLink { target, error }) => {
+                RefusedReason::BrokenLink { target, error: error.to_string() }
+            }
+            Err(e) => RefusedReason::Unreadable(e.to_string()),
+        };
+        scan.refused.push(Refused { name, position: Some(position), reason });
     }
-    segments.sort_by_key(|s| s.position);
-    if let Some(pair) = segments.windows(2).find(|w| w[0].position == w[1].position) {
+    scan.segments.sort_by_key(|s| s.position);
+    scan.refused.sort_by_key(|r| r.position.unwrap_or(u64::MAX));
+    if let Some(pair) = scan.segments.windows(2).find(|w| w[0].position == w[1].position) {
         return Err(ScanError::Ambiguous {
             position: pair[0].position,
             a: pair[0].name.clone(),
             b: pair[1].name.clone(),
         });
     }
-    Ok(segments)
+    Ok(scan)
+}
+
+/// What a directory entry with a segment's name is.
+enum EntryKind {
+    /// A regular file, or a symbolic link to one: the file's metadata.
+    File(fs::Metadata),
+    /// Anything else: "a directory", …, "a symbolic link to a directory".
+    NotAFile(String),
+    /// A symbolic link whose target cannot be stat'ed.
+    BrokenLink { target: PathBuf, error: io::Error },
+    /// A symbolic link removed while it was looked at.
+    Vanished,
+}
+
+/// What `entry` (at `path`) is, from `lstat`, and `stat` for a symbolic
+/// link. Never opens it (opening a named pipe would block the stream).
+fn entry_kind(entry: &fs::DirEntry, path: &Path) -> io::Result<EntryKind> {
+    let file_type = entry.file_type()?;
+    if file_type.is_symlink() {
+        return Ok(match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => EntryKind::File(meta),
+            Ok(meta) => EntryKind::NotAFile(format!("{LINK_TO}{}", kind_of(meta.file_type()))),
+            Err(error) => match fs::read_link(path) {
+                Ok(target) => EntryKind::BrokenLink { target, error },
+                Err(_) => EntryKind::Vanished,
+            },
+        });
+    }
+    if !file_type.is_file() {
+        return Ok(EntryKind::NotAFile(kind_of(file_type).to_string()));
+    }
+    entry.metadata().map(EntryKind::File)
+}
+
+/// "a directory", "a named pipe (FIFO)"…: what a non-regular entry is.
+fn kind_of(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// A directory whose modification time is younger than this is always read
@@ -156,34 +301,38 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// the same files as at the last scan. Only the newest segment can still be
 /// growing (and sealing by `seal_idle` looks at its age), so it alone is
 /// stat'ed again. An idle poll then costs one or two `stat` calls however
-/// many files the directory keeps.
+/// many files the directory keeps. A scan that refused a symbolic link is
+/// not kept: what a link points to can change without the directory
+/// changing, so the link is looked at again every time.
 #[derive(Default)]
 pub struct CachedScan {
-    last: Option<(SystemTime, Vec<Segment>)>,
+    last: Option<(SystemTime, Scan)>,
 }
 
 impl CachedScan {
-    /// The segments of `dir` whose position is `wanted` (see [`scan`]), read
-    /// again only when the directory changed or has not settled.
+    /// The entries of `dir` whose position is `wanted` (see
+    /// [`scan_entries`]), read again only when the directory changed or has
+    /// not settled.
     pub fn scan(
         &mut self,
         dir: &Path,
         naming: &Naming,
         wanted: impl Fn(u64) -> bool,
         now: SystemTime,
-    ) -> Result<Vec<Segment>, ScanError> {
+    ) -> Result<Scan, ScanError> {
         let dir_error = |source| ScanError::Dir { dir: dir.to_path_buf(), source };
-        let dir_mtime = std::fs::metadata(dir).and_then(|m| m.modified()).map_err(dir_error)?;
-        if let Some((seen, segments)) = &mut self.last
+        let dir_mtime = fs::metadata(dir).and_then(|m| m.modified()).map_err(dir_error)?;
+        if let Some((seen, scan)) = &mut self.last
             && *seen == dir_mtime
             && age(dir_mtime, now) >= SETTLE
         {
-            refresh_newest(segments);
-            return Ok(segments.clone());
+            refresh_newest(&mut scan.segments);
+            return Ok(scan.clone());
         }
-        let segments = scan(dir, naming, wanted)?;
-        self.last = Some((dir_mtime, segments.clone()));
-        Ok(segments)
+        let scan = scan_entries(dir, naming, wanted)?;
+        let keep = !scan.refused.iter().any(Refused::is_link);
+        self.last = keep.then(|| (dir_mtime, scan.clone()));
+        Ok(scan)
     }
 }
 
@@ -213,9 +362,15 @@ pub struct SegmentMap {
 impl SegmentMap {
     /// Map `path`, expecting `expected_len` bytes. A file whose length no
     /// longer matches its scan changed under us and is refused.
+    /// Opened without blocking, so an entry swapped for a named pipe since
+    /// the scan is refused instead of hanging the stream.
     pub fn open(path: &Path, expected_len: u64) -> io::Result<SegmentMap> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("it is no longer a regular file"));
+        }
+        let len = meta.len();
         if len != expected_len {
             return Err(io::Error::other(format!(
                 "size changed from {expected_len} to {len} bytes after it was sealed"
@@ -251,32 +406,6 @@ impl SegmentMap {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pattern_positions() {
-        let dec = Naming::from_pattern("data-{seq}.log").unwrap();
-        assert_eq!(dec.position("data-0001.log"), Some(1));
-        assert_eq!(dec.position("data-42.log"), Some(42));
-        assert_eq!(dec.position("data-.log"), None);
-        assert_eq!(dec.position("data-12a.log"), None);
-        assert_eq!(dec.position("data-1.log.partial"), None);
-        assert_eq!(dec.position("other-1.log"), None);
-        assert_eq!(dec.position("data-99999999999999999999999.log"), None);
-        let hex = Naming::from_pattern("{hex}").unwrap();
-        assert_eq!(hex.position("00ff"), Some(255));
-        assert_eq!(hex.position(".00ff"), None);
-        assert_eq!(hex.position("00ff.tmp"), None);
-        assert_eq!(hex.position("00ff~"), None);
-    }
-
-    #[test]
-    fn bad_patterns_are_refused() {
-        assert!(Naming::from_pattern("data.log").is_err());
-        assert!(Naming::from_pattern("{seq}-{seq}").is_err());
-        assert!(Naming::from_pattern("{seq}-{hex}").is_err());
-        assert!(Naming::from_pattern("dir/{seq}").is_err());
-        assert!(Naming::from_pattern(".{seq}").is_err());
-    }
-
     /// Set a directory's modification time (as if its last change was then).
     fn set_dir_mtime(dir: &Path, when: SystemTime) {
         File::open(dir).unwrap().set_modified(when).unwrap();
@@ -288,8 +417,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let naming = Naming::from_pattern("{seq}.log").unwrap();
-        let names =
-            |segments: Vec<Segment>| -> Vec<String> { segments.into_iter().map(|s| s.name).collect() };
+        let names = |scan: Scan| -> Vec<String> { scan.segments.into_iter().map(|s| s.name).collect() };
         let now = SystemTime::now();
         let settled = now - Duration::from_secs(60);
         std::fs::write(dir.join("1.log"), b"a").unwrap();
@@ -304,7 +432,7 @@ mod tests {
         assert_eq!(names(cache.scan(&dir, &naming, |_| true, now).unwrap()), ["1.log"]);
         // ...but the newest segment's size is refreshed: it may be growing.
         std::fs::write(dir.join("1.log"), b"abc").unwrap();
-        assert_eq!(cache.scan(&dir, &naming, |_| true, now).unwrap()[0].len, 3);
+        assert_eq!(cache.scan(&dir, &naming, |_| true, now).unwrap().segments[0].len, 3);
 
         // A changed directory is read again.
         set_dir_mtime(&dir, settled + Duration::from_secs(1));
@@ -318,5 +446,82 @@ mod tests {
         set_dir_mtime(&dir, fresh);
         assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()).len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A temporary stream directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!("walship-{name}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn positions(segments: &[Segment]) -> Vec<u64> {
+        segments.iter().map(|s| s.position).collect()
+    }
+
+    /// A refused directory is kept like any scan (it changes only through
+    /// the stream's directory); a refused link is looked at again every
+    /// time, since its target can appear without the directory changing.
+    #[test]
+    fn cached_scan_keeps_refusals_except_links() {
+        let dir = TempDir::new("cached-refusals");
+        let outside = TempDir::new("cached-refusals-outside");
+        let naming = Naming::from_pattern("{seq}.log").unwrap();
+        let now = SystemTime::now();
+        let settled = now - Duration::from_secs(60);
+        let refused = |scan: &Scan| scan.refused.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        fs::create_dir(dir.0.join("5.log")).unwrap();
+        set_dir_mtime(&dir.0, settled);
+        let mut cache = CachedScan::default();
+        assert_eq!(refused(&cache.scan(&dir.0, &naming, |_| true, now).unwrap()), ["5.log"]);
+        fs::write(dir.0.join("6.log"), b"x").unwrap();
+        set_dir_mtime(&dir.0, settled);
+        let cached = cache.scan(&dir.0, &naming, |_| true, now).unwrap();
+        assert!(cached.segments.is_empty(), "the kept scan is used");
+        assert_eq!(refused(&cached), ["5.log"]);
+
+        std::os::unix::fs::symlink(outside.0.join("seven"), dir.0.join("7.log")).unwrap();
+        set_dir_mtime(&dir.0, settled + Duration::from_secs(1));
+        assert_eq!(refused(&cache.scan(&dir.0, &naming, |_| true, now).unwrap()), ["5.log", "7.log"]);
+        fs::write(outside.0.join("seven"), b"7").unwrap();
+        let scan = cache.scan(&dir.0, &naming, |_| true, now).unwrap();
+        assert_eq!(refused(&scan), ["5.log"]);
+        assert_eq!(positions(&scan.segments), [6, 7]);
+    }
+
+    /// A named pipe is refused from its type alone: opening it would block.
+    #[test]
+    fn scan_refuses_pipes_sockets_and_links_to_nothing_without_opening_them() {
+        let dir = TempDir::new("scan-kinds");
+        let naming = Naming::from_pattern("{seq}.log").unwrap();
+        let fifo = std::ffi::CString::new(dir.0.join("1.log").to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a NUL-terminated path we own.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let _socket = std::os::unix::net::UnixListener::bind(dir.0.join("2.log")).unwrap();
+        std::os::unix::fs::symlink(dir.0.join("nothing"), dir.0.join("3.log")).unwrap();
+        fs::write(dir.0.join("target"), b"abc").unwrap();
+        std::os::unix::fs::symlink(dir.0.join("target"), dir.0.join("4.log")).unwrap();
+        let found = scan_entries(&dir.0, &naming, |_| true).unwrap();
+        assert_eq!(positions(&found.segments), [4]);
+        assert_eq!(found.segments[0].len, 3, "a link's segment has its target's size");
+        let reasons: Vec<String> = found.refused.iter().map(|r| format!("{:?}", r.reason)).collect();
+        assert!(reasons[0].contains("named pipe") && reasons[1].contains("socket"), "{reasons:?}");
+        assert!(reasons[2].starts_with("BrokenLink"), "{reasons:?}");
+        let err = scan(&dir.0, &naming, |_| true).unwrap_err().to_string();
+        assert!(err.contains("Archiving stops before position 1 until then"), "{err}");
+        // Mapping refuses anything but a regular file, without blocking.
+        let err = SegmentMap::open(&dir.0.join("1.log"), 0).err().unwrap();
+        assert!(err.to_string().contains("no longer a regular file"), "{err}");
     }
 }

@@ -62,6 +62,9 @@ pub struct StreamStatus {
     pub batches_archived: u64,
     /// Gaps recorded since the process started.
     pub gaps_recorded: u64,
+    /// Late files in the stream's directory at its last pass: at positions
+    /// the archive passed without them, so never archived (see the log).
+    pub late_segments: u64,
     /// When the last pass finished without error (seconds since the epoch).
     pub last_success: Option<u64>,
     /// The error the stream is currently stuck on, if any.
@@ -90,6 +93,7 @@ impl StreamStatus {
         let _ = writeln!(out, "lag_segments={}", self.lag_segments);
         let _ = writeln!(out, "batches_archived={}", self.batches_archived);
         let _ = writeln!(out, "gaps_recorded={}", self.gaps_recorded);
+        let _ = writeln!(out, "late_segments={}", self.late_segments);
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
         let _ = writeln!(out, "last_error={}", self.last_error.as_deref().unwrap_or("").replace('\n', " "));
         let _ = writeln!(out, "backoff_ms={}", opt(self.backoff_ms));
@@ -110,6 +114,7 @@ impl StreamStatus {
                 "lag_segments" => s.lag_segments = num.unwrap_or(0),
                 "batches_archived" => s.batches_archived = num.unwrap_or(0),
                 "gaps_recorded" => s.gaps_recorded = num.unwrap_or(0),
+                "late_segments" => s.late_segments = num.unwrap_or(0),
                 "last_success" => s.last_success = num,
                 "last_error" => s.last_error = (!value.is_empty()).then(|| value.to_string()),
                 "backoff_ms" => s.backoff_ms = num,
@@ -126,13 +131,14 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{}}}",
+             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
             self.lag_segments,
             self.batches_archived,
             self.gaps_recorded,
+            self.late_segments,
             opt(self.last_success),
             text(self.last_error.as_deref()),
             opt(self.backoff_ms),
@@ -165,6 +171,14 @@ impl StreamStatus {
             }
         } else {
             let _ = writeln!(out, "  last error:         {error} (when the daemon last ran)");
+        }
+        if self.late_segments > 0 {
+            let _ = writeln!(
+                out,
+                "  late files:         {} (arrived after the archive passed their position; \
+                 not archived, see the log)",
+                self.late_segments
+            );
         }
         out
     }
@@ -278,6 +292,7 @@ mod tests {
             lag_segments: 21,
             batches_archived: 10,
             gaps_recorded: 1,
+            late_segments: 2,
             last_success: Some(1_700_000_000),
             last_error: Some("stream sensors: boom = bad".into()),
             backoff_ms: Some(250),

@@ -12,6 +12,7 @@ use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
 use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
 use walship::manifest::format;
+use walship::naming::{NameMatch, Naming, check_name};
 use walship::target::s3::{credentials, xml};
 
 /// Fewest seed files a corpus directory may hold: an emptied corpus fails.
@@ -93,6 +94,42 @@ fn manifest_remote_seeds_assemble_or_are_refused() {
 fn config_seed_corpus_and_regressions_pass() {
     replay("corpus/config", MIN_SEEDS, check_parse);
     replay("regressions/config", 0, check_parse);
+}
+
+#[test]
+fn segment_name_seed_corpus_and_regressions_pass() {
+    replay("corpus/segment_name", MIN_SEEDS, check_name);
+    replay("regressions/segment_name", 0, check_name);
+}
+
+/// Segment-name seeds (`PATTERN` newline `NAME`) and what their own pattern
+/// makes of the name: a wrong expectation means the seed no longer tests
+/// what its name says.
+const SEGMENT_NAME_SEEDS: &[(&str, Option<NameMatch>)] = &[
+    ("decimal-padded", Some(NameMatch::Position(42))),
+    ("hex-upper-case", Some(NameMatch::Position(0xdead_beef))),
+    ("hex-u64-max", Some(NameMatch::Position(u64::MAX))),
+    ("hex-overflow", Some(NameMatch::Overflow)),
+    ("decimal-u64-max", Some(NameMatch::Position(u64::MAX))),
+    ("decimal-overflow", Some(NameMatch::Overflow)),
+    ("beyond-manifest-limit", Some(NameMatch::Position(5_000_000_000_000_000_000))),
+    ("decimal-long-padding", Some(NameMatch::Position(1))),
+    ("dot-file", Some(NameMatch::NotASegment)),
+    ("temp-file", Some(NameMatch::NotASegment)),
+    ("sign-before-digits", Some(NameMatch::NotASegment)),
+    ("unicode-non-ascii-digit", Some(NameMatch::NotASegment)),
+    ("refused-pattern-ignored-ending", None),
+    ("refused-pattern-two-placeholders", None),
+];
+
+#[test]
+fn segment_name_seeds_classify_as_their_names_say() {
+    for (name, expected) in SEGMENT_NAME_SEEDS {
+        let seed = String::from_utf8(seed("segment_name", name)).expect("UTF-8 seed");
+        let (pattern, file_name) = seed.split_once('\n').expect("PATTERN newline NAME");
+        let got = Naming::from_pattern(pattern).ok().map(|naming| naming.classify(file_name));
+        assert_eq!(got, *expected, "seed {name}");
+    }
 }
 
 #[test]

@@ -31,5 +31,7 @@ mod places;
 mod proxy_faults;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.
+mod source;
 /// An archive written by the first release: listed, restored, verified, continued.
 mod v1_archive;

@@ -391,7 +391,7 @@ fn recorded(log: &[Record], first: u64, key: &str) -> bool {
 /// gave, for the seed tests.
 pub fn check_assemble(data: &[u8]) -> Result<Manifest, ManifestError> {
     use crate::manifest::check::{FUZZ_PATTERN, FUZZ_STREAM};
-    let naming = crate::source::Naming::from_pattern(FUZZ_PATTERN).unwrap_or_else(|why| panic!("{why}"));
+    let naming = crate::naming::Naming::from_pattern(FUZZ_PATTERN).unwrap_or_else(|why| panic!("{why}"));
     let rules = StreamRules::new(FUZZ_STREAM, &naming);
     let prefix = keys::records_prefix(FUZZ_STREAM);
     let fetched: Vec<Fetched> = data

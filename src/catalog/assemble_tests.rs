@@ -3,7 +3,7 @@
 use super::*;
 use crate::manifest::validate::tests::{batch, naming};
 use crate::manifest::{GapRecord, PruneRecord};
-use crate::source::Naming;
+use crate::naming::Naming;
 
 const STREAM: &str = "s";
 

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::source::Naming;
+use crate::naming::Naming;
 
 use super::ini::{Fields, quote};
 use super::values::{absolute_path, number_in, one_of, parse_whole, positive_duration};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::test_support::*;
 use super::*;
-use crate::source::Naming;
+use crate::naming::Naming;
 use crate::target::url::TargetUrl;
 
 #[test]

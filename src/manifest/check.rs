@@ -9,7 +9,7 @@ use std::io;
 
 use super::format::{self, Version};
 use super::{Manifest, StreamRules};
-use crate::source::Naming;
+use crate::naming::Naming;
 
 /// Stream name the checks parse with (seed keys use it).
 pub const FUZZ_STREAM: &str = "sensors";

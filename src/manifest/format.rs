@@ -408,7 +408,7 @@ mod tests {
     use super::*;
     use crate::manifest::validate::tests::{batch, batch_mut, naming};
     use crate::manifest::{Encoding, GapRecord, PruneRecord, SnapshotRecord, StoredObject};
-    use crate::source::Naming;
+    use crate::naming::Naming;
     use crate::target::keys;
 
     const STREAM: &str = "sensors";

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use super::format::{self, MAX_LINE, ParseSummary, Parsed, entry_line, refused_at};
 use super::{Entry, Manifest, ManifestError, Record, Sequences, StreamRules, validate_entry};
 use crate::durable;
-use crate::source::Naming;
+use crate::naming::Naming;
 
 /// An open journal, ready for appends.
 #[derive(Debug)]

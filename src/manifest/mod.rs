@@ -30,7 +30,7 @@ pub mod validate;
 use std::fmt;
 use std::io;
 
-use crate::source::Naming;
+use crate::naming::Naming;
 
 pub use format::{ParseSummary, Parsed, Version};
 pub use journal::{Journal, read_all};

@@ -188,19 +188,7 @@ fn validate_name(name: &str, position: u64, rules: &StreamRules<'_>) -> Result<(
     if name.starts_with('.') {
         return Err(format!("segment name `{}` starts with '.'", shown(name)));
     }
-    match rules.naming.position(name) {
-        Some(named) if named == position => Ok(()),
-        Some(named) => Err(format!(
-            "segment name `{}` stands for position {named} under the stream's naming, not {position}",
-            shown(name)
-        )),
-        None => Err(format!(
-            "segment name `{}` is not a segment name under the stream's naming (a hostile record, \
-             or the stream's `pattern` was changed after this was archived: a pattern may not \
-             change for an existing archive)",
-            shown(name)
-        )),
-    }
+    rules.naming.check_recorded(name, position).map_err(|mismatch| mismatch.to_string())
 }
 
 fn validate_snapshot(snapshot: &SnapshotRecord, stream: &str) -> Result<(), String> {
@@ -256,7 +244,7 @@ fn validate_deleted_key(key: &str, before: u64, stream: &str) -> Result<(), Stri
 pub(crate) mod tests {
     use super::*;
     use crate::manifest::GapRecord;
-    use crate::source::Naming;
+    use crate::naming::Naming;
 
     /// The naming the unit tests use: `{seq}` (plain decimal names).
     pub(crate) fn naming() -> Naming {

@@ -67,6 +67,7 @@ impl Stream {
         let rules = StreamRules::new(&self.config.name, &self.config.naming);
         catalog::put_remote(self.target.as_ref(), &rules, &record)?;
         self.journal.append(std::slice::from_ref(&record))?;
+        self.source.record(&record);
         self.write_position()?;
         // One status update (and status file write) per commit.
         self.update_status(|s| {
@@ -89,12 +90,11 @@ impl Stream {
         durable::write_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
     }
 
-    /// Delete or mark every present segment already archived (heals a crash
-    /// between commit and acknowledgement).
-    pub(super) fn acknowledge(&self, segments: &[Segment]) -> Result<(), Error> {
-        let Some(archived) = self.archived() else { return Ok(()) };
-        let done: Vec<&Segment> = segments.iter().filter(|s| s.position <= archived).collect();
-        self.acknowledge_batch(&done)
+    /// Delete or mark the present segments the archive holds (heals a crash
+    /// between commit and acknowledgement). Late files are not among them:
+    /// they are never touched.
+    pub(super) fn acknowledge(&self, archived: &[Segment]) -> Result<(), Error> {
+        self.acknowledge_batch(&archived.iter().collect::<Vec<_>>())
     }
 
     fn acknowledge_batch(&self, segments: &[&Segment]) -> Result<(), Error> {

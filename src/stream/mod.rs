@@ -39,9 +39,9 @@ use crate::catalog;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::error::Error;
 use crate::manifest::journal::Journal;
-use crate::manifest::{Record, StreamRules};
+use crate::manifest::{Entry, Record, StreamRules};
 use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
-use crate::source::{self, CachedScan, Segment};
+use crate::source::{self, ScanError, Segment, Source};
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, StreamStatus, unix_now};
 use crate::target::Target;
@@ -90,8 +90,9 @@ pub struct Stream {
     state_root: PathBuf,
     journal: Journal,
     status: Arc<StatusCell>,
-    /// The source directory, re-read only when it changed.
-    source: CachedScan,
+    /// The source directory, re-read only when it changed, and what the
+    /// archive records of it.
+    source: Source,
     _lock: Arc<StreamLock>,
 }
 
@@ -120,11 +121,19 @@ impl Stream {
             );
         }
         let rules = StreamRules::new(&name, &config.naming);
-        let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |_| {})?;
+        let keep = config.on_archived == OnArchived::Keep;
+        let mut source = Source::new(&name, &config.dir, &config.naming, keep);
+        let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |entry| {
+            if let Entry::Log(record) = entry {
+                source.record(&record);
+            }
+        })?;
         let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
             adopt::check_local_segments(&config, records)
-        })?
-        .len();
+        })?;
+        adopted.iter().for_each(|record| source.record(record));
+        source.prune(journal.ends().pruned_before());
+        let adopted = adopted.len();
         if adopted > 0 {
             log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
         }
@@ -134,7 +143,7 @@ impl Stream {
             state_root: state_root.to_path_buf(),
             journal,
             status,
-            source: CachedScan::default(),
+            source,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -177,16 +186,13 @@ impl Stream {
     ) -> Result<PassReport, Error> {
         let mut report = PassReport::default();
         loop {
-            // Archived segments matter only when they are still to be
-            // deleted or marked.
-            let archived = self.archived();
-            let keep = self.config.on_archived == OnArchived::Keep;
-            let wanted = |p: u64| !keep || archived.is_none_or(|a| p > a);
-            let segments = self
+            let survey = self
                 .source
-                .scan(&self.config.dir, &self.config.naming, wanted, SystemTime::now())
+                .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
-            self.acknowledge(&segments)?;
+            self.acknowledge(&survey.archived)?;
+            self.update_status(|s| s.late_segments = survey.late.len() as u64);
+            let segments = survey.waiting;
             let facts = self.facts(&segments, hints);
             let mut progressed = false;
             loop {
@@ -215,6 +221,13 @@ impl Stream {
                 progressed = true;
             }
             if !progressed {
+                if !survey.refused.is_empty() {
+                    // Everything before the refused entries is archived;
+                    // they hold the stream until an operator deals with them.
+                    let (dir, entries) = (self.config.dir.clone(), survey.refused);
+                    let source = ScanError::Refused { dir, entries };
+                    return Err(Error::Scan { stream: self.config.name.clone(), source });
+                }
                 self.update_status(|s| s.last_success = Some(unix_now()));
                 return Ok(report);
             }
