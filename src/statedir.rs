@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! STATE_DIR/STREAM/manifest            the local journal (manifest::journal)
+//! STATE_DIR/STREAM/manifest.v1         a v1 journal, kept after its upgrade to v2
 //! STATE_DIR/STREAM/archived_position   the position published for the application
 //! STATE_DIR/STREAM/status              the daemon's status, for `walship status`
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;

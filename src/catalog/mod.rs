@@ -20,7 +20,7 @@
 pub mod assemble;
 pub mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 use crate::manifest::journal::{self, Journal};
@@ -29,11 +29,6 @@ use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
 use assemble::{Fetched, Listing, Unrecorded};
-
-/// The stream's local journal (the layout is `statedir`'s).
-pub fn journal_path(state_dir: &Path, stream: &str) -> PathBuf {
-    crate::statedir::journal(state_dir, stream)
-}
 
 /// The key of the level-0 remote object holding `entry`.
 pub fn entry_key(stream: &str, entry: &Entry) -> String {
@@ -176,7 +171,7 @@ pub fn catch_up(
 /// journal, if any, followed by the remote records after it. Writes nothing.
 pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
     let stream = rules.name;
-    let path = journal_path(state_dir, stream);
+    let path = crate::statedir::journal(state_dir, stream);
     let local = journal::read_all(&path, rules)?;
     if let Some(line) = local.dropped_torn_tail {
         log::warn!("stream {stream}: {}:{line}: torn final record ignored", path.display());
@@ -208,6 +203,7 @@ mod tests {
     use crate::manifest::validate::tests::{batch, naming};
     use crate::manifest::{GapRecord, validate::MAX_POSITION};
     use crate::target::fs::FileTarget;
+    use std::path::PathBuf;
 
     fn temp_target(test: &str) -> (PathBuf, FileTarget) {
         let dir = std::env::temp_dir().join(format!("walship-catalog-{}-{test}", std::process::id()));
