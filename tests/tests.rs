@@ -3,6 +3,8 @@
 
 mod util;
 
+/// on_archived = delete | mark touches only files whose content the archive holds.
+mod acknowledge;
 /// `run --once` over many segments: batch objects, manifest, restore.
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
