@@ -265,6 +265,28 @@ pub fn read_summary(path: &Path, rules: &StreamRules<'_>) -> Result<ParseSummary
     read_each(path, rules, |_| {})
 }
 
+/// The batch records of the journal at `path` that hold any of `positions`
+/// (in any order), in journal order. Read as a stream: memory grows with
+/// the answer, not with the journal. A missing file holds none.
+pub fn batches_holding(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    positions: &[u64],
+) -> Result<Vec<Record>, ManifestError> {
+    let mut sorted = positions.to_vec();
+    sorted.sort_unstable();
+    let mut found = Vec::new();
+    read_each(path, rules, |entry| {
+        if let Entry::Log(record @ Record::Batch(_)) = entry {
+            let next = sorted.partition_point(|&p| p < record.first());
+            if sorted.get(next).is_some_and(|&p| p <= record.last()) {
+                found.push(record);
+            }
+        }
+    })?;
+    Ok(found)
+}
+
 /// Read-only pass over every entry; a missing file is an empty manifest.
 fn read_each(
     path: &Path,
@@ -493,6 +515,24 @@ mod tests {
         let path = temp_dir("missing").join("manifest");
         assert_eq!(read(&path), Parsed::default());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn batches_holding_finds_only_the_batches_that_hold_a_position() {
+        let path = temp_dir("holding").join("manifest");
+        let (mut journal, _, _) = open(&path);
+        let mut all = records();
+        all.push(batch(STREAM, 7, &[b"c", b"d", b"e"]));
+        journal.append(&all).expect("append");
+        let rules = StreamRules::new(STREAM, &journal.naming);
+        let holding = |positions: &[u64]| batches_holding(&path, &rules, positions).expect("read");
+        assert_eq!(holding(&[8, 0]), [all[0].clone(), all[3].clone()]);
+        assert_eq!(holding(&[2, 3]), [], "a gap is not a batch");
+        assert_eq!(holding(&[6, 9]), [all[2].clone(), all[3].clone()]);
+        assert_eq!(holding(&[10]), []);
+        assert_eq!(holding(&[]), []);
+        let missing = temp_dir("holding-missing").join("manifest");
+        assert_eq!(batches_holding(&missing, &rules, &[0]).expect("missing"), []);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! the local segments (delete or mark them, per `on_archived`).
 //!
 //! Acknowledging at scan time (segments still present at or below the
-//! archived position, after a crash between commit and deletion) relies on
-//! records this node wrote, or adopted only after `adopt` found them to match
-//! the local segments.
+//! archived position, after a crash between commit and deletion) first
+//! checks each file against its record, as `adopt` does: a file that arrived
+//! again under an archived name with other content is a conflict.
 
 use std::fs;
 use std::io;
@@ -19,6 +19,7 @@ use crate::catalog;
 use crate::config::OnArchived;
 use crate::durable;
 use crate::error::Error;
+use crate::manifest::journal;
 use crate::manifest::{GapRecord, Record, StreamRules};
 use crate::source::Segment;
 use crate::statedir;
@@ -93,7 +94,16 @@ impl Stream {
     /// Delete or mark the present segments the archive holds (heals a crash
     /// between commit and acknowledgement). Late files are not among them:
     /// they are never touched.
+    /// Each must have the size and CRC32 its record gives it: a file that
+    /// arrived again under an archived name, with other content, is a
+    /// conflict, and nothing is deleted or marked.
     pub(super) fn acknowledge(&self, archived: &[Segment]) -> Result<(), Error> {
+        if archived.is_empty() || self.config.on_archived == OnArchived::Keep {
+            return Ok(());
+        }
+        let positions: Vec<u64> = archived.iter().map(|seg| seg.position).collect();
+        let records = journal::batches_holding(self.journal.path(), &self.journal.rules(), &positions)?;
+        super::adopt::check_local_segments(&self.config, &records)?;
         self.acknowledge_batch(&archived.iter().collect::<Vec<_>>())
     }
 
