@@ -162,6 +162,29 @@ fn deleted_journal_line_is_a_hole_naming_file_and_line() {
     assert_hole_refused_everywhere(&setup, "6..10", &format!("{}:3", setup.journal().display()));
 }
 
+/// The same with the journal's first record line: the journal alone cannot
+/// tell (a stream may start above 0), so `list` reported positions 6..20
+/// and "0 gaps", and `restore` began at 6, with exit 0. The remote records
+/// before the journal's first one show the hole.
+#[test]
+fn deleted_first_journal_line_is_a_hole_for_list_and_restore() {
+    let setup = archived_setup("deleted-first-line");
+    let text = fs::read_to_string(setup.journal()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.remove(1).contains("first=1 last=5"));
+    fs::write(setup.journal(), lines.join("\n") + "\n").unwrap();
+    let restored = setup.dir.path.join("restored");
+    let to = restored.to_str().unwrap();
+    let commands: [&[&str]; 3] = [&["list"], &["restore", "-s", "s", "--to", to], &["verify"]];
+    for args in commands {
+        let out = setup.walship(args);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?} must fail on the hole: {said}");
+        assert!(said.contains("positions 1..5 are missing"), "{args:?} should name 1..5: {said}");
+    }
+    assert!(!restored.join(segment_name(6)).exists(), "restore skipped the hole");
+}
+
 /// Losing one remote record object and then the state directory used to
 /// rebuild a manifest that silently lacked those positions.
 #[test]
