@@ -83,6 +83,26 @@ pub fn to_fetch<'a>(listing: &'a Listing, known: &Sequences) -> Result<Vec<&'a O
     Ok(wanted)
 }
 
+/// Positions below `start` (where the local journal's log begins) that the
+/// listed log record objects hold, ignoring what lies before
+/// `pruned_before`: what a journal that lost its first lines no longer
+/// holds, as `(first, last, key of the lowest such object)`. The journal
+/// alone cannot tell, since a stream may start above 0.
+pub fn missing_before(listing: &Listing, start: u64, pruned_before: Option<u64>) -> Option<(u64, u64, &str)> {
+    let floor = pruned_before.unwrap_or(0);
+    listing
+        .records
+        .iter()
+        .filter_map(|(key, object)| match *key {
+            RecordKey::Log { first, last, .. } if first < start && last >= floor => {
+                Some((first.max(floor), object.key.as_str()))
+            }
+            _ => None,
+        })
+        .min_by_key(|&(first, _)| first)
+        .map(|(first, key)| (first, start - 1, key))
+}
+
 /// The ranges among `ranges` that lie inside another, larger one (sorted).
 /// One sweep: by first position, larger ranges first, a range is inside a
 /// larger one when some range before it (with another extent) reaches as far.

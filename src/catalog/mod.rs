@@ -24,7 +24,9 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::manifest::journal::{self, Journal};
-use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules, format, validate_entry};
+use crate::manifest::{
+    Entry, Manifest, ManifestError, Record, Sequences, StreamRules, format, validate_entry,
+};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
@@ -54,7 +56,7 @@ pub fn put_remote(target: &dyn Target, rules: &StreamRules<'_>, record: &Record)
 /// before anything is written.
 pub fn put_remote_entry(target: &dyn Target, rules: &StreamRules<'_>, entry: &Entry) -> Result<(), Error> {
     let key = entry_key(rules.name, entry);
-    validate_entry(entry, rules).map_err(|message| crate::manifest::ManifestError::Refused {
+    validate_entry(entry, rules).map_err(|message| ManifestError::Refused {
         source: key.clone(),
         line: 0,
         message,
@@ -185,6 +187,30 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     manifest.log.extend(remote.log);
     manifest.snapshots.extend(remote.snapshots);
     manifest.prunes.extend(remote.prunes);
+    Ok(manifest)
+}
+
+/// [`load`], for the commands that read the whole manifest anyway (`list`,
+/// `restore`): when the log begins above the pruned mark (or above 0), the
+/// remote log records are also listed from the start, so a local journal
+/// that lost its first records is a hole naming them, not a later start.
+pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
+    let manifest = load(state_dir, target, rules)?;
+    let Some(start) = manifest.log.first().map(Record::first) else {
+        return Ok(manifest);
+    };
+    let pruned_before = manifest.pruned_before();
+    if start <= pruned_before.unwrap_or(0) {
+        return Ok(manifest);
+    }
+    let stream = rules.name;
+    let listed = target.list(&keys::records_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
+    let listing = assemble::classify(stream, listed);
+    if let Some((first, last, key)) = assemble::missing_before(&listing, start, pruned_before) {
+        let journal = crate::statedir::journal(state_dir, stream);
+        let location = format!("{} (the archive holds {key} before its first record)", journal.display());
+        return Err(ManifestError::Hole { location, first, last }.into());
+    }
     Ok(manifest)
 }
 
