@@ -214,6 +214,34 @@ fn lost_first_record_object_is_found_through_its_batch_object() {
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
 
+/// With `on_archived = delete`, losing the last record object and then the
+/// state directory: the segments are gone locally, the batch object is in
+/// the archive. The rebuild said "the next run records it", then the run
+/// recorded a gap ("never archived") over the stored data and `verify`
+/// passed. A gap is never recorded over a stored batch object.
+#[test]
+fn gap_is_not_recorded_over_a_stored_batch_whose_record_was_lost() {
+    let setup = Setup::new("gap-over-stored", 5, "seal = spool\non_archived = delete");
+    setup.write_segments(1..=10, 700);
+    setup.ok(&["run", "--once"]);
+    assert!(!setup.src.join(segment_name(10)).exists(), "segments were acknowledged");
+    fs::remove_file(setup.record_objects().pop().unwrap()).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    setup.write_segments(11..=11, 700);
+
+    let out = setup.walship(&["run", "--once"]);
+    let key = format!("s/batches/{:016x}-{:016x}", 6, 10);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&key), "names the stored object: {}", stderr(&out));
+    assert!(!stderr(&out).contains("never archived"), "{}", stderr(&out));
+    assert!(
+        setup.record_objects().iter().all(|p| !p.to_string_lossy().ends_with(".gap")),
+        "a gap record was stored"
+    );
+    let list = setup.walship(&["list"]);
+    assert!(!stdout(&list).contains("GAP"), "{}", stdout(&list));
+}
+
 /// `verify --deep` used to pass with a flipped byte in, or a deletion of, a
 /// remote record object: the objects a rebuild relies on.
 #[test]
