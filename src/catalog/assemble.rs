@@ -360,6 +360,19 @@ impl std::fmt::Display for Unrecorded {
     }
 }
 
+/// The first of the listed `objects` that is a batch object of `stream`
+/// holding any of `first..=last`.
+pub fn batch_object_within<'a>(
+    stream: &str,
+    objects: &'a [ObjectInfo],
+    first: u64,
+    last: u64,
+) -> Option<&'a str> {
+    objects.iter().map(|object| object.key.as_str()).find(|key| {
+        keys::parse_batch_key(stream, key).is_some_and(|(low, high)| low <= last && high >= first)
+    })
+}
+
 /// Compare a stream's batch objects with its log (a rebuild, `verify`):
 /// a batch object whose positions no record covers, below the log's end and
 /// not pruned, means records were lost: a [`ManifestError::Hole`] naming

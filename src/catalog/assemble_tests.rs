@@ -259,3 +259,18 @@ fn log_objects_below_the_journal_start_are_missing_from_it() {
         );
     }
 }
+
+#[test]
+fn batch_objects_within_a_range_are_found() {
+    let objects: Vec<ObjectInfo> = [keys::batch_key(STREAM, 6, 10), keys::batch_key(STREAM, 11, 11)]
+        .iter()
+        .chain([keys::batch_key("other", 0, 100), format!("{}6-10", keys::batches_prefix(STREAM))].iter())
+        .map(|key| listed(key, 1))
+        .collect();
+    let within = |first, last| batch_object_within(STREAM, &objects, first, last);
+    assert_eq!(within(6, 6), Some(objects[0].key.as_str()));
+    assert_eq!(within(10, 12), Some(objects[0].key.as_str()));
+    assert_eq!(within(11, 20), Some(objects[1].key.as_str()));
+    assert_eq!(within(0, 5), None, "another stream's or a foreign key is not this stream's batch");
+    assert_eq!(within(12, u64::MAX), None);
+}

@@ -61,10 +61,34 @@ pub fn put_remote_entry(target: &dyn Target, rules: &StreamRules<'_>, entry: &En
         line: 0,
         message,
     })?;
+    if let Entry::Log(Record::Gap(gap)) = entry {
+        refuse_gap_over_stored_batch(target, rules.name, gap.first, gap.last)?;
+    }
     let text = format::serialize(std::slice::from_ref(entry));
     let bytes = text.as_bytes();
     let body = Upload { pieces: &[bytes], size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
     target.put(&key, &body).map_err(|e| Error::target(rules.name, e))
+}
+
+/// A gap is never recorded over stored data: a batch object holding any of
+/// `first..=last` stops it. Lists only the batch keys from `first` on.
+fn refuse_gap_over_stored_batch(
+    target: &dyn Target,
+    stream: &str,
+    first: u64,
+    last: u64,
+) -> Result<(), Error> {
+    let start_after = first.checked_sub(1).map(|before| keys::batch_key(stream, before, u64::MAX));
+    let listed = target
+        .list(&keys::batches_prefix(stream), start_after.as_deref())
+        .map_err(|e| Error::target(stream, e))?;
+    match assemble::batch_object_within(stream, &listed, first, last) {
+        Some(key) => {
+            let (stream, key) = (stream.to_string(), key.to_string());
+            Err(ManifestError::GapOverStoredBatch { stream, key, first, last }.into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// The remote entries that come after `known` (the local journal's ends),

@@ -78,6 +78,11 @@ pub enum ManifestError {
     /// nor pruned (a deleted journal line, a lost remote record object).
     /// `location` says where: `FILE:LINE`, or between which record objects.
     Hole { location: String, first: u64, last: u64 },
+    /// A gap over `first..=last` was about to be recorded although the
+    /// archive holds `key`, a batch object for those positions that no
+    /// record describes (a lost record object, or a commit cut short whose
+    /// segments were removed since): nothing was stored.
+    GapOverStoredBatch { stream: String, key: String, first: u64, last: u64 },
     /// Two remote record objects say different things about the same
     /// positions (or the same snapshot or prune).
     Conflict { first_key: String, second_key: String, message: String },
@@ -115,6 +120,14 @@ impl fmt::Display for ManifestError {
                  object); if the local journal lost a line, move it aside and walship rebuilds it \
                  from the archive; if the archive lost a record object, restore it from a backup \
                  (`walship verify` lists every damage)"
+            ),
+            ManifestError::GapOverStoredBatch { stream, key, first, last } => write!(
+                f,
+                "stream {stream}: positions {first}..{last} are missing from the stream directory, but the archive \
+                 holds {key}, a batch object that no record describes (its record object was lost, \
+                 or a commit was cut short and the segments removed since); walship records no gap \
+                 over stored data: restore the record object from a backup, or move {key} aside to \
+                 record these positions as a gap"
             ),
             ManifestError::Conflict { first_key, second_key, message } => write!(
                 f,

@@ -44,23 +44,23 @@ impl Stream {
     /// application's low water mark said so, rather than the directory.
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
         let dir = self.config.dir.display().to_string();
-        let reason = if told {
-            log::error!(
-                "stream {}: positions {first}..{last} were never archived and the application no \
-                 longer holds them (its low water mark is {}); recording a gap and moving on",
-                self.name(),
-                last + 1
-            );
-            format!("the application no longer holds positions below {}", last + 1)
+        let (reason, why) = if told {
+            (
+                format!("the application no longer holds positions below {}", last + 1),
+                format!(
+                    "were never archived and the application no longer holds them (its low water mark is {})",
+                    last + 1
+                ),
+            )
         } else {
-            log::error!(
-                "stream {}: positions {first}..{last} are missing from {dir} and were never archived; \
-                 recording a gap and moving on",
-                self.name(),
-            );
-            format!("segments removed from {dir} before they were archived")
+            (
+                format!("segments removed from {dir} before they were archived"),
+                format!("are missing from {dir} and were never archived"),
+            )
         };
-        self.commit(Record::Gap(GapRecord { first, last, reason }))
+        self.commit(Record::Gap(GapRecord { first, last, reason }))?;
+        log::error!("stream {}: positions {first}..{last} {why}; recorded a gap and moved on", self.name());
+        Ok(())
     }
 
     /// Record durably, remote first, then advance the published position.
