@@ -21,6 +21,8 @@ mod faultproxy;
 mod faults;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
+/// Temp files a killed walship left, cleaned by the next run.
+mod leftovers;
 /// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
