@@ -54,3 +54,29 @@ fn leftover_with_the_recorded_content_is_still_acknowledged() {
     setup.ok(&["run", "--once"]);
     assert!(!setup.src.join(segment_name(5)).exists(), "the leftover was not acknowledged");
 }
+
+/// Two configs share a state directory and a target and both name their
+/// stream `s`, with different directories. The second config's stream
+/// found its positions in the first one's journal and deleted all of its
+/// own (different) segments, with exit 0.
+#[test]
+fn second_config_sharing_the_state_dir_does_not_delete_its_different_segments() {
+    let first = Setup::new("ack-shared-first", 1, "seal = spool\non_archived = delete");
+    let second = Setup::new("ack-shared-second", 1, "seal = spool\non_archived = delete");
+    let text = fs::read_to_string(&second.config)
+        .unwrap()
+        .replace(&second.state.display().to_string(), &first.state.display().to_string())
+        .replace(&second.archive.display().to_string(), &first.archive.display().to_string());
+    fs::write(&second.config, text).unwrap();
+    first.write_segments(0..=2, 100);
+    for p in 0..=2 {
+        fs::write(second.src.join(segment_name(p)), format!("the second config's segment {p}")).unwrap();
+    }
+    first.ok(&["run", "--once"]);
+
+    let out = second.walship(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for p in 0..=2 {
+        assert!(second.src.join(segment_name(p)).exists(), "segment {p} was deleted: {}", stderr(&out));
+    }
+}
