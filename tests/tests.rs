@@ -39,5 +39,7 @@ mod restore;
 mod s3;
 /// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.
 mod source;
+/// The state directory: no write through a planted link.
+mod state_dir;
 /// An archive written by the first release: listed, restored, verified, continued.
 mod v1_archive;

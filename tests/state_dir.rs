@@ -1,0 +1,24 @@
+//! The state directory: walship writes its own files there and never
+//! through a link planted in their place.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use crate::util::{Setup, stderr};
+
+/// A symlink planted at `STATE_DIR/STREAM/lock` made `run` truncate the
+/// file it points to (outside the state directory) and write its PID there.
+#[test]
+fn planted_symlink_at_the_lock_file_is_not_written_through() {
+    let setup = Setup::new("lock-symlink", 1, "seal = spool");
+    setup.write_segments(0..=1, 100);
+    let victim = setup.dir.path.join("victim");
+    fs::write(&victim, b"precious").unwrap();
+    fs::create_dir_all(setup.state.join("s")).unwrap();
+    symlink(&victim, setup.state.join("s/lock")).unwrap();
+
+    let out = setup.walship(&["run", "--once"]);
+    assert_eq!(fs::read(&victim).unwrap(), b"precious", "written through the link: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&setup.state.join("s/lock").display().to_string()), "{}", stderr(&out));
+}
