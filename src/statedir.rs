@@ -17,6 +17,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -97,6 +98,7 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW) // never write through a link planted there
         .open(&path)
         .map_err(|e| Error::local("open lock file", &path, e))?;
     let mut attempt = 1;
