@@ -22,3 +22,20 @@ fn planted_symlink_at_the_lock_file_is_not_written_through() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&setup.state.join("s/lock").display().to_string()), "{}", stderr(&out));
 }
+
+/// The same at the journal: a link to an empty file outside the state
+/// directory got the journal's header and records written into it.
+#[test]
+fn planted_symlink_at_the_journal_is_not_written_through() {
+    let setup = Setup::new("journal-symlink", 1, "seal = spool");
+    setup.write_segments(0..=1, 100);
+    let victim = setup.dir.path.join("victim");
+    fs::write(&victim, b"").unwrap();
+    fs::create_dir_all(setup.state.join("s")).unwrap();
+    symlink(&victim, setup.journal()).unwrap();
+
+    let out = setup.walship(&["run", "--once"]);
+    assert_eq!(fs::read(&victim).unwrap(), b"", "written through the link: {}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&setup.journal().display().to_string()), "{}", stderr(&out));
+}
