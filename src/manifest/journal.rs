@@ -19,6 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, MAX_LINE, ParseSummary, Parsed, entry_line, refused_at};
@@ -65,6 +66,7 @@ impl Journal {
             .read(true)
             .append(true)
             .create(true)
+            .custom_flags(libc::O_NOFOLLOW) // never append through a link planted there
             .open(path)
             .map_err(io_error(&name, "open"))?;
         let summary = format::parse_each(BufReader::new(&file), &name, rules, visit)?;
