@@ -125,6 +125,23 @@ fn hostile_remote_record_is_refused() {
     assert!(err.contains("does not match its key"), "{err}");
 }
 
+/// A remote gap record whose reason holds control characters (a terminal
+/// escape, a newline that forges a row) was accepted, and `list` printed
+/// it raw. Control characters in a record's text are hostile.
+#[test]
+fn gap_reason_with_control_characters_is_hostile() {
+    let setup = archived_setup("hostile-reason");
+    let key = format!("s/manifest/{:016x}-{:016x}.gap", 21, 22);
+    let body = "gap first=21 last=22 reason=%1B%5B2J%0A%20%2021..30%20batch%20looks%20fine";
+    fs::write(setup.archive.join(&key), format!("walship-manifest v2\n{}", line_with_crc(body))).unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["list"]);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&key), "names the object: {said}");
+    assert!(!said.contains('\u{1b}') && !said.contains("\n  21..30"), "printed raw: {said}");
+}
+
 /// What every manifest reader must do with a hole: `list`, `restore`,
 /// `verify` and `run` fail (exit 1) and name the missing range and where.
 fn assert_hole_refused_everywhere(setup: &Setup, range: &str, location: &str) {
