@@ -162,6 +162,13 @@ impl std::error::Error for ManifestError {
     }
 }
 
+/// `text` with its control characters escaped (`\n`, `\u{1b}`…), the rest
+/// as it is: how walship puts outside text (a path) into a record's text,
+/// where control characters are refused.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+}
+
 /// Untrusted text made safe for an error message: escaped and cut short.
 pub(crate) fn shown(text: &str) -> String {
     const MAX_CHARS: usize = 80;
@@ -212,6 +219,13 @@ mod tests {
             message: "they record batch 1..3 differently".into(),
         };
         assert!(conflict.to_string().contains("s/manifest/a.l1 and s/manifest/b.batch conflict"));
+    }
+
+    #[test]
+    fn printable_escapes_only_control_characters() {
+        assert_eq!(printable("/var/spool/ü x"), "/var/spool/ü x");
+        assert_eq!(printable("a\nb\u{1b}[0m\t"), "a\\nb\\u{1b}[0m\\t");
+        assert!(!printable("\u{85}\u{7f}").chars().any(char::is_control));
     }
 
     #[test]

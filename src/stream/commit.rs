@@ -43,7 +43,7 @@ impl Stream {
     /// Record that `first..=last` will never be archived. `told`: the
     /// application's low water mark said so, rather than the directory.
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
-        let dir = self.config.dir.display().to_string();
+        let dir = crate::manifest::printable(&self.config.dir.display().to_string());
         let (reason, why) = if told {
             (
                 format!("the application no longer holds positions below {}", last + 1),
