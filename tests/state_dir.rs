@@ -39,3 +39,15 @@ fn planted_symlink_at_the_journal_is_not_written_through() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&setup.journal().display().to_string()), "{}", stderr(&out));
 }
+
+/// A wiped state directory is rebuilt from the archive; with one record
+/// the log said "adopted 1 records".
+#[test]
+fn rebuild_of_one_record_says_record() {
+    let setup = Setup::new("adopt-one", 5, "seal = spool");
+    setup.write_segments(1..=5, 100);
+    setup.ok(&["run", "--once"]);
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["run", "--once"]);
+    assert!(stderr(&out).contains("adopted 1 record from"), "{}", stderr(&out));
+}
