@@ -135,7 +135,8 @@ impl Stream {
         source.prune(journal.ends().pruned_before());
         let adopted = adopted.len();
         if adopted > 0 {
-            log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
+            let adopted = crate::human::count(adopted as u64, "record");
+            log::info!("stream {name}: adopted {adopted} from the archive's manifest");
         }
         let stream = Stream {
             config,
