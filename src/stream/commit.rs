@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::prepare::PreparedBatch;
@@ -37,7 +38,18 @@ impl Stream {
             self.name(),
             crate::human::count(segments.len() as u64, "segment")
         );
-        self.acknowledge_batch(&segments)
+        let (read, replaced): (Vec<&Segment>, Vec<&Segment>) = segments
+            .into_iter()
+            .partition(|seg| self.config.on_archived == OnArchived::Keep || is_the_file_read(seg));
+        for seg in replaced {
+            log::warn!(
+                "stream {}: {} was replaced while it was being archived; it is left as it is (the \
+                 next pass compares it with the archive)",
+                self.name(),
+                seg.name
+            );
+        }
+        self.acknowledge_batch(&read)
     }
 
     /// Record that `first..=last` will never be archived. `told`: the
@@ -126,6 +138,16 @@ impl Stream {
         }
         durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
     }
+}
+
+/// Whether `seg.path` still names the file the scan found (and the batch
+/// read): same file, size and time.
+fn is_the_file_read(seg: &Segment) -> bool {
+    fs::metadata(&seg.path).is_ok_and(|meta| {
+        (meta.dev(), meta.ino()) == seg.file_id
+            && meta.len() == seg.len
+            && meta.modified().ok() == Some(seg.modified)
+    })
 }
 
 fn marked_path(path: &Path) -> PathBuf {

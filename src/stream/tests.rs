@@ -222,8 +222,8 @@ fn pass_with_nothing_to_archive_still_records_a_success() {
 
 /// Regression: a spool file renamed over a segment while its batch was
 /// being uploaded (same size, other content) was deleted after the commit:
-/// the archive held the old content, the new one was lost. Only the file
-/// that was archived is acknowledged; the new one is then a conflict.
+/// the archive held the old content, the new one was lost. Only the files
+/// that were archived are acknowledged; the new one is a conflict.
 #[test]
 fn file_replaced_during_its_upload_is_not_acknowledged() {
     let f = Fixture::new("replaced", 3, "on_archived = delete");
@@ -235,10 +235,9 @@ fn file_replaced_during_its_upload_is_not_acknowledged() {
             fs::rename(&spare, &path).unwrap();
         }
     }));
-    f.pass().unwrap();
-    assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]), "the new file was acknowledged");
-    assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
     let error = f.pass().unwrap_err();
     assert!(matches!(error, Error::Conflict { .. }), "{error}");
-    assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]));
+    assert_eq!(f.journal_ranges(), [(1, 3, "batch")]);
+    assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]), "the new file was acknowledged");
+    assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
 }
