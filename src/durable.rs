@@ -1,8 +1,12 @@
-//! The one path for durable local writes: write a temp file beside the
-//! destination, fsync it, rename it into place, fsync the directory. The
-//! state directory's files (position, status), the file target's objects
-//! and the metrics textfile are written here; the journal appends and
-//! fsyncs its own file (an append is not a replacement).
+//! The one path for durable local writes into walship's own places: write a
+//! temp file beside the destination, fsync it, rename it into place, fsync
+//! the directory. The state directory's files (position, status, the
+//! journal's v1 upgrade and its directory), the file target's objects and
+//! the metrics textfile are written here; the journal's appends fsync its
+//! own file (an append is not a replacement). `restore` and `fetch` write
+//! into a directory the user names, so they go through `restore::dest`
+//! instead: relative to that directory's descriptor, never following a
+//! link, synced in groups.
 //!
 //! After `write_atomic` returns, the file survives a power loss with either
 //! its old or its new content, never a mix. Temp names have one shape,
@@ -28,11 +32,10 @@ pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T
 
 /// A temp file beside its destination, filled by the caller, then fsync'd
 /// and renamed over the destination by [`persist`](TempFile::persist); removed
-/// if dropped before. Created exclusively (`O_EXCL`): a file or link already
-/// at the temp name is never opened or followed. For writing many files, the
-/// directory is synced once at the end by the caller ([`sync_dir`]);
-/// [`write_atomic`] does both for one file.
-pub struct TempFile {
+/// if dropped before (a failed `fill` leaves nothing behind). Created
+/// exclusively (`O_EXCL`): a file or link already at the temp name is never
+/// opened or followed.
+struct TempFile {
     file: File,
     temp: PathBuf,
     dest: PathBuf,
@@ -41,20 +44,20 @@ pub struct TempFile {
 
 impl TempFile {
     /// Create the temp file for `dest` (named as [`is_temp_name`] says).
-    pub fn create(dest: &Path) -> io::Result<TempFile> {
+    fn create(dest: &Path) -> io::Result<TempFile> {
         let temp = temp_path(dest);
         let file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
         Ok(TempFile { file, temp, dest: dest.to_path_buf(), persisted: false })
     }
 
     /// The file to fill.
-    pub fn file(&mut self) -> &mut File {
+    fn file(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Flush and fsync the content, then rename it over the destination.
     /// The rename is durable once the directory is synced.
-    pub fn persist(mut self) -> io::Result<()> {
+    fn persist(mut self) -> io::Result<()> {
         self.file.flush()?;
         self.file.sync_all()?;
         fs::rename(&self.temp, &self.dest)?;
@@ -111,7 +114,7 @@ fn temp_path(path: &Path) -> PathBuf {
     parent_dir(path).join(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
-/// Whether `file_name` is one of [`temp_path`]'s names (`.NAME.PID-N.tmp`,
+/// Whether `file_name` is one of the temp names [`write_atomic`] uses (`.NAME.PID-N.tmp`,
 /// decimal PID and N): a write in progress, or left by a crash. Listings
 /// hide exactly these, and [`remove_stale_temps`] removes only these.
 pub fn is_temp_name(file_name: &str) -> bool {

@@ -14,9 +14,9 @@
 //! this order: [`archiver`] (starts one thread per stream, the library API,
 //! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
 //! messages in [`stream::mailbox`]) → [`stream`] (a pass: scan, plan, the
-//! three stages) → [`source`] (which files are segments, through [`naming`]: file name ↔
-//! position; memory maps) →
-//! [`plan`] (sealing, committed position, the batch and gap rules: pure) →
+//! three stages) → [`source`] (which files are segments, through
+//! [`naming`]: file name ↔ position; what waits, what is archived, what came
+//! late; memory maps) → [`plan`] (sealing, committed position, the batch and gap rules: pure) →
 //! `stream::prepare` (map and checksum; [`mapguard`] survives a segment
 //! truncated under its map) → `stream::upload` (store, or find it already
 //! stored; [`target`] with its [`target::keys`], file and S3 backends) →
@@ -30,8 +30,8 @@
 //! writes: temp, fsync, rename, directory fsync), [`status`] (what a stream
 //! reports, mirrored to its status file) and [`metrics`] (its Prometheus
 //! page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation from its
-//! pieces'). The remote records alone suffice to restore
-//! ([`restore`]) and to resume. [`commands`] implements the CLI on top,
+//! pieces'), [`human`] (counts and sizes for people). The remote records
+//! alone suffice to restore ([`restore`]) and to resume. [`commands`] implements the CLI on top,
 //! [`daemon`] the long-running process (signals, reload, systemd
 //! [`notify`]); `main.rs` only maps errors to exit codes.
 //!

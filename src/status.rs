@@ -155,9 +155,8 @@ impl StreamStatus {
         let _ = writeln!(out, "  daemon:             {daemon}");
         let _ = writeln!(out, "  archived position:  {}", pos(self.archived_position));
         let _ = writeln!(out, "  committed position: {} ({COMMITTED_MEANING})", pos(self.committed_position));
-        let segments = if self.lag_segments == 1 { "segment" } else { "segments" };
-        let _ =
-            writeln!(out, "  lag:                {} sealed {segments} not yet archived", self.lag_segments);
+        let lag = crate::human::count(self.lag_segments, "sealed segment");
+        let _ = writeln!(out, "  lag:                {lag} not yet archived");
         let success = self.last_success.map_or("never".to_string(), |t| {
             let ago = now.duration_since(UNIX_EPOCH + Duration::from_secs(t)).unwrap_or_default();
             format!("{}s ago", ago.as_secs())

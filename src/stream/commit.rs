@@ -29,9 +29,9 @@ use crate::status::unix_now;
 impl Stream {
     /// Record `batch` (stored as `uploaded` says) and acknowledge its segments.
     pub(super) fn commit_batch(&mut self, batch: PreparedBatch<'_>, uploaded: Uploaded) -> Result<(), Error> {
-        let (record, segments) = batch.into_record(self.name());
-        let (first, last, size) = (record.first, record.last, record.size);
-        self.commit(Record::Batch(record))?;
+        let (first, last, size) = (batch.first, batch.last, batch.size);
+        let (record, segments) = batch.into_record();
+        self.commit(record)?;
         let how = if uploaded == Uploaded::AlreadyStored { ", found already stored" } else { "" };
         log::info!(
             "stream {}: archived positions {first}..{last} ({}, {size} bytes{how})",

@@ -208,7 +208,8 @@ impl Stream {
                         report.gaps += 1;
                     }
                     Step::Upload { first, last, .. } => {
-                        let batch = prepare::prepare(self.name(), first, last, &segments)?;
+                        let rules = StreamRules::new(&self.config.name, &self.config.naming);
+                        let batch = prepare::prepare(&rules, first, last, &segments)?;
                         let (count, bytes) = (batch.segments.len() as u64, batch.size);
                         let uploaded =
                             upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;

@@ -8,7 +8,7 @@ use std::io;
 
 use crate::crc;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, SegmentEntry};
+use crate::manifest::{BatchRecord, ManifestError, Record, SegmentEntry, StreamRules, validate_record};
 use crate::source::{Segment, SegmentMap};
 use crate::target::{Upload, keys};
 
@@ -20,32 +20,42 @@ pub(super) struct PreparedBatch<'a> {
     pub segments: Vec<&'a Segment>,
     /// One map per segment; unmapped when the batch becomes its record.
     maps: Vec<SegmentMap>,
-    pub entries: Vec<SegmentEntry>,
+    /// The batch's record (a `Record::Batch`), validated against the
+    /// stream's rules.
+    record: Record,
     pub size: u64,
     pub crc32: u32,
 }
 
-/// Map and checksum the present segments `first..=last` of `stream`
-/// (contiguous, as the plan guarantees).
+/// Map and checksum the present segments `first..=last` of the stream
+/// (contiguous, as the plan guarantees), and validate the record they will
+/// make: a record the manifest would refuse is refused before the upload.
 pub(super) fn prepare<'a>(
-    stream: &str,
+    rules: &StreamRules<'_>,
     first: u64,
     last: u64,
     present: &'a [Segment],
 ) -> Result<PreparedBatch<'a>, Error> {
+    let stream = rules.name;
     let segments: Vec<&Segment> = present.iter().filter(|s| (first..=last).contains(&s.position)).collect();
     let maps = segments
         .iter()
         .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| segment_error(stream, seg, e)))
         .collect::<Result<Vec<_>, _>>()?;
     let (entries, size, crc32) = checksum_segments(&segments, &maps);
+    let batch_record = BatchRecord::identity(stream, first, last, entries);
+    debug_assert_eq!((batch_record.size, batch_record.crc32), (size, crc32));
+    let record = Record::Batch(batch_record);
+    validate_record(&record, rules).map_err(|message| {
+        Error::Manifest(ManifestError::Refused { source: stream.to_string(), line: 0, message })
+    })?;
     let batch = PreparedBatch {
         first,
         last,
         key: keys::batch_key(stream, first, last),
         segments,
         maps,
-        entries,
+        record,
         size,
         crc32,
     };
@@ -94,12 +104,10 @@ impl<'a> PreparedBatch<'a> {
         Ok(())
     }
 
-    /// The record of `stream`'s batch, once stored; unmaps the segments and
-    /// returns them for acknowledgement.
-    pub fn into_record(self, stream: &str) -> (BatchRecord, Vec<&'a Segment>) {
-        let record = BatchRecord::identity(stream, self.first, self.last, self.entries);
-        debug_assert_eq!((record.size, record.crc32), (self.size, self.crc32));
-        (record, self.segments)
+    /// The batch's record, once stored; unmaps the segments and returns
+    /// them for acknowledgement.
+    pub fn into_record(self) -> (Record, Vec<&'a Segment>) {
+        (self.record, self.segments)
     }
 }
 
@@ -125,4 +133,32 @@ fn checksum_segments(batch: &[&Segment], maps: &[SegmentMap]) -> (Vec<SegmentEnt
         offset += len;
     }
     (entries, offset, whole)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::naming::Naming;
+
+    /// A segment whose record the manifest would refuse (here a name that
+    /// is not the stream's own at its position) is refused while the batch
+    /// is prepared, before any byte is sent.
+    #[test]
+    fn a_record_the_manifest_would_refuse_is_refused_before_upload() {
+        let dir = std::env::temp_dir().join(format!("walship-prepare-refused-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("passwd");
+        fs::write(&path, b"root:x:0:0\n").unwrap();
+        let naming = Naming::from_pattern("data-{seq}.log").unwrap();
+        let rules = StreamRules::new("s", &naming);
+        let segment =
+            Segment { position: 3, name: "passwd".into(), path, len: 11, modified: SystemTime::now() };
+        let refused = prepare(&rules, 3, 3, std::slice::from_ref(&segment)).err().expect("refused");
+        assert!(matches!(refused, Error::Manifest(ManifestError::Refused { .. })), "{refused}");
+        assert!(refused.to_string().contains("passwd"), "{refused}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 }
