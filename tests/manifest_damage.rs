@@ -202,6 +202,22 @@ fn deleted_first_journal_line_is_a_hole_for_list_and_restore() {
     assert!(!restored.join(segment_name(6)).exists(), "restore skipped the hole");
 }
 
+/// `fetch` of a segment below the journal's first record answered "not in
+/// the archive" (exit 3: for PostgreSQL's restore_command, "no such WAL")
+/// although the archive holds it.
+#[test]
+fn fetch_below_a_journal_that_lost_its_first_line_is_a_hole_not_not_found() {
+    let setup = archived_setup("deleted-first-line-fetch");
+    let text = fs::read_to_string(setup.journal()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert!(lines.remove(1).contains("first=1 last=5"));
+    fs::write(setup.journal(), lines.join("\n") + "\n").unwrap();
+    let out = setup.walship(&["fetch", "-s", "s", &segment_name(2), "-"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("positions 1..5 are missing"), "{}", stderr(&out));
+    setup.ok(&["fetch", "-s", "s", &segment_name(7), "-"]);
+}
+
 /// Losing one remote record object and then the state directory used to
 /// rebuild a manifest that silently lacked those positions.
 #[test]
