@@ -197,7 +197,12 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+    let manifest = match stream.naming.position(name) {
+        Some(position) => {
+            catalog::load_reaching(&config.global.state_dir, target.as_ref(), &rules, position)?
+        }
+        None => catalog::load(&config.global.state_dir, target.as_ref(), &rules)?,
+    };
     restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
     Ok(())
 }

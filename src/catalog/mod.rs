@@ -220,12 +220,41 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
 /// that lost its first records is a hole naming them, not a later start.
 pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
     let manifest = load(state_dir, target, rules)?;
+    check_start(state_dir, target, rules, &manifest)?;
+    Ok(manifest)
+}
+
+/// [`load`], for `fetch` of the segment at `position`: only when the log
+/// begins above it (and above the pruned mark) are the remote log records
+/// listed from the start, so that a journal that lost its first records is
+/// a hole, never "not in the archive".
+pub fn load_reaching(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    position: u64,
+) -> Result<Manifest, Error> {
+    let manifest = load(state_dir, target, rules)?;
+    if manifest.log.first().is_some_and(|first| position < first.first()) {
+        check_start(state_dir, target, rules, &manifest)?;
+    }
+    Ok(manifest)
+}
+
+/// A hole when the remote log records reach below where `manifest`'s log
+/// begins (above its pruned mark): a journal that lost its first records.
+fn check_start(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    manifest: &Manifest,
+) -> Result<(), Error> {
     let Some(start) = manifest.log.first().map(Record::first) else {
-        return Ok(manifest);
+        return Ok(());
     };
     let pruned_before = manifest.pruned_before();
     if start <= pruned_before.unwrap_or(0) {
-        return Ok(manifest);
+        return Ok(());
     }
     let stream = rules.name;
     let listed = target.list(&keys::records_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
@@ -235,7 +264,7 @@ pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>
         let location = format!("{} (the archive holds {key} before its first record)", journal.display());
         return Err(ManifestError::Hole { location, first, last }.into());
     }
-    Ok(manifest)
+    Ok(())
 }
 
 /// Where each sequence of `manifest` ends.
