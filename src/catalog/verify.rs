@@ -6,10 +6,10 @@
 //! - each batch object against its record: missing, or a size or CRC32 that
 //!   differs (with `deep`, the CRC32 is recomputed from the bytes);
 //! - batch objects no record names below the log's end (lost records);
-//! - with `deep`, the remote record objects themselves, on which a rebuild
-//!   relies: each must parse, hold what its key says and agree with the
-//!   manifest, and every record must have one (a flipped byte or a deleted
-//!   record object is reported with its key).
+//! - the remote record objects, on which a rebuild relies: every record
+//!   must have one (a deleted record object is reported with its key, from
+//!   the listing alone); with `deep` each is downloaded and must parse, hold
+//!   what its key says and agree with the manifest (a flipped byte).
 //!
 //! The checks of what was listed and fetched are pure ([`check_record_objects`]);
 //! [`verify_stream`] does the I/O and reports each finding as one line.
@@ -68,10 +68,13 @@ pub fn verify_stream(
         },
         Err(error) => problem(say, format!("cannot list batch objects: {error}")),
     }
-    if deep {
-        for found in verify_record_objects(target, rules, &manifest) {
-            problem(say, found);
-        }
+    let found = if deep {
+        verify_record_objects(target, rules, &manifest)
+    } else {
+        list_record_objects(target, stream, &manifest)
+    };
+    for found in found {
+        problem(say, found);
     }
     let checked = crate::human::count(checked, "batch");
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
@@ -98,6 +101,25 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
         },
     };
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// Without downloading: the manifest's entries whose record object the
+/// listing lacks (a compacted object is taken to hold what its key says).
+fn list_record_objects(target: &dyn Target, stream: &str, manifest: &Manifest) -> Vec<String> {
+    let listed = match target.list(&keys::records_prefix(stream), None) {
+        Ok(listed) => listed,
+        Err(error) => return vec![format!("cannot list record objects: {error}")],
+    };
+    let listing = assemble::classify(stream, listed);
+    let compacted = listing
+        .records
+        .iter()
+        .filter_map(|(key, _)| match *key {
+            RecordKey::Log { first, last, level: LogLevel::Compacted(_) } => Some((first, last)),
+            _ => None,
+        })
+        .collect();
+    missing_record_objects(stream, manifest, &listing, compacted)
 }
 
 /// A record object's key and its bytes, or why they could not be read.
@@ -156,12 +178,26 @@ pub fn check_record_objects(
             (Err(why), _) => problems.push(format!("{key}: CORRUPT record object: {why}")),
         }
     }
+    problems.extend(missing_record_objects(rules.name, manifest, listing, compacted_ranges));
+    problems
+}
+
+/// The manifest's live entries that no listed record object holds: neither
+/// its own level-0 object nor one of the `compacted_ranges` (the compacted
+/// objects taken as sound). One line per entry, naming the missing key.
+pub fn missing_record_objects(
+    stream: &str,
+    manifest: &Manifest,
+    listing: &Listing,
+    compacted_ranges: Vec<(u64, u64)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     let listed: HashSet<&str> = listing.records.iter().map(|(_, o)| o.key.as_str()).collect();
     let covered_by_compacted = covering(compacted_ranges);
     let live_log = manifest.live_log().iter().cloned().map(Entry::Log);
     let others = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
     for entry in live_log.chain(others).chain(manifest.prunes.iter().cloned().map(Entry::Prune)) {
-        let key = entry_key(rules.name, &entry);
+        let key = entry_key(stream, &entry);
         let covered = match &entry {
             Entry::Log(record) => covered_by_compacted(record.first(), record.last()),
             _ => false,
@@ -280,6 +316,19 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with(&format!("{}: CORRUPT record object", objects[0].0)), "{found:?}");
         assert!(found[1].starts_with(&format!("{lost}: MISSING record object")), "{found:?}");
+    }
+
+    #[test]
+    fn missing_objects_are_found_from_the_listing_alone() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        let lost = objects.remove(2).0;
+        let (listing, _) = remote(&objects);
+        let found = missing_record_objects(STREAM, &manifest(), &listing, Vec::new());
+        assert_eq!(
+            found,
+            [format!("{lost}: MISSING record object (a rebuild from the archive would lack it)")]
+        );
+        assert_eq!(missing_record_objects(STREAM, &manifest(), &listing, vec![(4, 5)]), Vec::<String>::new());
     }
 
     #[test]
