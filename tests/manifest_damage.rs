@@ -450,6 +450,26 @@ fn pruned_positions_are_not_a_hole() {
     assert!(fs::read_to_string(setup.journal()).unwrap().contains("prune seq=1 before=6"));
 }
 
+/// A prune record whose mark hides batches it never deleted (a stray or
+/// forged record: retention deletes every batch below its mark, and names
+/// it) made `list` and `restore` start later and `verify` pass, while the
+/// archive still held those positions.
+#[test]
+fn prune_mark_over_batches_no_prune_deleted_is_reported_by_verify() {
+    let setup = archived_setup("pruned-forged");
+    let prune = line_with_crc("prune seq=1 before=6");
+    fs::write(
+        setup.archive.join("s/manifest/prune-0000000000000001"),
+        format!("walship-manifest v2\n{prune}"),
+    )
+    .unwrap();
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.walship(&["verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let key = format!("s/batches/{:016x}-{:016x}", 1, 5);
+    assert!(stdout(&out).contains(&format!("{key}: below the pruned mark")), "{}", stdout(&out));
+}
+
 /// `status` with one stream's journal damaged printed only the error and
 /// nothing about the other streams (the daemon may be archiving them fine).
 #[test]
