@@ -5,7 +5,9 @@
 //!   reported with the file and line or the object key;
 //! - each batch object against its record: missing, or a size or CRC32 that
 //!   differs (with `deep`, the CRC32 is recomputed from the bytes);
-//! - batch objects no record names below the log's end (lost records);
+//! - batch objects no record names below the log's end (lost records), and
+//!   batch objects below the pruned mark that no prune record deletes (a
+//!   mark that hides data the archive holds);
 //! - the remote record objects, on which a rebuild relies: every record
 //!   must have one (a deleted record object is reported with its key, from
 //!   the listing alone); with `deep` each is downloaded and must parse, hold
@@ -21,7 +23,7 @@ use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
 use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
-use crate::target::{self, Target};
+use crate::target::{self, ObjectInfo, Target};
 
 /// Check one stream, handing each finding to `say` as a line; returns how
 /// many problems were found.
@@ -58,14 +60,26 @@ pub fn verify_stream(
         }
     }
     match target.list(&keys::batches_prefix(stream), None) {
-        Ok(batches) => match assemble::unrecorded_batches(stream, &batches, &manifest) {
-            Ok(found) => {
-                for unrecorded in found {
-                    say(format!("stream {stream}: {unrecorded}"));
+        Ok(batches) => {
+            match assemble::unrecorded_batches(stream, &batches, &manifest) {
+                Ok(found) => {
+                    for unrecorded in found {
+                        say(format!("stream {stream}: {unrecorded}"));
+                    }
                 }
+                Err(error) => problem(say, format!("manifest: {error}")),
             }
-            Err(error) => problem(say, format!("manifest: {error}")),
-        },
+            for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
+                problem(
+                    say,
+                    format!(
+                        "{key}: below the pruned mark (positions before {before}) but no prune record \
+                         deletes it: the mark hides data the archive holds; move the prune record \
+                         aside if retention did not write it"
+                    ),
+                );
+            }
+        }
         Err(error) => problem(say, format!("cannot list batch objects: {error}")),
     }
     let found = if deep {
@@ -79,6 +93,30 @@ pub fn verify_stream(
     let checked = crate::human::count(checked, "batch");
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
+}
+
+/// The listed batch objects wholly below `manifest`'s pruned mark that no
+/// prune record deletes (with the mark): retention names every batch it
+/// deletes, so such a mark hides data the archive still holds.
+pub fn hidden_by_prune_mark<'a>(
+    stream: &str,
+    batches: &'a [ObjectInfo],
+    manifest: &Manifest,
+) -> Vec<(&'a str, u64)> {
+    let Some(before) = manifest.pruned_before() else {
+        return Vec::new();
+    };
+    let deleted: HashSet<&str> =
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    batches
+        .iter()
+        .map(|object| object.key.as_str())
+        .filter(|key| {
+            keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before)
+                && !deleted.contains(key)
+        })
+        .map(|key| (key, before))
+        .collect()
 }
 
 /// What is wrong with a stored batch, if anything.
@@ -329,6 +367,20 @@ mod tests {
             [format!("{lost}: MISSING record object (a rebuild from the archive would lack it)")]
         );
         assert_eq!(missing_record_objects(STREAM, &manifest(), &listing, vec![(4, 5)]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn batches_below_the_mark_that_no_prune_deletes_are_hidden() {
+        let listed =
+            |first, last| ObjectInfo { key: keys::batch_key(STREAM, first, last), size: 1, crc32: None };
+        let batches = [listed(0, 0), listed(1, 3), listed(4, 6), listed(7, 9)];
+        let mut manifest = manifest();
+        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), []);
+        manifest.prunes.push(PruneRecord { sequence: 1, before: 5, deleted: vec![batches[0].key.clone()] });
+        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), [(batches[1].key.as_str(), 5)]);
+        manifest.prunes.push(PruneRecord { sequence: 2, before: 7, deleted: vec![batches[1].key.clone()] });
+        let hidden = hidden_by_prune_mark(STREAM, &batches, &manifest);
+        assert_eq!(hidden, [(batches[2].key.as_str(), 7)], "4..6 is below the mark; 7..9 is live");
     }
 
     #[test]
