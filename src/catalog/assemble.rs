@@ -348,8 +348,10 @@ impl std::fmt::Display for Unrecorded {
         match self {
             Unrecorded::Pending(key) => write!(
                 f,
-                "{key} is stored but not recorded yet (a commit cut short); the next run records it \
-                 without sending it again"
+                "{key} is stored but not recorded yet (a commit cut short, or its record object \
+                 lost); the next run records it without sending it again if its segments are still \
+                 in the stream directory, and otherwise stops: then restore its record object from \
+                 a backup"
             ),
             Unrecorded::Orphan(key) => write!(
                 f,
