@@ -470,6 +470,34 @@ fn prune_mark_over_batches_no_prune_deleted_is_reported_by_verify() {
     assert!(stdout(&out).contains(&format!("{key}: below the pruned mark")), "{}", stdout(&out));
 }
 
+/// A named pipe at a batch object's key in a file target made `verify`
+/// and `restore` hang for ever (the object was opened for reading, which
+/// blocks on a pipe with no writer). An object that is not a regular file
+/// is damage, reported with its key.
+#[test]
+fn named_pipe_in_a_file_target_is_damage_not_a_hang() {
+    let setup = archived_setup("fifo-object");
+    let object = setup.batch_objects()[1].clone();
+    fs::remove_file(&object).unwrap();
+    let c_path = std::ffi::CString::new(object.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let key = format!("s/batches/{}", object.file_name().unwrap().to_str().unwrap());
+    let config = setup.config.to_str().unwrap();
+    let to = setup.dir.path.join("restored");
+    let limit = std::time::Duration::from_secs(10);
+    for args in [
+        vec!["verify", "-c", config],
+        vec!["restore", "-s", "s", "--to", to.to_str().unwrap(), "-c", config],
+        vec!["fetch", "-s", "s", &segment_name(7), "-", "-c", config],
+    ] {
+        let out = walship_within(&args, limit);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains(&key), "{args:?} names the object: {said}");
+    }
+}
+
 /// `status` with one stream's journal damaged printed only the error and
 /// nothing about the other streams (the daemon may be archiving them fine).
 #[test]
