@@ -74,3 +74,22 @@ fn state_dir_of_another_target_is_refused() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&new_archive.display().to_string()), "{}", stderr(&out));
 }
+
+/// A named pipe in place of the journal made `list` (and `run`) wait for
+/// ever for a writer.
+#[test]
+fn named_pipe_in_place_of_the_journal_is_an_error_not_a_hang() {
+    let setup = Setup::new("journal-fifo", 1, "seal = spool");
+    setup.write_segments(0..=1, 100);
+    fs::create_dir_all(setup.state.join("s")).unwrap();
+    let c_path = std::ffi::CString::new(setup.journal().to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let config = setup.config.to_str().unwrap();
+    let commands: [&[&str]; 2] = [&["list", "-c", config], &["run", "--once", "-c", config]];
+    for args in commands {
+        let out = crate::util::walship_within(args, std::time::Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&setup.journal().display().to_string()), "{}", stderr(&out));
+    }
+}
