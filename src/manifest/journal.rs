@@ -62,12 +62,7 @@ impl Journal {
     ) -> Result<(Journal, ParseSummary), ManifestError> {
         let name = path.display().to_string();
         upgrade_v1(path, rules)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .custom_flags(libc::O_NOFOLLOW) // never append through a link planted there
-            .open(path)
+        let file = open_file(path, OpenOptions::new().read(true).append(true).create(true))
             .map_err(io_error(&name, "open"))?;
         let summary = format::parse_each(BufReader::new(&file), &name, rules, visit)?;
         let mut journal = Journal {
@@ -208,7 +203,7 @@ pub fn v1_copy_path(path: &Path) -> PathBuf {
 /// open would.
 fn upgrade_v1(path: &Path, rules: &StreamRules<'_>) -> Result<(), ManifestError> {
     let name = path.display().to_string();
-    let mut reader = match File::open(path) {
+    let mut reader = match open_file(path, OpenOptions::new().read(true)) {
         Ok(file) => BufReader::new(file),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(io_error(&name, "open")(error)),
@@ -249,7 +244,7 @@ fn upgrade_v1(path: &Path, rules: &StreamRules<'_>) -> Result<(), ManifestError>
 
 fn reader_at_start(path: &Path) -> Result<BufReader<File>, ManifestError> {
     let name = path.display().to_string();
-    File::open(path).map(BufReader::new).map_err(io_error(&name, "open"))
+    open_file(path, OpenOptions::new().read(true)).map(BufReader::new).map_err(io_error(&name, "open"))
 }
 
 /// Read-only load of a whole journal (for list and restore). A missing file
@@ -296,12 +291,24 @@ fn read_each(
     visit: impl FnMut(Entry),
 ) -> Result<ParseSummary, ManifestError> {
     let name = path.display().to_string();
-    let file = match File::open(path) {
+    let file = match open_file(path, OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ParseSummary::default()),
         Err(error) => return Err(io_error(&name, "open")(error)),
     };
     format::parse_each(BufReader::new(file), &name, rules, visit)
+}
+
+/// Open the journal at `path` as `options` say, never through a link
+/// planted there (`O_NOFOLLOW`) and never waiting on a named pipe
+/// (`O_NONBLOCK`, no effect on a file): anything but a regular file is
+/// refused.
+fn open_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a regular file (a journal is a file)"));
+    }
+    Ok(file)
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {
