@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use crate::util::{Setup, stderr};
+use crate::util::{Setup, stderr, stdout};
 
 /// A symlink planted at `STATE_DIR/STREAM/lock` made `run` truncate the
 /// file it points to (outside the state directory) and write its PID there.
@@ -91,5 +91,24 @@ fn named_pipe_in_place_of_the_journal_is_an_error_not_a_hang() {
         let out = crate::util::walship_within(args, std::time::Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(&setup.journal().display().to_string()), "{}", stderr(&out));
+    }
+}
+
+/// Named pipes in place of the status file or the lock made `status` wait
+/// for ever for a writer.
+#[test]
+fn named_pipes_in_the_state_dir_do_not_hang_status() {
+    for name in ["status", "lock"] {
+        let setup = Setup::new(&format!("state-fifo-{name}"), 1, "seal = spool");
+        setup.write_segments(0..=1, 100);
+        setup.ok(&["run", "--once"]);
+        let path = setup.state.join("s").join(name);
+        fs::remove_file(&path).unwrap();
+        let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let args = ["status", "-c", setup.config.to_str().unwrap()];
+        let out = crate::util::walship_within(&args, std::time::Duration::from_secs(10));
+        assert!(stdout(&out).contains("stream s"), "{name}: {}{}", stdout(&out), stderr(&out));
     }
 }
