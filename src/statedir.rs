@@ -137,11 +137,13 @@ pub enum LockState {
 /// the lock for an instant when it is free (the daemon retries briefly).
 pub fn lock_state(state_dir: &Path, stream: &str) -> io::Result<LockState> {
     let path = lock_file(state_dir, stream);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
-        Err(e) => return Err(e),
-    };
+    // Never through a link, never waiting on a named pipe put there.
+    let mut file =
+        match File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(e),
+        };
     match file.try_lock_shared() {
         Ok(()) => Ok(LockState::Free),
         Err(fs::TryLockError::WouldBlock) => Ok(LockState::Held(read_pid(&mut file))),
