@@ -119,7 +119,7 @@ fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     for stream in selected(config, stream)? {
         let rules = StreamRules::new(&stream.name, &stream.naming);
-        let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+        let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
         if let Some(before) = manifest.pruned_before() {
             outln!("stream {}: positions before {before} were pruned", stream.name)?;
         }
@@ -177,7 +177,7 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+    let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
     let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     outln!(
@@ -197,7 +197,12 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load(&config.global.state_dir, target.as_ref(), &rules)?;
+    let manifest = match stream.naming.position(name) {
+        Some(position) => {
+            catalog::load_reaching(&config.global.state_dir, target.as_ref(), &rules, position)?
+        }
+        None => catalog::load(&config.global.state_dir, target.as_ref(), &rules)?,
+    };
     restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
     Ok(())
 }

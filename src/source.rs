@@ -17,7 +17,7 @@
 use std::fmt;
 use std::fs::{self, File, FileType};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +39,9 @@ pub struct Segment {
     pub path: PathBuf,
     pub len: u64,
     pub modified: SystemTime,
+    /// Device and inode of the file scanned (a link's target): which file
+    /// this is, so that acknowledging never touches one renamed in since.
+    pub file_id: (u64, u64),
 }
 
 /// A directory entry with a segment's name that cannot be archived.
@@ -216,7 +219,8 @@ pub fn scan_entries(dir: &Path, naming: &Naming, wanted: impl Fn(u64) -> bool) -
         let reason = match entry_kind(&entry, &path) {
             Ok(EntryKind::File(meta)) => {
                 let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                scan.segments.push(Segment { position, name, path, len: meta.len(), modified });
+                let file_id = (meta.dev(), meta.ino());
+                scan.segments.push(Segment { position, name, path, len: meta.len(), modified, file_id });
                 continue;
             }
             // A file can vanish between listing and stat (spool consumers,

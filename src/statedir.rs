@@ -17,6 +17,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -97,6 +98,7 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW) // never write through a link planted there
         .open(&path)
         .map_err(|e| Error::local("open lock file", &path, e))?;
     let mut attempt = 1;
@@ -135,11 +137,13 @@ pub enum LockState {
 /// the lock for an instant when it is free (the daemon retries briefly).
 pub fn lock_state(state_dir: &Path, stream: &str) -> io::Result<LockState> {
     let path = lock_file(state_dir, stream);
-    let mut file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
-        Err(e) => return Err(e),
-    };
+    // Never through a link, never waiting on a named pipe put there.
+    let mut file =
+        match File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(e),
+        };
     match file.try_lock_shared() {
         Ok(()) => Ok(LockState::Free),
         Err(fs::TryLockError::WouldBlock) => Ok(LockState::Held(read_pid(&mut file))),

@@ -3,6 +3,8 @@
 
 mod util;
 
+/// on_archived = delete | mark touches only files whose content the archive holds.
+mod acknowledge;
 /// `run --once` over many segments: batch objects, manifest, restore.
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
@@ -19,6 +21,8 @@ mod faultproxy;
 mod faults;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
+/// Temp files a killed walship left, cleaned by the next run.
+mod leftovers;
 /// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
@@ -35,5 +39,7 @@ mod restore;
 mod s3;
 /// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.
 mod source;
+/// The state directory: no write through a planted link.
+mod state_dir;
 /// An archive written by the first release: listed, restored, verified, continued.
 mod v1_archive;

@@ -83,6 +83,26 @@ pub fn to_fetch<'a>(listing: &'a Listing, known: &Sequences) -> Result<Vec<&'a O
     Ok(wanted)
 }
 
+/// Positions below `start` (where the local journal's log begins) that the
+/// listed log record objects hold, ignoring what lies before
+/// `pruned_before`: what a journal that lost its first lines no longer
+/// holds, as `(first, last, key of the lowest such object)`. The journal
+/// alone cannot tell, since a stream may start above 0.
+pub fn missing_before(listing: &Listing, start: u64, pruned_before: Option<u64>) -> Option<(u64, u64, &str)> {
+    let floor = pruned_before.unwrap_or(0);
+    listing
+        .records
+        .iter()
+        .filter_map(|(key, object)| match *key {
+            RecordKey::Log { first, last, .. } if first < start && last >= floor => {
+                Some((first.max(floor), object.key.as_str()))
+            }
+            _ => None,
+        })
+        .min_by_key(|&(first, _)| first)
+        .map(|(first, key)| (first, start - 1, key))
+}
+
 /// The ranges among `ranges` that lie inside another, larger one (sorted).
 /// One sweep: by first position, larger ranges first, a range is inside a
 /// larger one when some range before it (with another extent) reaches as far.
@@ -328,8 +348,10 @@ impl std::fmt::Display for Unrecorded {
         match self {
             Unrecorded::Pending(key) => write!(
                 f,
-                "{key} is stored but not recorded yet (a commit cut short); the next run records it \
-                 without sending it again"
+                "{key} is stored but not recorded yet (a commit cut short, or its record object \
+                 lost); the next run records it without sending it again if its segments are still \
+                 in the stream directory, and otherwise stops: then restore its record object from \
+                 a backup"
             ),
             Unrecorded::Orphan(key) => write!(
                 f,
@@ -338,6 +360,19 @@ impl std::fmt::Display for Unrecorded {
             ),
         }
     }
+}
+
+/// The first of the listed `objects` that is a batch object of `stream`
+/// holding any of `first..=last`.
+pub fn batch_object_within<'a>(
+    stream: &str,
+    objects: &'a [ObjectInfo],
+    first: u64,
+    last: u64,
+) -> Option<&'a str> {
+    objects.iter().map(|object| object.key.as_str()).find(|key| {
+        keys::parse_batch_key(stream, key).is_some_and(|(low, high)| low <= last && high >= first)
+    })
 }
 
 /// Compare a stream's batch objects with its log (a rebuild, `verify`):

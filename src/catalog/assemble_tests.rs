@@ -229,3 +229,48 @@ fn ranges_inside_larger_ones() {
     assert_eq!(inside_larger(ranges), [(0, 0), (1, 3), (1500, 1600)]);
     assert_eq!(inside_larger(vec![(5, 9), (5, 9)]), []);
 }
+
+#[test]
+fn log_objects_below_the_journal_start_are_missing_from_it() {
+    let keys = [
+        keys::record_key(STREAM, 0, 0, "batch"),
+        keys::record_key(STREAM, 1, 5, "gap"),
+        compacted(6, 20, 1),
+        keys::record_key(STREAM, 21, 21, "batch"),
+        RecordKey::Prune { sequence: 0 }.key(STREAM),
+        RecordKey::Snapshot { position: 2 }.key(STREAM),
+    ];
+    let listing = classify(STREAM, keys.iter().map(|key| listed(key, 10)).collect());
+    type Row<'a> = (u64, Option<u64>, Option<(u64, u64, &'a str)>);
+    let table: [Row<'_>; 7] = [
+        (0, None, None),
+        (1, None, Some((0, 0, keys[0].as_str()))),
+        (6, None, Some((0, 5, keys[0].as_str()))),
+        (6, Some(3), Some((3, 5, keys[1].as_str()))),
+        (6, Some(6), None),
+        (10, Some(8), Some((8, 9, keys[2].as_str()))),
+        (22, Some(22), None),
+    ];
+    for (start, pruned_before, expected) in table {
+        assert_eq!(
+            missing_before(&listing, start, pruned_before),
+            expected,
+            "start {start}, {pruned_before:?}"
+        );
+    }
+}
+
+#[test]
+fn batch_objects_within_a_range_are_found() {
+    let objects: Vec<ObjectInfo> = [keys::batch_key(STREAM, 6, 10), keys::batch_key(STREAM, 11, 11)]
+        .iter()
+        .chain([keys::batch_key("other", 0, 100), format!("{}6-10", keys::batches_prefix(STREAM))].iter())
+        .map(|key| listed(key, 1))
+        .collect();
+    let within = |first, last| batch_object_within(STREAM, &objects, first, last);
+    assert_eq!(within(6, 6), Some(objects[0].key.as_str()));
+    assert_eq!(within(10, 12), Some(objects[0].key.as_str()));
+    assert_eq!(within(11, 20), Some(objects[1].key.as_str()));
+    assert_eq!(within(0, 5), None, "another stream's or a foreign key is not this stream's batch");
+    assert_eq!(within(12, u64::MAX), None);
+}

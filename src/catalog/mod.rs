@@ -24,7 +24,9 @@ use std::path::Path;
 
 use crate::error::Error;
 use crate::manifest::journal::{self, Journal};
-use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules, format, validate_entry};
+use crate::manifest::{
+    Entry, Manifest, ManifestError, Record, Sequences, StreamRules, format, validate_entry,
+};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
@@ -54,15 +56,39 @@ pub fn put_remote(target: &dyn Target, rules: &StreamRules<'_>, record: &Record)
 /// before anything is written.
 pub fn put_remote_entry(target: &dyn Target, rules: &StreamRules<'_>, entry: &Entry) -> Result<(), Error> {
     let key = entry_key(rules.name, entry);
-    validate_entry(entry, rules).map_err(|message| crate::manifest::ManifestError::Refused {
+    validate_entry(entry, rules).map_err(|message| ManifestError::Refused {
         source: key.clone(),
         line: 0,
         message,
     })?;
+    if let Entry::Log(Record::Gap(gap)) = entry {
+        refuse_gap_over_stored_batch(target, rules.name, gap.first, gap.last)?;
+    }
     let text = format::serialize(std::slice::from_ref(entry));
     let bytes = text.as_bytes();
     let body = Upload { pieces: &[bytes], size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
     target.put(&key, &body).map_err(|e| Error::target(rules.name, e))
+}
+
+/// A gap is never recorded over stored data: a batch object holding any of
+/// `first..=last` stops it. Lists only the batch keys from `first` on.
+fn refuse_gap_over_stored_batch(
+    target: &dyn Target,
+    stream: &str,
+    first: u64,
+    last: u64,
+) -> Result<(), Error> {
+    let start_after = first.checked_sub(1).map(|before| keys::batch_key(stream, before, u64::MAX));
+    let listed = target
+        .list(&keys::batches_prefix(stream), start_after.as_deref())
+        .map_err(|e| Error::target(stream, e))?;
+    match assemble::batch_object_within(stream, &listed, first, last) {
+        Some(key) => {
+            let (stream, key) = (stream.to_string(), key.to_string());
+            Err(ManifestError::GapOverStoredBatch { stream, key, first, last }.into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// The remote entries that come after `known` (the local journal's ends),
@@ -186,6 +212,59 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     manifest.snapshots.extend(remote.snapshots);
     manifest.prunes.extend(remote.prunes);
     Ok(manifest)
+}
+
+/// [`load`], for the commands that read the whole manifest anyway (`list`,
+/// `restore`): when the log begins above the pruned mark (or above 0), the
+/// remote log records are also listed from the start, so a local journal
+/// that lost its first records is a hole naming them, not a later start.
+pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
+    let manifest = load(state_dir, target, rules)?;
+    check_start(state_dir, target, rules, &manifest)?;
+    Ok(manifest)
+}
+
+/// [`load`], for `fetch` of the segment at `position`: only when the log
+/// begins above it (and above the pruned mark) are the remote log records
+/// listed from the start, so that a journal that lost its first records is
+/// a hole, never "not in the archive".
+pub fn load_reaching(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    position: u64,
+) -> Result<Manifest, Error> {
+    let manifest = load(state_dir, target, rules)?;
+    if manifest.log.first().is_some_and(|first| position < first.first()) {
+        check_start(state_dir, target, rules, &manifest)?;
+    }
+    Ok(manifest)
+}
+
+/// A hole when the remote log records reach below where `manifest`'s log
+/// begins (above its pruned mark): a journal that lost its first records.
+fn check_start(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    manifest: &Manifest,
+) -> Result<(), Error> {
+    let Some(start) = manifest.log.first().map(Record::first) else {
+        return Ok(());
+    };
+    let pruned_before = manifest.pruned_before();
+    if start <= pruned_before.unwrap_or(0) {
+        return Ok(());
+    }
+    let stream = rules.name;
+    let listed = target.list(&keys::records_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
+    let listing = assemble::classify(stream, listed);
+    if let Some((first, last, key)) = assemble::missing_before(&listing, start, pruned_before) {
+        let journal = crate::statedir::journal(state_dir, stream);
+        let location = format!("{} (the archive holds {key} before its first record)", journal.display());
+        return Err(ManifestError::Hole { location, first, last }.into());
+    }
+    Ok(())
 }
 
 /// Where each sequence of `manifest` ends.

@@ -5,11 +5,13 @@
 //!   reported with the file and line or the object key;
 //! - each batch object against its record: missing, or a size or CRC32 that
 //!   differs (with `deep`, the CRC32 is recomputed from the bytes);
-//! - batch objects no record names below the log's end (lost records);
-//! - with `deep`, the remote record objects themselves, on which a rebuild
-//!   relies: each must parse, hold what its key says and agree with the
-//!   manifest, and every record must have one (a flipped byte or a deleted
-//!   record object is reported with its key).
+//! - batch objects no record names below the log's end (lost records), and
+//!   batch objects below the pruned mark that no prune record deletes (a
+//!   mark that hides data the archive holds);
+//! - the remote record objects, on which a rebuild relies: every record
+//!   must have one (a deleted record object is reported with its key, from
+//!   the listing alone); with `deep` each is downloaded and must parse, hold
+//!   what its key says and agree with the manifest (a flipped byte).
 //!
 //! The checks of what was listed and fetched are pure ([`check_record_objects`]);
 //! [`verify_stream`] does the I/O and reports each finding as one line.
@@ -21,7 +23,7 @@ use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
 use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
-use crate::target::{self, Target};
+use crate::target::{self, ObjectInfo, Target};
 
 /// Check one stream, handing each finding to `say` as a line; returns how
 /// many problems were found.
@@ -58,24 +60,63 @@ pub fn verify_stream(
         }
     }
     match target.list(&keys::batches_prefix(stream), None) {
-        Ok(batches) => match assemble::unrecorded_batches(stream, &batches, &manifest) {
-            Ok(found) => {
-                for unrecorded in found {
-                    say(format!("stream {stream}: {unrecorded}"));
+        Ok(batches) => {
+            match assemble::unrecorded_batches(stream, &batches, &manifest) {
+                Ok(found) => {
+                    for unrecorded in found {
+                        say(format!("stream {stream}: {unrecorded}"));
+                    }
                 }
+                Err(error) => problem(say, format!("manifest: {error}")),
             }
-            Err(error) => problem(say, format!("manifest: {error}")),
-        },
+            for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
+                problem(
+                    say,
+                    format!(
+                        "{key}: below the pruned mark (positions before {before}) but no prune record \
+                         deletes it: the mark hides data the archive holds; move the prune record \
+                         aside if retention did not write it"
+                    ),
+                );
+            }
+        }
         Err(error) => problem(say, format!("cannot list batch objects: {error}")),
     }
-    if deep {
-        for found in verify_record_objects(target, rules, &manifest) {
-            problem(say, found);
-        }
+    let found = if deep {
+        verify_record_objects(target, rules, &manifest)
+    } else {
+        list_record_objects(target, stream, &manifest)
+    };
+    for found in found {
+        problem(say, found);
     }
     let checked = crate::human::count(checked, "batch");
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
+}
+
+/// The listed batch objects wholly below `manifest`'s pruned mark that no
+/// prune record deletes (with the mark): retention names every batch it
+/// deletes, so such a mark hides data the archive still holds.
+pub fn hidden_by_prune_mark<'a>(
+    stream: &str,
+    batches: &'a [ObjectInfo],
+    manifest: &Manifest,
+) -> Vec<(&'a str, u64)> {
+    let Some(before) = manifest.pruned_before() else {
+        return Vec::new();
+    };
+    let deleted: HashSet<&str> =
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    batches
+        .iter()
+        .map(|object| object.key.as_str())
+        .filter(|key| {
+            keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before)
+                && !deleted.contains(key)
+        })
+        .map(|key| (key, before))
+        .collect()
 }
 
 /// What is wrong with a stored batch, if anything.
@@ -98,6 +139,25 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
         },
     };
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// Without downloading: the manifest's entries whose record object the
+/// listing lacks (a compacted object is taken to hold what its key says).
+fn list_record_objects(target: &dyn Target, stream: &str, manifest: &Manifest) -> Vec<String> {
+    let listed = match target.list(&keys::records_prefix(stream), None) {
+        Ok(listed) => listed,
+        Err(error) => return vec![format!("cannot list record objects: {error}")],
+    };
+    let listing = assemble::classify(stream, listed);
+    let compacted = listing
+        .records
+        .iter()
+        .filter_map(|(key, _)| match *key {
+            RecordKey::Log { first, last, level: LogLevel::Compacted(_) } => Some((first, last)),
+            _ => None,
+        })
+        .collect();
+    missing_record_objects(stream, manifest, &listing, compacted)
 }
 
 /// A record object's key and its bytes, or why they could not be read.
@@ -156,12 +216,26 @@ pub fn check_record_objects(
             (Err(why), _) => problems.push(format!("{key}: CORRUPT record object: {why}")),
         }
     }
+    problems.extend(missing_record_objects(rules.name, manifest, listing, compacted_ranges));
+    problems
+}
+
+/// The manifest's live entries that no listed record object holds: neither
+/// its own level-0 object nor one of the `compacted_ranges` (the compacted
+/// objects taken as sound). One line per entry, naming the missing key.
+pub fn missing_record_objects(
+    stream: &str,
+    manifest: &Manifest,
+    listing: &Listing,
+    compacted_ranges: Vec<(u64, u64)>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     let listed: HashSet<&str> = listing.records.iter().map(|(_, o)| o.key.as_str()).collect();
     let covered_by_compacted = covering(compacted_ranges);
     let live_log = manifest.live_log().iter().cloned().map(Entry::Log);
     let others = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
     for entry in live_log.chain(others).chain(manifest.prunes.iter().cloned().map(Entry::Prune)) {
-        let key = entry_key(rules.name, &entry);
+        let key = entry_key(stream, &entry);
         let covered = match &entry {
             Entry::Log(record) => covered_by_compacted(record.first(), record.last()),
             _ => false,
@@ -280,6 +354,33 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with(&format!("{}: CORRUPT record object", objects[0].0)), "{found:?}");
         assert!(found[1].starts_with(&format!("{lost}: MISSING record object")), "{found:?}");
+    }
+
+    #[test]
+    fn missing_objects_are_found_from_the_listing_alone() {
+        let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
+        let lost = objects.remove(2).0;
+        let (listing, _) = remote(&objects);
+        let found = missing_record_objects(STREAM, &manifest(), &listing, Vec::new());
+        assert_eq!(
+            found,
+            [format!("{lost}: MISSING record object (a rebuild from the archive would lack it)")]
+        );
+        assert_eq!(missing_record_objects(STREAM, &manifest(), &listing, vec![(4, 5)]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn batches_below_the_mark_that_no_prune_deletes_are_hidden() {
+        let listed =
+            |first, last| ObjectInfo { key: keys::batch_key(STREAM, first, last), size: 1, crc32: None };
+        let batches = [listed(0, 0), listed(1, 3), listed(4, 6), listed(7, 9)];
+        let mut manifest = manifest();
+        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), []);
+        manifest.prunes.push(PruneRecord { sequence: 1, before: 5, deleted: vec![batches[0].key.clone()] });
+        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), [(batches[1].key.as_str(), 5)]);
+        manifest.prunes.push(PruneRecord { sequence: 2, before: 7, deleted: vec![batches[1].key.clone()] });
+        let hidden = hidden_by_prune_mark(STREAM, &batches, &manifest);
+        assert_eq!(hidden, [(batches[2].key.as_str(), 7)], "4..6 is below the mark; 7..9 is live");
     }
 
     #[test]

@@ -19,6 +19,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, MAX_LINE, ParseSummary, Parsed, entry_line, refused_at};
@@ -61,11 +62,7 @@ impl Journal {
     ) -> Result<(Journal, ParseSummary), ManifestError> {
         let name = path.display().to_string();
         upgrade_v1(path, rules)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
+        let file = open_file(path, OpenOptions::new().read(true).append(true).create(true))
             .map_err(io_error(&name, "open"))?;
         let summary = format::parse_each(BufReader::new(&file), &name, rules, visit)?;
         let mut journal = Journal {
@@ -206,7 +203,7 @@ pub fn v1_copy_path(path: &Path) -> PathBuf {
 /// open would.
 fn upgrade_v1(path: &Path, rules: &StreamRules<'_>) -> Result<(), ManifestError> {
     let name = path.display().to_string();
-    let mut reader = match File::open(path) {
+    let mut reader = match open_file(path, OpenOptions::new().read(true)) {
         Ok(file) => BufReader::new(file),
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(error) => return Err(io_error(&name, "open")(error)),
@@ -247,7 +244,7 @@ fn upgrade_v1(path: &Path, rules: &StreamRules<'_>) -> Result<(), ManifestError>
 
 fn reader_at_start(path: &Path) -> Result<BufReader<File>, ManifestError> {
     let name = path.display().to_string();
-    File::open(path).map(BufReader::new).map_err(io_error(&name, "open"))
+    open_file(path, OpenOptions::new().read(true)).map(BufReader::new).map_err(io_error(&name, "open"))
 }
 
 /// Read-only load of a whole journal (for list and restore). A missing file
@@ -265,6 +262,28 @@ pub fn read_summary(path: &Path, rules: &StreamRules<'_>) -> Result<ParseSummary
     read_each(path, rules, |_| {})
 }
 
+/// The batch records of the journal at `path` that hold any of `positions`
+/// (in any order), in journal order. Read as a stream: memory grows with
+/// the answer, not with the journal. A missing file holds none.
+pub fn batches_holding(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    positions: &[u64],
+) -> Result<Vec<Record>, ManifestError> {
+    let mut sorted = positions.to_vec();
+    sorted.sort_unstable();
+    let mut found = Vec::new();
+    read_each(path, rules, |entry| {
+        if let Entry::Log(record @ Record::Batch(_)) = entry {
+            let next = sorted.partition_point(|&p| p < record.first());
+            if sorted.get(next).is_some_and(|&p| p <= record.last()) {
+                found.push(record);
+            }
+        }
+    })?;
+    Ok(found)
+}
+
 /// Read-only pass over every entry; a missing file is an empty manifest.
 fn read_each(
     path: &Path,
@@ -272,12 +291,24 @@ fn read_each(
     visit: impl FnMut(Entry),
 ) -> Result<ParseSummary, ManifestError> {
     let name = path.display().to_string();
-    let file = match File::open(path) {
+    let file = match open_file(path, OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ParseSummary::default()),
         Err(error) => return Err(io_error(&name, "open")(error)),
     };
     format::parse_each(BufReader::new(file), &name, rules, visit)
+}
+
+/// Open the journal at `path` as `options` say, never through a link
+/// planted there (`O_NOFOLLOW`) and never waiting on a named pipe
+/// (`O_NONBLOCK`, no effect on a file): anything but a regular file is
+/// refused.
+fn open_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a regular file (a journal is a file)"));
+    }
+    Ok(file)
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {
@@ -493,6 +524,24 @@ mod tests {
         let path = temp_dir("missing").join("manifest");
         assert_eq!(read(&path), Parsed::default());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn batches_holding_finds_only_the_batches_that_hold_a_position() {
+        let path = temp_dir("holding").join("manifest");
+        let (mut journal, _, _) = open(&path);
+        let mut all = records();
+        all.push(batch(STREAM, 7, &[b"c", b"d", b"e"]));
+        journal.append(&all).expect("append");
+        let rules = StreamRules::new(STREAM, &journal.naming);
+        let holding = |positions: &[u64]| batches_holding(&path, &rules, positions).expect("read");
+        assert_eq!(holding(&[8, 0]), [all[0].clone(), all[3].clone()]);
+        assert_eq!(holding(&[2, 3]), [], "a gap is not a batch");
+        assert_eq!(holding(&[6, 9]), [all[2].clone(), all[3].clone()]);
+        assert_eq!(holding(&[10]), []);
+        assert_eq!(holding(&[]), []);
+        let missing = temp_dir("holding-missing").join("manifest");
+        assert_eq!(batches_holding(&missing, &rules, &[0]).expect("missing"), []);
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub enum ManifestError {
     /// nor pruned (a deleted journal line, a lost remote record object).
     /// `location` says where: `FILE:LINE`, or between which record objects.
     Hole { location: String, first: u64, last: u64 },
+    /// A gap over `first..=last` was about to be recorded although the
+    /// archive holds `key`, a batch object for those positions that no
+    /// record describes (a lost record object, or a commit cut short whose
+    /// segments were removed since): nothing was stored.
+    GapOverStoredBatch { stream: String, key: String, first: u64, last: u64 },
     /// Two remote record objects say different things about the same
     /// positions (or the same snapshot or prune).
     Conflict { first_key: String, second_key: String, message: String },
@@ -116,6 +121,14 @@ impl fmt::Display for ManifestError {
                  from the archive; if the archive lost a record object, restore it from a backup \
                  (`walship verify` lists every damage)"
             ),
+            ManifestError::GapOverStoredBatch { stream, key, first, last } => write!(
+                f,
+                "stream {stream}: positions {first}..{last} are missing from the stream directory, but the archive \
+                 holds {key}, a batch object that no record describes (its record object was lost, \
+                 or a commit was cut short and the segments removed since); walship records no gap \
+                 over stored data: restore the record object from a backup, or move {key} aside to \
+                 record these positions as a gap"
+            ),
             ManifestError::Conflict { first_key, second_key, message } => write!(
                 f,
                 "remote manifest records {first_key} and {second_key} conflict: {message}; move the \
@@ -147,6 +160,13 @@ impl std::error::Error for ManifestError {
             _ => None,
         }
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`…), the rest
+/// as it is: how walship puts outside text (a path) into a record's text,
+/// where control characters are refused.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
 }
 
 /// Untrusted text made safe for an error message: escaped and cut short.
@@ -199,6 +219,13 @@ mod tests {
             message: "they record batch 1..3 differently".into(),
         };
         assert!(conflict.to_string().contains("s/manifest/a.l1 and s/manifest/b.batch conflict"));
+    }
+
+    #[test]
+    fn printable_escapes_only_control_characters() {
+        assert_eq!(printable("/var/spool/ü x"), "/var/spool/ü x");
+        assert_eq!(printable("a\nb\u{1b}[0m\t"), "a\\nb\\u{1b}[0m\\t");
+        assert!(!printable("\u{85}\u{7f}").chars().any(char::is_control));
     }
 
     #[test]

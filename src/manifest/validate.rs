@@ -39,8 +39,12 @@ pub fn validate_record(record: &Record, rules: &StreamRules<'_>) -> Result<(), S
     validate_range(record.first(), record.last())?;
     match record {
         Record::Batch(batch) => validate_batch(batch, rules),
-        // Any reason text is acceptable: it is percent-encoded on disk and
-        // escaped when shown.
+        // Percent-encoded on disk, but printed as it is by `list`, `verify`
+        // and `restore`: no control character (a terminal escape, a
+        // newline forging a row).
+        Record::Gap(gap) if gap.reason.chars().any(char::is_control) => {
+            Err(format!("the gap's reason `{}` holds control characters", super::shown(&gap.reason)))
+        }
         Record::Gap(_) => Ok(()),
     }
 }
@@ -342,6 +346,9 @@ pub(crate) mod tests {
     fn inverted_and_absurd_ranges_are_refused() {
         refused_record(Record::Gap(GapRecord { first: 9, last: 3, reason: "x".into() }), "is after last");
         refused_record(Record::Gap(GapRecord { first: 0, last: u64::MAX, reason: "x".into() }), "2^62");
+        for reason in ["\u{1b}[2J", "a\nb", "tab\there", "\u{7f}", "\u{85}"] {
+            refused_record(Record::Gap(GapRecord { first: 1, last: 2, reason: reason.into() }), "control");
+        }
         refused(Entry::Snapshot(snapshot(MAX_POSITION + 1)), "beyond the limit 2^62");
     }
 

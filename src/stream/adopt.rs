@@ -5,7 +5,9 @@
 //! the records give it. Once adopted, a record lets the stream acknowledge
 //! (delete, mark, or count as archived) the segments it covers, so a
 //! mismatch is a conflict: the stream stops loudly and nothing is adopted,
-//! deleted or marked.
+//! deleted or marked. The same check guards the acknowledgement of files
+//! found at archived positions (`commit`): a file that arrived again under
+//! an archived name is acknowledged only with the recorded content.
 
 use std::fs::File;
 use std::io;

@@ -4,12 +4,13 @@
 //! the local segments (delete or mark them, per `on_archived`).
 //!
 //! Acknowledging at scan time (segments still present at or below the
-//! archived position, after a crash between commit and deletion) relies on
-//! records this node wrote, or adopted only after `adopt` found them to match
-//! the local segments.
+//! archived position, after a crash between commit and deletion) first
+//! checks each file against its record, as `adopt` does: a file that arrived
+//! again under an archived name with other content is a conflict.
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::prepare::PreparedBatch;
@@ -19,6 +20,7 @@ use crate::catalog;
 use crate::config::OnArchived;
 use crate::durable;
 use crate::error::Error;
+use crate::manifest::journal;
 use crate::manifest::{GapRecord, Record, StreamRules};
 use crate::source::Segment;
 use crate::statedir;
@@ -36,30 +38,41 @@ impl Stream {
             self.name(),
             crate::human::count(segments.len() as u64, "segment")
         );
-        self.acknowledge_batch(&segments)
+        let (read, replaced): (Vec<&Segment>, Vec<&Segment>) = segments
+            .into_iter()
+            .partition(|seg| self.config.on_archived == OnArchived::Keep || is_the_file_read(seg));
+        for seg in replaced {
+            log::warn!(
+                "stream {}: {} was replaced while it was being archived; it is left as it is (the \
+                 next pass compares it with the archive)",
+                self.name(),
+                seg.name
+            );
+        }
+        self.acknowledge_batch(&read)
     }
 
     /// Record that `first..=last` will never be archived. `told`: the
     /// application's low water mark said so, rather than the directory.
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
-        let dir = self.config.dir.display().to_string();
-        let reason = if told {
-            log::error!(
-                "stream {}: positions {first}..{last} were never archived and the application no \
-                 longer holds them (its low water mark is {}); recording a gap and moving on",
-                self.name(),
-                last + 1
-            );
-            format!("the application no longer holds positions below {}", last + 1)
+        let dir = crate::manifest::printable(&self.config.dir.display().to_string());
+        let (reason, why) = if told {
+            (
+                format!("the application no longer holds positions below {}", last + 1),
+                format!(
+                    "were never archived and the application no longer holds them (its low water mark is {})",
+                    last + 1
+                ),
+            )
         } else {
-            log::error!(
-                "stream {}: positions {first}..{last} are missing from {dir} and were never archived; \
-                 recording a gap and moving on",
-                self.name(),
-            );
-            format!("segments removed from {dir} before they were archived")
+            (
+                format!("segments removed from {dir} before they were archived"),
+                format!("are missing from {dir} and were never archived"),
+            )
         };
-        self.commit(Record::Gap(GapRecord { first, last, reason }))
+        self.commit(Record::Gap(GapRecord { first, last, reason }))?;
+        log::error!("stream {}: positions {first}..{last} {why}; recorded a gap and moved on", self.name());
+        Ok(())
     }
 
     /// Record durably, remote first, then advance the published position.
@@ -93,7 +106,16 @@ impl Stream {
     /// Delete or mark the present segments the archive holds (heals a crash
     /// between commit and acknowledgement). Late files are not among them:
     /// they are never touched.
+    /// Each must have the size and CRC32 its record gives it: a file that
+    /// arrived again under an archived name, with other content, is a
+    /// conflict, and nothing is deleted or marked.
     pub(super) fn acknowledge(&self, archived: &[Segment]) -> Result<(), Error> {
+        if archived.is_empty() || self.config.on_archived == OnArchived::Keep {
+            return Ok(());
+        }
+        let positions: Vec<u64> = archived.iter().map(|seg| seg.position).collect();
+        let records = journal::batches_holding(self.journal.path(), &self.journal.rules(), &positions)?;
+        super::adopt::check_local_segments(&self.config, &records)?;
         self.acknowledge_batch(&archived.iter().collect::<Vec<_>>())
     }
 
@@ -116,6 +138,16 @@ impl Stream {
         }
         durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
     }
+}
+
+/// Whether `seg.path` still names the file the scan found (and the batch
+/// read): same file, size and time.
+fn is_the_file_read(seg: &Segment) -> bool {
+    fs::metadata(&seg.path).is_ok_and(|meta| {
+        (meta.dev(), meta.ino()) == seg.file_id
+            && meta.len() == seg.len
+            && meta.modified().ok() == Some(seg.modified)
+    })
 }
 
 fn marked_path(path: &Path) -> PathBuf {

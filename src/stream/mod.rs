@@ -31,6 +31,7 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -135,7 +136,8 @@ impl Stream {
         source.prune(journal.ends().pruned_before());
         let adopted = adopted.len();
         if adopted > 0 {
-            log::info!("stream {name}: adopted {adopted} records from the archive's manifest");
+            let adopted = crate::human::count(adopted as u64, "record");
+            log::info!("stream {name}: adopted {adopted} from the archive's manifest");
         }
         let stream = Stream {
             config,
@@ -279,7 +281,12 @@ impl Stream {
 /// from the status file the daemon keeps.
 pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<StreamStatus, Error> {
     let name = &config.name;
-    let mut status = std::fs::read_to_string(statedir::status_file(state_root, name))
+    // Never waiting on a named pipe put in the status file's place.
+    let mut status = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(statedir::status_file(state_root, name))
+        .and_then(std::io::read_to_string)
         .map(|text| StreamStatus::from_file_text(&text))
         .unwrap_or_default();
     status.stream = name.clone();

@@ -154,8 +154,14 @@ mod tests {
         fs::write(&path, b"root:x:0:0\n").unwrap();
         let naming = Naming::from_pattern("data-{seq}.log").unwrap();
         let rules = StreamRules::new("s", &naming);
-        let segment =
-            Segment { position: 3, name: "passwd".into(), path, len: 11, modified: SystemTime::now() };
+        let segment = Segment {
+            position: 3,
+            name: "passwd".into(),
+            path,
+            len: 11,
+            modified: SystemTime::now(),
+            file_id: (0, 0),
+        };
         let refused = prepare(&rules, 3, 3, std::slice::from_ref(&segment)).err().expect("refused");
         assert!(matches!(refused, Error::Manifest(ManifestError::Refused { .. })), "{refused}");
         assert!(refused.to_string().contains("passwd"), "{refused}");

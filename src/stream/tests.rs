@@ -219,3 +219,25 @@ fn pass_with_nothing_to_archive_still_records_a_success() {
     let text = fs::read_to_string(statedir::status_file(&f.state(), "s")).unwrap();
     assert!(StreamStatus::from_file_text(&text).last_success.is_some(), "{text}");
 }
+
+/// Regression: a spool file renamed over a segment while its batch was
+/// being uploaded (same size, other content) was deleted after the commit:
+/// the archive held the old content, the new one was lost. Only the files
+/// that were archived are acknowledged; the new one is a conflict.
+#[test]
+fn file_replaced_during_its_upload_is_not_acknowledged() {
+    let f = Fixture::new("replaced", 3, "on_archived = delete");
+    f.write(1..=3, 100);
+    let (path, spare) = (f.segment(2), f.root.join("spare"));
+    fs::write(&spare, vec![7u8; 100]).unwrap();
+    f.target.faults.lock().unwrap().before_put = Some(Box::new(move |key: &str| {
+        if key.contains("/batches/") && spare.exists() {
+            fs::rename(&spare, &path).unwrap();
+        }
+    }));
+    let error = f.pass().unwrap_err();
+    assert!(matches!(error, Error::Conflict { .. }), "{error}");
+    assert_eq!(f.journal_ranges(), [(1, 3, "batch")]);
+    assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]), "the new file was acknowledged");
+    assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
+}

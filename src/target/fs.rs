@@ -7,6 +7,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -111,7 +112,7 @@ impl Target for FileTarget {
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
         let path = self.path_of("head", key)?;
-        let file = match File::open(&path) {
+        let file = match open_object(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error("head", key, &path, e)),
@@ -123,7 +124,7 @@ impl Target for FileTarget {
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
-        let mut file = File::open(&path).map_err(err)?;
+        let mut file = open_object(&path).map_err(err)?;
         let size = file.metadata().map_err(err)?.len();
         let (offset, len) = range.unwrap_or((0, size));
         if offset.checked_add(len).is_none_or(|end| end > size) {
@@ -233,6 +234,16 @@ fn remove_stale_temps_under(dir: &Path, older_than: SystemTime) -> io::Result<us
 /// to `root`. Only the temp files of writes in progress (or left by a
 /// crash) are skipped: every other name is a key. A missing directory is
 /// empty.
+/// Open a stored object for reading. Whatever else sits at its path (a
+/// named pipe, a directory, a device) is refused, never waited on.
+fn open_object(path: &Path) -> io::Result<File> {
+    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a regular file (an object is a file)"));
+    }
+    Ok(file)
+}
+
 fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
     let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
     let entries = match fs::read_dir(&dir) {

@@ -164,6 +164,29 @@ pub fn walship(args: &[&str]) -> Output {
         .expect("run walship")
 }
 
+/// Run `walship ARGS`, failing the test (instead of hanging it) if it has
+/// not exited within `limit`. For small outputs: they stay in the pipes
+/// until it exits.
+pub fn walship_within(args: &[&str], limit: std::time::Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run walship");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait for walship").is_none() {
+        if started.elapsed() > limit {
+            child.kill().expect("kill walship");
+            let out = child.wait_with_output().expect("collect walship's output");
+            panic!("walship {args:?} hung; stderr:\n{}", stderr(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect walship's output")
+}
+
 pub fn assert_success(out: &Output, args: &[&str]) {
     assert!(
         out.status.success(),
