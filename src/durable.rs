@@ -14,12 +14,38 @@
 //! scans skip them, and each is unique, so two writers never share one. A
 //! crash can leave one behind; [`remove_stale_temps`] removes those at the
 //! next start (only names of that shape, only files older than the process).
+//!
+//! Reading walship's own files goes through [`open_regular`]: whatever else
+//! sits at the path (a named pipe, a directory, a device, and with
+//! [`Links::Refuse`] a planted symbolic link) is an error, never waited on.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
+
+/// Whether [`open_regular`] follows a symbolic link at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Links {
+    /// Follow it to a regular file (segments, which may be links by design).
+    Follow,
+    /// Refuse it (walship's own files: a link there was planted).
+    Refuse,
+}
+
+/// Open `path` as `options` say, as a regular file or not at all: `what`
+/// (e.g. "a journal") names it in the error. Never blocks on a named pipe
+/// (`O_NONBLOCK`, which has no effect on a regular file).
+pub fn open_regular(path: &Path, options: &mut OpenOptions, links: Links, what: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let no_follow = if links == Links::Refuse { libc::O_NOFOLLOW } else { 0 };
+    let file = options.custom_flags(no_follow | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other(format!("it is not a regular file ({what} is a file)")));
+    }
+    Ok(file)
+}
 
 /// Write `path` atomically and durably; `fill` writes the content.
 pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {

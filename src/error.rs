@@ -49,6 +49,9 @@ pub enum Error {
     SegmentChanged { stream: String, name: String, detail: String },
     /// The archive holds different content at a position: never overwritten.
     Conflict { stream: String, key: String, detail: String },
+    /// The state directory describes another archive than the configured
+    /// target's, which lacks the journal's last record (`missing`).
+    OtherTarget { stream: String, journal: PathBuf, recorded: Option<String>, place: String, missing: String },
     /// `fetch`: no such segment in the archive.
     NotInArchive { stream: String, name: String },
     /// Restore stopped at a gap.
@@ -126,6 +129,18 @@ impl fmt::Display for Error {
                  ({detail}); refusing to overwrite. Check that no other node archives to the \
                  same target and stream name, then move the object aside"
             ),
+            Error::OtherTarget { stream, journal, recorded, place, missing } => {
+                let recorded = match recorded {
+                    Some(recorded) => format!("the archive at {recorded}"),
+                    None => "an archive (this release did not record which)".into(),
+                };
+                write!(
+                    f,
+                    "stream {stream}: {} describes {recorded}, but the configured target {place}                      does not hold its last record ({missing}); carrying on would leave the new                      archive without everything before it. Put the old target back in the config,                      or move the stream's state directory ({}) aside: walship then rebuilds it                      from the new target and archives the segments still present",
+                    journal.display(),
+                    journal.parent().unwrap_or(journal).display()
+                )
+            }
             Error::NotInArchive { stream, name } => {
                 write!(f, "stream {stream}: segment {name} is not in the archive")
             }
@@ -190,6 +205,7 @@ impl std::error::Error for Error {
             Error::Usage(_)
             | Error::SegmentChanged { .. }
             | Error::Conflict { .. }
+            | Error::OtherTarget { .. }
             | Error::NotInArchive { .. }
             | Error::Gap { .. }
             | Error::Locked { .. }

@@ -17,12 +17,13 @@
 use std::fmt;
 use std::fs::{self, File, FileType};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use memmap2::Mmap;
 
+use crate::durable;
 use crate::manifest::validate::MAX_POSITION;
 use crate::mapguard::{self, Registration};
 pub use crate::naming::{NameMatch, Naming, is_ignored_name};
@@ -369,12 +370,10 @@ impl SegmentMap {
     /// Opened without blocking, so an entry swapped for a named pipe since
     /// the scan is refused instead of hanging the stream.
     pub fn open(path: &Path, expected_len: u64) -> io::Result<SegmentMap> {
-        let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("it is no longer a regular file"));
-        }
-        let len = meta.len();
+        let file =
+            durable::open_regular(path, File::options().read(true), durable::Links::Follow, "a segment")
+                .map_err(|e| io::Error::other(format!("it is no longer a regular file ({e})")))?;
+        let len = file.metadata()?.len();
         if len != expected_len {
             return Err(io::Error::other(format!(
                 "size changed from {expected_len} to {len} bytes after it was sealed"

@@ -8,6 +8,7 @@
 //! STATE_DIR/STREAM/status              the daemon's status, for `walship status`
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
 //!                                      holds its PID, for messages
+//! STATE_DIR/STREAM/target              the archive the journal describes (its place)
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
 //! ```
@@ -49,6 +50,11 @@ pub fn status_file(state_dir: &Path, stream: &str) -> PathBuf {
 /// The stream's lock file.
 pub fn lock_file(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("lock")
+}
+
+/// The place of the target whose archive the journal describes.
+pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("target")
 }
 
 /// `walship check`'s write probe.

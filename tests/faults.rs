@@ -26,6 +26,9 @@ impl Target for TamperingTarget {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn place(&self) -> String {
+        self.inner.place()
+    }
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
         let tamper = if key.contains("/batches/") { self.tamper.lock().unwrap().take() } else { None };
         if let Some(tamper) = tamper {

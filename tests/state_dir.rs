@@ -57,7 +57,6 @@ fn rebuild_of_one_record_says_record() {
 /// lacks everything before it (its `list` and `restore` from the state
 /// directory name objects it does not hold), with exit 0.
 #[test]
-#[ignore = "defect: a state_dir whose journal belongs to another target is used as it is (design: record the target in state_dir)"]
 fn state_dir_of_another_target_is_refused() {
     let setup = Setup::new("other-target", 5, "seal = spool");
     setup.write_segments(1..=5, 100);
@@ -73,6 +72,28 @@ fn state_dir_of_another_target_is_refused() {
     let out = setup.walship(&["run", "--once"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains(&new_archive.display().to_string()), "{}", stderr(&out));
+}
+
+/// The same archive under a new path (moved, or mounted elsewhere) holds
+/// the journal's last record: the state directory follows it, and nothing
+/// is archived twice.
+#[test]
+fn state_dir_follows_its_archive_to_a_new_place() {
+    let setup = Setup::new("moved-target", 5, "seal = spool");
+    setup.write_segments(1..=5, 100);
+    setup.ok(&["run", "--once"]);
+    let moved = setup.dir.path.join("moved-archive");
+    fs::rename(&setup.archive, &moved).unwrap();
+    let text = fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace(&setup.archive.display().to_string(), &moved.display().to_string());
+    fs::write(&setup.config, text).unwrap();
+    setup.write_segments(6..=10, 100);
+
+    let out = setup.ok(&["run", "--once"]);
+    assert!(out.contains("0 already in the archive"), "{out}");
+    let binding = fs::read_to_string(setup.state.join("s").join("target")).unwrap();
+    assert_eq!(binding.trim_end(), format!("file://{}", moved.display()));
 }
 
 /// A named pipe in place of the journal made `list` (and `run`) wait for

@@ -19,7 +19,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, MAX_LINE, ParseSummary, Parsed, entry_line, refused_at};
@@ -304,11 +303,7 @@ fn read_each(
 /// (`O_NONBLOCK`, no effect on a file): anything but a regular file is
 /// refused.
 fn open_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    let file = options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("it is not a regular file (a journal is a file)"));
-    }
-    Ok(file)
+    durable::open_regular(path, options, durable::Links::Refuse, "a journal")
 }
 
 fn io_error(path: &str, action: &'static str) -> impl FnOnce(io::Error) -> ManifestError + use<> {

@@ -22,6 +22,7 @@
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
 
 mod adopt;
+mod binding;
 mod commit;
 pub mod mailbox;
 mod prepare;
@@ -31,13 +32,13 @@ pub mod worker;
 #[cfg(test)]
 mod tests;
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::catalog;
 use crate::config::{OnArchived, SealMode, StreamConfig};
+use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{Entry, Record, StreamRules};
@@ -129,6 +130,7 @@ impl Stream {
                 source.record(&record);
             }
         })?;
+        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last())?;
         let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
             adopt::check_local_segments(&config, records)
         })?;
@@ -282,13 +284,16 @@ impl Stream {
 pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<StreamStatus, Error> {
     let name = &config.name;
     // Never waiting on a named pipe put in the status file's place.
-    let mut status = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(statedir::status_file(state_root, name))
-        .and_then(std::io::read_to_string)
-        .map(|text| StreamStatus::from_file_text(&text))
-        .unwrap_or_default();
+    let status_file = statedir::status_file(state_root, name);
+    let mut status = durable::open_regular(
+        &status_file,
+        std::fs::File::options().read(true),
+        durable::Links::Refuse,
+        "status",
+    )
+    .and_then(std::io::read_to_string)
+    .map(|text| StreamStatus::from_file_text(&text))
+    .unwrap_or_default();
     status.stream = name.clone();
     status.daemon_running =
         matches!(statedir::lock_state(state_root, name), Ok(statedir::LockState::Held(_)));

@@ -7,7 +7,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -89,6 +88,10 @@ fn io_error(op: &str, key: &str, path: &Path, err: io::Error) -> TargetError {
 
 impl Target for FileTarget {
     fn describe(&self) -> String {
+        self.place()
+    }
+
+    fn place(&self) -> String {
         format!("file://{}", self.root.display())
     }
 
@@ -237,11 +240,7 @@ fn remove_stale_temps_under(dir: &Path, older_than: SystemTime) -> io::Result<us
 /// Open a stored object for reading. Whatever else sits at its path (a
 /// named pipe, a directory, a device) is refused, never waited on.
 fn open_object(path: &Path) -> io::Result<File> {
-    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("it is not a regular file (an object is a file)"));
-    }
-    Ok(file)
+    durable::open_regular(path, File::options().read(true), durable::Links::Follow, "an object")
 }
 
 fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {

@@ -70,6 +70,10 @@ impl Target for MemoryTarget {
         "memory".into()
     }
 
+    fn place(&self) -> String {
+        "memory".into()
+    }
+
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
         if let Some(hook) = &self.faults.lock().unwrap().before_put {
             hook(key);

@@ -103,6 +103,11 @@ pub trait Target: Send + Sync {
     /// A one-line description for logs and `check` (never contains secrets).
     fn describe(&self) -> String;
 
+    /// Which archive this is, for binding a state directory to it: the place
+    /// alone (`file://ROOT`, `s3://BUCKET/PREFIX at ENDPOINT`), the same
+    /// whatever the credentials or region.
+    fn place(&self) -> String;
+
     /// Store `body` under `key`, atomically: readers see either nothing or
     /// the whole object. Overwrites an existing object of the same key.
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError>;

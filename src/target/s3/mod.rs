@@ -71,6 +71,8 @@ pub struct S3Target {
     retry: RetryPolicy,
     /// `s3://bucket/prefix`, names the target in bucket-level messages.
     location: String,
+    /// `s3://bucket/prefix at ENDPOINT`: which archive this is.
+    place: String,
     description: String,
     /// Optional operations the store turned out not to implement, each
     /// warned about once.
@@ -105,10 +107,8 @@ impl S3Target {
         } else {
             format!("s3://{}/{prefix}", settings.bucket)
         };
-        let description = format!(
-            "{location} at {} (region {}, {})",
-            endpoint.origin, settings.region, settings.credentials
-        );
+        let place = format!("{location} at {}", endpoint.origin);
+        let description = format!("{place} (region {}, {})", settings.region, settings.credentials);
         let client = Client::new(
             agent,
             endpoint,
@@ -124,6 +124,7 @@ impl S3Target {
             parallel_uploads: settings.parallel_uploads,
             retry,
             location,
+            place,
             description,
             unsupported: Default::default(),
         })
@@ -165,6 +166,10 @@ fn config_error(detail: String, fix: &str) -> TargetError {
 impl Target for S3Target {
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn place(&self) -> String {
+        self.place.clone()
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
