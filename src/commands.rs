@@ -208,11 +208,24 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
 }
 
 fn status(config: &Config, json: bool) -> Result<(), Error> {
+    // A stream whose state cannot be read (a damaged journal) is reported,
+    // and shown with that error, without hiding the others.
+    let mut unreadable = 0;
     let statuses: Vec<StreamStatus> = config
         .streams
         .iter()
-        .map(|s| stream::status_from_disk(&config.global.state_dir, s))
-        .collect::<Result<_, _>>()?;
+        .map(|s| {
+            stream::status_from_disk(&config.global.state_dir, s).unwrap_or_else(|error| {
+                log::error!("{error}");
+                unreadable += 1;
+                StreamStatus {
+                    stream: s.name.clone(),
+                    last_error: Some(error.to_string()),
+                    ..Default::default()
+                }
+            })
+        })
+        .collect();
     if json {
         let items: Vec<String> = statuses.iter().map(StreamStatus::to_json).collect();
         outln!("[{}]", items.join(","))?;
@@ -222,7 +235,10 @@ fn status(config: &Config, json: bool) -> Result<(), Error> {
             print(s.to_human(now))?;
         }
     }
-    Ok(())
+    match unreadable {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "stream", exit_code: EXIT_FAILURE }),
+    }
 }
 
 fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error> {

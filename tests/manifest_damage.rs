@@ -501,7 +501,6 @@ fn named_pipe_in_a_file_target_is_damage_not_a_hang() {
 /// `status` with one stream's journal damaged printed only the error and
 /// nothing about the other streams (the daemon may be archiving them fine).
 #[test]
-#[ignore = "defect: one damaged journal hides every stream from `status` (stream::status_from_disk / commands::status)"]
 fn status_shows_every_stream_when_one_journal_is_damaged() {
     let setup = archived_setup("status-damaged");
     let other = setup.dir.path.join("other");
