@@ -143,7 +143,14 @@ fn open_destination(to: &Path) -> Result<DestDir, Error> {
         }
         Err(e) => return Err(Error::local("read", to, e)),
     }
-    DestDir::open(to).map_err(|e| Error::local("open", to, e))
+    let dir = DestDir::open(to).map_err(|e| Error::local("open", to, e))?;
+    let removed = dir
+        .remove_stale_temps(crate::statedir::process_start())
+        .map_err(|e| Error::local("remove stale temp files in", to, e))?;
+    for name in removed {
+        log::info!("removed {name} from {}, left by an interrupted restore", to.display());
+    }
+    Ok(dir)
 }
 
 /// Refuse, before anything is written, a name that is not a plain file

@@ -11,7 +11,6 @@ use crate::util::{Setup, segment_name};
 /// 114 MB one in a test with a 286 MiB segment). Running the restore again
 /// succeeded but left the temp file there for good.
 #[test]
-#[ignore = "defect: restore never removes temp files a killed restore left in DIR (cli area: src/restore/dest.rs)"]
 fn temp_file_left_by_a_killed_restore_is_removed_by_the_next_restore() {
     let setup = Setup::new("restore-leftover", 5, "seal = spool");
     setup.write_segments(1..=5, 700);

@@ -10,6 +10,9 @@
 //! lacks it). Whatever occupies a name — file, directory, symlink, dangling
 //! or not — is left exactly as it was.
 //!
+//! Temp files a killed walship left (its names only, of a process that is
+//! gone, older than this one) are removed by [`DestDir::remove_stale_temps`].
+//!
 //! Durability is the caller's choice of when: [`DestDir::sync_filesystem`]
 //! (one `syncfs(2)` for many files) and [`DestDir::sync`] (the directory's
 //! entries). This module does not decide how names are chosen by a restore
@@ -153,6 +156,34 @@ impl DestDir {
         Ok(())
     }
 
+    /// Remove the temp files a killed walship left here: names of
+    /// [`temp_name`]'s shape only, regular files only, last modified before
+    /// `older_than`, and only when the process named in them is gone (a
+    /// restore running beside this one keeps its files). Returns the names
+    /// removed.
+    pub fn remove_stale_temps(&self, older_than: std::time::SystemTime) -> io::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.path)? {
+            let name = entry?.file_name();
+            let Some(pid) = name.to_str().and_then(temp_name_pid) else { continue };
+            let c_name = c_string(&name)?;
+            // SAFETY: `stat` is plain old data that fstatat fills; the name
+            // is NUL-terminated and the descriptor is open.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            let rc = unsafe {
+                libc::fstatat(self.fd.as_raw_fd(), c_name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW)
+            };
+            let regular = rc == 0 && (stat.st_mode & libc::S_IFMT) == libc::S_IFREG;
+            let modified =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(stat.st_mtime.max(0) as u64);
+            if regular && modified < older_than && !process_alive(pid) {
+                self.remove(&c_name)?;
+                removed.push(name.to_string_lossy().into_owned());
+            }
+        }
+        Ok(removed)
+    }
+
     /// Make every file written so far on this directory's filesystem
     /// durable: one `syncfs(2)`, however many files. (Linux reports a
     /// write-back error of any of them here since 5.8.)
@@ -174,6 +205,24 @@ impl DestDir {
     }
 }
 
+/// The PID in a name of [`temp_name`]'s shape (`.FINAL.PID-N.walship-tmp`),
+/// `None` for any other name.
+fn temp_name_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".walship-tmp")?;
+    let (final_name, unique) = inner.rsplit_once('.')?;
+    let (pid, n) = unique.split_once('-')?;
+    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (!final_name.is_empty() && decimal(n)).then_some(())?;
+    pid.parse().ok().filter(|_| decimal(pid))
+}
+
+/// Whether a process with `pid` exists (signal 0 only checks).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 sends nothing; it only checks the PID.
+    unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
 /// The temp name for `final_name`: hidden (scans and listings skip it) and
 /// recognisably walship's, unique per process and call.
 pub fn temp_name(final_name: &str, pid: u32, n: u64) -> String {
@@ -191,6 +240,38 @@ mod tests {
     use std::fs;
     use std::io::Write;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn only_walship_temp_names_give_a_pid() {
+        assert_eq!(temp_name_pid(&temp_name("data-7.log", 4242, 3)), Some(4242));
+        for other in [
+            ".notes.walship-tmp",
+            ".x.12-.walship-tmp",
+            ".x.-1.walship-tmp",
+            "..12-3.walship-tmp",
+            ".x.12-3.tmp",
+            "x.12-3.walship-tmp",
+        ] {
+            assert_eq!(temp_name_pid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn stale_temps_of_gone_processes_are_removed_and_nothing_else() {
+        let path = scratch("stale");
+        let dir = DestDir::open(&path).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let gone = temp_name("a.log", 4_194_303, 0);
+        let alive = temp_name("b.log", std::process::id(), 0);
+        for name in [&gone, &alive, &".notes.walship-tmp".to_string()] {
+            let file = fs::File::create(path.join(name)).unwrap();
+            file.set_modified(old).unwrap();
+        }
+        let removed = dir.remove_stale_temps(std::time::SystemTime::now()).unwrap();
+        assert_eq!(removed, vec![gone.clone()]);
+        assert!(path.join(&alive).exists() && path.join(".notes.walship-tmp").exists());
+        let _ = fs::remove_dir_all(&path);
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("walship-dest-{name}-{}", std::process::id()));
