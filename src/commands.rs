@@ -2,7 +2,7 @@
 //! library, print results for a person (stdout) and diagnostics (stderr via
 //! `log`). `main.rs` only turns the returned error into an exit code.
 //!
-//! Every line for stdout goes through [`print`] (the `outln!` macro), which
+//! Every line for stdout goes through [`print()`] (the `outln!` macro), which
 //! turns a failed write into [`Error::Output`] instead of a panic: when the
 //! reader of a pipe goes away (`walship list | head -1`), the command stops
 //! at its next line and `main` exits quietly.

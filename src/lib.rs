@@ -13,27 +13,30 @@
 //! To follow one batch from directory to stored object to record, read in
 //! this order: [`archiver`] (starts one thread per stream, the library API,
 //! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
-//! messages in [`stream::mailbox`]) → [`stream`] (a pass: scan, plan, the
+//! messages in [`stream::mailbox`]) → [`stream`] (opening a stream: the
+//! state directory's binding to its archive, records adopted from the
+//! target checked against the local segments; then a pass: scan, plan, the
 //! three stages) → [`source`] (which files are segments, through
-//! [`naming`]: file name ↔ position; what waits, what is archived, what came
-//! late; memory maps) → [`plan`] (sealing, committed position, the batch and gap rules: pure) →
-//! `stream::prepare` (map and checksum; [`mapguard`] survives a segment
-//! truncated under its map) → `stream::upload` (store, or find it already
-//! stored; [`target`] with its [`target::keys`], file and S3 backends) →
-//! `stream::commit` (the remote record through [`catalog`], the local
-//! journal of [`manifest`], the position file, the acknowledgement).
-//! `stream::adopt` checks records adopted from the target against the local
-//! segments before they can acknowledge anything.
+//! [`naming`]: file name ↔ position; what waits, what is archived, what
+//! came late; memory maps) → [`plan`] (sealing, committed position, the
+//! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
+//! validate the record; [`mapguard`] survives a segment truncated under its
+//! map) → `stream::upload` (store, or find it already stored; [`target`]
+//! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
+//! remote record through [`catalog`], the local journal of [`manifest`],
+//! the position file, the acknowledgement).
 //!
-//! Around them: [`statedir`] (every path under `state_dir`, the stream
-//! lock, stale temp files), [`durable`] (the one path for durable local
-//! writes: temp, fsync, rename, directory fsync), [`status`] (what a stream
-//! reports, mirrored to its status file) and [`metrics`] (its Prometheus
-//! page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation from its
-//! pieces'), [`human`] (counts and sizes for people). The remote records
-//! alone suffice to restore ([`restore`]) and to resume. [`commands`] implements the CLI on top,
-//! [`daemon`] the long-running process (signals, reload, systemd
-//! [`notify`]); `main.rs` only maps errors to exit codes.
+//! Around them: [`config`] (the INI file, every setting validated once),
+//! [`statedir`] (every path under `state_dir`, the stream lock, stale temp
+//! files), [`durable`] (the one path for durable local writes: temp, fsync,
+//! rename, directory fsync; and for opening walship's own files), [`status`]
+//! (what a stream reports, mirrored to its status file) and [`metrics`] (its
+//! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
+//! from its pieces'), [`human`] (counts and sizes for people). The remote
+//! records alone suffice to restore ([`restore`]), to verify
+//! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
+//! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
+//! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
 //!
 //! Embedding: [`archiver::Archiver`] starts the streams, wakes one at once
 //! (with Gitaly-style water marks), archives a file now, reports status,

@@ -7,7 +7,7 @@
 //! file takes its final name.
 //!
 //! Writing never leaves the destination directory and never replaces
-//! anything: every file is written through [`dest::DestDir`] (temp files
+//! anything: every file is written through `dest::DestDir` (temp files
 //! created with `O_EXCL | O_NOFOLLOW` relative to the directory's
 //! descriptor, final names taken only if free). `restore` first checks that
 //! every name it will write is a plain file name and free, and writes
