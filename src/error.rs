@@ -238,6 +238,22 @@ mod tests {
         TargetError::Unusable { detail: "target directory /x does not exist".into(), fix: "create it".into() }
     }
 
+    /// Regression: the message was one literal with runs of spaces where its
+    /// lines had been joined.
+    #[test]
+    fn other_target_message_reads_as_one_sentence() {
+        let error = Error::OtherTarget {
+            stream: "s".into(),
+            journal: PathBuf::from("/state/s/manifest"),
+            recorded: None,
+            place: "file:///new".into(),
+            missing: "s/manifest/0000000000000007-0000000000000008.batch".into(),
+        };
+        let text = error.to_string();
+        assert!(!text.contains("  "), "{text}");
+        assert!(text.contains("file:///new does not hold its last record"), "{text}");
+    }
+
     #[test]
     fn wrapped_errors_are_the_source() {
         let local = Error::local("write", "/x", io::Error::from(io::ErrorKind::StorageFull));
