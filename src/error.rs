@@ -136,7 +136,11 @@ impl fmt::Display for Error {
                 };
                 write!(
                     f,
-                    "stream {stream}: {} describes {recorded}, but the configured target {place}                      does not hold its last record ({missing}); carrying on would leave the new                      archive without everything before it. Put the old target back in the config,                      or move the stream's state directory ({}) aside: walship then rebuilds it                      from the new target and archives the segments still present",
+                    "stream {stream}: {} describes {recorded}, but the configured target {place} \
+                     does not hold its last record ({missing}); carrying on would leave the new \
+                     archive without everything before it. Put the old target back in the config, \
+                     or move the stream's state directory ({}) aside: walship then rebuilds it \
+                     from the new target and archives the segments still present",
                     journal.display(),
                     journal.parent().unwrap_or(journal).display()
                 )
