@@ -66,6 +66,8 @@ pub mod statedir;
 pub mod status;
 pub mod stream;
 pub mod target;
+#[cfg(test)]
+mod test_support;
 
 pub use archiver::Archiver;
 pub use config::Config;

@@ -408,6 +408,7 @@ impl SegmentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::TempDir;
 
     /// Set a directory's modification time (as if its last change was then).
     fn set_dir_mtime(dir: &Path, when: SystemTime) {
@@ -449,24 +450,6 @@ mod tests {
         set_dir_mtime(&dir, fresh);
         assert_eq!(names(cache.scan(&dir, &naming, |_| true, fresh).unwrap()).len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    /// A temporary stream directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("walship-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
     }
 
     fn positions(segments: &[Segment]) -> Vec<u64> {

@@ -216,6 +216,26 @@ fn late_file_in_a_spool_is_warned_about_counted_and_left_alone() {
     }
 }
 
+/// A late file in a recorded gap, then the state directory wiped: the
+/// rebuild adopted the gap record as a conflict and stopped the stream for
+/// good, where the same file with the journal intact is a late file, warned
+/// about and left alone. It is the same late file either way.
+#[test]
+fn late_file_in_a_gap_after_a_wiped_state_dir_is_late_not_a_conflict() {
+    let setup = Setup::new("late-wiped", 5, "seal = spool\non_archived = delete");
+    setup.write_segments(1..=5, 100);
+    setup.ok(&["run", "--once"]);
+    setup.write_segments(8..=12, 100);
+    setup.walship(&["run", "--once"]);
+    setup.write_segments(6..=6, 100);
+    fs::remove_dir_all(&setup.state).unwrap();
+
+    let out = setup.walship(&["run", "--once"]);
+    assert_success(&out, &["run", "--once"]);
+    assert!(stderr(&out).contains("seg-000006.log arrived late"), "{}", stderr(&out));
+    assert!(setup.src.join(segment_name(6)).exists(), "the late file was removed");
+}
+
 /// A file below the position where the archive starts is late too.
 #[test]
 fn file_below_the_start_of_the_archive_is_late() {

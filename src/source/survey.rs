@@ -208,24 +208,7 @@ mod tests {
 
     use super::*;
     use crate::manifest::{BatchRecord, SegmentEntry};
-
-    /// A temporary stream directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("walship-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_support::TempDir;
 
     fn positions(segments: &[Segment]) -> Vec<u64> {
         segments.iter().map(|s| s.position).collect()

@@ -2,9 +2,10 @@
 //! from the target are adopted into the local journal (after a lost state
 //! directory, or when another config archives the same stream name to the
 //! same target), every local segment they cover must have the size and CRC32
-//! the records give it. Once adopted, a record lets the stream acknowledge
-//! (delete, mark, or count as archived) the segments it covers, so a
-//! mismatch is a conflict: the stream stops loudly and nothing is adopted,
+//! the records give it (a file at a recorded gap is a late file, never
+//! acknowledged: see `source`). Once adopted, a record lets the stream
+//! acknowledge (delete, mark, or count as archived) the segments it covers,
+//! so a mismatch is a conflict: the stream stops loudly and nothing is adopted,
 //! deleted or marked. The same check guards the acknowledgement of files
 //! found at archived positions (`commit`): a file that arrived again under
 //! an archived name is acknowledged only with the recorded content.
@@ -36,12 +37,10 @@ pub(super) fn check_local_segments(config: &StreamConfig, records: &[Record]) ->
             detail: format!("{detail}; nothing was adopted, deleted or marked"),
         };
         match record {
-            Record::Gap(gap) => {
-                return Err(conflict(
-                    &format!("the gap record {}..{}", gap.first, gap.last),
-                    format!("local segment {} is present, the archive says it was lost", seg.name),
-                ));
-            }
+            // A file at a recorded gap is a late file (the source warns
+            // about it and never deletes or marks it), as with the journal
+            // intact: nothing to check here.
+            Record::Gap(_) => continue,
             Record::Batch(batch) => {
                 let Some(entry) = batch.segments.iter().find(|e| e.position == seg.position) else {
                     continue;

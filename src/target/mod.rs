@@ -5,8 +5,14 @@
 //! `manifest`. Every target honours one error contract: a missing object is
 //! reported as [`TargetError::NotFound`], whatever the backend.
 //!
-//! Key layout (shared by every target, built only by [`keys`]): positions are
-//! fixed-width lower-case hex, so a plain lexical listing is in position order.
+//! Key layout (shared by every target, built and parsed only by [`keys`]):
+//! positions and sequence numbers are fixed-width lower-case hex, so a plain
+//! lexical listing is in position order.
+//!
+//! Backends: [`fs`] (`file://`, every write through `durable`) and [`s3`];
+//! `memory` is a fault-injecting test double for the stream's policy tests.
+//! [`url`] reads and validates a `target =` setting, once, for the config
+//! and the backends alike.
 
 pub mod fs;
 pub mod keys;
