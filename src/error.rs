@@ -136,7 +136,11 @@ impl fmt::Display for Error {
                 };
                 write!(
                     f,
-                    "stream {stream}: {} describes {recorded}, but the configured target {place}                      does not hold its last record ({missing}); carrying on would leave the new                      archive without everything before it. Put the old target back in the config,                      or move the stream's state directory ({}) aside: walship then rebuilds it                      from the new target and archives the segments still present",
+                    "stream {stream}: {} describes {recorded}, but the configured target {place} \
+                     does not hold its last record ({missing}); carrying on would leave the new \
+                     archive without everything before it. Put the old target back in the config, \
+                     or move the stream's state directory ({}) aside: walship then rebuilds it \
+                     from the new target and archives the segments still present",
                     journal.display(),
                     journal.parent().unwrap_or(journal).display()
                 )
@@ -236,6 +240,22 @@ mod tests {
 
     fn target_error() -> TargetError {
         TargetError::Unusable { detail: "target directory /x does not exist".into(), fix: "create it".into() }
+    }
+
+    /// Regression: the message was one literal with runs of spaces where its
+    /// lines had been joined.
+    #[test]
+    fn other_target_message_reads_as_one_sentence() {
+        let error = Error::OtherTarget {
+            stream: "s".into(),
+            journal: PathBuf::from("/state/s/manifest"),
+            recorded: None,
+            place: "file:///new".into(),
+            missing: "s/manifest/0000000000000007-0000000000000008.batch".into(),
+        };
+        let text = error.to_string();
+        assert!(!text.contains("  "), "{text}");
+        assert!(text.contains("file:///new does not hold its last record"), "{text}");
     }
 
     #[test]
