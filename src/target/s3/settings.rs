@@ -69,8 +69,9 @@ pub struct Endpoint {
 /// are accepted, with at most a trailing '/': requests are path-style under
 /// the root, so a path, query, fragment or user info could not be honoured.
 pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
+    let shown = without_user_info(url);
     let expected =
-        || format!("expected an http:// or https:// URL such as https://s3.example.net, got {url:?}");
+        || format!("expected an http:// or https:// URL such as https://s3.example.net, got {shown:?}");
     let (scheme, rest) = url.split_once("://").ok_or_else(expected)?;
     let is_https = match scheme.to_ascii_lowercase().as_str() {
         "https" => true,
@@ -80,6 +81,13 @@ pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
     let host = rest.strip_suffix('/').unwrap_or(rest);
     if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(expected());
+    }
+    if shown != url {
+        return Err(format!(
+            "expected just scheme://host[:port] such as https://s3.example.net, got {shown:?} \
+             (its user name and password not shown): the endpoint carries no credentials; give \
+             them in credentials_file, the environment or $CREDENTIALS_DIRECTORY"
+        ));
     }
     if host.contains(['/', '?', '#', '@']) {
         return Err(format!(
@@ -94,6 +102,17 @@ pub fn parse_endpoint(url: &str) -> Result<Endpoint, String> {
         host: host.to_string(),
         is_https,
     })
+}
+
+/// `url` with any user info of its authority (`user:password@`) replaced
+/// by `***@`, so that no message repeats a secret written there.
+fn without_user_info(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
 }
 
 /// The port of `host[:port]` (IPv6 hosts in brackets), when there is one,
@@ -225,6 +244,21 @@ pub fn validate(settings: &S3Settings) -> Result<Endpoint, (String, &'static str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_in_the_endpoint_is_never_repeated() {
+        for url in
+            ["https://user:supersecret@s3.example.net", "user:supersecret@s3", "ftp://u:supersecret@h/x"]
+        {
+            let error = parse_endpoint(url).unwrap_err();
+            assert!(!error.contains("supersecret"), "{error}");
+        }
+        assert!(
+            parse_endpoint("https://user:supersecret@s3.example.net")
+                .unwrap_err()
+                .contains("***@s3.example.net")
+        );
+    }
 
     #[test]
     fn endpoints_are_scheme_and_authority_only() {
