@@ -125,6 +125,7 @@ impl StreamStatus {
     }
 
     /// A JSON object (hand-written: one flat object needs no serializer).
+    /// With no daemon running, no retry is pending: `backoff_ms` is null.
     pub fn to_json(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
         let text = |v: Option<&str>| v.map_or("null".to_string(), json_string);
@@ -141,7 +142,7 @@ impl StreamStatus {
             self.late_segments,
             opt(self.last_success),
             text(self.last_error.as_deref()),
-            opt(self.backoff_ms),
+            opt(self.backoff_ms.filter(|_| self.daemon_running)),
             self.daemon_running,
         )
     }
@@ -328,7 +329,10 @@ mod tests {
         assert!(text.contains("daemon:             not running"), "{text}");
         assert!(!text.contains("retrying"), "{text}");
         assert!(text.contains("boom (when the daemon last ran)"), "{text}");
-        let running = StreamStatus { daemon_running: true, ..s }.to_human(SystemTime::now());
+        assert!(s.to_json().contains("\"backoff_ms\":null"), "{}", s.to_json());
+        let running = StreamStatus { daemon_running: true, ..s };
+        assert!(running.to_json().contains("\"backoff_ms\":1979"), "{}", running.to_json());
+        let running = running.to_human(SystemTime::now());
         assert!(running.contains("retrying in 1979 ms"), "{running}");
         assert!(running.contains(COMMITTED_MEANING), "{running}");
     }
