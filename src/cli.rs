@@ -226,6 +226,22 @@ const COMMANDS: &[CommandSpec] = &[
     },
 ];
 
+/// `args` without `-c FILE`, `-cFILE`, `--config FILE` or `--config=FILE`.
+fn without_config_option(args: &[String]) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => {
+                args.next();
+            }
+            a if a.starts_with("--config=") || (a.starts_with("-c") && a.len() > 2) => {}
+            _ => kept.push(arg.clone()),
+        }
+    }
+    kept
+}
+
 /// Commands of SPEC.md that this version does not have yet.
 const NOT_YET: &[&str] = &["push", "snapshot", "prune"];
 
@@ -260,8 +276,11 @@ pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
 }
 
 /// `walship help [COMMAND]`, `walship --help [COMMAND]` (and `help --help`).
+/// A `-c FILE` (every command takes one) is accepted and not read: help
+/// needs no config.
 fn help_for(first: &str, rest: &[String]) -> Result<Parsed, UsageError> {
-    match rest {
+    let rest: Vec<String> = without_config_option(rest);
+    match rest.as_slice() {
         [] => Ok(Parsed::Help(overall_usage())),
         [name] if matches!(name.as_str(), "-h" | "--help" | "help") => Ok(Parsed::Help(overall_usage())),
         [name] => Ok(Parsed::Help(command_usage(find_command(name)?))),
@@ -415,6 +434,16 @@ mod tests {
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(String::from).collect()
+    }
+
+    /// `walship help -c FILE` was a usage error although every command
+    /// takes `-c FILE`.
+    #[test]
+    fn help_takes_a_config_option_like_every_command() {
+        for line in ["help -c /etc/w.conf", "help list -c x", "help --config=x list", "--help -cx"] {
+            assert!(matches!(parse_args(&args(line)), Ok(Parsed::Help(_))), "{line}");
+        }
+        assert!(parse_args(&args("help list run -c x")).is_err());
     }
 
     fn run(line: &str) -> Invocation {
