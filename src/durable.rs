@@ -144,13 +144,22 @@ fn temp_path(path: &Path) -> PathBuf {
 /// decimal PID and N): a write in progress, or left by a crash. Listings
 /// hide exactly these, and [`remove_stale_temps`] removes only these.
 pub fn is_temp_name(file_name: &str) -> bool {
-    let Some(inner) = file_name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
-        return false;
-    };
-    let Some((name, unique)) = inner.rsplit_once('.') else { return false };
-    let Some((pid, n)) = unique.split_once('-') else { return false };
+    temp_name_pid(file_name, ".tmp").is_some()
+}
+
+/// The PID in a temp name of the shape `.NAME.PID-N` + `suffix` (decimal
+/// PID and N, NAME not empty), `None` for any other name. The one reader of
+/// walship's temp names: [`write_atomic`]'s (`.tmp`) and restore's
+/// (`.walship-tmp`).
+pub fn temp_name_pid(file_name: &str, suffix: &str) -> Option<u64> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(suffix)?;
+    let (name, unique) = inner.rsplit_once('.')?;
+    let (pid, n) = unique.split_once('-')?;
     let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    !name.is_empty() && decimal(pid) && decimal(n)
+    if name.is_empty() || !decimal(pid) || !decimal(n) {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// Remove the temp files of [`write_atomic`] directly in `dir` last modified

@@ -207,26 +207,24 @@ impl DestDir {
 
 /// The PID in a name of [`temp_name`]'s shape (`.FINAL.PID-N.walship-tmp`),
 /// `None` for any other name.
-fn temp_name_pid(name: &str) -> Option<u32> {
-    let inner = name.strip_prefix('.')?.strip_suffix(".walship-tmp")?;
-    let (final_name, unique) = inner.rsplit_once('.')?;
-    let (pid, n) = unique.split_once('-')?;
-    let decimal = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (!final_name.is_empty() && decimal(n)).then_some(())?;
-    pid.parse().ok().filter(|_| decimal(pid))
+fn temp_name_pid(name: &str) -> Option<u64> {
+    crate::durable::temp_name_pid(name, TEMP_SUFFIX)
 }
 
 /// Whether a process with `pid` exists (signal 0 only checks).
-fn process_alive(pid: u32) -> bool {
+fn process_alive(pid: u64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     // SAFETY: kill with signal 0 sends nothing; it only checks the PID.
     unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
 }
 
+/// What every restore temp name ends with.
+const TEMP_SUFFIX: &str = ".walship-tmp";
+
 /// The temp name for `final_name`: hidden (scans and listings skip it) and
 /// recognisably walship's, unique per process and call.
 pub fn temp_name(final_name: &str, pid: u32, n: u64) -> String {
-    format!(".{final_name}.{pid}-{n}.walship-tmp")
+    format!(".{final_name}.{pid}-{n}{TEMP_SUFFIX}")
 }
 
 fn c_string(text: &OsStr) -> io::Result<CString> {
