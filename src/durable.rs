@@ -167,14 +167,37 @@ pub fn temp_name_pid(file_name: &str, suffix: &str) -> Option<u64> {
 /// file's time moving). Nothing else is touched; a missing `dir` holds none.
 /// Returns the files removed.
 pub fn remove_stale_temps(dir: &Path, older_than: SystemTime) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    remove_stale_temps_in(dir, older_than, false, &mut removed)?;
+    Ok(removed)
+}
+
+/// [`remove_stale_temps`] in `dir` and every directory below it (not
+/// through links), reading each directory once.
+pub fn remove_stale_temps_in_tree(dir: &Path, older_than: SystemTime) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    remove_stale_temps_in(dir, older_than, true, &mut removed)?;
+    Ok(removed)
+}
+
+fn remove_stale_temps_in(
+    dir: &Path,
+    older_than: SystemTime,
+    tree: bool,
+    removed: &mut Vec<PathBuf>,
+) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let mut removed = Vec::new();
+    let mut removed_here = false;
     for entry in entries {
         let entry = entry?;
+        if tree && entry.file_type()?.is_dir() {
+            remove_stale_temps_in(&entry.path(), older_than, tree, removed)?;
+            continue;
+        }
         if !entry.file_name().to_str().is_some_and(is_temp_name) {
             continue;
         }
@@ -182,16 +205,19 @@ pub fn remove_stale_temps(dir: &Path, older_than: SystemTime) -> io::Result<Vec<
         let stale = meta.modified().is_ok_and(|m| m < older_than);
         if meta.is_file() && stale {
             match fs::remove_file(entry.path()) {
-                Ok(()) => removed.push(entry.path()),
+                Ok(()) => {
+                    removed.push(entry.path());
+                    removed_here = true;
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
     }
-    if !removed.is_empty() {
+    if removed_here {
         sync_dir(dir)?;
     }
-    Ok(removed)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -170,7 +170,9 @@ impl Target for FileTarget {
 
     fn clean_stale_temps(&self, prefix: &str, older_than: SystemTime) -> Result<usize, TargetError> {
         let dir = self.path_of("clean", prefix.trim_end_matches('/'))?;
-        remove_stale_temps_under(&dir, older_than).map_err(|e| io_error("clean", prefix, &dir, e))
+        durable::remove_stale_temps_in_tree(&dir, older_than)
+            .map(|removed| removed.len())
+            .map_err(|e| io_error("clean", prefix, &dir, e))
     }
 
     fn check(&self) -> Result<(), TargetError> {
@@ -217,22 +219,6 @@ fn crc_of_file(mut file: File) -> io::Result<(u64, u32)> {
 
 /// Remove the temp files of interrupted writes (see `durable`) in `dir` and
 /// every directory below it; a missing `dir` holds none.
-fn remove_stale_temps_under(dir: &Path, older_than: SystemTime) -> io::Result<usize> {
-    let mut removed = durable::remove_stale_temps(dir, older_than)?.len();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            removed += remove_stale_temps_under(&entry.path(), older_than)?;
-        }
-    }
-    Ok(removed)
-}
-
 /// Collect every object file under `root/rel` into `found`, keys relative
 /// to `root`. Only the temp files of writes in progress (or left by a
 /// crash) are skipped: every other name is a key. A missing directory is
