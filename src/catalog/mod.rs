@@ -196,6 +196,16 @@ pub fn catch_up(
 /// The whole manifest for reading (list, restore, fetch, verify): the local
 /// journal, if any, followed by the remote records after it. Writes nothing.
 pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
+    load_noting_start(state_dir, target, rules).map(|(manifest, _)| manifest)
+}
+
+/// [`load`], and whether the remote records were listed from their start
+/// (the local journal held no log record).
+fn load_noting_start(
+    state_dir: &Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+) -> Result<(Manifest, bool), Error> {
     let stream = rules.name;
     let path = crate::statedir::journal(state_dir, stream);
     let local = journal::read_all(&path, rules)?;
@@ -204,6 +214,7 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     }
     let mut manifest = local.manifest;
     let known = ends_of(&manifest);
+    let listed_from_start = manifest.log.is_empty();
     let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
     if manifest.is_empty() {
         check_rebuild(target, stream, &remote)?;
@@ -211,7 +222,7 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
     manifest.log.extend(remote.log);
     manifest.snapshots.extend(remote.snapshots);
     manifest.prunes.extend(remote.prunes);
-    Ok(manifest)
+    Ok((manifest, listed_from_start))
 }
 
 /// [`load`], for the commands that read the whole manifest anyway (`list`,
@@ -219,8 +230,10 @@ pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> R
 /// remote log records are also listed from the start, so a local journal
 /// that lost its first records is a hole naming them, not a later start.
 pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
-    let manifest = load(state_dir, target, rules)?;
-    check_start(state_dir, target, rules, &manifest)?;
+    let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
+    if !listed_from_start {
+        check_start(state_dir, target, rules, &manifest)?;
+    }
     Ok(manifest)
 }
 
@@ -234,8 +247,8 @@ pub fn load_reaching(
     rules: &StreamRules<'_>,
     position: u64,
 ) -> Result<Manifest, Error> {
-    let manifest = load(state_dir, target, rules)?;
-    if manifest.log.first().is_some_and(|first| position < first.first()) {
+    let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
+    if !listed_from_start && manifest.log.first().is_some_and(|first| position < first.first()) {
         check_start(state_dir, target, rules, &manifest)?;
     }
     Ok(manifest)
