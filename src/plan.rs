@@ -42,13 +42,20 @@ pub struct Sealing {
     /// Every position up to this one is sealed because the application said
     /// so: its high water mark, or "archive this file now".
     pub through: Option<u64>,
+    /// Only what `through` declares is sealed (`seal = push`): a
+    /// higher-numbered file proves nothing.
+    pub declared_only: bool,
 }
 
 /// How many of the present segments (`positions`, sorted) are sealed: all
 /// of them in a spool, every one but the newest otherwise — the newest too
 /// once it has been idle long enough (`newest_age`) or the application has
-/// declared it sealed. Sealed segments are always a prefix.
+/// declared it sealed; with `declared_only`, those the application declared.
+/// Sealed segments are always a prefix.
 pub fn sealed_count(positions: &[u64], newest_age: Duration, sealing: Sealing) -> usize {
+    if sealing.declared_only {
+        return positions.partition_point(|&p| sealing.through.is_some_and(|through| p <= through));
+    }
     let Some(&newest) = positions.last() else { return 0 };
     let newest_idle = sealing.idle.is_some_and(|idle| newest_age >= idle);
     let declared = sealing.through.is_some_and(|through| newest <= through);
@@ -393,6 +400,12 @@ mod tests {
         // The application's high water mark seals the newest segment.
         assert_eq!(sealed_count(&[1, 2, 3], new, Sealing { through: Some(3), ..next }), 3);
         assert_eq!(sealed_count(&[1, 2, 3], new, Sealing { through: Some(2), ..next }), 2);
+        // seal = push: only what was declared, whatever follows it or its age.
+        let push = Sealing { declared_only: true, ..next };
+        assert_eq!(sealed_count(&[1, 2, 3], old, push), 0);
+        assert_eq!(sealed_count(&[1, 2, 3], old, Sealing { through: Some(1), ..push }), 1);
+        assert_eq!(sealed_count(&[1, 2, 9], old, Sealing { through: Some(5), ..push }), 2);
+        assert_eq!(sealed_count(&[1, 2, 3], old, Sealing { through: Some(7), ..push }), 3);
     }
 
     #[test]

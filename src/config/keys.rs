@@ -68,7 +68,10 @@ pub const KEYS: &[Key] = &[
     global("log_level", Default("info")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
+    // `naming = postgres` replaces `pattern` (see stream.rs).
     stream("naming", Off),
+    stream("wal_segment_size", Default("16MiB")),
+    // With naming = postgres the default is push (see stream.rs).
     stream("seal", Default("next")),
     stream("seal_idle", Off),
     stream("batch_size", required("100")),
@@ -77,6 +80,8 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_command", Off),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("prefetch_segments", Default("8")),
+    stream("prefetch_bytes", Default("128MiB")),
 ];
 
 /// The key `name` of `section`, if there is one.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::naming::Naming;
 
 use super::ini::{Fields, quote};
-use super::values::{absolute_path, number_in, one_of, parse_whole, positive_duration};
+use super::values::{absolute_path, number_in, one_of, parse_size, parse_whole, positive_duration};
 use super::{ConfigError, invalid};
 
 /// How a stream decides a segment is complete.
@@ -26,6 +26,11 @@ pub enum SealMode {
     Next,
     /// Every file is sealed on sight (files arrive by atomic rename).
     Spool,
+    /// Sealed only once `walship push` (or the library's `archive_now`)
+    /// names it, with every position before it: the default, and the only
+    /// directory-reading mode, with `naming = postgres`, since `pg_wal`
+    /// holds recycled segments under future names.
+    Push,
 }
 
 /// What to do with local segments once archived.
@@ -44,9 +49,9 @@ pub struct StreamConfig {
     pub name: String,
     /// Required; absolute path.
     pub dir: PathBuf,
-    /// Required, from `pattern` (`naming = postgres` is refused in this version).
+    /// From `pattern`, or `naming = postgres` with `wal_segment_size`.
     pub naming: Naming,
-    /// Default `next`.
+    /// Default `next` (`push` with `naming = postgres`).
     pub seal: SealMode,
     /// Only with `seal = next`: the newest segment is sealed after this idle time.
     /// Default none.
@@ -64,6 +69,12 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// `fetch` also downloads up to this many following segments into the
+    /// stream's prefetch spool (0: off). Default 8, at most 1000.
+    pub prefetch_segments: u32,
+    /// The spool's bound in bytes (a segment that would pass it is not
+    /// prefetched). Default 128MiB.
+    pub prefetch_bytes: u64,
 }
 
 /// Check a stream name (see the module doc for the rule and why).
@@ -96,7 +107,7 @@ pub const MAX_BATCH_SIZE: u64 = 100_000;
 pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError> {
     let dir = f.value("dir", absolute_path)?;
     let naming = parse_naming(f)?;
-    let (seal, seal_idle) = parse_sealing(f)?;
+    let (seal, seal_idle) = parse_sealing(f, &naming)?;
     let batch_size = f.value("batch_size", parse_batch_size)?;
     let (snapshot_interval, snapshot_command) = parse_snapshots(f, batch_size)?;
     Ok(StreamConfig {
@@ -111,38 +122,70 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_command,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        prefetch_segments: f.value("prefetch_segments", |v| number_in(v, 0, 1000))? as u32,
+        prefetch_bytes: f.value("prefetch_bytes", parse_size)?,
     })
 }
 
-/// The segment naming, from `pattern`; `naming` is refused in this version.
+/// The segment naming: `pattern`, or `naming = postgres` (with
+/// `wal_segment_size`, which goes with it alone).
 fn parse_naming(f: &Fields) -> Result<Naming, ConfigError> {
-    if let Some(entry) = f.entry("naming") {
-        let message = if entry.value == "postgres" {
-            "PostgreSQL WAL naming is not supported in this version; \
-             remove this line and name segments with `pattern` (e.g. data-{seq}.log)"
-                .to_string()
-        } else {
+    let Some(entry) = f.entry("naming") else {
+        if f.entry("wal_segment_size").is_some() {
+            return Err(f.error(
+                "wal_segment_size",
+                "only applies with naming = postgres; remove this line".into(),
+            ));
+        }
+        return f.value("pattern", Naming::from_pattern);
+    };
+    if entry.value != "postgres" {
+        return Err(f.error(
+            "naming",
             format!(
-                "unknown naming {}; remove this line and use `pattern` \
-                 (e.g. data-{{seq}}.log)",
+                "unknown naming {}; write `naming = postgres` for PostgreSQL WAL, or remove this \
+                 line and use `pattern` (e.g. data-{{seq}}.log)",
                 quote(&entry.value)
-            )
-        };
-        return Err(f.error("naming", message));
+            ),
+        ));
     }
-    f.value("pattern", Naming::from_pattern)
+    if f.entry("pattern").is_some() {
+        return Err(f.error(
+            "pattern",
+            format!(
+                "naming = postgres (line {}) names the segments already; remove one of the two",
+                f.line_of("naming")
+            ),
+        ));
+    }
+    f.value("wal_segment_size", |v| parse_size(v).and_then(Naming::postgres))
 }
 
-/// `seal` (default next) and `seal_idle`, which only goes with next.
-fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError> {
-    let seal = f.value("seal", |v| one_of(v, &[("next", SealMode::Next), ("spool", SealMode::Spool)]))?;
+/// `seal` (default next, push with naming = postgres) and `seal_idle`,
+/// which only goes with next.
+fn parse_sealing(f: &Fields, naming: &Naming) -> Result<(SealMode, Option<Duration>), ConfigError> {
+    let modes = [("next", SealMode::Next), ("spool", SealMode::Spool), ("push", SealMode::Push)];
+    let seal = match (naming.wal(), f.entry("seal")) {
+        (Some(_), None) => SealMode::Push,
+        _ => f.value("seal", |v| one_of(v, &modes))?,
+    };
+    if naming.wal().is_some() && seal == SealMode::Next {
+        return Err(f.error(
+            "seal",
+            "cannot be next with naming = postgres: pg_wal keeps recycled segments under future \
+             names, so a higher-numbered file proves nothing; use push (the default: each \
+             segment is archived when archive_command runs `walship push`) or spool"
+                .into(),
+        ));
+    }
     let seal_idle = f.optional("seal_idle", positive_duration)?;
-    if seal_idle.is_some() && seal == SealMode::Spool {
+    if seal_idle.is_some() && seal != SealMode::Next {
+        let name = modes.iter().find(|(_, mode)| *mode == seal).map_or("", |(name, _)| *name);
         return Err(f.error(
             "seal_idle",
             format!(
-                "only applies with seal = next (line {}: seal = spool seals every file \
-                 on sight); remove this line",
+                "only applies with seal = next (line {}: seal = {name} decides otherwise); \
+                 remove this line",
                 f.line_of("seal")
             ),
         ));
@@ -199,7 +242,7 @@ mod tests {
         #[rustfmt::skip]
         let cases: &[(&str, &str, &str)] = &[
             ("batch_size = 5", "batch_size", "set twice (first at line 8)"),
-            ("seal = sometimes", "seal", "expected next | spool"),
+            ("seal = sometimes", "seal", "expected next | spool | push"),
             ("seal_idle = 30", "seal_idle", "no unit"),
             ("max_batch_delay = 0ms", "max_batch_delay", "> 0"),
             ("max_batch_delay = 1.5s", "max_batch_delay", "fraction"),
@@ -210,7 +253,9 @@ mod tests {
             ("keep_snapshots = 0", "keep_snapshots", "from 1 to 100"),
             ("keep_snapshots = 101", "keep_snapshots", "from 1 to 100"),
             ("on_archived = shred", "on_archived", "expected keep | delete | mark"),
-            ("naming = postgres", "naming", "not supported in this version"),
+            ("wal_segment_size = 16MiB", "wal_segment_size", "only applies with naming = postgres"),
+            ("prefetch_segments = 1001", "prefetch_segments", "from 0 to 1000"),
+            ("prefetch_bytes = lots", "prefetch_bytes", "a size"),
             ("naming = oracle", "naming", "unknown naming"),
             ("dri = /x", "dri", "did you mean `dir`?"),
             ("state_dir = /x", "state_dir", "belongs in [global]"),
@@ -226,6 +271,39 @@ mod tests {
             Some(&key("seal_idle")),
             "only applies with seal = next (line 9",
         );
+    }
+
+    /// `naming = postgres` replaces `pattern`, takes `wal_segment_size`
+    /// (one validator: a power of two, 1MiB..1GiB) and seals by push.
+    #[test]
+    fn postgres_naming() {
+        let base = config_text("", "").replace("pattern = data-{seq}.log", "naming = postgres");
+        let config = parse_text(&base).expect("naming = postgres");
+        let stream = &config.streams[0];
+        assert_eq!(stream.naming.wal().map(|w| w.segment_size()), Some(16 << 20));
+        assert_eq!(stream.seal, crate::config::SealMode::Push);
+        assert_eq!(stream.naming.position("000000020000000000000030"), Some(2 << 40 | 0x30));
+        assert_eq!((stream.prefetch_segments, stream.prefetch_bytes), (8, 128 << 20));
+        let one = parse_text(&format!("{base}wal_segment_size = 1MiB\nseal = spool\n")).expect("1MiB");
+        assert_eq!(one.streams[0].naming.wal().map(|w| w.segment_size()), Some(1 << 20));
+        assert_eq!(one.streams[0].seal, crate::config::SealMode::Spool);
+        let key = |k: &str| format!("[stream sensors] {k}");
+        let line = base.lines().count() + 1;
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, &str)] = &[
+            ("wal_segment_size = 3MiB", "wal_segment_size", "power of two from 1MiB to 1GiB"),
+            ("wal_segment_size = 512KiB", "wal_segment_size", "power of two from 1MiB to 1GiB"),
+            ("wal_segment_size = 2GiB", "wal_segment_size", "power of two from 1MiB to 1GiB"),
+            ("wal_segment_size = big", "wal_segment_size", "a size"),
+            ("seal = next", "seal", "recycled segments"),
+            ("seal_idle = 30s", "seal_idle", "seal = push decides otherwise"),
+            ("pattern = x{seq}", "pattern", "names the segments already"),
+        ];
+        for (text, k, part) in cases {
+            assert_error(&format!("{base}{text}\n"), Some(line), Some(&key(k)), part);
+        }
+        let oracle = base.replace("naming = postgres", "naming = oracle");
+        assert_error(&oracle, base.lines().position(|l| l == "naming = postgres").map(|i| i + 1), Some(&key("naming")), "unknown naming");
     }
 
     #[test]

@@ -64,6 +64,11 @@ impl Stream {
                     last + 1
                 ),
             )
+        } else if let Some((from, to)) = timeline_switch(&self.config, first, last) {
+            (
+                format!("timeline {from} ends and timeline {to} begins (or segments were removed from {dir})"),
+                format!("lie between timeline {from}'s last segment and timeline {to}'s first"),
+            )
         } else {
             (
                 format!("segments removed from {dir} before they were archived"),
@@ -138,6 +143,14 @@ impl Stream {
         }
         durable::sync_dir(&self.config.dir).map_err(|e| Error::local("sync", &self.config.dir, e))
     }
+}
+
+/// The timelines a WAL stream's gap `first..=last` goes from and to, when
+/// it spans a timeline switch (see `naming::wal`).
+fn timeline_switch(config: &crate::config::StreamConfig, first: u64, last: u64) -> Option<(u64, u64)> {
+    config.naming.wal()?;
+    let (from, to) = (crate::naming::wal::timeline_of(first), crate::naming::wal::timeline_of(last + 1));
+    (from != to).then_some((from, to))
 }
 
 /// Whether `seg.path` still names the file the scan found (and the batch

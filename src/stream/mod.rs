@@ -323,6 +323,7 @@ pub fn sealed_count(config: &StreamConfig, segments: &[Segment], hints: Hints, n
         on_sight: config.seal == SealMode::Spool,
         idle: config.seal_idle,
         through: hints.sealed_through,
+        declared_only: config.seal == SealMode::Push,
     };
     plan::sealed_count(&positions, newest_age, sealing)
 }

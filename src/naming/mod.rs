@@ -3,9 +3,10 @@
 //! A stream's `pattern` (`PREFIX{seq}SUFFIX` for a decimal sequence number,
 //! `PREFIX{hex}SUFFIX` for a hexadecimal one) says which file names are its
 //! segments and the position each stands for; [`Naming::name`] gives the
-//! shortest name for a position. PostgreSQL WAL naming (24 hex digits for
-//! timeline, log and segment) will join this module as a second naming in a
-//! later issue.
+//! shortest name for a position. PostgreSQL WAL naming (`naming =
+//! postgres`: 24 hex digits for timeline, log and segment, and the history
+//! and backup files archived beside them) is the other naming, in [`wal`],
+//! where its position scheme is described.
 //!
 //! Everything here is a pure function of strings: no directory is read. A
 //! name is classified in time linear in its length, whatever it holds (this
@@ -15,13 +16,19 @@
 
 use std::fmt;
 
-/// How a stream's file names carry positions: `PREFIX{seq}SUFFIX` (decimal)
-/// or `PREFIX{hex}SUFFIX` (hexadecimal).
+pub mod wal;
+
+pub use wal::{SideFile, WalNaming};
+
+/// How a stream's file names carry positions: `PREFIX{seq}SUFFIX` (decimal),
+/// `PREFIX{hex}SUFFIX` (hexadecimal), or PostgreSQL's WAL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Naming {
-    prefix: String,
-    suffix: String,
-    radix: u32,
+pub struct Naming(Kind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Pattern { prefix: String, suffix: String, radix: u32 },
+    Postgres(WalNaming),
 }
 
 /// What a file name is under a [`Naming`].
@@ -94,24 +101,49 @@ impl Naming {
                  files (temporary, partial or already archived)"
             ));
         }
-        Ok(Naming { prefix: prefix.to_string(), suffix: suffix.to_string(), radix })
+        Ok(Naming(Kind::Pattern { prefix: prefix.to_string(), suffix: suffix.to_string(), radix }))
     }
 
-    /// What `file_name` is under this naming. Any number of leading zeros
-    /// is accepted; letters of a hex number may be upper or lower case.
+    /// PostgreSQL's WAL naming (`naming = postgres`) for segments of
+    /// `segment_size` bytes (see [`WalNaming::new`] for the sizes allowed).
+    pub fn postgres(segment_size: u64) -> Result<Naming, String> {
+        WalNaming::new(segment_size).map(|wal| Naming(Kind::Postgres(wal)))
+    }
+
+    /// The WAL naming, when this is `naming = postgres`.
+    pub fn wal(&self) -> Option<&WalNaming> {
+        match &self.0 {
+            Kind::Postgres(wal) => Some(wal),
+            Kind::Pattern { .. } => None,
+        }
+    }
+
+    /// A file archived beside the segments but outside the log (a
+    /// PostgreSQL history or backup file), if `file_name` is one.
+    pub fn side_file(&self, file_name: &str) -> Option<SideFile> {
+        self.wal().and_then(|_| wal::side_file(file_name))
+    }
+
+    /// What `file_name` is under this naming. Under a pattern any number of
+    /// leading zeros is accepted, and letters of a hex number may be upper
+    /// or lower case; WAL names are exactly PostgreSQL's.
     pub fn classify(&self, file_name: &str) -> NameMatch {
         if is_ignored_name(file_name) {
             return NameMatch::NotASegment;
         }
-        let Some(digits) = file_name.strip_prefix(&self.prefix).and_then(|s| s.strip_suffix(&self.suffix))
+        let (prefix, suffix, radix) = match &self.0 {
+            Kind::Postgres(wal) => return wal.classify(file_name),
+            Kind::Pattern { prefix, suffix, radix } => (prefix, suffix, *radix),
+        };
+        let Some(digits) = file_name.strip_prefix(prefix.as_str()).and_then(|s| s.strip_suffix(suffix.as_str()))
         else {
             return NameMatch::NotASegment;
         };
-        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(self.radix)) {
+        if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
             return NameMatch::NotASegment;
         }
         // Only digits remain, so the one way this can fail is overflow.
-        match u64::from_str_radix(digits, self.radix) {
+        match u64::from_str_radix(digits, radix) {
             Ok(position) => NameMatch::Position(position),
             Err(_) => NameMatch::Overflow,
         }
@@ -126,13 +158,14 @@ impl Naming {
         }
     }
 
-    /// The shortest file name for `position` (no leading zeros, lowercase
-    /// hex). Real producers often pad; any padding parses to the same
-    /// position.
+    /// The file name for `position`: under a pattern the shortest (no
+    /// leading zeros, lowercase hex; real producers often pad, and any
+    /// padding parses to the same position); under WAL naming PostgreSQL's.
     pub fn name(&self, position: u64) -> String {
-        match self.radix {
-            16 => format!("{}{position:x}{}", self.prefix, self.suffix),
-            _ => format!("{}{position}{}", self.prefix, self.suffix),
+        match &self.0 {
+            Kind::Postgres(wal) => wal.name(position),
+            Kind::Pattern { prefix, suffix, radix: 16 } => format!("{prefix}{position:x}{suffix}"),
+            Kind::Pattern { prefix, suffix, .. } => format!("{prefix}{position}{suffix}"),
         }
     }
 
@@ -149,11 +182,17 @@ impl Naming {
     }
 }
 
-/// Shows the pattern, as written in the config (`data-{seq}.log`).
+/// Shows the pattern, as written in the config (`data-{seq}.log`), or
+/// `postgres` and its segment size.
 impl fmt::Display for Naming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let token = if self.radix == 16 { "{hex}" } else { "{seq}" };
-        write!(f, "{}{token}{}", self.prefix, self.suffix)
+        match &self.0 {
+            Kind::Postgres(wal) => write!(f, "postgres, wal_segment_size {}MiB", wal.segment_size() >> 20),
+            Kind::Pattern { prefix, suffix, radix } => {
+                let token = if *radix == 16 { "{hex}" } else { "{seq}" };
+                write!(f, "{prefix}{token}{suffix}")
+            }
+        }
     }
 }
 
@@ -189,10 +228,14 @@ impl fmt::Display for NameMismatch {
                 write!(f, "segment name `{name}` is not a segment name under the stream's naming")?
             }
         }
+        let (what, setting) = match naming.wal() {
+            Some(_) => ("naming", "wal_segment_size"),
+            None => ("pattern", "pattern"),
+        };
         write!(
             f,
-            " (pattern `{naming}`): either the stream's `pattern` changed after this was archived \
-             (archiving on would store old files again at new positions: put the old pattern \
+            " ({what} `{naming}`): either the stream's `{setting}` changed after this was archived \
+             (archiving on would store old files again at new positions: put the old {setting} \
              back, or archive under a new stream name), or the record is hostile"
         )
     }
@@ -205,31 +248,41 @@ impl std::error::Error for NameMismatch {}
 const FUZZ_PATTERNS: [&str; 6] = ["{seq}", "{hex}", "data-{seq}.log", "{hex}.wal", "seg_{seq}_", "7{hex}7"];
 
 /// For the fuzzer: `data` is a name, or `PATTERN\nNAME`. Under each naming
-/// (the fixed ones and the input's own pattern, if it parses) the name is
-/// classified without panicking; a name that is a segment is the name of its
-/// position again once re-generated; and position → name → position holds
-/// for a position taken from the input.
+/// (the fixed patterns, WAL naming with 1 MiB and 16 MiB segments, and the
+/// input's own pattern, if it parses) the name is classified without
+/// panicking; a name that is a segment is the name of its position again
+/// once re-generated; and position → name → position holds for a position
+/// taken from the input (under WAL naming, for one on a timeline).
 pub fn check_name(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (own_pattern, name) = match text.split_once('\n') {
         Some((pattern, name)) => (Some(pattern), name),
         None => (None, text.as_ref()),
     };
-    let namings = FUZZ_PATTERNS
+    let patterns = FUZZ_PATTERNS
         .iter()
         .filter_map(|p| Naming::from_pattern(p).ok())
         .chain(own_pattern.and_then(|p| Naming::from_pattern(p).ok()));
+    let wal_namings = [1 << 20, 16 << 20].into_iter().filter_map(|size| Naming::postgres(size).ok());
     let mut position_bytes = [0u8; 8];
     for (byte, input) in position_bytes.iter_mut().zip(data.iter().rev()) {
         *byte = *input;
     }
     let position = u64::from_le_bytes(position_bytes);
-    for naming in namings {
-        assert_eq!(Naming::from_pattern(&naming.to_string()).as_ref(), Ok(&naming), "{naming}");
+    let _ = wal::side_file(name);
+    for naming in patterns.chain(wal_namings) {
+        if naming.wal().is_none() {
+            assert_eq!(Naming::from_pattern(&naming.to_string()).as_ref(), Ok(&naming), "{naming}");
+        }
         if let NameMatch::Position(p) = naming.classify(name) {
+            assert_eq!(naming.name(p), if naming.wal().is_some() { name.to_string() } else { naming.name(p) });
             assert_eq!(naming.classify(&naming.name(p)), NameMatch::Position(p), "{naming}: {name:?}");
             assert!(naming.check_recorded(name, p).is_ok(), "{naming}: {name:?}");
         }
+        let position = match naming.wal() {
+            Some(_) => (position % (u64::from(wal::MAX_TIMELINE) << 40)) + (1 << 40),
+            None => position,
+        };
         let generated = naming.name(position);
         assert_eq!(naming.classify(&generated), NameMatch::Position(position), "{naming}: {generated:?}");
     }
