@@ -39,9 +39,16 @@ pub enum Command {
         position: Option<u64>,
         allow_gaps: bool,
     },
+    /// `walship push -s STREAM FILE`: archive one file now (for
+    /// `archive_command`).
+    Push { stream: String, path: PathBuf },
     /// `walship fetch -s STREAM NAME DEST`: one segment by file name, to a
     /// path or (`-`) standard output.
     Fetch { stream: String, name: String, dest: FetchDest },
+    /// `walship fetch -s STREAM --prefetch NAME`: fill the stream's
+    /// prefetch spool with the segments after NAME (what `fetch` starts in
+    /// the background).
+    Prefetch { stream: String, after: String },
     /// `walship status [--json]`.
     Status { json: bool },
     /// `walship verify [-s STREAM] [--deep]`.
@@ -153,6 +160,32 @@ const COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "push",
+        synopsis: "-s STREAM FILE",
+        summary: "archive one segment now (for archive_command)",
+        about: "Archive FILE, a segment in STREAM's directory, with every segment before\n\
+                it, and exit 0 only once it is durably stored and recorded. Usable as\n\
+                PostgreSQL's archive_command (`walship push -s pg %p`): a PostgreSQL\n\
+                history or backup file is stored beside the WAL under its own name.\n\
+                \n\
+                Pushing a file the archive already holds with the same bytes succeeds;\n\
+                other bytes under an archived name fail, naming both CRC32s. push takes\n\
+                the stream's lock (waiting while another push holds it).",
+        options: |o| {
+            o.optopt("s", "stream", "the stream the file belongs to (required)", "STREAM");
+        },
+        build: |m| {
+            let stream = required_stream(m)?;
+            let [path] = m.free.as_slice() else {
+                return Err(format!("expected one argument, the FILE to archive, got {}", m.free.len()));
+            };
+            if path.is_empty() {
+                return Err("FILE is empty; give the path of the segment to archive".into());
+            }
+            Ok(Command::Push { stream, path: PathBuf::from(path) })
+        },
+    },
+    CommandSpec {
         name: "fetch",
         synopsis: "-s STREAM NAME DEST",
         summary: "restore one segment by name (for restore_command)",
@@ -164,12 +197,25 @@ const COMMANDS: &[CommandSpec] = &[
                 removes %p before it asks). The file appears under its name only once\n\
                 complete, verified and synced. DEST `-` is standard output; a DEST that is\n\
                 a device or FIFO (/dev/stdout) is written through: the bytes go out as they\n\
-                arrive, and a CRC mismatch at the end exits 1 saying to discard them.",
+                arrive, and a CRC mismatch at the end exits 1 saying to discard them.\n\
+                \n\
+                With prefetch_segments > 0 (the default), fetch then starts a background\n\
+                `walship fetch --prefetch NAME`, which downloads the next segments into a\n\
+                bounded spool in the state directory; a later fetch of one of them is\n\
+                served from there, checked by CRC32.",
         options: |o| {
             o.optopt("s", "stream", "the stream the segment belongs to (required)", "STREAM");
+            o.optflag("", "prefetch", "only fill the spool with the segments after NAME (no DEST)");
         },
         build: |m| {
             let stream = required_stream(m)?;
+            if m.opt_present("prefetch") {
+                let [name] = m.free.as_slice() else {
+                    return Err(format!("--prefetch takes one argument, NAME, got {}", m.free.len()));
+                };
+                check_segment_name(name)?;
+                return Ok(Command::Prefetch { stream, after: name.clone() });
+            }
             let [name, dest] = m.free.as_slice() else {
                 return Err(format!("expected two arguments, NAME and DEST, got {}", m.free.len()));
             };
@@ -243,7 +289,7 @@ fn without_config_option(args: &[String]) -> Vec<String> {
 }
 
 /// Commands of SPEC.md that this version does not have yet.
-const NOT_YET: &[&str] = &["push", "snapshot", "prune"];
+const NOT_YET: &[&str] = &["snapshot", "prune"];
 
 /// Parse the arguments after the program name.
 pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
@@ -504,6 +550,10 @@ mod tests {
                 },
             ),
             (
+                "push -s pg pg_wal/000000010000000000000001",
+                Command::Push { stream: "pg".into(), path: "pg_wal/000000010000000000000001".into() },
+            ),
+            (
                 "fetch -s pg 000000010000000000000001 pg_wal/RECOVERYXLOG",
                 Command::Fetch {
                     stream: "pg".into(),
@@ -542,6 +592,7 @@ mod tests {
             let required = match spec.name {
                 "restore" => "-s a --to d",
                 "fetch" => "-s a NAME DEST",
+                "push" => "-s a FILE",
                 _ => "",
             };
             for flag in ["-c", "--config"] {
@@ -592,7 +643,10 @@ mod tests {
         #[rustfmt::skip]
         let cases = [
             ("frobnicate", "unknown command \"frobnicate\"", "walship --help"),
-            ("push -s a f", "`walship push` is not available", "walship --help"),
+            ("prune", "`walship prune` is not available", "walship --help"),
+            ("push f", "missing -s STREAM", "walship push --help"),
+            ("push -s a", "expected one argument, the FILE to archive, got 0", "walship push --help"),
+            ("push -s a f g", "got 2", "walship push --help"),
             ("-c /x run", "expected a command before any option", "walship --help"),
             ("help run list", "at most one command", "walship --help"),
             ("help nope", "unknown command", "walship --help"),
@@ -656,7 +710,7 @@ mod tests {
     #[test]
     fn odd_arguments_do_not_panic() {
         let odd = ["-", "--", "-ü", "--ü=é", "-s", "🦀", "\0", "-c-c", "--to=", "---", "-sü"];
-        for command in ["run", "list", "restore", "fetch", "status", "verify", "check", "help"] {
+        for command in ["run", "list", "restore", "push", "fetch", "status", "verify", "check", "help"] {
             for a in odd {
                 for b in odd {
                     let _ = parse_args(&[command.to_string(), a.to_string(), b.to_string()]);

@@ -56,7 +56,11 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
             let request = RestoreRequest { stream: &stream, to: &to, position, allow_gaps };
             restore(&config, &request)
         }
+        Command::Push { stream, path } => push(&config, &stream, &path),
         Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
+        Command::Prefetch { stream, after } => {
+            crate::prefetch::run(&config, named(&config, &stream)?, &after).map(|_| ())
+        }
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
         Command::Check => check(&config),
@@ -193,17 +197,21 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Quiet on success, as `archive_command` should be: the stream's log line
+/// says what was archived.
+fn push(config: &Config, stream: &str, path: &std::path::Path) -> Result<(), Error> {
+    let stream = named(config, stream)?;
+    crate::push::push(config, stream, path)?;
+    Ok(())
+}
+
+/// Fetch, then start the prefetch of what follows a segment.
 fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
     let stream = named(config, stream)?;
-    let target = target::open(&config.global)?;
-    let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = match stream.naming.position(name) {
-        Some(position) => {
-            catalog::load_reaching(&config.global.state_dir, target.as_ref(), &rules, position)?
-        }
-        None => catalog::load(&config.global.state_dir, target.as_ref(), &rules)?,
-    };
-    restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
+    crate::fetch::fetch(config, stream, name, dest)?;
+    if stream.naming.position(name).is_some() {
+        crate::prefetch::start(config, stream, name);
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
 //!                                      holds its PID, for messages
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
+//! STATE_DIR/STREAM/prefetch/          `fetch`'s prefetch spool (prefetch)
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
 //! ```
@@ -55,6 +56,11 @@ pub fn lock_file(state_dir: &Path, stream: &str) -> PathBuf {
 /// The place of the target whose archive the journal describes.
 pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
+}
+
+/// The spool `fetch` prefetches segments into.
+pub fn prefetch_dir(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("prefetch")
 }
 
 /// `walship check`'s write probe.

@@ -43,3 +43,5 @@ mod source;
 mod state_dir;
 /// An archive written by the first release: listed, restored, verified, continued.
 mod v1_archive;
+/// naming = postgres: push and fetch as archive_command and restore_command, timelines, prefetch.
+mod wal;

@@ -132,10 +132,9 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
 fn parse_naming(f: &Fields) -> Result<Naming, ConfigError> {
     let Some(entry) = f.entry("naming") else {
         if f.entry("wal_segment_size").is_some() {
-            return Err(f.error(
-                "wal_segment_size",
-                "only applies with naming = postgres; remove this line".into(),
-            ));
+            return Err(
+                f.error("wal_segment_size", "only applies with naming = postgres; remove this line".into())
+            );
         }
         return f.value("pattern", Naming::from_pattern);
     };
@@ -303,7 +302,12 @@ mod tests {
             assert_error(&format!("{base}{text}\n"), Some(line), Some(&key(k)), part);
         }
         let oracle = base.replace("naming = postgres", "naming = oracle");
-        assert_error(&oracle, base.lines().position(|l| l == "naming = postgres").map(|i| i + 1), Some(&key("naming")), "unknown naming");
+        assert_error(
+            &oracle,
+            base.lines().position(|l| l == "naming = postgres").map(|i| i + 1),
+            Some(&key("naming")),
+            "unknown naming",
+        );
     }
 
     #[test]

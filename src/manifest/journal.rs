@@ -283,6 +283,41 @@ pub fn batches_holding(
     Ok(found)
 }
 
+/// What a journal knows of one position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The batch record holding it.
+    Batch(Record),
+    /// Its log covers the position without a batch (a gap), or retention
+    /// removed its batch: the archive does not hold it.
+    NotHeld,
+    /// The position lies outside the journal's log (before its first
+    /// record or after its last): only the archive's records can tell.
+    Unknown,
+}
+
+/// What the journal at `path` knows of `position` (see [`Lookup`]), read
+/// as a stream. A missing file knows nothing.
+pub fn lookup(path: &Path, rules: &StreamRules<'_>, position: u64) -> Result<Lookup, ManifestError> {
+    let (mut first, mut holding) = (None, None);
+    let summary = read_each(path, rules, |entry| {
+        if let Entry::Log(record) = entry {
+            first = first.or(Some(record.first()));
+            if matches!(record, Record::Batch(_)) && (record.first()..=record.last()).contains(&position) {
+                holding = Some(record);
+            }
+        }
+    })?;
+    let last = summary.last.as_ref().map(Record::last);
+    let pruned_before = summary.ends.last_prune.map_or(0, |(_, before)| before);
+    Ok(match (holding, first.zip(last)) {
+        (Some(record), _) if record.last() >= pruned_before => Lookup::Batch(record),
+        (Some(_), _) => Lookup::NotHeld,
+        (None, Some((first, last))) if (first..=last).contains(&position) => Lookup::NotHeld,
+        (None, _) => Lookup::Unknown,
+    })
+}
+
 /// Read-only pass over every entry; a missing file is an empty manifest.
 fn read_each(
     path: &Path,

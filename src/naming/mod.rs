@@ -135,7 +135,8 @@ impl Naming {
             Kind::Postgres(wal) => return wal.classify(file_name),
             Kind::Pattern { prefix, suffix, radix } => (prefix, suffix, *radix),
         };
-        let Some(digits) = file_name.strip_prefix(prefix.as_str()).and_then(|s| s.strip_suffix(suffix.as_str()))
+        let Some(digits) =
+            file_name.strip_prefix(prefix.as_str()).and_then(|s| s.strip_suffix(suffix.as_str()))
         else {
             return NameMatch::NotASegment;
         };
@@ -275,7 +276,10 @@ pub fn check_name(data: &[u8]) {
             assert_eq!(Naming::from_pattern(&naming.to_string()).as_ref(), Ok(&naming), "{naming}");
         }
         if let NameMatch::Position(p) = naming.classify(name) {
-            assert_eq!(naming.name(p), if naming.wal().is_some() { name.to_string() } else { naming.name(p) });
+            assert_eq!(
+                naming.name(p),
+                if naming.wal().is_some() { name.to_string() } else { naming.name(p) }
+            );
             assert_eq!(naming.classify(&naming.name(p)), NameMatch::Position(p), "{naming}: {name:?}");
             assert!(naming.check_recorded(name, p).is_ok(), "{naming}: {name:?}");
         }

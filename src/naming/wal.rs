@@ -248,7 +248,10 @@ mod tests {
         assert_eq!(w1.classify("000000010FFFFFFF00000FFF"), NameMatch::Position(1 << 40 | SEGMENT_MASK));
         assert_eq!(w1.classify("000000011000000000000000"), NameMatch::Overflow);
         assert_eq!(wal(16 * MIB).classify("00400000000000000000000A"), NameMatch::Overflow);
-        assert_eq!(wal(16 * MIB).classify("003FFFFF000000000000000A"), NameMatch::Position(0x3F_FFFF << 40 | 10));
+        assert_eq!(
+            wal(16 * MIB).classify("003FFFFF000000000000000A"),
+            NameMatch::Position(0x3F_FFFF << 40 | 10)
+        );
         let highest = wal(16 * MIB).classify("003FFFFFFFFFFFFF000000FF");
         assert_eq!(highest, NameMatch::Position((1 << 62) - 1), "within the manifest's 2^62");
     }
@@ -258,10 +261,10 @@ mod tests {
         let w = wal(16 * MIB);
         for name in [
             "",
-            "00000001000000000000001",            // 23 digits
-            "0000000100000000000000010",          // 25
-            "00000001000000000000000a",           // lower case
-            "000000000000000000000001",           // timeline 0
+            "00000001000000000000001",   // 23 digits
+            "0000000100000000000000010", // 25
+            "00000001000000000000000a",  // lower case
+            "000000000000000000000001",  // timeline 0
             "000000010000000000000001.partial",
             "000000010000000000000001.ready",
             "000000010000000000000001.done",
@@ -273,7 +276,7 @@ mod tests {
             ".000000010000000000000001",
             "+00000010000000000000001",
             "0x000001000000000000000001",
-            "00000001000000000000000１",         // a full-width digit
+            "00000001000000000000000１", // a full-width digit
             "../00000001000000000000001",
             "00000001/0000000000000001",
         ] {

@@ -10,14 +10,11 @@
 //! found at archived positions (`commit`): a file that arrived again under
 //! an archived name is acknowledged only with the recorded content.
 
-use std::fs::File;
-use std::io;
-
+use super::confirm::file_crc32;
 use crate::config::StreamConfig;
 use crate::error::Error;
 use crate::manifest::Record;
-use crate::source::{self, Segment};
-use crate::target::CrcWriter;
+use crate::source;
 
 /// Check the present segments covered by `records` (sorted, contiguous
 /// ranges, as read from the target) against them.
@@ -45,7 +42,8 @@ pub(super) fn check_local_segments(config: &StreamConfig, records: &[Record]) ->
                 let Some(entry) = batch.segments.iter().find(|e| e.position == seg.position) else {
                     continue;
                 };
-                let crc32 = file_crc32(seg).map_err(|e| Error::local("read segment", &seg.path, e))?;
+                let (_, crc32) =
+                    file_crc32(&seg.path).map_err(|e| Error::local("read segment", &seg.path, e))?;
                 if (seg.len, crc32) != (entry.len, entry.crc32) {
                     return Err(conflict(
                         &batch.key,
@@ -60,10 +58,4 @@ pub(super) fn check_local_segments(config: &StreamConfig, records: &[Record]) ->
         }
     }
     Ok(())
-}
-
-fn file_crc32(seg: &Segment) -> io::Result<u32> {
-    let mut crc = CrcWriter::new(io::sink());
-    io::copy(&mut File::open(&seg.path)?, &mut crc)?;
-    Ok(crc.hasher.finalize())
 }

@@ -66,7 +66,9 @@ impl Stream {
             )
         } else if let Some((from, to)) = timeline_switch(&self.config, first, last) {
             (
-                format!("timeline {from} ends and timeline {to} begins (or segments were removed from {dir})"),
+                format!(
+                    "timeline {from} ends and timeline {to} begins (or segments were removed from {dir})"
+                ),
                 format!("lie between timeline {from}'s last segment and timeline {to}'s first"),
             )
         } else {
@@ -75,8 +77,15 @@ impl Stream {
                 format!("are missing from {dir} and were never archived"),
             )
         };
+        let switch = timeline_switch(&self.config, first, last).is_some();
         self.commit(Record::Gap(GapRecord { first, last, reason }))?;
-        log::error!("stream {}: positions {first}..{last} {why}; recorded a gap and moved on", self.name());
+        // A timeline switch is PostgreSQL's normal course, not a loss.
+        let level = if switch { log::Level::Info } else { log::Level::Error };
+        log::log!(
+            level,
+            "stream {}: positions {first}..{last} {why}; recorded a gap and moved on",
+            self.name()
+        );
         Ok(())
     }
 

@@ -19,11 +19,13 @@
 //! nothing is ready. Records adopted from the target are checked against the
 //! local segments first (`adopt`).
 //!
-//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
+//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
+//! "archive this file now" requests are checked by [`confirm`].
 
 mod adopt;
 mod binding;
 mod commit;
+pub mod confirm;
 pub mod mailbox;
 mod prepare;
 mod upload;

@@ -8,12 +8,13 @@
 //! logged once when it first appears and once when it clears.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use super::confirm::requested_position;
 use super::mailbox::{ArchiveReply, Message};
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
@@ -78,7 +79,7 @@ impl StreamJob {
                     }
                     self.backoff.succeeded();
                     self.set_error(&links, None);
-                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    inbox.answer(stream.as_ref(), stopped());
                     self.poll_interval
                 }
                 Err(error) if stopped() => {
@@ -200,8 +201,10 @@ impl Inbox {
                 Err(error) => {
                     let _ = reply.send(Err(Arc::new(error)));
                 }
+                // Already archived: the pass that follows does nothing for
+                // it, and the answer compares the file with the archive's.
                 Ok(position) if archived.is_some_and(|a| a >= position) => {
-                    let _ = reply.send(Ok(archived.unwrap_or(position)));
+                    self.requests.push(Request { position, path, reply });
                 }
                 Ok(position) => {
                     self.hints.merge(Hints {
@@ -215,19 +218,18 @@ impl Inbox {
         }
     }
 
-    /// After a pass: answer the requests whose file is archived; the others
-    /// were not archived although the pass succeeded (the file went away),
-    /// or the stream is stopping.
-    fn answer(&mut self, archived: Option<u64>, stopping: bool) {
+    /// After a pass: answer each request with whether the archive now
+    /// holds its file (`Stream::confirm_archived`); one the pass did not
+    /// reach because walship is stopping is told so.
+    fn answer(&mut self, stream: Option<&Stream>, stopping: bool) {
         for request in self.requests.drain(..) {
-            let answer = match archived {
-                Some(archived) if archived >= request.position => Ok(archived),
+            let reached = stream.and_then(Stream::archived).is_some_and(|a| a >= request.position);
+            let answer = match stream {
+                Some(stream) if reached || !stopping => {
+                    stream.confirm_archived(request.position, &request.path).map_err(Arc::new)
+                }
                 _ => {
-                    let why = if stopping {
-                        "walship is stopping; it is archived at the next start"
-                    } else {
-                        "it is no longer in the stream's directory"
-                    };
+                    let why = "walship is stopping; it is archived at the next start";
                     Err(Arc::new(Error::local("archive", &request.path, io::Error::other(why))))
                 }
             };
@@ -242,34 +244,6 @@ impl Inbox {
             let _ = request.reply.send(Err(Arc::clone(error)));
         }
         self.hints.flush_through = None;
-    }
-}
-
-/// The position of the segment file `path`, which must be a segment of the
-/// stream (in its directory, named by its pattern) and present.
-fn requested_position(config: &StreamConfig, path: &Path) -> Result<u64, Error> {
-    let not_ours = || {
-        Error::Usage(format!(
-            "{} is not a segment of stream {}: expected a file in {} named by its pattern",
-            path.display(),
-            config.name,
-            config.dir.display()
-        ))
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(not_ours)?;
-    let position = config.naming.position(name).ok_or_else(not_ours)?;
-    let in_dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        None => true,
-        Some(dir) => dir == config.dir || dir.canonicalize().ok() == config.dir.canonicalize().ok(),
-    };
-    if !in_dir {
-        return Err(not_ours());
-    }
-    let file = config.dir.join(name);
-    match file.metadata() {
-        Ok(meta) if meta.is_file() => Ok(position),
-        Ok(_) => Err(Error::local("archive", &file, io::Error::other("it is not a regular file"))),
-        Err(e) => Err(Error::local("archive", &file, e)),
     }
 }
 

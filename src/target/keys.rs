@@ -5,6 +5,8 @@
 //! ```text
 //! STREAM/batches/FIRST-LAST            batch object: its segments concatenated
 //! STREAM/snapshots/POSITION            snapshot object
+//! STREAM/files/NAME                    a file archived beside the log under its
+//!                                      own name (PostgreSQL history and backup files)
 //! STREAM/manifest/FIRST-LAST.batch     remote record of that batch (level 0)
 //! STREAM/manifest/FIRST-LAST.gap       remote record of a gap (level 0)
 //! STREAM/manifest/FIRST-LAST.lN        compacted records covering FIRST..LAST,
@@ -34,6 +36,12 @@ pub fn batches_prefix(stream: &str) -> String {
 /// The `(first, last)` of a batch key made by [`batch_key`].
 pub fn parse_batch_key(stream: &str, key: &str) -> Option<(u64, u64)> {
     parse_range(key.strip_prefix(&batches_prefix(stream))?)
+}
+
+/// Key of a file archived beside the log under its own `name` (one the
+/// stream's naming calls a side file: `naming::wal::side_file`).
+pub fn side_file_key(stream: &str, name: &str) -> String {
+    format!("{stream}/files/{name}")
 }
 
 /// Key of the snapshot object at `position`.

@@ -1,0 +1,98 @@
+//! `walship fetch -s STREAM NAME DEST` (PostgreSQL's `restore_command`):
+//! where a name is looked up, cheapest first, and the prefetch it starts.
+//!
+//! 1. A PostgreSQL history or backup file is one object of its own
+//!    ([`crate::sidefile`]): one HEAD says whether it exists, one GET
+//!    brings it.
+//! 2. A segment already in the stream's prefetch spool ([`crate::prefetch`])
+//!    is handed over from there once its CRC32 checks: no request at all.
+//! 3. The local journal, when it knows the position: the batch holding it
+//!    (one ranged GET), or a gap there, which is "not in the archive" with
+//!    no request.
+//! 4. Otherwise the archive's records after the local journal (one LIST),
+//!    then the ranged GET: a name the archive lacks costs that one request.
+//!
+//! Writing DEST (new file, never replacing, CRC32 before the name; devices
+//! and standard output written through) is `restore::fetch`'s, for every
+//! case: objects held whole (side files, spool files) are described to it
+//! as one-segment batches ([`whole_object`]). After a segment is handed
+//! over, a background prefetch is started (see [`crate::prefetch`]).
+
+use crate::catalog;
+use crate::config::{Config, StreamConfig};
+use crate::error::Error;
+use crate::manifest::journal::{self, Lookup};
+use crate::manifest::{BatchRecord, Encoding, Record, SegmentEntry, StoredObject, StreamRules};
+use crate::prefetch;
+use crate::restore::{self, FetchDest};
+use crate::sidefile;
+use crate::statedir;
+use crate::target::{self, Target, keys};
+
+/// Where a fetched segment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Archive,
+    Spool,
+}
+
+/// Fetch `name` of `stream` into `dest` (see the module doc). Returns its
+/// length and where it came from.
+pub fn fetch(
+    config: &Config,
+    stream: &StreamConfig,
+    name: &str,
+    dest: &FetchDest,
+) -> Result<(u64, Source), Error> {
+    let target = target::open(&config.global)?;
+    if stream.naming.side_file(name).is_some() {
+        return fetch_side_file(target.as_ref(), &stream.name, name, dest).map(|len| (len, Source::Archive));
+    }
+    let state_dir = &config.global.state_dir;
+    if stream.prefetch_segments > 0
+        && let Some(len) = prefetch::Spool::at(state_dir, &stream.name).take(&stream.name, name, dest)?
+    {
+        return Ok((len, Source::Spool));
+    }
+    let rules = StreamRules::new(&stream.name, &stream.naming);
+    let Some(position) = stream.naming.position(name) else {
+        let manifest = catalog::load(state_dir, target.as_ref(), &rules)?;
+        let len = restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
+        return Ok((len, Source::Archive));
+    };
+    let len = match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
+        Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest)?,
+        Lookup::NotHeld => {
+            return Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() });
+        }
+        Lookup::Unknown => {
+            let manifest = catalog::load_reaching(state_dir, target.as_ref(), &rules, position)?;
+            restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?
+        }
+    };
+    Ok((len, Source::Archive))
+}
+
+/// A history or backup file: not stored is "not in the archive".
+fn fetch_side_file(target: &dyn Target, stream: &str, name: &str, dest: &FetchDest) -> Result<u64, Error> {
+    let key = keys::side_file_key(stream, name);
+    let Some((size, crc32)) = sidefile::stored(target, stream, &key)? else {
+        return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
+    };
+    restore::fetch(&[whole_object(key, name, size, crc32)], target, stream, name, dest)
+}
+
+/// An object that holds one file `name` whole (`size` bytes, `crc32`),
+/// described as a one-segment batch so that `restore::fetch`'s one path
+/// (ranged GET, CRC32 check, safe publish) serves it too. Never recorded.
+pub fn whole_object(key: String, name: &str, size: u64, crc32: u32) -> Record {
+    Record::Batch(BatchRecord {
+        first: 0,
+        last: 0,
+        key,
+        size,
+        crc32,
+        stored: StoredObject { size, crc32, encoding: Encoding::Identity },
+        segments: vec![SegmentEntry::identity(0, name.to_string(), 0, size, crc32)],
+    })
+}

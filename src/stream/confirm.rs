@@ -1,0 +1,113 @@
+//! "Archive this file now" from the outside (`walship push`, the library's
+//! `archive_now`): which position a requested file stands for, and, once a
+//! pass has run, whether the archive holds exactly that file there.
+//!
+//! This is what makes `push` idempotent: a file the archive already holds
+//! with the same length and CRC32 is archived (PostgreSQL retries after a
+//! crash); one with other content is a conflict naming both CRCs; one at a
+//! position the archive passed without it (a recorded gap) is refused.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+use super::Stream;
+use crate::config::StreamConfig;
+use crate::error::Error;
+use crate::manifest::Record;
+use crate::manifest::journal;
+use crate::target::CrcWriter;
+
+/// The position of the segment file `path`, which must be a segment of the
+/// stream (in its directory, named by its naming) and a regular file;
+/// under WAL naming, one of the configured segment size.
+pub fn requested_position(config: &StreamConfig, path: &Path) -> Result<u64, Error> {
+    let not_ours = |why: String| {
+        Error::Usage(format!(
+            "{} is not a segment of stream {}: expected a file in {} named by its {}{why}",
+            path.display(),
+            config.name,
+            config.dir.display(),
+            if config.naming.wal().is_some() { "naming (postgres)" } else { "pattern" },
+        ))
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| not_ours(String::new()))?;
+    let position = config.naming.position(name).ok_or_else(|| {
+        let hint = config.naming.wal().and_then(|wal| wal.size_hint(name));
+        not_ours(hint.map_or(String::new(), |hint| format!("; {hint}")))
+    })?;
+    let in_dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        None => true,
+        Some(dir) => dir == config.dir || dir.canonicalize().ok() == config.dir.canonicalize().ok(),
+    };
+    if !in_dir {
+        return Err(not_ours(String::new()));
+    }
+    let file = config.dir.join(name);
+    let len = match file.metadata() {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return Err(Error::local("archive", &file, io::Error::other("it is not a regular file"))),
+        Err(e) => return Err(Error::local("archive", &file, e)),
+    };
+    if let Some(wal) = config.naming.wal()
+        && len != wal.segment_size()
+    {
+        let why = format!(
+            "it is {len} bytes, not wal_segment_size ({} bytes): set wal_segment_size to the \
+             cluster's (`SHOW wal_segment_size`); a WAL segment always has that size",
+            wal.segment_size()
+        );
+        return Err(Error::local("archive", &file, io::Error::other(why)));
+    }
+    Ok(position)
+}
+
+impl Stream {
+    /// After a pass: whether the archive holds the file `path` at
+    /// `position` (what [`requested_position`] gave), with its length and
+    /// CRC32. Returns the archived position.
+    pub fn confirm_archived(&self, position: u64, path: &Path) -> Result<u64, Error> {
+        let not_archived = |why: String| Error::local("archive", path, io::Error::other(why));
+        let archived = match self.archived() {
+            Some(archived) if archived >= position => archived,
+            _ => return Err(not_archived("it is no longer in the stream's directory".into())),
+        };
+        let records = journal::batches_holding(self.journal.path(), &self.journal.rules(), &[position])?;
+        let held = records.iter().find_map(|record| match record {
+            Record::Batch(batch) => {
+                batch.segments.iter().find(|s| s.position == position).map(|s| (batch, s))
+            }
+            Record::Gap(_) => None,
+        });
+        let Some((batch, entry)) = held else {
+            return Err(not_archived(format!(
+                "the archive passed its position ({position}) without it: a gap is recorded there \
+                 (see `walship list -s {}`), so it can never be archived at its place",
+                self.name()
+            )));
+        };
+        let (len, crc32) = file_crc32(path).map_err(|e| Error::local("read", path, e))?;
+        if (len, crc32) != (entry.len, entry.crc32) {
+            return Err(Error::Conflict {
+                stream: self.name().into(),
+                key: batch.key.clone(),
+                detail: format!(
+                    "{} is {len} bytes with CRC32 {crc32:08x}, but the archive holds {} under that \
+                     name with {} bytes and CRC32 {:08x}; the archived copy is kept",
+                    path.display(),
+                    entry.name,
+                    entry.len,
+                    entry.crc32
+                ),
+            });
+        }
+        Ok(archived)
+    }
+}
+
+/// Length and CRC32 of the file at `path`.
+pub(super) fn file_crc32(path: &Path) -> io::Result<(u64, u32)> {
+    let mut crc = CrcWriter::new(io::sink());
+    let len = io::copy(&mut File::open(path)?, &mut crc)?;
+    Ok((len, crc.hasher.finalize()))
+}
