@@ -31,6 +31,8 @@ mod manifest_damage;
 mod packaging;
 /// Overlapping state_dir, target and stream directories are refused.
 mod places;
+/// A real PostgreSQL archiving through push into Garage: point-in-time recovery, timelines.
+mod postgres;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
