@@ -40,6 +40,7 @@ const STREAM_KEYS: &[&str] = &[
     "dir",
     "pattern",
     "naming",
+    "wal_segment_size",
     "seal",
     "seal_idle",
     "batch_size",
@@ -48,6 +49,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_command",
     "keep_snapshots",
     "on_archived",
+    "prefetch_segments",
+    "prefetch_bytes",
 ];
 
 fn systemd_analyze() -> &'static str {
@@ -190,7 +193,7 @@ fn unit_is_well_sandboxed() {
 fn example_config_parses_and_explains_every_key() {
     let path = Path::new("/etc/walship/walship.conf");
     let config = walship::config::parse(path, EXAMPLE_CONFIG).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.streams.len(), 2);
+    assert_eq!(config.streams.len(), 3);
 
     // The test's key lists are the parser's: a key added to src/config.rs
     // fails here until it is added above and explained in the example.
