@@ -5,8 +5,8 @@
 //!
 //! A `fetch` process lives for one segment, so the prefetch runs as a
 //! detached child (`walship fetch --prefetch NAME`, its own process group,
-//! no terminal, stdin and stdout closed): `fetch` hands N over and exits at
-//! once; the child fills the spool and exits. It does a bounded amount of
+//! stdin and stdout closed, stderr to `.log` in the spool): `fetch` hands N
+//! over and exits at once; the child fills the spool and exits. It does a bounded amount of
 //! work (at most `prefetch_segments` downloads, each bounded by the
 //! target's timeouts), so it never outlives a recovery by more than that;
 //! one runs at a time per stream (a lock in the spool; a second one exits
@@ -48,6 +48,8 @@ use crate::target::fs::FileTarget;
 
 /// The name of the lock file a running prefetch holds.
 const LOCK_NAME: &str = ".lock";
+/// Where the last prefetch's messages go.
+const LOG_NAME: &str = ".log";
 
 /// A stream's prefetch spool.
 pub struct Spool {
@@ -113,12 +115,17 @@ impl Spool {
     }
 }
 
-/// Start the background prefetch of the segments after `name`. A failure
-/// to start it is only logged: the fetch itself has succeeded.
+/// Start the background prefetch of the segments after `name`. Its
+/// messages go to `.log` in the spool (the last run's only), not to
+/// `fetch`'s stderr: whoever reads that would otherwise wait for the
+/// prefetch too. A failure to start it is only logged: the fetch itself
+/// has succeeded.
 pub fn start(config: &Config, stream: &StreamConfig, name: &str) {
     if stream.prefetch_segments == 0 {
         return;
     }
+    let dir = statedir::prefetch_dir(&config.global.state_dir, &stream.name);
+    let log = create_owner_only(&dir).and_then(|()| File::create(dir.join(LOG_NAME)));
     let spawned = std::env::current_exe().and_then(|exe| {
         Command::new(exe)
             .arg("fetch")
@@ -127,6 +134,7 @@ pub fn start(config: &Config, stream: &StreamConfig, name: &str) {
             .args(["-s", &stream.name, "--prefetch", "--", name])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from))
             .process_group(0)
             .spawn()
     });
@@ -144,8 +152,7 @@ pub fn run(config: &Config, stream: &StreamConfig, name: &str) -> Result<usize, 
     let Some(position) = stream.naming.position(name) else {
         return Err(Error::Usage(format!("{name} is not a segment name of stream {}", stream.name)));
     };
-    durable::create_dir_all(&spool.dir).map_err(|e| Error::local("create", &spool.dir, e))?;
-    let _ = fs::set_permissions(&spool.dir, fs::Permissions::from_mode(0o700));
+    create_owner_only(&spool.dir).map_err(|e| Error::local("create", &spool.dir, e))?;
     let Some(_lock) = try_lock(&spool.dir.join(LOCK_NAME))? else {
         return Ok(0);
     };
@@ -218,6 +225,12 @@ fn next_segments(
         }
     }
     next
+}
+
+/// Create the spool directory (owner-only) if needed.
+fn create_owner_only(dir: &Path) -> io::Result<()> {
+    durable::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 /// Remove the spool files `keep` refuses.

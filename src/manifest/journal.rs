@@ -395,6 +395,27 @@ mod tests {
         read_all(path, &StreamRules::new(STREAM, &naming())).expect("read")
     }
 
+    /// What `fetch` learns from the local journal alone: the batch holding
+    /// a position, "not in the archive" for a gap inside its log, and
+    /// nothing for positions outside it (before its first record: it may
+    /// have lost its first records; after its last: the archive may have
+    /// more).
+    #[test]
+    fn lookup_tells_held_not_held_and_unknown() {
+        let dir = temp_dir("lookup");
+        let path = dir.join("manifest");
+        let naming = naming();
+        let rules = StreamRules::new(STREAM, &naming);
+        assert_eq!(lookup(&path, &rules, 0).unwrap(), Lookup::Unknown, "no journal");
+        let (mut journal, _, _) = open(&path);
+        journal.append(&[gap(3, 4), batch(STREAM, 5, &[b"a", b"b"])]).unwrap();
+        assert!(matches!(lookup(&path, &rules, 6).unwrap(), Lookup::Batch(r) if r.first() == 5));
+        assert_eq!(lookup(&path, &rules, 4).unwrap(), Lookup::NotHeld);
+        assert_eq!(lookup(&path, &rules, 2).unwrap(), Lookup::Unknown, "before the first record");
+        assert_eq!(lookup(&path, &rules, 7).unwrap(), Lookup::Unknown, "after the last");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn new_journal_gets_a_header() {
         let path = temp_dir("new").join("manifest");
