@@ -33,6 +33,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::catalog;
 use crate::config::{Config, StreamConfig};
@@ -50,6 +53,15 @@ use crate::target::fs::FileTarget;
 const LOCK_NAME: &str = ".lock";
 /// Where the last prefetch's messages go.
 const LOG_NAME: &str = ".log";
+/// How a download in progress into the spool ends its temp file's name
+/// (`restore::fetch`'s temp names).
+const RESTORE_TEMP_SUFFIX: &str = ".walship-tmp";
+/// A fetch waits at most this long for the prefetch downloading its segment.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(60);
+/// A temp file not written to for this long is not a download in progress.
+const IN_FLIGHT_IDLE: Duration = Duration::from_secs(5);
+/// Segments the prefetch downloads at once (in order of position).
+const PREFETCH_THREADS: usize = 4;
 
 /// A stream's prefetch spool.
 pub struct Spool {
@@ -74,11 +86,19 @@ impl Spool {
     }
 
     /// Hand the spooled segment `name` over to `dest` if the spool holds
-    /// it and it checks against its CRC32; it leaves the spool either way.
-    /// `None` when it is not there (or failed its check).
+    /// it (or a prefetch is downloading it: then it waits for it) and it
+    /// checks against its CRC32; it leaves the spool either way. `None`
+    /// when it is not there (or failed its check).
     pub fn take(&self, stream: &str, name: &str, dest: &FetchDest) -> Result<Option<u64>, Error> {
-        let Some(spooled) = self.list().into_iter().find(|s| s.name == name) else {
-            return Ok(None);
+        let started = Instant::now();
+        let spooled = loop {
+            if let Some(spooled) = self.list().into_iter().find(|s| s.name == name) {
+                break spooled;
+            }
+            if !self.downloading(name) || started.elapsed() > IN_FLIGHT_WAIT {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(5));
         };
         let record = whole_object(spooled.file_name.clone(), name, spooled.len, spooled.crc32);
         let handed = restore::fetch(&[record], &FileTarget::new(self.dir.clone()), stream, name, dest);
@@ -93,6 +113,25 @@ impl Spool {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Whether a prefetch is writing `name` into the spool now: its temp
+    /// file (restore's `.NAME.CRC32.PID-N.walship-tmp`) exists and was
+    /// written to within [`IN_FLIGHT_IDLE`] (one a killed prefetch left
+    /// does not count).
+    fn downloading(&self, name: &str) -> bool {
+        let Ok(entries) = fs::read_dir(&self.dir) else { return false };
+        let prefix = format!(".{name}.");
+        entries.filter_map(Result::ok).any(|entry| {
+            let file_name = entry.file_name();
+            let file_name = file_name.to_string_lossy();
+            file_name.starts_with(&prefix)
+                && file_name.ends_with(RESTORE_TEMP_SUFFIX)
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().unwrap_or_default() < IN_FLIGHT_IDLE)
+        })
     }
 
     /// The segments in the spool (temp files and the lock left out).
@@ -177,9 +216,11 @@ pub fn run(config: &Config, stream: &StreamConfig, name: &str) -> Result<usize, 
         stream.naming.wal().is_some(),
     );
     evict(&spool, |s| wanted.iter().any(|(_, e)| e.name == s.name && e.crc32 == s.crc32));
+    // Stale temp files of a killed prefetch (none is running: we hold the lock).
+    remove_temps(&spool.dir);
     let present = spool.list();
     let mut bytes: u64 = present.iter().map(|s| s.len).sum();
-    let mut fetched = 0;
+    let mut to_fetch = Vec::new();
     for (batch, entry) in wanted {
         if present.iter().any(|s| s.name == entry.name) {
             continue;
@@ -187,18 +228,43 @@ pub fn run(config: &Config, stream: &StreamConfig, name: &str) -> Result<usize, 
         if bytes + entry.len > stream.prefetch_bytes {
             break;
         }
-        let file = spool.dir.join(format!("{}.{:08x}", entry.name, entry.crc32));
-        restore::fetch(
-            std::slice::from_ref(batch),
-            target.as_ref(),
-            &stream.name,
-            &entry.name,
-            &FetchDest::Path(file),
-        )?;
         bytes += entry.len;
-        fetched += 1;
+        to_fetch.push((batch, entry));
     }
-    Ok(fetched)
+    download(&spool, target.as_ref(), &stream.name, &to_fetch)?;
+    Ok(to_fetch.len())
+}
+
+/// Download `segments` into the spool, [`PREFETCH_THREADS`] at a time,
+/// starting in order of position. The first error is returned once all
+/// are done.
+fn download(
+    spool: &Spool,
+    target: &dyn target::Target,
+    stream: &str,
+    segments: &[(&Record, &SegmentEntry)],
+) -> Result<(), Error> {
+    let next = AtomicUsize::new(0);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..PREFETCH_THREADS.min(segments.len()) {
+            scope.spawn(|| {
+                while let Some((batch, entry)) = segments.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let file = spool.dir.join(format!("{}.{:08x}", entry.name, entry.crc32));
+                    let dest = FetchDest::Path(file);
+                    if let Err(e) =
+                        restore::fetch(std::slice::from_ref(*batch), target, stream, &entry.name, &dest)
+                    {
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+                    }
+                }
+            });
+        }
+    });
+    match errors.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(()),
+    }
 }
 
 /// The segment entries after `position` in `log`, in order: at most
@@ -231,6 +297,18 @@ fn next_segments(
 fn create_owner_only(dir: &Path) -> io::Result<()> {
     durable::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Remove restore's temp files from the spool.
+fn remove_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(RESTORE_TEMP_SUFFIX) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Remove the spool files `keep` refuses.
