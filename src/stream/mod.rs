@@ -26,7 +26,7 @@ mod binding;
 mod commit;
 pub mod mailbox;
 mod prepare;
-mod upload;
+pub(crate) mod upload;
 pub mod worker;
 
 #[cfg(test)]
