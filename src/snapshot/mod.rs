@@ -16,14 +16,18 @@
 
 pub mod command;
 pub mod job;
+pub mod status;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::durable;
 use crate::error::Error;
+use crate::manifest::Entry;
 use crate::statedir;
+use crate::target::keys;
 
 /// More snapshots than this recorded for a stream refuses new jobs.
 pub const MAX_SNAPSHOTS: usize = 100;
@@ -76,6 +80,46 @@ impl fmt::Display for JobReport {
             JobState::Failed(why) => write!(f, ": {why}"),
             _ => Ok(()),
         }
+    }
+}
+
+/// What a stream tells whoever asked for a job: it started, then it ended;
+/// or it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEvent {
+    Started(JobReport),
+    Ended(JobReport),
+    /// Not started: why (a [`Refusal`], or no snapshot to take).
+    Refused(String),
+}
+
+/// The snapshots a stream's manifest holds that retention has not deleted,
+/// kept from its entries as they are read or appended (at most a little
+/// over [`MAX_SNAPSHOTS`] positions: more refuses new jobs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotBook {
+    live: BTreeSet<u64>,
+}
+
+impl SnapshotBook {
+    /// Take `entry` of `stream`'s manifest into account.
+    pub fn note(&mut self, stream: &str, entry: &Entry) {
+        match entry {
+            Entry::Snapshot(snapshot) => {
+                self.live.insert(snapshot.position);
+            }
+            Entry::Prune(prune) => {
+                for position in prune.deleted.iter().filter_map(|key| keys::parse_snapshot_key(stream, key)) {
+                    self.live.remove(&position);
+                }
+            }
+            Entry::Log(_) => {}
+        }
+    }
+
+    /// How many snapshots are recorded and not pruned.
+    pub fn count(&self) -> usize {
+        self.live.len()
     }
 }
 
@@ -160,6 +204,25 @@ mod tests {
             many.to_string().contains("101 snapshots") && many.to_string().contains("walship prune -s s")
         );
         assert!(matches!(admit("s", Some(1), 500), Err(Refusal::Running { .. })), "the running job first");
+    }
+
+    #[test]
+    fn the_book_counts_snapshots_until_a_prune_deletes_them() {
+        use crate::manifest::{Encoding, PruneRecord, SnapshotRecord, StoredObject};
+        let snapshot = |position| {
+            let stored = StoredObject { size: 1, crc32: 0, encoding: Encoding::Identity };
+            let key = keys::snapshot_key("s", position);
+            Entry::Snapshot(SnapshotRecord { position, key, size: 1, crc32: 0, stored })
+        };
+        let mut book = SnapshotBook::default();
+        for position in [0, 100, 200] {
+            book.note("s", &snapshot(position));
+        }
+        assert_eq!(book.count(), 3);
+        let deleted =
+            vec![keys::batch_key("s", 0, 99), keys::snapshot_key("s", 0), keys::snapshot_key("t", 100)];
+        book.note("s", &Entry::Prune(PruneRecord { sequence: 1, before: 100, deleted }));
+        assert_eq!(book.count(), 2, "only the stream's own snapshot keys count");
     }
 
     #[test]
