@@ -314,7 +314,35 @@ fn control_handler(shared: &Arc<Shared>) -> Handler {
     let shared = Arc::clone(shared);
     Arc::new(move |request, info| match request {
         Request::Snapshot { stream } => snapshot_reply(&shared, &stream, info),
+        Request::Push { stream, path } => push_reply(&shared, &stream, &path),
     })
+}
+
+/// Hand the file `path` to `stream`'s thread (as [`Archiver::archive_now`]
+/// does) and answer once it is archived and recorded, or why not.
+fn push_reply(shared: &Shared, stream: &str, path: &Path) -> Reply {
+    let (reply, answer) = mpsc::channel();
+    if !shared.send(stream, Message::ArchiveNow { path: path.to_path_buf(), reply }) {
+        let names = shared.stream_names();
+        return Reply::new(
+            Outcome::Usage,
+            format!("this daemon runs no stream named {stream} (it runs: {names})"),
+        );
+    }
+    match answer.recv() {
+        Ok(Ok(archived)) => Reply::new(
+            Outcome::Ok,
+            format!("stream {stream}: {} archived (archived position {archived})", path.display()),
+        ),
+        Ok(Err(error)) => {
+            let outcome = if matches!(*error, Error::Usage(_)) { Outcome::Usage } else { Outcome::Failed };
+            Reply::new(outcome, error.to_string())
+        }
+        Err(_) => Reply::new(
+            Outcome::Failed,
+            format!("stream {stream} stopped before archiving {}", path.display()),
+        ),
+    }
 }
 
 /// Ask for a snapshot job of `stream` and wait for its end.

@@ -171,8 +171,10 @@ const COMMANDS: &[CommandSpec] = &[
                 history or backup file is stored beside the WAL under its own name.\n\
                 \n\
                 Pushing a file the archive already holds with the same bytes succeeds;\n\
-                other bytes under an archived name fail, naming both CRC32s. push takes\n\
-                the stream's lock (waiting while another push holds it).",
+                other bytes under an archived name fail, naming both CRC32s. When the\n\
+                daemon runs on the stream, push hands it the file through the control\n\
+                socket and waits for its answer; otherwise push takes the stream's lock\n\
+                itself (waiting while another push holds it).",
         options: |o| {
             o.optopt("s", "stream", "the stream the file belongs to (required)", "STREAM");
         },

@@ -74,6 +74,9 @@ pub enum Error {
     /// too many snapshots, nothing to snapshot): the message names the job
     /// or says why.
     Snapshot(String),
+    /// `push` through the running daemon failed: the daemon's message (a
+    /// conflict naming both CRCs, a failed upload, …).
+    PushFailed(String),
     /// The stream's lock is held (by the daemon, `holder`), but its control
     /// socket does not answer (`why`).
     DaemonUnreachable { stream: String, holder: Option<u32>, why: String },
@@ -196,6 +199,7 @@ impl fmt::Display for Error {
             ),
             Error::Output(e) => write!(f, "cannot write to standard output: {e}"),
             Error::Snapshot(message) => write!(f, "{message}"),
+            Error::PushFailed(message) => write!(f, "the daemon could not archive it: {message}"),
             Error::DaemonUnreachable { stream, holder, why } => {
                 let holder =
                     holder.map_or("another walship process".into(), |pid| format!("walship PID {pid}"));
@@ -235,6 +239,7 @@ impl std::error::Error for Error {
             | Error::UnsafeRestore { .. }
             | Error::ArchiveEnds { .. }
             | Error::Snapshot(_)
+            | Error::PushFailed(_)
             | Error::DaemonUnreachable { .. }
             | Error::Failed { .. } => None,
         }

@@ -79,18 +79,23 @@ impl Pg {
         stdout(&out).trim().to_string()
     }
 
-    /// `walship ARGS -c CONFIG` as the PostgreSQL user.
-    fn walship(&self, config: &Path, args: &[&str]) -> Output {
+    /// `walship ARGS -c CONFIG` as the PostgreSQL user (through setpriv,
+    /// which execs: the child is walship itself, so signals reach it).
+    fn walship_command(&self, config: &Path, args: &[&str]) -> Command {
         let mut command = match self.user {
             Some(user) => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--"]).arg(&self.walship);
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid", user, "--regid", user, "--init-groups", "--"]).arg(&self.walship);
                 c
             }
             None => Command::new(&self.walship),
         };
-        command.args(args).arg("-c").arg(config).env_remove("AWS_ACCESS_KEY_ID");
-        command.output().expect("run walship")
+        command.args(args).arg("-c").arg(config).env_remove("AWS_ACCESS_KEY_ID").current_dir(&self.dir);
+        command
+    }
+
+    fn walship(&self, config: &Path, args: &[&str]) -> Output {
+        self.walship_command(config, args).output().expect("run walship")
     }
 
     fn start(&self, data: &Path, port: u16) {
@@ -144,15 +149,31 @@ fn chown(path: &Path, user: &str) {
     assert!(out.status.success(), "chown: {}", stderr(&out));
 }
 
-/// The walship config: the stream `pg` over `data`'s pg_wal.
-fn write_config(path: &Path, state: &Path, target_lines: &str, data: &Path) {
+/// The walship config: the stream `pg` over `data`'s pg_wal, with the
+/// base backup as its snapshot command.
+fn write_config(path: &Path, state: &Path, target_lines: &str, data: &Path, snapshot_command: &str) {
     let text = format!(
         "[global]\nstate_dir = {}\n{target_lines}poll_interval = 100ms\n\n[stream pg]\ndir = {}/pg_wal\n\
-         naming = postgres\nwal_segment_size = 1MiB\nbatch_size = 16\n",
+         naming = postgres\nwal_segment_size = 1MiB\nbatch_size = 16\nsnapshot_command = {snapshot_command}\n",
         state.display(),
         data.display()
     );
     fs::write(path, text).unwrap();
+}
+
+/// Download `key` (under the bucket) to `dest` with curl.
+fn download(s3: &S3Env, key: &str, dest: &Path) {
+    let out = Command::new("curl")
+        .args(["-sSf", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--aws-sigv4"])
+        .arg(format!("aws:amz:{}:s3", s3.region))
+        .arg("--user")
+        .arg(format!("{}:{}", s3.key_id, s3.secret))
+        .arg("-o")
+        .arg(dest)
+        .arg(format!("{}/{}/{key}", s3.endpoint, s3.bucket))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl GET {key}: {}", stderr(&out));
 }
 
 /// The lines appended to a cluster's postgresql.conf.
@@ -202,36 +223,48 @@ fn postgres_point_in_time_recovery_and_a_new_timeline_through_walship() {
     fs::copy(env!("CARGO_BIN_EXE_walship"), &walship).unwrap();
     fs::set_permissions(&walship, fs::Permissions::from_mode(0o755)).unwrap();
     let pg = Pg { bin, user, dir: scratch.path.clone(), walship };
-    let target_lines = s3.target_lines(&scratch.path, &unique_prefix("postgres"));
+    let prefix = unique_prefix("postgres");
+    let target_lines = s3.target_lines(&scratch.path, &prefix);
     let state = scratch.path.join("state");
     let (data1, data2, data3) =
         (scratch.path.join("data1"), scratch.path.join("data2"), scratch.path.join("data3"));
     let (config1, config2) = (scratch.path.join("walship1.conf"), scratch.path.join("walship2.conf"));
-    write_config(&config1, &state, &target_lines, &data1);
-    write_config(&config2, &state, &target_lines, &data2);
+    let port1 = free_port();
+    let sock = pg.dir.to_str().unwrap().to_string();
+    // The base backup, as a walship snapshot: the tar of pg_basebackup.
+    let base_backup_command = format!(
+        "{} -h {sock} -p {port1} -D - -Ft -X none -c fast > \"$WALSHIP_OUTPUT\"",
+        pg.bin.join("pg_basebackup").display()
+    );
+    write_config(&config1, &state, &target_lines, &data1, &base_backup_command);
+    write_config(&config2, &state, &target_lines, &data2, &base_backup_command);
     if let Some(user) = user {
         chown(&scratch.path, user);
     }
 
-    // 1. A cluster archiving through walship push.
+    // 1. A cluster archiving through walship push, while the daemon runs
+    // on the stream (push hands it each segment).
+    let daemon_log = fs::File::create(scratch.path.join("daemon.log")).unwrap();
+    let mut daemon = pg.walship_command(&config1, &["run"]).stderr(daemon_log).spawn().unwrap();
+    pg.wait("the daemon's control socket", || state.join(".walship-control").exists());
     let data = data1.to_str().unwrap();
     pg.run("initdb", &["-D", data, "--wal-segsize=1", "-A", "trust", "-U", "postgres", "-E", "UTF8"]);
     append(&data1.join("postgresql.conf"), &server_settings(&pg, &config1, true));
-    let port1 = free_port();
     pg.start(&data1, port1);
 
     eprintln!("postgres test: step 1 initdb and start done at {:.1} s", started.elapsed().as_secs_f64());
     // 2. Load, a base backup, more load.
     let port = port1.to_string();
-    let sock = pg.dir.to_str().unwrap().to_string();
     pg.run("pgbench", &["-h", &sock, "-p", &port, "-i", "-s", "1", "-q", "postgres"]);
     pg.sql(port1, "CREATE TABLE marks (id serial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())");
     pg.run("pgbench", &["-h", &sock, "-p", &port, "-t", "300", "-c", "2", "-n", "postgres"]);
-    let base_backup = scratch.path.join("base");
-    pg.run(
-        "pg_basebackup",
-        &["-h", &sock, "-p", &port, "-D", base_backup.to_str().unwrap(), "-Ft", "-X", "none", "-c", "fast"],
-    );
+    let snapshot = pg.walship(&config1, &["snapshot", "-s", "pg"]);
+    assert_success(&snapshot, &["snapshot"]);
+    let list = stdout(&pg.walship(&config1, &["list", "-s", "pg"]));
+    let key =
+        list.split_whitespace().find(|word| word.starts_with("pg/snapshots/")).expect("a snapshot listed");
+    let base_backup = scratch.path.join("base.tar");
+    download(&s3, &format!("{prefix}/{key}"), &base_backup);
     pg.run("pgbench", &["-h", &sock, "-p", &port, "-t", "300", "-c", "2", "-n", "postgres"]);
     pg.sql(port1, "INSERT INTO marks SELECT FROM generate_series(1, 1000)");
 
@@ -246,6 +279,8 @@ fn postgres_point_in_time_recovery_and_a_new_timeline_through_walship() {
     assert_ne!(counts(&pg, port1), at_target);
     pg.switch_and_archive(port1);
     pg.stop(&data1);
+    send_signal(&daemon, libc::SIGTERM);
+    assert!(daemon.wait().unwrap().success(), "see {}/daemon.log", scratch.path.display());
 
     eprintln!(
         "postgres test: step 3 target time, load, archive done at {:.1} s",
@@ -256,7 +291,7 @@ fn postgres_point_in_time_recovery_and_a_new_timeline_through_walship() {
         fs::create_dir(into).unwrap();
         fs::set_permissions(into, fs::Permissions::from_mode(0o700)).unwrap();
         let out = Command::new("tar")
-            .args(["-xf", base_backup.join("base.tar").to_str().unwrap(), "-C", into.to_str().unwrap()])
+            .args(["-xf", base_backup.to_str().unwrap(), "-C", into.to_str().unwrap()])
             .output()
             .unwrap();
         assert!(out.status.success(), "tar: {}", stderr(&out));

@@ -301,3 +301,56 @@ fn fetch_prefetches_the_next_segments_into_a_bounded_spool() {
     let total: u64 = sorted_files(&spool).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
     assert!(total <= 2 << 20, "{total}");
 }
+
+/// Start the daemon on `wal`'s config and wait for its control socket.
+fn start_daemon(wal: &Wal) -> Daemon {
+    let daemon = Daemon::start(&wal.config, false);
+    let socket = wal.state.join(".walship-control");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no control socket at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+/// With the daemon running on the stream, push hands each file to the
+/// stream's thread and waits for it: several at once all succeed, each
+/// segment is recorded once, a retry of the same bytes succeeds, other
+/// bytes fail naming both CRCs, and a file outside `dir` is a usage error.
+#[test]
+fn concurrent_pushes_through_the_daemon_lose_and_duplicate_nothing() {
+    let wal = Wal::new("daemon-push", "prefetch_segments = 0");
+    let daemon = start_daemon(&wal);
+    let names: Vec<String> = (1..=8).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+    let paths: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| wal.segment(n, i as u64)).collect();
+    let children: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+                .args(["push", "-s", "pg", path.to_str().unwrap(), "-c", wal.config.to_str().unwrap()])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, &["push through the daemon"]);
+    }
+    assert_success(&wal.push(&paths[3]), &["push again"]);
+    let archived_crc = crc(&paths[3]);
+    wal.segment(&names[3], 77);
+    let conflict = wal.push(&paths[3]);
+    assert_eq!(conflict.status.code(), Some(1), "{}", stderr(&conflict));
+    let message = stderr(&conflict);
+    assert!(message.contains(&archived_crc) && message.contains(&crc(&paths[3])), "{message}");
+    assert!(message.contains("the daemon could not archive it"), "through the daemon: {message}");
+    let outside = wal.dir.path.join("000000010000000000000010");
+    fs::write(&outside, vec![0u8; SEGMENT]).unwrap();
+    let out = wal.push(&outside);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    drop(daemon);
+    wal.segment(&names[3], 3);
+    assert_every_segment_recorded_once(&wal, &names, &paths);
+}

@@ -28,6 +28,11 @@
 //!   job's outcome (`ok` naming the job id and position, `failed` with the
 //!   job's message, `refused` when a job already runs or the stream holds
 //!   too many snapshots).
+//! - `push STREAM PATH`: archive the segment file at PATH (absolute) now,
+//!   through the stream's thread, and answer once it is durably stored and
+//!   recorded (`ok` with the archived position, `failed` with why, e.g. a
+//!   conflict naming both CRCs, `usage` for a file that is not the
+//!   stream's).
 //!
 //! To add a request: a variant of [`Request`] with its spelling in
 //! [`Request::parse`] and [`Request::to_line`] (tested as a round trip),
@@ -49,6 +54,8 @@ pub const MAX_REQUEST_LEN: usize = 4096;
 pub enum Request {
     /// Take a snapshot of the stream now.
     Snapshot { stream: String },
+    /// Archive the segment file `path` (absolute) of the stream now.
+    Push { stream: String, path: std::path::PathBuf },
 }
 
 impl Request {
@@ -62,8 +69,14 @@ impl Request {
         };
         match verb {
             "snapshot" => Ok(Request::Snapshot { stream: one_word("a stream name")? }),
+            "push" => match rest.split_once(' ') {
+                Some((stream, path)) if !stream.is_empty() && path.starts_with('/') => {
+                    Ok(Request::Push { stream: stream.to_string(), path: path.into() })
+                }
+                _ => Err(format!("`{verb}` needs a stream name and an absolute path")),
+            },
             _ => Err(format!(
-                "unknown request `{}`; this daemon knows: snapshot",
+                "unknown request `{}`; this daemon knows: snapshot, push",
                 crate::manifest::shown(verb)
             )),
         }
@@ -74,6 +87,10 @@ impl Request {
     pub fn to_line(&self) -> Result<String, String> {
         let line = match self {
             Request::Snapshot { stream } => format!("snapshot {stream}"),
+            Request::Push { stream, path } => {
+                let path = path.to_str().ok_or_else(|| "the path is not UTF-8".to_string())?;
+                format!("push {stream} {path}")
+            }
         };
         if line.contains('\n') || line.len() >= MAX_REQUEST_LEN {
             return Err("the request does not fit on one line of the control protocol".into());
@@ -191,7 +208,17 @@ mod tests {
         let line = request.to_line().unwrap();
         assert_eq!(line, "snapshot sensors");
         assert_eq!(Request::parse(&line), Ok(request));
+        let push =
+            Request::Push { stream: "pg".into(), path: "/data/pg wal/000000010000000000000001".into() };
+        let line = push.to_line().unwrap();
+        assert_eq!(line, "push pg /data/pg wal/000000010000000000000001", "a path may hold spaces");
+        assert_eq!(Request::parse(&line), Ok(push));
+        let newline = Request::Push { stream: "pg".into(), path: "/a\nb".into() };
+        assert!(newline.to_line().is_err());
         for (line, expected) in [
+            ("push pg", "needs a stream name and an absolute path"),
+            ("push pg pg_wal/x", "needs a stream name and an absolute path"),
+            ("push  /x", "needs a stream name and an absolute path"),
             ("snapshot", "needs a stream name"),
             ("snapshot a b", "takes only a stream name"),
             ("restart now", "unknown request `restart`"),
