@@ -34,7 +34,13 @@
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people). The remote
 //! records alone suffice to restore ([`restore`]), to verify
-//! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
+//! ([`catalog::verify`]) and to resume. PostgreSQL: [`naming::wal`] (WAL
+//! names as positions, timelines, history and backup files), [`push`]
+//! (`archive_command`: through the daemon's stream thread, or under the
+//! stream's lock, with `stream::confirm`), [`sidefile`] (history and
+//! backup files stored beside the log), [`fetch`] (`restore_command`:
+//! cheapest lookup first) and [`prefetch`] (the bounded spool a detached
+//! child fills ahead). [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
 //!
