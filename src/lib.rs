@@ -26,6 +26,12 @@
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement).
 //!
+//! Snapshots: between passes the stream's thread starts a [`snapshot`] job
+//! when the rule says one is due or one is asked for (`stream::snapshots`);
+//! the job runs the command and stores its output on a thread of its own
+//! and comes back through the mailbox to be recorded. The daemon answers
+//! `walship snapshot` over its [`control`] socket.
+//!
 //! Around them: [`config`] (the INI file, every setting validated once),
 //! [`statedir`] (every path under `state_dir`, the stream lock, stale temp
 //! files), [`durable`] (the one path for durable local writes: temp, fsync,

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use crate::s3::{S3Env, unique_prefix};
 use crate::util::kvapp::{self, snapshot_command, state_at, state_text};
 use crate::util::*;
 
@@ -16,12 +17,46 @@ fn snapshot_lines(interval: u64, command: &str, more: &str) -> String {
     format!("seal = spool\nsnapshot_interval = {interval}\nsnapshot_command = {command}\n{more}")
 }
 
-/// A file-target setup whose stream takes kvapp snapshots.
-fn kv_setup(name: &str, batch_size: u64, interval: u64, prefix: &str, more: &str) -> Setup {
-    let setup = Setup::new(name, batch_size, "");
+/// A setup whose stream takes kvapp snapshots, on the file target or on
+/// `s3`.
+fn kv_setup_on(
+    s3: Option<&S3Env>,
+    name: &str,
+    batch_size: u64,
+    interval: u64,
+    prefix: &str,
+    more: &str,
+) -> Setup {
+    let mut setup = Setup::new(name, batch_size, "");
+    if let Some(env) = s3 {
+        setup.target_lines = env.target_lines(&setup.dir.path, &unique_prefix(name));
+    }
     let lines = snapshot_lines(interval, &snapshot_command(prefix, &setup.src), more);
     setup.write_config(batch_size, &lines, "");
     setup
+}
+
+/// [`kv_setup_on`] the file target.
+fn kv_setup(name: &str, batch_size: u64, interval: u64, prefix: &str, more: &str) -> Setup {
+    kv_setup_on(None, name, batch_size, interval, prefix, more)
+}
+
+/// The snapshots `walship list` shows: (position, CRC32), whatever the target.
+fn listed_snapshots(setup: &Setup) -> Vec<(u64, u32)> {
+    setup
+        .ok(&["list"])
+        .lines()
+        .filter(|line| line.contains("/snapshots/"))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words[0].parse().unwrap(), u32::from_str_radix(words[words.len() - 2], 16).unwrap())
+        })
+        .collect()
+}
+
+/// The CRC32 of kvapp's snapshot at `position`.
+fn kv_crc(position: u64) -> u32 {
+    crc32fast::hash(state_text(&state_at(position)).as_bytes())
 }
 
 /// The snapshot objects of the archive (file target): position → content.
@@ -33,10 +68,6 @@ fn snapshot_objects(setup: &Setup) -> Vec<(u64, String)> {
             (u64::from_str_radix(&hex, 16).unwrap(), fs::read_to_string(&path).unwrap())
         })
         .collect()
-}
-
-fn positions(snapshots: &[(u64, String)]) -> Vec<u64> {
-    snapshots.iter().map(|(p, _)| *p).collect()
 }
 
 /// Wait until `done`, failing after `limit` with `what`.
@@ -65,10 +96,8 @@ fn snapshot(setup: &Setup) -> Output {
 /// snapshot at 0, a stream far behind jumps to the latest boundary, none
 /// until the committed position reaches the next one; each holds the
 /// application's state at its position.
-#[test]
-fn the_schedule_follows_the_rule_and_jumps() {
-    let setup = kv_setup("snap-schedule", 10, 50, "", "");
-    let mut expected = Vec::new();
+fn schedule_follows_the_rule_and_jumps(setup: &Setup) {
+    let mut expected: Vec<u64> = Vec::new();
     for (last, snapshots) in
         [(34, vec![0]), (120, vec![0, 100]), (149, vec![0, 100]), (150, vec![0, 100, 150])]
     {
@@ -79,21 +108,36 @@ fn the_schedule_follows_the_rule_and_jumps() {
             assert!(out.contains(&format!("at position {taken} succeeded")), "{out}");
         }
         expected = snapshots;
-        let objects = snapshot_objects(&setup);
-        assert_eq!(positions(&objects), expected, "after positions up to {last}");
+        let listed: Vec<u64> = listed_snapshots(setup).iter().map(|(p, _)| *p).collect();
+        assert_eq!(listed, expected, "after positions up to {last}");
     }
-    for (position, content) in snapshot_objects(&setup) {
-        assert_eq!(content, state_text(&state_at(position)), "snapshot at {position}");
+    for (position, crc) in listed_snapshots(setup) {
+        assert_eq!(crc, kv_crc(position), "the snapshot at {position} holds the state at {position}");
     }
     let list = setup.ok(&["list"]);
     assert!(list.contains("stream s: 3 snapshots"), "{list}");
     assert!(list.contains("s/snapshots/0000000000000096"), "{list}");
     let verified = setup.ok(&["verify", "--deep"]);
     assert!(verified.contains("and 3 snapshots checked (deep)"), "{verified}");
-    let status = status_json(&setup);
+    let status = status_json(setup);
     assert!(status.contains("\"snapshot_position\":150,\"next_snapshot\":200"), "{status}");
     assert!(status.contains("\"state\":\"succeeded\""), "{status}");
     assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none(), "outputs removed");
+}
+
+#[test]
+fn the_schedule_follows_the_rule_and_jumps() {
+    let setup = kv_setup("snap-schedule", 10, 50, "", "");
+    schedule_follows_the_rule_and_jumps(&setup);
+    for (position, content) in snapshot_objects(&setup) {
+        assert_eq!(content, state_text(&state_at(position)), "snapshot at {position}");
+    }
+}
+
+#[test]
+fn the_schedule_follows_the_rule_and_jumps_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    schedule_follows_the_rule_and_jumps(&kv_setup_on(Some(&env), "snap-schedule-s3", 10, 50, "", ""));
 }
 
 /// With no daemon, `walship snapshot` runs the job itself at the archived
@@ -119,24 +163,33 @@ fn with_no_daemon_the_command_runs_the_job_itself() {
 /// Through a running daemon: the command asks over the control socket,
 /// waits and prints the job's outcome; status shows the last job; a stale
 /// socket file from a killed daemon is replaced at the next start.
-#[test]
-fn through_a_running_daemon_and_after_a_killed_one() {
-    let setup = kv_setup("snap-daemon", 10, 1000, "", "");
+fn through_a_running_daemon_and_after_a_killed_one(setup: &Setup) {
     kvapp::write_segments(&setup.src, 0..=30);
     let mut daemon = Daemon::start(&setup.config, false);
-    wait_for("archiving", Duration::from_secs(20), || archived(&setup) == Some(30));
+    wait_for("archiving", Duration::from_secs(20), || archived(setup) == Some(30));
     // The snapshot due at 0 runs first.
     wait_for("the scheduled job", Duration::from_secs(20), || {
-        status_json(&setup).contains("\"state\":\"succeeded\"")
+        status_json(setup).contains("\"state\":\"succeeded\"")
     });
     let out = setup.ok(&["snapshot", "-s", "s"]);
-    assert!(out.contains("at position 30 succeeded"), "{out}");
+    assert!(out.contains("snapshot job 2 of stream s at position 30 succeeded"), "{out}");
     let socket = setup.state.join(".walship-control");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
     let status = setup.ok(&["status"]);
     assert!(status.contains("last snapshot:      30"), "{status}");
     assert!(status.contains("at position 30 succeeded"), "{status}");
+    // A daemon holds the stream's lock but its socket is gone: said plainly.
+    let aside = setup.state.join("socket-aside");
+    fs::rename(&socket, &aside).unwrap();
+    let unreachable = snapshot(setup);
+    assert_eq!(unreachable.status.code(), Some(1));
+    let message = stderr(&unreachable);
+    assert!(
+        message.contains("holds the stream's lock") && message.contains("no control socket"),
+        "{message}"
+    );
+    fs::rename(&aside, &socket).unwrap();
     let pid = daemon.id();
     daemon.kill();
     assert!(socket.exists(), "a killed daemon leaves its socket file");
@@ -150,13 +203,97 @@ fn through_a_running_daemon_and_after_a_killed_one() {
         fs::read_to_string(setup.state.join(".walship-control.lock")).is_ok_and(|p| p != pid.to_string())
     });
     kvapp::write_segments(&setup.src, 41..=50);
-    wait_for("archiving", Duration::from_secs(20), || archived(&setup) == Some(50));
+    wait_for("archiving", Duration::from_secs(20), || archived(setup) == Some(50));
     let out = setup.ok(&["snapshot", "-s", "s"]);
     assert!(out.contains("at position 50 succeeded"), "{out}");
     let stopped = daemon.terminate();
     assert!(stopped.status.success());
     assert!(!socket.exists(), "removed at a clean stop");
     setup.ok(&["verify", "--deep"]);
+    let listed = listed_snapshots(setup);
+    assert_eq!(listed.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0, 30, 40, 50]);
+    assert!(listed.iter().all(|(p, crc)| *crc == kv_crc(*p)), "{listed:?}");
+}
+
+#[test]
+fn through_a_running_daemon_and_after_a_killed_one_on_file() {
+    through_a_running_daemon_and_after_a_killed_one(&kv_setup("snap-daemon", 10, 1000, "", ""));
+}
+
+#[test]
+fn through_a_running_daemon_and_after_a_killed_one_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    through_a_running_daemon_and_after_a_killed_one(&kv_setup_on(
+        Some(&env),
+        "snap-daemon-s3",
+        10,
+        1000,
+        "",
+        "",
+    ));
+}
+
+/// SIGKILL of the daemon while a large snapshot (multipart on S3) is being
+/// stored, at several moments, then a restart: the leftover output is
+/// removed, the snapshot is stored (or found stored: the same bytes are not
+/// sent again) and recorded once, and `verify --deep` passes.
+fn sigkill_during_a_snapshot_upload(setup: &Setup) {
+    kvapp::write_segments(&setup.src, 0..=10);
+    let output_dir = setup.state.join("s/snapshot");
+    let full = 24u64 << 20;
+    let mut landed = 0;
+    for delay_ms in [0, 10, 30, 60, 100] {
+        let daemon = Daemon::start(&setup.config, false);
+        // The command wrote its whole output: the upload is under way.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let written = loop {
+            let done = fs::read_dir(&output_dir)
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() == full));
+            if done || Instant::now() > deadline {
+                break done;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon.kill();
+        landed += usize::from(written);
+    }
+    assert!(landed > 0, "no kill landed after a command finished; the test proved nothing");
+    let daemon = Daemon::start(&setup.config, false);
+    // With nothing snapshotted and position 10 committed, the rule jumps
+    // straight to 10.
+    wait_for("the snapshot recorded", Duration::from_secs(60), || {
+        status_json(setup).contains("\"snapshot_position\":10")
+    });
+    assert!(daemon.terminate().status.success());
+    assert!(fs::read_dir(&output_dir).unwrap().next().is_none(), "no output left");
+    let verified = setup.ok(&["verify", "--deep"]);
+    assert!(verified.contains("and 1 snapshot checked (deep)"), "{verified}");
+    let expected_crc = crc32fast::hash(&vec![b'a'; full as usize]);
+    assert_eq!(listed_snapshots(setup), [(10, expected_crc)]);
+}
+
+/// A 24 MiB snapshot, the same bytes every time (so a stored one heals).
+const BIG_SNAPSHOT: &str = "head -c 25165824 /dev/zero | tr '\\000' a > \"$WALSHIP_OUTPUT\"";
+
+#[test]
+fn sigkill_during_a_snapshot_upload_on_file() {
+    let setup = Setup::new("snap-kill", 10, "");
+    setup.write_config(10, &snapshot_lines(10, BIG_SNAPSHOT, ""), "");
+    sigkill_during_a_snapshot_upload(&setup);
+}
+
+#[test]
+fn sigkill_during_a_snapshot_upload_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    let mut setup = Setup::new("snap-kill-s3", 10, "");
+    setup.target_lines = env.target_lines(&setup.dir.path, &unique_prefix("snap-kill"));
+    setup.write_config(10, &snapshot_lines(10, BIG_SNAPSHOT, ""), "");
+    sigkill_during_a_snapshot_upload(&setup);
 }
 
 /// A second request while a job runs is refused naming the running job;

@@ -146,11 +146,19 @@ fn accept_until_stopped(listener: &UnixListener, handler: &Handler, stop: &Atomi
     }
 }
 
-/// Answer one connection: check the client's user, read its request, let
-/// the handler answer.
+/// Answer one connection: read its request (first, so that even a refusal
+/// reaches a client still sending), check the client's user, let the
+/// handler answer.
 fn serve(connection: UnixStream, handler: &Handler, owner: u32) {
     let write_line = |line: &str| {
         let _ = (&connection).write_all(format!("{line}\n").as_bytes());
+    };
+    let request = match read_request(&connection) {
+        Ok(line) => Request::parse(&line),
+        Err(e) => {
+            log::debug!("control socket: no request read: {e}");
+            return;
+        }
     };
     match peer_uid(&connection) {
         Ok(uid) if peer_allowed(uid, owner) => {}
@@ -172,13 +180,6 @@ fn serve(connection: UnixStream, handler: &Handler, owner: u32) {
             return;
         }
     }
-    let request = match read_request(&connection) {
-        Ok(line) => Request::parse(&line),
-        Err(e) => {
-            log::debug!("control socket: no request read: {e}");
-            return;
-        }
-    };
     let reply = match request {
         Ok(request) => handler(request, &mut |text| write_line(&info_line(text))),
         Err(why) => Reply::new(Outcome::Usage, why),

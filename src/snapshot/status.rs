@@ -122,9 +122,10 @@ impl SnapshotStatus {
         let _ = writeln!(out, "  next snapshot:      {}", pos(self.next_position));
         let job = self.last_job.as_ref().map_or("none".to_string(), |job| {
             let took = crate::human::duration(job.duration(now));
-            match job.ended {
-                Some(_) => format!("{job} (took {took})"),
-                None => format!("{job} (for {took} so far)"),
+            match (job.ended, &job.state) {
+                (Some(_), _) => format!("{job} (took {took})"),
+                (None, JobState::Running) => format!("{job} (for {took} so far)"),
+                (None, _) => job.to_string(),
             }
         });
         let _ = writeln!(out, "  last snapshot job:  {job}");
