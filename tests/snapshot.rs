@@ -337,7 +337,7 @@ fn failing_commands_fail_the_job_and_say_why() {
     let grandchild = setup.dir.path.join("grandchild.pid");
     let cases = [
         ("echo disk on fire >&2; exit 3", "exit status 3"),
-        ("true", "wrote no file"),
+        ("true", "left no regular file"),
         (
             &*format!("sh -c 'echo $$ > {}; exec sleep 60' & sleep 60", grandchild.display()),
             "snapshot_timeout (1s)",
@@ -437,4 +437,43 @@ fn the_control_socket_refuses_other_users() {
     assert!(stderr(&refused).contains("only uid 0 and root may use"), "{}", stderr(&refused));
     assert!(snapshot_objects(&setup).len() <= 1, "no job for the refused client");
     drop(daemon);
+}
+
+/// A scheduled job that fails is tried again after the stream's backoff,
+/// while shipping goes on; metrics count both results.
+#[test]
+fn a_failed_scheduled_job_is_tried_again() {
+    let setup = Setup::new("snap-retry", 10, "");
+    let marker = setup.dir.path.join("failed-once");
+    let prefix =
+        format!("test -e {0} || {{ touch {0}; echo first try fails >&2; exit 1; }};", marker.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let lines = snapshot_lines(100, &snapshot_command(&prefix, &setup.src), "");
+    setup.write_config(10, &lines, &format!("metrics_listen = 127.0.0.1:{port}"));
+    kvapp::write_segments(&setup.src, 0..=10);
+    let daemon = Daemon::start(&setup.config, false);
+    wait_for("the retried job", Duration::from_secs(30), || {
+        status_json(&setup).contains("\"state\":\"succeeded\"")
+    });
+    assert!(marker.exists(), "the first try ran and failed");
+    let json = status_json(&setup);
+    assert!(json.contains("\"id\":2,\"position\":0,\"state\":\"succeeded\""), "{json}");
+    let page = {
+        use std::io::{Read, Write};
+        let mut connection = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        connection.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut page = String::new();
+        connection.read_to_string(&mut page).unwrap();
+        page
+    };
+    for line in [
+        "walship_snapshot_jobs_total{stream=\"s\",result=\"failed\"} 1",
+        "walship_snapshot_jobs_total{stream=\"s\",result=\"succeeded\"} 1",
+        "walship_snapshot_position{stream=\"s\"} 0",
+        "walship_snapshot_duration_seconds_count{stream=\"s\"} 2",
+    ] {
+        assert!(page.lines().any(|l| l == line), "missing {line:?}:\n{page}");
+    }
+    drop(daemon);
+    assert_eq!(snapshot_objects(&setup), [(0, state_text(&state_at(0)))]);
 }

@@ -75,8 +75,8 @@ impl fmt::Display for CommandFailure {
             ),
             CommandFailure::NoOutput(path) => write!(
                 f,
-                "the snapshot command exited 0 but wrote no file at {} ($WALSHIP_OUTPUT); it must \
-                 write the snapshot there",
+                "the snapshot command exited 0 but left no regular file at {} ($WALSHIP_OUTPUT); \
+                 it must write the snapshot there",
                 path.display()
             ),
             CommandFailure::Stopped => write!(f, "walship stopped; the snapshot command was killed"),
@@ -206,7 +206,7 @@ mod tests {
         assert!(failed.to_string().contains("exit status 3"), "{failed}");
         let none = run_script(&dir, "true", Duration::from_secs(10)).unwrap_err();
         assert!(matches!(none, CommandFailure::NoOutput(_)), "{none}");
-        assert!(none.to_string().contains("wrote no file"), "{none}");
+        assert!(none.to_string().contains("left no regular file"), "{none}");
         let dir_not_file =
             run_script(&dir, "mkdir \"$WALSHIP_OUTPUT\"", Duration::from_secs(10)).unwrap_err();
         assert!(matches!(dir_not_file, CommandFailure::NoOutput(_)), "{dir_not_file}");
