@@ -133,7 +133,12 @@ impl Archiver {
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
-        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))?;
+        // Without its socket the daemon still archives; only requests miss it.
+        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))
+            .unwrap_or_else(|error| {
+                log::error!("{error}; `walship snapshot` cannot reach this daemon");
+                None
+            });
         Ok(archiver)
     }
 

@@ -477,3 +477,19 @@ fn a_failed_scheduled_job_is_tried_again() {
     drop(daemon);
     assert_eq!(snapshot_objects(&setup), [(0, state_text(&state_at(0)))]);
 }
+
+/// A state_dir too deep for a Unix socket's path: the daemon says it cannot
+/// serve its control socket and archives all the same.
+#[test]
+fn a_state_dir_too_deep_for_a_socket_leaves_the_daemon_archiving() {
+    let mut setup = Setup::new("snap-deep", 10, "seal = spool");
+    setup.state = setup.dir.path.join("d".repeat(120));
+    setup.write_config(10, "seal = spool", "");
+    setup.write_segments(0..=10, 100);
+    let daemon = Daemon::start(&setup.config, true);
+    wait_for("archiving", Duration::from_secs(20), || archived(&setup) == Some(10));
+    let out = daemon.terminate();
+    assert!(out.status.success());
+    let log = stderr(&out);
+    assert!(log.contains(".walship-control") && log.contains("cannot reach this daemon"), "{log}");
+}
