@@ -158,6 +158,13 @@ fn with_no_daemon_the_command_runs_the_job_itself() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("already at position 25"), "{}", stderr(&again));
     assert_eq!(fs::read_to_string(setup.state.join(".walship-jobs")).unwrap(), "2\n", "refusals take no id");
+    // Usage errors exit 2: an unknown stream, a stream with no command.
+    let unknown = setup.walship(&["snapshot", "-s", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    setup.write_config(10, "seal = spool", "");
+    let no_command = snapshot(&setup);
+    assert_eq!(no_command.status.code(), Some(2), "{}", stderr(&no_command));
+    assert!(stderr(&no_command).contains("has no snapshot_command"), "{}", stderr(&no_command));
 }
 
 /// Through a running daemon: the command asks over the control socket,

@@ -100,20 +100,19 @@ impl SnapshotJobs {
 
     /// `walship snapshot`: a job at the archived position now, or why not.
     pub fn request(&mut self, stream: Option<&Stream>, reply: Sender<JobEvent>) {
-        let refusal = match stream {
-            None => Err("the stream is not open (see its last error in `walship status`); try again".into()),
-            Some(stream) => self.admit_request(stream),
+        let Some(stream) = stream else {
+            let why = "the stream is not open (see its last error in `walship status`); try again";
+            let _ = reply.send(JobEvent::Refused(why.into()));
+            return;
         };
-        match refusal {
-            Err(why) => {
-                let _ = reply.send(JobEvent::Refused(why));
-            }
-            Ok(position) => {
-                let Some(stream) = stream else { return };
-                if let Err(error) = self.start(stream, position, Some(reply.clone())) {
-                    let _ = reply.send(JobEvent::Refused(format!("cannot start the snapshot job: {error}")));
-                }
-            }
+        let started = match self.admit_request(stream) {
+            Ok(position) => self
+                .start(stream, position, Some(reply.clone()))
+                .map_err(|error| format!("stream {}: cannot start the snapshot job: {error}", stream.name())),
+            Err(why) => Err(why),
+        };
+        if let Err(why) = started {
+            let _ = reply.send(JobEvent::Refused(why));
         }
     }
 
