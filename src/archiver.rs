@@ -327,8 +327,8 @@ fn snapshot_reply(shared: &Shared, stream: &str, info: &mut dyn FnMut(&str)) -> 
     let Some(events) = request_snapshot(shared, stream) else {
         let names = shared.stream_names();
         return Reply::new(
-            Outcome::Usage,
-            format!("this daemon runs no stream named {stream} (it runs: {names})"),
+            Outcome::NotHere,
+            format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
         );
     };
     for event in events {

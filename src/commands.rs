@@ -312,13 +312,15 @@ fn snapshot(config: &Config, name: &str) -> Result<(), Error> {
     let state_dir = &config.global.state_dir;
     let request = control::Request::Snapshot { stream: name.to_string() };
     let why = match control::client::ask(state_dir, &request, &mut |info| log::info!("{info}"))? {
-        Answer::Reply(reply) => {
-            return match reply.outcome {
-                control::Outcome::Ok => outln!("{}", reply.message),
-                control::Outcome::Usage => Err(Error::Usage(reply.message)),
-                control::Outcome::Failed | control::Outcome::Refused => Err(Error::Snapshot(reply.message)),
-            };
-        }
+        Answer::Reply(reply) => match reply.outcome {
+            control::Outcome::Ok => return outln!("{}", reply.message),
+            control::Outcome::Usage => return Err(Error::Usage(reply.message)),
+            control::Outcome::Failed | control::Outcome::Refused => {
+                return Err(Error::Snapshot(reply.message));
+            }
+            // The daemon serving the socket does not run this stream.
+            control::Outcome::NotHere => reply.message,
+        },
         Answer::NoDaemon(why) => why,
     };
     let lock = match statedir::lock_stream(state_dir, name) {

@@ -202,7 +202,7 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "stream {stream} is archived by {holder} (it holds the stream's lock), but the \
-                     control socket does not answer: {why}. If it is a `walship run --once` pass, \
+                     control socket does not answer for it: {why}. If it is a `walship run --once` pass, \
                      try again once it is done; a daemon that serves no control socket (see its \
                      log: an older release, or a second daemon on the same state_dir) must be \
                      stopped first"

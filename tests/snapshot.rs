@@ -500,3 +500,39 @@ fn a_state_dir_too_deep_for_a_socket_leaves_the_daemon_archiving() {
     let log = stderr(&out);
     assert!(log.contains(".walship-control") && log.contains("cannot reach this daemon"), "{log}");
 }
+
+/// Two daemons with different streams on one state_dir: the second serves
+/// no control socket (it says so); asking it for its stream says plainly
+/// that its daemon cannot be reached; once it stops, the job runs here.
+#[test]
+fn a_second_daemon_on_the_same_state_dir_serves_no_socket() {
+    let setup = kv_setup("snap-two", 10, 1000, "", "");
+    kvapp::write_segments(&setup.src, 0..=10);
+    let other_src = setup.dir.path.join("other");
+    fs::create_dir_all(&other_src).unwrap();
+    kvapp::write_segments(&other_src, 0..=10);
+    let other_config = setup.dir.path.join("other.conf");
+    let text = fs::read_to_string(&setup.config).unwrap().replace("[stream s]", "[stream t]");
+    fs::write(&other_config, text.replace(setup.src.to_str().unwrap(), other_src.to_str().unwrap())).unwrap();
+    let first = Daemon::start(&setup.config, false);
+    wait_for("the first daemon's socket", Duration::from_secs(20), || {
+        setup.state.join(".walship-control").exists() && archived(&setup) == Some(10)
+    });
+    let second = Daemon::start(&other_config, true);
+    wait_for("the second daemon archiving", Duration::from_secs(20), || {
+        fs::read_to_string(setup.state.join("t/archived_position")).is_ok_and(|p| p == "10\n")
+    });
+    let ask_t = || walship(&["snapshot", "-s", "t", "-c", other_config.to_str().unwrap()]);
+    let unreachable = ask_t();
+    assert_eq!(unreachable.status.code(), Some(1), "{}", stderr(&unreachable));
+    let message = stderr(&unreachable);
+    assert!(
+        message.contains("runs no stream named t") && message.contains("must be stopped first"),
+        "{message}"
+    );
+    let log = stderr(&second.terminate());
+    assert!(log.contains("served by walship PID"), "{log}");
+    let here = ask_t();
+    assert!(stdout(&here).contains("of stream t at position 10 succeeded"), "{}", stderr(&here));
+    drop(first);
+}
