@@ -488,7 +488,7 @@ fn take_due_snapshots(stream: &mut Stream, state_dir: &Path) -> Result<Vec<JobRe
     {
         crate::snapshot::admit(stream.name(), None, stream.snapshot_count())
             .map_err(|refusal| Error::Snapshot(refusal.to_string()))?;
-        let report = take_snapshot(stream, state_dir, position, &AtomicBool::new(false))?;
+        let report = take_snapshot(stream, state_dir, position, &|| false)?;
         let failed = report.state != JobState::Succeeded;
         reports.push(report);
         if failed {

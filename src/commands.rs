@@ -9,7 +9,6 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use crate::archiver;
@@ -357,7 +356,9 @@ fn snapshot_here(
         .map_err(|r| Error::Snapshot(r.to_string()))?;
     let position = stream::snapshots::request_position(&stream.name, open.archived(), open.last_snapshot())
         .map_err(Error::Snapshot)?;
-    stream::snapshots::take_snapshot(&mut open, state_dir, position, &AtomicBool::new(false))
+    // SIGINT or SIGTERM kill the command's process group and fail the job.
+    crate::signals::install();
+    stream::snapshots::take_snapshot(&mut open, state_dir, position, &crate::signals::stop_requested)
 }
 
 fn check(config: &Config) -> Result<(), Error> {

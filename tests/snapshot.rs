@@ -4,7 +4,6 @@
 //! the socket refusing other users. The application is `util::kvapp`.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -76,6 +75,14 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody has reaped yet).
+fn process_gone(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -366,7 +373,7 @@ fn failing_commands_fail_the_job_and_say_why() {
     }
     assert!(stderr(&snapshot(&setup)).contains("was killed with its whole process group"));
     let pid: i32 = fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
-    wait_for("the grandchild's end", Duration::from_secs(5), || !Path::new(&format!("/proc/{pid}")).exists());
+    wait_for("the grandchild's end", Duration::from_secs(5), || process_gone(pid));
     let json = status_json(&setup);
     assert!(json.contains("\"state\":\"failed\""), "{json}");
     assert!(snapshot_objects(&setup).is_empty());
@@ -535,4 +542,33 @@ fn a_second_daemon_on_the_same_state_dir_serves_no_socket() {
     let here = ask_t();
     assert!(stdout(&here).contains("of stream t at position 10 succeeded"), "{}", stderr(&here));
     drop(first);
+}
+
+/// Ctrl-C (SIGINT) on `walship snapshot` running the job itself kills the
+/// command's whole process group and fails the job (exit 1); no output is
+/// left behind.
+#[test]
+fn interrupting_the_command_kills_its_group() {
+    let setup = Setup::new("snap-interrupt", 10, "");
+    let grandchild = setup.dir.path.join("grandchild.pid");
+    let command = format!("sh -c 'echo $$ > {}; exec sleep 60' & sleep 60", grandchild.display());
+    setup.write_config(10, &format!("seal = spool\nsnapshot_command = {command}"), "");
+    kvapp::write_segments(&setup.src, 0..=10);
+    setup.ok(&["run", "--once"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_walship"))
+        .args(["snapshot", "-s", "s", "-c", setup.config.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the grandchild", Duration::from_secs(10), || {
+        fs::read_to_string(&grandchild).is_ok_and(|t| t.ends_with('\n'))
+    });
+    send_signal(&child, libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("walship stopped; the snapshot command was killed"), "{}", stderr(&out));
+    let pid: i32 = fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+    wait_for("the grandchild's end", Duration::from_secs(5), || process_gone(pid));
+    assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
 }
