@@ -33,6 +33,9 @@ pub type Handler = Arc<dyn Fn(Request, &mut dyn FnMut(&str)) -> Reply + Send + S
 /// Connections served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 32;
 
+/// How long to wait before accepting again after accept failed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,7 +130,15 @@ fn accept_until_stopped(listener: &UnixListener, handler: &Handler, stop: &Atomi
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(connection) = connection else { continue };
+        let connection = match connection {
+            Ok(connection) => connection,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                log::debug!("control socket: accept failed: {e}");
+                thread::sleep(ACCEPT_RETRY);
+                continue;
+            }
+        };
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             busy.fetch_sub(1, Ordering::SeqCst);
             let reply = Reply::new(Outcome::Refused, "the daemon is answering too many requests; try again");
