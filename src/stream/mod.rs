@@ -19,7 +19,9 @@
 //! nothing is ready. Records adopted from the target are checked against the
 //! local segments first (`adopt`).
 //!
-//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
+//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
+//! snapshot jobs (when one is due, running it beside the passes, recording
+//! it through `commit`) are [`snapshots`]'.
 
 mod adopt;
 mod binding;
