@@ -577,3 +577,22 @@ fn interrupting_the_command_kills_its_group() {
     wait_for("the grandchild's end", Duration::from_secs(5), || process_gone(pid));
     assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
 }
+
+/// SIGTERM while a job runs: the daemon kills the command and stops within
+/// a bounded time, exit 0; status then shows the job as cut short.
+#[test]
+fn sigterm_during_a_job_stops_the_daemon_promptly() {
+    let setup = kv_setup("snap-term", 10, 1000, "sleep 60;", "");
+    kvapp::write_segments(&setup.src, 0..=10);
+    let daemon = Daemon::start(&setup.config, false);
+    wait_for("the scheduled job", Duration::from_secs(20), || {
+        status_json(&setup).contains("\"state\":\"running\"")
+    });
+    let started = Instant::now();
+    let out = daemon.terminate();
+    assert!(out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let status = status_json(&setup);
+    assert!(status.contains("\"state\":\"failed\"") && status.contains("walship stopped"), "{status}");
+    assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
+}
