@@ -313,17 +313,15 @@ fn sigkill_during_a_snapshot_upload_on_garage() {
 /// A second request while a job runs is refused naming the running job;
 /// a slow snapshot never stalls shipping: segments arriving meanwhile are
 /// archived and the lag stays small.
-#[test]
-fn a_slow_job_refuses_a_second_and_shipping_goes_on() {
-    let setup = kv_setup("snap-slow", 5, 1000, "sleep 12;", "");
+fn a_slow_job_refuses_a_second_and_shipping_goes_on(setup: &Setup) {
     kvapp::write_segments(&setup.src, 0..=10);
     let daemon = Daemon::start(&setup.config, false);
-    wait_for("archiving", Duration::from_secs(20), || archived(&setup) == Some(10));
+    wait_for("archiving", Duration::from_secs(20), || archived(setup) == Some(10));
     // The scheduled job at 0 starts; it sleeps 12 s.
     wait_for("the scheduled job", Duration::from_secs(20), || {
-        status_json(&setup).contains("\"state\":\"running\"")
+        status_json(setup).contains("\"state\":\"running\"")
     });
-    let second = snapshot(&setup);
+    let second = snapshot(setup);
     assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
     let message = stderr(&second);
     assert!(message.contains("snapshot job 1 is running"), "{message}");
@@ -332,18 +330,30 @@ fn a_slow_job_refuses_a_second_and_shipping_goes_on() {
     for batch in 1..=4u64 {
         let (first, last) = (batch * 10 + 1, batch * 10 + 10);
         kvapp::write_segments(&setup.src, first..=last);
-        wait_for("shipping during the job", Duration::from_millis(2500), || archived(&setup) == Some(last));
-        let status = status_json(&setup);
+        wait_for("shipping during the job", Duration::from_millis(2500), || archived(setup) == Some(last));
+        let status = status_json(setup);
         assert!(
             status.contains("\"state\":\"running\"") && status.contains("\"lag_segments\":0"),
             "{status}"
         );
     }
     wait_for("the job's end", Duration::from_secs(20), || {
-        status_json(&setup).contains("\"state\":\"succeeded\"")
+        status_json(setup).contains("\"state\":\"succeeded\"")
     });
-    assert_eq!(snapshot_objects(&setup), [(0, state_text(&state_at(0)))]);
+    assert_eq!(listed_snapshots(setup), [(0, kv_crc(0))]);
     drop(daemon);
+}
+
+#[test]
+fn a_slow_job_refuses_a_second_and_shipping_goes_on_on_file() {
+    a_slow_job_refuses_a_second_and_shipping_goes_on(&kv_setup("snap-slow", 5, 1000, "sleep 12;", ""));
+}
+
+#[test]
+fn a_slow_job_refuses_a_second_and_shipping_goes_on_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    let setup = kv_setup_on(Some(&env), "snap-slow-s3", 5, 1000, "sleep 12;", "");
+    a_slow_job_refuses_a_second_and_shipping_goes_on(&setup);
 }
 
 /// Failing, timing-out and output-less commands fail the job with a message
