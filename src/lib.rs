@@ -51,6 +51,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod frames;
 pub mod human;
 pub mod manifest;
 pub mod mapguard;

@@ -77,6 +77,9 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_command", Off),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("compression", Default("none")),
+    // Only with compression = zstd (see stream.rs).
+    stream("compression_level", Off),
 ];
 
 /// The key `name` of `section`, if there is one.
