@@ -4,7 +4,9 @@
 //!   records, holes (a deleted journal line, a lost record object), all
 //!   reported with the file and line or the object key;
 //! - each batch object against its record: missing, or a size or CRC32 that
-//!   differs (with `deep`, the CRC32 is recomputed from the bytes);
+//!   differs (with `deep`, the CRC32 is recomputed from the bytes, and a
+//!   zstd batch's frames are decoded: each must end where recorded and
+//!   hold its segment's raw length and CRC32);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
 //!   mark that hides data the archive holds);
@@ -21,7 +23,8 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::frames::decode::{self, FrameError};
+use crate::manifest::{BatchRecord, Encoding, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -133,12 +136,28 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
     let crc = match (info.crc32, deep) {
         (Some(crc), false) => crc,
         (None, false) => return None,
+        (_, true) if stored.encoding == Encoding::ZstdFrames => return check_frames(target, batch),
         (_, true) => match target::stored_crc32(target, &batch.key) {
             Ok(crc) => crc,
             Err(e) => return Some(format!("cannot read back: {e}")),
         },
     };
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// What is wrong with a zstd batch's frames or its stored bytes, if
+/// anything (downloads it whole).
+fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
+    let expected = decode::expected_of(&batch.segments);
+    let whole = Some((batch.stored.size, batch.stored.crc32));
+    match decode::read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), whole) {
+        Ok(_) => None,
+        Err(decode::ReadError::Frames(FrameError::Stored { crc32, recorded_crc32, .. })) => {
+            Some(format!("CORRUPT: CRC32 {crc32:08x} stored, {recorded_crc32:08x} recorded"))
+        }
+        Err(decode::ReadError::Frames(damage)) => Some(format!("CORRUPT: {damage}")),
+        Err(decode::ReadError::Target(e)) => Some(format!("cannot read back: {e}")),
+    }
 }
 
 /// Without downloading: the manifest's entries whose record object the

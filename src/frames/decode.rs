@@ -1,12 +1,16 @@
 //! Reading frames back: a writer that takes a batch's stored bytes (whole,
 //! or one segment's frame) in any chunks, decodes them frame by frame, checks
 //! every frame against what is expected of it, and passes the raw bytes of
-//! the first frames on.
+//! the first frames on; and [`read_frames`], the download through it that
+//! restore, fetch, verify and the exists-check use.
 
 use std::fmt;
 use std::io::{self, Write};
 
 use zstd::zstd_safe::{self, DCtx, DParameter, InBuffer, OutBuffer};
+
+use crate::manifest::SegmentEntry;
+use crate::target::{Target, TargetError};
 
 /// The largest window a frame may ask for: 8 MiB, what zstd's level 19
 /// uses at most (walship refuses levels above it).
@@ -32,6 +36,9 @@ pub enum FrameError {
     Trailing { bytes: u64 },
     /// The stored bytes ended inside frame `index`, or before it.
     Truncated { index: usize },
+    /// Every frame is sound but the object as a whole is not the one
+    /// recorded.
+    Stored { size: u64, crc32: u32, recorded_size: u64, recorded_crc32: u32 },
 }
 
 impl fmt::Display for FrameError {
@@ -44,6 +51,11 @@ impl fmt::Display for FrameError {
             FrameError::Truncated { index } => {
                 write!(f, "the object ends before frame {} is complete", index + 1)
             }
+            FrameError::Stored { size, crc32, recorded_size, recorded_crc32 } => write!(
+                f,
+                "the object is {size} bytes with CRC32 {crc32:08x}, recorded as {recorded_size} bytes \
+                 with CRC32 {recorded_crc32:08x}"
+            ),
         }
     }
 }
@@ -241,4 +253,57 @@ impl<W: Write> Write for FrameChecker<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.sink.flush()
     }
+}
+
+/// What each of `segments`' frames must hold, as recorded.
+pub fn expected_of(segments: &[SegmentEntry]) -> Vec<Expected> {
+    segments.iter().map(|s| Expected { len: s.len, crc32: s.crc32, stored_len: Some(s.stored_len) }).collect()
+}
+
+/// Why reading frames from a target failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The target failed (or the sink did: see the sink's own record).
+    Target(TargetError),
+    /// The stored bytes are not the frames recorded.
+    Frames(FrameError),
+}
+
+/// Download `key` (or `range` of it) into a [`FrameChecker`] expecting
+/// `expected`, the first `deliver` frames' raw bytes to `sink`. With
+/// `whole`, the bytes must also be the whole object of that size and CRC32.
+pub fn read_frames(
+    target: &dyn Target,
+    key: &str,
+    range: Option<(u64, u64)>,
+    expected: &[Expected],
+    deliver: usize,
+    sink: &mut dyn Write,
+    whole: Option<(u64, u32)>,
+) -> Result<Checked, ReadError> {
+    let mut checker = FrameChecker::new(expected, deliver, sink).map_err(|e| {
+        ReadError::Target(TargetError::Transient {
+            op: "decode".into(),
+            key: key.into(),
+            detail: e.to_string(),
+        })
+    })?;
+    if let Err(error) = target.get(key, range, &mut checker) {
+        return Err(match checker.failure() {
+            Some(frames) => ReadError::Frames(frames),
+            None => ReadError::Target(error),
+        });
+    }
+    let (checked, _) = checker.finish().map_err(ReadError::Frames)?;
+    if let Some((size, crc32)) = whole
+        && (checked.stored_size, checked.stored_crc32) != (size, crc32)
+    {
+        return Err(ReadError::Frames(FrameError::Stored {
+            size: checked.stored_size,
+            crc32: checked.stored_crc32,
+            recorded_size: size,
+            recorded_crc32: crc32,
+        }));
+    }
+    Ok(checked)
 }

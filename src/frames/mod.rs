@@ -180,6 +180,14 @@ pub fn raw_frame_len(len: u64) -> u64 {
     raw_header(len).len() as u64 + 3 * blocks + len
 }
 
+/// The largest frame any zstd encoder makes of `len` bytes: raw blocks of
+/// 128 KiB under the largest header (18 bytes) and a content checksum (4).
+/// Compressed blocks are only used when smaller than raw ones.
+pub fn max_frame_len(len: u64) -> u64 {
+    let blocks = len.div_ceil(BLOCK_MAX as u64).max(1);
+    len + 3 * blocks + 18 + 4
+}
+
 fn zstd_error(code: usize) -> io::Error {
     io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(code)))
 }

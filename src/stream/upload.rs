@@ -1,16 +1,23 @@
 //! Stage 2 of the commit path: store a `PreparedBatch` on the target — or,
-//! when an object with the same size and CRC32 is already at its key (a crash
-//! between upload and commit), take it as stored without sending it again.
-//! Different content at the key is a conflict: never overwritten. After the
-//! upload, the segments must still be what was checksummed; if not, what was
-//! just stored is taken back and the batch is refused.
+//! when an object with the same stored size and CRC32 is already at its key
+//! (a crash between upload and commit), take it as stored without sending
+//! it again. Different content at the key is a conflict: never overwritten.
+//! After the upload, the segments must still be what was checksummed; if
+//! not, what was just stored is taken back and the batch is refused.
+//!
+//! A zstd batch stored by another libzstd version (whose frames differ from
+//! the ones this one makes) is compared on what it holds instead: it is
+//! downloaded, each frame must decode to its segment's raw length and CRC32,
+//! and then it is recorded with the layout it has, not sent again.
 
 use std::time::Instant;
 
 use super::prepare::PreparedBatch;
 use crate::error::Error;
+use crate::frames::decode::{Checked, read_frames};
+use crate::manifest::{Encoding, StreamRules};
 use crate::status::StatusCell;
-use crate::target::{self, Target, TargetError};
+use crate::target::{self, ObjectInfo, Target, TargetError};
 
 /// How a batch reached the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,22 +32,22 @@ pub(super) enum Uploaded {
 pub(super) fn upload(
     target: &dyn Target,
     status: &StatusCell,
-    stream: &str,
-    batch: &PreparedBatch<'_>,
+    rules: &StreamRules<'_>,
+    batch: &mut PreparedBatch<'_>,
 ) -> Result<Uploaded, Error> {
-    let name = stream;
-    let (key, first, last) = (&batch.key, batch.first, batch.last);
-    let uploaded = if already_stored(target, stream, key, batch.size, batch.crc32)? {
+    let name = rules.name;
+    let (key, first, last) = (batch.key.clone(), batch.first, batch.last);
+    let key = &key;
+    let uploaded = if already_stored(target, rules, batch)? {
         log::info!("stream {name}: {key} is already in the archive; recording it without re-sending");
         Uploaded::AlreadyStored
     } else {
-        let pieces = batch.pieces();
         let started = Instant::now();
-        let stored = target.put(key, &batch.upload(&pieces));
+        let stored = batch.with_upload(name, |upload| target.put(key, upload))?;
         status.update(|s| match &stored {
             Ok(()) => {
                 s.uploads_ok += 1;
-                s.uploaded_bytes += batch.size;
+                s.uploaded_bytes += batch.stored.size;
                 s.upload_seconds.observe(started.elapsed());
             }
             Err(_) => s.uploads_failed += 1,
@@ -67,12 +74,19 @@ pub(super) fn upload(
     Ok(uploaded)
 }
 
-/// Whether `key` already holds exactly these bytes. A different object
-/// at the same key is a conflict: never overwritten.
-fn already_stored(target: &dyn Target, name: &str, key: &str, size: u64, crc32: u32) -> Result<bool, Error> {
+/// Whether the batch's key already holds exactly its stored bytes, or (zstd)
+/// frames holding exactly its segments, whose layout `batch` then takes. A
+/// different object at the same key is a conflict: never overwritten.
+fn already_stored(
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    batch: &mut PreparedBatch<'_>,
+) -> Result<bool, Error> {
+    let (name, key) = (rules.name, batch.key.as_str());
     let Some(existing) = target.head(key).map_err(|e| Error::target(name, e))? else {
         return Ok(false);
     };
+    let (size, crc32) = (batch.stored.size, batch.stored.crc32);
     let existing_crc = match existing.crc32 {
         Some(crc) => crc,
         // The target cannot tell the whole-object CRC cheaply (e.g. a
@@ -82,13 +96,40 @@ fn already_stored(target: &dyn Target, name: &str, key: &str, size: u64, crc32: 
     if existing.size == size && existing_crc == crc32 {
         return Ok(true);
     }
+    if batch.stored.encoding == Encoding::ZstdFrames
+        && let Some(found) = same_segments_in_other_frames(target, batch, &existing)
+    {
+        log::info!(
+            "stream {name}: {key} holds these segments in frames another zstd made ({} bytes stored \
+             instead of {size}); recording its own layout",
+            found.stored_size
+        );
+        batch.adopt_layout(rules, &found)?;
+        return Ok(true);
+    }
+    let local = match batch.stored.encoding {
+        Encoding::Identity => "local segments are",
+        Encoding::ZstdFrames => "local segments compress to",
+    };
     Err(Error::Conflict {
         stream: name.into(),
         key: key.into(),
         detail: format!(
-            "stored {} bytes with CRC32 {existing_crc:08x}, local segments are {size} bytes \
-             with CRC32 {crc32:08x}",
+            "stored {} bytes with CRC32 {existing_crc:08x}, {local} {size} bytes with CRC32 \
+             {crc32:08x}",
             existing.size
         ),
     })
+}
+
+/// The layout of `existing` when it is a sequence of frames holding exactly
+/// the batch's segments (read back whole; only on the healing path).
+fn same_segments_in_other_frames(
+    target: &dyn Target,
+    batch: &PreparedBatch<'_>,
+    existing: &ObjectInfo,
+) -> Option<Checked> {
+    let expected = batch.expected_frames();
+    let checked = read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), None).ok()?;
+    (checked.stored_size == existing.size).then_some(checked)
 }
