@@ -48,6 +48,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_command",
     "keep_snapshots",
     "on_archived",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {
