@@ -188,6 +188,9 @@ fn an_archive_switched_from_none_to_zstd_and_back_lists_restores_and_verifies() 
     assert_eq!(kinds, [false, true, false]);
     let list = setup.ok(&["list"]);
     assert!(list.contains("stream s: 3 batches, 30 segments"), "{list}");
+    let zstd_lines: Vec<&str> = list.lines().filter(|l| l.contains("(zstd frames, ")).collect();
+    assert_eq!(zstd_lines.len(), 1, "{list}");
+    assert!(zstd_lines[0].contains("11..20"), "{list}");
     assert_same_files(&setup.src, &restore_to(&setup, "restored"));
     setup.ok(&["verify", "--deep"]);
     for p in [5, 15, 25] {
