@@ -42,8 +42,9 @@ EVENTS = [
 
 def log_lines(rng, size, start_seconds):
     """About `size` bytes of log lines, as one bytes object."""
-    out, total, t = [], 0, start_seconds
+    out, total, t, seq = [], 0, start_seconds, rng.randrange(1 << 20)
     while total < size:
+        seq += 1
         t += rng.random() * 0.2
         line = "%s.%03dZ %-5s gw-%02d sensor=%s-%03d %s temp_c=%.2f rssi=-%d seq=%d\n" % (
             time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)),
@@ -55,7 +56,7 @@ def log_lines(rng, size, start_seconds):
             rng.choice(EVENTS),
             15 + rng.random() * 20,
             rng.randrange(40, 110),
-            rng.randrange(1 << 32),
+            seq,
         )
         out.append(line.encode())
         total += len(line)
