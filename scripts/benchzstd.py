@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -156,16 +157,40 @@ def config(path, state, target_lines, name, directory, compression):
         f.write("compression = %s\n" % compression)
 
 
+def memory_kib(pid):
+    """(peak RSS, current anonymous RSS) of `pid` in KiB, from its status;
+    None once it has exited."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(fields["VmHWM"].split()[0]), int(fields["RssAnon"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def run_once(walship, conf):
-    """Wall seconds, CPU seconds (user + system) and peak RSS (KiB) of
-    `walship run --once -c conf`."""
+    """Wall seconds, CPU seconds (user + system), peak RSS and peak
+    anonymous memory (KiB, sampled every 10 ms) of `walship run --once -c
+    conf`. (The rusage's ru_maxrss would count this Python process's own
+    memory, inherited through fork.)"""
     started = time.monotonic()
     proc = subprocess.Popen([walship, "run", "--once", "-c", conf], stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_rss = peak_anon = 0
+    while proc.poll() is None:
+        sample = memory_kib(proc.pid)
+        if sample:
+            peak_rss, peak_anon = max(peak_rss, sample[0]), max(peak_anon, sample[1])
+        time.sleep(0.01)
     wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         sys.exit("walship run --once -c %s failed" % conf)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = usage.ru_utime + usage.ru_stime - run_once.cpu_so_far
+    run_once.cpu_so_far += cpu
+    return wall, cpu, peak_rss, peak_anon
+
+
+run_once.cpu_so_far = 0.0
 
 
 def stored_bytes(directory):
@@ -202,12 +227,12 @@ def main():
         conf = os.path.join(args.work, "s3-%s.conf" % compression)
         config(conf, os.path.join(args.work, "state-s3-" + compression), target, name, text, compression)
         before = link.counts()
-        wall, cpu, rss = run_once(args.walship, conf)
+        wall, cpu, rss, anon = run_once(args.walship, conf)
         after = link.counts()
         rows.append({
             "section": "compression", "data": "text logs", "link": "%g MiB/s" % args.limit_mib,
             "compression": compression, "raw_bytes": raw, "wire_up_bytes": after[0] - before[0],
-            "wire_down_bytes": after[1] - before[1], "seconds": wall, "cpu_seconds": cpu, "max_rss_kib": rss,
+            "wire_down_bytes": after[1] - before[1], "seconds": wall, "cpu_seconds": cpu, "max_rss_kib": rss, "max_anon_kib": anon,
         })
 
     for compression in ("none", "zstd"):
@@ -216,11 +241,11 @@ def main():
         conf = os.path.join(args.work, "file-%s.conf" % compression)
         config(conf, os.path.join(args.work, "state-file-" + compression), "target = file://" + archive,
                "noise", noise, compression)
-        wall, cpu, rss = run_once(args.walship, conf)
+        wall, cpu, rss, anon = run_once(args.walship, conf)
         rows.append({
             "section": "compression", "data": "random bytes", "link": "file target",
             "compression": compression, "raw_bytes": raw, "wire_up_bytes": stored_bytes(archive),
-            "wire_down_bytes": 0, "seconds": wall, "cpu_seconds": cpu, "max_rss_kib": rss,
+            "wire_down_bytes": 0, "seconds": wall, "cpu_seconds": cpu, "max_rss_kib": rss, "max_anon_kib": anon,
         })
 
     with open(args.out, "a") as f:
@@ -231,14 +256,14 @@ def main():
 
 def report(rows):
     print("| data | link | compression | MiB raw | MiB on the wire (stored) | ratio | throughput MiB/s "
-          "| CPU s per GiB | peak RSS MiB |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+          "| CPU s per GiB | peak RSS MiB | peak anon MiB |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gib = r["raw_bytes"] / (1024 * MIB)
-        print("| %s | %s | %s | %.0f | %.1f | %.2f | %.1f | %.1f | %.1f |" % (
+        print("| %s | %s | %s | %.0f | %.1f | %.2f | %.1f | %.1f | %.1f | %.1f |" % (
             r["data"], r["link"], r["compression"], r["raw_bytes"] / MIB, r["wire_up_bytes"] / MIB,
             r["raw_bytes"] / max(1, r["wire_up_bytes"]), r["raw_bytes"] / MIB / r["seconds"],
-            r["cpu_seconds"] / gib, r["max_rss_kib"] / 1024))
+            r["cpu_seconds"] / gib, r["max_rss_kib"] / 1024, r["max_anon_kib"] / 1024))
     text = {r["compression"]: r for r in rows if r["data"] == "text logs"}
     if len(text) == 2:
         fewer = text["none"]["wire_up_bytes"] / max(1, text["zstd"]["wire_up_bytes"])
