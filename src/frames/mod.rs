@@ -29,6 +29,7 @@
 //! more than one output chunk and libzstd's window (refused above 8 MiB,
 //! more than any level walship writes needs).
 
+pub mod check;
 pub mod decode;
 pub mod encode;
 
