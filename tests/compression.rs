@@ -332,3 +332,45 @@ fn compressed_multipart_batches_on_s3_restore_fetch_and_verify() {
         assert!(zstd_tool(&["-d", "-c", "-q"], &object) == concatenation, "{}: zstd -d", env.name);
     }
 }
+
+/// Through a proxy that sees every request: fetch of a segment in the
+/// middle of a compressed batch on S3 reads the batch object once, with a
+/// Range of exactly its frame.
+#[test]
+fn fetch_from_s3_is_one_ranged_get_of_the_frame() {
+    let Some(env) = crate::s3::S3Env::get() else { return };
+    let proxy = crate::faultproxy::FaultProxy::start(&env.endpoint);
+    let prefix = crate::s3::unique_prefix("zstd-fetch");
+    let extra = "seal = spool\ncompression = zstd";
+    let setup = Setup::new("s3-zstd-fetch", 10, extra);
+    let credentials = env.credentials_file(&setup.dir.path, &env.secret);
+    let target_lines = format!(
+        "target = s3://{}/{prefix}\nendpoint = {}\nregion = {}\ncredentials_file = {}\n",
+        env.bucket,
+        proxy.endpoint(),
+        env.region,
+        credentials.display()
+    );
+    let setup = Setup { target_lines, ..setup };
+    setup.write_config(10, extra, "");
+    write(&setup, 1..=10);
+    setup.ok(&["run", "--once"]);
+
+    let batch = format!("/{}/{prefix}/s/batches/{:016x}-{:016x}", env.bucket, 1, 10);
+    let gets_before = proxy.seen(crate::faultproxy::Kind::Get).len();
+    let out = setup.walship(&["fetch", "-s", "s", &segment_name(6), "-"]);
+    assert_success(&out, &["fetch", "-s", "s", &segment_name(6), "-"]);
+    assert!(out.stdout == content(6));
+    let gets: Vec<String> = proxy.seen(crate::faultproxy::Kind::Get)[gets_before..]
+        .iter()
+        .filter(|line| line.contains(&batch))
+        .cloned()
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    // The frame's place, from the journal's record of segment 6.
+    let journal = fs::read_to_string(setup.journal()).unwrap();
+    let seg = journal.split(" seg=").find(|s| s.starts_with("6,")).expect("segment 6 in the journal");
+    let fields: Vec<u64> = seg.split(',').skip(4).take(2).map(|f| f.trim().parse().unwrap()).collect();
+    let range = format!("range: bytes={}-{}", fields[0], fields[0] + fields[1] - 1);
+    assert!(gets[0].ends_with(&range), "{} instead of {range}", gets[0]);
+}
