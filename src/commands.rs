@@ -20,7 +20,7 @@ use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Encoding, Record, SnapshotRecord, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::snapshot::JobState;
 use crate::source;
@@ -189,11 +189,15 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
         let _ = match record {
             Record::Batch(b) => writeln!(
                 out,
-                "  {range:<23} {:>8} {:>11}  {:08x}  {}",
+                "  {range:<23} {:>8} {:>11}  {:08x}  {}{}",
                 b.segments.len(),
                 human_bytes(b.size),
                 b.crc32,
-                b.key
+                b.key,
+                match b.stored.encoding {
+                    Encoding::Identity => String::new(),
+                    Encoding::ZstdFrames => format!(" (zstd frames, {} stored)", human_bytes(b.stored.size)),
+                }
             ),
             Record::Gap(g) => {
                 writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason)

@@ -21,8 +21,10 @@
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
 //! validate the record; [`mapguard`] survives a segment truncated under its
-//! map) → `stream::upload` (store, or find it already stored; [`target`]
-//! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
+//! map; with `compression = zstd`, [`frames`] measures each segment's zstd
+//! frame) → `stream::upload` (store, or find it already stored; [`target`]
+//! with its [`target::keys`], file and S3 backends; zstd frames produced
+//! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement).
 //!
@@ -39,7 +41,8 @@
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people). The remote
-//! records alone suffice to restore ([`restore`]), to verify
+//! records alone suffice to restore ([`restore`], which decodes and checks
+//! zstd frames through [`frames::decode`]), to verify
 //! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
@@ -58,6 +61,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod frames;
 pub mod human;
 pub mod manifest;
 pub mod mapguard;

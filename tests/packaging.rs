@@ -49,6 +49,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_timeout",
     "keep_snapshots",
     "on_archived",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {
