@@ -59,6 +59,7 @@ pub mod naming;
 pub mod notify;
 pub mod plan;
 pub mod restore;
+pub mod retention;
 pub mod retry;
 pub mod signals;
 pub mod source;

@@ -5,6 +5,8 @@
 //! values as text, [`super::validate`] says whether one is acceptable and
 //! [`super::sequence`] whether it may follow the ones before it.
 
+use std::collections::HashSet;
+
 use crate::crc;
 use crate::target::keys;
 
@@ -223,6 +225,13 @@ impl Manifest {
         let before = self.pruned_before().unwrap_or(0);
         let start = self.log.partition_point(|r| r.last() < before);
         &self.log[start..]
+    }
+
+    /// The snapshots no prune has deleted, by increasing position.
+    pub fn live_snapshots(&self) -> Vec<&SnapshotRecord> {
+        let deleted: HashSet<&str> =
+            self.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        self.snapshots.iter().filter(|s| !deleted.contains(s.key.as_str())).collect()
     }
 
     /// Every entry in an order a journal accepts: prunes first (their mark
