@@ -114,6 +114,7 @@ impl Archiver {
             state_root: global.state_dir.clone(),
             target: Arc::clone(&self.target),
             poll_interval: global.poll_interval,
+            prune_interval: global.prune_interval,
             backoff: Backoff::new(global.backoff_min, global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR)),
             lock: lock.map(Arc::new),
         };
@@ -334,7 +335,7 @@ fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
 pub type StreamOutcome = (String, Result<PassReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
-/// final batches included: `run --once`. Returns each stream's outcome.
+/// final batches included, then retention: `run --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open(&config.global)?;
@@ -352,7 +353,9 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                     }));
                     let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
-                    stream.pass(true, Hints::default(), &|| false)
+                    let report = stream.pass(true, Hints::default(), &|| false)?;
+                    stream.apply_retention()?;
+                    Ok(report)
                 })
             })
             .collect();

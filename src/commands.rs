@@ -9,6 +9,7 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::archiver;
@@ -21,9 +22,10 @@ use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
 use crate::manifest::{Record, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
+use crate::retention;
 use crate::source;
 use crate::statedir;
-use crate::status::StreamStatus;
+use crate::status::{StatusCell, StreamStatus};
 use crate::stream;
 use crate::target;
 
@@ -59,6 +61,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
+        Command::Prune { stream, dry_run } => prune(&config, stream.as_deref(), dry_run),
         Command::Check => check(&config),
     }
 }
@@ -266,6 +269,64 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
         0 => Ok(()),
         count => Err(Error::Failed { count, what: "archive check", exit_code: EXIT_FAILURE }),
     }
+}
+
+fn prune(config: &Config, stream: Option<&str>, dry_run: bool) -> Result<(), Error> {
+    let target = target::open(&config.global)?;
+    let streams = selected(config, stream)?;
+    let mut failed = 0;
+    for stream in &streams {
+        match prune_stream(config, stream, &target, dry_run) {
+            Ok(text) => print(text)?,
+            Err(error) if streams.len() == 1 => return Err(error),
+            Err(error) => {
+                log::error!("{error}");
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "stream", exit_code: EXIT_FAILURE }),
+    }
+}
+
+/// Plan (and unless `dry_run`, apply) retention for one stream; the text
+/// to print. The real run opens the stream under its lock, as the daemon
+/// does, so a running daemon (the journal's one writer) makes it fail
+/// naming the daemon; the dry run only reads.
+fn prune_stream(
+    config: &Config,
+    stream: &StreamConfig,
+    target: &Arc<dyn target::Target>,
+    dry_run: bool,
+) -> Result<String, Error> {
+    let state_dir = &config.global.state_dir;
+    let keep = stream.keep_snapshots as usize;
+    let (plan, live) = if dry_run {
+        let rules = StreamRules::new(&stream.name, &stream.naming);
+        let manifest = catalog::load_whole(state_dir, target.as_ref(), &rules)?;
+        stream::retention::checked_prunes(&stream.name, &manifest)?;
+        (retention::plan(&manifest, keep), manifest.live_snapshots().len())
+    } else {
+        let lock = statedir::lock_stream(state_dir, &stream.name).inspect_err(|error| {
+            if matches!(error, Error::Locked { .. }) {
+                log::info!(
+                    "stream {}: a running daemon applies retention by itself every prune_interval ({}); \
+                     `walship prune --dry-run` shows what it deletes next",
+                    stream.name,
+                    crate::human::human_duration(config.global.prune_interval)
+                );
+            }
+        })?;
+        let status =
+            Arc::new(StatusCell::new(StreamStatus { stream: stream.name.clone(), ..Default::default() }));
+        let mut open =
+            stream::Stream::open(stream.clone(), state_dir, Arc::clone(target), status, Arc::new(lock))?;
+        let pruned = open.apply_retention()?;
+        (pruned.plan, pruned.snapshots_kept)
+    };
+    Ok(retention::render(&stream.name, plan.as_ref(), live, keep, dry_run))
 }
 
 fn check(config: &Config) -> Result<(), Error> {

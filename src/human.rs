@@ -1,5 +1,5 @@
-//! Numbers for people: byte sizes (`1.2 MiB`) and counted nouns (`1
-//! segment`, `2 segments`). Pure functions, used by every command's output.
+//! Numbers for people: byte sizes (`1.2 MiB`), durations (`3m05s`) and
+//! counted nouns (`1 segment`, `2 segments`). Pure functions, used by every command's output.
 
 /// `1234567` → `1.2 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -11,6 +11,16 @@ pub fn human_bytes(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// A duration for people, to the second: `42s`, `3m05s`, `2h00m`.
+pub fn human_duration(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds / 60 % 60),
+    }
 }
 
 /// `count(1, "batch")` → `1 batch`, `count(2, "batch")` → `2 batches`.
@@ -27,6 +37,16 @@ pub fn count(n: u64, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(human_duration(Duration::from_millis(999)), "0s");
+        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2h00m");
+        assert_eq!(human_duration(Duration::from_secs(3600 * 30 + 61)), "30h01m");
+    }
 
     #[test]
     fn counts() {

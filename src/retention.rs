@@ -24,6 +24,7 @@
 
 use std::collections::HashSet;
 
+use crate::human::{count, human_bytes};
 use crate::manifest::validate::MAX_POSITION;
 use crate::manifest::{Manifest, PruneRecord, Record};
 
@@ -108,6 +109,45 @@ impl Plan {
         }
         records
     }
+}
+
+/// What `walship prune` prints for a stream: with a plan, a header (what
+/// goes, in total, and from which position on restores stay possible) and
+/// one line per object (kind, positions, size, key), the same lines for a
+/// dry run as for the real one; without, why nothing goes.
+pub fn render(
+    stream: &str,
+    plan: Option<&Plan>,
+    live_snapshots: usize,
+    keep: usize,
+    dry_run: bool,
+) -> String {
+    let Some(plan) = plan else {
+        return format!(
+            "stream {stream}: nothing to prune ({} kept, keep_snapshots = {keep})\n",
+            count(live_snapshots as u64, "snapshot")
+        );
+    };
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut out = format!(
+        "stream {stream}: {verb} {} ({}); restorable from position {} on, positions before {} pruned\n",
+        count(plan.doomed.len() as u64, "object"),
+        human_bytes(plan.bytes()),
+        plan.oldest_kept,
+        plan.before
+    );
+    for doomed in &plan.doomed {
+        let (kind, positions) = match doomed.object {
+            Object::Batch { first, last } => ("batch", format!("{first}..{last}")),
+            Object::Snapshot { position } => ("snapshot", position.to_string()),
+        };
+        out.push_str(&format!(
+            "  {kind:<8}  {positions:<23} {:>11}  {}\n",
+            human_bytes(doomed.bytes),
+            doomed.key
+        ));
+    }
+    out
 }
 
 /// Every key the manifest's prunes have deleted.
@@ -215,16 +255,15 @@ pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{
-        BatchRecord, Encoding, GapRecord, SegmentEntry, SnapshotRecord, StoredObject,
-    };
+    use crate::manifest::{BatchRecord, Encoding, GapRecord, SegmentEntry, SnapshotRecord, StoredObject};
     use crate::target::keys;
 
     const S: &str = "s";
 
     fn batch(first: u64, last: u64) -> Record {
-        let segments =
-            (first..=last).map(|p| SegmentEntry::identity(p, p.to_string(), (p - first) * 10, 10, 0)).collect();
+        let segments = (first..=last)
+            .map(|p| SegmentEntry::identity(p, p.to_string(), (p - first) * 10, 10, 0))
+            .collect();
         Record::Batch(BatchRecord::identity(S, first, last, segments))
     }
 
@@ -406,6 +445,25 @@ mod tests {
         legit.push(keys::snapshot_key(S, 10));
         assert_eq!(forged(21, legit), Ok(()));
         assert_eq!(check_prunes(&base), Ok(()));
+    }
+
+    #[test]
+    fn dry_run_and_real_run_print_the_same_objects() {
+        let plan = plan(&manifest(30, &[10, 20]), 1).expect("prunes");
+        let dry = render(S, Some(&plan), 2, 1, true);
+        let real = render(S, Some(&plan), 2, 1, false);
+        assert_eq!(dry.lines().skip(1).collect::<Vec<_>>(), real.lines().skip(1).collect::<Vec<_>>());
+        assert!(dry.starts_with("stream s: would delete 4 objects (1.2 KiB); restorable from position 20 on, positions before 21 pruned\n"), "{dry}");
+        assert!(real.starts_with("stream s: deleted 4 objects"), "{real}");
+        assert!(dry.contains("  batch     11..20                        100 B  s/batches/000000000000000b-0000000000000014\n"), "{dry}");
+        assert!(
+            dry.contains("  snapshot  10                           1000 B  s/snapshots/000000000000000a\n"),
+            "{dry}"
+        );
+        assert_eq!(
+            render(S, None, 2, 7, true),
+            "stream s: nothing to prune (2 snapshots kept, keep_snapshots = 7)\n"
+        );
     }
 
     #[test]

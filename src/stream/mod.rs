@@ -26,6 +26,7 @@ mod binding;
 mod commit;
 pub mod mailbox;
 mod prepare;
+pub mod retention;
 mod upload;
 pub mod worker;
 

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use super::mailbox::{ArchiveReply, Message};
+use super::retention::PruneSchedule;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
@@ -29,6 +30,8 @@ pub struct StreamJob {
     pub state_root: PathBuf,
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
+    /// How often retention applies (`prune_interval`).
+    pub prune_interval: Duration,
     pub backoff: Backoff,
     /// The stream's lock, once taken (by the starter, or by the thread);
     /// held until the thread ends.
@@ -69,6 +72,7 @@ impl StreamJob {
         let mut inbox = Inbox { hints: Hints::default(), requests: Vec::new(), stop: false };
         let mut stream: Option<Stream> = None;
         let mut last_error: Option<String> = None;
+        let mut prunes = PruneSchedule::new(self.prune_interval);
         while !stopped() && !inbox.stop {
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
@@ -79,6 +83,9 @@ impl StreamJob {
                     self.backoff.succeeded();
                     self.set_error(&links, None);
                     inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    if let Some(open) = stream.as_mut().filter(|_| !stopped()) {
+                        prunes.run_if_due(open);
+                    }
                     self.poll_interval
                 }
                 Err(error) if stopped() => {
