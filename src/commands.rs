@@ -123,6 +123,7 @@ fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
     for stream in selected(config, stream)? {
         let rules = StreamRules::new(&stream.name, &stream.naming);
         let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
+        stream::retention::checked_prunes(&stream.name, &manifest)?;
         if let Some(before) = manifest.pruned_before() {
             outln!("stream {}: positions before {before} were pruned", stream.name)?;
         }
@@ -181,10 +182,14 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
-    let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;
+    stream::retention::checked_prunes(&stream.name, &manifest)?;
+    let report = restore::restore(&manifest, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
+    let snapshot = report.snapshot.map_or(String::new(), |p| {
+        format!("the snapshot at position {p} ({}) and ", restore::snapshot_file_name(p))
+    });
     outln!(
-        "stream {}: restored {} ({}) {upto} into {}",
+        "stream {}: restored {snapshot}{} ({}) {upto} into {}",
         request.stream,
         count(report.segments, "segment"),
         human_bytes(report.bytes),

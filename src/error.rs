@@ -64,6 +64,9 @@ pub enum Error {
     /// `restore`: the archive holds nothing (`end` is `None`), or ends
     /// before the position asked for.
     ArchiveEnds { stream: String, end: Option<u64>, asked: Option<u64> },
+    /// `restore`: retention removed the position asked for (everything
+    /// before `pruned_before`, but what the `oldest` snapshot kept restores).
+    Pruned { stream: String, asked: u64, pruned_before: u64, oldest: Option<u64> },
     /// `fetch` wrote a segment through to `dest` (standard output, a device,
     /// a FIFO) as it arrived, and its CRC32 did not match at the end.
     CorruptOutput { dest: String, source: TargetError },
@@ -182,6 +185,21 @@ impl fmt::Display for Error {
                     None => Ok(()),
                 }
             }
+            Error::Pruned { stream, asked, pruned_before, oldest } => {
+                write!(
+                    f,
+                    "stream {stream}: position {asked} can no longer be restored: retention \
+                     (keep_snapshots) deleted the positions before {pruned_before}"
+                )?;
+                match oldest {
+                    Some(oldest) => write!(
+                        f,
+                        "; the oldest position that can still be restored is {oldest} (restore \
+                         with --position {oldest} or later)"
+                    ),
+                    None => write!(f, "; no snapshot remains to restore from"),
+                }
+            }
             Error::CorruptOutput { dest, source } => write!(
                 f,
                 "{source}: the bytes already written to {dest} are corrupt; discard them \
@@ -215,6 +233,7 @@ impl std::error::Error for Error {
             | Error::Locked { .. }
             | Error::UnsafeRestore { .. }
             | Error::ArchiveEnds { .. }
+            | Error::Pruned { .. }
             | Error::Failed { .. } => None,
         }
     }

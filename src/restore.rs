@@ -34,6 +34,7 @@
 
 mod dest;
 mod fetch;
+pub mod start;
 
 use std::ffi::CString;
 use std::fs;
@@ -42,7 +43,7 @@ use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Encoding, ManifestError, Record, SegmentEntry};
+use crate::manifest::{BatchRecord, Encoding, Manifest, ManifestError, Record, SegmentEntry, SnapshotRecord};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
 pub use fetch::{FetchDest, fetch};
@@ -61,6 +62,9 @@ pub struct RestoreReport {
     pub last_position: Option<u64>,
     /// Gaps passed over with `--allow-gaps`.
     pub gaps_skipped: Vec<(u64, u64)>,
+    /// The position of the snapshot restored first (not counted in
+    /// `segments`), if any.
+    pub snapshot: Option<u64>,
 }
 
 /// What to restore.
@@ -72,38 +76,40 @@ pub struct RestoreRequest<'a> {
     pub allow_gaps: bool,
 }
 
-/// Restore `request.stream` from `records` into `request.to`.
+/// The file a restored snapshot is written to: `walship-snapshot-` and
+/// its position in 16 hex digits, as in object keys.
+pub fn snapshot_file_name(position: u64) -> String {
+    format!("walship-snapshot-{position:016x}")
+}
+
+/// Restore `request.stream` from `manifest` into `request.to`: the
+/// snapshot `start::start` chooses, then the segments after it.
 pub fn restore(
-    records: &[Record],
+    manifest: &Manifest,
     target: &dyn Target,
     request: &RestoreRequest<'_>,
 ) -> Result<RestoreReport, Error> {
-    let limit = restore_limit(request.stream, records, request.position)?;
+    let start = start::start(request.stream, manifest, request.position)?;
+    let (limit, from) = (start.limit, start.first_position());
     let dir = open_destination(request.to)?;
-    let to_restore = || records_to_restore(records, limit, request.allow_gaps);
-    let names = to_restore().flat_map(|r| wanted_segments(r, limit)).map(|s| s.name.as_str());
-    check_names_are_free(&dir, names)?;
+    let to_restore = || records_to_restore(start.records, limit, request.allow_gaps);
+    let snapshot_name = start.snapshot.map(|s| snapshot_file_name(s.position));
+    let segment_names = to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.name.as_str());
+    check_names_are_free(&dir, snapshot_name.as_deref().into_iter().chain(segment_names))?;
 
-    let total = to_restore().filter(|r| matches!(r, Record::Batch(_))).count();
+    let total = to_restore().filter(|r| matches!(r, Record::Batch(_))).count()
+        + usize::from(start.snapshot.is_some());
     let mut publisher = Publisher::new(&dir, Progress::new(total));
-    let outcome = write_records(&mut publisher, target, request, to_restore(), limit);
+    let outcome = match start.snapshot {
+        Some(snapshot) => restore_snapshot(&mut publisher, target, request.stream, snapshot),
+        None => Ok(()),
+    }
+    .and_then(|()| write_records(&mut publisher, target, request, to_restore(), from, limit));
     // Whatever was completely received and verified is kept, even after a
     // failure: the directory then holds a verified prefix of the stream.
     let published = publisher.publish();
     outcome.and(published)?;
     Ok(publisher.durable)
-}
-
-/// The last position to restore: the one asked for, or the archive's end.
-fn restore_limit(stream: &str, records: &[Record], position: Option<u64>) -> Result<u64, Error> {
-    let end = records.last().map(Record::last);
-    match (position, end) {
-        (Some(asked), Some(end)) if asked > end => {
-            Err(Error::ArchiveEnds { stream: stream.into(), end: Some(end), asked: Some(asked) })
-        }
-        (_, None) => Err(Error::ArchiveEnds { stream: stream.into(), end: None, asked: position }),
-        (asked, Some(end)) => Ok(asked.unwrap_or(end)),
-    }
 }
 
 /// The records a restore up to `limit` goes through: up to and including
@@ -117,13 +123,44 @@ fn records_to_restore(records: &[Record], limit: u64, allow_gaps: bool) -> impl 
     })
 }
 
-/// The segments of `record` at or before `limit`.
-fn wanted_segments(record: &Record, limit: u64) -> impl Iterator<Item = &SegmentEntry> {
+/// The segments of `record` from `from` up to `limit`.
+fn wanted_segments(record: &Record, from: u64, limit: u64) -> impl Iterator<Item = &SegmentEntry> {
     let segments = match record {
         Record::Batch(batch) => batch.segments.as_slice(),
         Record::Gap(_) => &[],
     };
-    segments.iter().take_while(move |s| s.position <= limit)
+    segments.iter().skip_while(move |s| s.position < from).take_while(move |s| s.position <= limit)
+}
+
+/// Download `snapshot` into its file, verified like a segment: a stored
+/// object holding one file, as a one-segment batch does.
+fn restore_snapshot(
+    publisher: &mut Publisher<'_>,
+    target: &dyn Target,
+    stream: &str,
+    snapshot: &SnapshotRecord,
+) -> Result<(), Error> {
+    let file = SegmentEntry {
+        position: snapshot.position,
+        name: snapshot_file_name(snapshot.position),
+        len: snapshot.size,
+        crc32: snapshot.crc32,
+        offset: 0,
+        stored_len: snapshot.stored.size,
+    };
+    let object = BatchRecord {
+        first: snapshot.position,
+        last: snapshot.position,
+        key: snapshot.key.clone(),
+        size: snapshot.size,
+        crc32: snapshot.crc32,
+        stored: snapshot.stored,
+        segments: vec![file],
+    };
+    restore_batch(publisher, target, stream, &object, &object.segments.iter().collect::<Vec<_>>())?;
+    publisher.pending_report.segments -= 1;
+    publisher.pending_report.snapshot = Some(snapshot.position);
+    publisher.batch_written()
 }
 
 /// Open (creating it if missing) the directory to restore into.
@@ -183,6 +220,7 @@ fn write_records<'r>(
     target: &dyn Target,
     request: &RestoreRequest<'_>,
     records: impl Iterator<Item = &'r Record>,
+    from: u64,
     limit: u64,
 ) -> Result<(), Error> {
     let stream = request.stream;
@@ -203,7 +241,7 @@ fn write_records<'r>(
                 publisher.pending_report.gaps_skipped.push((gap.first, gap.last));
             }
             Record::Batch(batch) => {
-                let wanted: Vec<&SegmentEntry> = wanted_segments(record, limit).collect();
+                let wanted: Vec<&SegmentEntry> = wanted_segments(record, from, limit).collect();
                 restore_batch(publisher, target, stream, batch, &wanted)?;
                 publisher.batch_written()?;
             }
@@ -221,7 +259,7 @@ fn restore_batch(
     batch: &BatchRecord,
     wanted: &[&SegmentEntry],
 ) -> Result<(), Error> {
-    let Some(last) = wanted.last() else { return Ok(()) };
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(()) };
     readable(batch)?;
     let mut splitter = Splitter {
         publisher,
@@ -232,7 +270,7 @@ fn restore_batch(
         stream,
         key: &batch.key,
     };
-    let range = (0, last.offset + last.stored_len);
+    let range = (first.offset, last.offset + last.stored_len - first.offset);
     let fetched = target.get(&batch.key, Some(range), &mut splitter);
     let finished = match fetched {
         Ok(_) => splitter.finish(),
@@ -354,6 +392,7 @@ impl<'a> Publisher<'a> {
         self.durable.bytes += done.bytes;
         self.durable.last_position = done.last_position.or(self.durable.last_position);
         self.durable.gaps_skipped.extend(done.gaps_skipped);
+        self.durable.snapshot = done.snapshot.or(self.durable.snapshot);
         self.progress.advance(std::mem::take(&mut self.pending_batches));
         Ok(())
     }
@@ -531,23 +570,19 @@ mod tests {
         assert_eq!(ranges(9, true), [(1, 5), (6, 7), (8, 10)]);
         assert_eq!(ranges(3, false), [(1, 5)]);
         let names: Vec<&str> = records_to_restore(&records, 9, true)
-            .flat_map(|r| wanted_segments(r, 9))
+            .flat_map(|r| wanted_segments(r, 0, 9))
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["s-1", "s-2", "s-3", "s-4", "s-5", "s-8", "s-9"]);
     }
 
     #[test]
-    fn the_limit_is_the_position_asked_or_the_archive_end() {
-        let records = [batch(1, 5)];
-        assert_eq!(restore_limit("s", &records, None).unwrap(), 5);
-        assert_eq!(restore_limit("s", &records, Some(3)).unwrap(), 3);
-        let beyond = restore_limit("s", &records, Some(6)).unwrap_err();
-        assert!(beyond.to_string().contains("ends at position 5"), "{beyond}");
-        assert_eq!(beyond.exit_code(), crate::error::EXIT_FAILURE);
-        let empty = restore_limit("s", &[], None).unwrap_err();
-        assert!(empty.to_string().contains("nothing is archived"), "{empty}");
-        assert_eq!(empty.exit_code(), crate::error::EXIT_FAILURE);
+    fn after_a_snapshot_only_the_segments_past_it_are_wanted() {
+        let straddling = batch(8, 12);
+        let names: Vec<&str> = wanted_segments(&straddling, 10, 11).map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s-10", "s-11"]);
+        assert_eq!(wanted_segments(&straddling, 13, 20).count(), 0);
+        assert_eq!(snapshot_file_name(255), "walship-snapshot-00000000000000ff");
     }
 
     #[test]
