@@ -265,6 +265,8 @@ fn sigkill_during_a_prune_leaves_a_consistent_manifest() {
         assert!(listed.contains("positions before 301 were pruned"), "round {round}: {listed}");
         let verified = setup.ok(&["verify", "--deep"]);
         assert!(!verified.contains("MISSING"), "{verified}");
+        let noted = verified.matches("deleted by a prune that was cut short").count();
+        assert_eq!(noted, left, "{verified}");
         setup.ok(&["prune"]);
         assert_eq!(setup.batch_objects(), Vec::<PathBuf>::new(), "round {round}: {left} were left");
         assert_eq!(stored_keys(&setup, "s/snapshots"), ["s/snapshots/000000000000012c"]);

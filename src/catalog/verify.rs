@@ -7,7 +7,10 @@
 //!   differs (with `deep`, the CRC32 is recomputed from the bytes);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
-//!   mark that hides data the archive holds);
+//!   mark that hides data the archive holds); prune records that disagree
+//!   with the manifest (`retention::check_prunes`); batch objects a prune
+//!   deleted that are still stored are noted (a prune cut short), not
+//!   counted as problems;
 //! - the remote record objects, on which a rebuild relies: every record
 //!   must have one (a deleted record object is reported with its key, from
 //!   the listing alone); with `deep` each is downloaded and must parse, hold
@@ -47,6 +50,9 @@ pub fn verify_stream(
             return problems;
         }
     };
+    if let Err(message) = crate::retention::check_prunes(&manifest) {
+        problem(say, format!("manifest: {message}"));
+    }
     let mut checked = 0;
     for record in manifest.live_log() {
         match record {
@@ -68,6 +74,12 @@ pub fn verify_stream(
                     }
                 }
                 Err(error) => problem(say, format!("manifest: {error}")),
+            }
+            for key in pruned_but_stored(stream, &batches, &manifest) {
+                say(format!(
+                    "stream {stream}: {key}: deleted by a prune that was cut short, still stored; \
+                     the next prune deletes it"
+                ));
             }
             for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
                 problem(
@@ -116,6 +128,18 @@ pub fn hidden_by_prune_mark<'a>(
                 && !deleted.contains(key)
         })
         .map(|key| (key, before))
+        .collect()
+}
+
+/// The listed batch objects a prune record deleted, still stored: a prune
+/// cut short between its record and its deletions.
+pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
+    let deleted: HashSet<&str> =
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    batches
+        .iter()
+        .map(|object| object.key.as_str())
+        .filter(|key| keys::parse_batch_key(stream, key).is_some() && deleted.contains(key))
         .collect()
 }
 
