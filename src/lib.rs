@@ -58,6 +58,7 @@ pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod retry;

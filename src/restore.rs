@@ -38,12 +38,13 @@ pub mod start;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::{BatchRecord, Encoding, Manifest, ManifestError, Record, SegmentEntry, SnapshotRecord};
+use crate::progress::{Amount, Progress};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
 pub use fetch::{FetchDest, fetch};
@@ -97,9 +98,13 @@ pub fn restore(
     let segment_names = to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.name.as_str());
     check_names_are_free(&dir, snapshot_name.as_deref().into_iter().chain(segment_names))?;
 
-    let total = to_restore().filter(|r| matches!(r, Record::Batch(_))).count()
-        + usize::from(start.snapshot.is_some());
-    let mut publisher = Publisher::new(&dir, Progress::new(total));
+    let total = Amount {
+        objects: to_restore().filter(|r| matches!(r, Record::Batch(_))).count() as u64
+            + u64::from(start.snapshot.is_some()),
+        bytes: to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.len).sum::<u64>()
+            + start.snapshot.map_or(0, |s| s.size),
+    };
+    let mut publisher = Publisher::new(&dir, Progress::new("restored", total));
     let outcome = match start.snapshot {
         Some(snapshot) => restore_snapshot(&mut publisher, target, request.stream, snapshot),
         None => Ok(()),
@@ -108,6 +113,7 @@ pub fn restore(
     // Whatever was completely received and verified is kept, even after a
     // failure: the directory then holds a verified prefix of the stream.
     let published = publisher.publish();
+    publisher.progress.finish();
     outcome.and(published)?;
     Ok(publisher.durable)
 }
@@ -329,7 +335,6 @@ struct Publisher<'a> {
     pending_bytes: u64,
     /// What the pending files add to the report once durable.
     pending_report: RestoreReport,
-    pending_batches: usize,
     /// What is durable under final names.
     durable: RestoreReport,
     progress: Progress,
@@ -342,7 +347,6 @@ impl<'a> Publisher<'a> {
             pending: Vec::new(),
             pending_bytes: 0,
             pending_report: RestoreReport::default(),
-            pending_batches: 0,
             durable: RestoreReport::default(),
             progress,
         }
@@ -353,13 +357,14 @@ impl<'a> Publisher<'a> {
         self.pending.push(Pending { temp, name: seg.name.clone() });
         self.pending_bytes += seg.len;
         self.pending_report.segments += 1;
+        self.progress.add(0, seg.len);
         self.pending_report.bytes += seg.len;
         self.pending_report.last_position = Some(seg.position);
     }
 
     /// A whole batch is written; publish if the group is full.
     fn batch_written(&mut self) -> Result<(), Error> {
-        self.pending_batches += 1;
+        self.progress.add(1, 0);
         if self.pending.len() >= GROUP_FILES || self.pending_bytes >= GROUP_BYTES {
             self.publish()?;
         }
@@ -393,7 +398,6 @@ impl<'a> Publisher<'a> {
         self.durable.last_position = done.last_position.or(self.durable.last_position);
         self.durable.gaps_skipped.extend(done.gaps_skipped);
         self.durable.snapshot = done.snapshot.or(self.durable.snapshot);
-        self.progress.advance(std::mem::take(&mut self.pending_batches));
         Ok(())
     }
 }
@@ -517,33 +521,6 @@ impl Write for Splitter<'_, '_> {
     }
 }
 
-/// "restored N/M batches" on a terminal, as groups become durable; silent
-/// otherwise.
-struct Progress {
-    total: usize,
-    done: usize,
-    visible: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress { total, done: 0, visible: io::stderr().is_terminal() && total > 1 }
-    }
-
-    fn advance(&mut self, batches: usize) {
-        self.done += batches;
-        if self.visible && batches > 0 {
-            let end = if self.done == self.total { "\n" } else { "" };
-            let _ = write!(io::stderr(), "\r{}{end}", progress_line(self.done, self.total));
-        }
-    }
-}
-
-/// The progress text: `restored 3/21 batches`.
-fn progress_line(done: usize, total: usize) -> String {
-    format!("restored {done}/{total} {}", if total == 1 { "batch" } else { "batches" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,12 +571,6 @@ mod tests {
         record.stored.encoding = Encoding::ZstdFrames;
         let error = readable(&record).expect_err("cannot decode");
         assert!(error.to_string().contains("stored with encoding zstd-frames"), "{error}");
-    }
-
-    #[test]
-    fn progress_counts_batches() {
-        assert_eq!(progress_line(3, 21), "restored 3/21 batches");
-        assert_eq!(progress_line(1, 1), "restored 1/1 batch");
     }
 
     #[test]

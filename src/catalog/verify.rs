@@ -16,7 +16,8 @@
 //!   the listing alone); with `deep` each is downloaded and must parse, hold
 //!   what its key says and agree with the manifest (a flipped byte).
 //!
-//! The checks of what was listed and fetched are pure ([`check_record_objects`]);
+//! On a terminal, checking the batch objects shows a progress line
+//! (`crate::progress`). The checks of what was listed and fetched are pure ([`check_record_objects`]);
 //! [`verify_stream`] does the I/O and reports each finding as one line.
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use std::path::Path;
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
 use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -54,17 +56,33 @@ pub fn verify_stream(
         problem(say, format!("manifest: {message}"));
     }
     let mut checked = 0;
+    let batches = manifest.live_log().iter().filter_map(|r| match r {
+        Record::Batch(batch) => Some(batch),
+        Record::Gap(_) => None,
+    });
+    let total = Amount {
+        objects: batches.clone().count() as u64,
+        bytes: if deep { batches.map(|b| b.stored.size).sum() } else { 0 },
+    };
+    let mut progress = Progress::new("verified", total);
     for record in manifest.live_log() {
         match record {
-            Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
+            Record::Gap(g) => {
+                progress.clear();
+                say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason));
+            }
             Record::Batch(batch) => {
                 checked += 1;
-                if let Some(found) = check_batch(target, batch, deep) {
+                let found = check_batch(target, batch, deep);
+                progress.add(1, if deep { batch.stored.size } else { 0 });
+                if let Some(found) = found {
+                    progress.clear();
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
         }
     }
+    progress.finish();
     match target.list(&keys::batches_prefix(stream), None) {
         Ok(batches) => {
             match assemble::unrecorded_batches(stream, &batches, &manifest) {
