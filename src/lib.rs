@@ -32,9 +32,13 @@
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
-//! from its pieces'), [`human`] (counts and sizes for people). The remote
-//! records alone suffice to restore ([`restore`]), to verify
-//! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
+//! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
+//! (the terminal progress line of restore and verify). The remote
+//! records alone suffice to restore ([`restore`], from the newest snapshot
+//! at or before a position: `restore::start`), to verify
+//! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
+//! what a prune deletes; `stream::retention` records each prune before
+//! deleting (the daemon every `prune_interval`, `run --once`, `prune`). [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
 //!

@@ -4,7 +4,7 @@
 //! stderr is a terminal: logs, pipes and files get nothing.
 //!
 //! What the line says and the estimate of the time left are pure
-//! functions ([`line`], [`eta`]); [`Progress`] only counts and decides
+//! functions ([`line()`], [`eta`]); [`Progress`] only counts and decides
 //! when to draw.
 
 use std::io::{self, IsTerminal, Write};
@@ -59,7 +59,7 @@ pub fn line(verb: &str, done: Amount, total: Amount, elapsed: Duration) -> Strin
     text
 }
 
-/// Counts what a command has done and draws [`line`] on a terminal.
+/// Counts what a command has done and draws [`line()`] on a terminal.
 pub struct Progress {
     verb: &'static str,
     total: Amount,

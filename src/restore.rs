@@ -1,5 +1,7 @@
-//! Getting data back: `restore` recreates a stream's original files up to a
-//! position, `fetch` returns one segment by name.
+//! Getting data back: `restore` recreates a stream's state up to a
+//! position (the newest snapshot at or before it, as
+//! `walship-snapshot-POSITION`, then the original segment files after it;
+//! `start` chooses), `fetch` returns one segment by name.
 //!
 //! Both read the manifest (local journal plus remote records, see
 //! `catalog::load`), download with one request per batch (or one ranged
@@ -29,8 +31,9 @@
 //! one is checked: a CRC32 mismatch then fails the command (exit 1) with a
 //! message saying to discard what was written.
 //!
-//! Here: the restore flow and its pure rules (what to restore, up to where);
-//! `dest` does the directory I/O; `fetch` the one-segment command.
+//! Here: the restore flow and its pure rules (which segments, up to where);
+//! `start` where it starts; `dest` does the directory I/O; `fetch` the
+//! one-segment command.
 
 mod dest;
 mod fetch;
