@@ -143,6 +143,15 @@ fn prune_removes_exactly_what_it_should(setup: &Setup, file_target: bool) {
         "{}",
         stderr(&out)
     );
+    // The archive alone still says what was pruned: with the state
+    // directory wiped, list, verify and restore read the same, and the
+    // next prune has nothing to do.
+    fs::remove_dir_all(&setup.state).unwrap();
+    assert_eq!(setup.ok(&["list"]), listed);
+    setup.ok(&["verify", "--deep"]);
+    let (state, used, _) = restore_state(setup, Some(55));
+    assert_eq!((state, used), (state_at(0, 55), Some(40)));
+    assert!(setup.ok(&["prune"]).contains("nothing to prune"));
 }
 
 #[test]
