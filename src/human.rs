@@ -1,5 +1,5 @@
-//! Numbers for people: byte sizes (`1.2 MiB`), durations (`3m05s`) and
-//! counted nouns (`1 segment`, `2 segments`). Pure functions, used by every command's output.
+//! Numbers for people: byte sizes (`1.2 MiB`), counted nouns (`1
+//! segment`, `2 segments`) and durations (`1h 30m`). Pure functions, used by every command's output.
 
 /// `1234567` → `1.2 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -13,16 +13,6 @@ pub fn human_bytes(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
-/// A duration for people, to the second: `42s`, `3m05s`, `2h00m`.
-pub fn human_duration(duration: std::time::Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        0..60 => format!("{seconds}s"),
-        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds / 60 % 60),
-    }
-}
-
 /// `count(1, "batch")` → `1 batch`, `count(2, "batch")` → `2 batches`.
 /// Knows the plurals walship's output uses: add `-es` after `ch`, `s`, `x`,
 /// `-s` otherwise.
@@ -34,6 +24,20 @@ pub fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{suffix}")
 }
 
+/// A duration as a config file spells it: `500ms`, `30s`, `1h`, `1h 30m 5s`.
+pub fn duration(d: std::time::Duration) -> String {
+    if d.as_secs() == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (hours, minutes, seconds) = (d.as_secs() / 3600, d.as_secs() / 60 % 60, d.as_secs() % 60);
+    let parts: Vec<String> = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,11 +45,10 @@ mod tests {
     #[test]
     fn durations() {
         use std::time::Duration;
-        assert_eq!(human_duration(Duration::from_millis(999)), "0s");
-        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
-        assert_eq!(human_duration(Duration::from_secs(185)), "3m05s");
-        assert_eq!(human_duration(Duration::from_secs(7200)), "2h00m");
-        assert_eq!(human_duration(Duration::from_secs(3600 * 30 + 61)), "30h01m");
+        assert_eq!(duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(duration(Duration::from_secs(30)), "30s");
+        assert_eq!(duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(duration(Duration::from_secs(5405)), "1h 30m 5s");
     }
 
     #[test]

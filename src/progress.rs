@@ -10,7 +10,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::human::{human_bytes, human_duration};
+use crate::human::{duration, human_bytes};
 
 /// The shortest time between two redraws.
 pub const REDRAW: Duration = Duration::from_millis(250);
@@ -54,7 +54,7 @@ pub fn line(verb: &str, done: Amount, total: Amount, elapsed: Duration) -> Strin
         eta(done.objects, total.objects, elapsed)
     };
     if let Some(left) = left {
-        text.push_str(&format!(", {} left", human_duration(left)));
+        text.push_str(&format!(", {} left", duration(Duration::from_secs(left.as_secs()))));
     }
     text
 }

@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use crate::human::{count, human_bytes};
 use crate::manifest::validate::MAX_POSITION;
-use crate::manifest::{Manifest, PruneRecord, Record};
+use crate::manifest::{Manifest, PruneRecord, Record, SnapshotRecord};
 
 /// Most keys one prune record names: a first prune of a long history is
 /// recorded as several prunes, each small enough to read and write at once.
@@ -159,7 +159,7 @@ fn deleted_keys(manifest: &Manifest) -> HashSet<&str> {
 /// `None` when it deletes nothing (see the module doc for the rule).
 pub fn plan(manifest: &Manifest, keep: usize) -> Option<Plan> {
     let end = manifest.log.last()?.last();
-    let live = manifest.live_snapshots();
+    let live: Vec<&SnapshotRecord> = manifest.live_snapshots().collect();
     let newest_usable = live.iter().rev().find(|s| s.position <= end)?.position;
     let previous_mark = manifest.pruned_before();
     let oldest_kept = if live.len() > keep.max(1) {
@@ -207,7 +207,7 @@ pub fn plan(manifest: &Manifest, keep: usize) -> Option<Plan> {
 pub fn oldest_restorable(manifest: &Manifest) -> Option<u64> {
     match manifest.pruned_before() {
         None => manifest.log.first().map(Record::first),
-        Some(_) => manifest.live_snapshots().first().map(|s| s.position),
+        Some(_) => manifest.live_snapshots().next().map(|s| s.position),
     }
 }
 
@@ -235,7 +235,7 @@ pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
             batch.key
         ));
     }
-    let live = manifest.live_snapshots();
+    let live: Vec<&SnapshotRecord> = manifest.live_snapshots().collect();
     if let Some(snapshot) = live.iter().find(|s| s.position < before - 1) {
         return Err(format!(
             "prune {sequence} marks the positions before {before} as pruned, but the snapshot at \

@@ -427,7 +427,7 @@ fn all_record_objects_lost_is_said_not_silent() {
 #[test]
 fn pruned_positions_are_not_a_hole() {
     let setup = archived_setup("pruned");
-    crate::util::kv::store_snapshot(&setup, 5, "state at 5\n");
+    store_snapshot(&setup, 5, "state at 5\n");
     let (batch, record) = (&setup.batch_objects()[0], &setup.record_objects()[0]);
     let prune = line_with_crc("prune seq=1 before=6 delete=s/batches/0000000000000001-0000000000000005");
     fs::write(

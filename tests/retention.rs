@@ -10,29 +10,48 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::s3::{S3Env, unique_prefix};
-use crate::util::kv::{self, rebuild, state_at};
+use crate::util::kvapp::{self, rebuild, state_at};
 use crate::util::*;
 
-/// A stream of the key=value application (batch_size 10, spool) archived
-/// up to position 60, with snapshots at 20 and 40, on the target
-/// `target_lines` names (file:// when empty).
+/// Stream lines for the key=value application: spool, snapshots taken on
+/// request (`walship snapshot`) by its snapshot script, `keep` kept.
+fn kv_lines(setup: &Setup, keep: u32) -> String {
+    let command = kvapp::snapshot_command("", &setup.src);
+    format!("seal = spool\nkeep_snapshots = {keep}\nsnapshot_command = {command}")
+}
+
+/// Archive the application's segments up to `last` (`run --once`), then
+/// take a snapshot at that position with a real job (`walship snapshot`).
+fn archive_and_snapshot(setup: &Setup, positions: std::ops::RangeInclusive<u64>) {
+    let last = *positions.end();
+    kvapp::write_segments(&setup.src, positions);
+    setup.ok(&["run", "--once"]);
+    let out = setup.ok(&["snapshot", "-s", "s"]);
+    assert!(out.contains(&format!("at position {last} succeeded")), "{out}");
+}
+
+/// A stream of the key=value application (batch_size 10) archived up to
+/// position 60, with snapshots at 20 and 40, on the target `target_lines`
+/// names (file:// when `None`).
 fn kv_archive(name: &str, target_lines: Option<String>, keep: u32) -> Setup {
-    let extra = format!("seal = spool\nkeep_snapshots = {keep}");
-    let mut setup = Setup::new(name, 10, &extra);
+    let mut setup = Setup::new(name, 10, "");
     if let Some(lines) = target_lines {
         setup.target_lines = lines;
-        setup.write_config(10, &extra, "");
     }
-    kv::write_segments(&setup, 0..=60);
+    setup.write_config(10, &kv_lines(&setup, keep), "");
+    archive_and_snapshot(&setup, 0..=20);
+    archive_and_snapshot(&setup, 21..=40);
+    kvapp::write_segments(&setup.src, 41..=60);
     setup.ok(&["run", "--once"]);
-    kv::snapshot_at(&setup, 0, 20);
-    kv::snapshot_at(&setup, 0, 40);
     setup
 }
 
 /// Restore up to `position` (`None`: the newest) into a fresh directory;
 /// the state rebuilt from it, the snapshot used and the segments restored.
-fn restore_state(setup: &Setup, position: Option<u64>) -> (kv::State, Option<u64>, Vec<u64>) {
+fn restore_state(
+    setup: &Setup,
+    position: Option<u64>,
+) -> (std::collections::BTreeMap<String, String>, Option<u64>, Vec<u64>) {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = setup.dir.path.join(format!("restored-{n}"));
@@ -64,7 +83,7 @@ fn restores_reproduce_the_state(setup: &Setup) {
         let (state, used, restored) = restore_state(setup, asked);
         assert_eq!(used, snapshot, "restore to {asked:?}: snapshot used");
         assert_eq!(restored, segments, "restore to {asked:?}: segments restored");
-        assert_eq!(state, state_at(0, position), "restore to {asked:?}: the application's state");
+        assert_eq!(state, state_at(position), "restore to {asked:?}: the application's state");
     }
 }
 
@@ -77,9 +96,9 @@ fn restores_at_several_positions_reproduce_the_application_state() {
     setup.ok(&["verify", "--deep"]);
     // A snapshot inside a batch (41..50): only the segments after it are
     // restored from that batch.
-    kv::snapshot_at(&setup, 0, 45);
-    assert_eq!(restore_state(&setup, Some(47)), (state_at(0, 47), Some(45), vec![46, 47]));
-    assert_eq!(restore_state(&setup, None), (state_at(0, 60), Some(45), (46..=60).collect()));
+    store_snapshot(&setup, 45, &kvapp::state_text(&state_at(45)));
+    assert_eq!(restore_state(&setup, Some(47)), (state_at(47), Some(45), vec![46, 47]));
+    assert_eq!(restore_state(&setup, None), (state_at(60), Some(45), (46..=60).collect()));
 }
 
 /// Object keys under the file target's archive, relative to it.
@@ -100,7 +119,7 @@ fn object_lines(out: &str) -> Vec<&str> {
 /// 20 and the batches up to 40 go and nothing else; restores from 40 on
 /// still reproduce the state, earlier positions get an error naming 40.
 fn prune_removes_exactly_what_it_should(setup: &Setup, file_target: bool) {
-    kv::snapshot_at(setup, 0, 60);
+    setup.ok(&["snapshot", "-s", "s"]);
     let dry = setup.ok(&["prune", "--dry-run"]);
     assert!(dry.starts_with("stream s: would delete 6 objects"), "{dry}");
     assert!(dry.contains("restorable from position 40 on, positions before 41 pruned"), "{dry}");
@@ -132,7 +151,7 @@ fn prune_removes_exactly_what_it_should(setup: &Setup, file_target: bool) {
     assert!(listed.contains("positions before 41 were pruned"), "{listed}");
     for (asked, snapshot) in [(Some(40), Some(40)), (Some(55), Some(40)), (None, Some(60))] {
         let (state, used, _) = restore_state(setup, asked);
-        assert_eq!((state, used), (state_at(0, asked.unwrap_or(60)), snapshot), "restore to {asked:?}");
+        assert_eq!((state, used), (state_at(asked.unwrap_or(60)), snapshot), "restore to {asked:?}");
     }
     let dir = setup.dir.path.join("too-early");
     let out = setup.walship(&["restore", "-s", "s", "--to", dir.to_str().unwrap(), "--position", "39"]);
@@ -150,7 +169,7 @@ fn prune_removes_exactly_what_it_should(setup: &Setup, file_target: bool) {
     assert_eq!(setup.ok(&["list"]), listed);
     setup.ok(&["verify", "--deep"]);
     let (state, used, _) = restore_state(setup, Some(55));
-    assert_eq!((state, used), (state_at(0, 55), Some(40)));
+    assert_eq!((state, used), (state_at(55), Some(40)));
     assert!(setup.ok(&["prune"]).contains("nothing to prune"));
 }
 
@@ -159,9 +178,9 @@ fn prune_deletes_exactly_what_no_kept_snapshot_needs_and_dry_run_agrees() {
     let setup = kv_archive("prune-file", None, 2);
     prune_removes_exactly_what_it_should(&setup, true);
     // The stream archives on after the prune, and restores reach the new end.
-    kv::write_segments(&setup, 61..=75);
+    kvapp::write_segments(&setup.src, 61..=75);
     setup.ok(&["run", "--once"]);
-    assert_eq!(restore_state(&setup, None).0, state_at(0, 75));
+    assert_eq!(restore_state(&setup, None).0, state_at(75));
 }
 
 #[test]
@@ -176,71 +195,85 @@ fn restore_and_prune_on_garage() {
 }
 
 /// Nothing is deleted until more snapshots than keep_snapshots exist, and
-/// with no snapshot at all every batch stays.
+/// with no snapshot at all every batch stays; `run --once` applies
+/// retention at the end of its pass.
 #[test]
 fn no_prune_without_more_snapshots_than_kept() {
-    let setup = Setup::new("prune-nothing", 10, "seal = spool\nkeep_snapshots = 2");
-    kv::write_segments(&setup, 0..=30);
+    let setup = Setup::new("prune-nothing", 10, "");
+    setup.write_config(10, &kv_lines(&setup, 2), "");
+    kvapp::write_segments(&setup.src, 0..=10);
     setup.ok(&["run", "--once"]);
     assert_eq!(setup.ok(&["prune"]), "stream s: nothing to prune (0 snapshots kept, keep_snapshots = 2)\n");
-    kv::snapshot_at(&setup, 0, 10);
-    kv::snapshot_at(&setup, 0, 20);
+    setup.ok(&["snapshot", "-s", "s"]);
+    archive_and_snapshot(&setup, 11..=20);
     assert_eq!(setup.ok(&["prune"]), "stream s: nothing to prune (2 snapshots kept, keep_snapshots = 2)\n");
-    assert_eq!(setup.batch_objects().len(), 4);
-    // `run --once` applies retention too, once a third snapshot exists.
-    kv::snapshot_at(&setup, 0, 30);
+    assert_eq!(setup.batch_objects().len(), 3);
+    archive_and_snapshot(&setup, 21..=30);
+    kvapp::write_segments(&setup.src, 31..=35);
     setup.ok(&["run", "--once"]);
     assert_eq!(
         stored_keys(&setup, "s/snapshots"),
         ["s/snapshots/0000000000000014", "s/snapshots/000000000000001e"]
     );
-    assert_eq!(setup.batch_objects().len(), 1, "only 21..30 is left");
+    assert_eq!(setup.batch_objects().len(), 2, "only 21..30 and 31..35 are left");
 }
 
-/// The daemon prunes by itself (at its first pass, then every
-/// prune_interval); while it runs, `prune` refuses naming it (one writer
-/// per journal) and `prune --dry-run` still shows what would go.
+/// The daemon prunes by itself (at its start, then every prune_interval);
+/// while it runs, `prune` and `prune --dry-run` go through its control
+/// socket (the journal has one writer) and print what they print without
+/// it.
 #[test]
-fn the_daemon_prunes_by_itself_and_prune_refuses_while_it_runs() {
+fn the_daemon_prunes_by_itself_and_prune_goes_through_it() {
     let setup = kv_archive("prune-daemon", None, 1);
-    setup.write_config(10, "seal = spool\nkeep_snapshots = 1", "prune_interval = 1s");
-    let mut daemon = Daemon::start(&setup.config, false);
-    let pid = daemon.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while setup.batch_objects().len() != 2 {
-        assert!(Instant::now() < deadline, "the daemon did not prune: {:?}", setup.batch_objects());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = setup.walship(&["prune"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("PID {pid}")), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("applies retention by itself every prune_interval (1s)"),
-        "{}",
-        stderr(&out)
-    );
-    kv::write_segments(&setup, 61..=80);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fs::read_to_string(setup.state.join("s/archived_position")).unwrap_or_default() != "80\n" {
-        assert!(Instant::now() < deadline, "the daemon did not archive 61..80");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // A snapshot recorded while it runs goes through its journal: here
-    // it is written to the target alone, which the daemon adopts at its
-    // next start; `--dry-run` reads both.
-    let output = daemon.terminate();
-    assert!(output.status.success());
-    kv::snapshot_at(&setup, 0, 80);
+    setup.write_config(10, &kv_lines(&setup, 1), "prune_interval = 1h");
+    let daemon = serving_daemon(&setup);
+    wait_for("the daemon's first prune", || setup.batch_objects().len() == 2);
+    assert_eq!(stored_keys(&setup, "s/snapshots"), ["s/snapshots/0000000000000028"]);
+    let out = setup.ok(&["snapshot", "-s", "s"]);
+    assert!(out.contains("at position 60 succeeded"), "{out}");
     let dry = setup.ok(&["prune", "--dry-run"]);
-    assert!(dry.contains("s/snapshots/0000000000000028"), "{dry}");
-    let daemon = Daemon::start(&setup.config, false);
+    assert!(dry.starts_with("stream s: would delete 3 objects"), "{dry}");
+    let real = setup.ok(&["prune"]);
+    assert!(real.starts_with("stream s: deleted 3 objects"), "{real}");
+    assert_eq!(object_lines(&real), object_lines(&dry), "through the daemon too, the plans agree");
+    assert_eq!(
+        (setup.batch_objects().len(), stored_keys(&setup, "s/snapshots")),
+        (0, vec!["s/snapshots/000000000000003c".to_string()])
+    );
+    assert!(daemon.terminate().status.success());
+
+    // Every prune_interval, by itself.
+    setup.write_config(10, &kv_lines(&setup, 1), "prune_interval = 1s");
+    let daemon = serving_daemon(&setup);
+    kvapp::write_segments(&setup.src, 61..=80);
+    wait_for("61..80 archived", || {
+        fs::read_to_string(setup.state.join("s/archived_position")).is_ok_and(|p| p == "80\n")
+    });
+    setup.ok(&["snapshot", "-s", "s"]);
+    wait_for("the daemon's own prune", || {
+        stored_keys(&setup, "s/snapshots") == ["s/snapshots/0000000000000050"]
+    });
+    assert!(daemon.terminate().status.success());
+    assert_eq!(restore_state(&setup, None), (state_at(80), Some(80), vec![]));
+    setup.ok(&["verify", "--deep"]);
+}
+
+/// Start the daemon and wait until it serves the control socket.
+fn serving_daemon(setup: &Setup) -> Daemon {
+    let mut daemon = Daemon::start(&setup.config, false);
+    let pid = daemon.id().to_string();
+    let lock = setup.state.join(".walship-control.lock");
+    wait_for("the control socket", || fs::read_to_string(&lock).is_ok_and(|p| p.trim() == pid));
+    daemon
+}
+
+/// Wait until `done`, failing after 20 s with `what`.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while stored_keys(&setup, "s/snapshots") != ["s/snapshots/0000000000000050"] {
-        assert!(Instant::now() < deadline, "the daemon did not prune again");
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(daemon);
-    assert_eq!(restore_state(&setup, None).0, state_at(0, 80));
 }
 
 /// SIGKILL while `prune` deletes (as soon as its record is stored, at its
@@ -251,11 +284,10 @@ fn the_daemon_prunes_by_itself_and_prune_refuses_while_it_runs() {
 fn sigkill_during_a_prune_leaves_a_consistent_manifest() {
     let mut cut_short = 0;
     for (round, deleted_before_kill) in [0usize, 1, 100].into_iter().enumerate() {
-        let setup = Setup::new(&format!("prune-kill-{round}"), 1, "seal = spool\nkeep_snapshots = 1");
-        kv::write_segments(&setup, 0..=300);
-        setup.ok(&["run", "--once"]);
-        kv::snapshot_at(&setup, 0, 150);
-        kv::snapshot_at(&setup, 0, 300);
+        let setup = Setup::new(&format!("prune-kill-{round}"), 1, "");
+        setup.write_config(1, &kv_lines(&setup, 1), "");
+        archive_and_snapshot(&setup, 0..=150);
+        archive_and_snapshot(&setup, 151..=300);
         let record = setup.archive.join("s/manifest/prune-0000000000000001");
         let batches = setup.archive.join("s/batches");
         let count = || fs::read_dir(&batches).map_or(0, |d| d.count());
@@ -296,10 +328,10 @@ fn sigkill_during_a_prune_leaves_a_consistent_manifest() {
         assert_eq!(stored_keys(&setup, "s/snapshots"), ["s/snapshots/000000000000012c"]);
         setup.ok(&["verify", "--deep"]);
         let (state, snapshot, segments) = restore_state(&setup, None);
-        assert_eq!((state, snapshot, segments), (state_at(0, 300), Some(300), vec![]));
-        kv::write_segments(&setup, 301..=305);
+        assert_eq!((state, snapshot, segments), (state_at(300), Some(300), vec![]));
+        kvapp::write_segments(&setup.src, 301..=305);
         setup.ok(&["run", "--once"]);
-        assert_eq!(restore_state(&setup, None).0, state_at(0, 305));
+        assert_eq!(restore_state(&setup, None).0, state_at(305));
     }
     assert!(cut_short > 0, "no kill landed between the prune record and the last deletion");
 }

@@ -3,8 +3,9 @@
 //! - the manifest itself: damaged or hostile journal lines and remote
 //!   records, holes (a deleted journal line, a lost record object), all
 //!   reported with the file and line or the object key;
-//! - each batch object against its record: missing, or a size or CRC32 that
-//!   differs (with `deep`, the CRC32 is recomputed from the bytes);
+//! - each batch object, and each snapshot object no prune deleted, against
+//!   its record: missing, or a size or CRC32 that differs (with `deep`, the
+//!   CRC32 is recomputed from the bytes);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
 //!   mark that hides data the archive holds); prune records that disagree
@@ -25,7 +26,7 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules};
 use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
@@ -60,9 +61,11 @@ pub fn verify_stream(
         Record::Batch(batch) => Some(batch),
         Record::Gap(_) => None,
     });
+    let stored: Vec<&StoredObject> =
+        batches.map(|b| &b.stored).chain(manifest.live_snapshots().map(|s| &s.stored)).collect();
     let total = Amount {
-        objects: batches.clone().count() as u64,
-        bytes: if deep { batches.map(|b| b.stored.size).sum() } else { 0 },
+        objects: stored.len() as u64,
+        bytes: if deep { stored.iter().map(|s| s.size).sum() } else { 0 },
     };
     let mut progress = Progress::new("verified", total);
     for record in manifest.live_log() {
@@ -73,13 +76,23 @@ pub fn verify_stream(
             }
             Record::Batch(batch) => {
                 checked += 1;
-                let found = check_batch(target, batch, deep);
+                let found = check_object(target, &batch.key, &batch.stored, deep);
                 progress.add(1, if deep { batch.stored.size } else { 0 });
                 if let Some(found) = found {
                     progress.clear();
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
+        }
+    }
+    let mut snapshots = 0;
+    for snapshot in manifest.live_snapshots() {
+        snapshots += 1;
+        let found = check_object(target, &snapshot.key, &snapshot.stored, deep);
+        progress.add(1, if deep { snapshot.stored.size } else { 0 });
+        if let Some(found) = found {
+            progress.clear();
+            problem(say, format!("snapshot {}: {found}", snapshot.key));
         }
     }
     progress.finish();
@@ -120,7 +133,10 @@ pub fn verify_stream(
     for found in found {
         problem(say, found);
     }
-    let checked = crate::human::count(checked, "batch");
+    let mut checked = crate::human::count(checked, "batch");
+    if snapshots > 0 {
+        checked = format!("{checked} and {}", crate::human::count(snapshots, "snapshot"));
+    }
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
 }
@@ -161,10 +177,10 @@ pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: 
         .collect()
 }
 
-/// What is wrong with a stored batch, if anything.
-fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
-    let stored = &batch.stored;
-    let info = match target.head(&batch.key) {
+/// What is wrong with the object stored at `key` (a batch or a snapshot),
+/// if anything.
+fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: bool) -> Option<String> {
+    let info = match target.head(key) {
         Ok(Some(info)) => info,
         Ok(None) => return Some("MISSING from the archive".into()),
         Err(e) => return Some(format!("cannot check: {e}")),
@@ -175,7 +191,7 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
     let crc = match (info.crc32, deep) {
         (Some(crc), false) => crc,
         (None, false) => return None,
-        (_, true) => match target::stored_crc32(target, &batch.key) {
+        (_, true) => match target::stored_crc32(target, key) {
             Ok(crc) => crc,
             Err(e) => return Some(format!("cannot read back: {e}")),
         },

@@ -5,8 +5,6 @@
 //! values as text, [`super::validate`] says whether one is acceptable and
 //! [`super::sequence`] whether it may follow the ones before it.
 
-use std::collections::HashSet;
-
 use crate::crc;
 use crate::target::keys;
 
@@ -227,11 +225,12 @@ impl Manifest {
         &self.log[start..]
     }
 
-    /// The snapshots no prune has deleted, by increasing position.
-    pub fn live_snapshots(&self) -> Vec<&SnapshotRecord> {
-        let deleted: HashSet<&str> =
+    /// The snapshots retention has not deleted (no prune names their key),
+    /// by position.
+    pub fn live_snapshots(&self) -> impl Iterator<Item = &SnapshotRecord> + '_ {
+        let deleted: std::collections::HashSet<&str> =
             self.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
-        self.snapshots.iter().filter(|s| !deleted.contains(s.key.as_str())).collect()
+        self.snapshots.iter().filter(move |s| !deleted.contains(s.key.as_str()))
     }
 
     /// Every entry in an order a journal accepts: prunes first (their mark

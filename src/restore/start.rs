@@ -42,7 +42,7 @@ pub fn start<'m>(stream: &str, manifest: &'m Manifest, position: Option<u64>) ->
         (_, None) => return Err(Error::ArchiveEnds { stream: stream.into(), end: None, asked: position }),
         (asked, Some(end)) => asked.unwrap_or(end),
     };
-    let snapshot = manifest.live_snapshots().into_iter().rev().find(|s| s.position <= limit);
+    let snapshot = manifest.live_snapshots().take_while(|s| s.position <= limit).last();
     let live = manifest.live_log();
     let records = match (snapshot, manifest.pruned_before()) {
         (Some(snapshot), _) => &live[live.partition_point(|r| r.last() <= snapshot.position)..],

@@ -11,9 +11,11 @@
 //! already gone is no error). Only the latest can be unfinished, since a
 //! record is written only once the previous one's deletions are done.
 
+use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::Stream;
+use super::mailbox::PruneReply;
 use crate::catalog;
 use crate::error::Error;
 use crate::manifest::{Entry, Manifest, ManifestError, StreamRules, journal};
@@ -29,6 +31,23 @@ pub struct Pruned {
 }
 
 impl Stream {
+    /// What `walship prune` prints for this stream, after applying
+    /// retention now (or with `dry_run`, only planning it).
+    pub fn prune_now(&mut self, dry_run: bool) -> Result<String, Error> {
+        let pruned = if dry_run { self.plan_retention()? } else { self.apply_retention()? };
+        let keep = self.config.keep_snapshots as usize;
+        Ok(retention::render(self.name(), pruned.plan.as_ref(), pruned.snapshots_kept, keep, dry_run))
+    }
+
+    /// What retention would delete now (`prune --dry-run`): the same plan
+    /// [`Stream::apply_retention`] carries out.
+    pub fn plan_retention(&self) -> Result<Pruned, Error> {
+        let manifest = self.whole_manifest()?;
+        checked_prunes(self.name(), &manifest)?;
+        let plan = retention::plan(&manifest, self.config.keep_snapshots as usize);
+        Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
+    }
+
     /// Apply retention now.
     pub fn apply_retention(&mut self) -> Result<Pruned, Error> {
         let manifest = self.whole_manifest()?;
@@ -36,7 +55,7 @@ impl Stream {
         if let Some(latest) = manifest.prunes.last() {
             self.delete_objects(&latest.deleted)?;
         }
-        let live = manifest.live_snapshots().len();
+        let live = manifest.live_snapshots().count();
         let Some(plan) = retention::plan(&manifest, self.config.keep_snapshots as usize) else {
             return Ok(Pruned { plan: None, snapshots_kept: live });
         };
@@ -50,6 +69,7 @@ impl Stream {
             catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
             self.journal.append_entries(std::slice::from_ref(&entry))?;
             self.source.prune(Some(before));
+            self.snapshots.note(&self.config.name, &entry);
             let Entry::Prune(record) = entry else { unreachable!("built as a prune above") };
             self.delete_objects(&record.deleted)?;
             log::info!(
@@ -74,11 +94,15 @@ impl Stream {
 
 /// When a daemon's stream thread applies retention: at its first
 /// successful pass (which also finishes a prune a crash cut short), then
-/// every `prune_interval`. A failed prune is logged (once while it keeps
+/// every `prune_interval` — reading the manifest only when the stream holds
+/// more snapshots than it keeps, so an idle daemon does not read its whole
+/// journal every interval. A failed prune is logged (once while it keeps
 /// failing the same way) and tried again after a minute at most.
 pub struct PruneSchedule {
     interval: Duration,
     next: Instant,
+    /// The last prune ran to its end: nothing is left to finish.
+    settled: bool,
     last_error: Option<String>,
 }
 
@@ -87,7 +111,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 impl PruneSchedule {
     pub fn new(interval: Duration) -> PruneSchedule {
-        PruneSchedule { interval, next: Instant::now(), last_error: None }
+        PruneSchedule { interval, next: Instant::now(), settled: false, last_error: None }
     }
 
     /// Apply retention to `stream` if it is due.
@@ -96,14 +120,19 @@ impl PruneSchedule {
         if now < self.next {
             return;
         }
+        self.next = now + self.interval;
+        if self.settled && stream.snapshot_count() <= stream.config.keep_snapshots as usize {
+            return;
+        }
         match stream.apply_retention() {
             Ok(_) => {
+                self.settled = true;
                 if self.last_error.take().is_some() {
                     log::info!("stream {}: retention applies again", stream.name());
                 }
-                self.next = now + self.interval;
             }
             Err(error) => {
+                self.settled = false;
                 let message = error.to_string();
                 if self.last_error.as_ref() != Some(&message) {
                     log::error!("stream {}: retention failed: {message}", stream.name());
@@ -111,6 +140,32 @@ impl PruneSchedule {
                 self.last_error = Some(message);
                 self.next = now + self.interval.min(RETRY_AFTER_FAILURE);
             }
+        }
+    }
+}
+
+impl PruneSchedule {
+    /// Answer `walship prune` requests (`dry_run`, reply): with the text
+    /// the command prints, once `stream` is open; otherwise with why not
+    /// (`unavailable`: the stream's last error, or that it stops).
+    pub fn answer(
+        &mut self,
+        requests: impl Iterator<Item = (bool, Sender<PruneReply>)>,
+        mut stream: Option<&mut Stream>,
+        unavailable: Option<&str>,
+    ) {
+        for (dry_run, reply) in requests {
+            let answer = match stream.as_deref_mut() {
+                Some(stream) => stream.prune_now(dry_run).map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "the stream is not open: {}",
+                    unavailable.unwrap_or("it has not started yet")
+                )),
+            };
+            if answer.is_ok() && !dry_run {
+                self.last_error = None;
+            }
+            let _ = reply.send(answer);
         }
     }
 }
