@@ -64,18 +64,18 @@ impl Stream {
         let next = manifest.prunes.last().map_or(1, |p| p.sequence + 1);
         let rules = StreamRules::new(&self.config.name, &self.config.naming);
         for record in plan.records(next) {
-            let (sequence, before, count) = (record.sequence, record.before, record.deleted.len() as u64);
-            let entry = Entry::Prune(record);
+            let entry = Entry::Prune(record.clone());
             catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
             self.journal.append_entries(std::slice::from_ref(&entry))?;
-            self.source.prune(Some(before));
+            self.source.prune(Some(record.before));
             self.snapshots.note(&self.config.name, &entry);
-            let Entry::Prune(record) = entry else { unreachable!("built as a prune above") };
             self.delete_objects(&record.deleted)?;
             log::info!(
-                "stream {}: prune {sequence}: deleted {}; positions before {before} are pruned",
+                "stream {}: prune {}: deleted {}; positions before {} are pruned",
                 self.name(),
-                crate::human::count(count, "object")
+                record.sequence,
+                crate::human::count(record.deleted.len() as u64, "object"),
+                record.before
             );
         }
         Ok(Pruned { plan: Some(plan), snapshots_kept })
