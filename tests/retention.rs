@@ -335,3 +335,28 @@ fn sigkill_during_a_prune_leaves_a_consistent_manifest() {
     }
     assert!(cut_short > 0, "no kill landed between the prune record and the last deletion");
 }
+
+/// On a terminal, restore and verify draw one updating progress line on
+/// stderr (objects, bytes); piped, they print none (see `restore_state`).
+/// Runs them under `script`, which gives them a terminal; skipped without it.
+#[test]
+fn restore_and_verify_show_progress_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipping: no `script` to run walship on a terminal");
+        return;
+    }
+    let setup = kv_archive("progress-tty", None, 7);
+    let on_terminal = |args: &str| -> String {
+        let line = format!("{} {args} -c {}", env!("CARGO_BIN_EXE_walship"), setup.config.display());
+        let out = Command::new("script").args(["-qec", &line, "/dev/null"]).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", stdout(&out));
+        stdout(&out)
+    };
+    let dir = setup.dir.path.join("tty-restore");
+    let restored = on_terminal(&format!("restore -s s --to {} --position 33", dir.display()));
+    assert!(restored.contains("\rrestored 3/3 objects, "), "{restored:?}");
+    let verified = on_terminal("verify --deep");
+    assert!(verified.contains("\rverified 9/9 objects, "), "{verified:?}");
+    let piped = setup.walship(&["verify", "--deep"]);
+    assert!(!stderr(&piped).contains('\r') && !stdout(&piped).contains('\r'), "{}", stderr(&piped));
+}
