@@ -481,7 +481,7 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
                     let pass = stream.pass(true, Hints::default(), &|| false)?;
                     let snapshots = take_due_snapshots(&mut stream, state_dir)?;
-                    stream.apply_retention()?;
+                    stream.apply_retention(&|| false)?;
                     Ok(OnceReport { pass, snapshots })
                 })
             })

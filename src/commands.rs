@@ -378,7 +378,7 @@ fn prune_stream(
         Arc::new(StatusCell::new(StreamStatus { stream: stream.name.clone(), ..Default::default() }));
     let mut open =
         stream::Stream::open(stream.clone(), state_dir, Arc::clone(target), status, Arc::new(lock))?;
-    open.prune_now(false)
+    open.prune_now(false, &|| false)
 }
 
 /// `walship snapshot`: through the daemon's control socket, or, with no

@@ -77,8 +77,8 @@ pub enum Error {
     /// too many snapshots, nothing to snapshot): the message names the job
     /// or says why.
     Snapshot(String),
-    /// A prune the running daemon carried out for `walship prune` failed:
-    /// the message says why.
+    /// A prune failed or stopped half-way (the daemon stopping), here or
+    /// in the running daemon for `walship prune`: the message says why.
     Prune(String),
     /// The stream's lock is held (by the daemon, `holder`), but its control
     /// socket does not answer (`why`).

@@ -11,6 +11,8 @@
 //! already gone is no error). Only the latest can be unfinished, since a
 //! record is written only once the previous one's deletions are done.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -32,9 +34,10 @@ pub struct Pruned {
 
 impl Stream {
     /// What `walship prune` prints for this stream, after applying
-    /// retention now (or with `dry_run`, only planning it).
-    pub fn prune_now(&mut self, dry_run: bool) -> Result<String, Error> {
-        let pruned = if dry_run { self.plan_retention()? } else { self.apply_retention()? };
+    /// retention now (or with `dry_run`, only planning it); see
+    /// [`Stream::apply_retention`] for `should_stop`.
+    pub fn prune_now(&mut self, dry_run: bool, should_stop: &dyn Fn() -> bool) -> Result<String, Error> {
+        let pruned = if dry_run { self.plan_retention()? } else { self.apply_retention(should_stop)? };
         let keep = self.config.keep_snapshots as usize;
         Ok(retention::render(self.name(), pruned.plan.as_ref(), pruned.snapshots_kept, keep, dry_run))
     }
@@ -48,8 +51,10 @@ impl Stream {
         Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
     }
 
-    /// Apply retention now.
-    pub fn apply_retention(&mut self) -> Result<Pruned, Error> {
+    /// Apply retention now. A prune recorded as several prune records
+    /// stops between two of them when `should_stop` (the daemon stopping);
+    /// the next run carries on from there.
+    pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Pruned, Error> {
         let manifest = self.whole_manifest()?;
         checked_prunes(self.name(), &manifest)?;
         if let Some(latest) = manifest.prunes.last() {
@@ -63,7 +68,16 @@ impl Stream {
             live - plan.doomed.iter().filter(|d| matches!(d.object, Object::Snapshot { .. })).count();
         let next = manifest.prunes.last().map_or(1, |p| p.sequence + 1);
         let rules = StreamRules::new(&self.config.name, &self.config.naming);
-        for record in plan.records(next) {
+        let records = plan.records(next);
+        let total = records.len();
+        for (done, record) in records.into_iter().enumerate() {
+            if should_stop() {
+                return Err(Error::Prune(format!(
+                    "stream {}: walship is stopping: {done} of the {total} prune records of this prune \
+                     are carried out, the next start carries out the rest",
+                    self.name()
+                )));
+            }
             let entry = Entry::Prune(record.clone());
             catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
             self.journal.append_entries(std::slice::from_ref(&entry))?;
@@ -100,6 +114,8 @@ impl Stream {
 /// failing the same way) and tried again after a minute at most.
 pub struct PruneSchedule {
     interval: Duration,
+    /// Set when the daemon stops: a long prune stops between its records.
+    stop: Arc<AtomicBool>,
     next: Instant,
     /// The last prune ran to its end: nothing is left to finish.
     settled: bool,
@@ -110,8 +126,8 @@ pub struct PruneSchedule {
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
 
 impl PruneSchedule {
-    pub fn new(interval: Duration) -> PruneSchedule {
-        PruneSchedule { interval, next: Instant::now(), settled: false, last_error: None }
+    pub fn new(interval: Duration, stop: Arc<AtomicBool>) -> PruneSchedule {
+        PruneSchedule { interval, stop, next: Instant::now(), settled: false, last_error: None }
     }
 
     /// Apply retention to `stream` if it is due.
@@ -124,7 +140,7 @@ impl PruneSchedule {
         if self.settled && stream.snapshot_count() <= stream.config.keep_snapshots as usize {
             return;
         }
-        match stream.apply_retention() {
+        match stream.apply_retention(&|| self.stop.load(Ordering::SeqCst)) {
             Ok(_) => {
                 self.settled = true;
                 if self.last_error.take().is_some() {
@@ -156,7 +172,9 @@ impl PruneSchedule {
     ) {
         for (dry_run, reply) in requests {
             let answer = match stream.as_deref_mut() {
-                Some(stream) => stream.prune_now(dry_run).map_err(|e| e.to_string()),
+                Some(stream) => {
+                    stream.prune_now(dry_run, &|| self.stop.load(Ordering::SeqCst)).map_err(|e| e.to_string())
+                }
                 None => Err(format!(
                     "the stream is not open: {}",
                     unavailable.unwrap_or("it has not started yet")

@@ -99,7 +99,7 @@ impl StreamJob {
             self.backoff.clone(),
         );
         let mut last_error: Option<String> = None;
-        let mut prunes = PruneSchedule::new(self.prune_interval);
+        let mut prunes = PruneSchedule::new(self.prune_interval, Arc::clone(&links.stop));
         while !stopped() && !inbox.stop {
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
