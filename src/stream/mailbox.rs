@@ -5,7 +5,8 @@
 //!
 //! A snapshot job runs on a thread of its own (so shipping goes on) and
 //! hands its stored snapshot back as [`Message::SnapshotFinished`]: the
-//! stream's thread records it.
+//! stream's thread records it. Retention deletes and records too, so
+//! `walship prune` against a running daemon is a [`Message::Prune`].
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! A stream's thread: wait for mail or the poll interval, run a pass, back
 //! off after a failure, answer "archive this file now" requests once their
-//! file is committed, and start and record snapshot jobs (`snapshots`).
+//! file is committed, start and record snapshot jobs (`snapshots`), and
+//! apply retention every `prune_interval` and on request (`retention`).
 //!
 //! Failures never end the thread (retrying never gives up on data), except
 //! a conflict — different content already archived at a position — which
