@@ -20,7 +20,7 @@ use super::Stream;
 use super::mailbox::PruneReply;
 use crate::catalog;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, StreamRules, journal};
+use crate::manifest::{Entry, Manifest, ManifestError, Record, StreamRules, journal};
 use crate::retention::{self, Object, Plan};
 
 /// What applying retention did.
@@ -45,7 +45,7 @@ impl Stream {
     /// What retention would delete now (`prune --dry-run`): the same plan
     /// [`Stream::apply_retention`] carries out.
     pub fn plan_retention(&self) -> Result<Pruned, Error> {
-        let manifest = self.whole_manifest()?;
+        let manifest = self.manifest_without_segments()?;
         checked_prunes(self.name(), &manifest)?;
         let plan = retention::plan(&manifest, self.config.keep_snapshots as usize);
         Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
@@ -55,7 +55,7 @@ impl Stream {
     /// stops between two of them when `should_stop` (the daemon stopping);
     /// the next run carries on from there.
     pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Pruned, Error> {
-        let manifest = self.whole_manifest()?;
+        let manifest = self.manifest_without_segments()?;
         checked_prunes(self.name(), &manifest)?;
         if let Some(latest) = manifest.prunes.last() {
             self.delete_objects(&latest.deleted)?;
@@ -95,10 +95,19 @@ impl Stream {
         Ok(Pruned { plan: Some(plan), snapshots_kept })
     }
 
-    /// The whole manifest, as the journal holds it (caught up with the
-    /// archive when the stream opened; this thread is its only writer).
-    fn whole_manifest(&self) -> Result<Manifest, Error> {
-        Ok(journal::read_all(self.journal.path(), &self.journal.rules())?.manifest)
+    /// The manifest as the journal holds it (caught up with the archive
+    /// when the stream opened; this thread is its only writer), without the
+    /// batches' segment lists: retention needs each batch's range, key and
+    /// size, and a long journal's segment lists would take far more memory.
+    fn manifest_without_segments(&self) -> Result<Manifest, Error> {
+        let mut manifest = Manifest::default();
+        journal::read_each(self.journal.path(), &self.journal.rules(), |mut entry| {
+            if let Entry::Log(Record::Batch(batch)) = &mut entry {
+                batch.segments = Vec::new();
+            }
+            manifest.push(entry);
+        })?;
+        Ok(manifest)
     }
 
     fn delete_objects(&self, keys: &[String]) -> Result<(), Error> {
