@@ -92,6 +92,9 @@ fn archive_locked(
     let started = Instant::now();
     let lock = loop {
         let why = match control_client::ask(state_dir, &request, &mut |info| log::info!("{info}"))? {
+            // A daemon that does not run the stream: as if there were none
+            // (the stream's lock tells whether another process runs it).
+            Answer::Reply(reply) if reply.outcome == Outcome::NotHere => reply.message,
             Answer::Reply(reply) => return daemon_answer(reply, position),
             Answer::NoDaemon(why) => why,
         };
@@ -125,6 +128,7 @@ fn daemon_answer(reply: Reply, position: u64) -> Result<u64, Error> {
             Ok(position)
         }
         Outcome::Usage => Err(Error::Usage(reply.message)),
-        Outcome::Failed | Outcome::Refused => Err(Error::PushFailed(reply.message)),
+        // (NotHere is taken as "no daemon" before this is asked.)
+        Outcome::Failed | Outcome::Refused | Outcome::NotHere => Err(Error::PushFailed(reply.message)),
     }
 }

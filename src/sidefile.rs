@@ -51,7 +51,7 @@ pub fn push(target: &dyn Target, stream: &str, name: &str, path: &Path) -> Resul
         });
     }
     let pieces = [bytes.as_slice()];
-    target.put(&key, &Upload { pieces: &pieces, size, crc32 }).map_err(|e| Error::target(stream, e))?;
+    target.put(&key, &Upload::pieces(&pieces, size, crc32)).map_err(|e| Error::target(stream, e))?;
     Ok(Stored::Sent)
 }
 

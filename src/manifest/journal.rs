@@ -318,8 +318,10 @@ pub fn lookup(path: &Path, rules: &StreamRules<'_>, position: u64) -> Result<Loo
     })
 }
 
-/// Read-only pass over every entry; a missing file is an empty manifest.
-fn read_each(
+/// Read-only pass over every entry, each handed to `visit` and not kept
+/// (see [`format::parse_each`] for the order); a missing file is an empty
+/// manifest.
+pub fn read_each(
     path: &Path,
     rules: &StreamRules<'_>,
     visit: impl FnMut(Entry),
