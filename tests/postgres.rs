@@ -161,21 +161,6 @@ fn write_config(path: &Path, state: &Path, target_lines: &str, data: &Path, snap
     fs::write(path, text).unwrap();
 }
 
-/// Download `key` (under the bucket) to `dest` with curl.
-fn download(s3: &S3Env, key: &str, dest: &Path) {
-    let out = Command::new("curl")
-        .args(["-sSf", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--aws-sigv4"])
-        .arg(format!("aws:amz:{}:s3", s3.region))
-        .arg("--user")
-        .arg(format!("{}:{}", s3.key_id, s3.secret))
-        .arg("-o")
-        .arg(dest)
-        .arg(format!("{}/{}/{key}", s3.endpoint, s3.bucket))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "curl GET {key}: {}", stderr(&out));
-}
-
 /// The lines appended to a cluster's postgresql.conf.
 fn server_settings(pg: &Pg, config: &Path, archive: bool) -> String {
     let walship = pg.walship.display();
@@ -223,8 +208,7 @@ fn postgres_point_in_time_recovery_and_a_new_timeline_through_walship() {
     fs::copy(env!("CARGO_BIN_EXE_walship"), &walship).unwrap();
     fs::set_permissions(&walship, fs::Permissions::from_mode(0o755)).unwrap();
     let pg = Pg { bin, user, dir: scratch.path.clone(), walship };
-    let prefix = unique_prefix("postgres");
-    let target_lines = s3.target_lines(&scratch.path, &prefix);
+    let target_lines = s3.target_lines(&scratch.path, &unique_prefix("postgres"));
     let state = scratch.path.join("state");
     let (data1, data2, data3) =
         (scratch.path.join("data1"), scratch.path.join("data2"), scratch.path.join("data3"));
@@ -260,11 +244,20 @@ fn postgres_point_in_time_recovery_and_a_new_timeline_through_walship() {
     pg.run("pgbench", &["-h", &sock, "-p", &port, "-t", "300", "-c", "2", "-n", "postgres"]);
     let snapshot = pg.walship(&config1, &["snapshot", "-s", "pg"]);
     assert_success(&snapshot, &["snapshot"]);
+    // Restored as `walship restore` gives a snapshot back: up to its
+    // position, the snapshot file alone.
     let list = stdout(&pg.walship(&config1, &["list", "-s", "pg"]));
     let key =
         list.split_whitespace().find(|word| word.starts_with("pg/snapshots/")).expect("a snapshot listed");
-    let base_backup = scratch.path.join("base.tar");
-    download(&s3, &format!("{prefix}/{key}"), &base_backup);
+    let position = key.trim_start_matches("pg/snapshots/");
+    let restored = scratch.path.join("restored-snapshot");
+    let out = pg.walship(
+        &config1,
+        &["restore", "-s", "pg", "--to", restored.to_str().unwrap(), "--position", &format!("0x{position}")],
+    );
+    assert_success(&out, &["restore", "the snapshot"]);
+    let base_backup = restored.join(format!("walship-snapshot-{position}"));
+    assert!(base_backup.is_file(), "{}", stdout(&out));
     pg.run("pgbench", &["-h", &sock, "-p", &port, "-t", "300", "-c", "2", "-n", "postgres"]);
     pg.sql(port1, "INSERT INTO marks SELECT FROM generate_series(1, 1000)");
 
