@@ -29,48 +29,32 @@ use crate::sidefile;
 use crate::statedir;
 use crate::target::{self, Target, keys};
 
-/// Where a fetched segment came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Archive,
-    Spool,
-}
-
 /// Fetch `name` of `stream` into `dest` (see the module doc). Returns its
-/// length and where it came from.
-pub fn fetch(
-    config: &Config,
-    stream: &StreamConfig,
-    name: &str,
-    dest: &FetchDest,
-) -> Result<(u64, Source), Error> {
+/// length.
+pub fn fetch(config: &Config, stream: &StreamConfig, name: &str, dest: &FetchDest) -> Result<u64, Error> {
     let target = target::open(&config.global)?;
     if stream.naming.side_file(name).is_some() {
-        return fetch_side_file(target.as_ref(), &stream.name, name, dest).map(|len| (len, Source::Archive));
+        return fetch_side_file(target.as_ref(), &stream.name, name, dest);
     }
     let state_dir = &config.global.state_dir;
     if stream.prefetch_segments > 0
         && let Some(len) = prefetch::Spool::at(state_dir, &stream.name).take(&stream.name, name, dest)?
     {
-        return Ok((len, Source::Spool));
+        return Ok(len);
     }
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let Some(position) = stream.naming.position(name) else {
         let manifest = catalog::load(state_dir, target.as_ref(), &rules)?;
-        let len = restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
-        return Ok((len, Source::Archive));
+        return restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest);
     };
-    let len = match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
-        Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest)?,
-        Lookup::NotHeld => {
-            return Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() });
-        }
+    match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
+        Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest),
+        Lookup::NotHeld => Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() }),
         Lookup::Unknown => {
             let manifest = catalog::load_reaching(state_dir, target.as_ref(), &rules, position)?;
-            restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?
+            restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)
         }
-    };
-    Ok((len, Source::Archive))
+    }
 }
 
 /// A history or backup file: not stored is "not in the archive".
