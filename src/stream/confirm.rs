@@ -122,3 +122,70 @@ pub(super) fn file_crc32(path: &Path) -> io::Result<(u64, u32)> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config;
+    use crate::statedir;
+    use crate::status::StatusCell;
+    use crate::stream::Hints;
+    use crate::target::Target;
+    use crate::target::memory::MemoryTarget;
+    use crate::test_support::TempDir;
+
+    /// A `seal = push` stream archives nothing until a file is declared;
+    /// then the same bytes are confirmed, other bytes are a conflict naming
+    /// both CRCs, and a position the archive passed without it is refused.
+    #[test]
+    fn push_is_idempotent_refuses_other_bytes_and_positions_passed() {
+        let dir = TempDir::new("confirm-push");
+        let text = format!(
+            "[global]\nstate_dir = {0}/state\ntarget = file://{0}/unused\n\n[stream s]\ndir = {0}/src\n\
+             pattern = seg-{{seq}}.log\nbatch_size = 4\nseal = push\n",
+            dir.0.display()
+        );
+        let config = config::parse(Path::new("push.conf"), &text).unwrap().streams.remove(0);
+        let state = dir.0.join("state");
+        fs::create_dir(dir.0.join("src")).unwrap();
+        let segment = |p: u64| dir.0.join("src").join(format!("seg-{p}.log"));
+        for p in [1, 2, 3, 5] {
+            fs::write(segment(p), format!("segment {p}")).unwrap();
+        }
+        let target: Arc<dyn Target> = Arc::new(MemoryTarget::default());
+        let lock = Arc::new(statedir::lock_stream(&state, "s").unwrap());
+        let mut stream =
+            Stream::open(config.clone(), &state, target, Arc::new(StatusCell::default()), lock).unwrap();
+        stream.pass(true, Hints::default(), &|| false).unwrap();
+        assert_eq!(stream.archived(), None, "nothing declared, nothing sealed");
+
+        let position = requested_position(&config, &segment(2)).unwrap();
+        let push =
+            Hints { sealed_through: Some(position), low_water_mark: None, flush_through: Some(position) };
+        stream.pass(false, push, &|| false).unwrap();
+        assert_eq!(stream.archived(), Some(2), "everything up to the pushed file, nothing after");
+        assert_eq!(stream.confirm_archived(1, &segment(1)).unwrap(), 2);
+        assert_eq!(stream.confirm_archived(2, &segment(2)).unwrap(), 2, "the same bytes again");
+
+        let archived_crc = format!("{:08x}", crc32fast::hash(b"segment 1"));
+        fs::write(segment(1), "other bytes").unwrap();
+        let conflict = stream.confirm_archived(1, &segment(1)).unwrap_err();
+        let message = conflict.to_string();
+        let local_crc = format!("{:08x}", crc32fast::hash(b"other bytes"));
+        assert!(matches!(conflict, Error::Conflict { .. }), "{message}");
+        assert!(message.contains(&archived_crc) && message.contains(&local_crc), "{message}");
+
+        // 4 is missing while 5 is pushed: a gap, and 4 can never be archived.
+        let push5 = Hints { sealed_through: Some(5), low_water_mark: None, flush_through: Some(5) };
+        stream.pass(false, push5, &|| false).unwrap();
+        fs::write(segment(4), "late").unwrap();
+        let refused = stream.confirm_archived(4, &segment(4)).unwrap_err().to_string();
+        assert!(refused.contains("a gap is recorded there"), "{refused}");
+        let outside = requested_position(&config, &dir.0.join("elsewhere/seg-9.log")).unwrap_err();
+        assert!(matches!(outside, Error::Usage(_)), "{outside}");
+    }
+}
