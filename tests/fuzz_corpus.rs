@@ -388,3 +388,18 @@ fn credentials_parsing_takes_linear_time() {
         assert_linear(what, credentials::check_parse, make);
     }
 }
+
+/// Found by the fuzzer: a 24-byte name whose characters are not all ASCII
+/// (`\xd7` `00` `в`…) was cut at byte 8 as a WAL name's timeline, inside a
+/// character, and classifying it panicked. It is simply not a WAL name.
+#[test]
+fn wal_name_with_a_multibyte_character_across_a_cut_is_not_a_segment() {
+    let input = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/segment_name/wal-name-multibyte-across-a-cut"),
+    )
+    .unwrap();
+    check_name(&input);
+    let wal = Naming::postgres(16 << 20).unwrap();
+    assert_eq!(wal.classify("0000000é000000000000000"), NameMatch::NotASegment);
+}

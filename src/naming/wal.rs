@@ -154,7 +154,8 @@ pub fn timeline_of(position: u64) -> u64 {
 
 /// The three 8-digit fields of a 24-digit upper-case hex name.
 fn hex_fields(name: &str) -> Option<[u64; 3]> {
-    if name.len() != 24 {
+    // ASCII first: 24 bytes of other characters cannot be cut at 8 and 16.
+    if name.len() != 24 || !name.is_ascii() {
         return None;
     }
     Some([upper_hex(&name[..8], 8)?, upper_hex(&name[8..16], 8)?, upper_hex(&name[16..], 8)?])
@@ -279,6 +280,10 @@ mod tests {
             "00000001000000000000000１", // a full-width digit
             "../00000001000000000000001",
             "00000001/0000000000000001",
+            // 24 bytes, a two-byte character across the first cut (found
+            // by the fuzzer: slicing it panicked).
+            "0000000é000000000000000",
+            "0000000é000000000000000.00000028.backup",
         ] {
             assert_eq!(w.classify(name), NameMatch::NotASegment, "{name:?}");
         }
