@@ -12,10 +12,10 @@
 //! file's and ships them as a short batch. Either way the stream's thread
 //! then checks that the archive holds exactly this file at its position
 //! (`Stream::confirm_archived`): the same bytes pushed again succeed, other
-//! bytes under an archived name fail with both CRCs. A PostgreSQL history or backup file is stored beside
-//! the log ([`crate::sidefile`]) and needs no lock; a `.partial` file
-//! (which PostgreSQL also hands to `archive_command` when a timeline ends)
-//! succeeds without being archived.
+//! bytes under an archived name fail with both CRCs. A PostgreSQL history
+//! or backup file is stored beside the log ([`crate::sidefile`]) and needs
+//! no lock; a `.partial` file (which PostgreSQL also hands to
+//! `archive_command` when a timeline ends) succeeds without being archived.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,14 +71,14 @@ pub fn push(config: &Config, stream: &StreamConfig, path: &Path) -> Result<Pushe
     }
     let position = requested_position(stream, path)?;
     let target = target::open(&config.global)?;
-    let archived = archive_locked(config, stream, target, position, path)?;
+    let archived = archive_segment(config, stream, target, position, path)?;
     Ok(Pushed::Segment { archived })
 }
 
 /// Through the daemon when one serves the stream; otherwise under the
 /// stream's lock (waiting up to [`LOCK_WAIT`] while another process holds
 /// it), through the stream's pass.
-fn archive_locked(
+fn archive_segment(
     config: &Config,
     stream: &StreamConfig,
     target: Arc<dyn Target>,
