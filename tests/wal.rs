@@ -354,3 +354,35 @@ fn concurrent_pushes_through_the_daemon_lose_and_duplicate_nothing() {
     wal.segment(&names[3], 3);
     assert_every_segment_recorded_once(&wal, &names, &paths);
 }
+
+/// PostgreSQL marks a complete segment `.ready` in `pg_wal/archive_status`
+/// before it runs archive_command: such segments count as sealed, so
+/// `status` shows the backlog PostgreSQL has not pushed yet, and the daemon
+/// archives them by itself (here once they have waited `max_batch_delay`);
+/// the push that follows finds them archived. A recycled segment under a
+/// future name, never marked, stays out.
+#[test]
+fn segments_postgresql_marked_ready_are_sealed_backlog_and_archived_by_the_daemon() {
+    let wal = Wal::new("ready-marks", "max_batch_delay = 100ms\nprefetch_segments = 0");
+    let names: Vec<String> = (1..=4).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+    let paths: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| wal.segment(n, i as u64)).collect();
+    let marks = wal.pg_wal.join("archive_status");
+    fs::create_dir(&marks).unwrap();
+    for name in &names[..2] {
+        fs::write(marks.join(format!("{name}.ready")), "").unwrap();
+    }
+    let status = stdout(&wal.run(&["status"]));
+    assert!(status.contains("lag:                2 sealed segments"), "{status}");
+
+    let daemon = start_daemon(&wal);
+    let journal = wal.state.join("pg/manifest");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fs::read_to_string(&journal).unwrap_or_default().contains(names[1].as_str()) {
+        assert!(Instant::now() < deadline, "the daemon archived nothing marked ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_success(&wal.push(&paths[1]), &["push of an archived segment"]);
+    drop(daemon);
+    let journal = fs::read_to_string(&journal).unwrap();
+    assert!(!journal.contains(names[2].as_str()) && !journal.contains(names[3].as_str()), "{journal}");
+}

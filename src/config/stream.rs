@@ -29,9 +29,10 @@ pub enum SealMode {
     /// Every file is sealed on sight (files arrive by atomic rename).
     Spool,
     /// Sealed only once `walship push` (or the library's `archive_now`)
-    /// names it, with every position before it: the default, and the only
-    /// directory-reading mode, with `naming = postgres`, since `pg_wal`
-    /// holds recycled segments under future names.
+    /// names it, with every position before it (with `naming = postgres`,
+    /// also once PostgreSQL marks it `.ready` or `.done` in
+    /// `archive_status`): the default with `naming = postgres`, since
+    /// `pg_wal` holds recycled segments under future names.
     Push,
 }
 

@@ -366,15 +366,35 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
 }
 
 /// How many of `segments` are sealed, under the stream's sealing settings
-/// and what the application said (`plan::sealed_count`).
+/// and what the application said (`plan::sealed_count`); with WAL naming
+/// and `seal = push`, also what PostgreSQL marked complete
+/// ([`marked_complete`]).
 pub fn sealed_count(config: &StreamConfig, segments: &[Segment], hints: Hints, now: SystemTime) -> usize {
     let positions: Vec<u64> = segments.iter().map(|s| s.position).collect();
     let newest_age = segments.last().map_or(Duration::ZERO, |s| source::age(s.modified, now));
+    let declared_only = config.seal == SealMode::Push;
+    let marked = if declared_only { marked_complete(config, segments) } else { None };
     let sealing = Sealing {
         on_sight: config.seal == SealMode::Spool,
         idle: config.seal_idle,
-        through: hints.sealed_through,
-        declared_only: config.seal == SealMode::Push,
+        through: hints.sealed_through.max(marked),
+        declared_only,
     };
     plan::sealed_count(&positions, newest_age, sealing)
+}
+
+/// Under WAL naming, PostgreSQL's own word that segments are complete: the
+/// highest present segment with a `.ready` or `.done` mark in the
+/// directory's `archive_status` (PostgreSQL marks a segment once it is
+/// written and flushed, before it runs `archive_command`; every segment
+/// below a complete one is complete). `None` elsewhere.
+fn marked_complete(config: &StreamConfig, segments: &[Segment]) -> Option<u64> {
+    config.naming.wal()?;
+    let marks: std::collections::HashSet<String> = std::fs::read_dir(config.dir.join("archive_status"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let marked =
+        |name: &str| marks.contains(&format!("{name}.ready")) || marks.contains(&format!("{name}.done"));
+    segments.iter().rev().find(|s| marked(&s.name)).map(|s| s.position)
 }
