@@ -87,6 +87,35 @@ fn restores_reproduce_the_state(setup: &Setup) {
     }
 }
 
+/// With compressed batches (zstd frames) too, and a snapshot inside a
+/// batch: a restore starting inside a batch reads its frames from the
+/// first one it wants.
+#[test]
+fn restores_from_snapshots_inside_compressed_batches() {
+    let setup = Setup::new("restore-zstd", 10, "");
+    let lines = format!("{}\ncompression = zstd", kv_lines(&setup, 7));
+    setup.write_config(10, &lines, "");
+    archive_and_snapshot(&setup, 0..=15);
+    archive_and_snapshot(&setup, 16..=37);
+    kvapp::write_segments(&setup.src, 38..=60);
+    setup.ok(&["run", "--once"]);
+    // A snapshot inside the compressed batch 41..50 (jobs take theirs at
+    // batch ends).
+    store_snapshot(&setup, 45, &kvapp::state_text(&state_at(45)));
+    let cases = [
+        (Some(15), Some(15), vec![]),
+        (Some(18), Some(15), (16..=18).collect()),
+        (Some(39), Some(37), vec![38, 39]),
+        (Some(47), Some(45), vec![46, 47]),
+        (None, Some(45), (46..=60).collect()),
+    ];
+    for (asked, snapshot, segments) in cases {
+        let restored = restore_state(&setup, asked);
+        assert_eq!(restored, (state_at(asked.unwrap_or(60)), snapshot, segments), "restore to {asked:?}");
+    }
+    setup.ok(&["verify", "--deep"]);
+}
+
 #[test]
 fn restores_at_several_positions_reproduce_the_application_state() {
     let setup = kv_archive("restore-positions", None, 7);
