@@ -466,6 +466,72 @@ mod tests {
         );
     }
 
+    /// Random archives (batches of any length, gaps, snapshots at batch
+    /// ends, inside batches and beyond the end), pruned again and again as
+    /// they grow: every prune leaves a consistent manifest, deletes nothing
+    /// a position from the oldest kept snapshot on needs, keeps the newest
+    /// position restorable, and a second prune deletes nothing.
+    #[test]
+    fn random_archives_keep_everything_still_needed() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let mut prunes = 0;
+        for _ in 0..300 {
+            let keep = 1 + next(4) as usize;
+            let mut manifest = Manifest::default();
+            let mut end = next(3);
+            manifest.log.push(batch(end, end));
+            for _ in 0..1 + next(6) {
+                for _ in 0..1 + next(8) {
+                    let (first, last) = (end + 1, end + 1 + next(12));
+                    manifest.log.push(if next(7) == 0 { gap(first, last) } else { batch(first, last) });
+                    end = last;
+                }
+                let beyond = if next(6) == 0 { 1 + next(5) } else { 0 };
+                let at = end - next(3).min(end) + beyond;
+                if manifest.snapshots.last().is_none_or(|s| s.position < at) {
+                    manifest.snapshots.push(snapshot(at));
+                }
+                let before = manifest.clone();
+                let Some(plan) = plan(&manifest, keep) else { continue };
+                prunes += 1;
+                manifest = applied(manifest, &plan);
+                assert_eq!(check_prunes(&manifest), Ok(()), "{before:?}");
+                assert_eq!(super::plan(&manifest, keep), None, "{before:?}");
+                let deleted = deleted_keys(&manifest);
+                for record in &before.log {
+                    if let Record::Batch(b) = record {
+                        let gone = deleted.contains(b.key.as_str());
+                        assert_eq!(
+                            gone,
+                            b.last <= plan.oldest_kept,
+                            "batch {}..{}: {before:?}",
+                            b.first,
+                            b.last
+                        );
+                    }
+                }
+                let live: Vec<u64> = manifest.live_snapshots().map(|s| s.position).collect();
+                let newest_usable = before.snapshots.iter().rev().find(|s| s.position <= end);
+                assert!(newest_usable.is_none_or(|s| live.contains(&s.position)), "{before:?}");
+                assert_eq!(live.first(), Some(&plan.oldest_kept), "{before:?}");
+                for position in plan.oldest_kept..=end {
+                    let start = crate::restore::start::start("s", &manifest, Some(position))
+                        .unwrap_or_else(|e| panic!("{position}: {e}: {before:?}"));
+                    let from = start.first_position();
+                    let covered = start.records.first().is_none_or(|r| r.first() <= from);
+                    assert!(covered, "{position}: the records after the snapshot start at {from}");
+                }
+            }
+        }
+        assert!(prunes > 200, "only {prunes} prunes: the generator does not exercise retention");
+    }
+
     #[test]
     fn oldest_restorable_position() {
         assert_eq!(oldest_restorable(&Manifest::default()), None);
