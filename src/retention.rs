@@ -218,23 +218,43 @@ pub fn oldest_restorable(manifest: &Manifest) -> Option<u64> {
 /// would hide archived data from `list` and `restore` fails here; the error
 /// names the prune and what it hides.
 pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
-    let Some(latest) = manifest.prunes.last() else { return Ok(()) };
-    let (sequence, before) = (latest.sequence, latest.before);
-    if before == 0 {
-        return Ok(());
-    }
+    check_pruned_batches(manifest, &manifest.log)?;
+    check_prune_snapshots(manifest)
+}
+
+/// The latest prune's sequence number and mark, when it has one above 0.
+fn latest_mark(manifest: &Manifest) -> Option<(u64, u64)> {
+    manifest.prunes.last().map(|p| (p.sequence, p.before)).filter(|&(_, before)| before > 0)
+}
+
+/// The part of [`check_prunes`] about the log: every batch among `log`
+/// (the log, in order, or its start) that lies below the latest mark of
+/// `manifest`'s prunes is named deleted by one of them.
+pub fn check_pruned_batches<'a>(
+    manifest: &Manifest,
+    log: impl IntoIterator<Item = &'a Record>,
+) -> Result<(), String> {
+    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
     let deleted = deleted_keys(manifest);
-    let hidden = manifest.log.iter().take_while(|r| r.last() < before).find_map(|record| match record {
+    let hidden = log.into_iter().take_while(|r| r.last() < before).find_map(|record| match record {
         Record::Batch(batch) if !deleted.contains(batch.key.as_str()) => Some(batch),
         _ => None,
     });
-    if let Some(batch) = hidden {
-        return Err(format!(
+    match hidden {
+        Some(batch) => Err(format!(
             "prune {sequence} marks the positions before {before} as pruned, but no prune deleted \
              {}, which lies below that mark",
             batch.key
-        ));
+        )),
+        None => Ok(()),
     }
+}
+
+/// The part of [`check_prunes`] that needs only the snapshots and the
+/// prunes: every snapshot below the latest mark (but the one at mark - 1)
+/// is deleted, and one remains.
+pub fn check_prune_snapshots(manifest: &Manifest) -> Result<(), String> {
+    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
     let live: Vec<&SnapshotRecord> = manifest.live_snapshots().collect();
     if let Some(snapshot) = live.iter().find(|s| s.position < before - 1) {
         return Err(format!(
