@@ -111,6 +111,8 @@ fn plan_frames(
         offset += frame.stored_len;
         kinds.push(frame.kind);
     }
+    // The logical size and CRC32 combine from the segments as for an
+    // identity batch; what is stored is the frames.
     let mut record = BatchRecord::identity(stream, first, last, entries);
     record.stored = StoredObject { size: offset, crc32: stored_crc, encoding: Encoding::ZstdFrames };
     Ok((record, kinds))
