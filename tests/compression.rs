@@ -374,3 +374,31 @@ fn fetch_from_s3_is_one_ranged_get_of_the_frame() {
     let range = format!("range: bytes={}-{}", fields[0], fields[0] + fields[1] - 1);
     assert!(gets[0].ends_with(&range), "{} instead of {range}", gets[0]);
 }
+
+/// A wiped state directory: the compressed batches' remote records are
+/// adopted (checked against the local segments on their raw CRC32s) and
+/// nothing is sent again; a restore to a position inside a compressed
+/// batch stops there.
+#[test]
+fn a_wiped_state_directory_adopts_compressed_batches_and_restore_stops_inside_one() {
+    let setup = Setup::new("zstd-wiped", 10, "seal = spool\ncompression = zstd");
+    write(&setup, 1..=20);
+    setup.ok(&["run", "--once"]);
+    let before: Vec<_> = setup.batch_objects().iter().map(|o| identity(o)).collect();
+    fs::remove_dir_all(&setup.state).unwrap();
+    write(&setup, 21..=25);
+    let out = setup.ok(&["run", "--once"]);
+    assert!(out.contains("archived 1 batch (5 segments"), "{out}");
+    let after: Vec<_> = setup.batch_objects().iter().take(2).map(|o| identity(o)).collect();
+    assert_eq!(before, after, "a batch was sent again");
+
+    let restored = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap(), "--position", "15"]);
+    let mut names: Vec<String> =
+        fs::read_dir(&restored).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, (1..=15).map(segment_name).collect::<Vec<_>>());
+    for p in 1..=15 {
+        assert!(fs::read(restored.join(segment_name(p))).unwrap() == content(p), "segment {p}");
+    }
+}
