@@ -35,6 +35,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",

@@ -66,6 +66,7 @@ pub const KEYS: &[Key] = &[
     global("metrics_listen", Off),
     global("metrics_file", Off),
     global("log_level", Default("info")),
+    global("prune_interval", Default("1h")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),

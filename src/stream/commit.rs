@@ -103,13 +103,19 @@ impl Stream {
     /// Record the stored snapshot durably: remote record object first, then
     /// the journal.
     pub fn commit_snapshot(&mut self, snapshot: SnapshotRecord) -> Result<(), Error> {
+        self.commit_entry(Entry::Snapshot(snapshot))?;
+        let position = self.last_snapshot();
+        self.update_status(|s| s.snapshots.position = position);
+        Ok(())
+    }
+
+    /// Record a snapshot or prune entry durably: remote record object first,
+    /// then the journal; the count of live snapshots follows.
+    pub fn commit_entry(&mut self, entry: Entry) -> Result<(), Error> {
         let rules = StreamRules::new(&self.config.name, &self.config.naming);
-        let entry = Entry::Snapshot(snapshot);
         catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
         self.journal.append_entries(std::slice::from_ref(&entry))?;
         self.snapshots.note(&self.config.name, &entry);
-        let position = self.last_snapshot();
-        self.update_status(|s| s.snapshots.position = position);
         Ok(())
     }
 
