@@ -139,6 +139,10 @@ fn the_schedule_follows_the_rule_and_jumps() {
     for (position, content) in snapshot_objects(&setup) {
         assert_eq!(content, state_text(&state_at(position)), "snapshot at {position}");
     }
+    // The application rebuilds its state from what a restore writes.
+    let restored = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert_eq!(kvapp::state_of_restored(&restored), (state_at(150), Some(150)));
 }
 
 #[test]
