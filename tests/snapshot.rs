@@ -610,3 +610,29 @@ fn sigterm_during_a_job_stops_the_daemon_promptly() {
     assert!(status.contains("\"state\":\"failed\"") && status.contains("walship stopped"), "{status}");
     assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
 }
+
+/// The embedding API: `Archiver::snapshot_now` reports the job's start and
+/// end; an unknown stream gets `None`; dropping the archiver stops it.
+#[test]
+fn an_embedding_program_takes_a_snapshot_now() {
+    use walship::snapshot::{JobEvent, JobState};
+    let setup = kv_setup("snap-library", 10, 0, "", "");
+    // snapshot_interval = 0: no scheduled snapshot, only those asked for.
+    kvapp::write_segments(&setup.src, 0..=10);
+    let config = walship::config::load(&setup.config).unwrap();
+    let archiver = walship::Archiver::start(&config).unwrap();
+    wait_for("archiving", Duration::from_secs(20), || archiver.status()[0].archived_position == Some(10));
+    assert!(archiver.snapshot_now("nope").is_none());
+    let events: Vec<JobEvent> = archiver.snapshot_now("s").unwrap().iter().collect();
+    match &events[..] {
+        [JobEvent::Started(started), JobEvent::Ended(ended)] => {
+            assert_eq!((started.state.clone(), started.position), (JobState::Running, 10));
+            assert_eq!((ended.state.clone(), ended.id), (JobState::Succeeded, started.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(archiver.status()[0].snapshots.position, Some(10));
+    drop(archiver);
+    assert!(!setup.state.join(".walship-control").exists(), "dropping stops it, socket and all");
+    assert_eq!(snapshot_objects(&setup), [(10, state_text(&state_at(10)))]);
+}
