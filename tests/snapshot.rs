@@ -143,6 +143,15 @@ fn the_schedule_follows_the_rule_and_jumps() {
     let restored = setup.dir.path.join("restored");
     setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
     assert_eq!(kvapp::state_of_restored(&restored), (state_at(150), Some(150)));
+    // A wiped state directory adopts the snapshot records from the archive:
+    // no snapshot is taken again, the next one is still at 200.
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.ok(&["run", "--once"]);
+    assert!(!out.contains("snapshot job"), "{out}");
+    assert!(status_json(&setup).contains("\"snapshot_position\":150,\"next_snapshot\":200"));
+    kvapp::write_segments(&setup.src, 151..=200);
+    let out = setup.ok(&["run", "--once"]);
+    assert!(out.contains("at position 200 succeeded"), "{out}");
 }
 
 #[test]
