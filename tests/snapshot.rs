@@ -645,3 +645,32 @@ fn an_embedding_program_takes_a_snapshot_now() {
     assert!(!setup.state.join(".walship-control").exists(), "dropping stops it, socket and all");
     assert_eq!(snapshot_objects(&setup), [(10, state_text(&state_at(10)))]);
 }
+
+/// SIGKILL of the daemon while a command runs with a child in the
+/// background: the shell dies with walship, and the child, which would run
+/// on, is found and killed at the next start; nothing is left in the
+/// snapshot directory.
+#[test]
+fn a_killed_daemon_leaves_no_command_running_after_its_restart() {
+    let setup = Setup::new("snap-orphan", 10, "");
+    let grandchild = setup.dir.path.join("grandchild.pid");
+    let command = format!("sh -c 'echo $$ > {}; exec sleep 600' & sleep 600", grandchild.display());
+    setup.write_config(10, &snapshot_lines(1000, &command, ""), "");
+    kvapp::write_segments(&setup.src, 0..=10);
+    let daemon = Daemon::start(&setup.config, false);
+    wait_for("the grandchild", Duration::from_secs(20), || {
+        fs::read_to_string(&grandchild).is_ok_and(|t| t.ends_with('\n'))
+    });
+    daemon.kill();
+    let pid: i32 = fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!process_gone(pid), "the background child outlives a SIGKILL of walship by itself");
+    fs::remove_file(&grandchild).unwrap();
+    let daemon = Daemon::start(&setup.config, true);
+    wait_for("the old child killed", Duration::from_secs(10), || process_gone(pid));
+    // The restarted daemon's own job runs (and will be killed at stop).
+    wait_for("the new job", Duration::from_secs(20), || grandchild.exists());
+    let log = stderr(&daemon.terminate());
+    assert!(log.contains("processes left running by an interrupted snapshot job"), "{log}");
+    assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
+}
