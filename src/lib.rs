@@ -32,7 +32,12 @@
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
-//! from its pieces'), [`human`] (counts and sizes for people). The remote
+//! from its pieces'), [`human`] (counts and sizes for people), and for
+//! metered links [`bandwidth`] (the process-wide token buckets that pace
+//! upload and download bytes where targets write them, and the daily
+//! schedule), [`budget`] (the data budget's durable count per billing
+//! period) and [`calendar`] (local dates and time of day, via
+//! `localtime_r`); a stream's `backlog_limit` is `stream::backlog`'s. The remote
 //! records alone suffice to restore ([`restore`]), to verify
 //! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
@@ -43,6 +48,9 @@
 //! reloads and stops them.
 
 pub mod archiver;
+pub mod bandwidth;
+pub mod budget;
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

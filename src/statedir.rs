@@ -9,8 +9,11 @@
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
 //!                                      holds its PID, for messages
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
+//! STATE_DIR/STREAM/backlog-dropped     segments deleted for backlog_limit, until
+//!                                      their gap is recorded
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
+//! STATE_DIR/.data-budget               the data budget's count (budget)
 //! ```
 //!
 //! A later control socket for the running daemon belongs here too. Writes
@@ -55,6 +58,17 @@ pub fn lock_file(state_dir: &Path, stream: &str) -> PathBuf {
 /// The place of the target whose archive the journal describes.
 pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
+}
+
+/// The range of segments deleted for `backlog_limit` whose gap is not
+/// recorded yet (`stream::backlog`).
+pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("backlog-dropped")
+}
+
+/// The data budget's count (`budget`).
+pub fn data_budget(state_dir: &Path) -> PathBuf {
+    state_dir.join(".data-budget")
 }
 
 /// `walship check`'s write probe.

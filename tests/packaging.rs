@@ -35,6 +35,11 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "bandwidth_limit",
+    "bandwidth_schedule",
+    "restore_bandwidth_limit",
+    "data_budget",
+    "budget_period_start",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",
@@ -48,6 +53,7 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_command",
     "keep_snapshots",
     "on_archived",
+    "backlog_limit",
 ];
 
 fn systemd_analyze() -> &'static str {

@@ -66,6 +66,11 @@ pub const KEYS: &[Key] = &[
     global("metrics_listen", Off),
     global("metrics_file", Off),
     global("log_level", Default("info")),
+    global("bandwidth_limit", Off),
+    global("bandwidth_schedule", Off),
+    global("restore_bandwidth_limit", Off),
+    global("data_budget", Off),
+    global("budget_period_start", Off),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),
@@ -77,6 +82,7 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_command", Off),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("backlog_limit", Off),
 ];
 
 /// The key `name` of `section`, if there is one.

@@ -12,7 +12,8 @@
 //!
 //! The parts, by concern: `ini` (syntax), [`keys`] (every key and its
 //! default, in one table), [`values`] (sizes, durations and other value
-//! parsers), `global` and `stream` (the two kinds of section), and
+//! parsers), `global` and `stream` (the two kinds of section),
+//! [`metered`] (the bandwidth and data budget keys of `[global]`), and
 //! [`places`]. Target settings are validated by the target module's own
 //! validators. Whether the directories exist and a target is reachable is
 //! `walship check`'s job.
@@ -20,6 +21,7 @@
 mod global;
 mod ini;
 pub mod keys;
+pub mod metered;
 pub mod places;
 mod stream;
 pub mod values;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::target::url::TargetUrl;
 pub use global::Global;
+pub use metered::Metered;
 pub use stream::{MAX_BATCH_SIZE, OnArchived, SealMode, StreamConfig, check_stream_name};
 pub use values::{parse_duration, parse_size};
 

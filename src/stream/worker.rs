@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use super::backlog;
 use super::mailbox::{ArchiveReply, Message};
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
@@ -152,8 +153,18 @@ impl StreamJob {
                     Arc::clone(&self.target),
                     Arc::clone(&links.status),
                     lock,
-                )?;
-                stream.insert(opened)
+                );
+                match opened {
+                    Ok(opened) => stream.insert(opened),
+                    Err(error) => {
+                        // The spool still fills while the stream cannot open.
+                        let status = &links.status;
+                        if let Err(e) = backlog::enforce_unopened(&self.config, &self.state_root, status) {
+                            log::error!("{e}");
+                        }
+                        return Err(error);
+                    }
+                }
             }
         };
         open.pass(false, hints, stopped)

@@ -1,0 +1,204 @@
+//! Metered links through the built binary: the bandwidth limit and its
+//! schedule (and a reload that changes them in place), the data budget
+//! across a restart, and the bounded spool (`backlog_limit`).
+//!
+//! Times are asserted as lower bounds (N bytes at a limit cannot take less
+//! than N / limit, whatever the load), with generous upper bounds only to
+//! catch a stall.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const KIB: usize = 1024;
+
+/// Write spool segments `positions` of exactly `len` bytes each, each by
+/// rename, as a spool's files arrive.
+fn write_sized(setup: &Setup, positions: std::ops::RangeInclusive<u64>, len: usize) {
+    for p in positions {
+        let mut bytes = segment_bytes(p, len);
+        bytes.resize(len, p as u8);
+        let temp = setup.dir.path.join("incoming");
+        fs::write(&temp, bytes).unwrap();
+        fs::rename(&temp, setup.src.join(segment_name(p))).unwrap();
+    }
+}
+
+/// Poll `condition` every 50 ms until it holds; panics with `what` after `limit`.
+fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn present(dir: &Path, positions: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    positions.filter(|p| dir.join(segment_name(*p)).exists()).collect()
+}
+
+/// 1 MiB at 256 KiB/s cannot go in less than about 4 s (less the 0.1 s
+/// burst): the limit holds where the bytes are written.
+#[test]
+fn bandwidth_limit_holds_uploads_to_the_rate() {
+    let setup = Setup::with_global("bw-limit", 1, "seal = spool", "bandwidth_limit = 256KiB/s");
+    write_sized(&setup, 0..=3, 256 * KIB);
+    let started = Instant::now();
+    setup.ok(&["run", "--once"]);
+    let elapsed = started.elapsed();
+    assert_eq!(setup.batch_objects().len(), 4);
+    assert!(elapsed >= Duration::from_millis(3_500), "1 MiB at 256 KiB/s took only {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "stalled: {elapsed:?}");
+}
+
+/// A SIGHUP that only lifts the limit applies to the upload in flight,
+/// restarting no stream: 2 MiB at 64 KiB/s would take 32 s.
+#[test]
+fn a_reload_changes_the_limit_in_place() {
+    let setup = Setup::with_global("bw-reload", 1, "seal = spool", "bandwidth_limit = 64KiB/s");
+    write_sized(&setup, 0..=1, 1024 * KIB);
+    let log = setup.dir.path.join("daemon.log");
+    let daemon_log = fs::File::create(&log).unwrap();
+    let mut daemon = Daemon::start_with_stderr(&setup.config, daemon_log);
+    std::thread::sleep(Duration::from_millis(1_000));
+    let started = Instant::now();
+    setup.write_config(1, "seal = spool", "");
+    daemon.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(20), "both batches at full speed", || setup.batch_objects().len() == 2);
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    let out = daemon.terminate();
+    assert!(out.status.success());
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("the new bandwidth and data budget settings apply now"), "{log}");
+    assert!(!log.contains("stopped for the reload") && !log.contains("every stream restarted"), "{log}");
+}
+
+/// A `0` window holds uploads, quietly, and `status` says which window
+/// opens them; a reload that drops the schedule lets them go.
+#[test]
+fn a_zero_window_holds_uploads_and_status_says_why() {
+    let now = walship::calendar::LocalTime::now().minute_of_day;
+    let opens = (now + 3) % (24 * 60);
+    let text = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    let mut windows = [(now, "0"), (opens, "off")];
+    windows.sort();
+    let schedule: Vec<String> = windows.iter().map(|(m, rate)| format!("{}={rate}", text(*m))).collect();
+    let global = format!("bandwidth_schedule = {}", schedule.join(" "));
+    let setup = Setup::with_global("bw-window", 1, "seal = spool", &global);
+    write_sized(&setup, 0..=2, KIB);
+    let daemon = Daemon::start(&setup.config, false);
+    let expected = format!("waiting for the {} window", text(opens));
+    wait_until(Duration::from_secs(10), "the status to say why", || {
+        stdout(&setup.walship(&["status"])).contains(&expected)
+    });
+    assert!(setup.batch_objects().is_empty());
+    let json = stdout(&setup.walship(&["status", "--json"]));
+    assert!(json.contains(&format!("\"held\":\"{expected}")), "{json}");
+    let mut daemon = daemon;
+    setup.write_config(1, "seal = spool", "");
+    daemon.signal(libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the uploads after the reload", || setup.batch_objects().len() == 3);
+    assert!(daemon.terminate().status.success());
+}
+
+/// The data budget stops new uploads once spent, says until when, and
+/// still counts after a restart (the period change is the ledger's unit
+/// test, with its dates chosen).
+#[test]
+fn the_data_budget_holds_uploads_across_a_restart() {
+    let setup = Setup::with_global("budget", 1, "seal = spool", "");
+    let metrics = setup.dir.path.join("walship.prom");
+    let global = format!("data_budget = 2KiB/day\nmetrics_file = {}", metrics.display());
+    setup.write_config(1, "seal = spool", &global);
+    write_sized(&setup, 0..=5, KIB);
+    let tomorrow = walship::calendar::LocalTime::now().date.add_days(1);
+    let expected = format!("uploads resume on {tomorrow}");
+    let daemon = Daemon::start(&setup.config, false);
+    wait_until(Duration::from_secs(10), "the budget to be spent", || {
+        stdout(&setup.walship(&["status"])).contains(&expected)
+    });
+    let archived = setup.batch_objects().len();
+    // Two 1 KiB batches and their records pass 2 KiB; a third never starts.
+    assert_eq!(archived, 2, "{:?}", setup.batch_objects());
+    assert!(daemon.terminate().status.success());
+    let page = fs::read_to_string(&metrics).unwrap();
+    assert!(page.contains("walship_budget_bytes 2048"), "{page}");
+    let spent: u64 = page
+        .lines()
+        .find_map(|l| l.strip_prefix("walship_budget_spent_bytes "))
+        .and_then(|v| v.parse().ok())
+        .expect("spent bytes in the metrics");
+    assert!((2048..4096).contains(&spent), "{page}");
+    // After a restart the count holds: still nothing more goes.
+    let daemon = Daemon::start(&setup.config, false);
+    wait_until(Duration::from_secs(10), "the budget to hold again", || {
+        stdout(&setup.walship(&["status"])).contains(&expected)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(setup.batch_objects().len(), archived);
+    assert!(daemon.terminate().status.success());
+}
+
+/// With the target out of reach, a spool over its backlog_limit loses its
+/// oldest waiting segments, exactly as many as needed; the range becomes a
+/// gap "backlog limit" once the target is back; a stream without the
+/// limit (seal = next) keeps every file.
+#[test]
+fn backlog_limit_drops_exactly_the_oldest_and_records_a_gap() {
+    let setup = Setup::new("backlog", 1, "seal = spool\nbacklog_limit = 3KiB");
+    let other = setup.dir.path.join("other");
+    fs::create_dir_all(&other).unwrap();
+    let extra = format!(
+        "seal = spool\nbacklog_limit = 3KiB\n\n[stream n]\ndir = {}\npattern = seg-{{seq}}.log\nbatch_size = 1\n",
+        other.display()
+    );
+    setup.write_config(1, &extra, "");
+    for p in 0..=9 {
+        fs::write(other.join(segment_name(p)), vec![b'n'; KIB]).unwrap();
+    }
+    // Segment 0 is archived while the target is there.
+    write_sized(&setup, 0..=0, KIB);
+    setup.ok(&["run", "--once"]);
+    let down = setup.dir.path.join("archive-away");
+    fs::rename(&setup.archive, &down).unwrap();
+    write_sized(&setup, 1..=10, KIB);
+    let out = setup.walship(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // 10 KiB waiting, 3 KiB allowed: positions 1..7 go, 8..10 stay, and
+    // 0, archived (and kept: on_archived = keep), is not waiting.
+    assert_eq!(present(&setup.src, 0..=10), vec![0, 8, 9, 10], "{}", stderr(&out));
+    assert!(stderr(&out).contains("exceeded backlog_limit"), "{}", stderr(&out));
+    assert_eq!(present(&other, 0..=9).len(), 10, "a stream without backlog_limit lost files");
+    // The target is back: the gap is recorded with its reason, the rest archived.
+    fs::rename(&down, &setup.archive).unwrap();
+    setup.ok(&["run", "--once"]);
+    let list = setup.ok(&["list", "-s", "s"]);
+    assert!(list.contains("backlog limit: 7 segments (7.0 KiB)"), "{list}");
+    assert_eq!(setup.batch_objects().len(), 4, "{list}");
+    assert!(!setup.state.join("s/backlog-dropped").exists());
+    let restored = setup.dir.path.join("restored");
+    let out = setup.walship(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert!(!out.status.success(), "restore went past the gap");
+    assert!(stderr(&out).contains("backlog limit"), "{}", stderr(&out));
+}
+
+/// The daemon applies the limit to an open stream whose uploads fail, and
+/// records the gap when the target is back.
+#[test]
+fn the_daemon_bounds_the_spool_while_the_link_is_down() {
+    let setup = Setup::new("backlog-daemon", 1, "seal = spool\nbacklog_limit = 2KiB");
+    write_sized(&setup, 0..=0, KIB);
+    let daemon = Daemon::start(&setup.config, false);
+    wait_until(Duration::from_secs(10), "segment 0 archived", || setup.batch_objects().len() == 1);
+    let down = setup.dir.path.join("archive-away");
+    fs::rename(&setup.archive, &down).unwrap();
+    write_sized(&setup, 1..=5, KIB);
+    wait_until(Duration::from_secs(10), "the oldest dropped", || present(&setup.src, 1..=5) == vec![4, 5]);
+    fs::rename(&down, &setup.archive).unwrap();
+    wait_until(Duration::from_secs(10), "the rest archived", || setup.batch_objects().len() == 3);
+    let list = setup.ok(&["list", "-s", "s"]);
+    assert!(list.contains("backlog limit: 3 segments"), "{list}");
+    assert!(daemon.terminate().status.success());
+}
