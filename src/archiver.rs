@@ -242,6 +242,7 @@ impl Archiver {
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.target.shut_down();
+        bandwidth::uploads().interrupt();
         for handle in &self.streams {
             handle.stop.store(true, Ordering::SeqCst);
             let _ = handle.mailbox.send(Message::Stop);
@@ -267,6 +268,7 @@ fn apply_metered(global: &Global) -> Result<(), Error> {
     let metered = &global.metered;
     let limit = Limit::from_settings(metered.bandwidth_limit, metered.bandwidth_schedule.as_ref());
     bandwidth::uploads().set_limit(limit);
+    bandwidth::uploads().resume();
     budget::configure(&global.state_dir, metered.data_budget)
 }
 

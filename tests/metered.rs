@@ -75,6 +75,25 @@ fn a_reload_changes_the_limit_in_place() {
     assert!(!log.contains("stopped for the reload") && !log.contains("every stream restarted"), "{log}");
 }
 
+/// A stop does not wait for a slow upload to trickle out: at 1 KiB/s a
+/// 1 MiB segment would take 17 minutes.
+#[test]
+fn a_stop_interrupts_a_slow_upload() {
+    let setup = Setup::with_global("bw-stop", 1, "seal = spool", "bandwidth_limit = 1KiB/s");
+    write_sized(&setup, 0..=0, 1024 * KIB);
+    let daemon = Daemon::start(&setup.config, false);
+    std::thread::sleep(Duration::from_millis(1_000));
+    let started = Instant::now();
+    let out = daemon.terminate();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop took {:?}", started.elapsed());
+    assert!(setup.batch_objects().is_empty());
+    // Nothing half-written is left: the next start uploads it whole.
+    setup.write_config(1, "seal = spool", "");
+    setup.ok(&["run", "--once"]);
+    assert_eq!(setup.batch_objects().len(), 1);
+}
+
 /// A `0` window holds uploads, quietly, and `status` says which window
 /// opens them; a reload that drops the schedule lets them go.
 #[test]

@@ -17,6 +17,10 @@
 //! in its status. An upload already in flight when such a window begins
 //! finishes at the rate of the window it started in.
 //!
+//! A stop interrupts the waits ([`Throttle::interrupt`]): the transfer in
+//! flight fails (and is cleaned up like any failed upload) rather than
+//! trickling out at a low rate for minutes.
+//!
 //! The rules are pure ([`bucket`], [`schedule`]); this module adds the
 //! clocks (monotonic for the bucket, local time for the schedule) and the
 //! sleeping.
@@ -25,6 +29,7 @@ pub mod bucket;
 pub mod schedule;
 
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -36,6 +41,8 @@ use schedule::{Rate, Schedule};
 const MAX_CHUNK: usize = 64 * 1024;
 /// The smallest chunk paced at once.
 const MIN_CHUNK: usize = 1024;
+/// How often a paced wait looks whether the process is stopping.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
 
 /// What limits one direction's bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -73,6 +80,9 @@ impl Limit {
 #[derive(Debug)]
 pub struct Throttle {
     state: Mutex<ThrottleState>,
+    /// Set while the process stops: a paced transfer fails instead of
+    /// waiting, so a stop never waits for a slow upload to trickle out.
+    interrupted: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -109,7 +119,10 @@ impl Default for Throttle {
 impl Throttle {
     /// A throttle without a limit.
     pub const fn new() -> Throttle {
-        Throttle { state: Mutex::new(ThrottleState { limit: Limit::Unlimited, bucket: TokenBucket::new() }) }
+        Throttle {
+            state: Mutex::new(ThrottleState { limit: Limit::Unlimited, bucket: TokenBucket::new() }),
+            interrupted: AtomicBool::new(false),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, ThrottleState> {
@@ -171,8 +184,20 @@ impl Throttle {
         }
     }
 
-    /// Wait until `bytes` may be sent (at once without a limit).
-    pub fn pace(&self, bytes: usize) {
+    /// Make every transfer that would have to wait fail at once, until
+    /// [`resume`](Self::resume): the process is stopping.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// Undo [`interrupt`](Self::interrupt) (an archiver starts).
+    pub fn resume(&self) {
+        self.interrupted.store(false, Ordering::SeqCst);
+    }
+
+    /// Wait until `bytes` may be sent (at once without a limit). Fails,
+    /// instead of waiting, once [`interrupt`](Self::interrupt)ed.
+    pub fn pace(&self, bytes: usize) -> io::Result<()> {
         let wait = {
             let mut state = self.state();
             let state = &mut *state;
@@ -184,8 +209,17 @@ impl Throttle {
                 }
             }
         };
-        if !wait.is_zero() {
-            std::thread::sleep(wait);
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            if self.interrupted.load(Ordering::SeqCst) {
+                // Not `Interrupted`: readers and writers retry that one.
+                return Err(io::Error::other("walship is stopping"));
+            }
+            std::thread::sleep(left.min(INTERRUPT_CHECK));
         }
     }
 }
@@ -196,8 +230,7 @@ impl Throttle {
 /// budget's record cannot be written) fails that write.
 pub fn pace_upload(bytes: usize) -> io::Result<()> {
     crate::budget::count(bytes as u64)?;
-    uploads().pace(bytes);
-    Ok(())
+    uploads().pace(bytes)
 }
 
 /// A writer that paces what passes through it with [`downloads`]: what a
@@ -210,7 +243,7 @@ impl<W: Write> Write for PacedWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let throttle = downloads();
         let n = throttle.chunk_len(buf.len());
-        throttle.pace(n);
+        throttle.pace(n)?;
         self.inner.write(&buf[..n])
     }
 
@@ -268,9 +301,25 @@ mod tests {
         let chunk = throttle.chunk_len(1 << 20);
         let mut sent = 0;
         while sent < 64 * 1024 + 26_214 {
-            throttle.pace(chunk);
+            throttle.pace(chunk).expect("paced");
             sent += chunk;
         }
         assert!(started.elapsed() >= Duration::from_millis(240), "{:?}", started.elapsed());
+    }
+
+    /// A stop does not wait for a slow transfer: a wait fails at once.
+    #[test]
+    fn an_interrupt_ends_the_wait() {
+        let throttle = Throttle::new();
+        throttle.set_limit(Limit::Fixed(1024));
+        throttle.pace(1024).expect("the burst and no more");
+        throttle.interrupt();
+        let started = Instant::now();
+        let error = throttle.pace(60 * 1024).expect_err("interrupted");
+        assert_eq!(error.to_string(), "walship is stopping");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        throttle.resume();
+        throttle.set_limit(Limit::Unlimited);
+        throttle.pace(1 << 30).expect("unlimited");
     }
 }

@@ -79,7 +79,8 @@ impl StreamJob {
                     }
                     self.backoff.succeeded();
                     self.set_error(&links, None);
-                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    let held = links.status.get().held;
+                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped(), held.as_deref());
                     self.poll_interval
                 }
                 Err(error) if stopped() => {
@@ -117,7 +118,7 @@ impl StreamJob {
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
         }
-        inbox.answer(None, true);
+        inbox.answer(None, true, None);
     }
 
     /// Open the stream if needed (or, after a failure, clear uploads the
@@ -227,17 +228,20 @@ impl Inbox {
     }
 
     /// After a pass: answer the requests whose file is archived; the others
-    /// were not archived although the pass succeeded (the file went away),
+    /// were not archived although the pass succeeded (the file went away,
+    /// or uploads are `held` by the bandwidth schedule or the data budget),
     /// or the stream is stopping.
-    fn answer(&mut self, archived: Option<u64>, stopping: bool) {
+    fn answer(&mut self, archived: Option<u64>, stopping: bool, held: Option<&str>) {
         for request in self.requests.drain(..) {
             let answer = match archived {
                 Some(archived) if archived >= request.position => Ok(archived),
                 _ => {
                     let why = if stopping {
-                        "walship is stopping; it is archived at the next start"
+                        "walship is stopping; it is archived at the next start".to_string()
+                    } else if let Some(held) = held {
+                        format!("uploads are held ({held}); it is archived once they go")
                     } else {
-                        "it is no longer in the stream's directory"
+                        "it is no longer in the stream's directory".to_string()
                     };
                     Err(Arc::new(Error::local("archive", &request.path, io::Error::other(why))))
                 }
