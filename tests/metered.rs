@@ -53,6 +53,20 @@ fn bandwidth_limit_holds_uploads_to_the_rate() {
     assert!(elapsed < Duration::from_secs(60), "stalled: {elapsed:?}");
 }
 
+/// `restore_bandwidth_limit` paces what a restore downloads.
+#[test]
+fn restore_bandwidth_limit_paces_restores() {
+    let setup = Setup::with_global("bw-restore", 1, "seal = spool", "restore_bandwidth_limit = 256KiB/s");
+    write_sized(&setup, 0..=3, 256 * KIB);
+    setup.ok(&["run", "--once"]);
+    let restored = setup.dir.path.join("restored");
+    let started = Instant::now();
+    setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(3_500), "1 MiB at 256 KiB/s restored in {elapsed:?}");
+    assert_same_files(&setup.src, &restored);
+}
+
 /// A SIGHUP that only lifts the limit applies to the upload in flight,
 /// restarting no stream: 2 MiB at 64 KiB/s would take 32 s.
 #[test]
