@@ -174,6 +174,33 @@ fn the_data_budget_holds_uploads_across_a_restart() {
     assert!(daemon.terminate().status.success());
 }
 
+/// SIGKILL in the middle of an upload: the budget's count on disk already
+/// covers every byte written (here, what the file target's temp file holds).
+#[test]
+fn a_crash_never_leaves_uploaded_bytes_uncounted() {
+    let global = "bandwidth_limit = 256KiB/s\ndata_budget = 1GiB/day";
+    let setup = Setup::with_global("budget-crash", 1, "seal = spool", global);
+    write_sized(&setup, 0..=0, 4096 * KIB);
+    let daemon = Daemon::start(&setup.config, false);
+    let batches = setup.archive.join("s/batches");
+    let temp_len = || -> u64 {
+        fs::read_dir(&batches)
+            .map_or(0, |entries| entries.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+    };
+    wait_until(Duration::from_secs(10), "part of the upload written", || temp_len() > 256 * KIB as u64);
+    daemon.kill();
+    let written = temp_len();
+    let ledger = fs::read_to_string(setup.state.join(".data-budget")).unwrap();
+    let counted: u64 = ledger
+        .lines()
+        .find_map(|l| l.strip_prefix("spent="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {ledger}"));
+    assert!(counted >= written, "{written} bytes written, {counted} counted:\n{ledger}");
+    // Ahead by at most the reserve (1 % of the budget) and a chunk.
+    assert!(counted <= written + (1 << 30) / 100 + 64 * KIB as u64, "{written} written, {counted} counted");
+}
+
 /// With the target out of reach, a spool over its backlog_limit loses its
 /// oldest waiting segments, exactly as many as needed; the range becomes a
 /// gap "backlog limit" once the target is back; a stream without the
