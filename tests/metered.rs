@@ -244,11 +244,13 @@ fn backlog_limit_drops_exactly_the_oldest_and_records_a_gap() {
     assert!(stderr(&out).contains("backlog limit"), "{}", stderr(&out));
 }
 
-/// The daemon applies the limit to an open stream whose uploads fail, and
-/// records the gap when the target is back.
+/// The daemon applies the limit to an open stream whose uploads fail,
+/// records the gap when the target is back, and then takes a snapshot at
+/// the newest position (snapshots are configured).
 #[test]
 fn the_daemon_bounds_the_spool_while_the_link_is_down() {
-    let setup = Setup::new("backlog-daemon", 1, "seal = spool\nbacklog_limit = 2KiB");
+    let lines = "seal = spool\nbacklog_limit = 2KiB\nsnapshot_command = echo state > \"$WALSHIP_OUTPUT\"";
+    let setup = Setup::new("backlog-daemon", 1, lines);
     write_sized(&setup, 0..=0, KIB);
     let daemon = Daemon::start(&setup.config, false);
     wait_until(Duration::from_secs(10), "segment 0 archived", || setup.batch_objects().len() == 1);
@@ -260,5 +262,12 @@ fn the_daemon_bounds_the_spool_while_the_link_is_down() {
     wait_until(Duration::from_secs(10), "the rest archived", || setup.batch_objects().len() == 3);
     let list = setup.ok(&["list", "-s", "s"]);
     assert!(list.contains("backlog limit: 3 segments"), "{list}");
+    let snapshots = setup.archive.join("s/snapshots");
+    wait_until(Duration::from_secs(10), "a snapshot after the gap", || !sorted_files(&snapshots).is_empty());
+    let names: Vec<String> = sorted_files(&snapshots)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec![format!("{:016x}", 5)], "the snapshot is at the newest position");
     assert!(daemon.terminate().status.success());
 }

@@ -16,6 +16,10 @@
 //!    link is back, since the records go to the target first;
 //! 4. the file is removed once the archive has passed its range.
 //!
+//! Where snapshots are configured, a snapshot is requested as soon as a pass
+//! that recorded such a gap has caught up, so the newest state restores
+//! without the dropped range.
+//!
 //! A stream whose target is out of reach when it starts cannot open; the
 //! limit then applies from the local journal and a scan alone
 //! ([`enforce_unopened`]), and the gap is recorded once it opens.
@@ -32,13 +36,17 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use std::sync::mpsc;
+
 use super::Stream;
+use super::snapshots::SnapshotJobs;
 use crate::config::StreamConfig;
 use crate::durable;
 use crate::error::Error;
 use crate::human::human_bytes;
 use crate::manifest::journal;
 use crate::manifest::{Record, StreamRules};
+use crate::snapshot::JobEvent;
 use crate::source::{self, Segment};
 use crate::statedir;
 use crate::status::StatusCell;
@@ -196,6 +204,36 @@ impl Stream {
         let Some(dropped) = Dropped::load(&path)? else { return Ok(false) };
         self.record_gap(dropped.first, dropped.last, false)?;
         Ok(true)
+    }
+
+    /// After a pass that recorded a gap for the backlog limit and then
+    /// caught up without error: where snapshots are configured, ask for one
+    /// at the archived position, so the newest state is restorable without
+    /// replaying across the gap. Asked once; a refusal is logged.
+    pub(super) fn request_snapshot_after_drop(&mut self, jobs: &mut SnapshotJobs) {
+        if !self.snapshot_after_drop || self.status.get().last_error.is_some() {
+            return;
+        }
+        if self.config.snapshot_command.is_none() {
+            self.snapshot_after_drop = false;
+            return;
+        }
+        if self.uploads_held().is_some() {
+            return; // asked once uploads may go again
+        }
+        self.snapshot_after_drop = false;
+        let (reply, events) = mpsc::channel();
+        jobs.request(Some(self), reply);
+        match events.try_recv() {
+            Ok(JobEvent::Refused(why)) => {
+                log::warn!("stream {}: no snapshot after the backlog gap: {why}", self.name());
+            }
+            _ => log::info!(
+                "stream {}: snapshot requested after the backlog gap, so the newest state restores \
+                 without the dropped range",
+                self.name()
+            ),
+        }
     }
 
     /// The gap reason for positions `first..=last` when segments dropped

@@ -58,6 +58,7 @@ impl Stream {
         let dir = crate::manifest::printable(&self.config.dir.display().to_string());
         let backlog = self.backlog_gap_reason(first, last)?;
         let (reason, why) = if let Some(reason) = backlog {
+            self.snapshot_after_drop = true;
             (reason, "were deleted unarchived for backlog_limit".to_string())
         } else if told {
             (

@@ -103,6 +103,9 @@ pub struct Stream {
     source: Source,
     /// The snapshots recorded and not pruned.
     snapshots: SnapshotBook,
+    /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
+    /// pass has caught up (`backlog`).
+    snapshot_after_drop: bool,
     _lock: Arc<StreamLock>,
 }
 
@@ -161,6 +164,7 @@ impl Stream {
             status,
             source,
             snapshots,
+            snapshot_after_drop: false,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;

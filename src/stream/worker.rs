@@ -231,6 +231,7 @@ impl Inbox {
         for reply in self.snapshot_requests.drain(..) {
             jobs.request(Some(stream), reply);
         }
+        stream.request_snapshot_after_drop(jobs);
         jobs.start_due(stream);
     }
 
