@@ -174,6 +174,22 @@ fn the_data_budget_holds_uploads_across_a_restart() {
     assert!(daemon.terminate().status.success());
 }
 
+/// Regression: `run --once` opens the data budget before any stream has
+/// made the state directory; the first run must not fail on it.
+#[test]
+fn a_first_run_once_with_a_data_budget_makes_its_count() {
+    let setup = Setup::with_global("budget-first", 1, "seal = spool", "data_budget = 1GiB/month");
+    assert!(!setup.state.exists());
+    write_sized(&setup, 0..=1, KIB);
+    setup.ok(&["run", "--once"]);
+    assert_eq!(setup.batch_objects().len(), 2);
+    let ledger = fs::read_to_string(setup.state.join(".data-budget")).unwrap();
+    assert!(
+        ledger.lines().any(|l| l.strip_prefix("spent=").and_then(|v| v.parse::<u64>().ok()) >= Some(2048)),
+        "{ledger}"
+    );
+}
+
 /// SIGKILL in the middle of an upload: the budget's count on disk already
 /// covers every byte written (here, what the file target's temp file holds).
 #[test]

@@ -55,6 +55,7 @@ impl Ledger {
     /// of the file when it is of today's period (or of a later one, should
     /// the clock have gone back), else a new period from zero.
     pub fn open(state_dir: &Path, budget: DataBudget, today: Date) -> io::Result<Ledger> {
+        durable::create_dir_all(state_dir)?; // a first `run --once` opens it before any stream
         let path = statedir::data_budget(state_dir);
         let period_start = budget.period_start(today);
         let (recorded_start, spent) = match fs::read_to_string(&path) {
