@@ -3,7 +3,13 @@
 //! are deleted unarchived until the rest fit, and the dropped range is
 //! recorded as a gap whose reason starts with "backlog limit", so restore
 //! stops there, loudly. Without `backlog_limit` nothing is ever deleted
-//! unarchived. Which segments go is a pure rule ([`oldest_to_drop`]).
+//! unarchived. Which segments go is a pure rule ([`to_drop`]).
+//!
+//! The segments of the next batch to upload are never dropped: when the
+//! link went down, its object may already be stored with its commit cut
+//! short, and a gap is never recorded over stored data (the stream would
+//! stop until an operator stepped in). So the oldest segments dropped are
+//! those after it, and the spool may exceed the limit by that one batch.
 //!
 //! The order, so that nothing goes unrecorded:
 //! 1. the range about to be dropped is written durably to the stream's
@@ -34,6 +40,7 @@
 
 use std::fs;
 use std::io;
+use std::ops::Range;
 use std::path::Path;
 
 use std::sync::mpsc;
@@ -46,22 +53,26 @@ use crate::error::Error;
 use crate::human::human_bytes;
 use crate::manifest::journal;
 use crate::manifest::{Record, StreamRules};
+use crate::plan;
 use crate::snapshot::JobEvent;
 use crate::source::{self, Segment};
 use crate::statedir;
 use crate::status::StatusCell;
 
-/// How many of the oldest waiting segments (`sizes`, oldest first) to drop
-/// so that the rest add up to at most `limit` bytes: as few as that takes,
-/// all of them when even the newest alone is larger.
-pub fn oldest_to_drop(sizes: &[u64], limit: u64) -> usize {
+/// Which of the waiting segments (`sizes`, oldest first) to drop so that
+/// the rest add up to at most `limit` bytes: the oldest after the first
+/// `kept` (the next batch to upload, which may already be stored), as few
+/// as that takes, and all of them when even the kept and the newest are
+/// too many. Returns indices into `sizes`.
+pub fn to_drop(sizes: &[u64], limit: u64, kept: usize) -> Range<usize> {
+    let kept = kept.min(sizes.len());
     let mut total: u128 = sizes.iter().map(|size| u128::from(*size)).sum();
-    let mut dropped = 0;
-    while total > u128::from(limit) && dropped < sizes.len() {
-        total -= u128::from(sizes[dropped]);
-        dropped += 1;
+    let mut end = kept;
+    while total > u128::from(limit) && end < sizes.len() {
+        total -= u128::from(sizes[end]);
+        end += 1;
     }
-    dropped
+    kept..end
 }
 
 /// A range dropped for the backlog limit and not yet passed by the archive.
@@ -127,12 +138,21 @@ fn enforce(
         remove_record(&path)?; // the archive passed it: its gap is recorded
         pending = None;
     }
+    // The next batch may be stored already, its commit cut short by the
+    // outage: never dropped, or its gap would lie over stored data.
+    let next_batch_end = waiting
+        .first()
+        .and_then(|lowest| plan::next_batch(archived, lowest.position, config.batch_size))
+        .map(|(_, last)| last);
+    let kept = waiting.iter().take_while(|s| next_batch_end.is_some_and(|end| s.position <= end)).count();
     let sizes: Vec<u64> = waiting.iter().map(|s| s.len).collect();
-    let count = oldest_to_drop(&sizes, limit);
-    let (Some(oldest), Some(newest)) = (waiting.first(), waiting[..count].last()) else {
+    let range = to_drop(&sizes, limit, kept);
+    let doomed = &waiting[range.clone()];
+    let (Some(oldest), Some(newest)) = (doomed.first(), doomed.last()) else {
         return Ok(false);
     };
-    let bytes: u64 = sizes[..count].iter().sum();
+    let count = doomed.len();
+    let bytes: u64 = sizes[range].iter().sum();
     let total = sizes.iter().fold(0u64, |sum, size| sum.saturating_add(*size));
     let dropped = match pending {
         Some(p) => Dropped {
@@ -144,7 +164,7 @@ fn enforce(
         None => Dropped { first: oldest.position, last: newest.position, segments: count as u64, bytes },
     };
     dropped.save(&path)?;
-    for segment in &waiting[..count] {
+    for segment in doomed {
         if !super::commit::is_the_file_read(segment) {
             continue; // replaced since the scan: not what was counted
         }
@@ -157,8 +177,8 @@ fn enforce(
     }
     durable::sync_dir(&config.dir).map_err(|e| Error::local("sync", &config.dir, e))?;
     log::error!(
-        "stream {name}: {} waiting exceeded backlog_limit ({}): deleted the oldest {} \
-         (positions {}..{}, {}) unarchived; the range is recorded as a gap",
+        "stream {name}: {} waiting exceeded backlog_limit ({}): deleted {} \
+         (positions {}..{}, {}) unarchived, the oldest after the next batch; the range is recorded as a gap",
         human_bytes(total),
         human_bytes(limit),
         crate::human::count(count as u64, "segment"),
@@ -193,15 +213,18 @@ impl Stream {
         enforce(&self.config, &self.state_root, self.archived(), waiting, &self.status)
     }
 
-    /// With nothing archived yet, the planner starts at the lowest present
-    /// segment and would never meet the dropped range as a gap: record it
-    /// here. Returns whether it did.
-    pub(super) fn record_dropped_before_any_archive(&mut self) -> Result<bool, Error> {
+    /// With nothing archived yet and nothing kept below the dropped range,
+    /// the planner starts at the lowest present segment and would never meet
+    /// the range as a gap: record it here. Returns whether it did.
+    pub(super) fn record_dropped_before_any_archive(&mut self, waiting: &[Segment]) -> Result<bool, Error> {
         if self.archived().is_some() {
             return Ok(false);
         }
         let path = statedir::backlog_dropped(&self.state_root, self.name());
         let Some(dropped) = Dropped::load(&path)? else { return Ok(false) };
+        if waiting.first().is_some_and(|lowest| lowest.position < dropped.first) {
+            return Ok(false); // the kept batch below it goes first; the planner then meets the gap
+        }
         self.record_gap(dropped.first, dropped.last, false)?;
         Ok(true)
     }
@@ -272,22 +295,25 @@ fn remove_record(path: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
 
-    /// (waiting sizes oldest first, limit, how many of the oldest go)
+    /// (waiting sizes oldest first, limit, segments kept first, which go)
     #[test]
-    fn the_oldest_go_until_the_rest_fit() {
+    fn the_oldest_after_the_kept_go_until_the_rest_fit() {
         #[rustfmt::skip]
-        let cases: &[(&[u64], u64, usize)] = &[
-            (&[],                  10,  0),
-            (&[5, 5],              10,  0), // exactly at the limit: nothing
-            (&[5, 5, 1],           10,  1),
-            (&[1, 1, 1, 9],        10,  2),
-            (&[4, 3, 2, 1],        3,   2),
-            (&[4, 3, 2, 1],        0,   4),
-            (&[1, 2, 30],          10,  3), // the newest alone is over: all go
-            (&[u64::MAX, u64::MAX], 10, 2), // no overflow
+        let cases: &[(&[u64], u64, usize, Range<usize>)] = &[
+            (&[],                   10, 0, 0..0),
+            (&[5, 5],               10, 0, 0..0), // exactly at the limit: nothing
+            (&[5, 5, 1],            10, 0, 0..1),
+            (&[1, 1, 1, 9],         10, 0, 0..2),
+            (&[4, 3, 2, 1],         3,  0, 0..2),
+            (&[4, 3, 2, 1],         0,  0, 0..4),
+            (&[1, 2, 30],           10, 0, 0..3), // the newest alone is over: all go
+            (&[u64::MAX, u64::MAX], 10, 0, 0..2), // no overflow
+            (&[1, 1, 1, 1, 1, 1],   2,  1, 1..5), // the next batch (one segment) is kept
+            (&[1, 1, 1, 1, 1, 1],   2,  3, 3..6), // a kept batch of 3 over the limit: all after it go
+            (&[1, 1],               0,  5, 2..2), // kept beyond the end
         ];
-        for (sizes, limit, expected) in cases {
-            assert_eq!(oldest_to_drop(sizes, *limit), *expected, "{sizes:?} limit {limit}");
+        for (sizes, limit, kept, expected) in cases {
+            assert_eq!(to_drop(sizes, *limit, *kept), *expected, "{sizes:?} limit {limit} kept {kept}");
         }
     }
 
