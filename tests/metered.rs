@@ -136,6 +136,32 @@ fn a_zero_window_holds_uploads_and_status_says_why() {
     assert!(daemon.terminate().status.success());
 }
 
+/// The schedule follows the local clock of the daemon's time zone (`TZ`,
+/// through libc): a `0` window at the current time of UTC+14 holds uploads
+/// there, though in UTC that time is 14 hours away.
+#[test]
+fn the_schedule_follows_the_local_time_zone() {
+    let utc_minute = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        / 60
+        % 1440) as u16;
+    let local = (utc_minute + 14 * 60) % 1440;
+    let opens = (local + 3) % 1440;
+    let text = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    let mut windows = [(local, "0"), (opens, "off")];
+    windows.sort();
+    let schedule: Vec<String> = windows.iter().map(|(m, rate)| format!("{}={rate}", text(*m))).collect();
+    let global = format!("bandwidth_schedule = {}", schedule.join(" "));
+    let setup = Setup::with_global("bw-tz", 1, "seal = spool", &global);
+    write_sized(&setup, 0..=1, KIB);
+    let daemon = Daemon::start_with_env(&setup.config, std::process::Stdio::null(), &[("TZ", "<+14>-14")]);
+    let expected = format!("waiting for the {} window", text(opens));
+    wait_until(Duration::from_secs(10), "the status to say why", || {
+        stdout(&setup.walship(&["status"])).contains(&expected)
+    });
+    assert!(setup.batch_objects().is_empty());
+    assert!(daemon.terminate().status.success());
+}
+
 /// The data budget stops new uploads once spent, says until when, and
 /// still counts after a restart (the period change is the ledger's unit
 /// test, with its dates chosen).
