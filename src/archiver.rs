@@ -142,7 +142,12 @@ impl Archiver {
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
-        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))?;
+        // Without its socket the daemon still archives; only requests miss it.
+        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))
+            .unwrap_or_else(|error| {
+                log::error!("{error}; `walship snapshot` cannot reach this daemon");
+                None
+            });
         Ok(archiver)
     }
 
@@ -338,8 +343,8 @@ fn snapshot_reply(shared: &Shared, stream: &str, info: &mut dyn FnMut(&str)) -> 
     let Some(events) = request_snapshot(shared, stream) else {
         let names = shared.stream_names();
         return Reply::new(
-            Outcome::Usage,
-            format!("this daemon runs no stream named {stream} (it runs: {names})"),
+            Outcome::NotHere,
+            format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
         );
     };
     for event in events {
@@ -518,7 +523,7 @@ fn take_due_snapshots(stream: &mut Stream, state_dir: &Path) -> Result<Vec<JobRe
     {
         crate::snapshot::admit(stream.name(), None, stream.snapshot_count())
             .map_err(|refusal| Error::Snapshot(refusal.to_string()))?;
-        let report = take_snapshot(stream, state_dir, position, &AtomicBool::new(false))?;
+        let report = take_snapshot(stream, state_dir, position, &|| false)?;
         let failed = report.state != JobState::Succeeded;
         reports.push(report);
         if failed {

@@ -102,7 +102,7 @@ const COMMANDS: &[CommandSpec] = &[
                 "",
                 "once",
                 "do one full pass and exit: archive every sealed segment (a short final \
-                 batch included)",
+                 batch included), then take every snapshot then due",
             );
         },
         build: |m| {

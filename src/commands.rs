@@ -9,7 +9,6 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use crate::archiver;
@@ -21,7 +20,7 @@ use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Encoding, Record, SnapshotRecord, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::snapshot::JobState;
 use crate::source;
@@ -190,11 +189,15 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
         let _ = match record {
             Record::Batch(b) => writeln!(
                 out,
-                "  {range:<23} {:>8} {:>11}  {:08x}  {}",
+                "  {range:<23} {:>8} {:>11}  {:08x}  {}{}",
                 b.segments.len(),
                 human_bytes(b.size),
                 b.crc32,
-                b.key
+                b.key,
+                match b.stored.encoding {
+                    Encoding::Identity => String::new(),
+                    Encoding::ZstdFrames => format!(" (zstd frames, {} stored)", human_bytes(b.stored.size)),
+                }
             ),
             Record::Gap(g) => {
                 writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason)
@@ -320,13 +323,15 @@ fn snapshot(config: &Config, name: &str) -> Result<(), Error> {
     let state_dir = &config.global.state_dir;
     let request = control::Request::Snapshot { stream: name.to_string() };
     let why = match control::client::ask(state_dir, &request, &mut |info| log::info!("{info}"))? {
-        Answer::Reply(reply) => {
-            return match reply.outcome {
-                control::Outcome::Ok => outln!("{}", reply.message),
-                control::Outcome::Usage => Err(Error::Usage(reply.message)),
-                control::Outcome::Failed | control::Outcome::Refused => Err(Error::Snapshot(reply.message)),
-            };
-        }
+        Answer::Reply(reply) => match reply.outcome {
+            control::Outcome::Ok => return outln!("{}", reply.message),
+            control::Outcome::Usage => return Err(Error::Usage(reply.message)),
+            control::Outcome::Failed | control::Outcome::Refused => {
+                return Err(Error::Snapshot(reply.message));
+            }
+            // The daemon serving the socket does not run this stream.
+            control::Outcome::NotHere => reply.message,
+        },
         Answer::NoDaemon(why) => why,
     };
     let lock = match statedir::lock_stream(state_dir, name) {
@@ -363,7 +368,9 @@ fn snapshot_here(
         .map_err(|r| Error::Snapshot(r.to_string()))?;
     let position = stream::snapshots::request_position(&stream.name, open.archived(), open.last_snapshot())
         .map_err(Error::Snapshot)?;
-    stream::snapshots::take_snapshot(&mut open, state_dir, position, &AtomicBool::new(false))
+    // SIGINT or SIGTERM kill the command's process group and fail the job.
+    crate::signals::install();
+    stream::snapshots::take_snapshot(&mut open, state_dir, position, &crate::signals::stop_requested)
 }
 
 fn check(config: &Config) -> Result<(), Error> {

@@ -47,6 +47,8 @@ pub enum Error {
     Local { what: String, path: PathBuf, source: io::Error },
     /// A sealed segment changed while being archived.
     SegmentChanged { stream: String, name: String, detail: String },
+    /// libzstd could not compress a batch (it could not get memory).
+    Compression { stream: String, source: io::Error },
     /// The archive holds different content at a position: never overwritten.
     Conflict { stream: String, key: String, detail: String },
     /// The state directory describes another archive than the configured
@@ -130,6 +132,11 @@ impl fmt::Display for Error {
                 "stream {stream}: segment {name} changed after it was sealed ({detail}); \
                  sealed segments must not be modified — nothing was recorded, it will be retried"
             ),
+            Error::Compression { stream, source } => write!(
+                f,
+                "stream {stream}: could not compress a batch ({source}); nothing was sent, it will \
+                 be retried (zstd fails only for lack of memory: lower compression_level)"
+            ),
             Error::Conflict { stream, key, detail } => write!(
                 f,
                 "stream {stream}: the archive already holds {key} with different content \
@@ -202,9 +209,10 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "stream {stream} is archived by {holder} (it holds the stream's lock), but the \
-                     control socket does not answer: {why}; is that process a walship that serves \
-                     no control socket (an older release, or a second daemon on the same \
-                     state_dir)? Ask it through its own state_dir, or stop it and try again"
+                     control socket does not answer for it: {why}. If it is a `walship run --once` pass, \
+                     try again once it is done; a daemon that serves no control socket (see its \
+                     log: an older release, or a second daemon on the same state_dir) must be \
+                     stopped first"
                 )
             }
             Error::Failed { count, what, .. } => {
@@ -223,7 +231,7 @@ impl std::error::Error for Error {
             Error::Manifest(e) => Some(e),
             Error::Target { source, .. } | Error::CorruptOutput { source, .. } => Some(source),
             Error::TargetSetup(e) => Some(e),
-            Error::Local { source, .. } => Some(source),
+            Error::Local { source, .. } | Error::Compression { source, .. } => Some(source),
             Error::Output(e) => Some(e),
             Error::Usage(_)
             | Error::SegmentChanged { .. }

@@ -21,10 +21,18 @@
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
 //! validate the record; [`mapguard`] survives a segment truncated under its
-//! map) → `stream::upload` (store, or find it already stored; [`target`]
-//! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
+//! map; with `compression = zstd`, [`frames`] measures each segment's zstd
+//! frame) → `stream::upload` (store, or find it already stored; [`target`]
+//! with its [`target::keys`], file and S3 backends; zstd frames produced
+//! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement).
+//!
+//! Snapshots: between passes the stream's thread starts a [`snapshot`] job
+//! when the rule says one is due or one is asked for (`stream::snapshots`);
+//! the job runs the command and stores its output on a thread of its own
+//! and comes back through the mailbox to be recorded. The daemon answers
+//! `walship snapshot` over its [`control`] socket.
 //!
 //! Around them: [`config`] (the INI file, every setting validated once),
 //! [`statedir`] (every path under `state_dir`, the stream lock, stale temp
@@ -37,8 +45,9 @@
 //! upload and download bytes where targets write them, and the daily
 //! schedule), [`budget`] (the data budget's durable count per billing
 //! period) and [`calendar`] (local dates and time of day, via
-//! `localtime_r`); a stream's `backlog_limit` is `stream::backlog`'s. The remote
-//! records alone suffice to restore ([`restore`]), to verify
+//! `localtime_r`); a stream's `backlog_limit` is `stream::backlog`'s. The
+//! remote records alone suffice to restore ([`restore`], which decodes and
+//! checks zstd frames through [`frames::decode`]), to verify
 //! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
@@ -60,6 +69,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod frames;
 pub mod human;
 pub mod manifest;
 pub mod mapguard;

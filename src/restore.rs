@@ -42,7 +42,8 @@ use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Encoding, ManifestError, Record, SegmentEntry};
+use crate::frames::decode;
+use crate::manifest::{BatchRecord, Encoding, Record, SegmentEntry};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
 pub use fetch::{FetchDest, fetch};
@@ -222,7 +223,6 @@ fn restore_batch(
     wanted: &[&SegmentEntry],
 ) -> Result<(), Error> {
     let Some(last) = wanted.last() else { return Ok(()) };
-    readable(batch)?;
     let mut splitter = Splitter {
         publisher,
         segments: wanted,
@@ -232,11 +232,27 @@ fn restore_batch(
         stream,
         key: &batch.key,
     };
-    let range = (0, last.offset + last.stored_len);
-    let fetched = target.get(&batch.key, Some(range), &mut splitter);
+    let fetched = match batch.stored.encoding {
+        Encoding::Identity => {
+            let range = (0, last.offset + last.stored_len);
+            target
+                .get(&batch.key, Some(range), &mut splitter)
+                .map(|_| ())
+                .map_err(|e| Error::target(stream, e))
+        }
+        // The whole object, so its stored CRC32 is checked too; the frames
+        // after the wanted ones are checked and dropped.
+        Encoding::ZstdFrames => {
+            let expected = decode::expected_of(&batch.segments);
+            let whole = Some((batch.stored.size, batch.stored.crc32));
+            decode::read_frames(target, &batch.key, None, &expected, wanted.len(), &mut splitter, whole)
+                .map(|_| ())
+                .map_err(|e| read_error(stream, &batch.key, e))
+        }
+    };
     let finished = match fetched {
-        Ok(_) => splitter.finish(),
-        Err(e) => Err(splitter.failure.take().unwrap_or_else(|| Error::target(stream, e))),
+        Ok(()) => splitter.finish(),
+        Err(e) => Err(splitter.failure.take().unwrap_or(e)),
     };
     if finished.is_err() {
         splitter.discard_current();
@@ -244,20 +260,20 @@ fn restore_batch(
     finished
 }
 
-/// Refuse a batch whose stored bytes are not its segments as they are:
-/// this walship reads only identity-encoded batches back.
-fn readable(batch: &BatchRecord) -> Result<(), Error> {
-    match batch.stored.encoding {
-        Encoding::Identity => Ok(()),
-        other => Err(Error::Manifest(ManifestError::Invalid {
-            source: batch.key.clone(),
-            line: 0,
-            message: format!(
-                "this batch is stored with encoding {}, which this walship cannot decode; restore with \
-                 a walship release that reads it",
-                other.as_str()
-            ),
-        })),
+/// A failed read of a zstd batch `key` as an error of `stream`: damaged
+/// frames say to verify the archive.
+fn read_error(stream: &str, key: &str, error: decode::ReadError) -> Error {
+    match error {
+        decode::ReadError::Target(e) => Error::target(stream, e),
+        decode::ReadError::Frames(damage) => Error::target(
+            stream,
+            TargetError::Fatal {
+                op: "decode".into(),
+                key: key.into(),
+                detail: damage.to_string(),
+                fix: "the stored object is damaged; run `walship verify --deep` to see which".into(),
+            },
+        ),
     }
 }
 
@@ -548,17 +564,6 @@ mod tests {
         let empty = restore_limit("s", &[], None).unwrap_err();
         assert!(empty.to_string().contains("nothing is archived"), "{empty}");
         assert_eq!(empty.exit_code(), crate::error::EXIT_FAILURE);
-    }
-
-    #[test]
-    fn only_identity_encoded_batches_are_read_back() {
-        let Record::Batch(mut record) = crate::manifest::validate::tests::batch("s", 0, &[b"abc"]) else {
-            unreachable!("a batch")
-        };
-        assert!(readable(&record).is_ok());
-        record.stored.encoding = Encoding::ZstdFrames;
-        let error = readable(&record).expect_err("cannot decode");
-        assert!(error.to_string().contains("stored with encoding zstd-frames"), "{error}");
     }
 
     #[test]

@@ -55,6 +55,8 @@ const STREAM_KEYS: &[&str] = &[
     "keep_snapshots",
     "on_archived",
     "backlog_limit",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {

@@ -9,6 +9,8 @@ mod acknowledge;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// compression = zstd: frames `zstd -d` reads, decoding restore/fetch/verify, mixed archives, healing.
+mod compression;
 /// The target contract, run against every target.
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.

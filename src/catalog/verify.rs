@@ -5,7 +5,9 @@
 //!   reported with the file and line or the object key;
 //! - each batch object, and each snapshot object no prune deleted, against
 //!   its record: missing, or a size or CRC32 that differs (with `deep`, the
-//!   CRC32 is recomputed from the bytes);
+//!   CRC32 is recomputed from the bytes, and a zstd batch's frames are
+//!   decoded: each must end where recorded and hold its segment's raw
+//!   length and CRC32);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
 //!   mark that hides data the archive holds);
@@ -22,7 +24,10 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules};
+use crate::frames::decode::{self, FrameError};
+use crate::manifest::{
+    BatchRecord, Encoding, Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules,
+};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -54,7 +59,7 @@ pub fn verify_stream(
             Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
             Record::Batch(batch) => {
                 checked += 1;
-                if let Some(found) = check_object(target, &batch.key, &batch.stored, deep) {
+                if let Some(found) = check_batch(target, batch, deep) {
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
@@ -150,6 +155,32 @@ fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: boo
         },
     };
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// What is wrong with a stored batch, if anything: with `deep`, a zstd
+/// batch's frames are decoded and checked (one download for both).
+fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
+    match (deep, batch.stored.encoding) {
+        (true, Encoding::ZstdFrames) => {
+            check_object(target, &batch.key, &batch.stored, false).or_else(|| check_frames(target, batch))
+        }
+        _ => check_object(target, &batch.key, &batch.stored, deep),
+    }
+}
+
+/// What is wrong with a zstd batch's frames or its stored bytes, if
+/// anything (downloads it whole).
+fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
+    let expected = decode::expected_of(&batch.segments);
+    let whole = Some((batch.stored.size, batch.stored.crc32));
+    match decode::read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), whole) {
+        Ok(_) => None,
+        Err(decode::ReadError::Frames(FrameError::Stored { crc32, recorded_crc32, .. })) => {
+            Some(format!("CORRUPT: CRC32 {crc32:08x} stored, {recorded_crc32:08x} recorded"))
+        }
+        Err(decode::ReadError::Frames(damage)) => Some(format!("CORRUPT: {damage}")),
+        Err(decode::ReadError::Target(e)) => Some(format!("cannot read back: {e}")),
+    }
 }
 
 /// Without downloading: the manifest's entries whose record object the

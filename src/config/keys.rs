@@ -84,6 +84,9 @@ pub const KEYS: &[Key] = &[
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
     stream("backlog_limit", Off),
+    stream("compression", Default("none")),
+    // Only with compression = zstd (see stream.rs).
+    stream("compression_level", Off),
 ];
 
 /// The key `name` of `section`, if there is one.

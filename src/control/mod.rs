@@ -17,7 +17,7 @@
 //! reply   = *(info-line) final-line
 //! info-line  = "info" SP text LF            ; progress, shown as it comes
 //! final-line = outcome SP text LF
-//! outcome = "ok" / "failed" / "refused" / "usage"
+//! outcome = "ok" / "failed" / "refused" / "usage" / "not-here"
 //! ```
 //!
 //! Arguments are separated by single spaces; a request whose last argument
@@ -27,7 +27,8 @@
 //! - `snapshot STREAM`: take a snapshot of STREAM now and answer with the
 //!   job's outcome (`ok` naming the job id and position, `failed` with the
 //!   job's message, `refused` when a job already runs or the stream holds
-//!   too many snapshots).
+//!   too many snapshots, `not-here` when this daemon does not run STREAM:
+//!   another process may, or none).
 //!
 //! To add a request: a variant of [`Request`] with its spelling in
 //! [`Request::parse`] and [`Request::to_line`] (tested as a round trip),
@@ -92,12 +93,17 @@ pub enum Outcome {
     /// Not tried: something stands in the way (a job already running, too
     /// many snapshots).
     Refused,
-    /// The request itself is wrong (unknown stream, no snapshot command).
+    /// The request itself is wrong (an unknown request, no snapshot command).
     Usage,
+    /// This daemon does not run the stream named: the client deals with it
+    /// as if no daemon answered (the stream's lock tells whether another
+    /// process runs it).
+    NotHere,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 4] = [Outcome::Ok, Outcome::Failed, Outcome::Refused, Outcome::Usage];
+    const ALL: [Outcome; 5] =
+        [Outcome::Ok, Outcome::Failed, Outcome::Refused, Outcome::Usage, Outcome::NotHere];
 
     /// The word on the final line.
     pub fn word(self) -> &'static str {
@@ -106,6 +112,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Refused => "refused",
             Outcome::Usage => "usage",
+            Outcome::NotHere => "not-here",
         }
     }
 
@@ -113,7 +120,7 @@ impl Outcome {
     pub fn exit_code(self) -> i32 {
         match self {
             Outcome::Ok => EXIT_OK,
-            Outcome::Failed | Outcome::Refused => EXIT_FAILURE,
+            Outcome::Failed | Outcome::Refused | Outcome::NotHere => EXIT_FAILURE,
             Outcome::Usage => EXIT_USAGE,
         }
     }
@@ -219,7 +226,7 @@ mod tests {
     #[test]
     fn outcomes_map_to_the_cli_exit_codes() {
         let codes: Vec<i32> = Outcome::ALL.iter().map(|o| o.exit_code()).collect();
-        assert_eq!(codes, [0, 1, 1, 2]);
+        assert_eq!(codes, [0, 1, 1, 2, 1]);
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl StreamJob {
             inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped());
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
+            // A job's end or a request is dealt with at once, not after
+            // the next pass (which a backlog can make long).
+            if !inbox.stop && !stopped() {
+                inbox.snapshot_work(&mut snapshots, stream.as_mut(), false);
+            }
         }
         snapshots.stop();
         inbox.snapshot_work(&mut snapshots, None, true);

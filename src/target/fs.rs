@@ -194,11 +194,12 @@ impl Target for FileTarget {
 fn copy_checked(body: &Upload<'_>, file: &mut File) -> io::Result<Result<(), u32>> {
     let mut hasher = crc32fast::Hasher::new();
     let mut offset = 0;
+    let mut buffer = Vec::new();
     while offset < body.size {
         let len = crate::bandwidth::uploads().chunk_len(WRITE_CHUNK as usize) as u64;
         let len = len.min(body.size - offset);
         crate::bandwidth::pace_upload(len as usize)?;
-        for slice in body.slices(offset, len) {
+        for slice in body.part(offset, len, &mut buffer)? {
             hasher.update(slice);
             file.write_all(slice)?;
         }
