@@ -40,6 +40,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "restore_bandwidth_limit",
     "data_budget",
     "budget_period_start",
+    "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",

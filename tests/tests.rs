@@ -39,6 +39,8 @@ mod places;
 mod proxy_faults;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
 mod restore;
+/// Restore to a position from snapshots; retention, `prune`, crashes mid-prune.
+mod retention;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
 /// Snapshots: schedule and jump, jobs through the daemon and without, refusals, failures, a slow job.

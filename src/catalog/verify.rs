@@ -10,13 +10,17 @@
 //!   length and CRC32);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
-//!   mark that hides data the archive holds);
+//!   mark that hides data the archive holds); prune records that disagree
+//!   with the manifest (`retention::check_prunes`); batch objects a prune
+//!   deleted that are still stored are noted (a prune cut short), not
+//!   counted as problems;
 //! - the remote record objects, on which a rebuild relies: every record
 //!   must have one (a deleted record object is reported with its key, from
 //!   the listing alone); with `deep` each is downloaded and must parse, hold
 //!   what its key says and agree with the manifest (a flipped byte).
 //!
-//! The checks of what was listed and fetched are pure ([`check_record_objects`]);
+//! On a terminal, checking the batch objects shows a progress line
+//! (`crate::progress`). The checks of what was listed and fetched are pure ([`check_record_objects`]);
 //! [`verify_stream`] does the I/O and reports each finding as one line.
 
 use std::collections::HashSet;
@@ -28,6 +32,7 @@ use crate::frames::decode::{self, FrameError};
 use crate::manifest::{
     BatchRecord, Encoding, Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules,
 };
+use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -53,13 +58,33 @@ pub fn verify_stream(
             return problems;
         }
     };
+    if let Err(message) = crate::retention::check_prunes(&manifest) {
+        problem(say, format!("manifest: {message}"));
+    }
     let mut checked = 0;
+    let batches = manifest.live_log().iter().filter_map(|r| match r {
+        Record::Batch(batch) => Some(batch),
+        Record::Gap(_) => None,
+    });
+    let stored: Vec<&StoredObject> =
+        batches.map(|b| &b.stored).chain(manifest.live_snapshots().map(|s| &s.stored)).collect();
+    let total = Amount {
+        objects: stored.len() as u64,
+        bytes: if deep { stored.iter().map(|s| s.size).sum() } else { 0 },
+    };
+    let mut progress = Progress::new("verified", total);
     for record in manifest.live_log() {
         match record {
-            Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
+            Record::Gap(g) => {
+                progress.clear();
+                say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason));
+            }
             Record::Batch(batch) => {
                 checked += 1;
-                if let Some(found) = check_batch(target, batch, deep) {
+                let found = check_batch(target, batch, deep);
+                progress.add(1, if deep { batch.stored.size } else { 0 });
+                if let Some(found) = found {
+                    progress.clear();
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
@@ -68,10 +93,14 @@ pub fn verify_stream(
     let mut snapshots = 0;
     for snapshot in manifest.live_snapshots() {
         snapshots += 1;
-        if let Some(found) = check_object(target, &snapshot.key, &snapshot.stored, deep) {
+        let found = check_object(target, &snapshot.key, &snapshot.stored, deep);
+        progress.add(1, if deep { snapshot.stored.size } else { 0 });
+        if let Some(found) = found {
+            progress.clear();
             problem(say, format!("snapshot {}: {found}", snapshot.key));
         }
     }
+    progress.finish();
     match target.list(&keys::batches_prefix(stream), None) {
         Ok(batches) => {
             match assemble::unrecorded_batches(stream, &batches, &manifest) {
@@ -81,6 +110,12 @@ pub fn verify_stream(
                     }
                 }
                 Err(error) => problem(say, format!("manifest: {error}")),
+            }
+            for key in pruned_but_stored(stream, &batches, &manifest) {
+                say(format!(
+                    "stream {stream}: {key}: deleted by a prune that was cut short, still stored; \
+                     the next prune deletes it"
+                ));
             }
             for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
                 problem(
@@ -132,6 +167,18 @@ pub fn hidden_by_prune_mark<'a>(
                 && !deleted.contains(key)
         })
         .map(|key| (key, before))
+        .collect()
+}
+
+/// The listed batch objects a prune record deleted, still stored: a prune
+/// cut short between its record and its deletions.
+pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
+    let deleted: HashSet<&str> =
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    batches
+        .iter()
+        .map(|object| object.key.as_str())
+        .filter(|key| keys::parse_batch_key(stream, key).is_some() && deleted.contains(key))
         .collect()
 }
 

@@ -71,6 +71,7 @@ pub const KEYS: &[Key] = &[
     global("restore_bandwidth_limit", Off),
     global("data_budget", Off),
     global("budget_period_start", Off),
+    global("prune_interval", Default("1h")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),

@@ -29,6 +29,7 @@ mod binding;
 mod commit;
 pub mod mailbox;
 mod prepare;
+pub mod retention;
 pub mod snapshots;
 pub(crate) mod upload;
 pub mod worker;
