@@ -80,6 +80,10 @@ impl SnapshotJobs {
         if self.running.is_some() || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
+        // A `0` bandwidth window or a spent data budget holds snapshots too.
+        if stream.uploads_held().is_some() {
+            return;
+        }
         if let Err(refusal) = snapshot::admit(stream.name(), None, stream.snapshot_count()) {
             let message = refusal.to_string();
             if self.refused.as_ref() != Some(&message) {
