@@ -150,6 +150,7 @@ impl Archiver {
             state_root: global.state_dir.clone(),
             target: Arc::clone(&self.target),
             poll_interval: global.poll_interval,
+            prune_interval: global.prune_interval,
             backoff: Backoff::new(global.backoff_min, global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR)),
             lock: lock.map(Arc::new),
         };
@@ -319,7 +320,31 @@ fn control_handler(shared: &Arc<Shared>) -> Handler {
     let shared = Arc::clone(shared);
     Arc::new(move |request, info| match request {
         Request::Snapshot { stream } => snapshot_reply(&shared, &stream, info),
+        Request::Prune { stream, dry_run } => prune_reply(&shared, &stream, dry_run, info),
     })
+}
+
+/// Ask `stream`'s thread to apply retention (or plan it) and wait: each
+/// object line of its answer as an info line, its first line as the reply.
+fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMut(&str)) -> Reply {
+    let (reply, answer) = mpsc::channel();
+    if !shared.send(stream, Message::Prune { dry_run, reply }) {
+        let names = shared.stream_names();
+        return Reply::new(
+            Outcome::NotHere,
+            format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
+        );
+    }
+    match answer.recv() {
+        Ok(Ok(text)) => {
+            let mut lines = text.lines();
+            let summary = lines.next().unwrap_or_default().to_string();
+            lines.for_each(info);
+            Reply::new(Outcome::Ok, summary)
+        }
+        Ok(Err(why)) => Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}")),
+        Err(_) => Reply::new(Outcome::Failed, format!("stream {stream} stopped before its prune ended")),
+    }
 }
 
 /// Ask for a snapshot job of `stream` and wait for its end.
@@ -440,8 +465,8 @@ pub struct OnceReport {
 pub type StreamOutcome = (String, Result<OnceReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
-/// final batches included, then every snapshot due: `run --once`. Returns
-/// each stream's outcome.
+/// final batches included, then every snapshot due, then retention: `run
+/// --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open(&config.global)?;
@@ -461,6 +486,7 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
                     let pass = stream.pass(true, Hints::default(), &|| false)?;
                     let snapshots = take_due_snapshots(&mut stream, state_dir)?;
+                    stream.apply_retention(&|| false)?;
                     Ok(OnceReport { pass, snapshots })
                 })
             })

@@ -90,7 +90,7 @@ mod tests {
     fn echo_handler(calls: Arc<AtomicUsize>) -> Handler {
         Arc::new(move |request, info| {
             calls.fetch_add(1, Ordering::SeqCst);
-            let Request::Snapshot { stream } = request;
+            let (Request::Snapshot { stream } | Request::Prune { stream, .. }) = request;
             info(&format!("working on {stream}"));
             match stream.as_str() {
                 "bad" => Reply::new(Outcome::Failed, "job 3 of stream bad failed"),

@@ -29,6 +29,10 @@
 //!   job's message, `refused` when a job already runs or the stream holds
 //!   too many snapshots, `not-here` when this daemon does not run STREAM:
 //!   another process may, or none).
+//! - `prune STREAM` and `prune STREAM --dry-run`: apply retention to
+//!   STREAM now (or only plan it) in the stream's thread, the journal's one
+//!   writer; one `info` line per object deleted (as `walship prune` prints
+//!   it), then `ok` with the summary, or `failed` with why.
 //!
 //! To add a request: a variant of [`Request`] with its spelling in
 //! [`Request::parse`] and [`Request::to_line`] (tested as a round trip),
@@ -50,6 +54,9 @@ pub const MAX_REQUEST_LEN: usize = 4096;
 pub enum Request {
     /// Take a snapshot of the stream now.
     Snapshot { stream: String },
+    /// Apply retention to the stream now, or with `dry_run` only say what
+    /// it would delete.
+    Prune { stream: String, dry_run: bool },
 }
 
 impl Request {
@@ -63,8 +70,17 @@ impl Request {
         };
         match verb {
             "snapshot" => Ok(Request::Snapshot { stream: one_word("a stream name")? }),
+            "prune" => match rest.strip_suffix(" --dry-run") {
+                Some(stream) if !stream.is_empty() && !stream.contains(' ') => {
+                    Ok(Request::Prune { stream: stream.to_string(), dry_run: true })
+                }
+                _ => Ok(Request::Prune {
+                    stream: one_word("a stream name, then optionally --dry-run")?,
+                    dry_run: false,
+                }),
+            },
             _ => Err(format!(
-                "unknown request `{}`; this daemon knows: snapshot",
+                "unknown request `{}`; this daemon knows: snapshot, prune",
                 crate::manifest::shown(verb)
             )),
         }
@@ -75,6 +91,8 @@ impl Request {
     pub fn to_line(&self) -> Result<String, String> {
         let line = match self {
             Request::Snapshot { stream } => format!("snapshot {stream}"),
+            Request::Prune { stream, dry_run: false } => format!("prune {stream}"),
+            Request::Prune { stream, dry_run: true } => format!("prune {stream} --dry-run"),
         };
         if line.contains('\n') || line.len() >= MAX_REQUEST_LEN {
             return Err("the request does not fit on one line of the control protocol".into());
@@ -194,11 +212,18 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_bad_ones_say_why() {
-        let request = Request::Snapshot { stream: "sensors".into() };
-        let line = request.to_line().unwrap();
-        assert_eq!(line, "snapshot sensors");
-        assert_eq!(Request::parse(&line), Ok(request));
+        for (request, spelled) in [
+            (Request::Snapshot { stream: "sensors".into() }, "snapshot sensors"),
+            (Request::Prune { stream: "sensors".into(), dry_run: false }, "prune sensors"),
+            (Request::Prune { stream: "sensors".into(), dry_run: true }, "prune sensors --dry-run"),
+        ] {
+            let line = request.to_line().unwrap();
+            assert_eq!(line, spelled);
+            assert_eq!(Request::parse(&line), Ok(request));
+        }
         for (line, expected) in [
+            ("prune", "needs a stream name, then optionally --dry-run"),
+            ("prune a b", "takes only a stream name, then optionally --dry-run"),
             ("snapshot", "needs a stream name"),
             ("snapshot a b", "takes only a stream name"),
             ("restart now", "unknown request `restart`"),

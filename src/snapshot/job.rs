@@ -100,7 +100,7 @@ fn store_output(
         Error::local("store the snapshot output", output, std::io::Error::other(detail))
     };
     let pieces = [map.bytes()];
-    let body = Upload { pieces: &pieces, size: len, crc32 };
+    let body = Upload::pieces(&pieces, len, crc32);
     upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
     if !map.intact() {
         let truncated = std::io::Error::other("it was truncated while it was being sent");

@@ -28,6 +28,7 @@ mod binding;
 mod commit;
 pub mod mailbox;
 mod prepare;
+pub mod retention;
 pub mod snapshots;
 pub(crate) mod upload;
 pub mod worker;
@@ -246,10 +247,11 @@ impl Stream {
                     }
                     Step::Upload { first, last, .. } => {
                         let rules = StreamRules::new(&self.config.name, &self.config.naming);
-                        let batch = prepare::prepare(&rules, first, last, &segments)?;
+                        let compression = self.config.compression;
+                        let mut batch = prepare::prepare(&rules, compression, first, last, &segments)?;
                         let (count, bytes) = (batch.segments.len() as u64, batch.size);
                         let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;
+                            upload::upload(self.target.as_ref(), &self.status, &rules, &mut batch)?;
                         self.commit_batch(batch, uploaded)?;
                         report.batches += 1;
                         report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);

@@ -4,9 +4,7 @@
 //! command is `tests/fixtures/kv-app/snapshot.sh SEGMENT_DIR`, which writes
 //! the state at `$WALSHIP_POSITION`; [`state_at`] is the same state computed
 //! here, so a test can compare a snapshot, or a restore, with what the
-//! application had at any position; [`state_of_restored`] is what the
-//! application rebuilds from a restored directory (a snapshot file, then the
-//! segments after it).
+//! application had at any position.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,34 +57,27 @@ pub fn state_text(state: &BTreeMap<String, String>) -> String {
     state.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
 }
 
-/// The state an application rebuilds from a restored directory: the
-/// snapshot `walship-snapshot-POSITION` (16 hex digits) if there is one,
-/// then the segments after its position, in position order. Returns the
-/// state and the newest position it reflects.
-pub fn state_of_restored(dir: &Path) -> (BTreeMap<String, String>, Option<u64>) {
-    let mut snapshot: Option<(u64, String)> = None;
-    let mut segments: Vec<(u64, String)> = Vec::new();
-    for entry in fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if let Some(hex) = name.strip_prefix("walship-snapshot-") {
-            assert!(snapshot.is_none(), "more than one snapshot in {}", dir.display());
-            snapshot = Some((u64::from_str_radix(hex, 16).unwrap(), name));
-        } else if let Some(digits) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) {
-            segments.push((digits.parse().unwrap(), name));
-        }
-    }
-    segments.sort();
+/// The state rebuilt from a restored directory as the application does
+/// it: the snapshot file (at most one), then each segment file in position
+/// order. Returns the state, the snapshot's position and the segments'
+/// positions.
+pub fn rebuild(dir: &Path) -> (BTreeMap<String, String>, Option<u64>, Vec<u64>) {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.retain(|n| !n.starts_with('.'));
+    let snapshots: Vec<&String> = names.iter().filter(|n| n.starts_with("walship-snapshot-")).collect();
+    assert!(snapshots.len() <= 1, "more than one snapshot restored: {snapshots:?}");
     let mut state = BTreeMap::new();
-    let mut newest = None;
-    if let Some((position, name)) = &snapshot {
+    let snapshot = snapshots.first().map(|name| {
+        assert_eq!(name.len(), "walship-snapshot-".len() + 16, "16 hex digits: {name}");
         apply(&mut state, &fs::read_to_string(dir.join(name)).unwrap());
-        newest = Some(*position);
+        u64::from_str_radix(name.trim_start_matches("walship-snapshot-"), 16).unwrap()
+    });
+    let mut positions: Vec<u64> =
+        names.iter().filter_map(|n| n.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()).collect();
+    positions.sort_unstable();
+    for p in &positions {
+        apply(&mut state, &fs::read_to_string(dir.join(segment_name(*p))).unwrap());
     }
-    for (position, name) in segments {
-        if snapshot.as_ref().is_none_or(|(at, _)| position > *at) {
-            apply(&mut state, &fs::read_to_string(dir.join(name)).unwrap());
-            newest = Some(position);
-        }
-    }
-    (state, newest)
+    (state, snapshot, positions)
 }
