@@ -115,10 +115,11 @@ const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list",
         synopsis: "[-s STREAM]",
-        summary: "show archived batches and gaps",
+        summary: "show archived batches, gaps and snapshots",
         about: "Show what is archived, per stream: the positions retention pruned (if\n\
                 any), a summary line, then one line per batch (positions, segments,\n\
-                size, CRC32, object key) and per gap (positions and reason).",
+                size, CRC32, object key) and per gap (positions and reason), then the\n\
+                snapshots (position, size, CRC32, object key).",
         options: |o| {
             o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
         },
