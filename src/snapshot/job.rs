@@ -8,7 +8,10 @@
 //!
 //! Output files never outlive their job: each is removed when its job ends,
 //! and [`clean_outputs`] removes those a killed process left, at the next
-//! start (the command itself died with walship: `command`).
+//! start. A marker (`job-N.running`) is there while the command may run; a
+//! marker found at the next start means the command's shell died with
+//! walship, and whatever it left running is killed then
+//! (`command::kill_leftovers`).
 
 use std::path::Path;
 use std::time::Duration;
