@@ -60,7 +60,9 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Push { stream, path } => push(&config, &stream, &path),
         Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
         Command::Prefetch { stream, after } => {
-            crate::prefetch::run(&config, named(&config, &stream)?, &after).map(|_| ())
+            let stream = named(&config, &stream)?;
+            limit_downloads(&config);
+            crate::prefetch::run(&config, stream, &after).map(|_| ())
         }
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
@@ -215,9 +217,16 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
     out
 }
 
+/// Restores and fetches download at `restore_bandwidth_limit`, when set.
+fn limit_downloads(config: &Config) {
+    let limit = config.global.metered.restore_bandwidth_limit;
+    crate::bandwidth::downloads().set_limit(crate::bandwidth::Limit::from_settings(limit, None));
+}
+
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
+    limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
     stream::retention::checked_prunes(&stream.name, &manifest)?;
@@ -250,6 +259,7 @@ fn push(config: &Config, stream: &str, path: &std::path::Path) -> Result<(), Err
 /// Fetch, then start the prefetch of what follows a segment.
 fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
     let stream = named(config, stream)?;
+    limit_downloads(config);
     crate::fetch::fetch(config, stream, name, dest)?;
     if stream.naming.position(name).is_some() {
         crate::prefetch::start(config, stream, name);

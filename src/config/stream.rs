@@ -93,6 +93,10 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// Only with `seal = spool`; default none: nothing is ever deleted
+    /// unarchived. Bytes of waiting segments past which the oldest are
+    /// dropped (and recorded as a gap).
+    pub backlog_limit: Option<u64>,
     /// Default none; `compression_level` (default 3, 1..=19) only with zstd.
     pub compression: Compression,
     /// `fetch` also downloads up to this many following segments into the
@@ -149,6 +153,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_timeout: f.value("snapshot_timeout", positive_duration)?,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
         prefetch_segments: f.value("prefetch_segments", |v| number_in(v, 0, 1000))? as u32,
         prefetch_bytes: f.value("prefetch_bytes", parse_size)?,
@@ -256,6 +261,26 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<String>),
     Ok((snapshot_interval, snapshot_command))
 }
 
+/// `backlog_limit`: a size above 0, and only for a spool, whose files were
+/// handed over to walship; with `seal = next` the directory is the
+/// application's own log, which walship never deletes unarchived.
+fn parse_backlog_limit(f: &Fields, seal: SealMode) -> Result<Option<u64>, ConfigError> {
+    let limit = f.optional("backlog_limit", |v| match parse_size(v)? {
+        0 => Err(format!("expected a size above 0, got {}; remove the line for no limit", quote(v))),
+        bytes => Ok(bytes),
+    })?;
+    if limit.is_some() && seal != SealMode::Spool {
+        return Err(f.error(
+            "backlog_limit",
+            "only applies with seal = spool: it deletes waiting segments unarchived, which walship \
+             does only in a spool handed over to it, never in an application's own log directory; \
+             set seal = spool or remove this line"
+                .into(),
+        ));
+    }
+    Ok(limit)
+}
+
 /// `compression` (default none) and `compression_level`, which only goes
 /// with zstd.
 fn parse_compression(f: &Fields) -> Result<Compression, ConfigError> {
@@ -318,6 +343,7 @@ mod tests {
             ("dri = /x", "dri", "did you mean `dir`?"),
             ("state_dir = /x", "state_dir", "belongs in [global]"),
             ("seal_idle = ", "seal_idle", "no value"),
+            ("backlog_limit = 2GiB", "backlog_limit", "only applies with seal = spool"),
             ("compression = gzip", "compression", "expected none | zstd"),
             ("compression_level = 5", "compression_level", "only applies with compression = zstd"),
         ];
@@ -331,6 +357,14 @@ mod tests {
             Some(&key("seal_idle")),
             "only applies with seal = next (line 9",
         );
+        assert_error(
+            &config_text("", "seal = spool\nbacklog_limit = 0"),
+            Some(10),
+            Some(&key("backlog_limit")),
+            "a size above 0",
+        );
+        let spool = parse_text(&config_text("", "seal = spool\nbacklog_limit = 2GiB")).expect("valid");
+        assert_eq!(spool.streams[0].backlog_limit, Some(2 << 30));
     }
 
     /// `naming = postgres` replaces `pattern`, takes `wal_segment_size`

@@ -60,7 +60,11 @@ impl Stream {
     /// application's low water mark said so, rather than the directory.
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
         let dir = crate::manifest::printable(&self.config.dir.display().to_string());
-        let (reason, why) = if told {
+        let backlog = self.backlog_gap_reason(first, last)?;
+        let (reason, why) = if let Some(reason) = backlog {
+            self.snapshot_after_drop = true;
+            (reason, "were deleted unarchived for backlog_limit".to_string())
+        } else if told {
             (
                 format!("the application no longer holds positions below {}", last + 1),
                 format!(
@@ -83,6 +87,7 @@ impl Stream {
         };
         let switch = timeline_switch(&self.config, first, last).is_some();
         self.commit(Record::Gap(GapRecord { first, last, reason }))?;
+        self.backlog_gap_recorded(last)?;
         // A timeline switch is PostgreSQL's normal course, not a loss.
         let level = if switch { log::Level::Info } else { log::Level::Error };
         log::log!(
@@ -187,7 +192,7 @@ fn timeline_switch(config: &crate::config::StreamConfig, first: u64, last: u64) 
 
 /// Whether `seg.path` still names the file the scan found (and the batch
 /// read): same file, size and time.
-fn is_the_file_read(seg: &Segment) -> bool {
+pub(super) fn is_the_file_read(seg: &Segment) -> bool {
     fs::metadata(&seg.path).is_ok_and(|meta| {
         (meta.dev(), meta.ino()) == seg.file_id
             && meta.len() == seg.len

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use super::backlog;
 use super::confirm::requested_position;
 use super::mailbox::{ArchiveReply, Message, PruneReply};
 use super::retention::PruneSchedule;
@@ -111,7 +112,8 @@ impl StreamJob {
                     }
                     self.backoff.succeeded();
                     self.set_error(&links, None);
-                    inbox.answer(stream.as_ref(), stopped());
+                    let held = links.status.get().held;
+                    inbox.answer(stream.as_ref(), stopped(), held.as_deref());
                     if let Some(open) = stream.as_mut().filter(|_| !stopped()) {
                         prunes.run_if_due(open);
                     }
@@ -163,7 +165,7 @@ impl StreamJob {
         snapshots.stop();
         inbox.snapshot_work(&mut snapshots, None, true);
         prunes.answer(inbox.prune_requests.drain(..), None, Some("walship is stopping"));
-        inbox.answer(None, true);
+        inbox.answer(None, true, None);
     }
 
     /// Open the stream if needed (or, after a failure, clear uploads the
@@ -199,8 +201,18 @@ impl StreamJob {
                     Arc::clone(&self.target),
                     Arc::clone(&links.status),
                     lock,
-                )?;
-                stream.insert(opened)
+                );
+                match opened {
+                    Ok(opened) => stream.insert(opened),
+                    Err(error) => {
+                        // The spool still fills while the stream cannot open.
+                        let status = &links.status;
+                        if let Err(e) = backlog::enforce_unopened(&self.config, &self.state_root, status) {
+                            log::error!("{e}");
+                        }
+                        return Err(error);
+                    }
+                }
             }
         };
         open.pass(false, hints, stopped)
@@ -238,6 +250,7 @@ impl Inbox {
         for reply in self.snapshot_requests.drain(..) {
             jobs.request(Some(stream), reply);
         }
+        stream.request_snapshot_after_drop(jobs);
         jobs.start_due(stream);
     }
 
@@ -294,16 +307,23 @@ impl Inbox {
 
     /// After a pass: answer each request with whether the archive now
     /// holds its file (`Stream::confirm_archived`); one the pass did not
-    /// reach because walship is stopping is told so.
-    fn answer(&mut self, stream: Option<&Stream>, stopping: bool) {
+    /// reach because walship is stopping, or because uploads are `held` by
+    /// the bandwidth schedule or the data budget, is told so.
+    fn answer(&mut self, stream: Option<&Stream>, stopping: bool, held: Option<&str>) {
         for request in self.requests.drain(..) {
             let reached = stream.and_then(Stream::archived).is_some_and(|a| a >= request.position);
             let answer = match stream {
-                Some(stream) if reached || !stopping => {
+                Some(stream) if reached || (!stopping && held.is_none()) => {
                     stream.confirm_archived(request.position, &request.path).map_err(Arc::new)
                 }
                 _ => {
-                    let why = "walship is stopping; it is archived at the next start";
+                    let why = if stopping {
+                        "walship is stopping; it is archived at the next start".to_string()
+                    } else if let Some(held) = held {
+                        format!("uploads are held ({held}); it is archived once they go")
+                    } else {
+                        "it is no longer in the stream's directory".to_string()
+                    };
                     Err(Arc::new(Error::local("archive", &request.path, io::Error::other(why))))
                 }
             };
