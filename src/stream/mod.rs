@@ -409,7 +409,7 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
 /// How many of `segments` are sealed, under the stream's sealing settings
 /// and what the application said (`plan::sealed_count`); with WAL naming
 /// and `seal = push`, also what PostgreSQL marked complete
-/// ([`marked_complete`]).
+/// (`marked_complete`).
 pub fn sealed_count(config: &StreamConfig, segments: &[Segment], hints: Hints, now: SystemTime) -> usize {
     let positions: Vec<u64> = segments.iter().map(|s| s.position).collect();
     let newest_age = segments.last().map_or(Duration::ZERO, |s| source::age(s.modified, now));
