@@ -180,4 +180,20 @@ mod tests {
         assert!(matches!(ask(&dir.0, &request, &mut |_| {}).unwrap(), Answer::Reply(_)));
         server.stop();
     }
+
+    /// Stopping woke the accept thread by connecting to the socket's path:
+    /// with the file gone (the state directory removed under a running
+    /// daemon), SIGTERM left the daemon waiting forever.
+    #[test]
+    fn stop_returns_when_the_socket_file_is_gone() {
+        let dir = TempDir::new("control-gone");
+        let server = ControlServer::start(&dir.0, echo_handler(Arc::default())).unwrap().unwrap();
+        std::fs::remove_file(statedir::control_socket(&dir.0)).unwrap();
+        let (done, stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            server.stop();
+            let _ = done.send(());
+        });
+        assert!(stopped.recv_timeout(std::time::Duration::from_secs(10)).is_ok(), "stop hung");
+    }
 }

@@ -42,6 +42,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A served control socket; stopped (and its file removed) by [`stop`](ControlServer::stop).
 pub struct ControlServer {
     path: PathBuf,
+    /// The listening socket's descriptor (owned by the accept thread,
+    /// open until it ends), shut down to wake its `accept()`.
+    listener_fd: std::os::unix::io::RawFd,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
     _lock: ControlLock,
@@ -66,6 +69,7 @@ impl ControlServer {
         };
         let path = statedir::control_socket(state_dir);
         let listener = bind_owner_only(state_dir)?;
+        let listener_fd = listener.as_raw_fd();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
@@ -75,14 +79,19 @@ impl ControlServer {
                 .map_err(|e| Error::local("start the control socket thread for", &path, e))?
         };
         log::debug!("serving the control socket {}", path.display());
-        Ok(Some(ControlServer { path, stop, thread, _lock: lock }))
+        Ok(Some(ControlServer { path, listener_fd, stop, thread, _lock: lock }))
     }
 
     /// Stop accepting, wait for the accept thread, remove the socket file.
     /// Requests in flight finish on their own threads.
     pub fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.path); // wake accept()
+        // Wake accept() through the descriptor, not by connecting to the
+        // socket's path: the file may be gone (a state_dir removed under the
+        // daemon), and stop would then wait forever.
+        // SAFETY: shutdown(2) on a descriptor the accept thread keeps open
+        // until it is joined below; no memory is involved.
+        unsafe { libc::shutdown(self.listener_fd, libc::SHUT_RDWR) };
         let _ = self.thread.join();
         let _ = std::fs::remove_file(&self.path);
     }
