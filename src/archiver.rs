@@ -73,7 +73,10 @@ struct MetricsOutputs {
 /// A running stream's thread and its mailbox.
 struct StreamHandle {
     config: StreamConfig,
-    mailbox: Sender<Message>,
+    /// The only strong owner of the mailbox's sender: the thread's own
+    /// directory watch holds a weak one, so dropping the handle still
+    /// closes the mailbox.
+    mailbox: Arc<Sender<Message>>,
     stop: Arc<AtomicBool>,
     status: Arc<StatusCell>,
     thread: JoinHandle<()>,
@@ -118,6 +121,7 @@ impl Archiver {
             lock: lock.map(Arc::new),
         };
         let (mailbox, inbox) = mpsc::channel();
+        let mailbox = Arc::new(mailbox);
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(StatusCell::new(StreamStatus {
             stream: stream.name.clone(),
@@ -126,6 +130,7 @@ impl Archiver {
         }));
         let links = JobLinks {
             mailbox: inbox,
+            wake: Arc::downgrade(&mailbox),
             stop: Arc::clone(&stop),
             status: Arc::clone(&status),
             heartbeat: Arc::clone(&self.shared.heartbeat),

@@ -60,6 +60,9 @@ pub struct PassReport {
     /// Batches found already stored and recorded without re-sending.
     pub healed: u64,
     pub gaps: u64,
+    /// Segments left waiting in the directory when the pass ended (not
+    /// sealed yet, or a batch not full yet): what waits on time.
+    pub waiting: u64,
 }
 
 /// What the application has told the stream (see `mailbox`): facts the
@@ -234,6 +237,7 @@ impl Stream {
                     return Err(Error::Scan { stream: self.config.name.clone(), source });
                 }
                 self.update_status(|s| s.last_success = Some(unix_now()));
+                report.waiting = segments.len() as u64;
                 return Ok(report);
             }
         }

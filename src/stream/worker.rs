@@ -2,6 +2,13 @@
 //! off after a failure, answer "archive this file now" requests once their
 //! file is committed.
 //!
+//! The mailbox is the thread's one wait point. While the stream's directory
+//! is watched (`source::watch`), its changes arrive there as `Wake` mail
+//! and the thread polls only while segments wait on time (to seal, or to
+//! fill a batch) and otherwise once every [`WATCHED_POLL`]; where the
+//! directory cannot be watched, it polls every `poll_interval`, and tries
+//! to watch it again before each pass.
+//!
 //! Failures never end the thread (retrying never gives up on data), except
 //! a conflict — different content already archived at a position — which
 //! parks the stream loudly until an operator intervenes. Each error is
@@ -9,9 +16,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::mailbox::{ArchiveReply, Message};
@@ -19,6 +26,7 @@ use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
 use crate::retry::Backoff;
+use crate::source::watch::DirWatch;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
@@ -38,6 +46,9 @@ pub struct StreamJob {
 /// What the thread shares with the outside.
 pub struct JobLinks {
     pub mailbox: Receiver<Message>,
+    /// The mailbox's sender, for the directory watch's `Wake` mail (weak:
+    /// the thread must not keep its own mailbox open).
+    pub wake: Weak<Sender<Message>>,
     /// Set (with a `Stop` message) to stop between batches.
     pub stop: Arc<AtomicBool>,
     pub status: Arc<StatusCell>,
@@ -69,17 +80,21 @@ impl StreamJob {
         let mut inbox = Inbox { hints: Hints::default(), requests: Vec::new(), stop: false };
         let mut stream: Option<Stream> = None;
         let mut last_error: Option<String> = None;
+        let mut watching = Watching::default();
         while !stopped() && !inbox.stop {
+            // Watched before the pass reads the directory, so nothing that
+            // arrives after its read goes unnoticed.
+            watching.ensure(&self.config, &links.wake, self.poll_interval);
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
-                Ok(_) => {
+                Ok(report) => {
                     if last_error.take().is_some() && !stopped() {
                         log::info!("stream {name}: recovered; archiving again");
                     }
                     self.backoff.succeeded();
                     self.set_error(&links, None);
                     inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
-                    self.poll_interval
+                    idle_delay(self.poll_interval, watching.live(), report.waiting)
                 }
                 Err(error) if stopped() => {
                     log::info!(
@@ -245,6 +260,62 @@ impl Inbox {
     }
 }
 
+/// How long a watched stream with nothing waiting on time sleeps between
+/// looks at its directory (a safety net: every change wakes it at once).
+const WATCHED_POLL: Duration = Duration::from_secs(60);
+
+/// How long to wait for mail after a successful pass that left `waiting`
+/// segments in the directory: a watched directory is polled only while
+/// segments wait on time (sealing by age, a batch's delay).
+fn idle_delay(poll_interval: Duration, watched: bool, waiting: u64) -> Duration {
+    if watched && waiting == 0 { WATCHED_POLL.max(poll_interval) } else { poll_interval }
+}
+
+/// The stream directory's watch, or why it is polled instead (each change
+/// between the two logged once).
+#[derive(Default)]
+struct Watching {
+    watch: Option<DirWatch>,
+    /// Why the directory is polled, as last logged.
+    polled_because: Option<String>,
+}
+
+impl Watching {
+    /// Watch the directory unless a live watch already does.
+    fn ensure(&mut self, config: &StreamConfig, wake: &Weak<Sender<Message>>, poll_interval: Duration) {
+        if self.live() {
+            return;
+        }
+        self.watch = None;
+        let wake = wake.clone();
+        let send =
+            move || wake.upgrade().is_some_and(|m| m.send(Message::Wake { low: None, high: None }).is_ok());
+        let name = &config.name;
+        match DirWatch::start(&config.dir, &config.naming, send) {
+            Ok(watch) => {
+                self.watch = Some(watch);
+                if self.polled_because.take().is_some() {
+                    log::info!("stream {name}: watching {} for changes again", config.dir.display());
+                }
+            }
+            Err(why) => {
+                let why = why.to_string();
+                if self.polled_because.as_ref() != Some(&why) {
+                    log::info!(
+                        "stream {name}: looking at {} every {poll_interval:?} instead of watching it: {why}",
+                        config.dir.display(),
+                    );
+                    self.polled_because = Some(why);
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.watch.as_ref().is_some_and(DirWatch::live)
+    }
+}
+
 /// The position of the segment file `path`, which must be a segment of the
 /// stream (in its directory, named by its pattern) and present.
 fn requested_position(config: &StreamConfig, path: &Path) -> Result<u64, Error> {
@@ -286,5 +357,20 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
                 log::debug!("stream {}: woken while stopped by a conflict", config.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_stream_polls_only_while_segments_wait_on_time() {
+        let poll = Duration::from_secs(1);
+        assert_eq!(idle_delay(poll, true, 0), WATCHED_POLL);
+        assert_eq!(idle_delay(poll, true, 3), poll, "an unsealed segment or a short batch waits on time");
+        assert_eq!(idle_delay(poll, false, 0), poll, "not watched: polled");
+        let slow = Duration::from_secs(600);
+        assert_eq!(idle_delay(slow, true, 0), slow, "never more often than configured");
     }
 }
