@@ -98,6 +98,12 @@ pub struct Stream {
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
     source: Source,
+    /// Whether the next batch may already be stored without a record: at
+    /// start (a crash between upload and commit), after a failed attempt,
+    /// and after a batch found stored (the one after it may be too). Then
+    /// the upload looks first (a HEAD); once a look finds nothing, the
+    /// objects after it are this process's own to write, unlooked.
+    uncertain: bool,
     _lock: Arc<StreamLock>,
 }
 
@@ -151,6 +157,7 @@ impl Stream {
             journal,
             status,
             source,
+            uncertain: true,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -217,9 +224,12 @@ impl Stream {
                         let rules = StreamRules::new(&self.config.name, &self.config.naming);
                         let batch = prepare::prepare(&rules, first, last, &segments)?;
                         let (count, bytes) = (batch.segments.len() as u64, batch.size);
+                        // Uncertain again until this batch is committed.
+                        let check = std::mem::replace(&mut self.uncertain, true);
                         let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;
+                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch, check)?;
                         self.commit_batch(batch, uploaded)?;
+                        self.uncertain = uploaded == upload::Uploaded::AlreadyStored;
                         report.batches += 1;
                         report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
                         report.segments += count;

@@ -241,3 +241,40 @@ fn file_replaced_during_its_upload_is_not_acknowledged() {
     assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]), "the new file was acknowledged");
     assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
 }
+
+/// Object stores bill per request: in steady state a batch that fits one
+/// PUT costs two (its object and its record) and nothing is listed; the
+/// exists-check (HEAD) runs only where the outcome is uncertain: the first
+/// batch after a start, after a failed attempt, and after a batch found
+/// already stored (until a look finds nothing).
+#[test]
+fn steady_state_batches_cost_two_requests_and_no_listing() {
+    let f = Fixture::new("requests", 2, "");
+    let methods = || -> Vec<String> {
+        f.target.take_requests().iter().map(|r| r.split(' ').next().unwrap_or("").to_string()).collect()
+    };
+    f.write(1..=6, 10);
+    let mut stream = f.open().unwrap();
+    methods(); // opening catches up with the target's manifest: listings
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    assert_eq!(methods(), ["HEAD", "PUT", "PUT", "PUT", "PUT", "PUT", "PUT"], "first batch after a start");
+    f.write(7..=10, 10);
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    assert_eq!(methods(), ["PUT"; 4], "steady state");
+
+    f.write(11..=12, 10);
+    f.target.faults.lock().unwrap().failing_record_puts = 1;
+    assert!(stream.pass(true, Hints::default(), &|| false).is_err());
+    assert_eq!(methods(), ["PUT", "PUT"], "the object stored, its record failed");
+    f.write(13..=14, 10);
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    assert_eq!(
+        methods(),
+        ["HEAD", "PUT", "HEAD", "PUT", "PUT"],
+        "after a failure: found stored, then looked again"
+    );
+    f.write(15..=16, 10);
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    assert_eq!(methods(), ["PUT", "PUT"]);
+    assert_eq!(f.journal_ranges().len(), 8);
+}

@@ -1,7 +1,9 @@
 //! Stage 2 of the commit path: store a `PreparedBatch` on the target — or,
 //! when an object with the same size and CRC32 is already at its key (a crash
 //! between upload and commit), take it as stored without sending it again.
-//! Different content at the key is a conflict: never overwritten. After the
+//! Different content at the key is a conflict: never overwritten. The
+//! exists-check costs a request, so the caller asks for it only where the
+//! outcome is uncertain (see `Stream`'s `uncertain`). After the
 //! upload, the segments must still be what was checksummed; if not, what was
 //! just stored is taken back and the batch is refused.
 
@@ -21,16 +23,18 @@ pub(super) enum Uploaded {
 }
 
 /// Store `batch`'s object of `stream` on `target` (see the module doc),
-/// counting the upload in `status`.
+/// counting the upload in `status`; with `check`, first look whether it is
+/// already stored.
 pub(super) fn upload(
     target: &dyn Target,
     status: &StatusCell,
     stream: &str,
     batch: &PreparedBatch<'_>,
+    check: bool,
 ) -> Result<Uploaded, Error> {
     let name = stream;
     let (key, first, last) = (&batch.key, batch.first, batch.last);
-    let uploaded = if already_stored(target, stream, key, batch.size, batch.crc32)? {
+    let uploaded = if check && already_stored(target, stream, key, batch.size, batch.crc32)? {
         log::info!("stream {name}: {key} is already in the archive; recording it without re-sending");
         Uploaded::AlreadyStored
     } else {
