@@ -88,8 +88,12 @@ impl Stream {
             s.archived_position = Some(record.last());
             s.committed_position = s.committed_position.max(Some(record.last()));
             s.lag_segments = s.committed_position.map_or(0, |c| c - record.last());
-            match record {
-                Record::Batch(_) => s.batches_archived += 1,
+            match &record {
+                Record::Batch(batch) => {
+                    s.batches_archived += 1;
+                    s.backlog_segments = s.backlog_segments.saturating_sub(batch.segments.len() as u64);
+                    s.backlog_bytes = s.backlog_bytes.saturating_sub(batch.size);
+                }
                 Record::Gap(_) => s.gaps_recorded += 1,
             }
         });

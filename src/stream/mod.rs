@@ -205,8 +205,13 @@ impl Stream {
                 .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&survey.archived)?;
-            self.update_status(|s| s.late_segments = survey.late.len() as u64);
             let segments = survey.waiting;
+            let (backlog, backlog_bytes) = backlog(&segments);
+            self.update_status(|s| {
+                s.late_segments = survey.late.len() as u64;
+                s.backlog_segments = backlog;
+                s.backlog_bytes = backlog_bytes;
+            });
             let facts = self.facts(&segments, hints);
             let mut progressed = false;
             loop {
@@ -316,6 +321,9 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&config.dir, &config.naming, |_| true) {
         Ok(segments) => {
+            let after_archive = |p: u64| status.archived_position.is_none_or(|a| p > a);
+            (status.backlog_segments, status.backlog_bytes) =
+                backlog(segments.iter().filter(|s| after_archive(s.position)));
             let sealed = sealed_count(config, &segments, Hints::default(), SystemTime::now());
             let last_sealed = sealed.checked_sub(1).map(|i| segments[i].position);
             status.committed_position = plan::committed_position(last_sealed, status.archived_position);
@@ -326,6 +334,11 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
         Err(e) => status.last_error = Some(e.to_string()),
     }
     Ok(status)
+}
+
+/// How many segments wait, and their bytes.
+fn backlog<'a>(waiting: impl IntoIterator<Item = &'a Segment>) -> (u64, u64) {
+    waiting.into_iter().fold((0, 0), |(count, bytes), s| (count + 1, bytes + s.len))
 }
 
 /// How many of `segments` are sealed, under the stream's sealing settings

@@ -278,3 +278,25 @@ fn steady_state_batches_cost_two_requests_and_no_listing() {
     assert_eq!(methods(), ["PUT", "PUT"]);
     assert_eq!(f.journal_ranges().len(), 8);
 }
+
+/// The backlog is what waits in the directory: counted at each look, less
+/// each batch as it commits; `walship status` counts it from a scan.
+#[test]
+fn backlog_counts_segments_and_bytes_waiting() {
+    let f = Fixture::new("backlog", 2, "");
+    f.write(1..=5, 10);
+    let status = Arc::new(StatusCell::default());
+    let lock = Arc::new(statedir::lock_stream(&f.state(), "s").unwrap());
+    let target: Arc<dyn Target> = Arc::clone(&f.target) as Arc<dyn Target>;
+    let mut stream = Stream::open(f.config.clone(), &f.state(), target, Arc::clone(&status), lock).unwrap();
+    stream.pass(false, Hints::default(), &|| false).unwrap();
+    let now = status.get();
+    assert_eq!((now.archived_position, now.backlog_segments, now.backlog_bytes), (Some(4), 1, 10));
+    f.write(6..=8, 10);
+    stream.pass(false, Hints::default(), &|| false).unwrap();
+    assert_eq!((status.get().backlog_segments, status.get().backlog_bytes), (0, 0), "5..8 archived");
+    f.write(9..=9, 10);
+    drop(stream);
+    let from_disk = super::status_from_disk(&f.state(), &f.config).unwrap();
+    assert_eq!((from_disk.backlog_segments, from_disk.backlog_bytes), (1, 10));
+}
