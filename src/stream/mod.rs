@@ -10,9 +10,9 @@
 //!    then the optional deletion or marking of the local segments.
 //!
 //! `prepare` and `upload` are functions of what they are given (segments,
-//! target, status), not of the `Stream`, so a later pipeline can prepare and
-//! upload batch N+1 while batch N commits; `commit` alone takes the stream
-//! mutably, so commits stay strictly in position order.
+//! target, status), not of the `Stream`, so `pipeline` prepares and uploads
+//! batch N+1 on a helper thread while batch N commits; `commit` alone takes
+//! the stream mutably, so commits stay strictly in position order.
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
@@ -25,6 +25,7 @@ mod adopt;
 mod binding;
 mod commit;
 pub mod mailbox;
+mod pipeline;
 mod prepare;
 mod upload;
 pub mod worker;
@@ -42,7 +43,7 @@ use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{Entry, Record, StreamRules};
-use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
+use crate::plan::{self, BatchPolicy, Sealing, SegmentFact};
 use crate::source::{self, ScanError, Segment, Source};
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, StreamStatus, unix_now};
@@ -213,35 +214,10 @@ impl Stream {
                 s.backlog_bytes = backlog_bytes;
             });
             let facts = self.facts(&segments, hints);
-            let mut progressed = false;
-            loop {
-                if should_stop() {
-                    return Ok(report);
-                }
-                match plan::next_step(self.archived(), &facts, self.policy(flush, hints)) {
-                    Step::Wait => break,
-                    Step::Gap { first, last } => {
-                        let told = hints.low_water_mark == Some(last + 1);
-                        self.record_gap(first, last, told)?;
-                        report.gaps += 1;
-                    }
-                    Step::Upload { first, last, .. } => {
-                        let rules = StreamRules::new(&self.config.name, &self.config.naming);
-                        let batch = prepare::prepare(&rules, first, last, &segments)?;
-                        let (count, bytes) = (batch.segments.len() as u64, batch.size);
-                        // Uncertain again until this batch is committed.
-                        let check = std::mem::replace(&mut self.uncertain, true);
-                        let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch, check)?;
-                        self.commit_batch(batch, uploaded)?;
-                        self.uncertain = uploaded == upload::Uploaded::AlreadyStored;
-                        report.batches += 1;
-                        report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
-                        report.segments += count;
-                        report.bytes += bytes;
-                    }
-                }
-                progressed = true;
+            let progressed =
+                self.take_steps(&segments, &facts, self.policy(flush, hints), &mut report, should_stop)?;
+            if should_stop() {
+                return Ok(report);
             }
             if !progressed {
                 if !survey.refused.is_empty() {
