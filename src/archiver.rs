@@ -97,7 +97,7 @@ impl Archiver {
     /// archived); a stream locked alone is retried by its thread.
     pub fn start(config: &Config) -> Result<Archiver, Error> {
         statedir::process_start();
-        let target = target::open(&config.global)?;
+        let target = target::open_shared(&config.global, config.streams.len())?;
         let locks = lock_streams(config)?;
         let heartbeat = Arc::new(AtomicU64::new(unix_now()));
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), statuses: Mutex::default(), heartbeat });
@@ -342,7 +342,7 @@ pub type StreamOutcome = (String, Result<PassReport, Error>);
 /// final batches included: `run --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
-    let target = target::open(&config.global)?;
+    let target = target::open_shared(&config.global, config.streams.len())?;
     let state_dir = &config.global.state_dir;
     let outcomes = thread::scope(|scope| {
         let handles: Vec<_> = config
