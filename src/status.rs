@@ -195,9 +195,10 @@ impl StreamStatus {
         out
     }
 
-    /// Mirror this status to `path` (durably, so a reader never sees half).
+    /// Mirror this status to `path` (atomically, so a reader never sees
+    /// half; not durably: it only informs).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        crate::durable::write_file(path, self.to_file_text().as_bytes())
+        crate::durable::replace_file(path, self.to_file_text().as_bytes())
     }
 }
 

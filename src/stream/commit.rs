@@ -100,11 +100,14 @@ impl Stream {
         Ok(())
     }
 
-    /// Publish the archived position for the application.
+    /// Publish the archived position for the application: atomically, not
+    /// durably (the journal is the durable record, and the stream publishes
+    /// it again when it opens; a position rolled back by a power loss only
+    /// makes the application keep segments a little longer).
     pub(super) fn write_position(&self) -> Result<(), Error> {
         let path = statedir::position_file(&self.state_root, self.name());
         let text = self.archived().map_or(String::new(), |p| format!("{p}\n"));
-        durable::write_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
+        durable::replace_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
     }
 
     /// Delete or mark the present segments the archive holds (heals a crash
