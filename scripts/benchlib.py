@@ -393,7 +393,8 @@ def budgets(s3, restore, walship_runs, idle, binary, fs=None, fetch=None, measur
     rows = []
 
     def add(name, value, limit, ok, unit="x"):
-        shown = "-" if value is None else (f"{value:.2f}{unit}" if unit else fmt(value))
+        digits = 4 if unit == "%" else 2
+        shown = "-" if value is None else (f"{value:.{digits}f}{unit}" if unit else fmt(value))
         rows.append([name, shown, limit, "-" if ok is None else ("PASS" if ok else "MISS")])
 
     def throughput(section, stats, dataset, other, limit, what):
@@ -526,7 +527,8 @@ def cmd_report(args):
         out.append(table(
             ["case", "seconds", "CPU s (schedstat)", "CPU s (ticks)", "% of a core", "threads",
              "anon KiB before/after"],
-            [[r["label"], r["seconds"], r["cpu_s_schedstat"], r["cpu_s_ticks"], r["core_percent"],
+            [[r["label"], r["seconds"], f"{r['cpu_s_schedstat']:.6f}", r["cpu_s_ticks"],
+              f"{r['core_percent']:.4f}",
               r["threads"], f"{r['anon_kb_before']}/{r['anon_kb_after']}"] for r in idle]))
     if failed:
         out.append("\n### Failed runs (left out of the medians above)\n")
