@@ -364,8 +364,6 @@ pub struct SegmentMap {
     // Declared before `map` so it is dropped (unregistered) first.
     guard: Option<Registration>,
     map: Option<Mmap>,
-    /// The file mapped, for a kernel-side copy of the same bytes.
-    file: File,
 }
 
 impl SegmentMap {
@@ -384,7 +382,7 @@ impl SegmentMap {
             )));
         }
         if len == 0 {
-            return Ok(SegmentMap { guard: None, map: None, file });
+            return Ok(SegmentMap { guard: None, map: None });
         }
         // SAFETY: the map is read-only and only read while the segment is
         // sealed. A sealed segment is not written again by its producer; if
@@ -394,12 +392,7 @@ impl SegmentMap {
         // plus a flag, and the size check after upload refuses the batch.
         let map = unsafe { Mmap::map(&file)? };
         let guard = mapguard::register(map.as_ptr(), map.len());
-        Ok(SegmentMap { guard: Some(guard), map: Some(map), file })
-    }
-
-    /// The segment's open file (what is mapped).
-    pub fn file(&self) -> &File {
-        &self.file
+        Ok(SegmentMap { guard: Some(guard), map: Some(map) })
     }
 
     /// False once a read hit a page the file no longer has (truncated

@@ -16,9 +16,7 @@ use walship::target::{ObjectInfo, Target, TargetError, Upload};
 use crate::util::*;
 
 /// A file target that runs `tamper` once, inside the first batch `put`,
-/// before storing: the source changes while its bytes are being uploaded
-/// (through the kernel-side copy from the segment files, as the stream
-/// stores a batch, or through the bytes).
+/// before storing: the source changes while its bytes are being uploaded.
 struct TamperingTarget {
     inner: FileTarget,
     tamper: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -37,13 +35,6 @@ impl Target for TamperingTarget {
             tamper();
         }
         self.inner.put(key, body)
-    }
-    fn put_from_files(&self, key: &str, body: &Upload<'_>, files: &[&fs::File]) -> Result<(), TargetError> {
-        let tamper = if key.contains("/batches/") { self.tamper.lock().unwrap().take() } else { None };
-        if let Some(tamper) = tamper {
-            tamper();
-        }
-        self.inner.put_from_files(key, body, files)
     }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
         self.inner.head(key)

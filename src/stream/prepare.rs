@@ -69,11 +69,6 @@ impl<'a> PreparedBatch<'a> {
         self.maps.iter().map(SegmentMap::bytes).collect()
     }
 
-    /// The segments' open files, in order (the same bytes as the pieces).
-    pub fn files(&self) -> Vec<&fs::File> {
-        self.maps.iter().map(SegmentMap::file).collect()
-    }
-
     /// The upload body for `pieces`.
     pub fn upload<'p>(&self, pieces: &'p [&'p [u8]]) -> Upload<'p> {
         Upload { pieces, size: self.size, crc32: self.crc32 }

@@ -40,7 +40,7 @@ pub(super) fn upload(
     } else {
         let pieces = batch.pieces();
         let started = Instant::now();
-        let stored = target.put_from_files(key, &batch.upload(&pieces), &batch.files());
+        let stored = target.put(key, &batch.upload(&pieces));
         status.update(|s| match &stored {
             Ok(()) => {
                 s.uploads_ok += 1;

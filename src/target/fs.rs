@@ -100,35 +100,12 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.put_from_files(key, body, &[])
-    }
-
-    /// With `files`, copied in the kernel (`copy_file_range`, no copy
-    /// through walship's memory), then `body` checksummed again: a segment
-    /// changed before or during the copy shows as a CRC32 mismatch, as on
-    /// the other path; one that shrank makes the copy come up short (an
-    /// error). Where the kernel cannot copy between these files, or without
-    /// `files`, the bytes are written from `body`, checksummed on the way.
-    fn put_from_files(&self, key: &str, body: &Upload<'_>, files: &[&File]) -> Result<(), TargetError> {
         self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
         durable::create_dir_all(dir).map_err(|e| io_error("put", key, dir, e))?;
-        let written_crc = durable::write_atomic(&path, |file| match copy_files(files, body.size, file)? {
-            Some(copied) => {
-                let now = check_crc(body, crc_of_slices(body.slices(0, body.size)));
-                match now {
-                    Ok(()) if copied != body.size => Err(io::Error::other(format!(
-                        "the segments held {copied} bytes while copied, {} when checksummed",
-                        body.size
-                    ))),
-                    // A segment that shrank reads differently now too.
-                    now => Ok(now),
-                }
-            }
-            None => copy_checked(body, file),
-        })
-        .map_err(|e| io_error("put", key, &path, e))?;
+        let written_crc = durable::write_atomic(&path, |file| copy_checked(body, file))
+            .map_err(|e| io_error("put", key, &path, e))?;
         match written_crc {
             Ok(()) => Ok(()),
             Err(actual) => {
@@ -211,52 +188,6 @@ impl Target for FileTarget {
     }
 }
 
-/// Copy the whole of `files` into `out` in the kernel, at most `size`
-/// bytes in all, starting each chunk's writeback; returns the bytes copied,
-/// or `None` (with nothing written) when there are no files or the kernel
-/// cannot copy between them.
-fn copy_files(files: &[&File], size: u64, out: &mut File) -> io::Result<Option<u64>> {
-    use std::os::fd::AsRawFd;
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let mut written = 0u64;
-    for source in files {
-        let mut from: i64 = 0;
-        // Never more than `size` in all: a segment that grew is caught by
-        // the size check after the upload, one that shrank here.
-        while written < size {
-            let chunk = usize::try_from(WRITE_CHUNK.min(size - written)).unwrap_or(usize::MAX);
-            // SAFETY: valid descriptors; the source offset is ours, the
-            // destination's file offset advances.
-            let copied = unsafe {
-                libc::copy_file_range(
-                    source.as_raw_fd(),
-                    &mut from,
-                    out.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    chunk,
-                    0,
-                )
-            };
-            if copied < 0 {
-                let error = io::Error::last_os_error();
-                let unsupported = [libc::EXDEV, libc::ENOSYS, libc::EOPNOTSUPP, libc::EINVAL];
-                if written == 0 && error.raw_os_error().is_some_and(|e| unsupported.contains(&e)) {
-                    return Ok(None);
-                }
-                return Err(error);
-            }
-            if copied == 0 {
-                break;
-            }
-            start_writeback(out, written, copied as u64);
-            written += copied as u64;
-        }
-    }
-    Ok(Some(written))
-}
-
 /// Copy the upload into `file` in chunks, computing the CRC32 on the way
 /// and starting each chunk's writeback. The outer error is I/O; the inner
 /// one carries the CRC actually written when it differs from the one
@@ -273,18 +204,8 @@ fn copy_checked(body: &Upload<'_>, file: &mut File) -> io::Result<Result<(), u32
         start_writeback(file, offset, len);
         offset += len;
     }
-    Ok(check_crc(body, hasher.finalize()))
-}
-
-/// `Err(actual)` unless `actual` is the CRC32 `body` promised.
-fn check_crc(body: &Upload<'_>, actual: u32) -> Result<(), u32> {
-    if actual == body.crc32 { Ok(()) } else { Err(actual) }
-}
-
-fn crc_of_slices(slices: Vec<&[u8]>) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    slices.into_iter().for_each(|slice| hasher.update(slice));
-    hasher.finalize()
+    let actual = hasher.finalize();
+    Ok(if actual == body.crc32 { Ok(()) } else { Err(actual) })
 }
 
 /// Ask the kernel to start writing `len` bytes at `offset` of `file` to

@@ -118,18 +118,6 @@ pub trait Target: Send + Sync {
     /// the whole object. Overwrites an existing object of the same key.
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError>;
 
-    /// [`put`](Target::put) `body`, whose bytes are also the whole
-    /// content of `files`, in order: a target on the same machine may copy
-    /// them in the kernel instead (the file target). The others just put.
-    fn put_from_files(
-        &self,
-        key: &str,
-        body: &Upload<'_>,
-        _files: &[&std::fs::File],
-    ) -> Result<(), TargetError> {
-        self.put(key, body)
-    }
-
     /// Size and checksum of `key`, or `None` when it does not exist.
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError>;
 
