@@ -1,6 +1,6 @@
 //! A stream's thread: wait for mail or the poll interval, run a pass, back
 //! off after a failure, answer "archive this file now" requests once their
-//! file is committed.
+//! file is committed, and start and record snapshot jobs (`snapshots`).
 //!
 //! The mailbox is the thread's one wait point. While the stream's directory
 //! is watched (`source::watch`), its changes arrive there as `Wake` mail
@@ -16,16 +16,19 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::mailbox::{ArchiveReply, Message};
+use super::snapshots::SnapshotJobs;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
+use crate::manifest::SnapshotRecord;
 use crate::retry::Backoff;
+use crate::snapshot::JobEvent;
 use crate::source::watch::DirWatch;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
@@ -37,6 +40,8 @@ pub struct StreamJob {
     pub state_root: PathBuf,
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
+    /// Between failed passes, and (a copy) between failed scheduled
+    /// snapshot jobs.
     pub backoff: Backoff,
     /// The stream's lock, once taken (by the starter, or by the thread);
     /// held until the thread ends.
@@ -46,9 +51,9 @@ pub struct StreamJob {
 /// What the thread shares with the outside.
 pub struct JobLinks {
     pub mailbox: Receiver<Message>,
-    /// The mailbox's sender, for the directory watch's `Wake` mail (weak:
-    /// the thread must not keep its own mailbox open).
-    pub wake: Weak<Sender<Message>>,
+    /// The sending end of the same mailbox, for the stream's snapshot jobs
+    /// to report their end.
+    pub own_mailbox: Sender<Message>,
     /// Set (with a `Stop` message) to stop between batches.
     pub stop: Arc<AtomicBool>,
     pub status: Arc<StatusCell>,
@@ -67,6 +72,10 @@ struct Request {
 struct Inbox {
     hints: Hints,
     requests: Vec<Request>,
+    /// `walship snapshot` requests, answered after the next pass.
+    snapshot_requests: Vec<Sender<JobEvent>>,
+    /// Snapshot jobs that ended, recorded once the stream is open.
+    snapshots_finished: Vec<(u64, Result<SnapshotRecord, String>)>,
     stop: bool,
 }
 
@@ -77,14 +86,26 @@ impl StreamJob {
         let name = self.config.name.clone();
         log::info!("stream {name}: started");
         let stopped = || links.stop.load(Ordering::SeqCst);
-        let mut inbox = Inbox { hints: Hints::default(), requests: Vec::new(), stop: false };
+        let mut inbox = Inbox {
+            hints: Hints::default(),
+            requests: Vec::new(),
+            snapshot_requests: Vec::new(),
+            snapshots_finished: Vec::new(),
+            stop: false,
+        };
         let mut stream: Option<Stream> = None;
+        let mut snapshots = SnapshotJobs::new(
+            self.state_root.clone(),
+            Arc::clone(&self.target),
+            links.own_mailbox.clone(),
+            self.backoff.clone(),
+        );
         let mut last_error: Option<String> = None;
         let mut watching = Watching::default();
         while !stopped() && !inbox.stop {
             // Watched before the pass reads the directory, so nothing that
             // arrives after its read goes unnoticed.
-            watching.ensure(&self.config, &links.wake, self.poll_interval);
+            watching.ensure(&self.config, &links.own_mailbox, self.poll_interval);
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
                 Ok(report) => {
@@ -116,6 +137,7 @@ impl StreamJob {
                             "stream {name}: stopped until the conflict is resolved and walship restarted"
                         );
                         self.set_error(&links, Some(message));
+                        snapshots.stop();
                         park(&links, &error, &self.config);
                         break;
                     }
@@ -128,9 +150,14 @@ impl StreamJob {
                     delay
                 }
             };
+            inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped());
+            // A watched stream sleeps long: not past a snapshot job's retry.
+            let delay = snapshots.retry_in().map_or(delay, |retry| delay.min(retry));
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
         }
+        snapshots.stop();
+        inbox.snapshot_work(&mut snapshots, None, true);
         inbox.answer(None, true);
     }
 
@@ -184,6 +211,31 @@ impl StreamJob {
 }
 
 impl Inbox {
+    /// Between passes: record the snapshot jobs that ended (once the stream
+    /// is open), answer snapshot requests, start a scheduled job if due.
+    /// While stopping, only refuse the requests.
+    fn snapshot_work(&mut self, jobs: &mut SnapshotJobs, stream: Option<&mut Stream>, stopping: bool) {
+        if stopping {
+            for reply in self.snapshot_requests.drain(..) {
+                let _ = reply.send(JobEvent::Refused("walship is stopping".into()));
+            }
+            return;
+        }
+        let Some(stream) = stream else {
+            for reply in self.snapshot_requests.drain(..) {
+                jobs.request(None, reply);
+            }
+            return;
+        };
+        for (id, result) in self.snapshots_finished.drain(..) {
+            jobs.finished(stream, id, result);
+        }
+        for reply in self.snapshot_requests.drain(..) {
+            jobs.request(Some(stream), reply);
+        }
+        jobs.start_due(stream);
+    }
+
     /// Wait up to `timeout` for mail, then take whatever else is queued.
     fn wait(
         &mut self,
@@ -208,6 +260,8 @@ impl Inbox {
     fn take(&mut self, message: Message, config: &StreamConfig, archived: Option<u64>) {
         match message {
             Message::Stop => self.stop = true,
+            Message::Snapshot { reply } => self.snapshot_requests.push(reply),
+            Message::SnapshotFinished { id, result } => self.snapshots_finished.push((id, result)),
             Message::Wake { low, high } => {
                 self.hints.merge(Hints { sealed_through: high, low_water_mark: low, flush_through: None });
             }
@@ -282,14 +336,13 @@ struct Watching {
 
 impl Watching {
     /// Watch the directory unless a live watch already does.
-    fn ensure(&mut self, config: &StreamConfig, wake: &Weak<Sender<Message>>, poll_interval: Duration) {
+    fn ensure(&mut self, config: &StreamConfig, mailbox: &Sender<Message>, poll_interval: Duration) {
         if self.live() {
             return;
         }
         self.watch = None;
-        let wake = wake.clone();
-        let send =
-            move || wake.upgrade().is_some_and(|m| m.send(Message::Wake { low: None, high: None }).is_ok());
+        let mailbox = mailbox.clone();
+        let send = move || mailbox.send(Message::Wake { low: None, high: None }).is_ok();
         let name = &config.name;
         match DirWatch::start(&config.dir, &config.naming, send) {
             Ok(watch) => {
@@ -353,7 +406,10 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
             Ok(Message::ArchiveNow { reply, .. }) => {
                 let _ = reply.send(Err(Arc::clone(conflict)));
             }
-            Ok(Message::Wake { .. }) => {
+            Ok(Message::Snapshot { reply }) => {
+                let _ = reply.send(JobEvent::Refused(conflict.to_string()));
+            }
+            Ok(Message::Wake { .. } | Message::SnapshotFinished { .. }) => {
                 log::debug!("stream {}: woken while stopped by a conflict", config.name);
             }
         }
