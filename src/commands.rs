@@ -206,7 +206,8 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
 
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
-    let target = target::open(&config.global)?;
+    // Its parallel downloads share the connection pool.
+    let target = target::open_shared(&config.global, restore::PARALLEL_GETS)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
     let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;

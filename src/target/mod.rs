@@ -213,8 +213,9 @@ pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>
     open_shared(global, 1)
 }
 
-/// Build the configured target for `streams` streams archiving at once (an
-/// S3 target sizes its connection pool for them all), as [`open`] does.
+/// Build the configured target for `streams` streams archiving at once (or
+/// a restore's parallel downloads; an S3 target sizes its connection pool
+/// for them all), as [`open`] does.
 pub fn open_shared(
     global: &crate::config::Global,
     streams: usize,
