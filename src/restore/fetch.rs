@@ -1,7 +1,8 @@
 //! `fetch`: one archived segment by name, to a new file, through an
 //! existing device or FIFO, or to standard output (see the parent module's
 //! doc for the rules: no replacing, CRC32 before the name, written-through
-//! bytes and a mismatch).
+//! bytes and a mismatch). Also how restore downloads batches in parallel
+//! and takes them in order ([`in_order`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
