@@ -5,7 +5,7 @@
 //! The mailbox is the thread's one wait point. While the stream's directory
 //! is watched (`source::watch`), its changes arrive there as `Wake` mail
 //! and the thread polls only while segments wait on time (to seal, or to
-//! fill a batch) and otherwise once every [`WATCHED_POLL`]; where the
+//! fill a batch) and otherwise once every `WATCHED_POLL`; where the
 //! directory cannot be watched, it polls every `poll_interval`, and tries
 //! to watch it again before each pass.
 //!
