@@ -57,9 +57,13 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         "gauge",
         &|s| Some(s.backlog_bytes),
     );
-    gauge(&mut out, "walship_uploaded_bytes_total", "Bytes of batches uploaded.", "counter", &|s| {
-        Some(s.uploaded_bytes)
-    });
+    gauge(
+        &mut out,
+        "walship_uploaded_bytes_total",
+        "Bytes of batches uploaded (as stored: compressed with zstd).",
+        "counter",
+        &|s| Some(s.uploaded_bytes),
+    );
     gauge(
         &mut out,
         "walship_gaps_total",

@@ -11,6 +11,7 @@
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/STREAM/snapshot/job-N       a snapshot job's output, removed once uploaded
+//! STATE_DIR/STREAM/snapshot/job-N.running  there while job N's command may run
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
 //! STATE_DIR/.walship-control           the daemon's control socket (`control`)
 //! STATE_DIR/.walship-control.new       the socket while its permissions are set
@@ -77,6 +78,13 @@ pub fn snapshot_dir(state_dir: &Path, stream: &str) -> PathBuf {
 /// The output file of snapshot job `job` (its `WALSHIP_OUTPUT`).
 pub fn snapshot_output(state_dir: &Path, stream: &str, job: u64) -> PathBuf {
     snapshot_dir(state_dir, stream).join(format!("job-{job}"))
+}
+
+/// The marker that job `job`'s command may be running: a process that
+/// died with it there left the command's processes to kill at its next
+/// start.
+pub fn snapshot_running_marker(state_dir: &Path, stream: &str, job: u64) -> PathBuf {
+    snapshot_dir(state_dir, stream).join(format!("job-{job}.running"))
 }
 
 /// The daemon's control socket.

@@ -35,6 +35,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",
@@ -49,6 +50,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_timeout",
     "keep_snapshots",
     "on_archived",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {

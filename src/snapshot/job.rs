@@ -11,7 +11,6 @@
 //! start (the command itself died with walship: `command`).
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::command::{self, CommandRun};
@@ -39,12 +38,13 @@ pub struct JobSpec<'a> {
 }
 
 /// Run the job (see the module doc): the record of the stored snapshot, or
-/// the message saying why the job failed. `stop` kills the command.
+/// the message saying why the job failed. The command is killed once
+/// `stop` says so.
 pub fn run(
     spec: &JobSpec<'_>,
     target: &dyn Target,
     status: &StatusCell,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<SnapshotRecord, String> {
     let stream = spec.rules.name;
     let dir = statedir::snapshot_dir(spec.state_dir, stream);
@@ -52,6 +52,8 @@ pub fn run(
         .map_err(|e| Error::local("create the snapshot directory", &dir, e).to_string())?;
     let output = Output(statedir::snapshot_output(spec.state_dir, stream, spec.id));
     let _ = std::fs::remove_file(&output.0);
+    let marker = Output(statedir::snapshot_running_marker(spec.state_dir, stream, spec.id));
+    std::fs::write(&marker.0, b"").map_err(|e| Error::local("write", &marker.0, e).to_string())?;
     let run = CommandRun {
         command: spec.command,
         stream,
@@ -60,7 +62,9 @@ pub fn run(
         output: &output.0,
         timeout: spec.timeout,
     };
-    command::run(&run, stop).map_err(|failure| failure.to_string())?;
+    let ran = command::run(&run, stop);
+    drop(marker); // the command's processes are gone, whatever happened
+    ran.map_err(|failure| failure.to_string())?;
     store_output(spec, &output.0, target, status).map_err(|e| e.to_string())
 }
 
@@ -96,7 +100,7 @@ fn store_output(
         Error::local("store the snapshot output", output, std::io::Error::other(detail))
     };
     let pieces = [map.bytes()];
-    let body = Upload { pieces: &pieces, size: len, crc32 };
+    let body = Upload::pieces(&pieces, len, crc32);
     upload::store(target, status, stream, &key, &body, Some(OnDifferent::Replace), &changed)?;
     if !map.intact() {
         let truncated = std::io::Error::other("it was truncated while it was being sent");
@@ -105,7 +109,8 @@ fn store_output(
     Ok(record)
 }
 
-/// A job's output file, removed when the job ends whatever happened.
+/// A job's output file (or its running marker), removed when the job ends
+/// whatever happened.
 struct Output(std::path::PathBuf);
 
 impl Drop for Output {
@@ -127,7 +132,9 @@ fn remove_output(path: &Path) -> std::io::Result<()> {
 }
 
 /// Remove the output files a killed process left in the stream's snapshot
-/// directory. Call only while holding the stream's lock.
+/// directory, after killing what still runs of the commands it left
+/// running (their running markers say which). Call only while holding the
+/// stream's lock.
 pub fn clean_outputs(state_dir: &Path, stream: &str) -> Result<(), Error> {
     let dir = statedir::snapshot_dir(state_dir, stream);
     let entries = match std::fs::read_dir(&dir) {
@@ -137,6 +144,15 @@ pub fn clean_outputs(state_dir: &Path, stream: &str) -> Result<(), Error> {
     };
     for entry in entries {
         let path = entry.map_err(|e| Error::local("read the snapshot directory", &dir, e))?.path();
+        if let Some(output) = path.to_str().and_then(|p| p.strip_suffix(".running")) {
+            let killed = command::kill_leftovers(Path::new(output));
+            if killed > 0 {
+                log::warn!(
+                    "stream {stream}: killed {} left running by an interrupted snapshot job",
+                    crate::human::count(killed as u64, "process")
+                );
+            }
+        }
         match remove_output(&path) {
             Ok(()) => log::info!(
                 "stream {stream}: removed {}, left by a snapshot job that was interrupted",

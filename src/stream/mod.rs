@@ -19,7 +19,9 @@
 //! nothing is ready. Records adopted from the target are checked against the
 //! local segments first (`adopt`).
 //!
-//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
+//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
+//! snapshot jobs (when one is due, running it beside the passes, recording
+//! it through `commit`) are [`snapshots`]'.
 
 mod adopt;
 mod binding;
@@ -27,6 +29,7 @@ mod commit;
 pub mod mailbox;
 mod pipeline;
 mod prepare;
+pub mod retention;
 pub mod snapshots;
 pub(crate) mod upload;
 pub mod worker;
@@ -324,6 +327,11 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.stream = name.clone();
     status.daemon_running =
         matches!(statedir::lock_state(state_root, name), Ok(statedir::LockState::Held(_)));
+    if !status.daemon_running {
+        // Nobody runs the job the file may show running.
+        status.snapshots.last_job =
+            status.snapshots.last_job.take().map(crate::snapshot::JobReport::interrupted);
+    }
     let rules = StreamRules::new(name, &config.naming);
     let journal = crate::manifest::journal::read_summary(&statedir::journal(state_root, name), &rules)?;
     status.archived_position = journal.last.as_ref().map(Record::last);

@@ -16,9 +16,9 @@ use std::thread;
 use super::prepare::{self, PreparedBatch};
 use super::upload::{self, Uploaded};
 use super::{PassReport, Stream};
+use crate::config::Compression;
 use crate::error::Error;
 use crate::manifest::StreamRules;
-use crate::naming::Naming;
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
 use crate::source::Segment;
 use crate::status::StatusCell;
@@ -41,6 +41,7 @@ impl Stream {
         should_stop: &dyn Fn() -> bool,
     ) -> Result<bool, Error> {
         let (name, naming) = (self.config.name.clone(), self.config.naming.clone());
+        let compression = self.config.compression;
         let (target, status) = (Arc::clone(&self.target), Arc::clone(&self.status));
         thread::scope(|scope| {
             let mut stored: Option<Stored<'_>> = None;
@@ -75,7 +76,8 @@ impl Stream {
                 let upload = thread::Builder::new()
                     .name("walship-upload".into())
                     .spawn_scoped(scope, move || {
-                        store(target.as_ref(), status, name, naming, segments, (first, last), check)
+                        let rules = StreamRules::new(name, naming);
+                        store(target.as_ref(), status, &rules, compression, segments, (first, last), check)
                     })
                     .map_err(|e| Error::local("start an upload thread for stream", name, e))?;
                 let committed = stored.take().map_or(Ok(()), |batch| self.commit_stored(batch, report));
@@ -112,19 +114,18 @@ impl Stream {
     }
 }
 
-/// Prepare and upload the batch `first..=last` of `segments` (stages 1
-/// and 2), looking first with `check`.
+/// Prepare (with `compression`) and upload the batch `first..=last` of
+/// `segments` (stages 1 and 2), looking first with `check`.
 fn store<'a>(
     target: &dyn Target,
     status: &StatusCell,
-    name: &str,
-    naming: &Naming,
+    rules: &StreamRules<'_>,
+    compression: Compression,
     segments: &'a [Segment],
     (first, last): (u64, u64),
     check: bool,
 ) -> Result<Stored<'a>, Error> {
-    let rules = StreamRules::new(name, naming);
-    let batch = prepare::prepare(&rules, first, last, segments)?;
-    let uploaded = upload::upload(target, status, name, &batch, check)?;
+    let mut batch = prepare::prepare(rules, compression, first, last, segments)?;
+    let uploaded = upload::upload(target, status, rules, &mut batch, check)?;
     Ok((batch, uploaded))
 }

@@ -106,20 +106,19 @@ impl SnapshotJobs {
 
     /// `walship snapshot`: a job at the archived position now, or why not.
     pub fn request(&mut self, stream: Option<&Stream>, reply: Sender<JobEvent>) {
-        let refusal = match stream {
-            None => Err("the stream is not open (see its last error in `walship status`); try again".into()),
-            Some(stream) => self.admit_request(stream),
+        let Some(stream) = stream else {
+            let why = "the stream is not open (see its last error in `walship status`); try again";
+            let _ = reply.send(JobEvent::Refused(why.into()));
+            return;
         };
-        match refusal {
-            Err(why) => {
-                let _ = reply.send(JobEvent::Refused(why));
-            }
-            Ok(position) => {
-                let Some(stream) = stream else { return };
-                if let Err(error) = self.start(stream, position, Some(reply.clone())) {
-                    let _ = reply.send(JobEvent::Refused(format!("cannot start the snapshot job: {error}")));
-                }
-            }
+        let outcome = match self.admit_request(stream) {
+            Ok(position) => self
+                .start(stream, position, Some(reply.clone()))
+                .map_err(|error| format!("stream {}: cannot start the snapshot job: {error}", stream.name())),
+            Err(why) => Err(why),
+        };
+        if let Err(why) = outcome {
+            let _ = reply.send(JobEvent::Refused(why));
         }
     }
 
@@ -146,7 +145,7 @@ impl SnapshotJobs {
             return Err(Error::Usage(no_command(stream.name())));
         };
         let id = snapshot::next_job_id(&self.state_root)?;
-        let report = started(stream.name(), position, id);
+        let report = running_report(stream.name(), position, id);
         log::info!("stream {}: snapshot job {id} started at position {position}", stream.name());
         let stop = Arc::new(AtomicBool::new(false));
         let (name, naming, timeout) = (config.name.clone(), config.naming.clone(), config.snapshot_timeout);
@@ -159,7 +158,7 @@ impl SnapshotJobs {
                 let rules = StreamRules::new(&name, &naming);
                 let spec =
                     JobSpec { state_dir: &state_root, rules, command: &command, timeout, position, id };
-                let result = job::run(&spec, target.as_ref(), &status, &stop_job);
+                let result = job::run(&spec, target.as_ref(), &status, &|| stop_job.load(Ordering::SeqCst));
                 let _ = mailbox.send(Message::SnapshotFinished { id, result });
             })
             .map_err(|e| Error::local("start a thread for the snapshot job of", &config.name, e))?;
@@ -207,18 +206,19 @@ impl SnapshotJobs {
 }
 
 /// Run one job on this thread at `position` (`run --once`, `walship
-/// snapshot` with no daemon) and record its snapshot. `Err` only when the
-/// job could not start (no command, no id).
+/// snapshot` with no daemon) and record its snapshot; the command is
+/// killed once `stop` says so. `Err` only when the job could not start (no
+/// command, no id).
 pub fn take_snapshot(
     stream: &mut Stream,
     state_root: &std::path::Path,
     position: u64,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<JobReport, Error> {
     let config = stream.config().clone();
     let command = config.snapshot_command.as_deref().ok_or_else(|| Error::Usage(no_command(&config.name)))?;
     let id = snapshot::next_job_id(state_root)?;
-    let report = started(&config.name, position, id);
+    let report = running_report(&config.name, position, id);
     log::info!("stream {}: snapshot job {id} started at position {position}", config.name);
     stream.update_status(|s| s.snapshots.last_job = Some(report.clone()));
     let rules = StreamRules::new(&config.name, &config.naming);
@@ -252,7 +252,7 @@ fn no_command(stream: &str) -> String {
     format!("stream {stream} has no snapshot_command; set one in its [stream {stream}] section")
 }
 
-fn started(stream: &str, position: u64, id: u64) -> JobReport {
+fn running_report(stream: &str, position: u64, id: u64) -> JobReport {
     JobReport {
         id,
         stream: stream.into(),

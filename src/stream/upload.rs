@@ -1,17 +1,28 @@
 //! Stage 2 of the commit path: store a `PreparedBatch` on the target — or,
-//! when an object with the same size and CRC32 is already at its key (a crash
-//! between upload and commit), take it as stored without sending it again.
-//! Different content at the key is a conflict: never overwritten. [`store`]
-//! is that path for any object; snapshot jobs store their images with it.
-//! The exists-check costs a request, so a batch's upload asks for it only
-//! where the outcome is uncertain (see `Stream`'s `uncertain`). After the
-//! upload, the segments must still be what was checksummed; if not, what was
-//! just stored is taken back and the batch is refused.
+//! when an object with the same stored size and CRC32 is already at its key
+//! (a crash between upload and commit), take it as stored without sending
+//! it again. Different content at the key is a conflict: never overwritten.
+//! [`store`] is that path for any object; snapshot jobs store their images
+//! with it. The exists-check costs a request, so a batch's upload asks for
+//! it only where the outcome is uncertain (see `Stream`'s `uncertain`).
+//! After the upload, the segments must still be what was
+//! checksummed; if not, what was just stored is taken back and the batch is
+//! refused.
+//!
+//! An object that differs from the planned one may still hold exactly the
+//! batch's segments: stored before the stream's `compression` setting was
+//! changed, or in frames another libzstd version made. It is then compared
+//! on what it holds: as is (the segments' concatenation: the logical size
+//! and CRC32), or downloaded and decoded (each frame must give its
+//! segment's raw length and CRC32); if it holds them, it is recorded as it
+//! is stored, not sent again.
 
 use std::time::Instant;
 
-use super::prepare::PreparedBatch;
+use super::prepare::{PreparedBatch, StoredLayout};
 use crate::error::Error;
+use crate::frames::decode::read_frames;
+use crate::manifest::{Encoding, StreamRules};
 use crate::status::StatusCell;
 use crate::target::{self, Target, TargetError, Upload};
 
@@ -34,32 +45,51 @@ pub(crate) enum OnDifferent {
     Replace,
 }
 
-/// Store `batch`'s object of `stream` on `target` (see the module doc),
-/// counting the upload in `status`; with `check`, first look whether it is
-/// already stored.
+/// Store `batch`'s object on `target` (see the module doc), counting the
+/// upload in `status`; with `check`, first look whether it is already
+/// stored.
 pub(super) fn upload(
     target: &dyn Target,
     status: &StatusCell,
-    stream: &str,
-    batch: &PreparedBatch<'_>,
+    rules: &StreamRules<'_>,
+    batch: &mut PreparedBatch<'_>,
     check: bool,
 ) -> Result<Uploaded, Error> {
-    let (first, last) = (batch.first, batch.last);
-    let pieces = batch.pieces();
+    let stream = rules.name;
+    let (first, last, key) = (batch.first, batch.last, batch.key.clone());
     let changed = |expected: u32, actual: u32| Error::SegmentChanged {
         stream: stream.into(),
         name: format!("in positions {first}..{last}"),
         detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
     };
-    let body = batch.upload(&pieces);
-    let on_different = check.then_some(OnDifferent::Conflict);
-    let uploaded = store(target, status, stream, &batch.key, &body, on_different, &changed)?;
+    let stored = batch.with_upload(stream, |body| {
+        store(target, status, stream, &key, body, check.then_some(OnDifferent::Conflict), &changed)
+    })?;
+    let uploaded = match stored {
+        Err(conflict @ Error::Conflict { .. }) => {
+            let Some(found) = same_segments_stored_otherwise(target, stream, batch)? else {
+                return Err(conflict);
+            };
+            let how = match &found {
+                StoredLayout::Identity => "uncompressed".to_string(),
+                StoredLayout::Frames(checked) => format!("in zstd frames of {} bytes", checked.stored_size),
+            };
+            log::info!(
+                "stream {stream}: {key} holds these segments {how}, not as planned ({} bytes); \
+                 recording it as it is stored",
+                batch.stored.size
+            );
+            batch.adopt_layout(rules, &found)?;
+            Uploaded::AlreadyStored
+        }
+        other => other?,
+    };
     if let Err(changed) = batch.confirm_unchanged(stream) {
         if uploaded == Uploaded::Sent {
             // What was just stored is not the segment's final content and
             // is recorded nowhere: take it back so the next pass can store
             // the real bytes instead of meeting a false conflict.
-            let _ = target.delete(std::slice::from_ref(&batch.key));
+            let _ = target.delete(std::slice::from_ref(&key));
         }
         return Err(changed);
     }
@@ -137,9 +167,35 @@ fn already_stored(
         stream: name.into(),
         key: key.into(),
         detail: format!(
-            "stored {} bytes with CRC32 {existing_crc:08x}, local segments are {size} bytes \
+            "stored {} bytes with CRC32 {existing_crc:08x}, local segments make {size} bytes \
              with CRC32 {crc32:08x}",
             existing.size
         ),
     })
+}
+
+/// How the object at the batch's key holds exactly the batch's segments
+/// other than planned, if it does: as their concatenation, or as zstd
+/// frames of them (read back whole; only on this healing path).
+fn same_segments_stored_otherwise(
+    target: &dyn Target,
+    stream: &str,
+    batch: &PreparedBatch<'_>,
+) -> Result<Option<StoredLayout>, Error> {
+    let Some(existing) = target.head(&batch.key).map_err(|e| Error::target(stream, e))? else {
+        return Ok(None);
+    };
+    let (size, crc32) = batch.logical();
+    if batch.stored.encoding != Encoding::Identity && existing.size == size {
+        let existing_crc = match existing.crc32 {
+            Some(crc) => crc,
+            None => target::stored_crc32(target, &batch.key).map_err(|e| Error::target(stream, e))?,
+        };
+        if existing_crc == crc32 {
+            return Ok(Some(StoredLayout::Identity));
+        }
+    }
+    let expected = batch.expected_frames();
+    let frames = read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), None);
+    Ok(frames.ok().map(StoredLayout::Frames))
 }

@@ -1,6 +1,7 @@
 //! A stream's thread: wait for mail or the poll interval, run a pass, back
 //! off after a failure, answer "archive this file now" requests once their
-//! file is committed, and start and record snapshot jobs (`snapshots`).
+//! file is committed, start and record snapshot jobs (`snapshots`), and
+//! apply retention every `prune_interval` and on request (`retention`).
 //!
 //! The mailbox is the thread's one wait point. While the stream's directory
 //! is watched (`source::watch`), its changes arrive there as `Wake` mail
@@ -21,7 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use super::mailbox::{ArchiveReply, Message};
+use super::mailbox::{ArchiveReply, Message, PruneReply};
+use super::retention::PruneSchedule;
 use super::snapshots::SnapshotJobs;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
@@ -40,6 +42,8 @@ pub struct StreamJob {
     pub state_root: PathBuf,
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
+    /// How often retention applies (`prune_interval`).
+    pub prune_interval: Duration,
     /// Between failed passes, and (a copy) between failed scheduled
     /// snapshot jobs.
     pub backoff: Backoff,
@@ -74,6 +78,8 @@ struct Inbox {
     requests: Vec<Request>,
     /// `walship snapshot` requests, answered after the next pass.
     snapshot_requests: Vec<Sender<JobEvent>>,
+    /// `walship prune` requests, answered after the next pass.
+    prune_requests: Vec<(bool, Sender<PruneReply>)>,
     /// Snapshot jobs that ended, recorded once the stream is open.
     snapshots_finished: Vec<(u64, Result<SnapshotRecord, String>)>,
     stop: bool,
@@ -90,6 +96,7 @@ impl StreamJob {
             hints: Hints::default(),
             requests: Vec::new(),
             snapshot_requests: Vec::new(),
+            prune_requests: Vec::new(),
             snapshots_finished: Vec::new(),
             stop: false,
         };
@@ -102,6 +109,7 @@ impl StreamJob {
         );
         let mut last_error: Option<String> = None;
         let mut watching = Watching::default();
+        let mut prunes = PruneSchedule::new(self.prune_interval, Arc::clone(&links.stop));
         while !stopped() && !inbox.stop {
             // Watched before the pass reads the directory, so nothing that
             // arrives after its read goes unnoticed.
@@ -115,7 +123,11 @@ impl StreamJob {
                     self.backoff.succeeded();
                     self.set_error(&links, None);
                     inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
-                    idle_delay(self.poll_interval, watching.live(), report.waiting)
+                    if let Some(open) = stream.as_mut().filter(|_| !stopped()) {
+                        prunes.run_if_due(open);
+                    }
+                    // Nor past the next prune.
+                    idle_delay(self.poll_interval, watching.live(), report.waiting).min(prunes.due_in())
                 }
                 Err(error) if stopped() => {
                     log::info!(
@@ -151,13 +163,20 @@ impl StreamJob {
                 }
             };
             inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped());
+            prunes.answer(inbox.prune_requests.drain(..), stream.as_mut(), last_error.as_deref());
             // A watched stream sleeps long: not past a snapshot job's retry.
             let delay = snapshots.retry_in().map_or(delay, |retry| delay.min(retry));
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
+            // A job's end or a request is dealt with at once, not after
+            // the next pass (which a backlog can make long).
+            if !inbox.stop && !stopped() {
+                inbox.snapshot_work(&mut snapshots, stream.as_mut(), false);
+            }
         }
         snapshots.stop();
         inbox.snapshot_work(&mut snapshots, None, true);
+        prunes.answer(inbox.prune_requests.drain(..), None, Some("walship is stopping"));
         inbox.answer(None, true);
     }
 
@@ -261,6 +280,7 @@ impl Inbox {
         match message {
             Message::Stop => self.stop = true,
             Message::Snapshot { reply } => self.snapshot_requests.push(reply),
+            Message::Prune { dry_run, reply } => self.prune_requests.push((dry_run, reply)),
             Message::SnapshotFinished { id, result } => self.snapshots_finished.push((id, result)),
             Message::Wake { low, high } => {
                 self.hints.merge(Hints { sealed_through: high, low_water_mark: low, flush_through: None });
@@ -405,6 +425,9 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
             Ok(Message::Stop) | Err(_) => return,
             Ok(Message::ArchiveNow { reply, .. }) => {
                 let _ = reply.send(Err(Arc::clone(conflict)));
+            }
+            Ok(Message::Prune { reply, .. }) => {
+                let _ = reply.send(Err(conflict.to_string()));
             }
             Ok(Message::Snapshot { reply }) => {
                 let _ = reply.send(JobEvent::Refused(conflict.to_string()));

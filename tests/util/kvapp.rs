@@ -4,7 +4,9 @@
 //! command is `tests/fixtures/kv-app/snapshot.sh SEGMENT_DIR`, which writes
 //! the state at `$WALSHIP_POSITION`; [`state_at`] is the same state computed
 //! here, so a test can compare a snapshot, or a restore, with what the
-//! application had at any position.
+//! application had at any position; [`state_of_restored`] is what the
+//! application rebuilds from a restored directory (a snapshot file, then the
+//! segments after it).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -55,4 +57,36 @@ pub fn state_at(position: u64) -> BTreeMap<String, String> {
 /// A state as the snapshot script writes it: sorted `key=value` lines.
 pub fn state_text(state: &BTreeMap<String, String>) -> String {
     state.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
+}
+
+/// The state rebuilt from a restored directory as the application does
+/// it: the snapshot file (at most one), then each segment file in position
+/// order. Returns the state, the snapshot's position and the segments'
+/// positions.
+pub fn rebuild(dir: &Path) -> (BTreeMap<String, String>, Option<u64>, Vec<u64>) {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.retain(|n| !n.starts_with('.'));
+    let snapshots: Vec<&String> = names.iter().filter(|n| n.starts_with("walship-snapshot-")).collect();
+    assert!(snapshots.len() <= 1, "more than one snapshot restored: {snapshots:?}");
+    let mut state = BTreeMap::new();
+    let snapshot = snapshots.first().map(|name| {
+        assert_eq!(name.len(), "walship-snapshot-".len() + 16, "16 hex digits: {name}");
+        apply(&mut state, &fs::read_to_string(dir.join(name)).unwrap());
+        u64::from_str_radix(name.trim_start_matches("walship-snapshot-"), 16).unwrap()
+    });
+    let mut positions: Vec<u64> =
+        names.iter().filter_map(|n| n.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()).collect();
+    positions.sort_unstable();
+    for p in &positions {
+        apply(&mut state, &fs::read_to_string(dir.join(segment_name(*p))).unwrap());
+    }
+    (state, snapshot, positions)
+}
+
+/// The state an application rebuilds from a restored directory (see
+/// [`rebuild`]) and the newest position it reflects.
+pub fn state_of_restored(dir: &Path) -> (BTreeMap<String, String>, Option<u64>) {
+    let (state, snapshot, positions) = rebuild(dir);
+    (state, positions.last().copied().max(snapshot))
 }
