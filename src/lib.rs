@@ -24,7 +24,8 @@
 //! map) → `stream::upload` (store, or find it already stored; [`target`]
 //! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
-//! the position file, the acknowledgement).
+//! the position file, the acknowledgement; between passes
+//! [`catalog::compact`] folds the remote record objects into larger ones).
 //!
 //! Around them: [`config`] (the INI file, every setting validated once),
 //! [`statedir`] (every path under `state_dir`, the stream lock, stale temp

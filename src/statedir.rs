@@ -57,6 +57,12 @@ pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
 }
 
+/// Where compaction of the stream's remote records stands
+/// (`catalog::compact`).
+pub fn compaction(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("compaction")
+}
+
 /// `walship check`'s write probe.
 pub fn check_probe(state_dir: &Path) -> PathBuf {
     state_dir.join(".walship-check")

@@ -48,6 +48,7 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_command",
     "keep_snapshots",
     "on_archived",
+    "manifest_compaction",
 ];
 
 fn systemd_analyze() -> &'static str {

@@ -10,14 +10,16 @@
 //! them and carries on, and the rebuild also compares the batch objects on
 //! the target with the records, so a lost record object is reported, not
 //! silently skipped. A node with its journal intact lists only the keys
-//! after its last log record (plus the few prune and snapshot records), so
-//! resuming costs one LIST request.
+//! after its last log record, or from where the records not yet in
+//! level-2 objects start if that comes first (plus the few prune and
+//! snapshot records), so resuming costs one LIST request or a few.
 //!
 //! Turning listed record objects into entries is the pure [`assemble`];
-//! checking an archive for damage is [`verify`]. Writing compacted record
-//! objects is not done yet (readers already honour them).
+//! folding record objects into larger ones is [`compact`]; checking an
+//! archive for damage is [`verify`].
 
 pub mod assemble;
+pub mod compact;
 pub mod verify;
 
 use std::path::Path;
@@ -28,7 +30,7 @@ use crate::manifest::{
     Entry, Manifest, ManifestError, Record, Sequences, StreamRules, format, validate_entry,
 };
 use crate::target::keys::{self, LogLevel, RecordKey};
-use crate::target::{ObjectInfo, Target, Upload};
+use crate::target::{ObjectInfo, Target, TargetError, Upload};
 
 use assemble::{Fetched, Listing, Unrecorded};
 
@@ -92,21 +94,34 @@ fn refuse_gap_over_stored_batch(
 }
 
 /// The remote entries that come after `known` (the local journal's ends),
-/// each sequence in order, the log continuing `known`'s without a hole.
-/// `start_after` is the key after which log objects are listed.
+/// each sequence in order, the log continuing `known`'s without a hole,
+/// and the listing they came from. `start_after` is the key after which
+/// log objects are listed. A listed record object that is gone when
+/// fetched (a compaction step folded it meanwhile) makes it list again.
 fn remote_after(
     target: &dyn Target,
     rules: &StreamRules<'_>,
     known: &Sequences,
     start_after: Option<&str>,
-) -> Result<Manifest, Error> {
+) -> Result<(Manifest, Listing), Error> {
+    const ATTEMPTS: usize = 3;
     let stream = rules.name;
-    let listed =
-        target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
-    let listing = assemble::classify(stream, listed);
-    warn_foreign(stream, &listing);
-    let fetched = fetch_all(target, stream, &assemble::to_fetch(&listing, known)?)?;
-    Ok(assemble::assemble(rules, known, &fetched)?)
+    let mut attempt = 1;
+    loop {
+        let listed =
+            target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
+        let listing = assemble::classify(stream, listed);
+        if attempt == 1 {
+            warn_foreign(stream, &listing);
+        }
+        match fetch_all(target, stream, &assemble::to_fetch(&listing, known)?) {
+            Err(Error::Target { source: TargetError::NotFound { key }, .. }) if attempt < ATTEMPTS => {
+                log::debug!("stream {stream}: {key} was folded by compaction while read; listing again");
+                attempt += 1;
+            }
+            fetched => return Ok((assemble::assemble(rules, known, &fetched?)?, listing)),
+        }
+    }
 }
 
 fn warn_foreign(stream: &str, listing: &Listing) {
@@ -131,9 +146,18 @@ pub(crate) fn fetch_all(
         .collect()
 }
 
-/// The listing key after which the log objects past `last` sort.
-fn start_after(stream: &str, last: Option<&Record>) -> Option<String> {
-    last.map(|record| keys::record_key(stream, record.first(), record.last(), record.kind()))
+/// The listing key after which the log objects past `last` sort, or
+/// those from position `from` on when that comes first (where compaction
+/// stands: a compacted object there may reach past `last`).
+fn start_after(stream: &str, last: Option<&Record>, from: Option<u64>) -> Option<String> {
+    let after_last =
+        last.map(|record| keys::record_key(stream, record.first(), record.last(), record.kind()));
+    // Every log key of a range starting at `from` sorts after this one.
+    let before_from = from.map(|from| format!("{}{from:016x}", keys::records_prefix(stream)));
+    match (after_last, before_from) {
+        (Some(after_last), Some(before_from)) => Some(after_last.min(before_from)),
+        (after_last, _) => after_last,
+    }
 }
 
 /// Compare the target's batch objects with a manifest rebuilt from the
@@ -160,25 +184,80 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
     Ok(())
 }
 
+/// The key of a record object on the target holding `record` (its range,
+/// of its kind): its level-0 object (one HEAD), or a compacted object
+/// covering it, listed from `listing_start` and, failing that, from the
+/// start. Used to recognise an archive under a new address.
+pub fn record_holding(
+    target: &dyn Target,
+    stream: &str,
+    record: &Record,
+    listing_start: Option<u64>,
+) -> Result<Option<String>, Error> {
+    let key = entry_key(stream, &Entry::Log(record.clone()));
+    if target.head(&key).map_err(|e| Error::target(stream, e))?.is_some() {
+        return Ok(Some(key));
+    }
+    let covering = |listed: Vec<ObjectInfo>| {
+        assemble::classify(stream, listed).records.into_iter().find_map(|(key, object)| match key {
+            RecordKey::Log { first, last, level: LogLevel::Compacted(_) }
+                if first <= record.first() && record.last() <= last =>
+            {
+                Some(object.key)
+            }
+            _ => None,
+        })
+    };
+    let prefix = keys::records_prefix(stream);
+    for from in [listing_start, None] {
+        let after = from.map(|from| format!("{prefix}{from:016x}"));
+        let listed = target.list(&prefix, after.as_deref()).map_err(|e| Error::target(stream, e))?;
+        if let Some(found) = covering(listed) {
+            return Ok(Some(found));
+        }
+        if from.is_none() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// What [`catch_up`] adopted.
+#[derive(Debug, Default)]
+pub struct CaughtUp {
+    /// The adopted log records, in order.
+    pub records: Vec<Record>,
+    /// Where compaction stands on the target, when the journal was empty
+    /// (a rebuild lists every record object anyway).
+    pub compaction: Option<compact::Progress>,
+}
+
 /// Bring the local journal up to date with the remote records (after a wiped
 /// or lost state directory, or another writer such as `push`), once `check`
 /// accepts the log records to adopt (nothing is appended otherwise).
-/// Returns the adopted log records, in order.
+/// `compacted_from` is where the records not yet folded into level-2
+/// objects start ([`compact::Compactor::listing_start`]): the listing
+/// starts there at the latest.
 pub fn catch_up(
     journal: &mut Journal,
     target: &dyn Target,
+    compacted_from: Option<u64>,
     check: impl FnOnce(&[Record]) -> Result<(), Error>,
-) -> Result<Vec<Record>, Error> {
+) -> Result<CaughtUp, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
-    let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
+    let after = start_after(&stream, journal.last(), compacted_from);
+    let (missing, listing) = remote_after(target, &rules, &known, after.as_deref())?;
+    let mut caught_up = CaughtUp::default();
     if known == Sequences::default() {
         check_rebuild(target, &stream, &missing)?;
+        let records = listing.records.iter().map(|(key, object)| (key, object));
+        caught_up.compaction = Some(compact::Progress::from_listing(records));
     }
     if missing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(caught_up);
     }
     check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
@@ -190,7 +269,8 @@ pub fn catch_up(
         .chain(log.iter().cloned().map(Entry::Log))
         .collect();
     journal.append_entries(&entries)?;
-    Ok(log)
+    caught_up.records = log;
+    Ok(caught_up)
 }
 
 /// The whole manifest for reading (list, restore, fetch, verify): the local
@@ -215,7 +295,8 @@ fn load_noting_start(
     let mut manifest = local.manifest;
     let known = ends_of(&manifest);
     let listed_from_start = manifest.log.is_empty();
-    let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
+    let after = start_after(stream, manifest.log.last(), None);
+    let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
     if manifest.is_empty() {
         check_rebuild(target, stream, &remote)?;
     }
@@ -338,15 +419,15 @@ mod tests {
         }
         let path = dir.join("journal");
         let (mut journal, _) = Journal::open(&path, &rules, |_| {}).expect("opens");
-        let refused = catch_up(&mut journal, &target, |_| Err(Error::Usage("no".into())));
+        let refused = catch_up(&mut journal, &target, None, |_| Err(Error::Usage("no".into())));
         assert!(refused.is_err());
         assert_eq!(journal.last(), None, "nothing may be appended when the check refuses");
-        let adopted = catch_up(&mut journal, &target, |seen| {
+        let adopted = catch_up(&mut journal, &target, None, |seen| {
             assert_eq!(seen, records);
             Ok(())
         })
         .expect("adopted");
-        assert_eq!((adopted, journal.last()), (records.to_vec(), records.last()));
-        assert_eq!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new"), []);
+        assert_eq!((adopted.records, journal.last()), (records.to_vec(), records.last()));
+        assert_eq!(catch_up(&mut journal, &target, None, |_| Ok(())).expect("nothing new").records, []);
     }
 }

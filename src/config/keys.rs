@@ -77,6 +77,7 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_command", Off),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("manifest_compaction", Default("1000")),
 ];
 
 /// The key `name` of `section`, if there is one.

@@ -283,6 +283,39 @@ pub fn batches_holding(
     Ok(found)
 }
 
+/// Read-only pass over the entries of the journal at `path` from byte
+/// `offset` on (`0`: from its start; otherwise a line boundary an earlier
+/// pass reported), in file order, while `visit` returns `true`. `visit`
+/// gets each entry with the byte offsets where its line starts and ends.
+/// Memory stays flat however long the journal is. A missing file holds
+/// no entries.
+pub fn read_from(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    offset: u64,
+    mut visit: impl FnMut(Entry, u64, u64) -> bool,
+) -> Result<(), ManifestError> {
+    let name = path.display().to_string();
+    let mut file = match open_file(path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(io_error(&name, "open")(error)),
+    };
+    let mut entries = if offset == 0 {
+        format::EntryReader::new(BufReader::new(file), &name, rules)?
+    } else {
+        io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_error(&name, "read"))?;
+        format::EntryReader::resuming(BufReader::new(file), &name, rules, offset)
+    };
+    loop {
+        let start = entries.valid_len();
+        let Some(entry) = entries.next_entry()? else { return Ok(()) };
+        if !visit(entry, start, entries.valid_len()) {
+            return Ok(());
+        }
+    }
+}
+
 /// Read-only pass over every entry; a missing file is an empty manifest.
 fn read_each(
     path: &Path,
