@@ -9,6 +9,8 @@ mod acknowledge;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// Compaction of the remote manifest: layout, rebuild from it, SIGKILL at each step.
+mod compaction;
 /// The target contract, run against every target.
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
