@@ -53,6 +53,7 @@ pub mod daemon;
 pub mod durable;
 pub mod error;
 pub mod human;
+pub mod list;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

@@ -27,6 +27,8 @@ mod fuzz_corpus;
 mod leftovers;
 /// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
+/// `list` of a long archive: summary first, paging on a terminal, --all, --range, streamed.
+mod list;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.

@@ -20,6 +20,7 @@
 
 pub mod assemble;
 pub mod compact;
+pub mod reader;
 pub mod verify;
 
 use std::path::Path;
@@ -313,7 +314,8 @@ fn load_noting_start(
 pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
     let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
     if !listed_from_start {
-        check_start(state_dir, target, rules, &manifest)?;
+        let start = manifest.log.first().map(Record::first);
+        check_start(state_dir, target, rules, start, manifest.pruned_before())?;
     }
     Ok(manifest)
 }
@@ -330,23 +332,25 @@ pub fn load_reaching(
 ) -> Result<Manifest, Error> {
     let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
     if !listed_from_start && manifest.log.first().is_some_and(|first| position < first.first()) {
-        check_start(state_dir, target, rules, &manifest)?;
+        let start = manifest.log.first().map(Record::first);
+        check_start(state_dir, target, rules, start, manifest.pruned_before())?;
     }
     Ok(manifest)
 }
 
-/// A hole when the remote log records reach below where `manifest`'s log
-/// begins (above its pruned mark): a journal that lost its first records.
+/// A hole when the remote log records reach below `start`, where the
+/// log read so far begins (above `pruned_before`, its pruned mark): a
+/// journal that lost its first records.
 fn check_start(
     state_dir: &Path,
     target: &dyn Target,
     rules: &StreamRules<'_>,
-    manifest: &Manifest,
+    start: Option<u64>,
+    pruned_before: Option<u64>,
 ) -> Result<(), Error> {
-    let Some(start) = manifest.log.first().map(Record::first) else {
+    let Some(start) = start else {
         return Ok(());
     };
-    let pruned_before = manifest.pruned_before();
     if start <= pruned_before.unwrap_or(0) {
         return Ok(());
     }

@@ -294,11 +294,11 @@ pub fn read_from(
     rules: &StreamRules<'_>,
     offset: u64,
     mut visit: impl FnMut(Entry, u64, u64) -> bool,
-) -> Result<(), ManifestError> {
+) -> Result<ReadTo, ManifestError> {
     let name = path.display().to_string();
     let mut file = match open_file(path, OpenOptions::new().read(true)) {
         Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ReadTo::default()),
         Err(error) => return Err(io_error(&name, "open")(error)),
     };
     let mut entries = if offset == 0 {
@@ -309,11 +309,28 @@ pub fn read_from(
     };
     loop {
         let start = entries.valid_len();
-        let Some(entry) = entries.next_entry()? else { return Ok(()) };
+        let Some(entry) = entries.next_entry()? else { break };
         if !visit(entry, start, entries.valid_len()) {
-            return Ok(());
+            break;
         }
     }
+    Ok(ReadTo {
+        ends: entries.ends().clone(),
+        valid_len: entries.valid_len(),
+        dropped_torn_tail: entries.dropped_torn_tail(),
+    })
+}
+
+/// What [`read_from`] saw, up to where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadTo {
+    /// Where each sequence ends (of the entries read from the offset on).
+    pub ends: Sequences,
+    /// Just past the last entry read.
+    pub valid_len: u64,
+    /// 1-based line number of a torn final line that was dropped (counted
+    /// from the offset).
+    pub dropped_torn_tail: Option<usize>,
 }
 
 /// Read-only pass over every entry; a missing file is an empty manifest.

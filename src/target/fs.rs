@@ -96,6 +96,7 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        log::trace!("file target: PUT {key}");
         self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
@@ -114,6 +115,7 @@ impl Target for FileTarget {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        log::trace!("file target: HEAD {key}");
         let path = self.path_of("head", key)?;
         let file = match open_object(&path) {
             Ok(file) => file,
@@ -125,6 +127,7 @@ impl Target for FileTarget {
     }
 
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
+        log::trace!("file target: GET {key}");
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
         let mut file = open_object(&path).map_err(err)?;
@@ -151,10 +154,13 @@ impl Target for FileTarget {
         walk(&self.root, dir_part, &mut found).map_err(|e| io_error("list", prefix, &self.root, e))?;
         found.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|after| o.key.as_str() > after));
         found.sort_by(|a, b| a.key.cmp(&b.key));
+        // Counted by `scripts/bench` as the pages an S3 listing would take.
+        log::trace!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        log::trace!("file target: DELETE {} keys", keys.len());
         for key in keys {
             let path = self.path_of("delete", key)?;
             match fs::remove_file(&path) {
