@@ -19,7 +19,8 @@ use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::StreamRules;
+use crate::catalog::reader::{ManifestReader, Reach};
+use crate::manifest::{Record, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::source;
 use crate::statedir;
@@ -148,13 +149,19 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = match stream.naming.position(name) {
-        Some(position) => {
-            catalog::load_reaching(&config.global.state_dir, target.as_ref(), &rules, position)?
+    let reach = stream.naming.position(name).map_or(Reach::End, Reach::Position);
+    let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, reach)?;
+    // The manifest streamed: only the newest batch holding the name is kept.
+    let mut holding = None;
+    reader.each_live_record(|record| {
+        if let Record::Batch(batch) = &record
+            && batch.segments.iter().any(|s| s.name == name)
+        {
+            holding = Some(record);
         }
-        None => catalog::load(&config.global.state_dir, target.as_ref(), &rules)?,
-    };
-    restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
+        Ok(true)
+    })?;
+    restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest)?;
     Ok(())
 }
 

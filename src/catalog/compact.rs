@@ -386,7 +386,7 @@ impl Compactor {
         let mut level0_keys = Vec::new();
         let mut found = false;
         let mut next_start = None;
-        journal::read_from(journal.path(), &rules, offset, |entry, start, _| {
+        journal::read_from(journal.path(), &rules, offset, |entry, start, end| {
             let Entry::Log(record) = entry else { return true };
             if record.last() < from {
                 return true;
@@ -406,11 +406,20 @@ impl Compactor {
                 return false;
             }
             text.push_str(&line);
+            let more = through.is_none_or(|through| group.last != Some(through)) && !group.complete;
+            if !more {
+                // The next log record starts at or after this line's end.
+                next_start = Some((record.last() + 1, end));
+            }
             level0_keys.push(super::entry_key(&self.stream, &Entry::Log(record)));
-            through.is_none_or(|through| group.last != Some(through)) && !group.complete
+            more
         })?;
         if let Some((position, offset)) = next_start {
             self.offsets.insert(position, offset);
+        }
+        // Offsets below the records not yet in level-2 objects are not needed again.
+        if let Some(needed) = self.listing_start() {
+            self.offsets = self.offsets.split_off(&needed);
         }
         let (Some(first), Some(last)) = (group.first.filter(|_| found), group.last) else {
             return Err(self.journal_disagrees(journal, from));

@@ -320,24 +320,6 @@ pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>
     Ok(manifest)
 }
 
-/// [`load`], for `fetch` of the segment at `position`: only when the log
-/// begins above it (and above the pruned mark) are the remote log records
-/// listed from the start, so that a journal that lost its first records is
-/// a hole, never "not in the archive".
-pub fn load_reaching(
-    state_dir: &Path,
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-    position: u64,
-) -> Result<Manifest, Error> {
-    let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
-    if !listed_from_start && manifest.log.first().is_some_and(|first| position < first.first()) {
-        let start = manifest.log.first().map(Record::first);
-        check_start(state_dir, target, rules, start, manifest.pruned_before())?;
-    }
-    Ok(manifest)
-}
-
 /// A hole when the remote log records reach below `start`, where the
 /// log read so far begins (above `pruned_before`, its pruned mark): a
 /// journal that lost its first records.
