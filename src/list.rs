@@ -8,7 +8,8 @@
 //! file every line goes. Memory stays flat: the lines are written as they
 //! come, through one buffer.
 //!
-//! The pure parts ([`Summary`], [`row`], [`shown_rows`]) are kept apart
+//! The snapshots follow, as a table of their own. The pure parts
+//! ([`Summary`], [`row`], [`render_snapshots`], [`shown_rows`]) are kept apart
 //! from the passes so they are tested on their own.
 
 use std::collections::VecDeque;
@@ -19,7 +20,7 @@ use crate::catalog::reader::{ManifestReader, Reach};
 use crate::cli::ListRows;
 use crate::error::Error;
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, StreamRules};
+use crate::manifest::{Record, SnapshotRecord, StreamRules};
 use crate::target::Target;
 
 /// A paged list shows this many lines at its start and at its end.
@@ -95,6 +96,25 @@ pub fn row(record: &Record) -> String {
     }
 }
 
+/// A person-readable listing of a stream's snapshots (nothing when it has
+/// none).
+pub fn render_snapshots<'a>(stream: &str, snapshots: impl Iterator<Item = &'a SnapshotRecord>) -> String {
+    let lines: Vec<String> = snapshots
+        .map(|s| {
+            format!("  {:<23} {:>8} {:>11}  {:08x}  {}", s.position, "", human_bytes(s.size), s.crc32, s.key)
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("stream {stream}: {}\n", count(lines.len() as u64, "snapshot"));
+    let _ = writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key", "position", "", "size", "crc32");
+    for line in lines {
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
 /// Which lines to show: every one, or (`Some(edge)`) the first and last
 /// `edge` of them, given how many there are and whether stdout is a
 /// terminal.
@@ -160,6 +180,7 @@ pub fn list_stream(
             }
         }
     }
+    write(&render_snapshots(rules.name, reader.side().live_snapshots()))?;
     out.flush().map_err(Error::Output)
 }
 

@@ -226,8 +226,8 @@ pub fn record_holding(
 /// What [`catch_up`] adopted.
 #[derive(Debug, Default)]
 pub struct CaughtUp {
-    /// The adopted log records, in order.
-    pub records: Vec<Record>,
+    /// What was adopted, each sequence in order.
+    pub adopted: Manifest,
     /// Where compaction stands on the target, when the journal was empty
     /// (a rebuild lists every record object anyway).
     pub compaction: Option<compact::Progress>,
@@ -262,15 +262,9 @@ pub fn catch_up(
     }
     check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
-    let Manifest { log, snapshots, prunes } = missing;
-    let entries: Vec<Entry> = prunes
-        .into_iter()
-        .map(Entry::Prune)
-        .chain(snapshots.into_iter().map(Entry::Snapshot))
-        .chain(log.iter().cloned().map(Entry::Log))
-        .collect();
+    let entries: Vec<Entry> = missing.entries().collect();
     journal.append_entries(&entries)?;
-    caught_up.records = log;
+    caught_up.adopted = missing;
     Ok(caught_up)
 }
 
@@ -413,7 +407,7 @@ mod tests {
             Ok(())
         })
         .expect("adopted");
-        assert_eq!((adopted.records, journal.last()), (records.to_vec(), records.last()));
-        assert_eq!(catch_up(&mut journal, &target, None, |_| Ok(())).expect("nothing new").records, []);
+        assert_eq!((adopted.adopted.log, journal.last()), (records.to_vec(), records.last()));
+        assert!(catch_up(&mut journal, &target, None, |_| Ok(())).expect("nothing new").adopted.is_empty());
     }
 }

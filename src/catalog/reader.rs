@@ -1,8 +1,9 @@
 //! A stream's manifest for the commands that read it (`list`, `fetch`),
-//! streamed: the local journal is read entry by entry, once to learn where
-//! it ends and again for each pass a command makes, and only the remote
-//! records after it (what the journal lacks: usually nothing) are held in
-//! memory. Memory stays flat however long the journal is.
+//! streamed: the local journal's log is read entry by entry, once to learn
+//! where it ends and again for each pass a command makes; the remote
+//! records after it (what the journal lacks: usually nothing) and the
+//! snapshot and prune records (few) are held in memory. Memory stays flat
+//! however long the log is.
 //!
 //! Every pass reads the journal only up to where the first one ended, so a
 //! daemon appending meanwhile does not change what a command sees.
@@ -40,6 +41,8 @@ pub struct ManifestReader<'r> {
     journal_len: u64,
     /// The remote entries after the journal's.
     remote: Manifest,
+    /// The snapshots and prunes, journal's and remote's (few: held).
+    side: Manifest,
     /// Where each sequence ends, journal and remote together.
     ends: Sequences,
 }
@@ -57,9 +60,11 @@ impl<'r> ManifestReader<'r> {
         let stream = rules.name;
         let path = crate::statedir::journal(state_dir, stream);
         let mut first_log: Option<u64> = None;
+        let mut side = Manifest::default();
         let read = journal::read_from(&path, rules, 0, |entry, _, _| {
-            if let Entry::Log(record) = &entry {
-                first_log = first_log.or(Some(record.first()));
+            match entry {
+                Entry::Log(record) => first_log = first_log.or(Some(record.first())),
+                other => side.push(other),
             }
             true
         })?;
@@ -87,12 +92,19 @@ impl<'r> ManifestReader<'r> {
             check_start(state_dir, target, rules, start, ends.pruned_before())?;
         }
         let journal_len = read.valid_len;
-        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, ends })
+        side.snapshots.extend(remote.snapshots.iter().cloned());
+        side.prunes.extend(remote.prunes.iter().cloned());
+        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, ends })
     }
 
     /// The "pruned before P" mark of the latest prune.
     pub fn pruned_before(&self) -> Option<u64> {
         self.ends.pruned_before()
+    }
+
+    /// The snapshots and prunes (an empty log).
+    pub fn side(&self) -> &Manifest {
+        &self.side
     }
 
     /// Where each sequence ends.
