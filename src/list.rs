@@ -2,7 +2,8 @@
 //!
 //! Two passes over the manifest ([`ManifestReader`]): the first adds up the
 //! summary line (batches, segments, bytes, gaps, positions), which is
-//! printed first; the second prints the lines that follow it. On a
+//! printed first; the second prints the lines that follow it. (When a
+//! prune mark cuts into the log, one more pass adds up the live records.) On a
 //! terminal a long list shows only its first and last [`PAGE_EDGE`] lines
 //! and says how to see the rest (`--all`, `--range`); into a pipe or a
 //! file every line goes. Memory stays flat: the lines are written as they
@@ -130,7 +131,17 @@ pub fn list_stream(
     rules: &StreamRules<'_>,
     rows: ListRows,
 ) -> Result<(), Error> {
-    let reader = ManifestReader::open(state_dir, target, rules, Reach::Whole)?;
+    // The summary of every record comes with the first pass; it is the
+    // summary of the live ones unless a prune mark cuts into the log.
+    let mut every = Summary::default();
+    let reader = ManifestReader::open_visiting(state_dir, target, rules, Reach::Whole, |record| {
+        if let ListRows::Range(first, last) = rows
+            && (record.last() < first || record.first() > last)
+        {
+            return;
+        }
+        every.add(record);
+    })?;
     let stdout = io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
@@ -138,16 +149,22 @@ pub fn list_stream(
     if let Some(before) = reader.pruned_before() {
         write(&format!("stream {}: positions before {before} were pruned\n", rules.name))?;
     }
-    let mut summary = Summary::default();
-    reader.each_live_record(|record| {
-        if let ListRows::Range(first, last) = rows
-            && (record.last() < first || record.first() > last)
-        {
-            return Ok(record.first() <= last);
-        }
-        summary.add(&record);
-        Ok(true)
-    })?;
+    let mark = reader.pruned_before().unwrap_or(0);
+    let summary = if every.first.is_none_or(|first| first >= mark) {
+        every
+    } else {
+        let mut live = Summary::default();
+        reader.each_live_record(|record| {
+            if let ListRows::Range(first, last) = rows
+                && (record.last() < first || record.first() > last)
+            {
+                return Ok(record.first() <= last);
+            }
+            live.add(&record);
+            Ok(true)
+        })?;
+        live
+    };
     write(&summary.render(rules.name))?;
     match shown_rows(rows, summary.records(), terminal) {
         None => reader.each_live_record(|record| match rows {

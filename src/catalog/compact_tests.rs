@@ -194,7 +194,8 @@ fn a_rebuild_after_a_wipe_equals_the_journal_and_continues_compaction() {
     std::fs::create_dir_all(wiped.join(STREAM)).expect("mkdir");
     let (mut rebuilt, _) =
         Journal::open(&crate::statedir::journal(&wiped, STREAM), &rules, |_| {}).expect("open");
-    let caught_up = super::super::catch_up(&mut rebuilt, &archive.target, None, |_| Ok(())).expect("rebuilt");
+    let caught_up =
+        super::super::catch_up(&mut rebuilt, &archive.target, None, |_| Ok(()), |_| {}).expect("rebuilt");
     let read = |path: &std::path::Path| crate::manifest::read_all(path, &rules).expect("read").manifest;
     assert_eq!(read(rebuilt.path()), archive.journal_manifest());
     assert_eq!(caught_up.compaction.as_ref(), Some(compactor.progress()));
@@ -300,4 +301,32 @@ fn compaction_off_does_nothing_and_a_foreign_progress_file_is_set_aside() {
     assert_eq!(compactor.progress(), &Progress::default(), "reaches past the journal's end");
     std::fs::write(&path, "junk").expect("write");
     assert_eq!(archive.compactor(4).progress(), &Progress::default());
+}
+
+#[test]
+fn a_rebuild_of_more_records_than_a_chunk_adopts_them_all_in_order() {
+    let count = 2 * super::super::remote::CHUNK_OBJECTS as u64 + 7;
+    let archive = archive("chunks", count);
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let wiped = archive.dir.join("wiped");
+    std::fs::create_dir_all(wiped.join(STREAM)).expect("mkdir");
+    let (mut rebuilt, _) =
+        Journal::open(&crate::statedir::journal(&wiped, STREAM), &rules, |_| {}).expect("open");
+    let mut chunks = 0;
+    let caught_up = super::super::catch_up(
+        &mut rebuilt,
+        &archive.target,
+        None,
+        |records| {
+            chunks += 1;
+            assert!(records.len() <= super::super::remote::CHUNK_OBJECTS, "a chunk of {}", records.len());
+            Ok(())
+        },
+        |_| {},
+    );
+    assert_eq!(caught_up.expect("rebuilt").adopted as u64, count + 2, "every record, a snapshot, a prune");
+    assert_eq!(chunks, 3);
+    let read = |path: &std::path::Path| crate::manifest::read_all(path, &rules).expect("read").manifest;
+    assert_eq!(read(rebuilt.path()), archive.journal_manifest());
 }

@@ -21,6 +21,7 @@
 pub mod assemble;
 pub mod compact;
 pub mod reader;
+mod remote;
 pub mod verify;
 
 use std::path::Path;
@@ -31,9 +32,10 @@ use crate::manifest::{
     Entry, Manifest, ManifestError, Record, Sequences, StreamRules, format, validate_entry,
 };
 use crate::target::keys::{self, LogLevel, RecordKey};
-use crate::target::{ObjectInfo, Target, TargetError, Upload};
+use crate::target::{ObjectInfo, Target, Upload};
 
-use assemble::{Fetched, Listing, Unrecorded};
+use assemble::Unrecorded;
+use remote::{each_remote_chunk, remote_after};
 
 /// The key of the level-0 remote object holding `entry`.
 pub fn entry_key(stream: &str, entry: &Entry) -> String {
@@ -94,59 +96,6 @@ fn refuse_gap_over_stored_batch(
     }
 }
 
-/// The remote entries that come after `known` (the local journal's ends),
-/// each sequence in order, the log continuing `known`'s without a hole,
-/// and the listing they came from. `start_after` is the key after which
-/// log objects are listed. A listed record object that is gone when
-/// fetched (a compaction step folded it meanwhile) makes it list again.
-fn remote_after(
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-    known: &Sequences,
-    start_after: Option<&str>,
-) -> Result<(Manifest, Listing), Error> {
-    const ATTEMPTS: usize = 3;
-    let stream = rules.name;
-    let mut attempt = 1;
-    loop {
-        let listed =
-            target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
-        let listing = assemble::classify(stream, listed);
-        if attempt == 1 {
-            warn_foreign(stream, &listing);
-        }
-        match fetch_all(target, stream, &assemble::to_fetch(&listing, known)?) {
-            Err(Error::Target { source: TargetError::NotFound { key }, .. }) if attempt < ATTEMPTS => {
-                log::debug!("stream {stream}: {key} was folded by compaction while read; listing again");
-                attempt += 1;
-            }
-            fetched => return Ok((assemble::assemble(rules, known, &fetched?)?, listing)),
-        }
-    }
-}
-
-fn warn_foreign(stream: &str, listing: &Listing) {
-    for key in &listing.foreign {
-        log::warn!("stream {stream}: ignoring foreign object {key} among manifest records");
-    }
-}
-
-/// Download `objects` whole.
-pub(crate) fn fetch_all(
-    target: &dyn Target,
-    stream: &str,
-    objects: &[&ObjectInfo],
-) -> Result<Vec<Fetched>, Error> {
-    objects
-        .iter()
-        .map(|object| {
-            let mut text = Vec::with_capacity(object.size.min(assemble::MAX_RECORD_OBJECT) as usize);
-            target.get(&object.key, None, &mut text).map_err(|e| Error::target(stream, e))?;
-            Ok(Fetched { key: object.key.clone(), text })
-        })
-        .collect()
-}
-
 /// The listing key after which the log objects past `last` sort, or
 /// those from position `from` on when that comes first (where compaction
 /// stands: a compacted object there may reach past `last`).
@@ -164,8 +113,18 @@ fn start_after(stream: &str, last: Option<&Record>, from: Option<u64>) -> Option
 /// Compare the target's batch objects with a manifest rebuilt from the
 /// remote records alone: a lost record object is an error naming it.
 fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
-    let found = assemble::unrecorded_batches(stream, &batches, manifest)?;
+    let batches = list_batches(target, stream)?;
+    report_unrecorded(stream, assemble::unrecorded_batches(stream, &batches, manifest)?);
+    Ok(())
+}
+
+/// Every batch object of `stream`.
+fn list_batches(target: &dyn Target, stream: &str) -> Result<Vec<ObjectInfo>, Error> {
+    target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))
+}
+
+/// Log the batch objects a rebuilt manifest does not record.
+fn report_unrecorded(stream: &str, found: Vec<Unrecorded>) {
     let pending = found.iter().filter(|f| matches!(f, Unrecorded::Pending(_))).count();
     if pending > 1 {
         // One commit cut short leaves one such object; more suggest that
@@ -182,7 +141,6 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
             Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
         }
     }
-    Ok(())
 }
 
 /// The key of a record object on the target holding `record` (its range,
@@ -226,45 +184,63 @@ pub fn record_holding(
 /// What [`catch_up`] adopted.
 #[derive(Debug, Default)]
 pub struct CaughtUp {
-    /// What was adopted, each sequence in order.
-    pub adopted: Manifest,
+    /// How many entries were adopted.
+    pub adopted: usize,
     /// Where compaction stands on the target, when the journal was empty
     /// (a rebuild lists every record object anyway).
     pub compaction: Option<compact::Progress>,
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`), once `check`
-/// accepts the log records to adopt (nothing is appended otherwise).
-/// `compacted_from` is where the records not yet folded into level-2
-/// objects start ([`compact::Compactor::listing_start`]): the listing
-/// starts there at the latest.
+/// or lost state directory, or another writer such as `push`), chunk by
+/// chunk (see `remote`): each chunk's log records are adopted once `check`
+/// accepts them (nothing of a refused chunk is appended), then each
+/// adopted entry goes to `adopted`. A rebuild (an empty journal) also
+/// compares the batch objects with the records as they come: a batch
+/// object below the first live record means lost record objects, an error
+/// before that record's chunk is adopted. `compacted_from` is where the
+/// records not yet folded into level-2 objects start
+/// ([`compact::Compactor::listing_start`]): the listing starts there at
+/// the latest.
 pub fn catch_up(
     journal: &mut Journal,
     target: &dyn Target,
     compacted_from: Option<u64>,
-    check: impl FnOnce(&[Record]) -> Result<(), Error>,
+    mut check: impl FnMut(&[Record]) -> Result<(), Error>,
+    mut adopted: impl FnMut(&Entry),
 ) -> Result<CaughtUp, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
     let after = start_after(&stream, journal.last(), compacted_from);
-    let (missing, listing) = remote_after(target, &rules, &known, after.as_deref())?;
-    let mut caught_up = CaughtUp::default();
-    if known == Sequences::default() {
-        check_rebuild(target, &stream, &missing)?;
+    let batches = if known == Sequences::default() { Some(list_batches(target, &stream)?) } else { None };
+    let mut scan: Option<assemble::UnrecordedScan<'_>> = None;
+    let mut count = 0;
+    let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
+        if let Some(batches) = &batches {
+            let scan = scan.get_or_insert_with(|| {
+                assemble::UnrecordedScan::new(&stream, batches, chunk.pruned_before())
+            });
+            for record in &chunk.log {
+                scan.record(record)?;
+            }
+        }
+        check(&chunk.log)?;
+        // Prunes first: their marks allow the log to start where they say.
+        let entries: Vec<Entry> = chunk.entries().collect();
+        journal.append_entries(&entries)?;
+        entries.iter().for_each(&mut adopted);
+        count += entries.len();
+        Ok(())
+    })?;
+    let mut caught_up = CaughtUp { adopted: count, compaction: None };
+    if let Some(batches) = &batches {
+        let scan = scan.unwrap_or_else(|| assemble::UnrecordedScan::new(&stream, batches, None));
+        report_unrecorded(&stream, scan.finish());
         let records = listing.records.iter().map(|(key, object)| (key, object));
         caught_up.compaction = Some(compact::Progress::from_listing(records));
     }
-    if missing.is_empty() {
-        return Ok(caught_up);
-    }
-    check(&missing.log)?;
-    // Prunes first: their marks allow the log to start where they say.
-    let entries: Vec<Entry> = missing.entries().collect();
-    journal.append_entries(&entries)?;
-    caught_up.adopted = missing;
     Ok(caught_up)
 }
 
@@ -399,15 +375,24 @@ mod tests {
         }
         let path = dir.join("journal");
         let (mut journal, _) = Journal::open(&path, &rules, |_| {}).expect("opens");
-        let refused = catch_up(&mut journal, &target, None, |_| Err(Error::Usage("no".into())));
+        let refused = catch_up(&mut journal, &target, None, |_| Err(Error::Usage("no".into())), |_| {});
         assert!(refused.is_err());
         assert_eq!(journal.last(), None, "nothing may be appended when the check refuses");
-        let adopted = catch_up(&mut journal, &target, None, |seen| {
-            assert_eq!(seen, records);
-            Ok(())
-        })
+        let mut seen_entries = Vec::new();
+        let adopted = catch_up(
+            &mut journal,
+            &target,
+            None,
+            |seen| {
+                assert_eq!(seen, records);
+                Ok(())
+            },
+            |entry| seen_entries.push(entry.clone()),
+        )
         .expect("adopted");
-        assert_eq!((adopted.adopted.log, journal.last()), (records.to_vec(), records.last()));
-        assert!(catch_up(&mut journal, &target, None, |_| Ok(())).expect("nothing new").adopted.is_empty());
+        let expected: Vec<Entry> = records.iter().cloned().map(Entry::Log).collect();
+        assert_eq!((adopted.adopted, seen_entries, journal.last()), (2, expected, records.last()));
+        let again = catch_up(&mut journal, &target, None, |_| Ok(()), |_| {}).expect("nothing new");
+        assert_eq!(again.adopted, 0);
     }
 }

@@ -57,13 +57,29 @@ impl<'r> ManifestReader<'r> {
         rules: &StreamRules<'r>,
         reach: Reach,
     ) -> Result<ManifestReader<'r>, Error> {
+        ManifestReader::open_visiting(state_dir, target, rules, reach, |_| {})
+    }
+
+    /// [`ManifestReader::open`], handing every log record of the journal
+    /// and of the remote records after it to `visit` on the way, in order
+    /// (before the pruned mark is known: those below it too).
+    pub fn open_visiting(
+        state_dir: &Path,
+        target: &dyn Target,
+        rules: &StreamRules<'r>,
+        reach: Reach,
+        mut visit: impl FnMut(&Record),
+    ) -> Result<ManifestReader<'r>, Error> {
         let stream = rules.name;
         let path = crate::statedir::journal(state_dir, stream);
         let mut first_log: Option<u64> = None;
         let mut side = Manifest::default();
         let read = journal::read_from(&path, rules, 0, |entry, _, _| {
             match entry {
-                Entry::Log(record) => first_log = first_log.or(Some(record.first())),
+                Entry::Log(record) => {
+                    first_log = first_log.or(Some(record.first()));
+                    visit(&record);
+                }
                 other => side.push(other),
             }
             true
@@ -91,6 +107,7 @@ impl<'r> ManifestReader<'r> {
         if check && !listed_from_start {
             check_start(state_dir, target, rules, start, ends.pruned_before())?;
         }
+        remote.log.iter().for_each(&mut visit);
         let journal_len = read.valid_len;
         side.snapshots.extend(remote.snapshots.iter().cloned());
         side.prunes.extend(remote.prunes.iter().cloned());

@@ -146,17 +146,23 @@ impl Stream {
         let mut compactor = Compactor::load(state_root, &name, config.manifest_compaction, &journal);
         let listing_start = compactor.listing_start();
         Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last(), listing_start)?;
-        let caught_up = catalog::catch_up(&mut journal, target.as_ref(), listing_start, |records| {
-            adopt::check_local_segments(&config, records)
-        })?;
+        let caught_up = catalog::catch_up(
+            &mut journal,
+            target.as_ref(),
+            listing_start,
+            |records| adopt::check_local_segments(&config, records),
+            |entry| {
+                snapshots.note(&name, entry);
+                if let Entry::Log(record) = entry {
+                    source.record(record);
+                }
+            },
+        )?;
         if let Some(progress) = caught_up.compaction {
             compactor.adopt(progress)?;
         }
-        let adopted = caught_up.adopted;
-        adopted.log.iter().for_each(|record| source.record(record));
-        adopted.entries().for_each(|entry| snapshots.note(&name, &entry));
         source.prune(journal.ends().pruned_before());
-        let adopted = adopted.log.len() + adopted.snapshots.len() + adopted.prunes.len();
+        let adopted = caught_up.adopted;
         if adopted > 0 {
             let adopted = crate::human::count(adopted as u64, "record");
             log::info!("stream {name}: adopted {adopted} from the archive's manifest");
