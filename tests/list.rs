@@ -68,6 +68,16 @@ fn a_long_list_shows_its_ends_on_a_terminal_and_everything_into_a_pipe() {
     let all = on_a_terminal(&setup, &["list", "-s", "s", "--all"]);
     assert_eq!(rows(&all).len(), 40, "{all}");
 
+    // With no state directory the manifest is read from the target alone.
+    let state = setup.state.clone();
+    fs::rename(&state, setup.dir.path.join("state-aside")).unwrap();
+    let remote_only = setup.ok(&["list", "-s", "s"]);
+    assert_eq!(remote_only, piped, "the target's records list otherwise than the journal");
+    let fetched = setup.dir.path.join("fetched");
+    setup.ok(&["fetch", "-s", "s", &segment_name(17), fetched.to_str().unwrap()]);
+    assert_eq!(fs::read(&fetched).unwrap(), fs::read(setup.src.join(segment_name(17))).unwrap());
+    fs::rename(setup.dir.path.join("state-aside"), &state).unwrap();
+
     let range = setup.ok(&["list", "-s", "s", "--range", "5..7"]);
     assert!(range.starts_with("stream s: 3 batches, 3 segments"), "{range}");
     let shown: Vec<&str> = rows(&range).iter().map(|line| line.split_whitespace().next().unwrap()).collect();

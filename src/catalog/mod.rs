@@ -114,7 +114,7 @@ fn start_after(stream: &str, last: Option<&Record>, from: Option<u64>) -> Option
 /// remote records alone: a lost record object is an error naming it.
 fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
     let batches = list_batches(target, stream)?;
-    report_unrecorded(stream, assemble::unrecorded_batches(stream, &batches, manifest)?);
+    report_found(stream, assemble::unrecorded_batches(stream, &batches, manifest)?);
     Ok(())
 }
 
@@ -123,8 +123,35 @@ fn list_batches(target: &dyn Target, stream: &str) -> Result<Vec<ObjectInfo>, Er
     target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))
 }
 
-/// Log the batch objects a rebuilt manifest does not record.
-fn report_unrecorded(stream: &str, found: Vec<Unrecorded>) {
+/// Compare `batches` with the records of the next `chunk` of a rebuild
+/// (the first chunk holds every prune, so its mark is the final one).
+fn scan_chunk<'a>(
+    stream: &'a str,
+    batches: &'a [ObjectInfo],
+    scan: &mut Option<assemble::UnrecordedScan<'a>>,
+    chunk: &Manifest,
+) -> Result<(), Error> {
+    let scan =
+        scan.get_or_insert_with(|| assemble::UnrecordedScan::new(stream, batches, chunk.pruned_before()));
+    for record in &chunk.log {
+        scan.record(record)?;
+    }
+    Ok(())
+}
+
+/// Log the batch objects a rebuilt manifest does not record (`scan` saw
+/// its records).
+fn report_unrecorded<'a>(
+    stream: &'a str,
+    batches: &'a [ObjectInfo],
+    scan: Option<assemble::UnrecordedScan<'a>>,
+) {
+    let scan = scan.unwrap_or_else(|| assemble::UnrecordedScan::new(stream, batches, None));
+    report_found(stream, scan.finish());
+}
+
+/// Log what a rebuild found unrecorded.
+fn report_found(stream: &str, found: Vec<Unrecorded>) {
     let pending = found.iter().filter(|f| matches!(f, Unrecorded::Pending(_))).count();
     if pending > 1 {
         // One commit cut short leaves one such object; more suggest that
@@ -219,12 +246,7 @@ pub fn catch_up(
     let mut count = 0;
     let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
         if let Some(batches) = &batches {
-            let scan = scan.get_or_insert_with(|| {
-                assemble::UnrecordedScan::new(&stream, batches, chunk.pruned_before())
-            });
-            for record in &chunk.log {
-                scan.record(record)?;
-            }
+            scan_chunk(&stream, batches, &mut scan, &chunk)?;
         }
         check(&chunk.log)?;
         // Prunes first: their marks allow the log to start where they say.
@@ -236,8 +258,7 @@ pub fn catch_up(
     })?;
     let mut caught_up = CaughtUp { adopted: count, compaction: None };
     if let Some(batches) = &batches {
-        let scan = scan.unwrap_or_else(|| assemble::UnrecordedScan::new(&stream, batches, None));
-        report_unrecorded(&stream, scan.finish());
+        report_unrecorded(&stream, batches, scan);
         let records = listing.records.iter().map(|(key, object)| (key, object));
         caught_up.compaction = Some(compact::Progress::from_listing(records));
     }

@@ -2,18 +2,19 @@
 //! streamed: the local journal's log is read entry by entry, once to learn
 //! where it ends and again for each pass a command makes; the remote
 //! records after it (what the journal lacks: usually nothing) and the
-//! snapshot and prune records (few) are held in memory. Memory stays flat
-//! however long the log is.
+//! snapshot and prune records (few) are held in memory. With no journal
+//! (a node whose state directory is gone) the whole log is read from the
+//! target in chunks for each pass instead. Memory stays flat however long
+//! the log is.
 //!
 //! Every pass reads the journal only up to where the first one ended, so a
 //! daemon appending meanwhile does not change what a command sees.
 
 use std::path::{Path, PathBuf};
 
-use super::{check_rebuild, check_start, remote_after};
+use super::{check_start, each_remote_chunk, list_batches, remote_after, report_unrecorded, scan_chunk};
 use crate::error::Error;
 use crate::manifest::journal;
-use crate::manifest::sequence::LogSpan;
 use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
 use crate::target::Target;
 use crate::target::keys;
@@ -32,6 +33,24 @@ pub enum Reach {
     Whole,
 }
 
+/// Where the log records after the journal's come from in each pass.
+enum Remote<'r> {
+    /// Fetched once (what a journal lacks: usually nothing), held.
+    Held(Vec<Record>),
+    /// The journal is empty: the whole log is read from the target again,
+    /// in chunks, for each pass.
+    Streamed(&'r dyn Target),
+}
+
+impl std::fmt::Debug for Remote<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remote::Held(log) => write!(f, "Held({} records)", log.len()),
+            Remote::Streamed(target) => write!(f, "Streamed({})", target.describe()),
+        }
+    }
+}
+
 /// A stream's manifest, ready to be read in passes.
 #[derive(Debug)]
 pub struct ManifestReader<'r> {
@@ -39,12 +58,12 @@ pub struct ManifestReader<'r> {
     journal: PathBuf,
     /// How much of the journal every pass reads.
     journal_len: u64,
-    /// The remote entries after the journal's.
-    remote: Manifest,
+    /// The remote log records after the journal's.
+    remote: Remote<'r>,
     /// The snapshots and prunes, journal's and remote's (few: held).
     side: Manifest,
-    /// Where each sequence ends, journal and remote together.
-    ends: Sequences,
+    /// The "pruned before P" mark of the latest prune, journal's or remote's.
+    pruned_before: Option<u64>,
 }
 
 impl<'r> ManifestReader<'r> {
@@ -53,7 +72,7 @@ impl<'r> ManifestReader<'r> {
     /// says. Writes nothing.
     pub fn open(
         state_dir: &Path,
-        target: &dyn Target,
+        target: &'r dyn Target,
         rules: &StreamRules<'r>,
         reach: Reach,
     ) -> Result<ManifestReader<'r>, Error> {
@@ -65,7 +84,7 @@ impl<'r> ManifestReader<'r> {
     /// (before the pruned mark is known: those below it too).
     pub fn open_visiting(
         state_dir: &Path,
-        target: &dyn Target,
+        target: &'r dyn Target,
         rules: &StreamRules<'r>,
         reach: Reach,
         mut visit: impl FnMut(&Record),
@@ -88,45 +107,51 @@ impl<'r> ManifestReader<'r> {
             log::warn!("stream {stream}: {}:{line}: torn final record ignored", path.display());
         }
         let known = read.ends;
+        let journal_len = read.valid_len;
+        if known == Sequences::default() {
+            // Nothing local: the whole manifest is remote, read again in
+            // chunks for every pass rather than held.
+            let batches = list_batches(target, stream)?;
+            let mut scan = None;
+            each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
+                scan_chunk(stream, &batches, &mut scan, &chunk)?;
+                chunk.log.iter().for_each(&mut visit);
+                side.snapshots.extend(chunk.snapshots);
+                side.prunes.extend(chunk.prunes);
+                Ok(())
+            })?;
+            report_unrecorded(stream, &batches, scan);
+            let pruned_before = side.pruned_before();
+            let (journal, remote) = (path, Remote::Streamed(target));
+            return Ok(ManifestReader { rules: *rules, journal, journal_len, remote, side, pruned_before });
+        }
         let after = known.last.map(|span| keys::record_key(stream, span.first, span.last, span.kind));
         let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
-        if known == Sequences::default() {
-            check_rebuild(target, stream, &remote)?;
-        }
-        let mut ends = known.clone();
-        ends.last = remote.log.last().map(LogSpan::of).or(known.last);
-        ends.last_snapshot = remote.snapshots.last().map(|s| s.position).or(known.last_snapshot);
-        ends.last_prune = remote.prunes.last().map(|p| (p.sequence, p.before)).or(known.last_prune);
+        let pruned_before = remote.prunes.last().map(|p| p.before).or(known.pruned_before());
         let start = first_log.or_else(|| remote.log.first().map(Record::first));
-        let listed_from_start = known.last.is_none();
         let check = match reach {
             Reach::End => false,
             Reach::Position(position) => start.is_some_and(|start| position < start),
             Reach::Whole => true,
         };
-        if check && !listed_from_start {
-            check_start(state_dir, target, rules, start, ends.pruned_before())?;
+        if check && known.last.is_some() {
+            check_start(state_dir, target, rules, start, pruned_before)?;
         }
         remote.log.iter().for_each(&mut visit);
-        let journal_len = read.valid_len;
-        side.snapshots.extend(remote.snapshots.iter().cloned());
-        side.prunes.extend(remote.prunes.iter().cloned());
-        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, ends })
+        side.snapshots.extend(remote.snapshots);
+        side.prunes.extend(remote.prunes);
+        let remote = Remote::Held(remote.log);
+        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, pruned_before })
     }
 
     /// The "pruned before P" mark of the latest prune.
     pub fn pruned_before(&self) -> Option<u64> {
-        self.ends.pruned_before()
+        self.pruned_before
     }
 
     /// The snapshots and prunes (an empty log).
     pub fn side(&self) -> &Manifest {
         &self.side
-    }
-
-    /// Where each sequence ends.
-    pub fn ends(&self) -> &Sequences {
-        &self.ends
     }
 
     /// Hand every live log record (not below the pruned mark) to `visit`,
@@ -152,9 +177,25 @@ impl<'r> ManifestReader<'r> {
         if !outcome? {
             return Ok(());
         }
-        for record in self.remote.log.iter().filter(|r| r.last() >= mark) {
-            if !visit(record.clone())? {
-                break;
+        match &self.remote {
+            Remote::Held(log) => {
+                for record in log.iter().filter(|r| r.last() >= mark) {
+                    if !visit(record.clone())? {
+                        break;
+                    }
+                }
+            }
+            Remote::Streamed(target) => {
+                let mut going = true;
+                let known = Sequences::default();
+                each_remote_chunk(*target, &self.rules, &known, None, &mut |chunk: Manifest| {
+                    for record in chunk.log.into_iter().filter(|r| r.last() >= mark) {
+                        if going {
+                            going = visit(record)?;
+                        }
+                    }
+                    Ok(())
+                })?;
             }
         }
         Ok(())
