@@ -38,9 +38,14 @@ pub fn ask(state_dir: &Path, request: &Request, on_info: &mut dyn FnMut(&str)) -
         Err(e) => return Err(Error::local("connect to the control socket", &path, e)),
     };
     let line = request.to_line().map_err(Error::Usage)?;
-    (&connection)
-        .write_all(format!("{line}\n").as_bytes())
-        .map_err(|e| Error::local("send the request on the control socket", &path, e))?;
+    // A server that refuses the client answers and closes without reading
+    // the request: the write then fails with a broken pipe while the
+    // refusal waits to be read, so the reply is read in that case too.
+    if let Err(e) = (&connection).write_all(format!("{line}\n").as_bytes())
+        && e.kind() != io::ErrorKind::BrokenPipe
+    {
+        return Err(Error::local("send the request on the control socket", &path, e));
+    }
     read_reply(&connection, &path, on_info).map(Answer::Reply)
 }
 
