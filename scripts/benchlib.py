@@ -522,7 +522,7 @@ def cmd_report(args):
         out.append(transfer_table(restore, ["many"], ["archive", "restore", "cp+sync"]))
     other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep", "rebuild")]
     if other:
-        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
+        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest, remote manifest (rebuild)\n")
         body = []
         by_label = {}
         for r in other:
