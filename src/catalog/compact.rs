@@ -220,6 +220,10 @@ pub struct Compactor {
     /// Journal byte offset of the line holding the log record that starts
     /// at each position (those found so far).
     offsets: BTreeMap<u64, u64>,
+    /// The journal's log ended here when the next level-1 group was last
+    /// found incomplete: until it grows, there is nothing to read (an idle
+    /// stream's passes cost nothing).
+    incomplete_at: Option<u64>,
 }
 
 /// What one step did.
@@ -269,7 +273,14 @@ impl Compactor {
         } else {
             progress
         };
-        Compactor { stream: stream.to_string(), fanout, progress, path, offsets: BTreeMap::new() }
+        Compactor {
+            stream: stream.to_string(),
+            fanout,
+            progress,
+            path,
+            offsets: BTreeMap::new(),
+            incomplete_at: None,
+        }
     }
 
     /// Where compaction stands.
@@ -281,6 +292,7 @@ impl Compactor {
     pub fn adopt(&mut self, progress: Progress) -> Result<(), Error> {
         self.progress = progress;
         self.offsets.clear();
+        self.incomplete_at = None;
         self.save()
     }
 
@@ -337,11 +349,13 @@ impl Compactor {
                 None => return Ok(None),
             },
         };
-        if journal.last().is_none_or(|last| last.last() < from) {
+        let end = journal.last().map(Record::last);
+        if end.is_none_or(|end| end < from) || end == self.incomplete_at {
             return Ok(None);
         }
         let group = self.read_group(journal, from, self.fanout, None)?;
         if !group.complete {
+            self.incomplete_at = end;
             return Ok(None);
         }
         let (first, last) = (group.first, group.last);
