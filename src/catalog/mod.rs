@@ -21,6 +21,7 @@
 pub mod assemble;
 pub mod compact;
 pub mod reader;
+mod record_check;
 mod remote;
 pub mod verify;
 
@@ -265,14 +266,10 @@ pub fn catch_up(
     Ok(caught_up)
 }
 
-/// The whole manifest for reading (list, restore, fetch, verify): the local
-/// journal, if any, followed by the remote records after it. Writes nothing.
-pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
-    load_noting_start(state_dir, target, rules).map(|(manifest, _)| manifest)
-}
-
-/// [`load`], and whether the remote records were listed from their start
-/// (the local journal held no log record).
+/// The whole manifest for reading (`restore`): the local journal, if any,
+/// followed by the remote records after it, and whether the remote records
+/// were listed from their start (the local journal held no log record).
+/// Writes nothing.
 fn load_noting_start(
     state_dir: &Path,
     target: &dyn Target,
@@ -298,10 +295,10 @@ fn load_noting_start(
     Ok((manifest, listed_from_start))
 }
 
-/// [`load`], for the commands that read the whole manifest anyway (`list`,
-/// `restore`): when the log begins above the pruned mark (or above 0), the
-/// remote log records are also listed from the start, so a local journal
-/// that lost its first records is a hole naming them, not a later start.
+/// The whole manifest, for `restore`, which holds it anyway: when the log
+/// begins above the pruned mark (or above 0), the remote log records are
+/// also listed from the start, so a local journal that lost its first
+/// records is a hole naming them, not a later start.
 pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
     let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
     if !listed_from_start {
