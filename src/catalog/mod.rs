@@ -378,7 +378,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
-        let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
+        let manifest = load_whole(&dir.join("state"), &target, &rules).expect("loads");
         assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
     }
 
