@@ -21,11 +21,19 @@
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
 //! validate the record; [`mapguard`] survives a segment truncated under its
-//! map) → `stream::upload` (store, or find it already stored; [`target`]
-//! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
+//! map; with `compression = zstd`, [`frames`] measures each segment's zstd
+//! frame) → `stream::upload` (store, or find it already stored; [`target`]
+//! with its [`target::keys`], file and S3 backends; zstd frames produced
+//! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement; between passes
 //! [`catalog::compact`] folds the remote record objects into larger ones).
+//!
+//! Snapshots: between passes the stream's thread starts a [`snapshot`] job
+//! when the rule says one is due or one is asked for (`stream::snapshots`);
+//! the job runs the command and stores its output on a thread of its own
+//! and comes back through the mailbox to be recorded. The daemon answers
+//! `walship snapshot` over its [`control`] socket.
 //!
 //! Around them: [`config`] (the INI file, every setting validated once),
 //! [`statedir`] (every path under `state_dir`, the stream lock, stale temp
@@ -33,9 +41,14 @@
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
-//! from its pieces'), [`human`] (counts and sizes for people). The remote
-//! records alone suffice to restore ([`restore`]), to verify
-//! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
+//! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
+//! (the terminal progress line of restore and verify). The remote
+//! records alone suffice to restore ([`restore`], from the newest snapshot
+//! at or before a position: `restore::start`; it decodes and checks zstd
+//! frames through [`frames::decode`]), to verify
+//! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
+//! what a prune deletes; `stream::retention` records each prune before
+//! deleting (the daemon every `prune_interval`, `run --once`, `prune`). [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
 //!
@@ -53,6 +66,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod frames;
 pub mod human;
 pub mod list;
 pub mod manifest;
@@ -61,7 +75,9 @@ pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod restore;
+pub mod retention;
 pub mod retry;
 pub mod signals;
 pub mod snapshot;

@@ -21,7 +21,7 @@ use crate::catalog::reader::{ManifestReader, Reach};
 use crate::cli::ListRows;
 use crate::error::Error;
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Encoding, Record, SnapshotRecord, StreamRules};
 use crate::target::Target;
 
 /// A paged list shows this many lines at its start and at its end.
@@ -87,11 +87,15 @@ pub fn row(record: &Record) -> String {
     let range = format!("{}..{}", record.first(), record.last());
     match record {
         Record::Batch(b) => format!(
-            "  {range:<23} {:>8} {:>11}  {:08x}  {}\n",
+            "  {range:<23} {:>8} {:>11}  {:08x}  {}{}\n",
             b.segments.len(),
             human_bytes(b.size),
             b.crc32,
-            b.key
+            b.key,
+            match b.stored.encoding {
+                Encoding::Identity => String::new(),
+                Encoding::ZstdFrames => format!(" (zstd frames, {} stored)", human_bytes(b.stored.size)),
+            }
         ),
         Record::Gap(g) => format!("  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}\n", "-", "-", "-", g.reason),
     }
@@ -146,6 +150,7 @@ pub fn list_stream(
     let terminal = stdout.is_terminal();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut write = |text: &str| out.write_all(text.as_bytes()).map_err(Error::Output);
+    crate::stream::retention::checked_prunes(rules.name, &reader.prunes_with_pruned_log()?)?;
     if let Some(before) = reader.pruned_before() {
         write(&format!("stream {}: positions before {before} were pruned\n", rules.name))?;
     }

@@ -138,6 +138,8 @@ struct Plan {
     requests: u64,
     /// One line per injected fault: fault, kind, request line.
     injected: Vec<String>,
+    /// Every request: its kind, request line and Range header (if any).
+    seen: Vec<(Kind, String)>,
 }
 
 impl Plan {
@@ -235,6 +237,17 @@ impl FaultProxy {
     /// Requests seen (refused connections included).
     pub fn requests(&self) -> u64 {
         self.shared.plan().requests
+    }
+
+    /// The requests of `kind` so far: request line and Range header.
+    pub fn seen(&self, kind: Kind) -> Vec<String> {
+        self.shared
+            .plan()
+            .seen
+            .iter()
+            .filter(|(k, _)| kind.matches(*k))
+            .map(|(_, line)| line.clone())
+            .collect()
     }
 
     /// Faults injected so far, one line each.
@@ -460,6 +473,8 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let fault = {
         let mut plan = shared.plan();
         plan.requests += 1;
+        let range = request.header("range").map(|r| format!(" range: {r}")).unwrap_or_default();
+        plan.seen.push((kind, format!("{method} {target}{range}")));
         plan.decide(Some((kind, &format!("{method} {target}"))))
     };
     match fault {

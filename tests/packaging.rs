@@ -35,6 +35,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",
@@ -50,6 +51,8 @@ const STREAM_KEYS: &[&str] = &[
     "keep_snapshots",
     "on_archived",
     "manifest_compaction",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {

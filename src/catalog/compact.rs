@@ -460,7 +460,8 @@ impl Compactor {
 
     fn put(&self, target: &dyn Target, key: &str, text: &str) -> Result<(), Error> {
         let bytes = text.as_bytes();
-        let body = Upload { pieces: &[bytes], size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
+        let pieces = [bytes];
+        let body = Upload::pieces(&pieces, bytes.len() as u64, crc32fast::hash(bytes));
         target.put(key, &body).map_err(|e| Error::target(&self.stream, e))
     }
 

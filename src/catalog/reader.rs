@@ -154,6 +154,22 @@ impl<'r> ManifestReader<'r> {
         &self.side
     }
 
+    /// The snapshots and prunes with the log records below the pruned mark
+    /// (what `retention::check_prunes` looks at): read in a pass that stops
+    /// at the mark, held (the pruned part of the log only).
+    pub fn prunes_with_pruned_log(&self) -> Result<Manifest, Error> {
+        let mut manifest = self.side.clone();
+        let Some(mark) = self.pruned_before else { return Ok(manifest) };
+        self.each_record(|record| {
+            let below = record.last() < mark;
+            if below {
+                manifest.log.push(record);
+            }
+            Ok(below)
+        })?;
+        Ok(manifest)
+    }
+
     /// Hand every live log record (not below the pruned mark) to `visit`,
     /// in order, while it returns `Ok(true)`.
     pub fn each_live_record(
@@ -161,13 +177,19 @@ impl<'r> ManifestReader<'r> {
         mut visit: impl FnMut(Record) -> Result<bool, Error>,
     ) -> Result<(), Error> {
         let mark = self.pruned_before().unwrap_or(0);
+        self.each_record(|record| if record.last() >= mark { visit(record) } else { Ok(true) })
+    }
+
+    /// Hand every log record (those below the pruned mark too) to `visit`,
+    /// in order, while it returns `Ok(true)`.
+    fn each_record(&self, mut visit: impl FnMut(Record) -> Result<bool, Error>) -> Result<(), Error> {
         let mut outcome = Ok(true);
         journal::read_from(&self.journal, &self.rules, 0, |entry, _, end| {
             if end > self.journal_len {
                 return false;
             }
             match entry {
-                Entry::Log(record) if record.last() >= mark => {
+                Entry::Log(record) => {
                     outcome = visit(record);
                     matches!(outcome, Ok(true))
                 }
@@ -179,7 +201,7 @@ impl<'r> ManifestReader<'r> {
         }
         match &self.remote {
             Remote::Held(log) => {
-                for record in log.iter().filter(|r| r.last() >= mark) {
+                for record in log {
                     if !visit(record.clone())? {
                         break;
                     }
@@ -189,7 +211,7 @@ impl<'r> ManifestReader<'r> {
                 let mut going = true;
                 let known = Sequences::default();
                 each_remote_chunk(*target, &self.rules, &known, None, &mut |chunk: Manifest| {
-                    for record in chunk.log.into_iter().filter(|r| r.last() >= mark) {
+                    for record in chunk.log {
                         if going {
                             going = visit(record)?;
                         }

@@ -54,6 +54,8 @@ pub struct Global {
     /// Optional; absolute path of a node_exporter textfile.
     pub metrics_file: Option<PathBuf>,
     pub log_level: log::LevelFilter,
+    /// More than 0: how often a running daemon applies retention.
+    pub prune_interval: Duration,
 }
 
 /// Read the `[global]` section.
@@ -80,6 +82,7 @@ pub fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         metrics_listen: f.optional("metrics_listen", parse_listen)?,
         metrics_file: f.optional("metrics_file", absolute_path)?,
         log_level: f.value("log_level", parse_log_level)?,
+        prune_interval: f.value("prune_interval", positive_duration)?,
     })
 }
 
@@ -172,6 +175,7 @@ mod tests {
             ("poll_interval = 5", "poll_interval", "no unit; write e.g. 5s"),
             ("poll_interval = 0s", "poll_interval", "> 0"),
             ("poll_interval = 400d", "poll_interval", "at most 365d"),
+            ("prune_interval = 0s", "prune_interval", "> 0"),
             ("backoff_min = 10s", "backoff_min", "must be at least backoff_min"),
             ("backoff_max = 1ms", "backoff_max", "must be at least backoff_min"),
             ("metrics_listen = localhost", "metrics_listen", "IP:PORT"),

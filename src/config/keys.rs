@@ -66,6 +66,7 @@ pub const KEYS: &[Key] = &[
     global("metrics_listen", Off),
     global("metrics_file", Off),
     global("log_level", Default("info")),
+    global("prune_interval", Default("1h")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),
@@ -79,6 +80,9 @@ pub const KEYS: &[Key] = &[
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
     stream("manifest_compaction", Default("1000")),
+    stream("compression", Default("none")),
+    // Only with compression = zstd (see stream.rs).
+    stream("compression_level", Off),
 ];
 
 /// The key `name` of `section`, if there is one.
