@@ -342,6 +342,10 @@ impl Compactor {
     }
 
     fn write_level1(&mut self, target: &dyn Target, journal: &Journal) -> Result<Option<Done>, Error> {
+        let end = journal.last().map(Record::last);
+        if end.is_none() || end == self.incomplete_at {
+            return Ok(None);
+        }
         let from = match self.progress.through() {
             Some(through) => through + 1,
             None => match self.first_log_position(journal)? {
@@ -349,8 +353,7 @@ impl Compactor {
                 None => return Ok(None),
             },
         };
-        let end = journal.last().map(Record::last);
-        if end.is_none_or(|end| end < from) || end == self.incomplete_at {
+        if end.is_none_or(|end| end < from) {
             return Ok(None);
         }
         let group = self.read_group(journal, from, self.fanout, None)?;
