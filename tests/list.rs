@@ -84,10 +84,10 @@ fn a_long_list_shows_its_ends_on_a_terminal_and_everything_into_a_pipe() {
     assert_eq!(shown, ["5..5", "6..6", "7..7"]);
 }
 
-/// A journal of many records (a copy of one archived record, renumbered)
-/// is listed whole, in order, streamed from the journal.
+/// A long generated journal is listed whole, in order, verified (every gap
+/// reported) and searched by `fetch`, each streamed from the journal.
 #[test]
-fn a_long_generated_journal_is_listed_whole() {
+fn a_long_generated_journal_is_listed_verified_and_searched_whole() {
     let setup = Setup::new("list-long", 1, "seal = spool\nmanifest_compaction = 0");
     setup.write_segments(1..=1, 10);
     setup.ok(&["run", "--once"]);
@@ -111,4 +111,20 @@ fn a_long_generated_journal_is_listed_whole() {
     let gaps: Vec<&str> = listed.lines().filter(|line| line.contains("GAP:")).collect();
     assert_eq!(gaps.len() as u64, total);
     assert!(gaps[total as usize - 1].trim_start().starts_with(&format!("{total}..{total} ")));
+
+    let verified = setup.walship(&["verify", "-s", "s"]);
+    let report = stdout(&verified);
+    assert_eq!(
+        report.lines().filter(|line| line.contains(": gap ")).count() as u64,
+        total,
+        "{}",
+        stderr(&verified)
+    );
+    assert!(
+        report.contains("stream s: 0 batches checked"),
+        "{}",
+        &report[report.len().saturating_sub(300)..]
+    );
+    let fetched = setup.walship(&["fetch", "-s", "s", &segment_name(total), "-"]);
+    assert_eq!(fetched.status.code(), Some(3), "a gap holds no segment: {}", stderr(&fetched));
 }
