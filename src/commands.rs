@@ -138,8 +138,9 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
-    stream::retention::checked_prunes(&stream.name, &manifest)?;
+    let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
+    stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
+    let manifest = reader.for_restore(request.position)?;
     let report = restore::restore(&manifest, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     let snapshot = report.snapshot.map_or(String::new(), |p| {

@@ -267,7 +267,7 @@ pub fn catch_up(
     Ok(caught_up)
 }
 
-/// The whole manifest for reading (`restore`): the local journal, if any,
+/// The whole manifest for reading (`prune --dry-run`): the local journal, if any,
 /// followed by the remote records after it, and whether the remote records
 /// were listed from their start (the local journal held no log record).
 /// Writes nothing.
@@ -296,7 +296,7 @@ fn load_noting_start(
     Ok((manifest, listed_from_start))
 }
 
-/// The whole manifest, for `restore`, which holds it anyway: when the log
+/// The whole manifest, for `prune --dry-run`, which plans on it: when the log
 /// begins above the pruned mark (or above 0), the remote log records are
 /// also listed from the start, so a local journal that lost its first
 /// records is a hole naming them, not a later start.
@@ -379,7 +379,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
-        let manifest = load_whole(&dir.join("state"), &target, &rules).expect("loads");
+        let (manifest, _) = remote_after(&target, &rules, &Sequences::default(), None).expect("loads");
         assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
     }
 

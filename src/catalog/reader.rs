@@ -19,7 +19,7 @@ use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
 use crate::target::Target;
 use crate::target::keys;
 
-/// How far back the remote records are listed (see [`super::load_whole`]).
+/// How far back the remote records are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
     /// Only what follows the journal.
@@ -64,6 +64,8 @@ pub struct ManifestReader<'r> {
     side: Manifest,
     /// The "pruned before P" mark of the latest prune, journal's or remote's.
     pruned_before: Option<u64>,
+    /// The last position the log covers.
+    end: Option<u64>,
 }
 
 impl<'r> ManifestReader<'r> {
@@ -108,6 +110,7 @@ impl<'r> ManifestReader<'r> {
         }
         let known = read.ends;
         let journal_len = read.valid_len;
+        let mut end = known.log_end();
         if known == Sequences::default() {
             // Nothing local: the whole manifest is remote, read again in
             // chunks for every pass rather than held.
@@ -116,6 +119,7 @@ impl<'r> ManifestReader<'r> {
             each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
                 scan_chunk(stream, &batches, &mut scan, &chunk)?;
                 chunk.log.iter().for_each(&mut visit);
+                end = chunk.log.last().map(Record::last).or(end);
                 side.snapshots.extend(chunk.snapshots);
                 side.prunes.extend(chunk.prunes);
                 Ok(())
@@ -123,7 +127,15 @@ impl<'r> ManifestReader<'r> {
             report_unrecorded(stream, &batches, scan);
             let pruned_before = side.pruned_before();
             let (journal, remote) = (path, Remote::Streamed(target));
-            return Ok(ManifestReader { rules: *rules, journal, journal_len, remote, side, pruned_before });
+            return Ok(ManifestReader {
+                rules: *rules,
+                journal,
+                journal_len,
+                remote,
+                side,
+                pruned_before,
+                end,
+            });
         }
         let after = known.last.map(|span| keys::record_key(stream, span.first, span.last, span.kind));
         let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
@@ -138,10 +150,11 @@ impl<'r> ManifestReader<'r> {
             check_start(state_dir, target, rules, start, pruned_before)?;
         }
         remote.log.iter().for_each(&mut visit);
+        end = remote.log.last().map(Record::last).or(end);
         side.snapshots.extend(remote.snapshots);
         side.prunes.extend(remote.prunes);
         let remote = Remote::Held(remote.log);
-        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, pruned_before })
+        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, pruned_before, end })
     }
 
     /// The "pruned before P" mark of the latest prune.
@@ -167,6 +180,32 @@ impl<'r> ManifestReader<'r> {
             }
             Ok(below)
         })?;
+        Ok(manifest)
+    }
+
+    /// What a restore up to `position` (`None`: the end) reads, as a
+    /// manifest: the snapshots and prunes, the live log records after the
+    /// newest live snapshot at or before it (all of them without one) up
+    /// to the one holding `position`, and the log's last record, pruned or
+    /// not (where the archive ends). With snapshots, memory stays flat whatever the log's
+    /// length.
+    pub fn for_restore(&self, position: Option<u64>) -> Result<Manifest, Error> {
+        let mut manifest = self.side.clone();
+        let limit = position.or(self.end).unwrap_or(0);
+        let after = manifest.live_snapshots().take_while(|s| s.position <= limit).last().map(|s| s.position);
+        let mark = self.pruned_before.unwrap_or(0);
+        let mut last = None;
+        self.each_record(|record| {
+            let live = record.last() >= mark;
+            let wanted = live && after.is_none_or(|after| record.last() > after) && record.first() <= limit;
+            if wanted {
+                manifest.log.push(record);
+            } else if Some(record.last()) == self.end {
+                last = Some(record);
+            }
+            Ok(true)
+        })?;
+        manifest.log.extend(last);
         Ok(manifest)
     }
 
