@@ -102,3 +102,31 @@ fn sigkill_at_every_compaction_step_leaves_a_complete_manifest() {
     setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
     assert_same_files(&setup.src, &restored);
 }
+
+/// The state directory follows its archive to a new address even when the
+/// journal's last record was folded by compaction: the binding check finds
+/// the compacted object that holds it.
+#[test]
+fn a_moved_archive_whose_last_record_was_folded_is_still_recognised() {
+    let setup = Setup::new("compaction-moved", 1, "seal = spool\nmanifest_compaction = 3");
+    setup.write_segments(1..=9, 100);
+    setup.ok(&["run", "--once"]);
+    assert_eq!(record_names(&setup), [range(1, 9, "l2")], "every record folded");
+    let moved = setup.dir.path.join("moved-archive");
+    fs::rename(&setup.archive, &moved).unwrap();
+    let text = fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace(&setup.archive.display().to_string(), &moved.display().to_string());
+    fs::write(&setup.config, text).unwrap();
+    setup.write_segments(10..=10, 100);
+
+    let out = setup.walship(&["run", "--once"]);
+    assert_success(&out, &["run", "--once"]);
+    assert!(
+        stderr(&out).contains(&format!("{}, with the journal's last record", range(1, 9, "l2"))),
+        "{}",
+        stderr(&out)
+    );
+    let binding = fs::read_to_string(setup.state.join("s").join("target")).unwrap();
+    assert_eq!(binding.trim_end(), format!("file://{}", moved.display()));
+}
