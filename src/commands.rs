@@ -134,9 +134,16 @@ fn list(config: &Config, stream: Option<&str>, rows: ListRows) -> Result<(), Err
     Ok(())
 }
 
+/// Restores and fetches download at `restore_bandwidth_limit`, when set.
+fn limit_downloads(config: &Config) {
+    let limit = config.global.metered.restore_bandwidth_limit;
+    crate::bandwidth::downloads().set_limit(crate::bandwidth::Limit::from_settings(limit, None));
+}
+
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
+    limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
     stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
@@ -162,6 +169,7 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
 fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
+    limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reach = stream.naming.position(name).map_or(Reach::End, Reach::Position);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, reach)?;

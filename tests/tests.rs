@@ -33,6 +33,8 @@ mod library;
 mod list;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
+/// Metered links: bandwidth limit and schedule, data budget, backlog limit.
+mod metered;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.
 mod packaging;
 /// Overlapping state_dir, target and stream directories are refused.
