@@ -165,6 +165,9 @@ impl Target for FileTarget {
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
         log::trace!("file target: DELETE {} keys", keys.len());
+        // Each directory a file left is synced once, after all the removals
+        // (compaction deletes a thousand record objects of one directory).
+        let mut dirs: std::collections::BTreeMap<PathBuf, &str> = std::collections::BTreeMap::new();
         for key in keys {
             let path = self.path_of("delete", key)?;
             match fs::remove_file(&path) {
@@ -172,8 +175,10 @@ impl Target for FileTarget {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("delete", key, &path, e)),
             }
-            let dir = path.parent().unwrap_or(&self.root);
-            durable::sync_dir(dir).map_err(|e| io_error("delete", key, dir, e))?;
+            dirs.entry(path.parent().unwrap_or(&self.root).to_path_buf()).or_insert(key);
+        }
+        for (dir, key) in dirs {
+            durable::sync_dir(&dir).map_err(|e| io_error("delete", key, &dir, e))?;
         }
         Ok(())
     }
