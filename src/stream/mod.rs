@@ -16,8 +16,10 @@
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
-//! nothing is ready. Records adopted from the target are checked against the
-//! local segments first (`adopt`).
+//! nothing is ready, then folds remote record objects for a moment
+//! (`catalog::compact`, at most [`COMPACTION_SLICE`] per pass). Records
+//! adopted from the target are checked against the local segments first
+//! (`adopt`).
 //!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
 //! snapshot jobs (when one is due, running it beside the passes, recording
@@ -62,7 +64,7 @@ use crate::target::Target;
 pub const MARK_SUFFIX: &str = ".archived";
 
 /// The longest a pass spends compacting the remote manifest when it ends.
-const COMPACTION_SLICE: Duration = Duration::from_millis(200);
+pub const COMPACTION_SLICE: Duration = Duration::from_millis(200);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
