@@ -343,3 +343,61 @@ fn an_incomplete_group_is_not_read_again_until_the_journal_grows() {
     assert_eq!(compactor.step(&archive.target, &archive.journal).expect("nothing read"), None);
     std::fs::rename(archive.dir.join("aside"), archive.journal.path()).expect("move back");
 }
+
+/// A target on which a compaction step runs between a reader's listing and
+/// its first download: what a reader meets while the daemon compacts.
+struct CompactingMidRead<'a> {
+    archive: &'a Archive,
+    compacted: Mutex<bool>,
+}
+
+impl Target for CompactingMidRead<'_> {
+    fn describe(&self) -> String {
+        "compacting".into()
+    }
+    fn place(&self) -> String {
+        "compacting".into()
+    }
+    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        self.archive.target.put(key, body)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        self.archive.target.head(key)
+    }
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, TargetError> {
+        let mut compacted = self.compacted.lock().unwrap();
+        if !*compacted {
+            *compacted = true;
+            self.archive.compact(&mut self.archive.compactor(3), &self.archive.target).expect("compacts");
+        }
+        drop(compacted);
+        self.archive.target.get(key, range, out)
+    }
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.archive.target.list(prefix, start_after)
+    }
+    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        self.archive.target.delete(keys)
+    }
+    fn check(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_reader_that_finds_a_listed_object_folded_lists_again() {
+    let archive = archive("mid-read", 20);
+    let expected = archive.journal_manifest();
+    let target = CompactingMidRead { archive: &archive, compacted: Mutex::new(false) };
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let (manifest, _) = super::super::remote_after(&target, &rules, &Sequences::default(), None)
+        .expect("read again after the fold");
+    assert_eq!(manifest, expected);
+    assert!(archive.record_keys().iter().any(|key| key.ends_with(".l2")), "the fold happened");
+}
