@@ -15,8 +15,11 @@
 //! snapshot records), so resuming costs one LIST request or a few.
 //!
 //! Turning listed record objects into entries is the pure [`assemble`];
+//! reading them a chunk at a time is `remote` (a rebuild, [`catch_up`]);
+//! reading a whole manifest in passes, for the commands, is [`reader`];
 //! folding record objects into larger ones is [`compact`]; checking an
-//! archive for damage is [`verify`].
+//! archive for damage is [`verify`] (its record-object checks in
+//! `record_check`).
 
 pub mod assemble;
 pub mod compact;

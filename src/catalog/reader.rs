@@ -1,5 +1,5 @@
-//! A stream's manifest for the commands that read it (`list`, `fetch`),
-//! streamed: the local journal's log is read entry by entry, once to learn
+//! A stream's manifest for the commands that read it (`list`, `fetch`,
+//! `verify`, `restore`), streamed: the local journal's log is read entry by entry, once to learn
 //! where it ends and again for each pass a command makes; the remote
 //! records after it (what the journal lacks: usually nothing) and the
 //! snapshot and prune records (few) are held in memory. With no journal
