@@ -384,7 +384,7 @@ pub fn unrecorded_batches(
     batch_objects: &[ObjectInfo],
     manifest: &Manifest,
 ) -> Result<Vec<Unrecorded>, ManifestError> {
-    let mut scan = UnrecordedScan::new(stream, batch_objects, manifest.pruned_before());
+    let mut scan = UnrecordedScan::new(stream, batch_objects.iter().cloned(), manifest.pruned_before());
     for record in manifest.live_log() {
         scan.record(record)?;
     }
@@ -395,19 +395,24 @@ pub fn unrecorded_batches(
 /// (sorted by key, as listed) are walked beside the records, one record at
 /// a time.
 pub struct UnrecordedScan<'a> {
-    objects: std::iter::Peekable<Box<dyn Iterator<Item = (u64, u64, &'a str)> + 'a>>,
+    objects: std::iter::Peekable<Box<dyn Iterator<Item = (u64, u64, String)> + 'a>>,
     mark: u64,
     started: bool,
     found: Vec<Unrecorded>,
 }
 
 impl<'a> UnrecordedScan<'a> {
-    /// `batch_objects` as listed; `pruned_before` the log's final mark.
-    pub fn new(stream: &'a str, batch_objects: &'a [ObjectInfo], pruned_before: Option<u64>) -> Self {
-        let ranges = batch_objects.iter().filter_map(move |object| {
-            keys::parse_batch_key(stream, &object.key).map(|(first, last)| (first, last, object.key.as_str()))
+    /// `batch_objects` as listed (in key order, may be read lazily, page by
+    /// page); `pruned_before` the log's final mark.
+    pub fn new(
+        stream: &'a str,
+        batch_objects: impl Iterator<Item = ObjectInfo> + 'a,
+        pruned_before: Option<u64>,
+    ) -> Self {
+        let ranges = batch_objects.filter_map(move |object| {
+            keys::parse_batch_key(stream, &object.key).map(|(first, last)| (first, last, object.key))
         });
-        let objects: Box<dyn Iterator<Item = (u64, u64, &'a str)> + 'a> = Box::new(ranges);
+        let objects: Box<dyn Iterator<Item = (u64, u64, String)> + 'a> = Box::new(ranges);
         UnrecordedScan {
             objects: objects.peekable(),
             mark: pruned_before.unwrap_or(0),
@@ -427,14 +432,14 @@ impl<'a> UnrecordedScan<'a> {
             while let Some((first, last, key)) = self.objects.next_if(|&(first, ..)| first < record.first()) {
                 if last >= self.mark {
                     let last = last.min(record.first() - 1);
-                    return Err(ManifestError::Hole { location: key.to_string(), first, last });
+                    return Err(ManifestError::Hole { location: key, first, last });
                 }
             }
         }
         while let Some((_, last, key)) = self.objects.next_if(|&(first, ..)| first <= record.last()) {
             let recorded = matches!(record, Record::Batch(batch) if batch.key == key);
             if last >= self.mark && !recorded {
-                self.found.push(Unrecorded::Orphan(key.to_string()));
+                self.found.push(Unrecorded::Orphan(key));
             }
         }
         Ok(())
@@ -445,9 +450,7 @@ impl<'a> UnrecordedScan<'a> {
         let mark = self.mark;
         let mut found = self.found;
         found.extend(
-            self.objects
-                .filter(|&(_, last, _)| last >= mark)
-                .map(|(_, _, key)| Unrecorded::Pending(key.to_string())),
+            self.objects.filter(|&(_, last, _)| last >= mark).map(|(_, _, key)| Unrecorded::Pending(key)),
         );
         found
     }

@@ -401,3 +401,81 @@ fn a_reader_that_finds_a_listed_object_folded_lists_again() {
     assert_eq!(manifest, expected);
     assert!(archive.record_keys().iter().any(|key| key.ends_with(".l2")), "the fold happened");
 }
+
+/// The memory target, listing two keys per page (and failing, if asked,
+/// after the first page).
+struct Paged<'a> {
+    inner: &'a MemoryTarget,
+    fail_after_first: bool,
+}
+
+impl Target for Paged<'_> {
+    fn describe(&self) -> String {
+        "paged".into()
+    }
+    fn place(&self) -> String {
+        "paged".into()
+    }
+    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        self.inner.put(key, body)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        self.inner.head(key)
+    }
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, TargetError> {
+        self.inner.get(key, range, out)
+    }
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.inner.list(prefix, start_after)
+    }
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        for (index, page) in self.inner.list(prefix, start_after)?.chunks(2).enumerate() {
+            if index == 1 && self.fail_after_first {
+                return Err(TargetError::Transient {
+                    op: "list".into(),
+                    key: prefix.into(),
+                    detail: "x".into(),
+                });
+            }
+            if !visit(page.to_vec()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        self.inner.delete(keys)
+    }
+    fn check(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn batch_objects_are_walked_page_by_page_and_a_listing_failure_is_reported() {
+    let memory = MemoryTarget::default();
+    for position in 0..7 {
+        memory.insert(&keys::batch_key(STREAM, position, position), b"x");
+    }
+    let paged = Paged { inner: &memory, fail_after_first: false };
+    let all = super::super::with_batch_objects(&paged, STREAM, |objects| {
+        Ok(objects.map(|o| o.key).collect::<Vec<_>>())
+    });
+    let expected: Vec<String> = (0..7).map(|p| keys::batch_key(STREAM, p, p)).collect();
+    assert_eq!(all.expect("listed"), expected);
+    let first = super::super::with_batch_objects(&paged, STREAM, |objects| Ok(objects.next().map(|o| o.key)));
+    assert_eq!(first.expect("stops early"), Some(expected[0].clone()));
+    let failing = Paged { inner: &memory, fail_after_first: true };
+    let error = super::super::with_batch_objects(&failing, STREAM, |objects| Ok(objects.count()));
+    assert!(error.expect_err("the listing failed").to_string().contains("list"), "reported");
+}

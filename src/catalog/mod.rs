@@ -38,7 +38,7 @@ use crate::manifest::{
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
-use assemble::Unrecorded;
+use assemble::{Listing, Unrecorded};
 use remote::{each_remote_chunk, remote_after};
 
 /// The key of the level-0 remote object holding `entry`.
@@ -123,36 +123,90 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
     Ok(())
 }
 
-/// Every batch object of `stream`.
+/// Every batch object of `stream` (for `prune --dry-run`'s whole-manifest
+/// check).
 fn list_batches(target: &dyn Target, stream: &str) -> Result<Vec<ObjectInfo>, Error> {
     target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))
 }
 
-/// Compare `batches` with the records of the next `chunk` of a rebuild
-/// (the first chunk holds every prune, so its mark is the final one).
-fn scan_chunk<'a>(
-    stream: &'a str,
-    batches: &'a [ObjectInfo],
-    scan: &mut Option<assemble::UnrecordedScan<'a>>,
-    chunk: &Manifest,
-) -> Result<(), Error> {
-    let scan =
-        scan.get_or_insert_with(|| assemble::UnrecordedScan::new(stream, batches, chunk.pruned_before()));
-    for record in &chunk.log {
-        scan.record(record)?;
-    }
-    Ok(())
+/// Run `walk` over `stream`'s batch objects in key order, listed a page at
+/// a time by a helper thread as `walk` reads them ([`Target::list_pages`]):
+/// memory holds a page or two, not the listing of a long archive.
+pub(crate) fn with_batch_objects<T>(
+    target: &dyn Target,
+    stream: &str,
+    walk: impl FnOnce(&mut dyn Iterator<Item = ObjectInfo>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    std::thread::scope(|scope| {
+        let (pages, received) = std::sync::mpsc::sync_channel(1);
+        let prefix = keys::batches_prefix(stream);
+        let lister = scope.spawn(move || {
+            let listed = target.list_pages(&prefix, None, &mut |page| pages.send(Ok(page)).is_ok());
+            if let Err(error) = listed {
+                let _ = pages.send(Err(error));
+            }
+        });
+        let mut failure = None;
+        let mut objects = received
+            .into_iter()
+            .map_while(|page: Result<Vec<ObjectInfo>, crate::target::TargetError>| match page {
+                Ok(page) => Some(page),
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            })
+            .flatten();
+        let walked = walk(&mut objects);
+        // Dropping the receiver ends a listing the walk stopped reading.
+        drop(objects);
+        if lister.join().is_err() {
+            log::error!("stream {stream}: the batch listing's thread panicked");
+        }
+        match failure {
+            Some(error) => Err(Error::target(stream, error)),
+            None => walked,
+        }
+    })
 }
 
-/// Log the batch objects a rebuilt manifest does not record (`scan` saw
-/// its records).
-fn report_unrecorded<'a>(
+/// A rebuild's comparison of the batch objects with the records, chunk by
+/// chunk as they arrive (the first chunk holds every prune, so its mark is
+/// the final one): a batch object below the first live record is a hole.
+pub(crate) struct RebuildScan<'a> {
     stream: &'a str,
-    batches: &'a [ObjectInfo],
+    /// The batch objects, until the first chunk starts the scan.
+    objects: Option<&'a mut dyn Iterator<Item = ObjectInfo>>,
     scan: Option<assemble::UnrecordedScan<'a>>,
-) {
-    let scan = scan.unwrap_or_else(|| assemble::UnrecordedScan::new(stream, batches, None));
-    report_found(stream, scan.finish());
+}
+
+impl<'a> RebuildScan<'a> {
+    pub(crate) fn new(stream: &'a str, objects: &'a mut dyn Iterator<Item = ObjectInfo>) -> Self {
+        RebuildScan { stream, objects: Some(objects), scan: None }
+    }
+
+    /// Compare the records of the next `chunk`.
+    pub(crate) fn chunk(&mut self, chunk: &Manifest) -> Result<(), Error> {
+        if let Some(objects) = self.objects.take() {
+            self.scan = Some(assemble::UnrecordedScan::new(self.stream, objects, chunk.pruned_before()));
+        }
+        if let Some(scan) = &mut self.scan {
+            for record in &chunk.log {
+                scan.record(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Log the batch objects the rebuilt manifest does not record.
+    pub(crate) fn report(self) {
+        let scan = match (self.scan, self.objects) {
+            (Some(scan), _) => scan,
+            (None, Some(objects)) => assemble::UnrecordedScan::new(self.stream, objects, None),
+            (None, None) => return,
+        };
+        report_found(self.stream, scan.finish());
+    }
 }
 
 /// Log what a rebuild found unrecorded.
@@ -246,27 +300,35 @@ pub fn catch_up(
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
     let after = start_after(&stream, journal.last(), compacted_from);
-    let batches = if known == Sequences::default() { Some(list_batches(target, &stream)?) } else { None };
-    let mut scan: Option<assemble::UnrecordedScan<'_>> = None;
-    let mut count = 0;
-    let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
-        if let Some(batches) = &batches {
-            scan_chunk(&stream, batches, &mut scan, &chunk)?;
-        }
-        check(&chunk.log)?;
-        // Prunes first: their marks allow the log to start where they say.
-        let entries: Vec<Entry> = chunk.entries().collect();
-        journal.append_entries(&entries)?;
-        entries.iter().for_each(&mut adopted);
-        count += entries.len();
-        Ok(())
-    })?;
-    let mut caught_up = CaughtUp { adopted: count, compaction: None };
-    if let Some(batches) = &batches {
-        report_unrecorded(&stream, batches, scan);
-        let records = listing.records.iter().map(|(key, object)| (key, object));
-        caught_up.compaction = Some(compact::Progress::from_listing(records));
+    let mut append = |rebuild: Option<&mut RebuildScan<'_>>| -> Result<(Listing, usize), Error> {
+        let mut rebuild = rebuild;
+        let mut count = 0;
+        let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
+            if let Some(rebuild) = rebuild.as_deref_mut() {
+                rebuild.chunk(&chunk)?;
+            }
+            check(&chunk.log)?;
+            // Prunes first: their marks allow the log to start where they say.
+            let entries: Vec<Entry> = chunk.entries().collect();
+            journal.append_entries(&entries)?;
+            entries.iter().for_each(&mut adopted);
+            count += entries.len();
+            Ok(())
+        })?;
+        Ok((listing, count))
+    };
+    if known != Sequences::default() {
+        let (_, count) = append(None)?;
+        return Ok(CaughtUp { adopted: count, compaction: None });
     }
+    let (listing, count) = with_batch_objects(target, &stream, |objects| {
+        let mut rebuild = RebuildScan::new(&stream, objects);
+        let appended = append(Some(&mut rebuild))?;
+        rebuild.report();
+        Ok(appended)
+    })?;
+    let records = listing.records.iter().map(|(key, object)| (key, object));
+    let caught_up = CaughtUp { adopted: count, compaction: Some(compact::Progress::from_listing(records)) };
     Ok(caught_up)
 }
 

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{check_start, each_remote_chunk, list_batches, remote_after, report_unrecorded, scan_chunk};
+use super::{RebuildScan, check_start, each_remote_chunk, remote_after, with_batch_objects};
 use crate::error::Error;
 use crate::manifest::journal;
 use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
@@ -114,17 +114,19 @@ impl<'r> ManifestReader<'r> {
         if known == Sequences::default() {
             // Nothing local: the whole manifest is remote, read again in
             // chunks for every pass rather than held.
-            let batches = list_batches(target, stream)?;
-            let mut scan = None;
-            each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
-                scan_chunk(stream, &batches, &mut scan, &chunk)?;
-                chunk.log.iter().for_each(&mut visit);
-                end = chunk.log.last().map(Record::last).or(end);
-                side.snapshots.extend(chunk.snapshots);
-                side.prunes.extend(chunk.prunes);
+            with_batch_objects(target, stream, |objects| {
+                let mut rebuild = RebuildScan::new(stream, objects);
+                each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
+                    rebuild.chunk(&chunk)?;
+                    chunk.log.iter().for_each(&mut visit);
+                    end = chunk.log.last().map(Record::last).or(end);
+                    side.snapshots.extend(chunk.snapshots);
+                    side.prunes.extend(chunk.prunes);
+                    Ok(())
+                })?;
+                rebuild.report();
                 Ok(())
             })?;
-            report_unrecorded(stream, &batches, scan);
             let pruned_before = side.pruned_before();
             let (journal, remote) = (path, Remote::Streamed(target));
             return Ok(ManifestReader {

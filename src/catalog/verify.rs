@@ -122,9 +122,25 @@ pub fn verify_stream(
         }
     }
     progress.finish();
-    match target.list(&keys::batches_prefix(stream), None) {
-        Ok(batches) => {
-            match unrecorded(&reader, stream, &batches) {
+    // One walk over the batch objects, listed page by page beside the log.
+    let prunes = PruneView::of(side);
+    let (mut cut_short, mut hidden) = (Vec::new(), Vec::new());
+    let walked = super::with_batch_objects(target, stream, |objects| {
+        let mut objects = objects.inspect(|object| {
+            if prunes.cut_short(stream, &object.key) {
+                cut_short.push(object.key.clone());
+            } else if let Some(before) = prunes.hidden(stream, &object.key) {
+                hidden.push((object.key.clone(), before));
+            }
+        });
+        let found = unrecorded(&reader, stream, &mut objects);
+        // The rest of the listing, for the prune checks.
+        objects.by_ref().for_each(drop);
+        Ok(found)
+    });
+    match walked {
+        Ok(found) => {
+            match found {
                 Ok(found) => {
                     for unrecorded in found {
                         say(format!("stream {stream}: {unrecorded}"));
@@ -132,13 +148,13 @@ pub fn verify_stream(
                 }
                 Err(error) => problem(say, format!("manifest: {error}")),
             }
-            for key in pruned_but_stored(stream, &batches, side) {
+            for key in cut_short {
                 say(format!(
                     "stream {stream}: {key}: deleted by a prune that was cut short, still stored; \
                      the next prune deletes it"
                 ));
             }
-            for (key, before) in hidden_by_prune_mark(stream, &batches, side) {
+            for (key, before) in hidden {
                 problem(
                     say,
                     format!(
@@ -167,7 +183,7 @@ pub fn verify_stream(
 fn unrecorded(
     reader: &ManifestReader<'_>,
     stream: &str,
-    batches: &[ObjectInfo],
+    batches: &mut dyn Iterator<Item = ObjectInfo>,
 ) -> Result<Vec<Unrecorded>, Error> {
     let mut scan = UnrecordedScan::new(stream, batches, reader.pruned_before());
     let mut hole = None;
@@ -254,32 +270,45 @@ pub fn hidden_by_prune_mark<'a>(
     batches: &'a [ObjectInfo],
     manifest: &Manifest,
 ) -> Vec<(&'a str, u64)> {
-    let Some(before) = manifest.pruned_before() else {
-        return Vec::new();
-    };
-    let deleted: HashSet<&str> =
-        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    let prunes = PruneView::of(manifest);
     batches
         .iter()
-        .map(|object| object.key.as_str())
-        .filter(|key| {
-            keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before)
-                && !deleted.contains(key)
-        })
-        .map(|key| (key, before))
+        .filter_map(|object| prunes.hidden(stream, &object.key).map(|before| (object.key.as_str(), before)))
         .collect()
 }
 
 /// The listed batch objects a prune record deleted, still stored: a prune
 /// cut short between its record and its deletions.
 pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
-    let deleted: HashSet<&str> =
-        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
-    batches
-        .iter()
-        .map(|object| object.key.as_str())
-        .filter(|key| keys::parse_batch_key(stream, key).is_some() && deleted.contains(key))
-        .collect()
+    let prunes = PruneView::of(manifest);
+    batches.iter().map(|object| object.key.as_str()).filter(|key| prunes.cut_short(stream, key)).collect()
+}
+
+/// What a manifest's prunes say about a batch object: the keys they
+/// delete and the mark.
+struct PruneView<'m> {
+    deleted: HashSet<&'m str>,
+    mark: Option<u64>,
+}
+
+impl<'m> PruneView<'m> {
+    fn of(manifest: &'m Manifest) -> Self {
+        let deleted = manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        PruneView { deleted, mark: manifest.pruned_before() }
+    }
+
+    /// A batch object a prune deleted, still stored.
+    fn cut_short(&self, stream: &str, key: &str) -> bool {
+        keys::parse_batch_key(stream, key).is_some() && self.deleted.contains(key)
+    }
+
+    /// The mark, when a batch object lies wholly below it but no prune
+    /// deletes it.
+    fn hidden(&self, stream: &str, key: &str) -> Option<u64> {
+        let before = self.mark?;
+        let below = keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before);
+        (below && !self.deleted.contains(key)).then_some(before)
+    }
 }
 
 /// What is wrong with the object stored at `key` (a batch or a snapshot),
