@@ -167,9 +167,7 @@ impl PruneSchedule {
             }
         }
     }
-}
 
-impl PruneSchedule {
     /// Answer `walship prune` requests (`dry_run`, reply): with the text
     /// the command prints, once `stream` is open; otherwise with why not
     /// (`unavailable`: the stream's last error, or that it stops).
