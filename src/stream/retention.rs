@@ -22,6 +22,7 @@ use crate::catalog;
 use crate::error::Error;
 use crate::manifest::{Entry, Manifest, ManifestError, Record, StreamRules, journal};
 use crate::retention::{self, Object, Plan};
+use crate::target::keys;
 
 /// What applying retention did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +46,7 @@ impl Stream {
     /// What retention would delete now (`prune --dry-run`): the same plan
     /// [`Stream::apply_retention`] carries out.
     pub fn plan_retention(&self) -> Result<Pruned, Error> {
-        let manifest = self.manifest_without_segments()?;
-        checked_prunes(self.name(), &manifest)?;
+        let manifest = self.retention_view()?;
         let plan = retention::plan(&manifest, self.config.keep_snapshots as usize);
         Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
     }
@@ -55,8 +55,7 @@ impl Stream {
     /// stops between two of them when `should_stop` (the daemon stopping);
     /// the next run carries on from there.
     pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Pruned, Error> {
-        let manifest = self.manifest_without_segments()?;
-        checked_prunes(self.name(), &manifest)?;
+        let manifest = self.retention_view()?;
         if let Some(latest) = manifest.prunes.last() {
             self.delete_objects(&latest.deleted)?;
         }
@@ -95,19 +94,41 @@ impl Stream {
         Ok(Pruned { plan: Some(plan), snapshots_kept })
     }
 
-    /// The manifest as the journal holds it (caught up with the archive
-    /// when the stream opened; this thread is its only writer), without the
-    /// batches' segment lists: retention needs each batch's range, key and
-    /// size, and a long journal's segment lists would take far more memory.
-    fn manifest_without_segments(&self) -> Result<Manifest, Error> {
-        let mut manifest = Manifest::default();
-        journal::read_each(self.journal.path(), &self.journal.rules(), |mut entry| {
-            if let Entry::Log(Record::Batch(batch)) = &mut entry {
-                batch.segments = Vec::new();
+    /// What retention needs of the manifest the journal holds (caught up
+    /// with the archive when the stream opened; this thread is its only
+    /// writer), read as a stream and kept small: the log records from the
+    /// pruned-before mark on, without their segment lists (a batch's range,
+    /// key and size are all a plan needs); every snapshot; the prunes with
+    /// only the snapshot keys they deleted, but the latest whole (its
+    /// deletions may need finishing). Memory grows with what retention
+    /// keeps, not with the pruned history. The prune marks are checked
+    /// against the snapshots ([`retention::check_prune_snapshots`]); that
+    /// every batch below the mark was named deleted is checked by the
+    /// readers that hold the whole log (`list`, `restore`, `verify`).
+    fn retention_view(&self) -> Result<Manifest, Error> {
+        let stream = self.name();
+        let mut view = Manifest::default();
+        journal::read_each(self.journal.path(), &self.journal.rules(), |entry| match entry {
+            Entry::Log(mut record) => {
+                if record.last() >= view.pruned_before().unwrap_or(0) {
+                    if let Record::Batch(batch) = &mut record {
+                        batch.segments = Vec::new();
+                    }
+                    view.log.push(record);
+                }
             }
-            manifest.push(entry);
+            Entry::Prune(prune) => {
+                if let Some(previous) = view.prunes.last_mut() {
+                    previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
+                }
+                let below = view.log.partition_point(|r| r.last() < prune.before);
+                view.log.drain(..below);
+                view.prunes.push(prune);
+            }
+            Entry::Snapshot(snapshot) => view.snapshots.push(snapshot),
         })?;
-        Ok(manifest)
+        retention::check_prune_snapshots(&view).map_err(|message| inconsistent(stream, message))?;
+        Ok(view)
     }
 
     fn delete_objects(&self, keys: &[String]) -> Result<(), Error> {
@@ -203,15 +224,19 @@ impl PruneSchedule {
 /// ([`retention::check_prunes`]): then an error naming the stream and
 /// saying what to do.
 pub fn checked_prunes(stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    retention::check_prunes(manifest).map_err(|message| {
-        Error::Manifest(ManifestError::Invalid {
-            source: format!("stream {stream}"),
-            line: 0,
-            message: format!(
-                "{message}: a prune record that retention did not write (forged, or damaged); \
-                 move that prune record object ({stream}/manifest/prune-…) aside on the target, \
-                 and the local journal too (walship rebuilds it from the archive)"
-            ),
-        })
+    retention::check_prunes(manifest).map_err(|message| inconsistent(stream, message))
+}
+
+/// The error for a prune record of `stream` that disagrees with its
+/// manifest, as `message` says.
+fn inconsistent(stream: &str, message: String) -> Error {
+    Error::Manifest(ManifestError::Invalid {
+        source: format!("stream {stream}"),
+        line: 0,
+        message: format!(
+            "{message}: a prune record that retention did not write (forged, or damaged); move \
+             that prune record object ({stream}/manifest/prune-…) aside on the target, and the \
+             local journal too (walship rebuilds it from the archive)"
+        ),
     })
 }
