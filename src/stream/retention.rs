@@ -20,9 +20,8 @@ use super::Stream;
 use super::mailbox::PruneReply;
 use crate::catalog;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, Record, StreamRules, journal};
+use crate::manifest::{Entry, Manifest, ManifestError, StreamRules, journal};
 use crate::retention::{self, Object, Plan};
-use crate::target::keys;
 
 /// What applying retention did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,36 +95,16 @@ impl Stream {
 
     /// What retention needs of the manifest the journal holds (caught up
     /// with the archive when the stream opened; this thread is its only
-    /// writer), read as a stream and kept small: the log records from the
-    /// pruned-before mark on, without their segment lists (a batch's range,
-    /// key and size are all a plan needs); every snapshot; the prunes with
-    /// only the snapshot keys they deleted, but the latest whole (its
-    /// deletions may need finishing). Memory grows with what retention
-    /// keeps, not with the pruned history. The prune marks are checked
-    /// against the snapshots ([`retention::check_prune_snapshots`]); that
-    /// every batch below the mark was named deleted is checked by the
-    /// readers that hold the whole log (`list`, `restore`, `verify`).
+    /// writer), read as a stream into [`retention::add_to_view`]'s small
+    /// view. The prune marks are checked against the snapshots
+    /// ([`retention::check_prune_snapshots`]); that every batch below the
+    /// mark was named deleted is checked by the readers that hold the whole
+    /// log (`list`, `restore`, `verify`).
     fn retention_view(&self) -> Result<Manifest, Error> {
         let stream = self.name();
         let mut view = Manifest::default();
-        journal::read_each(self.journal.path(), &self.journal.rules(), |entry| match entry {
-            Entry::Log(mut record) => {
-                if record.last() >= view.pruned_before().unwrap_or(0) {
-                    if let Record::Batch(batch) = &mut record {
-                        batch.segments = Vec::new();
-                    }
-                    view.log.push(record);
-                }
-            }
-            Entry::Prune(prune) => {
-                if let Some(previous) = view.prunes.last_mut() {
-                    previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
-                }
-                let below = view.log.partition_point(|r| r.last() < prune.before);
-                view.log.drain(..below);
-                view.prunes.push(prune);
-            }
-            Entry::Snapshot(snapshot) => view.snapshots.push(snapshot),
+        journal::read_each(self.journal.path(), &self.journal.rules(), |entry| {
+            retention::add_to_view(&mut view, stream, entry)
         })?;
         retention::check_prune_snapshots(&view).map_err(|message| inconsistent(stream, message))?;
         Ok(view)
