@@ -33,7 +33,7 @@ use super::reader::{ManifestReader, Reach};
 use super::record_check::{MissingCheck, ObjectCheck, check_side_objects};
 use crate::error::Error;
 use crate::frames::decode::{self, FrameError};
-use crate::manifest::{BatchRecord, Encoding, Manifest, Record, StoredObject, StreamRules};
+use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SnapshotRecord, StoredObject, StreamRules};
 use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
@@ -114,7 +114,7 @@ pub fn verify_stream(
     let mut snapshots = 0;
     for snapshot in side.live_snapshots() {
         snapshots += 1;
-        let found = check_object(target, &snapshot.key, &snapshot.stored, deep);
+        let found = check_snapshot(target, snapshot, deep);
         progress.add(1, if deep { snapshot.stored.size } else { 0 });
         if let Some(found) = found {
             progress.clear();
@@ -336,20 +336,49 @@ fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: boo
 /// What is wrong with a stored batch, if anything: with `deep`, a zstd
 /// batch's frames are decoded and checked (one download for both).
 fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
-    match (deep, batch.stored.encoding) {
-        (true, Encoding::ZstdFrames) => {
-            check_object(target, &batch.key, &batch.stored, false).or_else(|| check_frames(target, batch))
-        }
-        _ => check_object(target, &batch.key, &batch.stored, deep),
+    check_stored(target, &batch.key, &batch.stored, deep, || decode::expected_of(&batch.segments))
+}
+
+/// What is wrong with a stored snapshot, if anything: with `deep`, a zstd
+/// snapshot's frame is decoded and checked.
+fn check_snapshot(target: &dyn Target, snapshot: &SnapshotRecord, deep: bool) -> Option<String> {
+    let image = || {
+        vec![decode::Expected {
+            len: snapshot.size,
+            crc32: snapshot.crc32,
+            stored_len: Some(snapshot.stored.size),
+        }]
+    };
+    check_stored(target, &snapshot.key, &snapshot.stored, deep, image)
+}
+
+/// [`check_object`], or with `deep` for zstd frames (each holding what
+/// `expected` says), one download that checks both the frames and the
+/// stored bytes.
+fn check_stored(
+    target: &dyn Target,
+    key: &str,
+    stored: &StoredObject,
+    deep: bool,
+    expected: impl FnOnce() -> Vec<decode::Expected>,
+) -> Option<String> {
+    match (deep, stored.encoding) {
+        (true, Encoding::ZstdFrames) => check_object(target, key, stored, false)
+            .or_else(|| check_frames(target, key, stored, &expected())),
+        _ => check_object(target, key, stored, deep),
     }
 }
 
-/// What is wrong with a zstd batch's frames or its stored bytes, if
-/// anything (downloads it whole).
-fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
-    let expected = decode::expected_of(&batch.segments);
-    let whole = Some((batch.stored.size, batch.stored.crc32));
-    match decode::read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), whole) {
+/// What is wrong with zstd frames or their stored bytes, if anything
+/// (downloads the object whole).
+fn check_frames(
+    target: &dyn Target,
+    key: &str,
+    stored: &StoredObject,
+    expected: &[decode::Expected],
+) -> Option<String> {
+    let whole = Some((stored.size, stored.crc32));
+    match decode::read_frames(target, key, None, expected, 0, &mut std::io::sink(), whole) {
         Ok(_) => None,
         Err(decode::ReadError::Frames(FrameError::Stored { crc32, recorded_crc32, .. })) => {
             Some(format!("CORRUPT: CRC32 {crc32:08x} stored, {recorded_crc32:08x} recorded"))
