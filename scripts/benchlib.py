@@ -11,6 +11,15 @@ Subcommands (each prints or appends JSON; scripts/bench drives them):
   idle --pid PID --seconds S [--settle S]
                                        CPU used by a running process over S seconds
   journal PATH STREAM COUNT            a valid manifest journal of COUNT records
+  archive ROOT STREAM COUNT --tail N   that journal's archive on a file target:
+                                       empty batch objects, level-0 record
+                                       objects of the last N records
+  target-requests LOG                  requests a file target logged at trace
+                                       level, counted as S3 would take them
+  wire --out FILE --label L --listen PORT --upstream HOST:PORT --limit B [--set K=V]... -- CMD...
+                                       run CMD while a TCP proxy on PORT counts the
+                                       bytes it forwards upstream, per second: the
+                                       rate on the wire against a limit of B bytes/s
   report FILE [--markdown OUT]         medians, ratios and budgets as tables
 
 Measuring: wall time from spawn to exit; CPU (user + system) from wait4()'s
@@ -30,6 +39,8 @@ import argparse
 import json
 import os
 import re
+import socket
+import threading
 import statistics
 import subprocess
 import sys
@@ -206,6 +217,103 @@ def cmd_measure(args):
         sys.exit(f"measure: {args.label}: command exited with status {code}")
 
 
+# ---------------------------------------------------------------- wire
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1:port to upstream; records (time, bytes) of
+    every chunk sent upstream (request bodies and headers: the upload
+    direction)."""
+
+    def __init__(self, port, upstream):
+        host, _, up_port = upstream.rpartition(":")
+        self.upstream = (host, int(up_port))
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.lock = threading.Lock()
+        self.sent = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self.pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, False), daemon=True).start()
+
+    def pump(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    with self.lock:
+                        self.sent.append((time.monotonic(), len(data)))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def wire_rates(sent, window):
+    """(total bytes, seconds from the first byte to the last, bytes/s over
+    that span, the highest bytes/s of any `window` seconds)."""
+    if len(sent) < 2:
+        return sum(n for _, n in sent), 0.0, None, None
+    first, last = sent[0][0], sent[-1][0]
+    total = sum(n for _, n in sent)
+    span = last - first
+    peak = None
+    if span >= window:
+        j, in_window = 0, 0
+        for t, n in sent:
+            in_window += n
+            while sent[j][0] < t - window:
+                in_window -= sent[j][1]
+                j += 1
+            peak = max(peak or 0, in_window / window)
+    return total, span, total / span if span else None, peak
+
+
+def cmd_wire(args):
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    proxy = CountingProxy(args.listen, args.upstream)
+    start = time.monotonic()
+    code = subprocess.call(cmd)
+    wall = time.monotonic() - start
+    with proxy.lock:
+        sent = list(proxy.sent)
+    total, span, rate, peak = wire_rates(sent, args.window)
+    result = {
+        "label": args.label,
+        "wire": True,
+        "exit": code,
+        "wall_s": round(wall, 3),
+        "wire_bytes": total,
+        "wire_span_s": round(span, 3),
+        "wire_rate": rate,
+        "wire_peak_rate": peak,
+        "window_s": args.window,
+        "limit": args.limit,
+    }
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        result[key] = int(value) if value.isdigit() else value
+    with open(args.out, "a") as out:
+        out.write(json.dumps(result, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
+    if code != 0:
+        sys.exit(f"wire: {args.label}: command exited with status {code}")
+
+
 # ---------------------------------------------------------------- idle
 
 
@@ -272,6 +380,61 @@ def cmd_journal(args):
                 out.write("".join(lines))
                 lines.clear()
         out.write("".join(lines))
+
+
+def journal_batch(stream, position):
+    """The journal generator's record at `position`: (size, crc, key, name)."""
+    crc = zlib.crc32(position.to_bytes(8, "little"))
+    key = f"{stream}/batches/{position:016x}-{position:016x}"
+    return 16 * MIB, crc, key, f"data-{position}.log"
+
+
+def cmd_archive(args):
+    """The file-target archive of `journal`'s records: an (empty) batch
+    object per record, so that listing the batches costs what it would, and
+    the level-0 record objects of the last --tail records (v2, exactly as
+    walship writes them), the part compaction leaves as it is."""
+    batches = os.path.join(args.root, args.stream, "batches")
+    records = os.path.join(args.root, args.stream, "manifest")
+    os.makedirs(batches, exist_ok=True)
+    os.makedirs(records, exist_ok=True)
+    for position in range(1, args.count + 1):
+        size, crc, key, name = journal_batch(args.stream, position)
+        open(os.path.join(args.root, key), "wb").close()
+        if position > args.count - args.tail:
+            body = (
+                f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
+                f" encoding=identity stored_size={size} stored_crc32={crc:08x}"
+                f" seg={position},{name},{size},{crc:08x},0,{size}"
+            )
+            text = f"walship-manifest v2\n{zlib.crc32(body.encode()):08x} {body}\n"
+            with open(os.path.join(records, f"{position:016x}-{position:016x}.batch"), "w") as out:
+                out.write(text)
+
+
+LIST_PAGE = 1000  # keys per ListObjectsV2 page, and per DeleteObjects request
+
+
+def cmd_target_requests(args):
+    """Count the file target's trace lines as S3 requests: one per PUT, GET
+    and HEAD, one per started page of 1,000 listed keys (at least one), one
+    per started 1,000 deleted keys."""
+    counts = {"PUT": 0, "GET": 0, "HEAD": 0, "LIST": 0, "DELETE": 0}
+    pattern = re.compile(r"file target: (PUT|GET|HEAD|LIST|DELETE)\b(?:.*: (\d+) keys| (\d+) keys)?")
+    with open(args.log, errors="replace") as f:
+        for line in f:
+            m = pattern.search(line)
+            if not m:
+                continue
+            method, listed, deleted = m.group(1), m.group(2), m.group(3)
+            if method == "LIST":
+                counts["LIST"] += max(1, -(-int(listed) // LIST_PAGE))
+            elif method == "DELETE":
+                counts["DELETE"] += -(-int(deleted) // LIST_PAGE)
+            else:
+                counts[method] += 1
+    counts["total"] = sum(counts.values())
+    print(json.dumps(counts, sort_keys=True))
 
 
 # ---------------------------------------------------------------- report
@@ -378,6 +541,18 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def wire_table(rows):
+    body = []
+    for r in rows:
+        rate, peak, limit = r.get("wire_rate"), r.get("wire_peak_rate"), r["limit"]
+        body.append([r["label"], r["wire_bytes"] / MIB, r["wire_span_s"], limit / 1024,
+                     None if rate is None else rate / 1024, None if rate is None else rate / limit,
+                     None if peak is None else peak / limit])
+    return table(["run", "MiB sent", "seconds", "limit KiB/s", "on the wire KiB/s",
+                  "wire / limit", f"busiest {rows[0]['window_s']} s / limit"], body)
+
+
+
 def round_ratios(measured, section, dataset, tool, other):
     """Throughput of `tool` over `other` in each round both ran (wall of
     other / wall of tool), in round order."""
@@ -388,7 +563,7 @@ def round_ratios(measured, section, dataset, tool, other):
     return [w[other] / w[tool] for _, w in sorted(walls.items()) if tool in w and other in w and w[tool]]
 
 
-def budgets(s3, restore, walship_runs, idle, binary, fs=None, fetch=None, measured=()):
+def budgets(s3, restore, walship_runs, idle, binary, wire=(), fs=None, fetch=None, measured=()):
     """(name, measured, limit text, PASS/MISS) rows."""
     rows = []
 
@@ -471,9 +646,13 @@ def budgets(s3, restore, walship_runs, idle, binary, fs=None, fetch=None, measur
         if row.get("budget") == "yes":
             add(f"idle CPU, {row['label']}", row["core_percent"], "< 0.02% of a core",
                 row["core_percent"] < 0.02, unit="%")
+    for r in wire:
+        if r.get("wire_rate"):
+            off = abs(r["wire_rate"] / r["limit"] - 1) * 100
+            add(f"bandwidth_limit accuracy, {r['label']}", off, "within 5 %", off <= 5, unit=" %")
     if binary:
         mib = int(binary) / MIB
-        add("stripped release binary", mib, "< 4.5 MiB", mib < 4.5, unit=" MiB")
+        add("stripped release binary (zstd linked in)", mib, "< 4.5 MiB", mib < 4.5, unit=" MiB")
     return rows
 
 
@@ -483,6 +662,7 @@ def cmd_report(args):
     failed = [r for r in rows if "wall_s" in r and (r["exit"] != 0 or r["label"] in invalid)]
     measured = [r for r in rows if "wall_s" in r and r not in failed]
     idle = [r for r in rows if "core_percent" in r]
+    wire = [r for r in rows if r.get("wire") and r["exit"] == 0]
     facts = {r["fact"]: r["value"] for r in rows if "fact" in r}
     out = []
     s3 = group(measured, "s3")
@@ -508,9 +688,9 @@ def cmd_report(args):
     if fetch:
         out.append("\n### Restore from S3: walship restore vs curl GETting the objects one by one (medians)\n")
         out.append(transfer_table(fetch, ["large", "small"], ["walship", "curl"]))
-    other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep")]
+    other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep", "rebuild")]
     if other:
-        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
+        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest, remote manifest (rebuild)\n")
         body = []
         by_label = {}
         for r in other:
@@ -530,6 +710,9 @@ def cmd_report(args):
             [[r["label"], r["seconds"], f"{r['cpu_s_schedstat']:.6f}", r["cpu_s_ticks"],
               f"{r['core_percent']:.4f}",
               r["threads"], f"{r['anon_kb_before']}/{r['anon_kb_after']}"] for r in idle]))
+    if wire:
+        out.append("\n### bandwidth_limit: bytes on the wire, counted by a proxy\n")
+        out.append(wire_table(wire))
     if failed:
         out.append("\n### Failed runs (left out of the medians above)\n")
         out.append(table(["run", "why", "error answers"], [
@@ -544,7 +727,7 @@ def cmd_report(args):
                     if r.get("tool") in ("walship", "walship-daemon-open", "archive", "restore")]
     out.append("\n### Budgets (ratios from this run)\n")
     out.append(table(["budget", "measured", "limit", "verdict"],
-                     budgets(s3, restore, walship_runs, idle, facts.get("stripped binary bytes"),
+                     budgets(s3, restore, walship_runs, idle, facts.get("stripped binary bytes"), wire,
                              fs, fetch, measured)))
     text = "\n".join(out) + "\n"
     print(text)
@@ -591,6 +774,27 @@ def main():
     p.add_argument("stream")
     p.add_argument("count", type=int)
     p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("archive")
+    p.add_argument("root")
+    p.add_argument("stream")
+    p.add_argument("count", type=int)
+    p.add_argument("--tail", type=int, default=5000)
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("target-requests")
+    p.add_argument("log")
+    p.set_defaults(func=cmd_target_requests)
+    p = sub.add_parser("wire")
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--listen", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--limit", type=int, required=True)
+    p.add_argument("--window", type=float, default=10)
+    p.add_argument("--set", action="append")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_wire)
 
     p = sub.add_parser("report")
     p.add_argument("file")

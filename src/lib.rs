@@ -28,7 +28,8 @@
 //! with its [`target::keys`], file and S3 backends; zstd frames produced
 //! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
-//! the position file, the acknowledgement).
+//! the position file, the acknowledgement; between passes
+//! [`catalog::compact`] folds the remote record objects into larger ones).
 //!
 //! Snapshots: between passes the stream's thread starts a [`snapshot`] job
 //! when the rule says one is due or one is asked for (`stream::snapshots`);
@@ -43,10 +44,15 @@
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
-//! (the terminal progress line of restore and verify). The remote
-//! records alone suffice to restore ([`restore`], from the newest snapshot
-//! at or before a position: `restore::start`; it decodes and checks zstd
-//! frames through [`frames::decode`]), to verify
+//! (the terminal progress line of restore and verify), and for metered
+//! links [`bandwidth`] (the process-wide token buckets that pace upload and
+//! download bytes where targets write them, and the daily schedule),
+//! [`budget`] (the data budget's durable count per billing period) and
+//! [`calendar`] (local dates and time of day, via `localtime_r`); a
+//! stream's `backlog_limit` is `stream::backlog`'s. The remote records
+//! alone suffice to restore ([`restore`], from the newest snapshot at or
+//! before a position: `restore::start`; it decodes and checks zstd frames
+//! through [`frames::decode`]), to verify
 //! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
 //! what a prune deletes; `stream::retention` records each prune before
 //! deleting (the daemon every `prune_interval`, `run --once`, `prune`). [`commands`] implements the CLI
@@ -58,6 +64,9 @@
 //! reloads and stops them.
 
 pub mod archiver;
+pub mod bandwidth;
+pub mod budget;
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod commands;
@@ -69,6 +78,7 @@ pub mod durable;
 pub mod error;
 pub mod frames;
 pub mod human;
+pub mod list;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

@@ -4,9 +4,10 @@
 //! `start` chooses), `fetch` returns one segment by name.
 //!
 //! Both read the manifest (local journal plus remote records, see
-//! `catalog::load`), download with one request per batch (or one ranged
-//! request per fetched segment; `restore` runs [`PARALLEL_GETS`] at once)
-//! and verify every segment's CRC32 before its file takes its final name.
+//! `catalog::load_whole`), download with one request per batch (or one
+//! ranged request per fetched segment; `restore` runs [`PARALLEL_GETS`] at
+//! once) and verify every segment's CRC32 before its file takes its final
+//! name.
 //!
 //! Writing never leaves the destination directory and never replaces
 //! anything: every file is written through `dest::DestDir` (temp files

@@ -9,6 +9,8 @@
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
 //!                                      holds its PID, for messages
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
+//! STATE_DIR/STREAM/backlog-dropped     segments deleted for backlog_limit, until
+//!                                      their gap is recorded
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/STREAM/snapshot/job-N       a snapshot job's output, removed once uploaded
 //! STATE_DIR/STREAM/snapshot/job-N.running  there while job N's command may run
@@ -18,6 +20,7 @@
 //! STATE_DIR/.walship-control.lock      held (flock) by the daemon serving the socket
 //! STATE_DIR/.walship-jobs              the last snapshot job id given out
 //! STATE_DIR/.walship-jobs.lock         held (flock) while an id is given out
+//! STATE_DIR/.data-budget               the data budget's count (budget)
 //! ```
 //!
 //! Names at the top level start with '.', which a stream name cannot, so
@@ -63,6 +66,23 @@ pub fn lock_file(state_dir: &Path, stream: &str) -> PathBuf {
 /// The place of the target whose archive the journal describes.
 pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
+}
+
+/// Where compaction of the stream's remote records stands
+/// (`catalog::compact`).
+pub fn compaction(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("compaction")
+}
+
+/// The range of segments deleted for `backlog_limit` whose gap is not
+/// recorded yet (`stream::backlog`).
+pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("backlog-dropped")
+}
+
+/// The data budget's count (`budget`).
+pub fn data_budget(state_dir: &Path) -> PathBuf {
+    state_dir.join(".data-budget")
 }
 
 /// `walship check`'s write probe.

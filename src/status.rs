@@ -107,6 +107,15 @@ pub struct StreamStatus {
     pub retries: u64,
     /// Batch upload durations.
     pub upload_seconds: Histogram,
+    /// The upload bandwidth in force (`bandwidth_limit`, the schedule's
+    /// window); `None` when unlimited.
+    pub bandwidth: Option<String>,
+    /// Why no new upload starts now (a `0` window, a spent data budget);
+    /// `None` when uploads may go.
+    pub held: Option<String>,
+    /// Bytes of waiting segments deleted unarchived by `backlog_limit`
+    /// since the process started.
+    pub dropped_bytes: u64,
     /// Snapshots: the last job, the newest and the next.
     pub snapshots: SnapshotStatus,
 }
@@ -126,6 +135,8 @@ impl StreamStatus {
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
         let _ = writeln!(out, "last_error={}", self.last_error.as_deref().unwrap_or("").replace('\n', " "));
         let _ = writeln!(out, "backoff_ms={}", opt(self.backoff_ms));
+        let _ = writeln!(out, "bandwidth={}", self.bandwidth.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "held={}", self.held.as_deref().unwrap_or(""));
         self.snapshots.write_file_lines(&mut out);
         out
     }
@@ -148,6 +159,8 @@ impl StreamStatus {
                 "last_success" => s.last_success = num,
                 "last_error" => s.last_error = (!value.is_empty()).then(|| value.to_string()),
                 "backoff_ms" => s.backoff_ms = num,
+                "bandwidth" => s.bandwidth = (!value.is_empty()).then(|| value.to_string()),
+                "held" => s.held = (!value.is_empty()).then(|| value.to_string()),
                 _ => {
                     let stream = s.stream.clone();
                     s.snapshots.read_file_line(key, value, &stream);
@@ -166,7 +179,7 @@ impl StreamStatus {
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
              \"late_segments\":{},\"backlog_segments\":{},\"backlog_bytes\":{},\"last_success\":{},\
-             \"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},{}}}",
+             \"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\"bandwidth\":{},\"held\":{},{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
@@ -180,6 +193,8 @@ impl StreamStatus {
             text(self.last_error.as_deref()),
             opt(self.backoff_ms.filter(|_| self.daemon_running)),
             self.daemon_running,
+            text(self.bandwidth.as_deref().filter(|_| self.daemon_running)),
+            text(self.held.as_deref().filter(|_| self.daemon_running)),
             self.snapshots.json_members(),
         )
     }
@@ -211,6 +226,14 @@ impl StreamStatus {
             }
         } else {
             let _ = writeln!(out, "  last error:         {error} (when the daemon last ran)");
+        }
+        if self.daemon_running {
+            if let Some(bandwidth) = &self.bandwidth {
+                let _ = writeln!(out, "  bandwidth window:   {bandwidth}");
+            }
+            if let Some(held) = &self.held {
+                let _ = writeln!(out, "  uploads held:       {held}");
+            }
         }
         if self.late_segments > 0 {
             let _ = writeln!(
@@ -345,9 +368,14 @@ mod tests {
             last_success: Some(1_700_000_000),
             last_error: Some("stream sensors: boom = bad".into()),
             backoff_ms: Some(250),
+            bandwidth: Some("256.0 KiB/s until 19:00".into()),
+            held: Some("data budget spent; uploads resume on 2026-12-01".into()),
             ..Default::default()
         };
         assert_eq!(StreamStatus::from_file_text(&s.to_file_text()), s);
+        let shown = StreamStatus { daemon_running: true, ..s.clone() }.to_human(SystemTime::now());
+        assert!(shown.contains("bandwidth window:   256.0 KiB/s until 19:00"), "{shown}");
+        assert!(shown.contains("uploads held:       data budget spent"), "{shown}");
         let empty = StreamStatus { stream: "x".into(), ..Default::default() };
         assert_eq!(StreamStatus::from_file_text(&empty.to_file_text()), empty);
     }

@@ -35,6 +35,11 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "bandwidth_limit",
+    "bandwidth_schedule",
+    "restore_bandwidth_limit",
+    "data_budget",
+    "budget_period_start",
     "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
@@ -50,6 +55,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_timeout",
     "keep_snapshots",
     "on_archived",
+    "manifest_compaction",
+    "backlog_limit",
     "compression",
     "compression_level",
 ];

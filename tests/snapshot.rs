@@ -142,7 +142,8 @@ fn the_schedule_follows_the_rule_and_jumps() {
     // The application rebuilds its state from what a restore writes.
     let restored = setup.dir.path.join("restored");
     setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
-    assert_eq!(kvapp::state_of_restored(&restored), (state_at(150), Some(150)));
+    let (state, snapshot, _) = kvapp::rebuild(&restored);
+    assert_eq!((state, snapshot), (state_at(150), Some(150)));
     // A wiped state directory adopts the snapshot records from the archive:
     // no snapshot is taken again, the next one is still at 200.
     fs::remove_dir_all(&setup.state).unwrap();
@@ -409,6 +410,16 @@ fn failing_commands_fail_the_job_and_say_why() {
     setup.write_config(10, "seal = spool\nsnapshot_command = echo disk on fire >&2; exit 3", "");
     let log = stderr(&snapshot(&setup));
     assert!(log.contains("stream s: snapshot job") && log.contains(": disk on fire"), "{log}");
+    // A scheduled job that fails in `run --once` makes it exit 1.
+    let lines = "seal = spool\nsnapshot_interval = 10\nsnapshot_command = exit 4";
+    setup.write_config(10, lines, "");
+    let once = setup.walship(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(1), "{}", stderr(&once));
+    assert!(
+        stdout(&once).contains("at position 0 failed: the snapshot command failed with exit status 4"),
+        "{}",
+        stdout(&once)
+    );
 }
 
 /// More than 100 snapshots recorded refuses new jobs with a message that

@@ -14,6 +14,7 @@ use crate::target::url::TargetUrl;
 
 use super::ConfigError;
 use super::ini::{Fields, quote};
+use super::metered::{Metered, parse_metered};
 use super::values::{absolute_path, number_in, parse_listen, parse_log_level, parse_size, positive_duration};
 
 /// The `[global]` section.
@@ -54,6 +55,8 @@ pub struct Global {
     /// Optional; absolute path of a node_exporter textfile.
     pub metrics_file: Option<PathBuf>,
     pub log_level: log::LevelFilter,
+    /// Bandwidth and data budgets (see [`Metered`]).
+    pub metered: Metered,
     /// More than 0: how often a running daemon applies retention.
     pub prune_interval: Duration,
 }
@@ -82,6 +85,7 @@ pub fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         metrics_listen: f.optional("metrics_listen", parse_listen)?,
         metrics_file: f.optional("metrics_file", absolute_path)?,
         log_level: f.value("log_level", parse_log_level)?,
+        metered: parse_metered(f)?,
         prune_interval: f.value("prune_interval", positive_duration)?,
     })
 }

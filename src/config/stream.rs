@@ -16,7 +16,9 @@ use std::time::Duration;
 use crate::naming::Naming;
 
 use super::ini::{Fields, quote};
-use super::values::{absolute_path, command_line, number_in, one_of, parse_whole, positive_duration};
+use super::values::{
+    absolute_path, command_line, number_in, one_of, parse_size, parse_whole, positive_duration,
+};
 use super::{ConfigError, invalid};
 
 /// How a stream decides a segment is complete.
@@ -85,6 +87,13 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// Default 1000: record objects folded into one compacted object on the
+    /// target (`catalog::compact`); 0 turns compaction off; else 2..=100000.
+    pub manifest_compaction: usize,
+    /// Only with `seal = spool`; default none: nothing is ever deleted
+    /// unarchived. Bytes of waiting segments past which the oldest are
+    /// dropped (and recorded as a gap).
+    pub backlog_limit: Option<u64>,
     /// Default none; `compression_level` (default 3, 1..=19) only with zstd.
     pub compression: Compression,
 }
@@ -135,6 +144,8 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_timeout: f.value("snapshot_timeout", positive_duration)?,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        manifest_compaction: f.value("manifest_compaction", parse_compaction)?,
+        backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
     })
 }
@@ -175,6 +186,19 @@ fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError
     Ok((seal, seal_idle))
 }
 
+/// 0 (off) or 2..=100000 record objects per compacted object.
+fn parse_compaction(value: &str) -> Result<usize, String> {
+    match parse_whole(value) {
+        Some(0) => Ok(0),
+        Some(n @ 2..=100_000) => Ok(n as usize),
+        _ => Err(format!(
+            "expected 0 (no compaction) or a whole number from 2 to 100000 (records per compacted \
+             manifest object), got {}",
+            quote(value)
+        )),
+    }
+}
+
 /// A whole number up to `MAX_BATCH_SIZE`; 0 is left to `plan::check_rules`.
 fn parse_batch_size(value: &str) -> Result<u64, String> {
     let n = parse_whole(value).ok_or_else(|| format!("expected a whole number > 0, got {}", quote(value)))?;
@@ -209,6 +233,26 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<String>),
         ));
     }
     Ok((snapshot_interval, snapshot_command))
+}
+
+/// `backlog_limit`: a size above 0, and only for a spool, whose files were
+/// handed over to walship; with `seal = next` the directory is the
+/// application's own log, which walship never deletes unarchived.
+fn parse_backlog_limit(f: &Fields, seal: SealMode) -> Result<Option<u64>, ConfigError> {
+    let limit = f.optional("backlog_limit", |v| match parse_size(v)? {
+        0 => Err(format!("expected a size above 0, got {}; remove the line for no limit", quote(v))),
+        bytes => Ok(bytes),
+    })?;
+    if limit.is_some() && seal != SealMode::Spool {
+        return Err(f.error(
+            "backlog_limit",
+            "only applies with seal = spool: it deletes waiting segments unarchived, which walship \
+             does only in a spool handed over to it, never in an application's own log directory; \
+             set seal = spool or remove this line"
+                .into(),
+        ));
+    }
+    Ok(limit)
 }
 
 /// `compression` (default none) and `compression_level`, which only goes
@@ -271,6 +315,7 @@ mod tests {
             ("dri = /x", "dri", "did you mean `dir`?"),
             ("state_dir = /x", "state_dir", "belongs in [global]"),
             ("seal_idle = ", "seal_idle", "no value"),
+            ("backlog_limit = 2GiB", "backlog_limit", "only applies with seal = spool"),
             ("compression = gzip", "compression", "expected none | zstd"),
             ("compression_level = 5", "compression_level", "only applies with compression = zstd"),
         ];
@@ -284,6 +329,14 @@ mod tests {
             Some(&key("seal_idle")),
             "only applies with seal = next (line 9",
         );
+        assert_error(
+            &config_text("", "seal = spool\nbacklog_limit = 0"),
+            Some(10),
+            Some(&key("backlog_limit")),
+            "a size above 0",
+        );
+        let spool = parse_text(&config_text("", "seal = spool\nbacklog_limit = 2GiB")).expect("valid");
+        assert_eq!(spool.streams[0].backlog_limit, Some(2 << 30));
     }
 
     #[test]

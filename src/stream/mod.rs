@@ -16,14 +16,17 @@
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
-//! nothing is ready. Records adopted from the target are checked against the
-//! local segments first (`adopt`).
+//! nothing is ready, then folds remote record objects for a moment
+//! (`catalog::compact`, at most [`COMPACTION_SLICE`] per pass). Records
+//! adopted from the target are checked against the local segments first
+//! (`adopt`).
 //!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
 //! snapshot jobs (when one is due, running it beside the passes, recording
 //! it through `commit`) are [`snapshots`]'.
 
 mod adopt;
+pub mod backlog;
 mod binding;
 mod commit;
 pub mod mailbox;
@@ -41,7 +44,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::bandwidth;
+use crate::budget;
+use crate::calendar::LocalTime;
 use crate::catalog;
+use crate::catalog::compact::Compactor;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::durable;
 use crate::error::Error;
@@ -57,6 +64,9 @@ use crate::target::Target;
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
 
+/// The longest a pass spends compacting the remote manifest when it ends.
+pub const COMPACTION_SLICE: Duration = Duration::from_millis(200);
+
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
@@ -67,8 +77,11 @@ pub struct PassReport {
     pub healed: u64,
     pub gaps: u64,
     /// Segments left waiting in the directory when the pass ended (not
-    /// sealed yet, or a batch not full yet): what waits on time.
+    /// sealed yet, or a batch not full yet, or uploads held): what waits
+    /// on time.
     pub waiting: u64,
+    /// Compaction steps are left for the next pass.
+    pub compacting: bool,
 }
 
 /// What the application has told the stream (see `mailbox`): facts the
@@ -100,6 +113,8 @@ pub struct Stream {
     target: Arc<dyn Target>,
     state_root: PathBuf,
     journal: Journal,
+    /// Folds the remote log records in the background of passes.
+    compactor: Compactor,
     status: Arc<StatusCell>,
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
@@ -112,6 +127,9 @@ pub struct Stream {
     uncertain: bool,
     /// The snapshots recorded and not pruned.
     snapshots: SnapshotBook,
+    /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
+    /// pass has caught up (`backlog`).
+    snapshot_after_drop: bool,
     _lock: Arc<StreamLock>,
 }
 
@@ -150,14 +168,26 @@ impl Stream {
                 source.record(&record);
             }
         })?;
-        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last())?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
-            adopt::check_local_segments(&config, records)
-        })?;
-        adopted.log.iter().for_each(|record| source.record(record));
-        adopted.entries().for_each(|entry| snapshots.note(&name, &entry));
+        let mut compactor = Compactor::load(state_root, &name, config.manifest_compaction, &journal);
+        let listing_start = compactor.listing_start();
+        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last(), listing_start)?;
+        let caught_up = catalog::catch_up(
+            &mut journal,
+            target.as_ref(),
+            listing_start,
+            |records| adopt::check_local_segments(&config, records),
+            |entry| {
+                snapshots.note(&name, entry);
+                if let Entry::Log(record) = entry {
+                    source.record(record);
+                }
+            },
+        )?;
+        if let Some(progress) = caught_up.compaction {
+            compactor.adopt(progress)?;
+        }
         source.prune(journal.ends().pruned_before());
-        let adopted = adopted.log.len() + adopted.snapshots.len() + adopted.prunes.len();
+        let adopted = caught_up.adopted;
         if adopted > 0 {
             let adopted = crate::human::count(adopted as u64, "record");
             log::info!("stream {name}: adopted {adopted} from the archive's manifest");
@@ -167,10 +197,12 @@ impl Stream {
             target,
             state_root: state_root.to_path_buf(),
             journal,
+            compactor,
             status,
             source,
             uncertain: true,
             snapshots,
+            snapshot_after_drop: false,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -241,6 +273,12 @@ impl Stream {
                 .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&survey.archived)?;
+            if self.enforce_backlog_limit(&survey.waiting)? {
+                continue; // look at the directory again, without the deleted files
+            }
+            if self.record_dropped_before_any_archive(&survey.waiting)? {
+                report.gaps += 1;
+            }
             let segments = survey.waiting;
             let (backlog, backlog_bytes) = backlog(&segments);
             self.update_status(|s| {
@@ -249,12 +287,19 @@ impl Stream {
                 s.backlog_bytes = backlog_bytes;
             });
             let facts = self.facts(&segments, hints);
-            let progressed =
+            self.uploads_held();
+            let steps =
                 self.take_steps(&segments, &facts, self.policy(flush, hints), &mut report, should_stop)?;
             if should_stop() {
                 return Ok(report);
             }
-            if !progressed {
+            if steps.held {
+                // A `0` bandwidth window or a spent data budget: wait,
+                // quietly (the status says why), looking again each poll.
+                report.waiting = segments.len() as u64;
+                return Ok(report);
+            }
+            if !steps.progressed {
                 if !survey.refused.is_empty() {
                     // Everything before the refused entries is archived;
                     // they hold the stream until an operator deals with them.
@@ -264,9 +309,46 @@ impl Stream {
                 }
                 self.update_status(|s| s.last_success = Some(unix_now()));
                 report.waiting = segments.len() as u64;
+                report.compacting = self.compact(flush, should_stop)?;
                 return Ok(report);
             }
         }
+    }
+
+    /// Fold remote record objects while steps are due, nothing waits to be
+    /// archived, and (unless `all`, as `run --once` asks) for at most
+    /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
+    /// Returns whether steps are left for a later pass.
+    fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
+        let started = std::time::Instant::now();
+        while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
+            match self.compactor.step(self.target.as_ref(), &self.journal)? {
+                None => return Ok(false),
+                Some(done) => log::debug!("stream {}: compaction: {done:?}", self.name()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Why no new upload may start now (a `0` bandwidth window, a spent
+    /// data budget), or `None`; the status shows it, with the bandwidth in
+    /// force, and the log says it once when it starts and once when it ends.
+    fn uploads_held(&self) -> Option<String> {
+        let now = LocalTime::now();
+        let held = bandwidth::uploads().held(now).or_else(|| budget::held(now));
+        let bandwidth = bandwidth::uploads().describe(now);
+        let before = self.status.get().held;
+        if before != held {
+            match &held {
+                Some(why) => log::info!("stream {}: uploads held: {why}", self.name()),
+                None => log::info!("stream {}: uploads resume", self.name()),
+            }
+        }
+        self.update_status(|s| {
+            s.held = held.clone();
+            s.bandwidth = bandwidth;
+        });
+        held
     }
 
     fn policy(&self, flush: bool, hints: Hints) -> BatchPolicy {

@@ -27,11 +27,20 @@ use crate::target::Target;
 /// A batch stored on the target (or found stored), waiting for its commit.
 type Stored<'a> = (PreparedBatch<'a>, Uploaded);
 
+/// How taking the steps ended.
+pub(super) struct Steps {
+    /// Anything was done.
+    pub progressed: bool,
+    /// An upload was due but uploads are held (a `0` bandwidth window, a
+    /// spent data budget).
+    pub held: bool,
+}
+
 impl Stream {
     /// Take the plan's steps over `segments` (with their `facts`) until it
-    /// says wait or `should_stop`; returns whether anything was done. The
-    /// policy's low water mark tells a gap the application declared from
-    /// one the directory shows.
+    /// says wait, uploads are held, or `should_stop`. The policy's low water
+    /// mark tells a gap the application declared from one the directory
+    /// shows.
     pub(super) fn take_steps(
         &mut self,
         segments: &[Segment],
@@ -39,16 +48,21 @@ impl Stream {
         policy: BatchPolicy,
         report: &mut PassReport,
         should_stop: &dyn Fn() -> bool,
-    ) -> Result<bool, Error> {
+    ) -> Result<Steps, Error> {
         let (name, naming) = (self.config.name.clone(), self.config.naming.clone());
         let compression = self.config.compression;
         let (target, status) = (Arc::clone(&self.target), Arc::clone(&self.status));
         thread::scope(|scope| {
             let mut stored: Option<Stored<'_>> = None;
-            let mut progressed = false;
+            let (mut progressed, mut held) = (false, false);
             while !should_stop() {
                 let planned = stored.as_ref().map(|(batch, _)| batch.last).or_else(|| self.archived());
-                let (first, last) = match plan::next_step(planned, facts, policy) {
+                let step = plan::next_step(planned, facts, policy);
+                if matches!(step, Step::Upload { .. }) && self.uploads_held().is_some() {
+                    held = true;
+                    break;
+                }
+                let (first, last) = match step {
                     Step::Upload { first, last, .. } => (first, last),
                     // Anything else comes after the batch in flight's commit.
                     _ if stored.is_some() => {
@@ -87,7 +101,7 @@ impl Stream {
                 progressed = true;
             }
             self.commit_last(stored, report)?;
-            Ok(progressed)
+            Ok(Steps { progressed, held })
         })
     }
 

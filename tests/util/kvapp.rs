@@ -4,9 +4,7 @@
 //! command is `tests/fixtures/kv-app/snapshot.sh SEGMENT_DIR`, which writes
 //! the state at `$WALSHIP_POSITION`; [`state_at`] is the same state computed
 //! here, so a test can compare a snapshot, or a restore, with what the
-//! application had at any position; [`state_of_restored`] is what the
-//! application rebuilds from a restored directory (a snapshot file, then the
-//! segments after it).
+//! application had at any position.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -82,11 +80,4 @@ pub fn rebuild(dir: &Path) -> (BTreeMap<String, String>, Option<u64>, Vec<u64>) 
         apply(&mut state, &fs::read_to_string(dir.join(segment_name(*p))).unwrap());
     }
     (state, snapshot, positions)
-}
-
-/// The state an application rebuilds from a restored directory (see
-/// [`rebuild`]) and the newest position it reflects.
-pub fn state_of_restored(dir: &Path) -> (BTreeMap<String, String>, Option<u64>) {
-    let (state, snapshot, positions) = rebuild(dir);
-    (state, positions.last().copied().max(snapshot))
 }
