@@ -166,3 +166,37 @@ fn compaction_on_s3_folds_and_a_wiped_node_rebuilds_the_same_journal() {
         assert!(verified.contains("20 batches checked (deep)"), "{}: {verified}", env.name);
     }
 }
+
+/// Compacted objects are uploads too: a `0` bandwidth window holds them,
+/// and a reload that drops the schedule lets compaction go on.
+#[test]
+fn compaction_waits_while_uploads_are_held() {
+    let setup = Setup::new("compaction-held", 1, "seal = spool\nmanifest_compaction = 0");
+    setup.write_segments(1..=9, 100);
+    setup.ok(&["run", "--once"]);
+    let now = walship::calendar::LocalTime::now().minute_of_day;
+    let opens = (now + 3) % (24 * 60);
+    let text = |m: u16| format!("{:02}:{:02}", m / 60, m % 60);
+    let mut windows = [(now, "0"), (opens, "off")];
+    windows.sort();
+    let schedule: Vec<String> = windows.iter().map(|(m, rate)| format!("{}={rate}", text(*m))).collect();
+    let extra = "seal = spool\nmanifest_compaction = 3";
+    setup.write_config(1, extra, &format!("bandwidth_schedule = {}", schedule.join(" ")));
+    let mut daemon = Daemon::start(&setup.config, false);
+    let held = format!("waiting for the {} window", text(opens));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stdout(&setup.walship(&["status"])).contains(&held) {
+        assert!(Instant::now() < deadline, "the status never said the uploads are held");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(record_names(&setup).len(), 9, "compacted while uploads were held");
+    setup.write_config(1, extra, "");
+    daemon.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while record_names(&setup) != [range(1, 9, "l2")] {
+        assert!(Instant::now() < deadline, "no compaction after the reload: {:?}", record_names(&setup));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(daemon.terminate().status.success());
+}

@@ -23,7 +23,8 @@
 //! lists again (`catalog`).
 //!
 //! Only log records are compacted; snapshot and prune records stay level-0
-//! objects (few, and written by other jobs).
+//! objects (few, and written by other jobs). The stream runs steps at the
+//! end of a pass, for a moment, and none while its uploads are held.
 //!
 //! Groups: a level-1 group starts where the compacted prefix ends (the
 //! journal's first log record when nothing is compacted) and takes records

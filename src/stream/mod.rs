@@ -318,8 +318,14 @@ impl Stream {
     /// Fold remote record objects while steps are due, nothing waits to be
     /// archived, and (unless `all`, as `run --once` asks) for at most
     /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
-    /// Returns whether steps are left for a later pass.
+    /// Nothing is folded while uploads are held (a `0` bandwidth window, a
+    /// spent data budget): compacted objects are uploads too; the steps
+    /// wait for a pass after the hold ends. Returns whether steps are left
+    /// for a later pass that should come soon.
     fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
+        if self.uploads_held().is_some() {
+            return Ok(false);
+        }
         let started = std::time::Instant::now();
         while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
             match self.compactor.step(self.target.as_ref(), &self.journal)? {
