@@ -319,8 +319,12 @@ impl Stream {
 
     /// Fold remote record objects while steps are due, nothing waits to be
     /// archived, and (unless `all`, as `run --once` asks) for at most
-    /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
+    /// [`COMPACTION_SLICE`] per pass, so new segments are not held up; not
+    /// while uploads are held (a `0` window, a spent data budget).
     fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<(), Error> {
+        if self.uploads_held().is_some() {
+            return Ok(()); // its folded records are uploads too: they wait
+        }
         let started = std::time::Instant::now();
         while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
             match self.compactor.step(self.target.as_ref(), &self.journal)? {
