@@ -10,7 +10,8 @@
 //!    (one ranged GET), or a gap there, which is "not in the archive" with
 //!    no request.
 //! 4. Otherwise the archive's records after the local journal (one LIST),
-//!    then the ranged GET: a name the archive lacks costs that one request.
+//!    streamed, then the ranged GET: a name the archive lacks costs that
+//!    one request.
 //!
 //! Writing DEST (new file, never replacing, CRC32 before the name; devices
 //! and standard output written through) is `restore::fetch`'s, for every
@@ -18,7 +19,7 @@
 //! as one-segment batches ([`whole_object`]). After a segment is handed
 //! over, a background prefetch is started (see [`crate::prefetch`]).
 
-use crate::catalog;
+use crate::catalog::reader::{ManifestReader, Reach};
 use crate::config::{Config, StreamConfig};
 use crate::error::Error;
 use crate::manifest::journal::{self, Lookup};
@@ -44,17 +45,40 @@ pub fn fetch(config: &Config, stream: &StreamConfig, name: &str, dest: &FetchDes
     }
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let Some(position) = stream.naming.position(name) else {
-        let manifest = catalog::load(state_dir, target.as_ref(), &rules)?;
-        return restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest);
+        let holding = batch_holding(state_dir, target.as_ref(), &rules, name, Reach::End)?;
+        return restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest);
     };
     match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
         Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest),
         Lookup::NotHeld => Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() }),
         Lookup::Unknown => {
-            let manifest = catalog::load_reaching(state_dir, target.as_ref(), &rules, position)?;
-            restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)
+            let reach = Reach::Position(position);
+            let holding = batch_holding(state_dir, target.as_ref(), &rules, name, reach)?;
+            restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest)
         }
     }
+}
+
+/// The newest live batch record holding a segment called `name`, the
+/// manifest streamed (only that record is kept).
+fn batch_holding(
+    state_dir: &std::path::Path,
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    name: &str,
+    reach: Reach,
+) -> Result<Option<Record>, Error> {
+    let reader = ManifestReader::open(state_dir, target, rules, reach)?;
+    let mut holding = None;
+    reader.each_live_record(|record| {
+        if let Record::Batch(batch) = &record
+            && batch.segments.iter().any(|s| s.name == name)
+        {
+            holding = Some(record);
+        }
+        Ok(true)
+    })?;
+    Ok(holding)
 }
 
 /// A history or backup file: not stored is "not in the archive".

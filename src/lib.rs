@@ -13,10 +13,12 @@
 //! To follow one batch from directory to stored object to record, read in
 //! this order: [`archiver`] (starts one thread per stream, the library API,
 //! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
-//! messages in [`stream::mailbox`]) → [`stream`] (opening a stream: the
+//! messages in [`stream::mailbox`]; [`source::watch`] posts a wake-up when
+//! the directory changes, through inotify) → [`stream`] (opening a stream: the
 //! state directory's binding to its archive, records adopted from the
 //! target checked against the local segments; then a pass: scan, plan, the
-//! three stages) → [`source`] (which files are segments, through
+//! three stages, which `stream::pipeline` overlaps: batch N+1 uploads while
+//! batch N commits) → [`source`] (which files are segments, through
 //! [`naming`]: file name ↔ position; what waits, what is archived, what
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
@@ -26,7 +28,8 @@
 //! with its [`target::keys`], file and S3 backends; zstd frames produced
 //! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
-//! the position file, the acknowledgement).
+//! the position file, the acknowledgement; between passes
+//! [`catalog::compact`] folds the remote record objects into larger ones).
 //!
 //! Snapshots: between passes the stream's thread starts a [`snapshot`] job
 //! when the rule says one is due or one is asked for (`stream::snapshots`);
@@ -82,6 +85,7 @@ pub mod error;
 pub mod fetch;
 pub mod frames;
 pub mod human;
+pub mod list;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

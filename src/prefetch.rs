@@ -37,7 +37,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::catalog;
+use crate::catalog::reader::{ManifestReader, Reach};
 use crate::config::{Config, StreamConfig};
 use crate::durable;
 use crate::error::Error;
@@ -208,13 +208,23 @@ pub fn run(config: &Config, stream: &StreamConfig, name: &str) -> Result<usize, 
     }
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load_reaching(state_dir, target.as_ref(), &rules, position + 1)?;
-    let wanted = next_segments(
-        manifest.live_log(),
-        position,
-        stream.prefetch_segments as usize,
-        stream.naming.wal().is_some(),
-    );
+    // The log records after `position`, streamed, kept only until they
+    // hold the segments wanted (at most `prefetch_segments` records).
+    let count = stream.prefetch_segments as usize;
+    let reader = ManifestReader::open(state_dir, target.as_ref(), &rules, Reach::Position(position + 1))?;
+    let mut after = Vec::new();
+    let mut held = 0;
+    reader.each_live_record(|record| {
+        if record.last() > position {
+            held += match &record {
+                Record::Batch(batch) => batch.segments.iter().filter(|s| s.position > position).count(),
+                Record::Gap(_) => count,
+            };
+            after.push(record);
+        }
+        Ok(held < count)
+    })?;
+    let wanted = next_segments(&after, position, count, stream.naming.wal().is_some());
     evict(&spool, |s| wanted.iter().any(|(_, e)| e.name == s.name && e.crc32 == s.crc32));
     // Stale temp files of a killed prefetch (none is running: we hold the lock).
     remove_temps(&spool.dir);

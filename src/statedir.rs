@@ -74,6 +74,12 @@ pub fn prefetch_dir(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("prefetch")
 }
 
+/// Where compaction of the stream's remote records stands
+/// (`catalog::compact`).
+pub fn compaction(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("compaction")
+}
+
 /// The range of segments deleted for `backlog_limit` whose gap is not
 /// recorded yet (`stream::backlog`).
 pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {

@@ -56,6 +56,7 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_timeout",
     "keep_snapshots",
     "on_archived",
+    "manifest_compaction",
     "backlog_limit",
     "compression",
     "compression_level",

@@ -9,6 +9,8 @@ mod acknowledge;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// Compaction of the remote manifest: layout, rebuild from it, SIGKILL at each step.
+mod compaction;
 /// compression = zstd: frames `zstd -d` reads, decoding restore/fetch/verify, mixed archives, healing.
 mod compression;
 /// The target contract, run against every target.
@@ -27,6 +29,8 @@ mod fuzz_corpus;
 mod leftovers;
 /// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
+/// `list` of a long archive: summary first, paging on a terminal, --all, --range, streamed.
+mod list;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
 /// Metered links: bandwidth limit and schedule, data budget, backlog limit.
@@ -55,3 +59,5 @@ mod state_dir;
 mod v1_archive;
 /// naming = postgres: push and fetch as archive_command and restore_command, timelines, prefetch.
 mod wal;
+/// inotify wakes a stream at once; polling where it is off or the watch ended.
+mod watch;

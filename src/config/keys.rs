@@ -87,10 +87,12 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_timeout", Default("1h")),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("manifest_compaction", Default("1000")),
     stream("backlog_limit", Off),
     stream("compression", Default("none")),
     // Only with compression = zstd (see stream.rs).
     stream("compression_level", Off),
+    // With naming = postgres only; 0 (off) otherwise (see stream.rs).
     stream("prefetch_segments", Default("8")),
     stream("prefetch_bytes", Default("128MiB")),
 ];

@@ -93,6 +93,9 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// Default 1000: record objects folded into one compacted object on the
+    /// target (`catalog::compact`); 0 turns compaction off; else 2..=100000.
+    pub manifest_compaction: usize,
     /// Only with `seal = spool`; default none: nothing is ever deleted
     /// unarchived. Bytes of waiting segments past which the oldest are
     /// dropped (and recorded as a gap).
@@ -100,7 +103,8 @@ pub struct StreamConfig {
     /// Default none; `compression_level` (default 3, 1..=19) only with zstd.
     pub compression: Compression,
     /// `fetch` also downloads up to this many following segments into the
-    /// stream's prefetch spool (0: off). Default 8, at most 1000.
+    /// stream's prefetch spool (0: off). At most 1000; default 8 with
+    /// `naming = postgres`, 0 otherwise.
     pub prefetch_segments: u32,
     /// The spool's bound in bytes (a segment that would pass it is not
     /// prefetched). Default 128MiB.
@@ -140,6 +144,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
     let (seal, seal_idle) = parse_sealing(f, &naming)?;
     let batch_size = f.value("batch_size", parse_batch_size)?;
     let (snapshot_interval, snapshot_command) = parse_snapshots(f, batch_size)?;
+    let prefetch_segments = parse_prefetch_segments(f, &naming)?;
     Ok(StreamConfig {
         name: name.to_string(),
         dir,
@@ -153,9 +158,10 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_timeout: f.value("snapshot_timeout", positive_duration)?,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        manifest_compaction: f.value("manifest_compaction", parse_compaction)?,
         backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
-        prefetch_segments: f.value("prefetch_segments", |v| number_in(v, 0, 1000))? as u32,
+        prefetch_segments,
         prefetch_bytes: f.value("prefetch_bytes", parse_size)?,
     })
 }
@@ -223,6 +229,19 @@ fn parse_sealing(f: &Fields, naming: &Naming) -> Result<(SealMode, Option<Durati
         ));
     }
     Ok((seal, seal_idle))
+}
+
+/// 0 (off) or 2..=100000 record objects per compacted object.
+fn parse_compaction(value: &str) -> Result<usize, String> {
+    match parse_whole(value) {
+        Some(0) => Ok(0),
+        Some(n @ 2..=100_000) => Ok(n as usize),
+        _ => Err(format!(
+            "expected 0 (no compaction) or a whole number from 2 to 100000 (records per compacted \
+             manifest object), got {}",
+            quote(value)
+        )),
+    }
 }
 
 /// A whole number up to `MAX_BATCH_SIZE`; 0 is left to `plan::check_rules`.
@@ -308,6 +327,16 @@ fn parse_zstd_level(value: &str) -> Result<i32, String> {
     Ok(level as i32)
 }
 
+/// `prefetch_segments`: default 8 with `naming = postgres` (recovery asks
+/// for one segment after another), off otherwise unless set (a prefetch
+/// writes into the state directory, which a one-off `fetch` should not).
+fn parse_prefetch_segments(f: &Fields, naming: &Naming) -> Result<u32, ConfigError> {
+    if naming.wal().is_none() && f.entry("prefetch_segments").is_none() {
+        return Ok(0);
+    }
+    Ok(f.value("prefetch_segments", |v| number_in(v, 0, 1000))? as u32)
+}
+
 fn parse_on_archived(value: &str) -> Result<OnArchived, String> {
     one_of(value, &[("keep", OnArchived::Keep), ("delete", OnArchived::Delete), ("mark", OnArchived::Mark)])
 }
@@ -378,6 +407,12 @@ mod tests {
         assert_eq!(stream.seal, crate::config::SealMode::Push);
         assert_eq!(stream.naming.position("000000020000000000000030"), Some(2 << 40 | 0x30));
         assert_eq!((stream.prefetch_segments, stream.prefetch_bytes), (8, 128 << 20));
+        // Off by default under a pattern (a one-off fetch writes nothing
+        // into the state directory), on when asked for.
+        let pattern = parse_text(&config_text("", "")).unwrap();
+        assert_eq!(pattern.streams[0].prefetch_segments, 0);
+        let asked = parse_text(&config_text("", "prefetch_segments = 3")).unwrap();
+        assert_eq!(asked.streams[0].prefetch_segments, 3);
         let one = parse_text(&format!("{base}wal_segment_size = 1MiB\nseal = spool\n")).expect("1MiB");
         assert_eq!(one.streams[0].naming.wal().map(|w| w.segment_size()), Some(1 << 20));
         assert_eq!(one.streams[0].seal, crate::config::SealMode::Spool);

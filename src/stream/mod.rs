@@ -10,14 +10,16 @@
 //!    then the optional deletion or marking of the local segments.
 //!
 //! `prepare` and `upload` are functions of what they are given (segments,
-//! target, status), not of the `Stream`, so a later pipeline can prepare and
-//! upload batch N+1 while batch N commits; `commit` alone takes the stream
-//! mutably, so commits stay strictly in position order.
+//! target, status), not of the `Stream`, so `pipeline` prepares and uploads
+//! batch N+1 on a helper thread while batch N commits; `commit` alone takes
+//! the stream mutably, so commits stay strictly in position order.
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
-//! nothing is ready. Records adopted from the target are checked against the
-//! local segments first (`adopt`).
+//! nothing is ready, then folds remote record objects for a moment
+//! (`catalog::compact`, at most [`COMPACTION_SLICE`] per pass). Records
+//! adopted from the target are checked against the local segments first
+//! (`adopt`).
 //!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
 //! snapshot jobs (when one is due, running it beside the passes, recording
@@ -30,6 +32,7 @@ mod binding;
 mod commit;
 pub mod confirm;
 pub mod mailbox;
+mod pipeline;
 mod prepare;
 pub mod retention;
 pub mod snapshots;
@@ -47,12 +50,13 @@ use crate::bandwidth;
 use crate::budget;
 use crate::calendar::LocalTime;
 use crate::catalog;
+use crate::catalog::compact::Compactor;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{Entry, Record, StreamRules};
-use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
+use crate::plan::{self, BatchPolicy, Sealing, SegmentFact};
 use crate::snapshot::SnapshotBook;
 use crate::source::{self, ScanError, Segment, Source};
 use crate::statedir::{self, StreamLock};
@@ -61,6 +65,9 @@ use crate::target::Target;
 
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
+
+/// The longest a pass spends compacting the remote manifest when it ends.
+pub const COMPACTION_SLICE: Duration = Duration::from_millis(200);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,12 @@ pub struct PassReport {
     /// Batches found already stored and recorded without re-sending.
     pub healed: u64,
     pub gaps: u64,
+    /// Segments left waiting in the directory when the pass ended (not
+    /// sealed yet, or a batch not full yet, or uploads held): what waits
+    /// on time.
+    pub waiting: u64,
+    /// Compaction steps are left for the next pass.
+    pub compacting: bool,
 }
 
 /// What the application has told the stream (see `mailbox`): facts the
@@ -102,10 +115,18 @@ pub struct Stream {
     target: Arc<dyn Target>,
     state_root: PathBuf,
     journal: Journal,
+    /// Folds the remote log records in the background of passes.
+    compactor: Compactor,
     status: Arc<StatusCell>,
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
     source: Source,
+    /// Whether the next batch may already be stored without a record: at
+    /// start (a crash between upload and commit), after a failed attempt,
+    /// and after a batch found stored (the one after it may be too). Then
+    /// the upload looks first (a HEAD); once a look finds nothing, the
+    /// objects after it are this process's own to write, unlooked.
+    uncertain: bool,
     /// The snapshots recorded and not pruned.
     snapshots: SnapshotBook,
     /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
@@ -149,14 +170,26 @@ impl Stream {
                 source.record(&record);
             }
         })?;
-        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last())?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
-            adopt::check_local_segments(&config, records)
-        })?;
-        adopted.log.iter().for_each(|record| source.record(record));
-        adopted.entries().for_each(|entry| snapshots.note(&name, &entry));
+        let mut compactor = Compactor::load(state_root, &name, config.manifest_compaction, &journal);
+        let listing_start = compactor.listing_start();
+        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last(), listing_start)?;
+        let caught_up = catalog::catch_up(
+            &mut journal,
+            target.as_ref(),
+            listing_start,
+            |records| adopt::check_local_segments(&config, records),
+            |entry| {
+                snapshots.note(&name, entry);
+                if let Entry::Log(record) = entry {
+                    source.record(record);
+                }
+            },
+        )?;
+        if let Some(progress) = caught_up.compaction {
+            compactor.adopt(progress)?;
+        }
         source.prune(journal.ends().pruned_before());
-        let adopted = adopted.log.len() + adopted.snapshots.len() + adopted.prunes.len();
+        let adopted = caught_up.adopted;
         if adopted > 0 {
             let adopted = crate::human::count(adopted as u64, "record");
             log::info!("stream {name}: adopted {adopted} from the archive's manifest");
@@ -166,8 +199,10 @@ impl Stream {
             target,
             state_root: state_root.to_path_buf(),
             journal,
+            compactor,
             status,
             source,
+            uncertain: true,
             snapshots,
             snapshot_after_drop: false,
             _lock: lock,
@@ -240,7 +275,6 @@ impl Stream {
                 .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&survey.archived)?;
-            self.update_status(|s| s.late_segments = survey.late.len() as u64);
             if self.enforce_backlog_limit(&survey.waiting)? {
                 continue; // look at the directory again, without the deleted files
             }
@@ -248,42 +282,26 @@ impl Stream {
                 report.gaps += 1;
             }
             let segments = survey.waiting;
+            let (backlog, backlog_bytes) = backlog(&segments);
+            self.update_status(|s| {
+                s.late_segments = survey.late.len() as u64;
+                s.backlog_segments = backlog;
+                s.backlog_bytes = backlog_bytes;
+            });
             let facts = self.facts(&segments, hints);
             self.uploads_held();
-            let mut progressed = false;
-            loop {
-                if should_stop() {
-                    return Ok(report);
-                }
-                match plan::next_step(self.archived(), &facts, self.policy(flush, hints)) {
-                    Step::Wait => break,
-                    Step::Gap { first, last } => {
-                        let told = hints.low_water_mark == Some(last + 1);
-                        self.record_gap(first, last, told)?;
-                        report.gaps += 1;
-                    }
-                    Step::Upload { .. } if self.uploads_held().is_some() => {
-                        // A `0` bandwidth window or a spent data budget:
-                        // wait, quietly; the status says why.
-                        return Ok(report);
-                    }
-                    Step::Upload { first, last, .. } => {
-                        let rules = StreamRules::new(&self.config.name, &self.config.naming);
-                        let compression = self.config.compression;
-                        let mut batch = prepare::prepare(&rules, compression, first, last, &segments)?;
-                        let (count, bytes) = (batch.segments.len() as u64, batch.size);
-                        let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, &rules, &mut batch)?;
-                        self.commit_batch(batch, uploaded)?;
-                        report.batches += 1;
-                        report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
-                        report.segments += count;
-                        report.bytes += bytes;
-                    }
-                }
-                progressed = true;
+            let steps =
+                self.take_steps(&segments, &facts, self.policy(flush, hints), &mut report, should_stop)?;
+            if should_stop() {
+                return Ok(report);
             }
-            if !progressed {
+            if steps.held {
+                // A `0` bandwidth window or a spent data budget: wait,
+                // quietly (the status says why), looking again each poll.
+                report.waiting = segments.len() as u64;
+                return Ok(report);
+            }
+            if !steps.progressed {
                 if !survey.refused.is_empty() {
                     // Everything before the refused entries is archived;
                     // they hold the stream until an operator deals with them.
@@ -292,9 +310,32 @@ impl Stream {
                     return Err(Error::Scan { stream: self.config.name.clone(), source });
                 }
                 self.update_status(|s| s.last_success = Some(unix_now()));
+                report.waiting = segments.len() as u64;
+                report.compacting = self.compact(flush, should_stop)?;
                 return Ok(report);
             }
         }
+    }
+
+    /// Fold remote record objects while steps are due, nothing waits to be
+    /// archived, and (unless `all`, as `run --once` asks) for at most
+    /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
+    /// Nothing is folded while uploads are held (a `0` bandwidth window, a
+    /// spent data budget): compacted objects are uploads too; the steps
+    /// wait for a pass after the hold ends. Returns whether steps are left
+    /// for a later pass that should come soon.
+    fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
+        if self.uploads_held().is_some() {
+            return Ok(false);
+        }
+        let started = std::time::Instant::now();
+        while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
+            match self.compactor.step(self.target.as_ref(), &self.journal)? {
+                None => return Ok(false),
+                Some(done) => log::debug!("stream {}: compaction: {done:?}", self.name()),
+            }
+        }
+        Ok(true)
     }
 
     /// Why no new upload may start now (a `0` bandwidth window, a spent
@@ -386,6 +427,9 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&config.dir, &config.naming, |_| true) {
         Ok(segments) => {
+            let after_archive = |p: u64| status.archived_position.is_none_or(|a| p > a);
+            (status.backlog_segments, status.backlog_bytes) =
+                backlog(segments.iter().filter(|s| after_archive(s.position)));
             let sealed = sealed_count(config, &segments, Hints::default(), SystemTime::now());
             let last_sealed = sealed.checked_sub(1).map(|i| segments[i].position);
             status.committed_position = plan::committed_position(last_sealed, status.archived_position);
@@ -404,6 +448,11 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
         })
         .flatten();
     Ok(status)
+}
+
+/// How many segments wait, and their bytes.
+fn backlog<'a>(waiting: impl IntoIterator<Item = &'a Segment>) -> (u64, u64) {
+    waiting.into_iter().fold((0, 0), |(count, bytes), s| (count + 1, bytes + s.len))
 }
 
 /// How many of `segments` are sealed, under the stream's sealing settings

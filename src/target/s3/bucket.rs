@@ -1,4 +1,4 @@
-//! Bucket-level operations: ListObjectsV2 with pagination, DeleteObjects in
+//! Bucket-level operations: ListObjectsV2 page by page, DeleteObjects in
 //! batches, aborting stale multipart uploads, and the reachability check.
 //!
 //! Keys cross this module's boundary relative to the target prefix; the
@@ -19,16 +19,18 @@ use super::xml;
 /// DeleteObjects accepts at most this many keys per request.
 pub const DELETE_BATCH: usize = 1000;
 
-/// Every object under `prefix` (target-relative) sorting after `start_after`.
-pub fn list(
+/// Every object under `prefix` (target-relative) sorting after
+/// `start_after`, one page (one ListObjectsV2 answer) at a time to `visit`,
+/// until it returns `false`.
+pub fn list_pages(
     target: &S3Target,
     prefix: &str,
     start_after: Option<&str>,
-) -> Result<Vec<ObjectInfo>, TargetError> {
+    visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+) -> Result<(), TargetError> {
     let full_prefix = target.full_key(prefix);
     let display = display_prefix(target, prefix);
     let full_start_after = start_after.map(|key| target.full_key(key));
-    let mut objects = Vec::new();
     let mut token: Option<String> = None;
     let mut seen_tokens = HashSet::new();
     loop {
@@ -46,12 +48,12 @@ pub fn list(
         let page = xml::parse_list_objects(&reply.text()).map_err(|detail| {
             error::transient(&target.client.context(&request), format!("unreadable listing: {detail}"))
         })?;
-        objects.extend(page.objects.into_iter().filter_map(|(key, size)| {
+        let objects = page.objects.into_iter().filter_map(|(key, size)| {
             let key = target.relative_key(&key)?.to_string();
             Some(ObjectInfo { key, size, crc32: None })
-        }));
-        if !page.is_truncated {
-            return Ok(objects);
+        });
+        if !visit(objects.collect()) || !page.is_truncated {
+            return Ok(());
         }
         token = match page.next_continuation_token {
             Some(next) if seen_tokens.insert(next.clone()) => Some(next),
