@@ -319,12 +319,14 @@ impl Stream {
     /// archived, and (unless `all`, as `run --once` asks) for at most
     /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
     /// Nothing is folded while uploads are held (a `0` bandwidth window, a
-    /// spent data budget): compacted objects are uploads too; the steps
-    /// wait for a pass after the hold ends. Returns whether steps are left
-    /// for a later pass that should come soon.
+    /// spent data budget): compacted objects are uploads too, so, like
+    /// held segments, the steps that may be due are looked at again each
+    /// poll until the hold ends (a window that opens, a reload that lifts
+    /// it). Returns whether steps are (or may be) left for a later pass
+    /// that should come soon.
     fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
         if self.uploads_held().is_some() {
-            return Ok(false);
+            return Ok(true);
         }
         let started = std::time::Instant::now();
         while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
