@@ -482,3 +482,128 @@ fn assert_reload_notified(notify: &NotifySocket, count: usize) {
     }
     assert_eq!(states, expected, "{:?}", notify.messages());
 }
+
+/// `scripts/package-deb --binary PATH --out DIR`: builds the .deb from the
+/// test build; returns its path.
+fn build_deb(out: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/package-deb");
+    let built = Command::new(&script)
+        .args(["--binary", env!("CARGO_BIN_EXE_walship"), "--out"])
+        .arg(out)
+        .output()
+        .expect("run scripts/package-deb");
+    assert!(built.status.success(), "scripts/package-deb failed:\n{}", stderr(&built));
+    PathBuf::from(stdout(&built).trim())
+}
+
+/// `dpkg-deb ARGS DEB` output, asserting success.
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb").args(args).arg(deb).output().expect("run dpkg-deb");
+    assert!(out.status.success(), "dpkg-deb {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// Whether installing a package on this machine is allowed: as root, and
+/// only in CI or when asked (WALSHIP_TEST_INSTALL_DEB=1), never over an
+/// installed walship.
+fn may_install_packages() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".into());
+    }
+    if std::env::var_os("CI").is_none() && std::env::var_os("WALSHIP_TEST_INSTALL_DEB").is_none() {
+        return Err("neither CI nor WALSHIP_TEST_INSTALL_DEB=1 is set".into());
+    }
+    let status = Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", "walship"]).output();
+    if status.is_ok_and(|s| stdout(&s) == "installed") {
+        return Err("a walship package is already installed here".into());
+    }
+    Ok(())
+}
+
+/// Run a command of the install half, asserting success; returns its output.
+fn run_as_admin(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
+    let printed = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{program} {args:?} failed ({:?}):\n{printed}", out.status);
+    printed
+}
+
+/// The .deb built by `scripts/package-deb` holds the binary, the unit (run
+/// from /usr/bin), the sysusers entry, the example config as a conffile and
+/// the state directory, with dependencies computed from the binary. As root
+/// in CI it is also installed with `dpkg -i` (user created, state directory
+/// owned by it, the installed unit passing `systemd-analyze verify`,
+/// `walship --version` answering), removed (`dpkg -r`: the binary goes, the
+/// conffile stays) and purged (`dpkg -P`: nothing left).
+#[test]
+fn deb_package_installs_verifies_and_removes_cleanly() {
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        eprintln!("SKIPPING the .deb test: dpkg-deb is not installed (apt-get install dpkg-dev)");
+        return;
+    }
+    let dir = TestDir::new("deb");
+    let deb = build_deb(&dir.path);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        deb.file_name().unwrap().to_str().unwrap().starts_with(&format!("walship_{version}_")),
+        "{deb:?}"
+    );
+
+    let contents = dpkg_deb(&["--contents"], &deb);
+    for (mode, path) in [
+        ("-rwxr-xr-x root/root", "./usr/bin/walship"),
+        ("-rw-r--r-- root/root", "./usr/lib/systemd/system/walship.service"),
+        ("-rw-r--r-- root/root", "./usr/lib/sysusers.d/walship.conf"),
+        ("-rw-r----- root/root", "./etc/walship/walship.conf"),
+        ("drwxr-x--- root/root", "./var/lib/walship/"),
+    ] {
+        let line = contents.lines().find(|l| l.ends_with(&format!(" {path}")));
+        let line = line.unwrap_or_else(|| panic!("{path} is not in the package:\n{contents}"));
+        assert!(line.starts_with(mode), "{path}: expected {mode}, got {line}");
+    }
+    let control = dpkg_deb(&["--field"], &deb);
+    assert!(control.contains(&format!("Version: {version}\n")), "{control}");
+    assert!(control.contains("Depends: libc6 (>= "), "Depends not computed from the binary:\n{control}");
+    let info = dpkg_deb(&["--info"], &deb);
+    assert!(info.contains(" conffiles "), "no conffiles in the package:\n{info}");
+
+    let extracted = dir.path.join("root");
+    let out = Command::new("dpkg-deb").arg("--extract").arg(&deb).arg(&extracted).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = fs::read_to_string(extracted.join("usr/lib/systemd/system/walship.service")).unwrap();
+    assert_eq!(unit, UNIT.replace(EXEC_START, "ExecStart=/usr/bin/walship run -c /etc/walship/walship.conf"));
+    assert_eq!(fs::read_to_string(extracted.join("etc/walship/walship.conf")).unwrap(), EXAMPLE_CONFIG);
+
+    if let Err(why) = may_install_packages() {
+        eprintln!(
+            "SKIPPING the install half of the .deb test (dpkg -i, systemd-analyze verify, \
+             walship --version, dpkg -r, dpkg -P): {why}; it runs as root with CI=1 or \
+             WALSHIP_TEST_INSTALL_DEB=1"
+        );
+        return;
+    }
+    let deb_arg = deb.to_str().unwrap();
+    run_as_admin("dpkg", &["-i", deb_arg]);
+    let owner = run_as_admin("stat", &["-c", "%U:%G %a", "/var/lib/walship", "/etc/walship/walship.conf"]);
+    assert_eq!(owner, "walship:walship 750\nroot:walship 640\n");
+    let verified = run_as_admin(systemd_analyze(), &["verify", "/usr/lib/systemd/system/walship.service"]);
+    assert!(verified.trim().is_empty(), "systemd-analyze verify warns on the installed unit:\n{verified}");
+    let answered = run_as_admin("/usr/bin/walship", &["--version"]);
+    assert_eq!(answered.trim(), format!("walship {version}"));
+
+    // Remove: the program goes, the edited config (a conffile) stays.
+    fs::write("/etc/walship/walship.conf", format!("{EXAMPLE_CONFIG}\n# edited\n")).unwrap();
+    run_as_admin("dpkg", &["-r", "walship"]);
+    assert!(!Path::new("/usr/bin/walship").exists());
+    assert!(!Path::new("/usr/lib/systemd/system/walship.service").exists());
+    assert!(fs::read_to_string("/etc/walship/walship.conf").unwrap().ends_with("# edited\n"));
+    // Purge: nothing of it is left.
+    run_as_admin("dpkg", &["-P", "walship"]);
+    for gone in ["/etc/walship", "/var/lib/walship", "/usr/lib/sysusers.d/walship.conf"] {
+        assert!(!Path::new(gone).exists(), "{gone} is left after dpkg -P");
+    }
+    let known =
+        Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", "walship"]).output().unwrap();
+    assert!(!known.status.success() || stdout(&known) == "not-installed", "{}", stdout(&known));
+}
