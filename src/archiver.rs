@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Global, StreamConfig};
 use crate::error::Error;
+use crate::fleet;
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::statedir::{self, StreamLock};
@@ -42,6 +43,8 @@ pub struct Archiver {
     shared: Arc<Shared>,
     streams: Vec<StreamHandle>,
     metrics: MetricsOutputs,
+    /// The heartbeat publisher, with `node_id` set.
+    heartbeats: Option<JoinHandle<()>>,
 }
 
 /// What the metrics threads read.
@@ -99,7 +102,9 @@ impl Archiver {
         let heartbeat = Arc::new(AtomicU64::new(unix_now()));
         let shared = Arc::new(Shared { stop: AtomicBool::new(false), statuses: Mutex::default(), heartbeat });
         let metrics = start_metrics(&config.global, &shared)?;
-        let mut archiver = Archiver { config: config.clone(), target, shared, streams: Vec::new(), metrics };
+        let heartbeats = start_heartbeats(&config.global, &target, &shared)?;
+        let mut archiver =
+            Archiver { config: config.clone(), target, shared, streams: Vec::new(), metrics, heartbeats };
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
@@ -239,11 +244,30 @@ impl Archiver {
             let _ = std::net::TcpStream::connect(address); // wake its accept()
             let _ = handle.join();
         }
-        if let Some(handle) = self.metrics.writer {
+        for handle in [self.metrics.writer, self.heartbeats].into_iter().flatten() {
             handle.thread().unpark();
             let _ = handle.join();
         }
     }
+}
+
+/// Start the heartbeat publisher when `node_id` is set.
+fn start_heartbeats(
+    global: &Global,
+    target: &Arc<dyn Target>,
+    shared: &Arc<Shared>,
+) -> Result<Option<JoinHandle<()>>, Error> {
+    let Some(node) = global.node_id.clone() else { return Ok(None) };
+    let (statuses, stopping) = (Arc::clone(shared), Arc::clone(shared));
+    let handle = fleet::publisher::start(
+        Arc::clone(target),
+        node,
+        global.heartbeat_interval,
+        move || statuses.statuses(),
+        move || stopping.stop.load(Ordering::SeqCst),
+    )
+    .map_err(|e| Error::local("start the heartbeat publisher for", &global.state_dir, e))?;
+    Ok(Some(handle))
 }
 
 /// Take each stream's lock. A stream locked by another process gets `None`

@@ -48,6 +48,12 @@ pub enum Command {
     Verify { stream: Option<String>, deep: bool },
     /// `walship check`: validate the config and reach every target.
     Check,
+    /// `walship fleet [--json] [--stale DURATION]`: every node's heartbeats.
+    Fleet {
+        json: bool,
+        /// `None`: three heartbeat intervals.
+        stale: Option<std::time::Duration>,
+    },
 }
 
 /// The outcome of parsing the arguments.
@@ -222,6 +228,28 @@ const COMMANDS: &[CommandSpec] = &[
         build: |m| {
             no_arguments(m)?;
             Ok(Command::Check)
+        },
+    },
+    CommandSpec {
+        name: "fleet",
+        synopsis: "[--json] [--stale DURATION]",
+        summary: "show every node's and stream's health from the heartbeats on the target",
+        about: "Read the heartbeat objects (STREAM/nodes/NODE_ID) that nodes with node_id\n\
+                write, from the target alone, and show one line per node and stream:\n\
+                stale (not refreshed within DURATION by the store's clock, default three\n\
+                heartbeat intervals) and failing ones first, with positions, backlog,\n\
+                last success, version and error.",
+        options: |o| {
+            o.optflag("", "json", "print JSON instead of text");
+            o.optopt("", "stale", "older heartbeats are stale (default: 3 x heartbeat_interval)", "DURATION");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            let stale = m.opt_str("stale").map(|d| config::values::positive_duration(&d)).transpose();
+            Ok(Command::Fleet {
+                json: m.opt_present("json"),
+                stale: stale.map_err(|e| format!("--stale: {e}"))?,
+            })
         },
     },
 ];

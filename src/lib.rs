@@ -31,7 +31,8 @@
 //! files), [`durable`] (the one path for durable local writes: temp, fsync,
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
-//! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
+//! Prometheus page), [`fleet`] (heartbeat objects on the target, for
+//! `walship fleet`), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people). The remote
 //! records alone suffice to restore ([`restore`]), to verify
 //! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
@@ -51,6 +52,7 @@ pub mod crc;
 pub mod daemon;
 pub mod durable;
 pub mod error;
+pub mod fleet;
 pub mod human;
 pub mod manifest;
 pub mod mapguard;

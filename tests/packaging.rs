@@ -35,6 +35,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "metrics_listen",
     "metrics_file",
     "log_level",
+    "node_id",
+    "heartbeat_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",

@@ -19,6 +19,8 @@ mod daemon;
 mod faultproxy;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
+/// Heartbeat objects and `walship fleet`, on a file target and on Garage.
+mod fleet;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
 /// Temp files a killed walship left, cleaned by the next run.

@@ -66,6 +66,8 @@ pub const KEYS: &[Key] = &[
     global("metrics_listen", Off),
     global("metrics_file", Off),
     global("log_level", Default("info")),
+    global("node_id", Off),
+    global("heartbeat_interval", Default("10s")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),

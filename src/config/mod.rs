@@ -35,7 +35,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use crate::target::url::TargetUrl;
-pub use global::Global;
+pub use global::{Global, check_node_id};
 pub use stream::{MAX_BATCH_SIZE, OnArchived, SealMode, StreamConfig, check_stream_name};
 pub use values::{parse_duration, parse_size};
 
