@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::config::{Config, Global, StreamConfig};
 use crate::error::Error;
 use crate::fleet;
+use crate::fleet::member::Member;
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::statedir::{self, StreamLock};
@@ -43,7 +44,7 @@ pub struct Archiver {
     shared: Arc<Shared>,
     streams: Vec<StreamHandle>,
     metrics: MetricsOutputs,
-    /// The heartbeat publisher, with `node_id` set.
+    /// The fleet thread (heartbeats, elections), with `node_id` set.
     heartbeats: Option<JoinHandle<()>>,
 }
 
@@ -51,6 +52,8 @@ pub struct Archiver {
 struct Shared {
     stop: AtomicBool,
     statuses: Mutex<Vec<Arc<StatusCell>>>,
+    /// Every running stream's place in the fleet (for the fleet thread).
+    members: Mutex<Vec<Arc<Member>>>,
     /// When a stream thread last went round its loop (seconds since epoch).
     heartbeat: Arc<AtomicU64>,
 }
@@ -100,7 +103,12 @@ impl Archiver {
         let target = target::open(&config.global)?;
         let locks = lock_streams(config)?;
         let heartbeat = Arc::new(AtomicU64::new(unix_now()));
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), statuses: Mutex::default(), heartbeat });
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            statuses: Mutex::default(),
+            members: Mutex::default(),
+            heartbeat,
+        });
         let metrics = start_metrics(&config.global, &shared)?;
         let heartbeats = start_heartbeats(&config.global, &target, &shared)?;
         let mut archiver =
@@ -129,17 +137,26 @@ impl Archiver {
             daemon_running: true,
             ..Default::default()
         }));
+        let member = Arc::new(Member::new(
+            &stream.name,
+            Arc::clone(&status),
+            stream.replicas,
+            global.node_id.clone(),
+            global.heartbeat_interval,
+        ));
         let links = JobLinks {
             mailbox: inbox,
             stop: Arc::clone(&stop),
             status: Arc::clone(&status),
             heartbeat: Arc::clone(&self.shared.heartbeat),
+            member: Arc::clone(&member),
         };
         let thread = thread::Builder::new()
             .name(format!("walship-{}", stream.name))
             .spawn(move || job.run(links))
             .map_err(|e| Error::local("start a thread for stream", &stream.name, e))?;
         self.shared.statuses.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&status));
+        self.shared.members.lock().unwrap_or_else(|p| p.into_inner()).push(member);
         self.streams.push(StreamHandle { config: stream.clone(), mailbox, stop, status, thread });
         Ok(())
     }
@@ -212,6 +229,11 @@ impl Archiver {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|s| !Arc::ptr_eq(s, &status));
+            self.shared
+                .members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|m| !Arc::ptr_eq(&m.status, &status));
             handle.stop();
             log::info!("stream {name}: stopped for the reload");
         }
@@ -251,19 +273,19 @@ impl Archiver {
     }
 }
 
-/// Start the heartbeat publisher when `node_id` is set.
+/// Start the fleet thread (heartbeats, elections) when `node_id` is set.
 fn start_heartbeats(
     global: &Global,
     target: &Arc<dyn Target>,
     shared: &Arc<Shared>,
 ) -> Result<Option<JoinHandle<()>>, Error> {
     let Some(node) = global.node_id.clone() else { return Ok(None) };
-    let (statuses, stopping) = (Arc::clone(shared), Arc::clone(shared));
+    let (members, stopping) = (Arc::clone(shared), Arc::clone(shared));
     let handle = fleet::publisher::start(
         Arc::clone(target),
         node,
         global.heartbeat_interval,
-        move || statuses.statuses(),
+        move || members.members.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         move || stopping.stop.load(Ordering::SeqCst),
     )
     .map_err(|e| Error::local("start the heartbeat publisher for", &global.state_dir, e))?;

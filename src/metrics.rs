@@ -82,6 +82,7 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
             writeln!(out, "walship_uploads_total{{stream=\"{name}\",result=\"error\"}} {}", s.uploads_failed);
     }
     render_histogram(&mut out, streams);
+    render_offloader(&mut out, streams);
     let _ = writeln!(
         out,
         "# HELP walship_heartbeat_timestamp_seconds When the daemon last showed it is alive.\n\
@@ -106,6 +107,28 @@ fn render_histogram(out: &mut String, streams: &[StreamStatus]) {
 }
 
 /// A label value, escaped as the text format requires.
+/// `walship_offloader{stream,node}`: 1 where this node is the elected
+/// offloader of a `replicas = on` stream, 0 where it stands by.
+fn render_offloader(out: &mut String, streams: &[StreamStatus]) {
+    let name = "walship_offloader";
+    let replicated: Vec<_> = streams.iter().filter_map(|s| Some((s, s.replica.as_ref()?))).collect();
+    if replicated.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} 1 if this node archives the replicated stream, 0 if it stands by.");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (s, replica) in replicated {
+        let elected = replica.offloader.as_deref() == Some(replica.node.as_str());
+        let _ = writeln!(
+            out,
+            "{name}{{stream=\"{}\",node=\"{}\"}} {}",
+            label(&s.stream),
+            label(&replica.node),
+            u8::from(elected)
+        );
+    }
+}
+
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

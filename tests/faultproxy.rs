@@ -138,6 +138,8 @@ struct Plan {
     requests: u64,
     /// One line per injected fault: fault, kind, request line.
     injected: Vec<String>,
+    /// Every request's `METHOD TARGET` line, in arrival order.
+    seen: Vec<String>,
 }
 
 impl Plan {
@@ -235,6 +237,11 @@ impl FaultProxy {
     /// Requests seen (refused connections included).
     pub fn requests(&self) -> u64 {
         self.shared.plan().requests
+    }
+
+    /// Every request's `METHOD TARGET` line so far, in arrival order.
+    pub fn seen(&self) -> Vec<String> {
+        self.shared.plan().seen.clone()
     }
 
     /// Faults injected so far, one line each.
@@ -460,6 +467,7 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let fault = {
         let mut plan = shared.plan();
         plan.requests += 1;
+        plan.seen.push(format!("{method} {target}"));
         plan.decide(Some((kind, &format!("{method} {target}"))))
     };
     match fault {

@@ -50,6 +50,8 @@ const STREAM_KEYS: &[&str] = &[
     "snapshot_command",
     "keep_snapshots",
     "on_archived",
+    "replicas",
+    "max_offloader_lag",
 ];
 
 fn systemd_analyze() -> &'static str {

@@ -35,6 +35,8 @@ mod packaging;
 mod places;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
+/// replicas = on: two and three daemons elect one offloader; takeover after SIGKILL.
+mod replicas;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
 mod restore;
 /// The S3 target against a real Garage server; curl as an independent client.

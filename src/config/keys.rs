@@ -79,6 +79,8 @@ pub const KEYS: &[Key] = &[
     stream("snapshot_command", Off),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
+    stream("replicas", Default("off")),
+    stream("max_offloader_lag", Default("16")),
 ];
 
 /// The key `name` of `section`, if there is one.

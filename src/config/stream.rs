@@ -64,6 +64,18 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// `replicas = on` (needs `node_id`): the same stream exists on several
+    /// nodes, which elect one offloader among them (see `fleet::election`).
+    /// Default off: `None`.
+    pub replicas: Option<Replicas>,
+}
+
+/// The election settings of a stream with `replicas = on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    /// Default 16, at most 1,000,000: a node whose committed position is
+    /// more than this many segments behind the highest is not elected.
+    pub max_offloader_lag: u64,
 }
 
 /// Check a stream name (see the module doc for the rule and why).
@@ -111,7 +123,21 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_command,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        replicas: parse_replicas(f)?,
     })
+}
+
+/// `replicas` (default off) and `max_offloader_lag`, which only goes with on.
+fn parse_replicas(f: &Fields) -> Result<Option<Replicas>, ConfigError> {
+    let on = f.value("replicas", |v| one_of(v, &[("off", false), ("on", true)]))?;
+    let max_offloader_lag = f.value("max_offloader_lag", |v| number_in(v, 0, 1_000_000))?;
+    if !on && f.entry("max_offloader_lag").is_some() {
+        return Err(f.error(
+            "max_offloader_lag",
+            "only applies with replicas = on; remove this line or add `replicas = on`".into(),
+        ));
+    }
+    Ok(on.then_some(Replicas { max_offloader_lag }))
 }
 
 /// The segment naming, from `pattern`; `naming` is refused in this version.
@@ -215,6 +241,9 @@ mod tests {
             ("dri = /x", "dri", "did you mean `dir`?"),
             ("state_dir = /x", "state_dir", "belongs in [global]"),
             ("seal_idle = ", "seal_idle", "no value"),
+            ("replicas = yes", "replicas", "expected off | on"),
+            ("max_offloader_lag = 4", "max_offloader_lag", "only applies with replicas = on"),
+            ("replicas = on", "replicas", "add `node_id = NAME` to [global]"),
         ];
         for (line, k, part) in cases {
             assert_error(&config_text("", line), Some(9), Some(&key(k)), part);
@@ -225,6 +254,24 @@ mod tests {
             Some(10),
             Some(&key("seal_idle")),
             "only applies with seal = next (line 9",
+        );
+    }
+
+    #[test]
+    fn replicas_need_a_node_id_and_take_a_lag() {
+        use super::Replicas;
+        let on = parse_text(&config_text("node_id = n1", "replicas = on")).expect("valid");
+        assert_eq!(on.streams[0].replicas, Some(Replicas { max_offloader_lag: 16 }));
+        let lag =
+            parse_text(&config_text("node_id = n1", "replicas = on\nmax_offloader_lag = 0")).expect("valid");
+        assert_eq!(lag.streams[0].replicas, Some(Replicas { max_offloader_lag: 0 }));
+        assert_eq!(parse_text(&config_text("node_id = n1", "")).expect("valid").streams[0].replicas, None);
+        let key = "[stream sensors] max_offloader_lag";
+        assert_error(
+            &config_text("node_id = n1", "replicas = on\nmax_offloader_lag = x"),
+            Some(10),
+            Some(key),
+            "whole number",
         );
     }
 

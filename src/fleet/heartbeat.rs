@@ -11,6 +11,10 @@
 //! archived=1234               last archived position; empty: none
 //! committed=1240              committed position; empty: none
 //! backlog_segments=6          sealed segments waiting to be archived
+//! first_waiting=1235          lowest position of the node's copy not yet
+//!                             archived; empty: none waits
+//! held=1240                   highest sealed position the node's copy has
+//!                             held since it started; empty: none
 //! last_success=1796006400     empty: none yet
 //! last_error=                 the error the stream is stuck on; empty: none
 //! ```
@@ -60,6 +64,12 @@ pub struct Heartbeat {
     pub archived: Option<u64>,
     pub committed: Option<u64>,
     pub backlog_segments: u64,
+    /// The lowest position waiting in the node's copy (what it could
+    /// archive next; an election skips a node that would leave a gap).
+    pub first_waiting: Option<u64>,
+    /// How far the node's own copy reaches (elections compare this, not
+    /// `committed`, which counts what the node adopted from the archive).
+    pub held: Option<u64>,
     pub last_success: Option<u64>,
     pub last_error: Option<String>,
 }
@@ -89,7 +99,7 @@ impl Heartbeat {
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         format!(
             "{MAGIC} {VERSION}\nnode={}\nstream={}\nversion={}\nwritten={}\narchived={}\n\
-             committed={}\nbacklog_segments={}\nlast_success={}\nlast_error={}\n",
+             committed={}\nbacklog_segments={}\nfirst_waiting={}\nheld={}\nlast_success={}\nlast_error={}\n",
             self.node,
             self.stream,
             one_line(&self.version, MAX_VERSION_LEN),
@@ -97,6 +107,8 @@ impl Heartbeat {
             opt(self.archived),
             opt(self.committed),
             self.backlog_segments,
+            opt(self.first_waiting),
+            opt(self.held),
             opt(self.last_success),
             self.last_error.as_deref().map_or(String::new(), |e| one_line(e, MAX_ERROR_LEN)),
         )
@@ -172,6 +184,8 @@ pub fn parse(bytes: &[u8]) -> Result<Heartbeat, FormatError> {
             "archived" => heartbeat.archived = number_or_none(value)?,
             "committed" => heartbeat.committed = number_or_none(value)?,
             "backlog_segments" => heartbeat.backlog_segments = number_or_none(value)?.unwrap_or(0),
+            "first_waiting" => heartbeat.first_waiting = number_or_none(value)?,
+            "held" => heartbeat.held = number_or_none(value)?,
             "last_success" => heartbeat.last_success = number_or_none(value)?,
             "last_error" => {
                 if value != one_line(value, MAX_ERROR_LEN) {
@@ -220,6 +234,8 @@ mod tests {
             archived: Some(1234),
             committed: Some(1240),
             backlog_segments: 6,
+            first_waiting: Some(1235),
+            held: Some(1240),
             last_success: Some(1_796_006_400),
             last_error: None,
         }
@@ -231,10 +247,17 @@ mod tests {
         assert_eq!(
             text,
             "walship-heartbeat 1\nnode=gw-17a\nstream=sensors\nversion=0.1.0\nwritten=1796006405\n\
-             archived=1234\ncommitted=1240\nbacklog_segments=6\nlast_success=1796006400\nlast_error=\n"
+             archived=1234\ncommitted=1240\nbacklog_segments=6\nfirst_waiting=1235\nheld=1240\nlast_success=1796006400\n\
+             last_error=\n"
         );
         assert_eq!(parse(text.as_bytes()), Ok(sample()));
-        let fresh = Heartbeat { archived: None, committed: None, last_success: None, ..sample() };
+        let fresh = Heartbeat {
+            archived: None,
+            committed: None,
+            first_waiting: None,
+            last_success: None,
+            ..sample()
+        };
         assert_eq!(parse(fresh.to_text().as_bytes()), Ok(fresh));
     }
 
@@ -263,7 +286,7 @@ mod tests {
             (text.replace("archived=1234", "archived=-1"), 6, "not a number"),
             (text.replace("archived=1234", "archived=99999999999999999999"), 6, "not a number"),
             (text.replace("committed=1240", "committed"), 7, "key=value"),
-            (text.clone() + "node=x\n", 11, "twice"),
+            (text.clone() + "node=x\n", 13, "twice"),
             (text.replace("version=0.1.0\n", ""), 0, "no version="),
             ("x".repeat(MAX_LEN + 1), 0, "more than the"),
         ];

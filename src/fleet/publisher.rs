@@ -1,19 +1,25 @@
-//! The heartbeat publisher: a thread of the daemon (when `node_id` is set)
-//! that writes every stream's heartbeat, `STREAM/nodes/NODE_ID`, every
-//! `heartbeat_interval`, from the streams' in-memory status.
+//! The fleet thread of the daemon (when `node_id` is set): writes every
+//! stream's heartbeat, `STREAM/nodes/NODE_ID`, every `heartbeat_interval`,
+//! from the streams' in-memory status; then, for `replicas = on` streams,
+//! reads the peers' heartbeats (one LIST, GETs of the changed ones), elects
+//! the offloader and tells the stream's [`Member`].
 //!
 //! It runs beside the stream threads, not inside them, so a long upload
 //! never delays a heartbeat (peers would take a busy node for a dead one).
-//! A failed write is logged once per change of error and tried again at
-//! the next interval; it never stops archiving.
+//! A failed write or read is logged once per change of error and tried
+//! again at the next round; it never stops archiving. While the peers'
+//! heartbeats cannot be read, each stream keeps its last standing.
 
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::election::{Observed, Settings, elect};
 use super::heartbeat::Heartbeat;
+use super::member::Member;
+use super::view::HeartbeatReader;
 use crate::status::{StreamStatus, unix_now};
-use crate::target::{Target, Upload, keys};
+use crate::target::{Target, TargetError, Upload, keys};
 
 /// What a node says about a stream, from its status now.
 pub fn heartbeat_of(node: &str, status: &StreamStatus) -> Heartbeat {
@@ -25,45 +31,117 @@ pub fn heartbeat_of(node: &str, status: &StreamStatus) -> Heartbeat {
         archived: status.archived_position,
         committed: status.committed_position,
         backlog_segments: status.lag_segments,
+        first_waiting: status.first_waiting,
+        held: status.held_through,
         last_success: status.last_success,
         last_error: status.last_error.clone(),
     }
 }
 
 /// Write `heartbeat` to its key.
-pub fn publish(target: &dyn Target, heartbeat: &Heartbeat) -> Result<(), crate::target::TargetError> {
+pub fn publish(target: &dyn Target, heartbeat: &Heartbeat) -> Result<(), TargetError> {
     let text = heartbeat.to_text();
     let pieces = [text.as_bytes()];
     let body = Upload { pieces: &pieces, size: text.len() as u64, crc32: crc32fast::hash(text.as_bytes()) };
     target.put(&keys::heartbeat_key(&heartbeat.stream, &heartbeat.node), &body)
 }
 
-/// Start the publisher: until `stopped()` (then unpark the thread), write a
-/// heartbeat for each of `statuses()` every `interval`.
+/// Start the fleet thread: until `stopped()` (then unpark the thread),
+/// write the heartbeat of each of `members()` every `interval` (once the
+/// stream has scanned its directory, so a heartbeat never shows a node
+/// that knows nothing yet as caught up), and elect the offloader of every
+/// `replicas = on` stream after each round of writes, and again when the
+/// elected offloader's heartbeat would turn stale.
 pub fn start(
     target: Arc<dyn Target>,
     node: String,
     interval: Duration,
-    statuses: impl Fn() -> Vec<StreamStatus> + Send + 'static,
+    members: impl Fn() -> Vec<Arc<Member>> + Send + 'static,
     stopped: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("walship-heartbeat".into()).spawn(move || {
-        let mut last_error: Option<String> = None;
+    thread::Builder::new().name("walship-fleet".into()).spawn(move || {
+        let mut writes = Logged::new(format!("node {node}: cannot write heartbeats"));
+        let mut reads = Logged::new(format!("node {node}: cannot read peers' heartbeats"));
+        let mut reader = HeartbeatReader::default();
+        // The first heartbeats wait (up to an interval) for every stream's
+        // first scan, so the first election already sees positions.
+        let first_round = Instant::now() + interval;
+        while !stopped()
+            && Instant::now() < first_round
+            && !members().iter().all(|m| scanned(&m.status.get()))
+        {
+            thread::park_timeout(Duration::from_millis(20));
+        }
+        let mut next_write = Instant::now();
         while !stopped() {
-            let result = statuses()
-                .iter()
-                .try_for_each(|status| publish(target.as_ref(), &heartbeat_of(&node, status)))
-                .map_err(|e| e.to_string());
-            if result.as_ref().err() != last_error.as_ref() {
-                match &result {
-                    Err(e) => log::warn!(
-                        "node {node}: cannot write heartbeats: {e}; trying again every {interval:?}"
-                    ),
-                    Ok(()) => log::info!("node {node}: writing heartbeats again"),
-                }
-                last_error = result.err();
+            let members = members();
+            if Instant::now() >= next_write {
+                next_write = Instant::now() + interval;
+                writes.note(members.iter().try_for_each(|member| {
+                    let status = member.status.get();
+                    if scanned(&status) {
+                        publish(target.as_ref(), &heartbeat_of(&node, &status))
+                    } else {
+                        Ok(())
+                    }
+                }));
             }
-            thread::park_timeout(interval);
+            let mut wake = next_write;
+            for member in &members {
+                let Some(replicas) = member.replicas else { continue };
+                let settings =
+                    Settings { heartbeat_interval: interval, max_offloader_lag: replicas.max_offloader_lag };
+                let read = reader.read(target.as_ref(), &member.stream);
+                if let Ok((entries, store_now)) = &read {
+                    let observed: Vec<Observed<'_>> = entries
+                        .iter()
+                        .filter_map(|e| {
+                            Some(Observed { heartbeat: e.heartbeat.as_ref().ok()?, modified: e.modified })
+                        })
+                        .collect();
+                    let election = elect(&member.stream, &observed, *store_now, settings);
+                    member.apply(&election);
+                    if let Some(alive_for) =
+                        election.offloader_alive_for.filter(|_| election.offloader.as_deref() != Some(&node))
+                    {
+                        wake = wake.min(Instant::now() + alive_for + STALE_MARGIN);
+                    }
+                }
+                reads.note(read.map(|_| ()));
+            }
+            thread::park_timeout(wake.saturating_duration_since(Instant::now()));
         }
     })
+}
+
+/// Whether the stream has looked at its directory at least once.
+fn scanned(status: &StreamStatus) -> bool {
+    status.last_success.is_some() || status.last_error.is_some()
+}
+
+/// Past the moment an offloader's heartbeat turns stale, look again this
+/// much later (Last-Modified has whole seconds).
+const STALE_MARGIN: Duration = Duration::from_millis(1100);
+
+/// A failing operation's error, logged once per change.
+struct Logged {
+    what: String,
+    last: Option<String>,
+}
+
+impl Logged {
+    fn new(what: String) -> Logged {
+        Logged { what, last: None }
+    }
+
+    fn note(&mut self, result: Result<(), TargetError>) {
+        let error = result.err().map(|e| e.to_string());
+        if error != self.last {
+            match &error {
+                Some(e) => log::warn!("{}: {e}; trying again", self.what),
+                None => log::info!("{}: recovered", self.what.split(": ").next().unwrap_or_default()),
+            }
+            self.last = error;
+        }
+    }
 }

@@ -24,7 +24,9 @@ use crate::target::{Target, TargetError, keys};
 pub struct Entry {
     pub stream: String,
     pub node: String,
-    /// Since the object was last written, by the store's clock.
+    /// When the store last wrote the object (its clock).
+    pub modified: SystemTime,
+    /// Since then, by the store's clock.
     pub age: Duration,
     /// The heartbeat, or why it cannot be read.
     pub heartbeat: Result<Heartbeat, String>,
@@ -82,8 +84,13 @@ pub struct HeartbeatReader {
 }
 
 impl HeartbeatReader {
-    /// Every heartbeat of `stream`, in node order.
-    pub fn read(&mut self, target: &dyn Target, stream: &str) -> Result<Vec<Entry>, TargetError> {
+    /// Every heartbeat of `stream`, in node order, and the store's time of
+    /// the listing.
+    pub fn read(
+        &mut self,
+        target: &dyn Target,
+        stream: &str,
+    ) -> Result<(Vec<Entry>, SystemTime), TargetError> {
         let prefix = keys::heartbeats_prefix(stream);
         let listing = target.list_dated(&prefix)?;
         self.lists += (listing.objects.len() as u64).div_ceil(1000).max(1);
@@ -102,11 +109,12 @@ impl HeartbeatReader {
             }
             let heartbeat = self.cache[&object.key].heartbeat.clone();
             let age = listing.store_now.duration_since(object.modified).unwrap_or(Duration::ZERO);
-            entries.push(Entry { stream: stream.to_string(), node: node.to_string(), age, heartbeat });
+            let (stream, node, modified) = (stream.to_string(), node.to_string(), object.modified);
+            entries.push(Entry { stream, node, modified, age, heartbeat });
             listed.push(object.key);
         }
         self.cache.retain(|key, _| !key.starts_with(&prefix) || listed.contains(key));
-        Ok(entries)
+        Ok((entries, listing.store_now))
     }
 
     /// GET and parse one heartbeat; a missing or malformed one is an
@@ -163,7 +171,7 @@ pub fn read_all(target: &dyn Target, reader: &mut HeartbeatReader) -> Result<Vec
     reader.lists += (streams.len() as u64).div_ceil(1000).max(1);
     let mut entries = Vec::new();
     for stream in streams.iter().filter(|name| check_stream_name(name).is_ok()) {
-        entries.extend(reader.read(target, stream)?);
+        entries.extend(reader.read(target, stream)?.0);
     }
     Ok(entries)
 }
@@ -288,12 +296,15 @@ mod tests {
             archived: Some(7),
             committed: Some(9),
             backlog_segments: 2,
+            first_waiting: Some(8),
+            held: Some(9),
             last_success: Some(990),
             last_error: error.map(String::from),
         };
         Entry {
             stream: stream.into(),
             node: node.into(),
+            modified: SystemTime::UNIX_EPOCH,
             age: Duration::from_secs(age),
             heartbeat: Ok(heartbeat),
         }
@@ -309,6 +320,7 @@ mod tests {
             Entry {
                 stream: "a".into(),
                 node: "n3".into(),
+                modified: SystemTime::UNIX_EPOCH,
                 age: Duration::ZERO,
                 heartbeat: Err("bad".into()),
             },

@@ -19,11 +19,16 @@
 //! nothing is ready. Records adopted from the target are checked against the
 //! local segments first (`adopt`).
 //!
+//! A standby of a `replicas = on` stream runs `follow` instead of a pass:
+//! it adopts the elected offloader's records and acknowledges its own
+//! copies, never uploading.
+//!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
 
 mod adopt;
 mod binding;
 mod commit;
+mod follow;
 pub mod mailbox;
 mod prepare;
 mod upload;
@@ -260,6 +265,8 @@ impl Stream {
         self.update_status(|s| {
             s.committed_position = committed;
             s.lag_segments = lag;
+            s.first_waiting = segments.first().map(|seg| seg.position);
+            s.held_through = s.held_through.max(last_sealed);
         });
         segments
             .iter()

@@ -18,6 +18,7 @@ use super::mailbox::{ArchiveReply, Message};
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
+use crate::fleet::member::Member;
 use crate::retry::Backoff;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
@@ -43,6 +44,9 @@ pub struct JobLinks {
     pub status: Arc<StatusCell>,
     /// When a stream thread last went round its loop (seconds since epoch).
     pub heartbeat: Arc<AtomicU64>,
+    /// The stream's place in the fleet: with `replicas = on`, whether this
+    /// node is the elected offloader or a standby.
+    pub member: Arc<Member>,
 }
 
 /// An "archive this file now" request waiting for its commit.
@@ -156,7 +160,16 @@ impl StreamJob {
                 stream.insert(opened)
             }
         };
-        open.pass(false, hints, stopped)
+        // replicas = on: a standby follows the offloader's records; a node
+        // that stops being elected ends its pass after the batch in flight.
+        let member = &links.member;
+        if !member.may_upload() {
+            return open.follow(member.follow_due());
+        }
+        if member.take_takeover() {
+            open.follow(true)?;
+        }
+        open.pass(false, hints, &|| stopped() || !member.may_upload())
     }
 
     fn set_error(&self, links: &JobLinks, error: Option<String>) {
