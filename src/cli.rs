@@ -556,12 +556,28 @@ mod tests {
             ("verify", Command::Verify { stream: None, deep: false }),
             ("verify -s x --deep", Command::Verify { stream: s("x"), deep: true }),
             ("check", Command::Check),
+            ("fleet", Command::Fleet { json: false, stale: None }),
+            (
+                "fleet --json --stale 5m",
+                Command::Fleet { json: true, stale: Some(std::time::Duration::from_secs(300)) },
+            ),
         ];
         for (line, command) in cases {
             let invocation = run(line);
             assert_eq!(invocation.command, command, "{line}");
             assert_eq!(invocation.config_path, PathBuf::from(DEFAULT_PATH), "{line}");
         }
+    }
+
+    #[test]
+    fn fleet_stale_takes_a_duration() {
+        assert!(
+            usage_error("fleet --stale 5").contains("--stale: \"5\" has no unit"),
+            "{}",
+            usage_error("fleet --stale 5")
+        );
+        assert!(usage_error("fleet --stale 0s").contains("--stale: expected a duration > 0"));
+        assert!(usage_error("fleet extra").contains("unexpected argument"));
     }
 
     #[test]

@@ -164,6 +164,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn offloader_series_only_for_replicated_streams() {
+        use crate::status::ReplicaStatus;
+        let replica = |offloader: &str| ReplicaStatus {
+            node: "n1".into(),
+            offloader: Some(offloader.into()),
+            reason: "elected".into(),
+        };
+        let plain = StreamStatus { stream: "p".into(), ..Default::default() };
+        assert!(!render(std::slice::from_ref(&plain), 0).contains("walship_offloader"));
+        let mine = StreamStatus { stream: "a".into(), replica: Some(replica("n1")), ..Default::default() };
+        let theirs = StreamStatus { stream: "b".into(), replica: Some(replica("n2")), ..Default::default() };
+        let page = render(&[plain, mine, theirs], 0);
+        assert!(page.contains("# TYPE walship_offloader gauge\n"), "{page}");
+        assert!(page.contains("walship_offloader{stream=\"a\",node=\"n1\"} 1\n"), "{page}");
+        assert!(page.contains("walship_offloader{stream=\"b\",node=\"n1\"} 0\n"), "{page}");
+    }
+
+    #[test]
     fn renders_every_series_with_stream_labels() {
         let mut s = StreamStatus {
             stream: "sensors".into(),
