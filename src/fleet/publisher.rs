@@ -60,8 +60,14 @@ pub fn start(
     stopped: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new().name("walship-fleet".into()).spawn(move || {
-        let mut writes = Logged::new(format!("node {node}: cannot write heartbeats"));
-        let mut reads = Logged::new(format!("node {node}: cannot read peers' heartbeats"));
+        let mut writes = Logged::new(
+            format!("node {node}: cannot write heartbeats"),
+            format!("node {node}: heartbeats written again"),
+        );
+        let mut reads = Logged::new(
+            format!("node {node}: cannot read peers' heartbeats (elections wait)"),
+            format!("node {node}: peers' heartbeats read again"),
+        );
         let mut reader = HeartbeatReader::default();
         // The first heartbeats wait (up to an interval) for every stream's
         // first scan, so the first election already sees positions.
@@ -123,23 +129,27 @@ fn scanned(status: &StreamStatus) -> bool {
 /// much later (Last-Modified has whole seconds).
 const STALE_MARGIN: Duration = Duration::from_millis(1100);
 
-/// A failing operation's error, logged once per change.
+/// A repeated operation's failures, logged once per change of error, and
+/// its recovery.
 struct Logged {
-    what: String,
+    /// "node n1: cannot write heartbeats"
+    failing: String,
+    /// "node n1: heartbeats written again"
+    recovered: String,
     last: Option<String>,
 }
 
 impl Logged {
-    fn new(what: String) -> Logged {
-        Logged { what, last: None }
+    fn new(failing: String, recovered: String) -> Logged {
+        Logged { failing, recovered, last: None }
     }
 
     fn note(&mut self, result: Result<(), TargetError>) {
         let error = result.err().map(|e| e.to_string());
         if error != self.last {
             match &error {
-                Some(e) => log::warn!("{}: {e}; trying again", self.what),
-                None => log::info!("{}: recovered", self.what.split(": ").next().unwrap_or_default()),
+                Some(e) => log::warn!("{}: {e}; trying again", self.failing),
+                None => log::info!("{}", self.recovered),
             }
             self.last = error;
         }
