@@ -1,7 +1,10 @@
 //! The running archiver: one thread per stream (see `stream::worker`), each
 //! reached through its mailbox, plus the library API an embedding program
 //! uses: start, wake a stream (with Gitaly-style water marks), archive a
-//! file now, read status and metrics, reload the streams, stop.
+//! file now, take a snapshot now, read status and metrics, reload the
+//! streams, stop. It serves the state directory's control socket
+//! ([`crate::control`]) and answers its requests through the same
+//! mailboxes.
 //!
 //! A reload restarts only the streams whose settings changed, starts new
 //! ones and stops removed ones; the others keep running undisturbed. A change
@@ -11,20 +14,24 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::config::{Config, Global, StreamConfig};
+use crate::control::server::{ControlServer, Handler};
+use crate::control::{Outcome, Reply, Request};
 use crate::error::Error;
 use crate::fleet;
 use crate::fleet::member::Member;
 use crate::metrics;
 use crate::retry::Backoff;
+use crate::snapshot::{JobEvent, JobReport, JobState};
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, StreamStatus, unix_now};
 use crate::stream::mailbox::{ArchiveReply, Message};
+use crate::stream::snapshots::take_snapshot;
 use crate::stream::worker::{JobLinks, StreamJob};
 use crate::stream::{Hints, PassReport, Stream};
 use crate::target::{self, Target};
@@ -36,8 +43,7 @@ const PASS_BACKOFF_FACTOR: u32 = 60;
 /// How often `metrics_file` is rewritten.
 const METRICS_FILE_INTERVAL: Duration = Duration::from_secs(15);
 
-/// A running archiver. Dropping it without `stop` closes the mailboxes: each
-/// thread ends after its pass in flight, and nothing waits for them.
+/// A running archiver. Dropping it stops it, as [`stop`](Archiver::stop) does.
 pub struct Archiver {
     config: Config,
     target: Arc<dyn Target>,
@@ -46,9 +52,10 @@ pub struct Archiver {
     metrics: MetricsOutputs,
     /// The fleet thread (heartbeats, elections), with `node_id` set.
     heartbeats: Option<JoinHandle<()>>,
+    control: Option<ControlServer>,
 }
 
-/// What the metrics threads read.
+/// What the metrics threads and the control socket read.
 struct Shared {
     stop: AtomicBool,
     statuses: Mutex<Vec<Arc<StatusCell>>>,
@@ -56,9 +63,26 @@ struct Shared {
     members: Mutex<Vec<Arc<Member>>>,
     /// When a stream thread last went round its loop (seconds since epoch).
     heartbeat: Arc<AtomicU64>,
+    /// Each running stream's mailbox, by name.
+    mailboxes: Mutex<Vec<(String, Sender<Message>)>>,
 }
 
 impl Shared {
+    /// Send `message` to the stream named `stream`; false if there is none
+    /// (or it has ended).
+    fn send(&self, stream: &str, message: Message) -> bool {
+        let mailboxes = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
+        let mailbox = mailboxes.iter().find(|(name, _)| name == stream);
+        mailbox.is_some_and(|(_, mailbox)| mailbox.send(message).is_ok())
+    }
+
+    /// The running streams' names, for messages.
+    fn stream_names(&self) -> String {
+        let mailboxes = self.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
+        let names: Vec<&str> = mailboxes.iter().map(|(name, _)| name.as_str()).collect();
+        if names.is_empty() { "none".into() } else { names.join(", ") }
+    }
+
     fn statuses(&self) -> Vec<StreamStatus> {
         let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
         statuses.iter().map(|s| s.get()).collect()
@@ -108,14 +132,23 @@ impl Archiver {
             statuses: Mutex::default(),
             members: Mutex::default(),
             heartbeat,
+            mailboxes: Mutex::default(),
         });
         let metrics = start_metrics(&config.global, &shared)?;
         let heartbeats = start_heartbeats(&config.global, &target, &shared)?;
-        let mut archiver =
-            Archiver { config: config.clone(), target, shared, streams: Vec::new(), metrics, heartbeats };
+        let mut archiver = Archiver {
+            config: config.clone(),
+            target,
+            shared,
+            streams: Vec::new(),
+            metrics,
+            control: None,
+            heartbeats,
+        };
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
+        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))?;
         Ok(archiver)
     }
 
@@ -150,20 +183,22 @@ impl Archiver {
             status: Arc::clone(&status),
             heartbeat: Arc::clone(&self.shared.heartbeat),
             member: Arc::clone(&member),
+            own_mailbox: mailbox.clone(),
         };
         let thread = thread::Builder::new()
             .name(format!("walship-{}", stream.name))
             .spawn(move || job.run(links))
             .map_err(|e| Error::local("start a thread for stream", &stream.name, e))?;
         self.shared.statuses.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&status));
+        let mut mailboxes = self.shared.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
+        mailboxes.push((stream.name.clone(), mailbox.clone()));
         self.shared.members.lock().unwrap_or_else(|p| p.into_inner()).push(member);
         self.streams.push(StreamHandle { config: stream.clone(), mailbox, stop, status, thread });
         Ok(())
     }
 
     fn send(&self, stream: &str, message: Message) -> bool {
-        let handle = self.streams.iter().find(|h| h.config.name == stream);
-        handle.is_some_and(|h| h.mailbox.send(message).is_ok())
+        self.shared.send(stream, message)
     }
 
     /// Wake `stream` now (the application just sealed a segment). Returns
@@ -195,6 +230,14 @@ impl Archiver {
         })
     }
 
+    /// Take a snapshot of `stream` now (as `walship snapshot` does through
+    /// the control socket): the stream answers on the returned channel with
+    /// the job's start and then its end, or with why no job starts. `None`
+    /// for an unknown stream.
+    pub fn snapshot_now(&self, stream: &str) -> Option<Receiver<JobEvent>> {
+        request_snapshot(&self.shared, stream)
+    }
+
     /// Every stream's current status.
     pub fn status(&self) -> Vec<StreamStatus> {
         self.streams.iter().map(|h| h.status.get()).collect()
@@ -223,6 +266,7 @@ impl Archiver {
         self.streams = kept;
         for handle in replaced {
             let name = handle.config.name.clone();
+            self.shared.mailboxes.lock().unwrap_or_else(|p| p.into_inner()).retain(|(n, _)| *n != name);
             let status = Arc::clone(&handle.status);
             self.shared
                 .statuses
@@ -251,22 +295,31 @@ impl Archiver {
     /// Stop every stream and wait for the threads. The request in flight
     /// finishes or times out; nothing is retried, a multipart upload stops
     /// after its parts in flight and is aborted (or, if that fails, at the
-    /// next start). Nothing half-done is recorded.
+    /// next start); a running snapshot command is killed. Nothing half-done
+    /// is recorded.
     pub fn stop(self) {
+        drop(self);
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         self.target.shut_down();
         for handle in &self.streams {
             handle.stop.store(true, Ordering::SeqCst);
             let _ = handle.mailbox.send(Message::Stop);
         }
-        for handle in self.streams {
+        for handle in self.streams.drain(..) {
             let _ = handle.thread.join();
         }
-        if let Some((address, handle)) = self.metrics.listener {
+        self.shared.mailboxes.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some((address, handle)) = self.metrics.listener.take() {
             let _ = std::net::TcpStream::connect(address); // wake its accept()
             let _ = handle.join();
         }
-        for handle in [self.metrics.writer, self.heartbeats].into_iter().flatten() {
+        for handle in [self.metrics.writer.take(), self.heartbeats.take()].into_iter().flatten() {
             handle.thread().unpark();
             let _ = handle.join();
         }
@@ -290,6 +343,48 @@ fn start_heartbeats(
     )
     .map_err(|e| Error::local("start the heartbeat publisher for", &global.state_dir, e))?;
     Ok(Some(handle))
+}
+
+impl Drop for Archiver {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Ask `stream`'s thread for a snapshot job; `None` for an unknown stream.
+fn request_snapshot(shared: &Shared, stream: &str) -> Option<Receiver<JobEvent>> {
+    let (reply, events) = mpsc::channel();
+    shared.send(stream, Message::Snapshot { reply }).then_some(events)
+}
+
+/// The control socket's requests, answered through the streams' mailboxes.
+fn control_handler(shared: &Arc<Shared>) -> Handler {
+    let shared = Arc::clone(shared);
+    Arc::new(move |request, info| match request {
+        Request::Snapshot { stream } => snapshot_reply(&shared, &stream, info),
+    })
+}
+
+/// Ask for a snapshot job of `stream` and wait for its end.
+fn snapshot_reply(shared: &Shared, stream: &str, info: &mut dyn FnMut(&str)) -> Reply {
+    let Some(events) = request_snapshot(shared, stream) else {
+        let names = shared.stream_names();
+        return Reply::new(
+            Outcome::Usage,
+            format!("this daemon runs no stream named {stream} (it runs: {names})"),
+        );
+    };
+    for event in events {
+        match event {
+            JobEvent::Started(report) => info(&report.to_string()),
+            JobEvent::Ended(report) => {
+                let outcome = if report.state == JobState::Succeeded { Outcome::Ok } else { Outcome::Failed };
+                return Reply::new(outcome, report.to_string());
+            }
+            JobEvent::Refused(why) => return Reply::new(Outcome::Refused, why),
+        }
+    }
+    Reply::new(Outcome::Failed, format!("stream {stream} stopped before its snapshot job ended"))
 }
 
 /// Take each stream's lock. A stream locked by another process gets `None`
@@ -376,11 +471,20 @@ fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
     }
 }
 
+/// What `run --once` did for one stream: its pass, then the snapshot jobs
+/// that were due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnceReport {
+    pub pass: PassReport,
+    pub snapshots: Vec<JobReport>,
+}
+
 /// A stream's name and how its pass went.
-pub type StreamOutcome = (String, Result<PassReport, Error>);
+pub type StreamOutcome = (String, Result<OnceReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
-/// final batches included: `run --once`. Returns each stream's outcome.
+/// final batches included, then every snapshot due: `run --once`. Returns
+/// each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open(&config.global)?;
@@ -398,7 +502,9 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                     }));
                     let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
-                    stream.pass(true, Hints::default(), &|| false)
+                    let pass = stream.pass(true, Hints::default(), &|| false)?;
+                    let snapshots = take_due_snapshots(&mut stream, state_dir)?;
+                    Ok(OnceReport { pass, snapshots })
                 })
             })
             .collect();
@@ -410,6 +516,29 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .collect()
     });
     Ok(outcomes)
+}
+
+/// Take the snapshots due now, one after the other, until none is due or
+/// one fails (its report is the last).
+fn take_due_snapshots(stream: &mut Stream, state_dir: &Path) -> Result<Vec<JobReport>, Error> {
+    let mut reports = Vec::new();
+    let interval = stream.config().snapshot_interval;
+    if interval == 0 {
+        return Ok(reports);
+    }
+    while let Some(position) =
+        stream.committed().and_then(|c| crate::plan::snapshot_due(stream.last_snapshot(), c, interval))
+    {
+        crate::snapshot::admit(stream.name(), None, stream.snapshot_count())
+            .map_err(|refusal| Error::Snapshot(refusal.to_string()))?;
+        let report = take_snapshot(stream, state_dir, position, &AtomicBool::new(false))?;
+        let failed = report.state != JobState::Succeeded;
+        reports.push(report);
+        if failed {
+            break;
+        }
+    }
+    Ok(reports)
 }
 
 fn panicked(stream: &str) -> Error {

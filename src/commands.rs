@@ -9,21 +9,24 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use crate::archiver;
 use crate::catalog;
 use crate::cli::{Command, Invocation};
 use crate::config::{self, Config, StreamConfig};
+use crate::control::{self, client::Answer};
 use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, StreamRules};
+use crate::manifest::{Record, SnapshotRecord, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
+use crate::snapshot::JobState;
 use crate::source;
 use crate::statedir;
-use crate::status::StreamStatus;
+use crate::status::{StatusCell, StreamStatus};
 use crate::stream;
 use crate::target;
 
@@ -45,9 +48,6 @@ pub fn print(text: impl fmt::Display) -> Result<(), Error> {
 pub fn execute(invocation: Invocation) -> Result<(), Error> {
     let config = config::load(&invocation.config_path)?;
     init_logging(config.global.log_level);
-    if matches!(invocation.command, Command::Run { .. }) {
-        daemon::warn_unbuilt_features(&config);
-    }
     match invocation.command {
         Command::Run { once: true } => run_once(&config),
         Command::Run { once: false } => daemon::run(&config),
@@ -59,6 +59,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
+        Command::Snapshot { stream } => snapshot(&config, &stream),
         Command::Check => check(&config),
         Command::Fleet { json, stale } => fleet(&config, json, stale),
     }
@@ -96,14 +97,20 @@ fn run_once(config: &Config) -> Result<(), Error> {
     let mut failed = 0;
     for (name, outcome) in archiver::run_once(config)? {
         match outcome {
-            Ok(r) => outln!(
-                "stream {name}: archived {} ({}, {}), {} already in the archive, {}",
-                count(r.batches, "batch"),
-                count(r.segments, "segment"),
-                human_bytes(r.bytes),
-                r.healed,
-                count(r.gaps, "gap")
-            )?,
+            Ok(archiver::OnceReport { pass: r, snapshots }) => {
+                outln!(
+                    "stream {name}: archived {} ({}, {}), {} already in the archive, {}",
+                    count(r.batches, "batch"),
+                    count(r.segments, "segment"),
+                    human_bytes(r.bytes),
+                    r.healed,
+                    count(r.gaps, "gap")
+                )?;
+                for job in snapshots {
+                    outln!("{job}")?;
+                    failed += usize::from(job.state != JobState::Succeeded);
+                }
+            }
             Err(e) => {
                 log::error!("{e}");
                 failed += 1;
@@ -125,8 +132,32 @@ fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
             outln!("stream {}: positions before {before} were pruned", stream.name)?;
         }
         print(render_list(&stream.name, manifest.live_log()))?;
+        print(render_snapshots(&stream.name, manifest.live_snapshots()))?;
     }
     Ok(())
+}
+
+/// A person-readable listing of a stream's snapshots (nothing when it has
+/// none).
+pub fn render_snapshots<'a>(stream: &str, snapshots: impl Iterator<Item = &'a SnapshotRecord>) -> String {
+    let lines: Vec<String> = snapshots
+        .map(|s| {
+            format!("  {:<23} {:>8} {:>11}  {:08x}  {}", s.position, "", human_bytes(s.size), s.crc32, s.key)
+        })
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "stream {stream}: {}
+",
+        count(lines.len() as u64, "snapshot")
+    );
+    let _ = writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key", "position", "", "size", "crc32");
+    for line in lines {
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 /// A person-readable listing of a stream's manifest.
@@ -283,6 +314,65 @@ fn fleet(config: &Config, json: bool, stale: Option<std::time::Duration>) -> Res
     } else {
         print(view::render_text(&entries, stale))
     }
+}
+
+/// `walship snapshot`: through the daemon's control socket, or, with no
+/// daemon, here under the stream's lock.
+fn snapshot(config: &Config, name: &str) -> Result<(), Error> {
+    let stream = named(config, name)?;
+    if stream.snapshot_command.is_none() {
+        return Err(Error::Usage(format!(
+            "stream {name} has no snapshot_command in {}; set one in its [stream {name}] section",
+            config.path.display()
+        )));
+    }
+    let state_dir = &config.global.state_dir;
+    let request = control::Request::Snapshot { stream: name.to_string() };
+    let why = match control::client::ask(state_dir, &request, &mut |info| log::info!("{info}"))? {
+        Answer::Reply(reply) => {
+            return match reply.outcome {
+                control::Outcome::Ok => outln!("{}", reply.message),
+                control::Outcome::Usage => Err(Error::Usage(reply.message)),
+                control::Outcome::Failed | control::Outcome::Refused => Err(Error::Snapshot(reply.message)),
+            };
+        }
+        Answer::NoDaemon(why) => why,
+    };
+    let lock = match statedir::lock_stream(state_dir, name) {
+        Ok(lock) => lock,
+        Err(Error::Locked { holder, .. }) => {
+            return Err(Error::DaemonUnreachable { stream: name.to_string(), holder, why });
+        }
+        Err(other) => return Err(other),
+    };
+    log::debug!("no daemon ({why}); taking the snapshot here");
+    let report = snapshot_here(config, stream, lock)?;
+    match report.state {
+        JobState::Succeeded => outln!("{report}"),
+        _ => Err(Error::Snapshot(report.to_string())),
+    }
+}
+
+/// Open the stream under `lock` and run one snapshot job at its archived
+/// position.
+fn snapshot_here(
+    config: &Config,
+    stream: &StreamConfig,
+    lock: statedir::StreamLock,
+) -> Result<crate::snapshot::JobReport, Error> {
+    let state_dir = &config.global.state_dir;
+    let target = target::open(&config.global)?;
+    let status = std::sync::Arc::new(StatusCell::new(StreamStatus {
+        stream: stream.name.clone(),
+        ..Default::default()
+    }));
+    let mut open =
+        stream::Stream::open(stream.clone(), state_dir, target, status, std::sync::Arc::new(lock))?;
+    crate::snapshot::admit(&stream.name, None, open.snapshot_count())
+        .map_err(|r| Error::Snapshot(r.to_string()))?;
+    let position = stream::snapshots::request_position(&stream.name, open.archived(), open.last_snapshot())
+        .map_err(Error::Snapshot)?;
+    stream::snapshots::take_snapshot(&mut open, state_dir, position, &AtomicBool::new(false))
 }
 
 fn check(config: &Config) -> Result<(), Error> {

@@ -113,7 +113,6 @@ fn reload(
         log::info!("reloaded {}: no changes", path.display());
         return Ok(running);
     }
-    warn_unbuilt_features(&new);
     if new.global.log_level != config.global.log_level {
         log::warn!("reload: the new log_level applies at the next restart");
     }
@@ -229,15 +228,4 @@ fn describe_changes(old: &Config, new: &Config) -> String {
         }
     }
     out
-}
-
-/// Say plainly which configured settings this version does not act on.
-pub fn warn_unbuilt_features(config: &Config) {
-    for stream in config.streams.iter().filter(|s| s.snapshot_interval > 0) {
-        log::warn!(
-            "stream {}: snapshot_interval is set, but this walship does not take snapshots yet; \
-             segments are archived, no snapshot is taken",
-            stream.name
-        );
-    }
 }

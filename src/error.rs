@@ -70,6 +70,13 @@ pub enum Error {
     /// Standard output could not be written (a closed pipe: the reader
     /// stopped reading, which `main` treats as a quiet end).
     Output(io::Error),
+    /// A snapshot job failed, or none was started (a job already running,
+    /// too many snapshots, nothing to snapshot): the message names the job
+    /// or says why.
+    Snapshot(String),
+    /// The stream's lock is held (by the daemon, `holder`), but its control
+    /// socket does not answer (`why`).
+    DaemonUnreachable { stream: String, holder: Option<u32>, why: String },
     /// Several things failed (`run --once`, `check`, `verify`): each was
     /// already reported; this carries the count, what they are (a singular
     /// noun: "stream") and the exit code of the most severe (a configuration
@@ -188,6 +195,18 @@ impl fmt::Display for Error {
                  (nothing else was changed)"
             ),
             Error::Output(e) => write!(f, "cannot write to standard output: {e}"),
+            Error::Snapshot(message) => write!(f, "{message}"),
+            Error::DaemonUnreachable { stream, holder, why } => {
+                let holder =
+                    holder.map_or("another walship process".into(), |pid| format!("walship PID {pid}"));
+                write!(
+                    f,
+                    "stream {stream} is archived by {holder} (it holds the stream's lock), but the \
+                     control socket does not answer: {why}; is that process a walship that serves \
+                     no control socket (an older release, or a second daemon on the same \
+                     state_dir)? Ask it through its own state_dir, or stop it and try again"
+                )
+            }
             Error::Failed { count, what, .. } => {
                 write!(f, "{} failed (see above)", crate::human::count(*count as u64, what))
             }
@@ -215,6 +234,8 @@ impl std::error::Error for Error {
             | Error::Locked { .. }
             | Error::UnsafeRestore { .. }
             | Error::ArchiveEnds { .. }
+            | Error::Snapshot(_)
+            | Error::DaemonUnreachable { .. }
             | Error::Failed { .. } => None,
         }
     }

@@ -1,5 +1,5 @@
-//! Numbers for people: byte sizes (`1.2 MiB`) and counted nouns (`1
-//! segment`, `2 segments`). Pure functions, used by every command's output.
+//! Numbers for people: byte sizes (`1.2 MiB`), counted nouns (`1
+//! segment`, `2 segments`) and durations (`1h 30m`). Pure functions, used by every command's output.
 
 /// `1234567` → `1.2 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
@@ -24,9 +24,32 @@ pub fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{suffix}")
 }
 
+/// A duration as a config file spells it: `500ms`, `30s`, `1h`, `1h 30m 5s`.
+pub fn duration(d: std::time::Duration) -> String {
+    if d.as_secs() == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (hours, minutes, seconds) = (d.as_secs() / 3600, d.as_secs() / 60 % 60, d.as_secs() % 60);
+    let parts: Vec<String> = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    parts.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(duration(Duration::from_secs(30)), "30s");
+        assert_eq!(duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(duration(Duration::from_secs(5405)), "1h 30m 5s");
+    }
 
     #[test]
     fn counts() {

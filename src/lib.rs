@@ -32,7 +32,9 @@
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
 //! Prometheus page), [`fleet`] (heartbeat objects on the target, for
-//! `walship fleet`), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
+//! `walship fleet`, and the offloader election of `replicas = on` streams,
+//! whose standbys follow the offloader's records instead of uploading),
+//! [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people). The remote
 //! records alone suffice to restore ([`restore`]), to verify
 //! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
@@ -48,6 +50,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod crc;
 pub mod daemon;
 pub mod durable;
@@ -63,6 +66,7 @@ pub mod plan;
 pub mod restore;
 pub mod retry;
 pub mod signals;
+pub mod snapshot;
 pub mod source;
 pub mod statedir;
 pub mod status;

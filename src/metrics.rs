@@ -12,7 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::status::{DURATION_BUCKETS, StreamStatus};
+use crate::status::{Histogram, StreamStatus};
 
 /// The metrics page for `streams`, with the process heartbeat (seconds since
 /// the epoch).
@@ -81,7 +81,14 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         let _ =
             writeln!(out, "walship_uploads_total{{stream=\"{name}\",result=\"error\"}} {}", s.uploads_failed);
     }
-    render_histogram(&mut out, streams);
+    render_histogram(
+        &mut out,
+        streams,
+        "walship_upload_duration_seconds",
+        "Time to upload one batch.",
+        |s| &s.upload_seconds,
+    );
+    crate::snapshot::status::render_metrics(&mut out, streams);
     render_offloader(&mut out, streams);
     let _ = writeln!(
         out,
@@ -91,13 +98,20 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
     out
 }
 
-fn render_histogram(out: &mut String, streams: &[StreamStatus]) {
-    let name = "walship_upload_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} Time to upload one batch.\n# TYPE {name} histogram");
+/// A histogram series `name` of every stream, read by `histogram`.
+pub fn render_histogram(
+    out: &mut String,
+    streams: &[StreamStatus],
+    name: &str,
+    help: &str,
+    histogram: impl Fn(&StreamStatus) -> &Histogram,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for s in streams {
         let stream = label(&s.stream);
-        let h = &s.upload_seconds;
-        for (count, bound) in h.buckets.iter().zip(DURATION_BUCKETS) {
+        let h = histogram(s);
+        for (count, bound) in h.buckets.iter().zip(h.bounds_ms) {
+            let bound = *bound as f64 / 1000.0;
             let _ = writeln!(out, "{name}_bucket{{stream=\"{stream}\",le=\"{bound}\"}} {count}");
         }
         let _ = writeln!(out, "{name}_bucket{{stream=\"{stream}\",le=\"+Inf\"}} {}", h.count);
@@ -106,7 +120,6 @@ fn render_histogram(out: &mut String, streams: &[StreamStatus]) {
     }
 }
 
-/// A label value, escaped as the text format requires.
 /// `walship_offloader{stream,node}`: 1 where this node is the elected
 /// offloader of a `replicas = on` stream, 0 where it stands by.
 fn render_offloader(out: &mut String, streams: &[StreamStatus]) {
@@ -129,7 +142,8 @@ fn render_offloader(out: &mut String, streams: &[StreamStatus]) {
     }
 }
 
-fn label(value: &str) -> String {
+/// A label value, escaped as the text format requires.
+pub fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

@@ -25,7 +25,7 @@ pub fn after_success(previous: Option<Duration>, min: Duration) -> Option<Durati
 }
 
 /// Backoff state for one stream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,

@@ -10,11 +10,18 @@
 //!                                      holds its PID, for messages
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
+//! STATE_DIR/STREAM/snapshot/job-N       a snapshot job's output, removed once uploaded
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
+//! STATE_DIR/.walship-control           the daemon's control socket (`control`)
+//! STATE_DIR/.walship-control.new       the socket while its permissions are set
+//! STATE_DIR/.walship-control.lock      held (flock) by the daemon serving the socket
+//! STATE_DIR/.walship-jobs              the last snapshot job id given out
+//! STATE_DIR/.walship-jobs.lock         held (flock) while an id is given out
 //! ```
 //!
-//! A later control socket for the running daemon belongs here too. Writes
-//! go through [`crate::durable`]; this module only names and locks.
+//! Names at the top level start with '.', which a stream name cannot, so
+//! they never meet a stream's directory. Writes go through
+//! [`crate::durable`]; this module only names and locks.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -62,6 +69,41 @@ pub fn check_probe(state_dir: &Path) -> PathBuf {
     state_dir.join(".walship-check")
 }
 
+/// Where the stream's snapshot jobs write their output.
+pub fn snapshot_dir(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("snapshot")
+}
+
+/// The output file of snapshot job `job` (its `WALSHIP_OUTPUT`).
+pub fn snapshot_output(state_dir: &Path, stream: &str, job: u64) -> PathBuf {
+    snapshot_dir(state_dir, stream).join(format!("job-{job}"))
+}
+
+/// The daemon's control socket.
+pub fn control_socket(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-control")
+}
+
+/// Where the socket is bound before it gets its permissions and its name.
+pub fn control_socket_new(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-control.new")
+}
+
+/// The lock held by the daemon serving the control socket.
+pub fn control_lock(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-control.lock")
+}
+
+/// The durable counter of snapshot job ids.
+pub fn job_counter(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-jobs")
+}
+
+/// The lock held while a job id is given out.
+pub fn job_counter_lock(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-jobs.lock")
+}
+
 /// When this process started archiving (the first call wins). Temp files
 /// older than this were left by an earlier process.
 pub fn process_start() -> SystemTime {
@@ -99,14 +141,50 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
     let dir = stream_dir(state_dir, stream);
     durable::create_dir_all(&dir).map_err(|e| Error::local("create state directory", &dir, e))?;
     let path = lock_file(state_dir, stream);
-    let mut file = fs::OpenOptions::new()
+    let file = take_lock(&path)?.map_err(|holder| Error::Locked { stream: stream.into(), path, holder })?;
+    Ok(StreamLock { _file: file })
+}
+
+/// The lock of the control socket, held by the daemon that serves it;
+/// released on drop.
+#[derive(Debug)]
+pub struct ControlLock {
+    _file: File,
+}
+
+/// Take the control socket's lock (creating the state directory), or the
+/// PID of the process that holds it.
+pub fn lock_control(state_dir: &Path) -> Result<Result<ControlLock, Option<u32>>, Error> {
+    durable::create_dir_all(state_dir).map_err(|e| Error::local("create state directory", state_dir, e))?;
+    Ok(take_lock(&control_lock(state_dir))?.map(|file| ControlLock { _file: file }))
+}
+
+/// Hold `path`'s lock while `work` runs (waiting for it if another process
+/// holds it): for short critical sections such as giving out a job id.
+pub fn with_lock<T>(path: &Path, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    let file = open_lock_file(path)?;
+    file.lock().map_err(|e| Error::local("lock", path, e))?;
+    let result = work();
+    let _ = file.unlock();
+    result
+}
+
+fn open_lock_file(path: &Path) -> Result<File, Error> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW) // never write through a link planted there
-        .open(&path)
-        .map_err(|e| Error::local("open lock file", &path, e))?;
+        .open(path)
+        .map_err(|e| Error::local("open lock file", path, e))
+}
+
+/// Take the lock file at `path`, writing this process's PID into it, or
+/// return the holder's PID (as far as the file tells) once a few brief
+/// retries failed.
+fn take_lock(path: &Path) -> Result<Result<File, Option<u32>>, Error> {
+    let mut file = open_lock_file(path)?;
     let mut attempt = 1;
     loop {
         match file.try_lock() {
@@ -114,18 +192,15 @@ pub fn lock_stream(state_dir: &Path, stream: &str) -> Result<StreamLock, Error> 
                 let pid = std::process::id().to_string();
                 file.set_len(0)
                     .and_then(|()| file.write_all(pid.as_bytes()))
-                    .map_err(|e| Error::local("write lock file", &path, e))?;
-                return Ok(StreamLock { _file: file });
+                    .map_err(|e| Error::local("write lock file", path, e))?;
+                return Ok(Ok(file));
             }
             Err(fs::TryLockError::WouldBlock) if attempt < LOCK_TRIES => {
                 attempt += 1;
                 std::thread::sleep(LOCK_RETRY);
             }
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = read_pid(&mut file);
-                return Err(Error::Locked { stream: stream.into(), path, holder });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::local("lock", &path, e)),
+            Err(fs::TryLockError::WouldBlock) => return Ok(Err(read_pid(&mut file))),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::local("lock", path, e)),
         }
     }
 }

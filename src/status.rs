@@ -13,32 +13,52 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::snapshot::status::SnapshotStatus;
+
 /// How often an otherwise unchanged status file is refreshed with a new
 /// `last_success`.
 const STATUS_REFRESH: Duration = Duration::from_secs(60);
 
-/// Upper bounds (seconds) of the upload-duration histogram buckets.
-pub const DURATION_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Upper bounds (milliseconds) of the upload-duration histogram buckets.
+pub const UPLOAD_BUCKETS_MS: [u64; 10] = [10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000];
 
-/// A cumulative histogram of upload durations.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Upper bounds (milliseconds) of the snapshot-job-duration buckets: a
+/// second to the default `snapshot_timeout`.
+pub const SNAPSHOT_BUCKETS_MS: [u64; 8] =
+    [1_000, 10_000, 30_000, 60_000, 300_000, 900_000, 1_800_000, 3_600_000];
+
+/// A cumulative histogram of durations.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
-    /// Observations at or below each bound of [`DURATION_BUCKETS`].
-    pub buckets: [u64; DURATION_BUCKETS.len()],
+    /// The buckets' upper bounds, in milliseconds.
+    pub bounds_ms: &'static [u64],
+    /// Observations at or below each bound.
+    pub buckets: Vec<u64>,
     pub count: u64,
     pub sum_micros: u64,
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket bounds (milliseconds).
+    pub fn new(bounds_ms: &'static [u64]) -> Histogram {
+        Histogram { bounds_ms, buckets: vec![0; bounds_ms.len()], count: 0, sum_micros: 0 }
+    }
+
     pub fn observe(&mut self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS) {
-            if seconds <= bound {
+        for (bucket, bound) in self.buckets.iter_mut().zip(self.bounds_ms) {
+            if duration <= Duration::from_millis(*bound) {
                 *bucket += 1;
             }
         }
         self.count += 1;
         self.sum_micros += duration.as_micros() as u64;
+    }
+}
+
+/// Upload durations, unless said otherwise.
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new(&UPLOAD_BUCKETS_MS)
     }
 }
 
@@ -89,6 +109,8 @@ pub struct StreamStatus {
     pub held_through: Option<u64>,
     /// With `replicas = on`: who offloads the stream, and why.
     pub replica: Option<ReplicaStatus>,
+    /// Snapshots: the last job, the newest and the next.
+    pub snapshots: SnapshotStatus,
 }
 
 /// A replicated stream's election, as this node last saw it.
@@ -117,6 +139,7 @@ impl StreamStatus {
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
         let _ = writeln!(out, "last_error={}", self.last_error.as_deref().unwrap_or("").replace('\n', " "));
         let _ = writeln!(out, "backoff_ms={}", opt(self.backoff_ms));
+        self.snapshots.write_file_lines(&mut out);
         if let Some(replica) = &self.replica {
             let _ = writeln!(out, "node={}", replica.node);
             let _ = writeln!(out, "offloader={}", replica.offloader.as_deref().unwrap_or(""));
@@ -149,7 +172,10 @@ impl StreamStatus {
                         (!value.is_empty()).then(|| value.to_string());
                 }
                 "election" => s.replica.get_or_insert_default().reason = value.to_string(),
-                _ => {}
+                _ => {
+                    let stream = s.stream.clone();
+                    s.snapshots.read_file_line(key, value, &stream);
+                }
             }
         }
         s
@@ -163,7 +189,7 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{}{}}}",
+             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},{}{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
@@ -175,6 +201,7 @@ impl StreamStatus {
             text(self.last_error.as_deref()),
             opt(self.backoff_ms.filter(|_| self.daemon_running)),
             self.daemon_running,
+            self.snapshots.json_members(),
             self.replica.as_ref().map_or(String::new(), |r| format!(
                 ",\"node\":{},\"offloader\":{},\"election\":{}",
                 json_string(&r.node),
@@ -225,6 +252,8 @@ impl StreamStatus {
                 self.late_segments
             );
         }
+        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.snapshots.write_human_lines(&mut out, now);
         out
     }
 

@@ -48,6 +48,7 @@ const STREAM_KEYS: &[&str] = &[
     "max_batch_delay",
     "snapshot_interval",
     "snapshot_command",
+    "snapshot_timeout",
     "keep_snapshots",
     "on_archived",
     "replicas",

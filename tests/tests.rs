@@ -41,6 +41,8 @@ mod replicas;
 mod restore;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// Snapshots: schedule and jump, jobs through the daemon and without, refusals, failures, a slow job.
+mod snapshot;
 /// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.
 mod source;
 /// The state directory: no write through a planted link.

@@ -163,12 +163,12 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
 /// Bring the local journal up to date with the remote records (after a wiped
 /// or lost state directory, or another writer such as `push`), once `check`
 /// accepts the log records to adopt (nothing is appended otherwise).
-/// Returns the adopted log records, in order.
+/// Returns what was adopted, each sequence in order.
 pub fn catch_up(
     journal: &mut Journal,
     target: &dyn Target,
     check: impl FnOnce(&[Record]) -> Result<(), Error>,
-) -> Result<Vec<Record>, Error> {
+) -> Result<Manifest, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
@@ -178,19 +178,13 @@ pub fn catch_up(
         check_rebuild(target, &stream, &missing)?;
     }
     if missing.is_empty() {
-        return Ok(Vec::new());
+        return Ok(missing);
     }
     check(&missing.log)?;
     // Prunes first: their marks allow the log to start where they say.
-    let Manifest { log, snapshots, prunes } = missing;
-    let entries: Vec<Entry> = prunes
-        .into_iter()
-        .map(Entry::Prune)
-        .chain(snapshots.into_iter().map(Entry::Snapshot))
-        .chain(log.iter().cloned().map(Entry::Log))
-        .collect();
+    let entries: Vec<Entry> = missing.entries().collect();
     journal.append_entries(&entries)?;
-    Ok(log)
+    Ok(missing)
 }
 
 /// The whole manifest for reading (list, restore, fetch, verify): the local
@@ -346,7 +340,7 @@ mod tests {
             Ok(())
         })
         .expect("adopted");
-        assert_eq!((adopted, journal.last()), (records.to_vec(), records.last()));
-        assert_eq!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new"), []);
+        assert_eq!((adopted.log, journal.last()), (records.to_vec(), records.last()));
+        assert!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new").is_empty());
     }
 }

@@ -3,8 +3,9 @@
 //! - the manifest itself: damaged or hostile journal lines and remote
 //!   records, holes (a deleted journal line, a lost record object), all
 //!   reported with the file and line or the object key;
-//! - each batch object against its record: missing, or a size or CRC32 that
-//!   differs (with `deep`, the CRC32 is recomputed from the bytes);
+//! - each batch object, and each snapshot object no prune deleted, against
+//!   its record: missing, or a size or CRC32 that differs (with `deep`, the
+//!   CRC32 is recomputed from the bytes);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
 //!   mark that hides data the archive holds);
@@ -21,7 +22,7 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{BatchRecord, Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -53,10 +54,17 @@ pub fn verify_stream(
             Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
             Record::Batch(batch) => {
                 checked += 1;
-                if let Some(found) = check_batch(target, batch, deep) {
+                if let Some(found) = check_object(target, &batch.key, &batch.stored, deep) {
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
+        }
+    }
+    let mut snapshots = 0;
+    for snapshot in manifest.live_snapshots() {
+        snapshots += 1;
+        if let Some(found) = check_object(target, &snapshot.key, &snapshot.stored, deep) {
+            problem(say, format!("snapshot {}: {found}", snapshot.key));
         }
     }
     match target.list(&keys::batches_prefix(stream), None) {
@@ -90,7 +98,10 @@ pub fn verify_stream(
     for found in found {
         problem(say, found);
     }
-    let checked = crate::human::count(checked, "batch");
+    let mut checked = crate::human::count(checked, "batch");
+    if snapshots > 0 {
+        checked = format!("{checked} and {}", crate::human::count(snapshots, "snapshot"));
+    }
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
 }
@@ -119,10 +130,10 @@ pub fn hidden_by_prune_mark<'a>(
         .collect()
 }
 
-/// What is wrong with a stored batch, if anything.
-fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
-    let stored = &batch.stored;
-    let info = match target.head(&batch.key) {
+/// What is wrong with the object stored at `key` (a batch or a snapshot),
+/// if anything.
+fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: bool) -> Option<String> {
+    let info = match target.head(key) {
         Ok(Some(info)) => info,
         Ok(None) => return Some("MISSING from the archive".into()),
         Err(e) => return Some(format!("cannot check: {e}")),
@@ -133,7 +144,7 @@ fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<S
     let crc = match (info.crc32, deep) {
         (Some(crc), false) => crc,
         (None, false) => return None,
-        (_, true) => match target::stored_crc32(target, &batch.key) {
+        (_, true) => match target::stored_crc32(target, key) {
             Ok(crc) => crc,
             Err(e) => return Some(format!("cannot read back: {e}")),
         },

@@ -77,6 +77,7 @@ pub const KEYS: &[Key] = &[
     stream("max_batch_delay", Off),
     stream("snapshot_interval", Default("0")),
     stream("snapshot_command", Off),
+    stream("snapshot_timeout", Default("1h")),
     stream("keep_snapshots", Default("7")),
     stream("on_archived", Default("keep")),
     stream("replicas", Default("off")),

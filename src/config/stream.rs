@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::naming::Naming;
 
 use super::ini::{Fields, quote};
-use super::values::{absolute_path, number_in, one_of, parse_whole, positive_duration};
+use super::values::{absolute_path, command_line, number_in, one_of, parse_whole, positive_duration};
 use super::{ConfigError, invalid};
 
 /// How a stream decides a segment is complete.
@@ -58,8 +58,12 @@ pub struct StreamConfig {
     /// Default 0: no snapshots. Otherwise a multiple of `batch_size`, and
     /// `snapshot_command` is required.
     pub snapshot_interval: u64,
-    /// Optional (also usable by a manual snapshot); absolute path.
-    pub snapshot_command: Option<PathBuf>,
+    /// Optional (also usable by a manual snapshot): a command line run
+    /// through `/bin/sh -c`.
+    pub snapshot_command: Option<String>,
+    /// Default 1h: a snapshot command running longer is killed (its whole
+    /// process group) and the job fails.
+    pub snapshot_timeout: Duration,
     /// Default 7, 1..=100.
     pub keep_snapshots: u32,
     /// Default keep.
@@ -121,6 +125,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         max_batch_delay: f.optional("max_batch_delay", positive_duration)?,
         snapshot_interval,
         snapshot_command,
+        snapshot_timeout: f.value("snapshot_timeout", positive_duration)?,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
         replicas: parse_replicas(f)?,
@@ -187,7 +192,7 @@ fn parse_batch_size(value: &str) -> Result<u64, String> {
 
 /// `snapshot_interval` (default 0: off) and `snapshot_command`, after the
 /// rule check of `plan::check_rules`; snapshots on need the command.
-fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<PathBuf>), ConfigError> {
+fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<String>), ConfigError> {
     let snapshot_interval = f.value("snapshot_interval", |v| {
         parse_whole(v).ok_or_else(|| {
             format!("expected a whole number of positions (0: no snapshots), got {}", quote(v))
@@ -197,14 +202,15 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<PathBuf>)
         let key = if batch_size == 0 { "batch_size" } else { "snapshot_interval" };
         return Err(f.error(key, reason));
     }
-    let snapshot_command = f.optional("snapshot_command", absolute_path)?;
+    let snapshot_command = f.optional("snapshot_command", command_line)?;
     if snapshot_interval > 0 && snapshot_command.is_none() {
         return Err(invalid(
             f.path,
             Some(f.line_of("snapshot_interval")),
             Some(format!("{} snapshot_command", f.label)),
             "missing: snapshot_interval turns snapshots on, and they are taken by this \
-             command; add `snapshot_command = /absolute/path`, or set snapshot_interval = 0"
+             command; add `snapshot_command = COMMAND LINE` (run through /bin/sh -c), or set \
+             snapshot_interval = 0"
                 .into(),
         ));
     }
@@ -232,7 +238,9 @@ mod tests {
             ("snapshot_interval = 150", "snapshot_interval", "must be a multiple of batch_size"),
             ("snapshot_interval = abc", "snapshot_interval", "whole number"),
             ("snapshot_interval = 200", "snapshot_command", "missing"),
-            ("snapshot_command = snap", "snapshot_command", "absolute path"),
+            ("snapshot_command = ", "snapshot_command", "no value"),
+            ("snapshot_timeout = 0s", "snapshot_timeout", "> 0"),
+            ("snapshot_timeout = 5", "snapshot_timeout", "no unit"),
             ("keep_snapshots = 0", "keep_snapshots", "from 1 to 100"),
             ("keep_snapshots = 101", "keep_snapshots", "from 1 to 100"),
             ("on_archived = shred", "on_archived", "expected keep | delete | mark"),

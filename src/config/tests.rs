@@ -40,7 +40,7 @@ fn spec_example_parses_with_every_key() {
     assert_eq!(stream.batch_size, 100);
     assert_eq!(stream.max_batch_delay, Some(Duration::from_secs(60)));
     assert_eq!(stream.snapshot_interval, 10_000);
-    assert_eq!(stream.snapshot_command, Some(PathBuf::from("/usr/local/bin/sensors-snapshot")));
+    assert_eq!(stream.snapshot_command, Some("/usr/local/bin/sensors-snapshot".to_string()));
     assert_eq!(stream.keep_snapshots, 7);
     assert_eq!(stream.on_archived, OnArchived::Keep);
 }
@@ -101,7 +101,7 @@ keep_snapshots = 1
     assert_eq!(wal.seal, SealMode::Spool);
     assert_eq!(wal.batch_size, 1);
     assert_eq!(wal.snapshot_interval, 0);
-    assert_eq!(wal.snapshot_command, Some(PathBuf::from("/usr/bin/snap")));
+    assert_eq!(wal.snapshot_command, Some("/usr/bin/snap".to_string()));
     assert_eq!(wal.keep_snapshots, 100);
     assert_eq!(wal.on_archived, OnArchived::Mark);
     let b = &config.streams[1];

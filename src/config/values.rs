@@ -48,6 +48,14 @@ pub fn absolute_path(value: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(value))
 }
 
+/// A shell command line (run through `/bin/sh -c`): any non-blank text.
+pub fn command_line(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("expected a command line (run through /bin/sh -c), got nothing".into());
+    }
+    Ok(value.to_string())
+}
+
 /// One of `choices` (name, value), exactly as written.
 pub fn one_of<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
     choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {

@@ -225,6 +225,14 @@ impl Manifest {
         &self.log[start..]
     }
 
+    /// The snapshots retention has not deleted (no prune names their key),
+    /// by position.
+    pub fn live_snapshots(&self) -> impl Iterator<Item = &SnapshotRecord> + '_ {
+        let deleted: std::collections::HashSet<&str> =
+            self.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        self.snapshots.iter().filter(move |s| !deleted.contains(s.key.as_str()))
+    }
+
     /// Every entry in an order a journal accepts: prunes first (their mark
     /// says which holes in the log are on purpose), then snapshots, then
     /// the log.

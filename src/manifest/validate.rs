@@ -233,11 +233,9 @@ fn validate_deleted_key(key: &str, before: u64, stream: &str) -> Result<(), Stri
             shown(key)
         ));
     }
-    let snapshot =
-        key.strip_prefix(&format!("{stream}/snapshots/")).and_then(|p| u64::from_str_radix(p, 16).ok());
-    match snapshot {
-        Some(position) if keys::snapshot_key(stream, position) == key => Ok(()),
-        _ => Err(format!(
+    match keys::parse_snapshot_key(stream, key) {
+        Some(_) => Ok(()),
+        None => Err(format!(
             "prune deletes `{}`, which is neither a batch nor a snapshot of this stream",
             shown(key)
         )),

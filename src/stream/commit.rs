@@ -21,7 +21,7 @@ use crate::config::OnArchived;
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal;
-use crate::manifest::{GapRecord, Record, StreamRules};
+use crate::manifest::{Entry, GapRecord, Record, SnapshotRecord, StreamRules};
 use crate::source::Segment;
 use crate::statedir;
 use crate::status::unix_now;
@@ -93,6 +93,19 @@ impl Stream {
                 Record::Gap(_) => s.gaps_recorded += 1,
             }
         });
+        Ok(())
+    }
+
+    /// Record the stored snapshot durably: remote record object first, then
+    /// the journal.
+    pub fn commit_snapshot(&mut self, snapshot: SnapshotRecord) -> Result<(), Error> {
+        let rules = StreamRules::new(&self.config.name, &self.config.naming);
+        let entry = Entry::Snapshot(snapshot);
+        catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
+        self.journal.append_entries(std::slice::from_ref(&entry))?;
+        self.snapshots.note(&self.config.name, &entry);
+        let position = self.last_snapshot();
+        self.update_status(|s| s.snapshots.position = position);
         Ok(())
     }
 

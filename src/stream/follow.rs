@@ -1,12 +1,13 @@
-//! A standby's pass (`replicas = on`, another node elected): never upload;
-//! adopt the records the offloader wrote (checked against the local copies
-//! first, as any record this node did not write), so the archived position,
-//! its file, status and metrics show what the offloader archived, and
-//! acknowledge the local copies those records cover (`on_archived`), so a
-//! standby's spool does not fill. The local scan runs at every poll; the
-//! remote records are read when the caller says (once per heartbeat
-//! interval), and always at a takeover, so the new offloader resumes where
-//! the archive ends without sending anything again.
+//! A standby's pass (`replicas = on`, another node elected): never upload
+//! (nor take snapshots: the worker starts none on a standby); adopt the
+//! records the offloader wrote (batches, gaps, snapshots), checked against
+//! the local copies first as any record this node did not write, so the
+//! archived position, its file, status and metrics show what the offloader
+//! archived; and acknowledge the local copies those records cover
+//! (`on_archived`), so a standby's spool does not fill. The local scan runs
+//! at every poll; the remote records are read when the caller says (once
+//! per heartbeat interval), and always at a takeover, so the new offloader
+//! resumes where the archive ends without sending anything again.
 
 use std::time::SystemTime;
 
@@ -24,11 +25,16 @@ impl Stream {
             let adopted = catalog::catch_up(&mut self.journal, self.target.as_ref(), |records| {
                 adopt::check_local_segments(config, records)
             })?;
-            adopted.iter().for_each(|record| self.source.record(record));
+            adopted.log.iter().for_each(|record| self.source.record(record));
+            let name = self.config.name.clone();
+            adopted.entries().for_each(|entry| self.snapshots.note(&name, &entry));
             self.source.prune(self.journal.ends().pruned_before());
             if !adopted.is_empty() {
-                let archived = self.archived();
-                self.update_status(|s| s.archived_position = archived);
+                let (archived, snapshot) = (self.archived(), self.last_snapshot());
+                self.update_status(|s| {
+                    s.archived_position = archived;
+                    s.snapshots.position = snapshot;
+                });
                 self.write_position()?;
             }
         }

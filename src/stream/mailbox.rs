@@ -3,15 +3,17 @@
 //! everything else (the library API, the daemon, a later `push`) talks to it
 //! through its mailbox. Replies go back on a channel sent with the request.
 //!
-//! Not here yet: a "snapshot job finished" message. Snapshots are a later
-//! issue, and until the stream takes them it has nothing to act on; the
-//! message joins these when the snapshot job does.
+//! A snapshot job runs on a thread of its own (so shipping goes on) and
+//! hands its stored snapshot back as [`Message::SnapshotFinished`]: the
+//! stream's thread records it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 
 use crate::error::Error;
+use crate::manifest::SnapshotRecord;
+use crate::snapshot::JobEvent;
 
 /// A request to a stream's thread.
 #[derive(Debug)]
@@ -28,6 +30,13 @@ pub enum Message {
     /// included, and reply once it is committed: the archived position, or
     /// why not.
     ArchiveNow { path: PathBuf, reply: Sender<ArchiveReply> },
+    /// Take a snapshot now (`walship snapshot`): the stream answers on
+    /// `reply` with the job's start and then its end, or with why no job
+    /// starts.
+    Snapshot { reply: Sender<JobEvent> },
+    /// A snapshot job of this stream ended (sent by its thread): the record
+    /// to commit, or why the job failed.
+    SnapshotFinished { id: u64, result: Result<SnapshotRecord, String> },
     /// Stop after the batch in flight.
     Stop,
 }

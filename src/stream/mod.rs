@@ -31,7 +31,8 @@ mod commit;
 mod follow;
 pub mod mailbox;
 mod prepare;
-mod upload;
+pub mod snapshots;
+pub(crate) mod upload;
 pub mod worker;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{Entry, Record, StreamRules};
 use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
+use crate::snapshot::SnapshotBook;
 use crate::source::{self, ScanError, Segment, Source};
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, StreamStatus, unix_now};
@@ -100,6 +102,8 @@ pub struct Stream {
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
     source: Source,
+    /// The snapshots recorded and not pruned.
+    snapshots: SnapshotBook,
     _lock: Arc<StreamLock>,
 }
 
@@ -119,6 +123,7 @@ impl Stream {
         let name = config.name.clone();
         status.mirror_to(statedir::status_file(state_root, &name));
         statedir::clean_stale_temps(state_root, &name)?;
+        crate::snapshot::job::clean_outputs(state_root, &name)?;
         let removed = target
             .clean_stale_temps(&format!("{name}/"), statedir::process_start())
             .map_err(|e| Error::target(&name, e))?;
@@ -130,7 +135,9 @@ impl Stream {
         let rules = StreamRules::new(&name, &config.naming);
         let keep = config.on_archived == OnArchived::Keep;
         let mut source = Source::new(&name, &config.dir, &config.naming, keep);
+        let mut snapshots = SnapshotBook::default();
         let (mut journal, _) = Journal::open(&statedir::journal(state_root, &name), &rules, |entry| {
+            snapshots.note(&name, &entry);
             if let Entry::Log(record) = entry {
                 source.record(&record);
             }
@@ -139,9 +146,10 @@ impl Stream {
         let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
             adopt::check_local_segments(&config, records)
         })?;
-        adopted.iter().for_each(|record| source.record(record));
+        adopted.log.iter().for_each(|record| source.record(record));
+        adopted.entries().for_each(|entry| snapshots.note(&name, &entry));
         source.prune(journal.ends().pruned_before());
-        let adopted = adopted.len();
+        let adopted = adopted.log.len() + adopted.snapshots.len() + adopted.prunes.len();
         if adopted > 0 {
             let adopted = crate::human::count(adopted as u64, "record");
             log::info!("stream {name}: adopted {adopted} from the archive's manifest");
@@ -153,10 +161,14 @@ impl Stream {
             journal,
             status,
             source,
+            snapshots,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
-        stream.update_status(|s| s.archived_position = stream.archived());
+        stream.update_status(|s| {
+            s.archived_position = stream.archived();
+            s.snapshots.position = stream.last_snapshot();
+        });
         stream.write_position()?;
         Ok(stream)
     }
@@ -182,6 +194,26 @@ impl Stream {
     /// The last archived (or gap-recorded) position.
     pub fn archived(&self) -> Option<u64> {
         self.journal.last().map(Record::last)
+    }
+
+    /// The newest snapshot's position.
+    pub fn last_snapshot(&self) -> Option<u64> {
+        self.journal.ends().last_snapshot
+    }
+
+    /// How many snapshots are recorded and not pruned.
+    pub fn snapshot_count(&self) -> usize {
+        self.snapshots.count()
+    }
+
+    /// The stream's settings.
+    pub fn config(&self) -> &StreamConfig {
+        &self.config
+    }
+
+    /// The committed position as of the last pass.
+    pub fn committed(&self) -> Option<u64> {
+        self.status.get().committed_position
     }
 
     /// Archive everything ready now. With `flush`, a sealed tail shorter than
@@ -318,6 +350,14 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
         }
         Err(e) => status.last_error = Some(e.to_string()),
     }
+    let last_snapshot = journal.ends.last_snapshot;
+    status.snapshots.position = last_snapshot;
+    status.snapshots.next_position = (config.snapshot_interval > 0 && config.snapshot_command.is_some())
+        .then(|| {
+            let committed = status.committed_position.unwrap_or(0);
+            plan::next_snapshot(last_snapshot, committed, config.snapshot_interval)
+        })
+        .flatten();
     Ok(status)
 }
 

@@ -1,7 +1,8 @@
 //! Stage 2 of the commit path: store a `PreparedBatch` on the target — or,
 //! when an object with the same size and CRC32 is already at its key (a crash
 //! between upload and commit), take it as stored without sending it again.
-//! Different content at the key is a conflict: never overwritten. After the
+//! Different content at the key is a conflict: never overwritten. [`store`]
+//! is that path for any object; snapshot jobs store their images with it. After the
 //! upload, the segments must still be what was checksummed; if not, what was
 //! just stored is taken back and the batch is refused.
 
@@ -10,14 +11,25 @@ use std::time::Instant;
 use super::prepare::PreparedBatch;
 use crate::error::Error;
 use crate::status::StatusCell;
-use crate::target::{self, Target, TargetError};
+use crate::target::{self, Target, TargetError, Upload};
 
-/// How a batch reached the target.
+/// How an object reached the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Uploaded {
+pub(crate) enum Uploaded {
     Sent,
     /// Found already stored, identical: recorded without re-sending.
     AlreadyStored,
+}
+
+/// What other bytes already stored at the key mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnDifferent {
+    /// A conflict, never overwritten (a batch: archived data).
+    Conflict,
+    /// Leftovers of an attempt no record describes: replaced (a snapshot
+    /// whose job never got recorded; the next job at that position may
+    /// produce other bytes).
+    Replace,
 }
 
 /// Store `batch`'s object of `stream` on `target` (see the module doc),
@@ -28,48 +40,73 @@ pub(super) fn upload(
     stream: &str,
     batch: &PreparedBatch<'_>,
 ) -> Result<Uploaded, Error> {
-    let name = stream;
-    let (key, first, last) = (&batch.key, batch.first, batch.last);
-    let uploaded = if already_stored(target, stream, key, batch.size, batch.crc32)? {
-        log::info!("stream {name}: {key} is already in the archive; recording it without re-sending");
-        Uploaded::AlreadyStored
-    } else {
-        let pieces = batch.pieces();
-        let started = Instant::now();
-        let stored = target.put(key, &batch.upload(&pieces));
-        status.update(|s| match &stored {
-            Ok(()) => {
-                s.uploads_ok += 1;
-                s.uploaded_bytes += batch.size;
-                s.upload_seconds.observe(started.elapsed());
-            }
-            Err(_) => s.uploads_failed += 1,
-        });
-        stored.map_err(|e| match e {
-            TargetError::Checksum { expected, actual, .. } => Error::SegmentChanged {
-                stream: name.into(),
-                name: format!("in positions {first}..{last}"),
-                detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
-            },
-            other => Error::target(name, other),
-        })?;
-        Uploaded::Sent
+    let (first, last) = (batch.first, batch.last);
+    let pieces = batch.pieces();
+    let changed = |expected: u32, actual: u32| Error::SegmentChanged {
+        stream: stream.into(),
+        name: format!("in positions {first}..{last}"),
+        detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
     };
-    if let Err(changed) = batch.confirm_unchanged(name) {
+    let uploaded =
+        store(target, status, stream, &batch.key, &batch.upload(&pieces), OnDifferent::Conflict, &changed)?;
+    if let Err(changed) = batch.confirm_unchanged(stream) {
         if uploaded == Uploaded::Sent {
             // What was just stored is not the segment's final content and
             // is recorded nowhere: take it back so the next pass can store
             // the real bytes instead of meeting a false conflict.
-            let _ = target.delete(std::slice::from_ref(key));
+            let _ = target.delete(std::slice::from_ref(&batch.key));
         }
         return Err(changed);
     }
     Ok(uploaded)
 }
 
-/// Whether `key` already holds exactly these bytes. A different object
-/// at the same key is a conflict: never overwritten.
-fn already_stored(target: &dyn Target, name: &str, key: &str, size: u64, crc32: u32) -> Result<bool, Error> {
+/// Store `body` under `key` for `stream`, unless the key already holds
+/// exactly these bytes (size and CRC32): the one store path of batches and
+/// snapshots. `on_different` says what other bytes there mean; `changed`
+/// makes the error for bytes that changed while they were sent (expected
+/// and actual CRC32).
+pub(crate) fn store(
+    target: &dyn Target,
+    status: &StatusCell,
+    stream: &str,
+    key: &str,
+    body: &Upload<'_>,
+    on_different: OnDifferent,
+    changed: &dyn Fn(u32, u32) -> Error,
+) -> Result<Uploaded, Error> {
+    if already_stored(target, stream, key, body.size, body.crc32, on_different)? {
+        log::info!("stream {stream}: {key} is already in the archive; recording it without re-sending");
+        return Ok(Uploaded::AlreadyStored);
+    }
+    let started = Instant::now();
+    let stored = target.put(key, body);
+    status.update(|s| match &stored {
+        Ok(()) => {
+            s.uploads_ok += 1;
+            s.uploaded_bytes += body.size;
+            s.upload_seconds.observe(started.elapsed());
+        }
+        Err(_) => s.uploads_failed += 1,
+    });
+    stored.map_err(|e| match e {
+        TargetError::Checksum { expected, actual, .. } => changed(expected, actual),
+        other => Error::target(stream, other),
+    })?;
+    Ok(Uploaded::Sent)
+}
+
+/// Whether `key` already holds exactly these bytes. A different object at
+/// the same key is a conflict (never overwritten), or, with
+/// [`OnDifferent::Replace`], is to be replaced.
+fn already_stored(
+    target: &dyn Target,
+    name: &str,
+    key: &str,
+    size: u64,
+    crc32: u32,
+    on_different: OnDifferent,
+) -> Result<bool, Error> {
     let Some(existing) = target.head(key).map_err(|e| Error::target(name, e))? else {
         return Ok(false);
     };
@@ -81,6 +118,14 @@ fn already_stored(target: &dyn Target, name: &str, key: &str, size: u64, crc32: 
     };
     if existing.size == size && existing_crc == crc32 {
         return Ok(true);
+    }
+    if on_different == OnDifferent::Replace {
+        log::warn!(
+            "stream {name}: replacing {key} ({} bytes, CRC32 {existing_crc:08x}), left by an attempt \
+             that was never recorded",
+            existing.size
+        );
+        return Ok(false);
     }
     Err(Error::Conflict {
         stream: name.into(),

@@ -1,6 +1,6 @@
 //! A stream's thread: wait for mail or the poll interval, run a pass, back
 //! off after a failure, answer "archive this file now" requests once their
-//! file is committed.
+//! file is committed, and start and record snapshot jobs (`snapshots`).
 //!
 //! Failures never end the thread (retrying never gives up on data), except
 //! a conflict — different content already archived at a position — which
@@ -15,11 +15,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use super::mailbox::{ArchiveReply, Message};
+use super::snapshots::SnapshotJobs;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
 use crate::fleet::member::Member;
+use crate::manifest::SnapshotRecord;
 use crate::retry::Backoff;
+use crate::snapshot::JobEvent;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
@@ -30,6 +33,8 @@ pub struct StreamJob {
     pub state_root: PathBuf,
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
+    /// Between failed passes, and (a copy) between failed scheduled
+    /// snapshot jobs.
     pub backoff: Backoff,
     /// The stream's lock, once taken (by the starter, or by the thread);
     /// held until the thread ends.
@@ -39,6 +44,9 @@ pub struct StreamJob {
 /// What the thread shares with the outside.
 pub struct JobLinks {
     pub mailbox: Receiver<Message>,
+    /// The sending end of the same mailbox, for the stream's snapshot jobs
+    /// to report their end.
+    pub own_mailbox: Sender<Message>,
     /// Set (with a `Stop` message) to stop between batches.
     pub stop: Arc<AtomicBool>,
     pub status: Arc<StatusCell>,
@@ -60,6 +68,10 @@ struct Request {
 struct Inbox {
     hints: Hints,
     requests: Vec<Request>,
+    /// `walship snapshot` requests, answered after the next pass.
+    snapshot_requests: Vec<Sender<JobEvent>>,
+    /// Snapshot jobs that ended, recorded once the stream is open.
+    snapshots_finished: Vec<(u64, Result<SnapshotRecord, String>)>,
     stop: bool,
 }
 
@@ -70,8 +82,20 @@ impl StreamJob {
         let name = self.config.name.clone();
         log::info!("stream {name}: started");
         let stopped = || links.stop.load(Ordering::SeqCst);
-        let mut inbox = Inbox { hints: Hints::default(), requests: Vec::new(), stop: false };
+        let mut inbox = Inbox {
+            hints: Hints::default(),
+            requests: Vec::new(),
+            snapshot_requests: Vec::new(),
+            snapshots_finished: Vec::new(),
+            stop: false,
+        };
         let mut stream: Option<Stream> = None;
+        let mut snapshots = SnapshotJobs::new(
+            self.state_root.clone(),
+            Arc::clone(&self.target),
+            links.own_mailbox.clone(),
+            self.backoff.clone(),
+        );
         let mut last_error: Option<String> = None;
         while !stopped() && !inbox.stop {
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
@@ -105,6 +129,7 @@ impl StreamJob {
                             "stream {name}: stopped until the conflict is resolved and walship restarted"
                         );
                         self.set_error(&links, Some(message));
+                        snapshots.stop();
                         park(&links, &error, &self.config);
                         break;
                     }
@@ -117,9 +142,12 @@ impl StreamJob {
                     delay
                 }
             };
+            inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped(), links.member.may_upload());
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
         }
+        snapshots.stop();
+        inbox.snapshot_work(&mut snapshots, None, true, false);
         inbox.answer(None, true);
     }
 
@@ -182,6 +210,46 @@ impl StreamJob {
 }
 
 impl Inbox {
+    /// Between passes: record the snapshot jobs that ended (once the stream
+    /// is open), answer snapshot requests, start a scheduled job if due.
+    /// While stopping, only refuse the requests; a standby of a replicated
+    /// stream (`!may_start`) starts none: its offloader takes them.
+    fn snapshot_work(
+        &mut self,
+        jobs: &mut SnapshotJobs,
+        stream: Option<&mut Stream>,
+        stopping: bool,
+        may_start: bool,
+    ) {
+        if stopping {
+            for reply in self.snapshot_requests.drain(..) {
+                let _ = reply.send(JobEvent::Refused("walship is stopping".into()));
+            }
+            return;
+        }
+        let Some(stream) = stream else {
+            for reply in self.snapshot_requests.drain(..) {
+                jobs.request(None, reply);
+            }
+            return;
+        };
+        for (id, result) in self.snapshots_finished.drain(..) {
+            jobs.finished(stream, id, result);
+        }
+        if !may_start {
+            for reply in self.snapshot_requests.drain(..) {
+                let why =
+                    "this node stands by for the replicated stream: its elected offloader takes snapshots";
+                let _ = reply.send(JobEvent::Refused(why.into()));
+            }
+            return;
+        }
+        for reply in self.snapshot_requests.drain(..) {
+            jobs.request(Some(stream), reply);
+        }
+        jobs.start_due(stream);
+    }
+
     /// Wait up to `timeout` for mail, then take whatever else is queued.
     fn wait(
         &mut self,
@@ -206,6 +274,8 @@ impl Inbox {
     fn take(&mut self, message: Message, config: &StreamConfig, archived: Option<u64>) {
         match message {
             Message::Stop => self.stop = true,
+            Message::Snapshot { reply } => self.snapshot_requests.push(reply),
+            Message::SnapshotFinished { id, result } => self.snapshots_finished.push((id, result)),
             Message::Wake { low, high } => {
                 self.hints.merge(Hints { sealed_through: high, low_water_mark: low, flush_through: None });
             }
@@ -295,7 +365,10 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
             Ok(Message::ArchiveNow { reply, .. }) => {
                 let _ = reply.send(Err(Arc::clone(conflict)));
             }
-            Ok(Message::Wake { .. }) => {
+            Ok(Message::Snapshot { reply }) => {
+                let _ = reply.send(JobEvent::Refused(conflict.to_string()));
+            }
+            Ok(Message::Wake { .. } | Message::SnapshotFinished { .. }) => {
                 log::debug!("stream {}: woken while stopped by a conflict", config.name);
             }
         }

@@ -58,6 +58,13 @@ pub fn snapshot_key(stream: &str, position: u64) -> String {
     format!("{stream}/snapshots/{position:016x}")
 }
 
+/// The position of a snapshot key made by [`snapshot_key`].
+pub fn parse_snapshot_key(stream: &str, key: &str) -> Option<u64> {
+    let hex = key.strip_prefix(stream)?.strip_prefix("/snapshots/")?;
+    let position = u64::from_str_radix(hex, 16).ok()?;
+    (snapshot_key(stream, position) == key).then_some(position)
+}
+
 /// Prefix under which a stream's remote manifest records live.
 pub fn records_prefix(stream: &str) -> String {
     format!("{stream}/manifest/")
