@@ -287,6 +287,9 @@ fn three_replicas_never_elect_the_lagging_one() {
     }
     wait_until("46 archived", Duration::from_secs(30), || nodes[other].archived() == Some(46));
     assert!(nodes[2].batch_puts().is_empty(), "the lagging node uploaded {:?}", nodes[2].batch_puts());
-    assert_eq!(nodes[2].offloader().as_deref(), Some(other_id));
+    wait_until("n3 seeing the new offloader", Duration::from_secs(10), || {
+        nodes[2].offloader().as_deref() == Some(other_id)
+    });
+    assert!(nodes[2].batch_puts().is_empty(), "the lagging node uploaded {:?}", nodes[2].batch_puts());
     assert_archive_complete(&nodes[other], &expected, 46, &dir.path);
 }
