@@ -167,9 +167,13 @@ fn two_replicas_one_offloader_and_a_takeover_after_sigkill() {
     nodes[0].start();
     wait_until("n1 elected alone", Duration::from_secs(20), || nodes[0].offloader().as_deref() == Some("n1"));
     nodes[1].start();
+    // Both see both alive: n2's clock, 7 minutes ahead, makes n1's
+    // heartbeats look no older to it (ages are the store's).
     let agreed = || {
         let (a, b) = (nodes[0].offloader(), nodes[1].offloader());
-        a.is_some() && a == b && nodes[0].walship(&["status"]).contains("among n1,n2, 2 caught up")
+        a.is_some()
+            && a == b
+            && nodes.iter().all(|n| n.walship(&["status"]).contains("among n1,n2, 2 caught up"))
     };
     wait_until("both agree", Duration::from_secs(20), agreed);
     let offloader = nodes[0].offloader().unwrap();
