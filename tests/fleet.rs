@@ -99,7 +99,9 @@ fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn
     assert!(failing.starts_with("failing") && failing.contains("nowhere"), "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with("failing"), "failing first:\n{text}");
     assert!(
-        text.ends_with("3 heartbeats of 3 streams on 2 nodes: 0 stale (older than 3s), 1 failing, 2 ok\n"),
+        text.ends_with(
+            "3 heartbeats of 3 streams on 2 nodes: 0 stale (older than 3s), 1 failing, 0 stopped, 2 ok\n"
+        ),
         "{text}"
     );
     assert!(line_of(&text, "b", "n2").contains(env!("CARGO_PKG_VERSION")), "{text}");
@@ -156,5 +158,5 @@ fn fleet_lists_damaged_heartbeats_as_unreadable() {
     assert!(line_of(&text, "a", "n1").contains("unreadable: a/nodes/n1: not a heartbeat: line 1"), "{text}");
     assert!(line_of(&text, "a", "n2").contains("more than a heartbeat holds"), "{text}");
     assert!(line_of(&text, "a", "n3").contains("holds the heartbeat of node n9"), "{text}");
-    assert!(text.ends_with("3 stale (older than 3s), 0 failing, 0 ok\n"), "{text}");
+    assert!(text.ends_with("3 stale (older than 3s), 0 failing, 0 stopped, 0 ok\n"), "{text}");
 }

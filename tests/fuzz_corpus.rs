@@ -149,7 +149,7 @@ fn credentials_seed_corpus_and_regressions_pass() {
 fn heartbeat_seed_corpus_and_regressions_pass() {
     replay("corpus/heartbeat", MIN_SEEDS, heartbeat::check_parse);
     replay("regressions/heartbeat", 0, heartbeat::check_parse);
-    let valid = ["valid", "valid-fresh", "valid-failing", "unknown-keys", "crlf"];
+    let valid = ["valid", "valid-fresh", "valid-failing", "valid-stopped", "unknown-keys", "crlf"];
     for name in inputs("corpus/heartbeat") {
         let file = name.file_name().unwrap().to_str().unwrap();
         let parsed = heartbeat::parse(&std::fs::read(&name).unwrap());

@@ -26,7 +26,8 @@ struct Replica {
     id: &'static str,
     config: PathBuf,
     src: PathBuf,
-    proxy: FaultProxy,
+    /// Between the node and Garage, counting its requests (S3 tests).
+    proxy: Option<FaultProxy>,
     daemon: Option<Daemon>,
     /// A clock offset for libfaketime (`+7m`), if any.
     skew: Option<&'static str>,
@@ -34,14 +35,28 @@ struct Replica {
 
 impl Replica {
     fn new(dir: &Path, env: &S3Env, prefix: &str, id: &'static str, skew: Option<&'static str>) -> Replica {
+        let proxy = FaultProxy::start(&env.endpoint);
+        fs::create_dir_all(dir.join(id)).unwrap();
+        let target = env.target_lines(&dir.join(id), prefix).replace(&env.endpoint, &proxy.endpoint());
+        Replica::with_target(dir, &target, id, skew, Some(proxy), "1s")
+    }
+
+    /// A node archiving to `target` (its `[global]` lines), with heartbeats
+    /// every `interval`; `proxy`, when there is one, is what it talks to.
+    fn with_target(
+        dir: &Path,
+        target: &str,
+        id: &'static str,
+        skew: Option<&'static str>,
+        proxy: Option<FaultProxy>,
+        interval: &str,
+    ) -> Replica {
         let home = dir.join(id);
         let src = home.join("src");
         fs::create_dir_all(&src).unwrap();
-        let proxy = FaultProxy::start(&env.endpoint);
-        let target = env.target_lines(&home, prefix).replace(&env.endpoint, &proxy.endpoint());
         let text = format!(
-            "[global]\nstate_dir = {}\n{target}poll_interval = 50ms\nbackoff_min = 10ms\nbackoff_max = 100ms\n\
-             node_id = {id}\nheartbeat_interval = 1s\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
+            "[global]\nstate_dir = {}\n{target}\npoll_interval = 50ms\nbackoff_min = 10ms\nbackoff_max = 100ms\n\
+             node_id = {id}\nheartbeat_interval = {interval}\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
              seal = spool\nbatch_size = 2\non_archived = delete\nreplicas = on\n",
             home.join("state").display(),
             src.display()
@@ -97,6 +112,8 @@ impl Replica {
     /// Batch objects this node PUT (keys, in order).
     fn batch_puts(&self) -> Vec<String> {
         self.proxy
+            .as_ref()
+            .expect("an S3 node")
             .seen()
             .into_iter()
             .filter(|line| line.starts_with("PUT ") && line.contains("/s/batches/"))
@@ -241,6 +258,55 @@ fn two_replicas_one_offloader_and_a_takeover_after_sigkill() {
     unique.dedup();
     assert_eq!(unique.len(), puts_new.len(), "the new offloader sent a batch twice: {puts_new:?}");
     assert_archive_complete(&nodes[standby], &expected, 30, &dir.path);
+}
+
+/// A clean stop hands over at once: the stopping offloader's last
+/// heartbeat says `state=stopped`, so its peer elects itself at its next
+/// round (within an interval, not three), and `fleet` shows it stopped.
+/// On a file target: no S3 needed.
+#[test]
+fn a_clean_stop_hands_over_within_an_interval() {
+    let dir = TestDir::new("replicas-stop");
+    let archive = dir.path.join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let target = format!("target = file://{}", archive.display());
+    let mut nodes = [
+        Replica::with_target(&dir.path, &target, "n1", None, None, "2s"),
+        Replica::with_target(&dir.path, &target, "n2", None, None, "2s"),
+    ];
+    let expected = dir.path.join("expected");
+    fs::create_dir_all(&expected).unwrap();
+    arrive(&[&nodes[0], &nodes[1]], &expected, 0);
+    nodes[0].start();
+    nodes[1].start();
+    wait_until("both agree", Duration::from_secs(20), || {
+        let first = nodes[0].offloader();
+        first.is_some()
+            && nodes[1].offloader() == first
+            && nodes[0].walship(&["status"]).contains("among n1,n2, 2 caught up")
+    });
+    let offloader = nodes[0].offloader().unwrap();
+    let (off, standby) = if offloader == "n1" { (0, 1) } else { (1, 0) };
+    let output = nodes[off].daemon.take().unwrap().terminate();
+    assert!(output.status.success(), "{:?}", output.status);
+    let stopped_at = Instant::now();
+    let new_id = nodes[standby].id;
+    wait_until("the handover", Duration::from_secs(20), || {
+        nodes[standby].offloader().as_deref() == Some(new_id)
+    });
+    let took = stopped_at.elapsed();
+    // One interval (2 s) plus a poll, well before the 6 s a silent node
+    // takes to turn stale.
+    assert!(took < Duration::from_millis(4500), "handover took {took:?}");
+    let fleet = nodes[standby].walship(&["fleet"]);
+    let line = fleet.lines().find(|l| l.contains(&format!(" {offloader} "))).unwrap();
+    assert!(line.starts_with("stopped "), "{fleet}");
+    for position in 1..=2 {
+        arrive(&[&nodes[standby]], &expected, position);
+    }
+    wait_until("2 archived by the new offloader", Duration::from_secs(20), || {
+        nodes[standby].archived() == Some(2)
+    });
 }
 
 /// Three nodes, one lagging beyond max_offloader_lag (16): it is never

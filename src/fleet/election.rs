@@ -5,7 +5,8 @@
 //! answer, with no coordination service.
 //!
 //! 1. Alive: heartbeats written within 3 heartbeat intervals, by the store's
-//!    clock (nodes' clocks never enter).
+//!    clock (nodes' clocks never enter), and not the last word of a node
+//!    that stopped cleanly.
 //! 2. Capable: alive nodes whose copy holds the next position to archive
 //!    (their `first_waiting` is at most one past the highest archived
 //!    position; with nothing archived, at most the lowest `first_waiting`),
@@ -61,7 +62,8 @@ pub struct Election {
 pub fn elect(stream: &str, heartbeats: &[Observed<'_>], now: SystemTime, settings: Settings) -> Election {
     let alive_limit = settings.heartbeat_interval * ALIVE_INTERVALS;
     let age = |o: &Observed<'_>| now.duration_since(o.modified).unwrap_or(Duration::ZERO);
-    let alive: Vec<&Observed<'_>> = heartbeats.iter().filter(|o| age(o) <= alive_limit).collect();
+    let alive: Vec<&Observed<'_>> =
+        heartbeats.iter().filter(|o| age(o) <= alive_limit && !o.heartbeat.stopped).collect();
     let nobody = |reason: String| Election { offloader: None, reason, offloader_alive_for: None };
     if alive.is_empty() {
         return nobody(format!("no node alive (no heartbeat within {alive_limit:?})"));
@@ -213,6 +215,25 @@ mod tests {
         // Nodes with nothing sealed yet are all caught up with each other.
         let e = run(&stream_picking(1, 2), &[("n1", None, None, None, 0), ("n2", None, None, None, 0)]);
         assert_eq!(e.offloader.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn a_node_that_stopped_cleanly_is_not_elected() {
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        let beat = |node: &str, stopped| Heartbeat {
+            node: node.into(),
+            held: Some(5),
+            stopped,
+            ..Default::default()
+        };
+        let (n1, n2) = (beat("n1", true), beat("n2", false));
+        let observed =
+            [Observed { heartbeat: &n1, modified: now }, Observed { heartbeat: &n2, modified: now }];
+        let e = elect("s", &observed, now, SETTINGS);
+        assert_eq!(
+            (e.offloader.as_deref(), e.reason.as_str()),
+            (Some("n2"), "elected n2 among n2, 1 caught up")
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!                             held since it started; empty: none
 //! last_success=1796006400     empty: none yet
 //! last_error=                 the error the stream is stuck on; empty: none
+//! state=running               or `stopped`: the node's last heartbeat,
+//!                             written as it stopped cleanly
 //! ```
 //!
 //! The first line names the format and its version; then `key=value`
@@ -72,6 +74,9 @@ pub struct Heartbeat {
     pub held: Option<u64>,
     pub last_success: Option<u64>,
     pub last_error: Option<String>,
+    /// Written as the node stopped cleanly: it archives no more (peers elect
+    /// without it at once). Absent in the text: running.
+    pub stopped: bool,
 }
 
 /// Why bytes are not a heartbeat.
@@ -99,7 +104,8 @@ impl Heartbeat {
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         format!(
             "{MAGIC} {VERSION}\nnode={}\nstream={}\nversion={}\nwritten={}\narchived={}\n\
-             committed={}\nbacklog_segments={}\nfirst_waiting={}\nheld={}\nlast_success={}\nlast_error={}\n",
+             committed={}\nbacklog_segments={}\nfirst_waiting={}\nheld={}\nlast_success={}\nlast_error={}\n\
+             state={}\n",
             self.node,
             self.stream,
             one_line(&self.version, MAX_VERSION_LEN),
@@ -111,6 +117,7 @@ impl Heartbeat {
             opt(self.held),
             opt(self.last_success),
             self.last_error.as_deref().map_or(String::new(), |e| one_line(e, MAX_ERROR_LEN)),
+            if self.stopped { "stopped" } else { "running" },
         )
     }
 }
@@ -193,6 +200,13 @@ pub fn parse(bytes: &[u8]) -> Result<Heartbeat, FormatError> {
                 }
                 heartbeat.last_error = (!value.is_empty()).then(|| value.to_string());
             }
+            "state" => {
+                heartbeat.stopped = match value {
+                    "running" => false,
+                    "stopped" => true,
+                    _ => return Err(field(format!("expected running or stopped, got {value:?}"))),
+                }
+            }
             _ => {} // added by a later walship
         }
     }
@@ -238,6 +252,7 @@ mod tests {
             held: Some(1240),
             last_success: Some(1_796_006_400),
             last_error: None,
+            stopped: false,
         }
     }
 
@@ -248,7 +263,7 @@ mod tests {
             text,
             "walship-heartbeat 1\nnode=gw-17a\nstream=sensors\nversion=0.1.0\nwritten=1796006405\n\
              archived=1234\ncommitted=1240\nbacklog_segments=6\nfirst_waiting=1235\nheld=1240\nlast_success=1796006400\n\
-             last_error=\n"
+             last_error=\nstate=running\n"
         );
         assert_eq!(parse(text.as_bytes()), Ok(sample()));
         let fresh = Heartbeat {
@@ -274,6 +289,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_skipped_and_bad_input_is_named() {
+        let stopped = Heartbeat { stopped: true, ..sample() };
+        assert!(stopped.to_text().ends_with("\nstate=stopped\n"));
+        assert_eq!(parse(stopped.to_text().as_bytes()), Ok(stopped));
+        let bad = sample().to_text().replace("state=running", "state=paused");
+        assert!(parse(bad.as_bytes()).unwrap_err().to_string().contains("expected running or stopped"));
         let newer = sample().to_text() + "offloader=gw-2\n";
         assert_eq!(parse(newer.as_bytes()), Ok(sample()));
         let text = sample().to_text();
@@ -286,7 +306,7 @@ mod tests {
             (text.replace("archived=1234", "archived=-1"), 6, "not a number"),
             (text.replace("archived=1234", "archived=99999999999999999999"), 6, "not a number"),
             (text.replace("committed=1240", "committed"), 7, "key=value"),
-            (text.clone() + "node=x\n", 13, "twice"),
+            (text.clone() + "node=x\n", 14, "twice"),
             (text.replace("version=0.1.0\n", ""), 0, "no version="),
             ("x".repeat(MAX_LEN + 1), 0, "more than the"),
         ];

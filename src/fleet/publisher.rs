@@ -4,7 +4,9 @@
 //! reads the peers' heartbeats (one LIST, GETs of the changed ones), elects
 //! the offloader and tells the stream's [`Member`].
 //!
-//! It runs beside the stream threads, not inside them, so a long upload
+//! When the daemon stops cleanly (after its streams), it writes each
+//! stream's last heartbeat with `state=stopped`, so peers elect without
+//! it at their next round. It runs beside the stream threads, not inside them, so a long upload
 //! never delays a heartbeat (peers would take a busy node for a dead one).
 //! A failed write or read is logged once per change of error and tried
 //! again at the next round; it never stops archiving. While the peers'
@@ -35,6 +37,7 @@ pub fn heartbeat_of(node: &str, status: &StreamStatus) -> Heartbeat {
         held: status.held_through,
         last_success: status.last_success,
         last_error: status.last_error.clone(),
+        stopped: false,
     }
 }
 
@@ -117,6 +120,13 @@ pub fn start(
             }
             thread::park_timeout(wake.saturating_duration_since(Instant::now()));
         }
+        // The last word: this node archives no more, so peers elect without
+        // it at their next round instead of waiting for it to turn stale.
+        writes.note(members().iter().try_for_each(|member| {
+            let status = member.status.get();
+            let last = Heartbeat { stopped: true, ..heartbeat_of(&node, &status) };
+            if scanned(&status) { publish(target.as_ref(), &last) } else { Ok(()) }
+        }));
     })
 }
 

@@ -39,6 +39,8 @@ pub enum Health {
     Stale,
     /// Fresh, but the stream is stuck on an error.
     Failing,
+    /// The node stopped cleanly (its last heartbeat says so).
+    Stopped,
     Ok,
 }
 
@@ -47,18 +49,21 @@ impl Health {
         match self {
             Health::Stale => "stale",
             Health::Failing => "failing",
+            Health::Stopped => "stopped",
             Health::Ok => "ok",
         }
     }
 }
 
 impl Entry {
-    /// Stale when older than `stale` or unreadable; failing with an error.
+    /// Stale when older than `stale` or unreadable; failing with an error;
+    /// stopped when it said so last.
     pub fn health(&self, stale: Duration) -> Health {
         match &self.heartbeat {
             Err(_) => Health::Stale,
             Ok(_) if self.age > stale => Health::Stale,
             Ok(beat) if beat.last_error.is_some() => Health::Failing,
+            Ok(beat) if beat.stopped => Health::Stopped,
             Ok(_) => Health::Ok,
         }
     }
@@ -176,7 +181,7 @@ pub fn read_all(target: &dyn Target, reader: &mut HeartbeatReader) -> Result<Vec
     Ok(entries)
 }
 
-/// Worst first (stale, failing, ok), then by stream and node.
+/// Worst first (stale, failing, stopped, ok), then by stream and node.
 pub fn sort(entries: &mut [Entry], stale: Duration) {
     entries.sort_by(|a, b| (a.health(stale), &a.stream, &a.node).cmp(&(b.health(stale), &b.stream, &b.node)));
 }
@@ -237,13 +242,14 @@ pub fn render_text(entries: &[Entry], stale: Duration) -> String {
     let streams: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
     let nodes: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.node.as_str()).collect();
     out.push_str(&format!(
-        "{} of {} on {}: {} stale (older than {}), {} failing, {} ok\n",
+        "{} of {} on {}: {} stale (older than {}), {} failing, {} stopped, {} ok\n",
         crate::human::count(entries.len() as u64, "heartbeat"),
         crate::human::count(streams.len() as u64, "stream"),
         crate::human::count(nodes.len() as u64, "node"),
         count(Health::Stale),
         age_text(stale),
         count(Health::Failing),
+        count(Health::Stopped),
         count(Health::Ok),
     ));
     out
@@ -300,6 +306,7 @@ mod tests {
             held: Some(9),
             last_success: Some(990),
             last_error: error.map(String::from),
+            stopped: false,
         };
         Entry {
             stream: stream.into(),
@@ -348,7 +355,7 @@ mod tests {
         assert!(lines[4].contains(" 7 ") && lines[4].contains("10s ago"), "{text}");
         assert_eq!(
             lines[5],
-            "4 heartbeats of 2 streams on 3 nodes: 2 stale (older than 30s), 1 failing, 1 ok"
+            "4 heartbeats of 2 streams on 3 nodes: 2 stale (older than 30s), 1 failing, 0 stopped, 1 ok"
         );
         let json = render_json(&entries, stale);
         assert!(json.starts_with("[{\"state\":\"stale\",\"stream\":\"a\",\"node\":\"n3\",\"age_seconds\":0,\"unreadable\":\"bad\"}"), "{json}");
