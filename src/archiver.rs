@@ -148,7 +148,12 @@ impl Archiver {
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
-        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))?;
+        // Without its socket the daemon still archives; only requests miss it.
+        archiver.control = ControlServer::start(&config.global.state_dir, control_handler(&archiver.shared))
+            .unwrap_or_else(|error| {
+                log::error!("{error}; `walship snapshot` cannot reach this daemon");
+                None
+            });
         Ok(archiver)
     }
 
@@ -160,6 +165,7 @@ impl Archiver {
             state_root: global.state_dir.clone(),
             target: Arc::clone(&self.target),
             poll_interval: global.poll_interval,
+            prune_interval: global.prune_interval,
             backoff: Backoff::new(global.backoff_min, global.backoff_max.saturating_mul(PASS_BACKOFF_FACTOR)),
             lock: lock.map(Arc::new),
         };
@@ -362,7 +368,31 @@ fn control_handler(shared: &Arc<Shared>) -> Handler {
     let shared = Arc::clone(shared);
     Arc::new(move |request, info| match request {
         Request::Snapshot { stream } => snapshot_reply(&shared, &stream, info),
+        Request::Prune { stream, dry_run } => prune_reply(&shared, &stream, dry_run, info),
     })
+}
+
+/// Ask `stream`'s thread to apply retention (or plan it) and wait: each
+/// object line of its answer as an info line, its first line as the reply.
+fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMut(&str)) -> Reply {
+    let (reply, answer) = mpsc::channel();
+    if !shared.send(stream, Message::Prune { dry_run, reply }) {
+        let names = shared.stream_names();
+        return Reply::new(
+            Outcome::NotHere,
+            format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
+        );
+    }
+    match answer.recv() {
+        Ok(Ok(text)) => {
+            let mut lines = text.lines();
+            let summary = lines.next().unwrap_or_default().to_string();
+            lines.for_each(info);
+            Reply::new(Outcome::Ok, summary)
+        }
+        Ok(Err(why)) => Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}")),
+        Err(_) => Reply::new(Outcome::Failed, format!("stream {stream} stopped before its prune ended")),
+    }
 }
 
 /// Ask for a snapshot job of `stream` and wait for its end.
@@ -370,8 +400,8 @@ fn snapshot_reply(shared: &Shared, stream: &str, info: &mut dyn FnMut(&str)) -> 
     let Some(events) = request_snapshot(shared, stream) else {
         let names = shared.stream_names();
         return Reply::new(
-            Outcome::Usage,
-            format!("this daemon runs no stream named {stream} (it runs: {names})"),
+            Outcome::NotHere,
+            format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
         );
     };
     for event in events {
@@ -483,8 +513,8 @@ pub struct OnceReport {
 pub type StreamOutcome = (String, Result<OnceReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
-/// final batches included, then every snapshot due: `run --once`. Returns
-/// each stream's outcome.
+/// final batches included, then every snapshot due, then retention: `run
+/// --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open(&config.global)?;
@@ -504,6 +534,7 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                     let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
                     let pass = stream.pass(true, Hints::default(), &|| false)?;
                     let snapshots = take_due_snapshots(&mut stream, state_dir)?;
+                    stream.apply_retention(&|| false)?;
                     Ok(OnceReport { pass, snapshots })
                 })
             })
@@ -531,7 +562,7 @@ fn take_due_snapshots(stream: &mut Stream, state_dir: &Path) -> Result<Vec<JobRe
     {
         crate::snapshot::admit(stream.name(), None, stream.snapshot_count())
             .map_err(|refusal| Error::Snapshot(refusal.to_string()))?;
-        let report = take_snapshot(stream, state_dir, position, &AtomicBool::new(false))?;
+        let report = take_snapshot(stream, state_dir, position, &|| false)?;
         let failed = report.state != JobState::Succeeded;
         reports.push(report);
         if failed {

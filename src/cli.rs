@@ -46,6 +46,8 @@ pub enum Command {
     Status { json: bool },
     /// `walship verify [-s STREAM] [--deep]`.
     Verify { stream: Option<String>, deep: bool },
+    /// `walship prune [-s STREAM] [--dry-run]`: apply retention.
+    Prune { stream: Option<String>, dry_run: bool },
     /// `walship snapshot -s STREAM`: take a snapshot now.
     Snapshot { stream: String },
     /// `walship check`: validate the config and reach every target.
@@ -108,7 +110,7 @@ const COMMANDS: &[CommandSpec] = &[
                 "",
                 "once",
                 "do one full pass and exit: archive every sealed segment (a short final \
-                 batch included)",
+                 batch included), then take every snapshot then due",
             );
         },
         build: |m| {
@@ -222,6 +224,25 @@ const COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "prune",
+        synopsis: "[-s STREAM] [--dry-run]",
+        summary: "apply retention: delete snapshots and batches no longer needed",
+        about: "Keep each stream's newest keep_snapshots snapshots; delete older snapshots\n\
+                and the batches only they needed, recording each deletion in the manifest\n\
+                before the objects go. Prints every object deleted (kind, positions, size,\n\
+                key). Nothing is deleted until a stream has more snapshots than it keeps.\n\
+                A running daemon does this by itself every prune_interval; while it runs,\n\
+                `walship prune` asks it through its control socket in state_dir.",
+        options: |o| {
+            o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
+            o.optflag("", "dry-run", "show what would be deleted, delete nothing");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            Ok(Command::Prune { stream: optional_stream(m)?, dry_run: m.opt_present("dry-run") })
+        },
+    },
+    CommandSpec {
         name: "snapshot",
         synopsis: "-s STREAM",
         summary: "take a snapshot now and report the job's outcome",
@@ -294,7 +315,7 @@ fn without_config_option(args: &[String]) -> Vec<String> {
 }
 
 /// Commands of SPEC.md that this version does not have yet.
-const NOT_YET: &[&str] = &["push", "prune"];
+const NOT_YET: &[&str] = &["push"];
 
 /// Parse the arguments after the program name.
 pub fn parse_args(args: &[String]) -> Result<Parsed, UsageError> {
@@ -578,6 +599,8 @@ mod tests {
             ("status --json", Command::Status { json: true }),
             ("verify", Command::Verify { stream: None, deep: false }),
             ("verify -s x --deep", Command::Verify { stream: s("x"), deep: true }),
+            ("prune", Command::Prune { stream: None, dry_run: false }),
+            ("prune -s x --dry-run", Command::Prune { stream: s("x"), dry_run: true }),
             ("snapshot -s x", Command::Snapshot { stream: "x".into() }),
             ("check", Command::Check),
             ("fleet", Command::Fleet { json: false, stale: None }),

@@ -9,7 +9,7 @@
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::archiver;
@@ -21,8 +21,9 @@ use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Encoding, Record, SnapshotRecord, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
+use crate::retention;
 use crate::snapshot::JobState;
 use crate::source;
 use crate::statedir;
@@ -59,6 +60,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Fetch { stream, name, dest } => fetch(&config, &stream, &name, &dest),
         Command::Status { json } => status(&config, json),
         Command::Verify { stream, deep } => verify(&config, stream.as_deref(), deep),
+        Command::Prune { stream, dry_run } => prune(&config, stream.as_deref(), dry_run),
         Command::Snapshot { stream } => snapshot(&config, &stream),
         Command::Check => check(&config),
         Command::Fleet { json, stale } => fleet(&config, json, stale),
@@ -128,6 +130,7 @@ fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
     for stream in selected(config, stream)? {
         let rules = StreamRules::new(&stream.name, &stream.naming);
         let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
+        stream::retention::checked_prunes(&stream.name, &manifest)?;
         if let Some(before) = manifest.pruned_before() {
             outln!("stream {}: positions before {before} were pruned", stream.name)?;
         }
@@ -191,11 +194,15 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
         let _ = match record {
             Record::Batch(b) => writeln!(
                 out,
-                "  {range:<23} {:>8} {:>11}  {:08x}  {}",
+                "  {range:<23} {:>8} {:>11}  {:08x}  {}{}",
                 b.segments.len(),
                 human_bytes(b.size),
                 b.crc32,
-                b.key
+                b.key,
+                match b.stored.encoding {
+                    Encoding::Identity => String::new(),
+                    Encoding::ZstdFrames => format!(" (zstd frames, {} stored)", human_bytes(b.stored.size)),
+                }
             ),
             Record::Gap(g) => {
                 writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason)
@@ -210,10 +217,14 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
-    let report = restore::restore(manifest.live_log(), target.as_ref(), request)?;
+    stream::retention::checked_prunes(&stream.name, &manifest)?;
+    let report = restore::restore(&manifest, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
+    let snapshot = report.snapshot.map_or(String::new(), |p| {
+        format!("the snapshot at position {p} ({}) and ", restore::snapshot_file_name(p))
+    });
     outln!(
-        "stream {}: restored {} ({}) {upto} into {}",
+        "stream {}: restored {snapshot}{} ({}) {upto} into {}",
         request.stream,
         count(report.segments, "segment"),
         human_bytes(report.bytes),
@@ -316,6 +327,80 @@ fn fleet(config: &Config, json: bool, stale: Option<std::time::Duration>) -> Res
     }
 }
 
+fn prune(config: &Config, stream: Option<&str>, dry_run: bool) -> Result<(), Error> {
+    let target = target::open(&config.global)?;
+    let streams = selected(config, stream)?;
+    let mut failed = 0;
+    for stream in &streams {
+        match prune_stream(config, stream, &target, dry_run) {
+            Ok(text) => print(text)?,
+            Err(error) if streams.len() == 1 => return Err(error),
+            Err(error) => {
+                log::error!("{error}");
+                failed += 1;
+            }
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        count => Err(Error::Failed { count, what: "stream", exit_code: EXIT_FAILURE }),
+    }
+}
+
+/// Plan (and unless `dry_run`, apply) retention for one stream; the text
+/// to print. Through the running daemon when there is one (the journal's
+/// one writer); with no daemon, here: the real run opens the stream under
+/// its lock as the daemon would, the dry run only reads.
+fn prune_stream(
+    config: &Config,
+    stream: &StreamConfig,
+    target: &Arc<dyn target::Target>,
+    dry_run: bool,
+) -> Result<String, Error> {
+    let state_dir = &config.global.state_dir;
+    let request = control::Request::Prune { stream: stream.name.clone(), dry_run };
+    let mut objects = String::new();
+    let why = match control::client::ask(state_dir, &request, &mut |line| {
+        objects.push_str(line);
+        objects.push('\n');
+    })? {
+        Answer::Reply(reply) => match reply.outcome {
+            control::Outcome::Ok => return Ok(format!("{}\n{objects}", reply.message)),
+            control::Outcome::Usage => return Err(Error::Usage(reply.message)),
+            control::Outcome::Failed | control::Outcome::Refused => return Err(Error::Prune(reply.message)),
+            // The daemon serving the socket does not run this stream.
+            control::Outcome::NotHere => reply.message,
+        },
+        Answer::NoDaemon(why) => why,
+    };
+    if dry_run {
+        let rules = StreamRules::new(&stream.name, &stream.naming);
+        let manifest = catalog::load_whole(state_dir, target.as_ref(), &rules)?;
+        stream::retention::checked_prunes(&stream.name, &manifest)?;
+        let keep = stream.keep_snapshots as usize;
+        let live = manifest.live_snapshots().count();
+        return Ok(retention::render(
+            &stream.name,
+            retention::plan(&manifest, keep).as_ref(),
+            live,
+            keep,
+            true,
+        ));
+    }
+    let lock = match statedir::lock_stream(state_dir, &stream.name) {
+        Ok(lock) => lock,
+        Err(Error::Locked { holder, .. }) => {
+            return Err(Error::DaemonUnreachable { stream: stream.name.clone(), holder, why });
+        }
+        Err(other) => return Err(other),
+    };
+    let status =
+        Arc::new(StatusCell::new(StreamStatus { stream: stream.name.clone(), ..Default::default() }));
+    let mut open =
+        stream::Stream::open(stream.clone(), state_dir, Arc::clone(target), status, Arc::new(lock))?;
+    open.prune_now(false, &|| false)
+}
+
 /// `walship snapshot`: through the daemon's control socket, or, with no
 /// daemon, here under the stream's lock.
 fn snapshot(config: &Config, name: &str) -> Result<(), Error> {
@@ -329,13 +414,15 @@ fn snapshot(config: &Config, name: &str) -> Result<(), Error> {
     let state_dir = &config.global.state_dir;
     let request = control::Request::Snapshot { stream: name.to_string() };
     let why = match control::client::ask(state_dir, &request, &mut |info| log::info!("{info}"))? {
-        Answer::Reply(reply) => {
-            return match reply.outcome {
-                control::Outcome::Ok => outln!("{}", reply.message),
-                control::Outcome::Usage => Err(Error::Usage(reply.message)),
-                control::Outcome::Failed | control::Outcome::Refused => Err(Error::Snapshot(reply.message)),
-            };
-        }
+        Answer::Reply(reply) => match reply.outcome {
+            control::Outcome::Ok => return outln!("{}", reply.message),
+            control::Outcome::Usage => return Err(Error::Usage(reply.message)),
+            control::Outcome::Failed | control::Outcome::Refused => {
+                return Err(Error::Snapshot(reply.message));
+            }
+            // The daemon serving the socket does not run this stream.
+            control::Outcome::NotHere => reply.message,
+        },
         Answer::NoDaemon(why) => why,
     };
     let lock = match statedir::lock_stream(state_dir, name) {
@@ -372,7 +459,9 @@ fn snapshot_here(
         .map_err(|r| Error::Snapshot(r.to_string()))?;
     let position = stream::snapshots::request_position(&stream.name, open.archived(), open.last_snapshot())
         .map_err(Error::Snapshot)?;
-    stream::snapshots::take_snapshot(&mut open, state_dir, position, &AtomicBool::new(false))
+    // SIGINT or SIGTERM kill the command's process group and fail the job.
+    crate::signals::install();
+    stream::snapshots::take_snapshot(&mut open, state_dir, position, &crate::signals::stop_requested)
 }
 
 fn check(config: &Config) -> Result<(), Error> {

@@ -47,6 +47,8 @@ pub enum Error {
     Local { what: String, path: PathBuf, source: io::Error },
     /// A sealed segment changed while being archived.
     SegmentChanged { stream: String, name: String, detail: String },
+    /// libzstd could not compress a batch (it could not get memory).
+    Compression { stream: String, source: io::Error },
     /// The archive holds different content at a position: never overwritten.
     Conflict { stream: String, key: String, detail: String },
     /// The state directory describes another archive than the configured
@@ -64,6 +66,9 @@ pub enum Error {
     /// `restore`: the archive holds nothing (`end` is `None`), or ends
     /// before the position asked for.
     ArchiveEnds { stream: String, end: Option<u64>, asked: Option<u64> },
+    /// `restore`: retention removed the position asked for (everything
+    /// before `pruned_before`, but what the `oldest` snapshot kept restores).
+    Pruned { stream: String, asked: u64, pruned_before: u64, oldest: Option<u64> },
     /// `fetch` wrote a segment through to `dest` (standard output, a device,
     /// a FIFO) as it arrived, and its CRC32 did not match at the end.
     CorruptOutput { dest: String, source: TargetError },
@@ -74,6 +79,9 @@ pub enum Error {
     /// too many snapshots, nothing to snapshot): the message names the job
     /// or says why.
     Snapshot(String),
+    /// A prune failed or stopped half-way (the daemon stopping), here or
+    /// in the running daemon for `walship prune`: the message says why.
+    Prune(String),
     /// The stream's lock is held (by the daemon, `holder`), but its control
     /// socket does not answer (`why`).
     DaemonUnreachable { stream: String, holder: Option<u32>, why: String },
@@ -129,6 +137,11 @@ impl fmt::Display for Error {
                 f,
                 "stream {stream}: segment {name} changed after it was sealed ({detail}); \
                  sealed segments must not be modified — nothing was recorded, it will be retried"
+            ),
+            Error::Compression { stream, source } => write!(
+                f,
+                "stream {stream}: could not compress a batch ({source}); nothing was sent, it will \
+                 be retried (zstd fails only for lack of memory: lower compression_level)"
             ),
             Error::Conflict { stream, key, detail } => write!(
                 f,
@@ -189,22 +202,38 @@ impl fmt::Display for Error {
                     None => Ok(()),
                 }
             }
+            Error::Pruned { stream, asked, pruned_before, oldest } => {
+                write!(
+                    f,
+                    "stream {stream}: position {asked} can no longer be restored: retention \
+                     (keep_snapshots) deleted the positions before {pruned_before}"
+                )?;
+                match oldest {
+                    Some(oldest) => write!(
+                        f,
+                        "; the oldest position that can still be restored is {oldest} (restore \
+                         with --position {oldest} or later)"
+                    ),
+                    None => write!(f, "; no snapshot remains to restore from"),
+                }
+            }
             Error::CorruptOutput { dest, source } => write!(
                 f,
                 "{source}: the bytes already written to {dest} are corrupt; discard them \
                  (nothing else was changed)"
             ),
             Error::Output(e) => write!(f, "cannot write to standard output: {e}"),
-            Error::Snapshot(message) => write!(f, "{message}"),
+            Error::Snapshot(message) | Error::Prune(message) => write!(f, "{message}"),
             Error::DaemonUnreachable { stream, holder, why } => {
                 let holder =
                     holder.map_or("another walship process".into(), |pid| format!("walship PID {pid}"));
                 write!(
                     f,
                     "stream {stream} is archived by {holder} (it holds the stream's lock), but the \
-                     control socket does not answer: {why}; is that process a walship that serves \
-                     no control socket (an older release, or a second daemon on the same \
-                     state_dir)? Ask it through its own state_dir, or stop it and try again"
+                     control socket does not answer for it: {why}. If it is a `walship run --once` pass, \
+                     try again once it is done; a daemon that serves no control socket (see its \
+                     log: an older release, or a second daemon on the same state_dir) must be \
+                     stopped first"
                 )
             }
             Error::Failed { count, what, .. } => {
@@ -223,7 +252,7 @@ impl std::error::Error for Error {
             Error::Manifest(e) => Some(e),
             Error::Target { source, .. } | Error::CorruptOutput { source, .. } => Some(source),
             Error::TargetSetup(e) => Some(e),
-            Error::Local { source, .. } => Some(source),
+            Error::Local { source, .. } | Error::Compression { source, .. } => Some(source),
             Error::Output(e) => Some(e),
             Error::Usage(_)
             | Error::SegmentChanged { .. }
@@ -234,7 +263,9 @@ impl std::error::Error for Error {
             | Error::Locked { .. }
             | Error::UnsafeRestore { .. }
             | Error::ArchiveEnds { .. }
+            | Error::Pruned { .. }
             | Error::Snapshot(_)
+            | Error::Prune(_)
             | Error::DaemonUnreachable { .. }
             | Error::Failed { .. } => None,
         }

@@ -21,10 +21,18 @@
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
 //! validate the record; [`mapguard`] survives a segment truncated under its
-//! map) → `stream::upload` (store, or find it already stored; [`target`]
-//! with its [`target::keys`], file and S3 backends) → `stream::commit` (the
+//! map; with `compression = zstd`, [`frames`] measures each segment's zstd
+//! frame) → `stream::upload` (store, or find it already stored; [`target`]
+//! with its [`target::keys`], file and S3 backends; zstd frames produced
+//! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement).
+//!
+//! Snapshots: between passes the stream's thread starts a [`snapshot`] job
+//! when the rule says one is due or one is asked for (`stream::snapshots`);
+//! the job runs the command and stores its output on a thread of its own
+//! and comes back through the mailbox to be recorded. The daemon answers
+//! `walship snapshot` over its [`control`] socket.
 //!
 //! Around them: [`config`] (the INI file, every setting validated once),
 //! [`statedir`] (every path under `state_dir`, the stream lock, stale temp
@@ -35,9 +43,14 @@
 //! `walship fleet`, and the offloader election of `replicas = on` streams,
 //! whose standbys follow the offloader's records instead of uploading),
 //! [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
-//! from its pieces'), [`human`] (counts and sizes for people). The remote
-//! records alone suffice to restore ([`restore`]), to verify
-//! ([`catalog::verify`]) and to resume. [`commands`] implements the CLI
+//! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
+//! (the terminal progress line of restore and verify). The remote
+//! records alone suffice to restore ([`restore`], from the newest snapshot
+//! at or before a position: `restore::start`; it decodes and checks zstd
+//! frames through [`frames::decode`]), to verify
+//! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
+//! what a prune deletes; `stream::retention` records each prune before
+//! deleting (the daemon every `prune_interval`, `run --once`, `prune`). [`commands`] implements the CLI
 //! ([`cli`] parses it) on top, [`daemon`] the long-running process (signals,
 //! reload, systemd [`notify`]); `main.rs` only maps errors to exit codes.
 //!
@@ -56,6 +69,7 @@ pub mod daemon;
 pub mod durable;
 pub mod error;
 pub mod fleet;
+pub mod frames;
 pub mod human;
 pub mod manifest;
 pub mod mapguard;
@@ -63,7 +77,9 @@ pub mod metrics;
 pub mod naming;
 pub mod notify;
 pub mod plan;
+pub mod progress;
 pub mod restore;
+pub mod retention;
 pub mod retry;
 pub mod signals;
 pub mod snapshot;

@@ -43,9 +43,13 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
     gauge(&mut out, "walship_lag_segments", "Sealed segments not yet archived.", "gauge", &|s| {
         Some(s.lag_segments)
     });
-    gauge(&mut out, "walship_uploaded_bytes_total", "Bytes of batches uploaded.", "counter", &|s| {
-        Some(s.uploaded_bytes)
-    });
+    gauge(
+        &mut out,
+        "walship_uploaded_bytes_total",
+        "Bytes of batches uploaded (as stored: compressed with zstd).",
+        "counter",
+        &|s| Some(s.uploaded_bytes),
+    );
     gauge(
         &mut out,
         "walship_gaps_total",

@@ -1,5 +1,7 @@
-//! Getting data back: `restore` recreates a stream's original files up to a
-//! position, `fetch` returns one segment by name.
+//! Getting data back: `restore` recreates a stream's state up to a
+//! position (the newest snapshot at or before it, as
+//! `walship-snapshot-POSITION`, then the original segment files after it;
+//! `start` chooses), `fetch` returns one segment by name.
 //!
 //! Both read the manifest (local journal plus remote records, see
 //! `catalog::load`), download with one request per batch (or one ranged
@@ -29,20 +31,24 @@
 //! one is checked: a CRC32 mismatch then fails the command (exit 1) with a
 //! message saying to discard what was written.
 //!
-//! Here: the restore flow and its pure rules (what to restore, up to where);
-//! `dest` does the directory I/O; `fetch` the one-segment command.
+//! Here: the restore flow and its pure rules (which segments, up to where);
+//! `start` where it starts; `dest` does the directory I/O; `fetch` the
+//! one-segment command.
 
 mod dest;
 mod fetch;
+pub mod start;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::durable;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Encoding, ManifestError, Record, SegmentEntry};
+use crate::frames::decode;
+use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SegmentEntry, SnapshotRecord};
+use crate::progress::{Amount, Progress};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
 pub use fetch::{FetchDest, fetch};
@@ -61,6 +67,9 @@ pub struct RestoreReport {
     pub last_position: Option<u64>,
     /// Gaps passed over with `--allow-gaps`.
     pub gaps_skipped: Vec<(u64, u64)>,
+    /// The position of the snapshot restored first (not counted in
+    /// `segments`), if any.
+    pub snapshot: Option<u64>,
 }
 
 /// What to restore.
@@ -72,38 +81,45 @@ pub struct RestoreRequest<'a> {
     pub allow_gaps: bool,
 }
 
-/// Restore `request.stream` from `records` into `request.to`.
+/// The file a restored snapshot is written to: `walship-snapshot-` and
+/// its position in 16 hex digits, as in object keys.
+pub fn snapshot_file_name(position: u64) -> String {
+    format!("walship-snapshot-{position:016x}")
+}
+
+/// Restore `request.stream` from `manifest` into `request.to`: the
+/// snapshot `start::start` chooses, then the segments after it.
 pub fn restore(
-    records: &[Record],
+    manifest: &Manifest,
     target: &dyn Target,
     request: &RestoreRequest<'_>,
 ) -> Result<RestoreReport, Error> {
-    let limit = restore_limit(request.stream, records, request.position)?;
+    let start = start::start(request.stream, manifest, request.position)?;
+    let (limit, from) = (start.limit, start.first_position());
     let dir = open_destination(request.to)?;
-    let to_restore = || records_to_restore(records, limit, request.allow_gaps);
-    let names = to_restore().flat_map(|r| wanted_segments(r, limit)).map(|s| s.name.as_str());
-    check_names_are_free(&dir, names)?;
+    let to_restore = || records_to_restore(start.records, limit, request.allow_gaps);
+    let snapshot_name = start.snapshot.map(|s| snapshot_file_name(s.position));
+    let segment_names = to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.name.as_str());
+    check_names_are_free(&dir, snapshot_name.as_deref().into_iter().chain(segment_names))?;
 
-    let total = to_restore().filter(|r| matches!(r, Record::Batch(_))).count();
-    let mut publisher = Publisher::new(&dir, Progress::new(total));
-    let outcome = write_records(&mut publisher, target, request, to_restore(), limit);
+    let total = Amount {
+        objects: to_restore().filter(|r| matches!(r, Record::Batch(_))).count() as u64
+            + u64::from(start.snapshot.is_some()),
+        bytes: to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.len).sum::<u64>()
+            + start.snapshot.map_or(0, |s| s.size),
+    };
+    let mut publisher = Publisher::new(&dir, Progress::new("restored", total));
+    let outcome = match start.snapshot {
+        Some(snapshot) => restore_snapshot(&mut publisher, target, request.stream, snapshot),
+        None => Ok(()),
+    }
+    .and_then(|()| write_records(&mut publisher, target, request, to_restore(), from, limit));
     // Whatever was completely received and verified is kept, even after a
     // failure: the directory then holds a verified prefix of the stream.
     let published = publisher.publish();
+    publisher.progress.finish();
     outcome.and(published)?;
     Ok(publisher.durable)
-}
-
-/// The last position to restore: the one asked for, or the archive's end.
-fn restore_limit(stream: &str, records: &[Record], position: Option<u64>) -> Result<u64, Error> {
-    let end = records.last().map(Record::last);
-    match (position, end) {
-        (Some(asked), Some(end)) if asked > end => {
-            Err(Error::ArchiveEnds { stream: stream.into(), end: Some(end), asked: Some(asked) })
-        }
-        (_, None) => Err(Error::ArchiveEnds { stream: stream.into(), end: None, asked: position }),
-        (asked, Some(end)) => Ok(asked.unwrap_or(end)),
-    }
 }
 
 /// The records a restore up to `limit` goes through: up to and including
@@ -117,13 +133,44 @@ fn records_to_restore(records: &[Record], limit: u64, allow_gaps: bool) -> impl 
     })
 }
 
-/// The segments of `record` at or before `limit`.
-fn wanted_segments(record: &Record, limit: u64) -> impl Iterator<Item = &SegmentEntry> {
+/// The segments of `record` from `from` up to `limit`.
+fn wanted_segments(record: &Record, from: u64, limit: u64) -> impl Iterator<Item = &SegmentEntry> {
     let segments = match record {
         Record::Batch(batch) => batch.segments.as_slice(),
         Record::Gap(_) => &[],
     };
-    segments.iter().take_while(move |s| s.position <= limit)
+    segments.iter().skip_while(move |s| s.position < from).take_while(move |s| s.position <= limit)
+}
+
+/// Download `snapshot` into its file, verified like a segment: a stored
+/// object holding one file, as a one-segment batch does.
+fn restore_snapshot(
+    publisher: &mut Publisher<'_>,
+    target: &dyn Target,
+    stream: &str,
+    snapshot: &SnapshotRecord,
+) -> Result<(), Error> {
+    let file = SegmentEntry {
+        position: snapshot.position,
+        name: snapshot_file_name(snapshot.position),
+        len: snapshot.size,
+        crc32: snapshot.crc32,
+        offset: 0,
+        stored_len: snapshot.stored.size,
+    };
+    let object = BatchRecord {
+        first: snapshot.position,
+        last: snapshot.position,
+        key: snapshot.key.clone(),
+        size: snapshot.size,
+        crc32: snapshot.crc32,
+        stored: snapshot.stored,
+        segments: vec![file],
+    };
+    restore_batch(publisher, target, stream, &object, &object.segments.iter().collect::<Vec<_>>())?;
+    publisher.pending_report.segments -= 1;
+    publisher.pending_report.snapshot = Some(snapshot.position);
+    publisher.batch_written()
 }
 
 /// Open (creating it if missing) the directory to restore into.
@@ -183,6 +230,7 @@ fn write_records<'r>(
     target: &dyn Target,
     request: &RestoreRequest<'_>,
     records: impl Iterator<Item = &'r Record>,
+    from: u64,
     limit: u64,
 ) -> Result<(), Error> {
     let stream = request.stream;
@@ -203,7 +251,7 @@ fn write_records<'r>(
                 publisher.pending_report.gaps_skipped.push((gap.first, gap.last));
             }
             Record::Batch(batch) => {
-                let wanted: Vec<&SegmentEntry> = wanted_segments(record, limit).collect();
+                let wanted: Vec<&SegmentEntry> = wanted_segments(record, from, limit).collect();
                 restore_batch(publisher, target, stream, batch, &wanted)?;
                 publisher.batch_written()?;
             }
@@ -221,8 +269,7 @@ fn restore_batch(
     batch: &BatchRecord,
     wanted: &[&SegmentEntry],
 ) -> Result<(), Error> {
-    let Some(last) = wanted.last() else { return Ok(()) };
-    readable(batch)?;
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(()) };
     let mut splitter = Splitter {
         publisher,
         segments: wanted,
@@ -232,11 +279,35 @@ fn restore_batch(
         stream,
         key: &batch.key,
     };
-    let range = (0, last.offset + last.stored_len);
-    let fetched = target.get(&batch.key, Some(range), &mut splitter);
+    let fetched = match batch.stored.encoding {
+        Encoding::Identity => {
+            let range = (first.offset, last.offset + last.stored_len - first.offset);
+            target
+                .get(&batch.key, Some(range), &mut splitter)
+                .map(|_| ())
+                .map_err(|e| Error::target(stream, e))
+        }
+        // From the batch's start: the whole object, so its stored CRC32 is
+        // checked too, the frames after the wanted ones checked and
+        // dropped. From inside it (the first batch after a snapshot): the
+        // frames from the first wanted one to the object's end, each
+        // checked against its raw length and CRC32.
+        Encoding::ZstdFrames => {
+            let skipped = batch.segments.iter().take_while(|s| s.position < first.position).count();
+            let expected = decode::expected_of(&batch.segments[skipped..]);
+            let (range, whole) = if skipped == 0 {
+                (None, Some((batch.stored.size, batch.stored.crc32)))
+            } else {
+                (Some((first.offset, batch.stored.size - first.offset)), None)
+            };
+            decode::read_frames(target, &batch.key, range, &expected, wanted.len(), &mut splitter, whole)
+                .map(|_| ())
+                .map_err(|e| read_error(stream, &batch.key, e))
+        }
+    };
     let finished = match fetched {
-        Ok(_) => splitter.finish(),
-        Err(e) => Err(splitter.failure.take().unwrap_or_else(|| Error::target(stream, e))),
+        Ok(()) => splitter.finish(),
+        Err(e) => Err(splitter.failure.take().unwrap_or(e)),
     };
     if finished.is_err() {
         splitter.discard_current();
@@ -244,20 +315,20 @@ fn restore_batch(
     finished
 }
 
-/// Refuse a batch whose stored bytes are not its segments as they are:
-/// this walship reads only identity-encoded batches back.
-fn readable(batch: &BatchRecord) -> Result<(), Error> {
-    match batch.stored.encoding {
-        Encoding::Identity => Ok(()),
-        other => Err(Error::Manifest(ManifestError::Invalid {
-            source: batch.key.clone(),
-            line: 0,
-            message: format!(
-                "this batch is stored with encoding {}, which this walship cannot decode; restore with \
-                 a walship release that reads it",
-                other.as_str()
-            ),
-        })),
+/// A failed read of a zstd batch `key` as an error of `stream`: damaged
+/// frames say to verify the archive.
+fn read_error(stream: &str, key: &str, error: decode::ReadError) -> Error {
+    match error {
+        decode::ReadError::Target(e) => Error::target(stream, e),
+        decode::ReadError::Frames(damage) => Error::target(
+            stream,
+            TargetError::Fatal {
+                op: "decode".into(),
+                key: key.into(),
+                detail: damage.to_string(),
+                fix: "the stored object is damaged; run `walship verify --deep` to see which".into(),
+            },
+        ),
     }
 }
 
@@ -291,7 +362,6 @@ struct Publisher<'a> {
     pending_bytes: u64,
     /// What the pending files add to the report once durable.
     pending_report: RestoreReport,
-    pending_batches: usize,
     /// What is durable under final names.
     durable: RestoreReport,
     progress: Progress,
@@ -304,7 +374,6 @@ impl<'a> Publisher<'a> {
             pending: Vec::new(),
             pending_bytes: 0,
             pending_report: RestoreReport::default(),
-            pending_batches: 0,
             durable: RestoreReport::default(),
             progress,
         }
@@ -315,13 +384,14 @@ impl<'a> Publisher<'a> {
         self.pending.push(Pending { temp, name: seg.name.clone() });
         self.pending_bytes += seg.len;
         self.pending_report.segments += 1;
+        self.progress.add(0, seg.len);
         self.pending_report.bytes += seg.len;
         self.pending_report.last_position = Some(seg.position);
     }
 
     /// A whole batch is written; publish if the group is full.
     fn batch_written(&mut self) -> Result<(), Error> {
-        self.pending_batches += 1;
+        self.progress.add(1, 0);
         if self.pending.len() >= GROUP_FILES || self.pending_bytes >= GROUP_BYTES {
             self.publish()?;
         }
@@ -354,7 +424,7 @@ impl<'a> Publisher<'a> {
         self.durable.bytes += done.bytes;
         self.durable.last_position = done.last_position.or(self.durable.last_position);
         self.durable.gaps_skipped.extend(done.gaps_skipped);
-        self.progress.advance(std::mem::take(&mut self.pending_batches));
+        self.durable.snapshot = done.snapshot.or(self.durable.snapshot);
         Ok(())
     }
 }
@@ -478,33 +548,6 @@ impl Write for Splitter<'_, '_> {
     }
 }
 
-/// "restored N/M batches" on a terminal, as groups become durable; silent
-/// otherwise.
-struct Progress {
-    total: usize,
-    done: usize,
-    visible: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress { total, done: 0, visible: io::stderr().is_terminal() && total > 1 }
-    }
-
-    fn advance(&mut self, batches: usize) {
-        self.done += batches;
-        if self.visible && batches > 0 {
-            let end = if self.done == self.total { "\n" } else { "" };
-            let _ = write!(io::stderr(), "\r{}{end}", progress_line(self.done, self.total));
-        }
-    }
-}
-
-/// The progress text: `restored 3/21 batches`.
-fn progress_line(done: usize, total: usize) -> String {
-    format!("restored {done}/{total} {}", if total == 1 { "batch" } else { "batches" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,40 +574,19 @@ mod tests {
         assert_eq!(ranges(9, true), [(1, 5), (6, 7), (8, 10)]);
         assert_eq!(ranges(3, false), [(1, 5)]);
         let names: Vec<&str> = records_to_restore(&records, 9, true)
-            .flat_map(|r| wanted_segments(r, 9))
+            .flat_map(|r| wanted_segments(r, 0, 9))
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["s-1", "s-2", "s-3", "s-4", "s-5", "s-8", "s-9"]);
     }
 
     #[test]
-    fn the_limit_is_the_position_asked_or_the_archive_end() {
-        let records = [batch(1, 5)];
-        assert_eq!(restore_limit("s", &records, None).unwrap(), 5);
-        assert_eq!(restore_limit("s", &records, Some(3)).unwrap(), 3);
-        let beyond = restore_limit("s", &records, Some(6)).unwrap_err();
-        assert!(beyond.to_string().contains("ends at position 5"), "{beyond}");
-        assert_eq!(beyond.exit_code(), crate::error::EXIT_FAILURE);
-        let empty = restore_limit("s", &[], None).unwrap_err();
-        assert!(empty.to_string().contains("nothing is archived"), "{empty}");
-        assert_eq!(empty.exit_code(), crate::error::EXIT_FAILURE);
-    }
-
-    #[test]
-    fn only_identity_encoded_batches_are_read_back() {
-        let Record::Batch(mut record) = crate::manifest::validate::tests::batch("s", 0, &[b"abc"]) else {
-            unreachable!("a batch")
-        };
-        assert!(readable(&record).is_ok());
-        record.stored.encoding = Encoding::ZstdFrames;
-        let error = readable(&record).expect_err("cannot decode");
-        assert!(error.to_string().contains("stored with encoding zstd-frames"), "{error}");
-    }
-
-    #[test]
-    fn progress_counts_batches() {
-        assert_eq!(progress_line(3, 21), "restored 3/21 batches");
-        assert_eq!(progress_line(1, 1), "restored 1/1 batch");
+    fn after_a_snapshot_only_the_segments_past_it_are_wanted() {
+        let straddling = batch(8, 12);
+        let names: Vec<&str> = wanted_segments(&straddling, 10, 11).map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s-10", "s-11"]);
+        assert_eq!(wanted_segments(&straddling, 13, 20).count(), 0);
+        assert_eq!(snapshot_file_name(255), "walship-snapshot-00000000000000ff");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::snapshot::JobReport;
 use crate::snapshot::status::SnapshotStatus;
 
 /// How often an otherwise unchanged status file is refreshed with a new
@@ -292,13 +293,19 @@ impl StatusCell {
     }
 
     /// Mirror to `path` from now on (the caller holds the stream's lock),
-    /// carrying over the `last_success` the file already shows: it is the
-    /// stream's, not this process's.
+    /// carrying over the `last_success` and the last snapshot job the file
+    /// already shows: they are the stream's, not this process's (a job
+    /// shown running was cut short with its process).
     pub fn mirror_to(&self, path: PathBuf) {
         let previous =
             std::fs::read_to_string(&path).map(|t| StreamStatus::from_file_text(&t)).unwrap_or_default();
         *self.mirror.lock().unwrap_or_else(|p| p.into_inner()) = Mirror { path: Some(path), saved: None };
-        self.update(|s| s.last_success = s.last_success.max(previous.last_success));
+        self.update(|s| {
+            s.last_success = s.last_success.max(previous.last_success);
+            if s.snapshots.last_job.is_none() {
+                s.snapshots.last_job = previous.snapshots.last_job.map(JobReport::interrupted);
+            }
+        });
     }
 
     /// Change the status, and mirror it to the file when what `walship

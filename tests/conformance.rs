@@ -60,7 +60,7 @@ const S3_PART_SIZE: u64 = 5 << 20;
 fn upload<'a>(pieces: &'a [&'a [u8]]) -> Upload<'a> {
     let mut hasher = crc32fast::Hasher::new();
     pieces.iter().for_each(|p| hasher.update(p));
-    Upload { pieces, size: pieces.iter().map(|p| p.len() as u64).sum(), crc32: hasher.finalize() }
+    Upload::pieces(pieces, pieces.iter().map(|p| p.len() as u64).sum(), hasher.finalize())
 }
 
 fn get(target: &dyn Target, key: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, TargetError> {

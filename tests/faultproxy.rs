@@ -138,8 +138,8 @@ struct Plan {
     requests: u64,
     /// One line per injected fault: fault, kind, request line.
     injected: Vec<String>,
-    /// Every request's `METHOD TARGET` line, in arrival order.
-    seen: Vec<String>,
+    /// Every request: its kind, request line and Range header (if any).
+    seen: Vec<(Kind, String)>,
 }
 
 impl Plan {
@@ -239,9 +239,15 @@ impl FaultProxy {
         self.shared.plan().requests
     }
 
-    /// Every request's `METHOD TARGET` line so far, in arrival order.
-    pub fn seen(&self) -> Vec<String> {
-        self.shared.plan().seen.clone()
+    /// The requests of `kind` so far: request line and Range header.
+    pub fn seen(&self, kind: Kind) -> Vec<String> {
+        self.shared
+            .plan()
+            .seen
+            .iter()
+            .filter(|(k, _)| kind.matches(*k))
+            .map(|(_, line)| line.clone())
+            .collect()
     }
 
     /// Faults injected so far, one line each.
@@ -467,7 +473,8 @@ fn serve(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let fault = {
         let mut plan = shared.plan();
         plan.requests += 1;
-        plan.seen.push(format!("{method} {target}"));
+        let range = request.header("range").map(|r| format!(" range: {r}")).unwrap_or_default();
+        plan.seen.push((kind, format!("{method} {target}{range}")));
         plan.decide(Some((kind, &format!("{method} {target}"))))
     };
     match fault {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
 use walship::fleet::heartbeat;
+use walship::frames::check::check_frames;
 use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
 use walship::manifest::format;
 use walship::naming::{NameMatch, Naming, check_name};
@@ -53,6 +54,12 @@ fn replay(dir: &str, min: usize, check: fn(&[u8])) {
 fn manifest_seed_corpus_and_regressions_pass() {
     replay("corpus/manifest", MIN_SEEDS, check_round_trip);
     replay("regressions/manifest", 0, check_round_trip);
+}
+
+#[test]
+fn frames_seed_corpus_and_regressions_pass() {
+    replay("corpus/frames", MIN_SEEDS, check_frames);
+    replay("regressions/frames", 0, check_frames);
 }
 
 #[test]

@@ -421,12 +421,13 @@ fn all_record_objects_lost_is_said_not_silent() {
     );
 }
 
-/// A prune record (as retention will write it) tells every reader that the
+/// A prune record (as retention writes it) tells every reader that the
 /// positions before its mark were removed on purpose: contiguity is checked
-/// from there, and restore starts there.
+/// from there, and restore starts from the snapshot kept at the mark.
 #[test]
 fn pruned_positions_are_not_a_hole() {
     let setup = archived_setup("pruned");
+    store_snapshot(&setup, 5, "state at 5\n");
     let (batch, record) = (&setup.batch_objects()[0], &setup.record_objects()[0]);
     let prune = line_with_crc("prune seq=1 before=6 delete=s/batches/0000000000000001-0000000000000005");
     fs::write(
@@ -445,6 +446,7 @@ fn pruned_positions_are_not_a_hole() {
     let out = setup.dir.path.join("restored");
     setup.ok(&["restore", "-s", "s", "--to", out.to_str().unwrap()]);
     assert!(!out.join(segment_name(5)).exists() && out.join(segment_name(6)).exists());
+    assert_eq!(fs::read_to_string(out.join("walship-snapshot-0000000000000005")).unwrap(), "state at 5\n");
     setup.write_segments(21..=21, 700);
     setup.ok(&["run", "--once"]);
     assert!(fs::read_to_string(setup.journal()).unwrap().contains("prune seq=1 before=6"));
@@ -468,6 +470,23 @@ fn prune_mark_over_batches_no_prune_deleted_is_reported_by_verify() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     let key = format!("s/batches/{:016x}-{:016x}", 1, 5);
     assert!(stdout(&out).contains(&format!("{key}: below the pruned mark")), "{}", stdout(&out));
+    // `list`, `restore` and `prune` do not honour it: it names no deleted
+    // batch and leaves no snapshot to restore from.
+    let restored = setup.dir.path.join("restored");
+    for args in [vec!["list"], vec!["restore", "-s", "s", "--to", restored.to_str().unwrap()], vec!["prune"]]
+    {
+        let out = setup.walship(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains(&format!(
+                "prune 1 marks the positions before 6 as pruned, but no prune deleted {key}"
+            )),
+            "{args:?}: {message}"
+        );
+        assert!(message.contains("move that prune record object (s/manifest/prune-…) aside"), "{message}");
+    }
+    assert!(!restored.join(segment_name(1)).exists());
 }
 
 /// A named pipe at a batch object's key in a file target made `verify`

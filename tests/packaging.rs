@@ -37,6 +37,7 @@ const GLOBAL_KEYS: &[&str] = &[
     "log_level",
     "node_id",
     "heartbeat_interval",
+    "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
     "dir",
@@ -53,6 +54,8 @@ const STREAM_KEYS: &[&str] = &[
     "on_archived",
     "replicas",
     "max_offloader_lag",
+    "compression",
+    "compression_level",
 ];
 
 fn systemd_analyze() -> &'static str {

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::faultproxy::FaultProxy;
+use crate::faultproxy::{FaultProxy, Kind};
 use crate::s3::{S3Env, unique_prefix};
 use crate::util::*;
 
@@ -114,7 +114,7 @@ impl Replica {
         self.proxy
             .as_ref()
             .expect("an S3 node")
-            .seen()
+            .seen(Kind::PutObject)
             .into_iter()
             .filter(|line| line.starts_with("PUT ") && line.contains("/s/batches/"))
             .map(|line| line.split('?').next().unwrap_or_default().to_string())

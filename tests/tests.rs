@@ -9,6 +9,8 @@ mod acknowledge;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// compression = zstd: frames `zstd -d` reads, decoding restore/fetch/verify, mixed archives, healing.
+mod compression;
 /// The target contract, run against every target.
 mod conformance;
 /// SIGKILL at random points, wiped state directory, healing half-done commits.
@@ -39,6 +41,8 @@ mod proxy_faults;
 mod replicas;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
 mod restore;
+/// Restore to a position from snapshots; retention, `prune`, crashes mid-prune.
+mod retention;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
 /// Snapshots: schedule and jump, jobs through the daemon and without, refusals, failures, a slow job.

@@ -66,7 +66,8 @@ pub fn put_remote_entry(target: &dyn Target, rules: &StreamRules<'_>, entry: &En
     }
     let text = format::serialize(std::slice::from_ref(entry));
     let bytes = text.as_bytes();
-    let body = Upload { pieces: &[bytes], size: bytes.len() as u64, crc32: crc32fast::hash(bytes) };
+    let pieces = [bytes];
+    let body = Upload::pieces(&pieces, bytes.len() as u64, crc32fast::hash(bytes));
     target.put(&key, &body).map_err(|e| Error::target(rules.name, e))
 }
 

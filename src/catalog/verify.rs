@@ -5,16 +5,22 @@
 //!   reported with the file and line or the object key;
 //! - each batch object, and each snapshot object no prune deleted, against
 //!   its record: missing, or a size or CRC32 that differs (with `deep`, the
-//!   CRC32 is recomputed from the bytes);
+//!   CRC32 is recomputed from the bytes, and a zstd batch's frames are
+//!   decoded: each must end where recorded and hold its segment's raw
+//!   length and CRC32);
 //! - batch objects no record names below the log's end (lost records), and
 //!   batch objects below the pruned mark that no prune record deletes (a
-//!   mark that hides data the archive holds);
+//!   mark that hides data the archive holds); prune records that disagree
+//!   with the manifest (`retention::check_prunes`); batch objects a prune
+//!   deleted that are still stored are noted (a prune cut short), not
+//!   counted as problems;
 //! - the remote record objects, on which a rebuild relies: every record
 //!   must have one (a deleted record object is reported with its key, from
 //!   the listing alone); with `deep` each is downloaded and must parse, hold
 //!   what its key says and agree with the manifest (a flipped byte).
 //!
-//! The checks of what was listed and fetched are pure ([`check_record_objects`]);
+//! On a terminal, checking the batch objects shows a progress line
+//! (`crate::progress`). The checks of what was listed and fetched are pure ([`check_record_objects`]);
 //! [`verify_stream`] does the I/O and reports each finding as one line.
 
 use std::collections::HashSet;
@@ -22,7 +28,11 @@ use std::path::Path;
 
 use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
 use super::{entry_key, load};
-use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules};
+use crate::frames::decode::{self, FrameError};
+use crate::manifest::{
+    BatchRecord, Encoding, Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules,
+};
+use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -48,13 +58,33 @@ pub fn verify_stream(
             return problems;
         }
     };
+    if let Err(message) = crate::retention::check_prunes(&manifest) {
+        problem(say, format!("manifest: {message}"));
+    }
     let mut checked = 0;
+    let batches = manifest.live_log().iter().filter_map(|r| match r {
+        Record::Batch(batch) => Some(batch),
+        Record::Gap(_) => None,
+    });
+    let stored: Vec<&StoredObject> =
+        batches.map(|b| &b.stored).chain(manifest.live_snapshots().map(|s| &s.stored)).collect();
+    let total = Amount {
+        objects: stored.len() as u64,
+        bytes: if deep { stored.iter().map(|s| s.size).sum() } else { 0 },
+    };
+    let mut progress = Progress::new("verified", total);
     for record in manifest.live_log() {
         match record {
-            Record::Gap(g) => say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason)),
+            Record::Gap(g) => {
+                progress.clear();
+                say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason));
+            }
             Record::Batch(batch) => {
                 checked += 1;
-                if let Some(found) = check_object(target, &batch.key, &batch.stored, deep) {
+                let found = check_batch(target, batch, deep);
+                progress.add(1, if deep { batch.stored.size } else { 0 });
+                if let Some(found) = found {
+                    progress.clear();
                     problem(say, format!("{}: {found}", batch.key));
                 }
             }
@@ -63,10 +93,14 @@ pub fn verify_stream(
     let mut snapshots = 0;
     for snapshot in manifest.live_snapshots() {
         snapshots += 1;
-        if let Some(found) = check_object(target, &snapshot.key, &snapshot.stored, deep) {
+        let found = check_object(target, &snapshot.key, &snapshot.stored, deep);
+        progress.add(1, if deep { snapshot.stored.size } else { 0 });
+        if let Some(found) = found {
+            progress.clear();
             problem(say, format!("snapshot {}: {found}", snapshot.key));
         }
     }
+    progress.finish();
     match target.list(&keys::batches_prefix(stream), None) {
         Ok(batches) => {
             match assemble::unrecorded_batches(stream, &batches, &manifest) {
@@ -76,6 +110,12 @@ pub fn verify_stream(
                     }
                 }
                 Err(error) => problem(say, format!("manifest: {error}")),
+            }
+            for key in pruned_but_stored(stream, &batches, &manifest) {
+                say(format!(
+                    "stream {stream}: {key}: deleted by a prune that was cut short, still stored; \
+                     the next prune deletes it"
+                ));
             }
             for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
                 problem(
@@ -130,6 +170,18 @@ pub fn hidden_by_prune_mark<'a>(
         .collect()
 }
 
+/// The listed batch objects a prune record deleted, still stored: a prune
+/// cut short between its record and its deletions.
+pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
+    let deleted: HashSet<&str> =
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    batches
+        .iter()
+        .map(|object| object.key.as_str())
+        .filter(|key| keys::parse_batch_key(stream, key).is_some() && deleted.contains(key))
+        .collect()
+}
+
 /// What is wrong with the object stored at `key` (a batch or a snapshot),
 /// if anything.
 fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: bool) -> Option<String> {
@@ -150,6 +202,32 @@ fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: boo
         },
     };
     (crc != stored.crc32).then(|| format!("CORRUPT: CRC32 {crc:08x} stored, {:08x} recorded", stored.crc32))
+}
+
+/// What is wrong with a stored batch, if anything: with `deep`, a zstd
+/// batch's frames are decoded and checked (one download for both).
+fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
+    match (deep, batch.stored.encoding) {
+        (true, Encoding::ZstdFrames) => {
+            check_object(target, &batch.key, &batch.stored, false).or_else(|| check_frames(target, batch))
+        }
+        _ => check_object(target, &batch.key, &batch.stored, deep),
+    }
+}
+
+/// What is wrong with a zstd batch's frames or its stored bytes, if
+/// anything (downloads it whole).
+fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
+    let expected = decode::expected_of(&batch.segments);
+    let whole = Some((batch.stored.size, batch.stored.crc32));
+    match decode::read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), whole) {
+        Ok(_) => None,
+        Err(decode::ReadError::Frames(FrameError::Stored { crc32, recorded_crc32, .. })) => {
+            Some(format!("CORRUPT: CRC32 {crc32:08x} stored, {recorded_crc32:08x} recorded"))
+        }
+        Err(decode::ReadError::Frames(damage)) => Some(format!("CORRUPT: {damage}")),
+        Err(decode::ReadError::Target(e)) => Some(format!("cannot read back: {e}")),
+    }
 }
 
 /// Without downloading: the manifest's entries whose record object the

@@ -60,6 +60,8 @@ pub struct Global {
     pub node_id: Option<String>,
     /// 1s..=1h; how often heartbeats are written.
     pub heartbeat_interval: Duration,
+    /// More than 0: how often a running daemon applies retention.
+    pub prune_interval: Duration,
 }
 
 /// Check a node id: 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with '.'
@@ -116,6 +118,7 @@ pub fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         log_level: f.value("log_level", parse_log_level)?,
         node_id: f.optional("node_id", |v| check_node_id(v).map(|()| v.to_string()))?,
         heartbeat_interval: f.value("heartbeat_interval", parse_heartbeat_interval)?,
+        prune_interval: f.value("prune_interval", positive_duration)?,
     })
 }
 
@@ -208,6 +211,7 @@ mod tests {
             ("poll_interval = 5", "poll_interval", "no unit; write e.g. 5s"),
             ("poll_interval = 0s", "poll_interval", "> 0"),
             ("poll_interval = 400d", "poll_interval", "at most 365d"),
+            ("prune_interval = 0s", "prune_interval", "> 0"),
             ("backoff_min = 10s", "backoff_min", "must be at least backoff_min"),
             ("backoff_max = 1ms", "backoff_max", "must be at least backoff_min"),
             ("metrics_listen = localhost", "metrics_listen", "IP:PORT"),

@@ -68,6 +68,7 @@ pub const KEYS: &[Key] = &[
     global("log_level", Default("info")),
     global("node_id", Off),
     global("heartbeat_interval", Default("10s")),
+    global("prune_interval", Default("1h")),
     stream("dir", required("/var/spool/NAME")),
     stream("pattern", required("data-{seq}.log")),
     stream("naming", Off),
@@ -82,6 +83,9 @@ pub const KEYS: &[Key] = &[
     stream("on_archived", Default("keep")),
     stream("replicas", Default("off")),
     stream("max_offloader_lag", Default("16")),
+    stream("compression", Default("none")),
+    // Only with compression = zstd (see stream.rs).
+    stream("compression_level", Off),
 ];
 
 /// The key `name` of `section`, if there is one.

@@ -36,7 +36,10 @@ use std::path::{Path, PathBuf};
 
 pub use crate::target::url::TargetUrl;
 pub use global::{Global, check_node_id};
-pub use stream::{MAX_BATCH_SIZE, OnArchived, Replicas, SealMode, StreamConfig, check_stream_name};
+pub use stream::{
+    Compression, DEFAULT_ZSTD_LEVEL, MAX_BATCH_SIZE, OnArchived, Replicas, SealMode, StreamConfig,
+    ZSTD_LEVELS, check_stream_name,
+};
 pub use values::{parse_duration, parse_size};
 
 use ini::{Fields, SectionKind};

@@ -1,6 +1,6 @@
 //! A `[stream NAME]` section: the directory, how segment names carry
-//! positions, sealing, batch size, snapshots and what happens to archived
-//! segments; and the rule for stream names.
+//! positions, sealing, batch size, snapshots, what happens to archived
+//! segments and compression; and the rule for stream names.
 //!
 //! Stream names are 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with '.'.
 //! A name becomes an object key component (`NAME/batches/…`), a directory
@@ -37,6 +37,23 @@ pub enum OnArchived {
     Mark,
 }
 
+/// How a stream's batches are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The object is the segments' exact concatenation.
+    None,
+    /// Each segment its own zstd frame at this level (see `frames`).
+    Zstd { level: i32 },
+}
+
+/// The zstd levels `compression_level` accepts. Levels 20 to 22 (zstd's
+/// `--ultra`) are refused: their windows (up to 128 MiB) break the bound on
+/// a stream's memory.
+pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=19;
+
+/// `compression_level`'s value when unset.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
 /// A `[stream NAME]` section.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamConfig {
@@ -72,6 +89,8 @@ pub struct StreamConfig {
     /// nodes, which elect one offloader among them (see `fleet::election`).
     /// Default off: `None`.
     pub replicas: Option<Replicas>,
+    /// Default none; `compression_level` (default 3, 1..=19) only with zstd.
+    pub compression: Compression,
 }
 
 /// The election settings of a stream with `replicas = on`.
@@ -129,6 +148,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
         replicas: parse_replicas(f)?,
+        compression: parse_compression(f)?,
     })
 }
 
@@ -217,6 +237,33 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<String>),
     Ok((snapshot_interval, snapshot_command))
 }
 
+/// `compression` (default none) and `compression_level`, which only goes
+/// with zstd.
+fn parse_compression(f: &Fields) -> Result<Compression, ConfigError> {
+    let zstd = f.value("compression", |v| one_of(v, &[("none", false), ("zstd", true)]))?;
+    let level = f.optional("compression_level", parse_zstd_level)?;
+    match (zstd, level) {
+        (true, level) => Ok(Compression::Zstd { level: level.unwrap_or(DEFAULT_ZSTD_LEVEL) }),
+        (false, None) => Ok(Compression::None),
+        (false, Some(_)) => Err(f.error(
+            "compression_level",
+            "only applies with compression = zstd; remove this line or set compression = zstd".into(),
+        )),
+    }
+}
+
+fn parse_zstd_level(value: &str) -> Result<i32, String> {
+    let (low, high) = (*ZSTD_LEVELS.start() as u64, *ZSTD_LEVELS.end() as u64);
+    let level = number_in(value, low, high).map_err(|_| {
+        format!(
+            "expected a zstd level from {low} to {high} (3 is zstd's default; 20 to 22 need \
+             windows too large for walship's memory bound), got {}",
+            quote(value)
+        )
+    })?;
+    Ok(level as i32)
+}
+
 fn parse_on_archived(value: &str) -> Result<OnArchived, String> {
     one_of(value, &[("keep", OnArchived::Keep), ("delete", OnArchived::Delete), ("mark", OnArchived::Mark)])
 }
@@ -224,6 +271,7 @@ fn parse_on_archived(value: &str) -> Result<OnArchived, String> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
+    use super::Compression;
 
     #[test]
     fn stream_errors() {
@@ -252,6 +300,8 @@ mod tests {
             ("replicas = yes", "replicas", "expected off | on"),
             ("max_offloader_lag = 4", "max_offloader_lag", "only applies with replicas = on"),
             ("replicas = on", "replicas", "add `node_id = NAME` to [global]"),
+            ("compression = gzip", "compression", "expected none | zstd"),
+            ("compression_level = 5", "compression_level", "only applies with compression = zstd"),
         ];
         for (line, k, part) in cases {
             assert_error(&config_text("", line), Some(9), Some(&key(k)), part);
@@ -310,6 +360,21 @@ mod tests {
             let key = format!("[stream sensors] {key}");
             let text = base.replace(line, "");
             assert_error(&text, Some(5), Some(&key), "missing; add a line such as");
+        }
+    }
+
+    #[test]
+    fn compression_levels() {
+        let with = |extra: &str| config_text("", &format!("compression = zstd{extra}"));
+        let compression = |text: &str| parse_text(text).ok().map(|c| c.streams[0].compression);
+        assert_eq!(compression(&config_text("", "")), Some(Compression::None));
+        assert_eq!(compression(&with("")), Some(Compression::Zstd { level: 3 }));
+        assert_eq!(compression(&with("\ncompression_level = 1")), Some(Compression::Zstd { level: 1 }));
+        assert_eq!(compression(&with("\ncompression_level = 19")), Some(Compression::Zstd { level: 19 }));
+        let key = Some("[stream sensors] compression_level");
+        for bad in ["0", "20", "22", "-1", "three", "3.5"] {
+            let text = with(&format!("\ncompression_level = {bad}"));
+            assert_error(&text, Some(10), key, "expected a zstd level from 1 to 19");
         }
     }
 

@@ -89,6 +89,7 @@ backoff_max = 5s
 metrics_listen = 127.0.0.1:9187       # optional
 metrics_file = /var/lib/node_exporter/walship.prom   # optional
 log_level = info
+prune_interval = 1h
 
 [stream sensors]
 dir = /var/spool/sensors

@@ -28,6 +28,7 @@ fn spec_example_parses_with_every_key() {
     assert_eq!(global.metrics_listen.as_deref(), Some("127.0.0.1:9187"));
     assert_eq!(global.metrics_file, Some(PathBuf::from("/var/lib/node_exporter/walship.prom")));
     assert_eq!(global.log_level, log::LevelFilter::Info);
+    assert_eq!(global.prune_interval, Duration::from_secs(3600));
 
     assert_eq!(config.streams.len(), 1);
     let stream = config.stream("sensors").expect("stream sensors");
@@ -61,6 +62,7 @@ backoff_min = 1s
 backoff_max = 2min
 metrics_listen = [::1]:9187
 log_level = debug
+prune_interval = 90s
 
 [stream wal.main]
 dir = /var/lib/app/wal
@@ -93,6 +95,7 @@ keep_snapshots = 1
     assert_eq!(global.backoff_max, Duration::from_secs(120));
     assert_eq!(global.metrics_listen.as_deref(), Some("[::1]:9187"));
     assert_eq!(global.log_level, log::LevelFilter::Debug);
+    assert_eq!(global.prune_interval, Duration::from_secs(90));
 
     let names: Vec<&str> = config.streams.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["wal.main", "b-2_x"]);

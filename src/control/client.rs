@@ -38,9 +38,10 @@ pub fn ask(state_dir: &Path, request: &Request, on_info: &mut dyn FnMut(&str)) -
         Err(e) => return Err(Error::local("connect to the control socket", &path, e)),
     };
     let line = request.to_line().map_err(Error::Usage)?;
-    // A server that refuses the client answers and closes without reading
-    // the request: the write then fails with a broken pipe while the
-    // refusal waits to be read, so the reply is read in that case too.
+    // A server that answers and closes before it has read the whole
+    // request (a refusal; the server reads the request line first, but a
+    // line too long is cut short) makes the write fail with a broken pipe
+    // while the answer waits to be read, so the reply is read then too.
     if let Err(e) = (&connection).write_all(format!("{line}\n").as_bytes())
         && e.kind() != io::ErrorKind::BrokenPipe
     {
@@ -89,7 +90,7 @@ mod tests {
     fn echo_handler(calls: Arc<AtomicUsize>) -> Handler {
         Arc::new(move |request, info| {
             calls.fetch_add(1, Ordering::SeqCst);
-            let Request::Snapshot { stream } = request;
+            let (Request::Snapshot { stream } | Request::Prune { stream, .. }) = request;
             info(&format!("working on {stream}"));
             match stream.as_str() {
                 "bad" => Reply::new(Outcome::Failed, "job 3 of stream bad failed"),

@@ -17,7 +17,7 @@
 //! reply   = *(info-line) final-line
 //! info-line  = "info" SP text LF            ; progress, shown as it comes
 //! final-line = outcome SP text LF
-//! outcome = "ok" / "failed" / "refused" / "usage"
+//! outcome = "ok" / "failed" / "refused" / "usage" / "not-here"
 //! ```
 //!
 //! Arguments are separated by single spaces; a request whose last argument
@@ -27,7 +27,12 @@
 //! - `snapshot STREAM`: take a snapshot of STREAM now and answer with the
 //!   job's outcome (`ok` naming the job id and position, `failed` with the
 //!   job's message, `refused` when a job already runs or the stream holds
-//!   too many snapshots).
+//!   too many snapshots, `not-here` when this daemon does not run STREAM:
+//!   another process may, or none).
+//! - `prune STREAM` and `prune STREAM --dry-run`: apply retention to
+//!   STREAM now (or only plan it) in the stream's thread, the journal's one
+//!   writer; one `info` line per object deleted (as `walship prune` prints
+//!   it), then `ok` with the summary, or `failed` with why.
 //!
 //! To add a request: a variant of [`Request`] with its spelling in
 //! [`Request::parse`] and [`Request::to_line`] (tested as a round trip),
@@ -49,6 +54,9 @@ pub const MAX_REQUEST_LEN: usize = 4096;
 pub enum Request {
     /// Take a snapshot of the stream now.
     Snapshot { stream: String },
+    /// Apply retention to the stream now, or with `dry_run` only say what
+    /// it would delete.
+    Prune { stream: String, dry_run: bool },
 }
 
 impl Request {
@@ -62,8 +70,17 @@ impl Request {
         };
         match verb {
             "snapshot" => Ok(Request::Snapshot { stream: one_word("a stream name")? }),
+            "prune" => match rest.strip_suffix(" --dry-run") {
+                Some(stream) if !stream.is_empty() && !stream.contains(' ') => {
+                    Ok(Request::Prune { stream: stream.to_string(), dry_run: true })
+                }
+                _ => Ok(Request::Prune {
+                    stream: one_word("a stream name, then optionally --dry-run")?,
+                    dry_run: false,
+                }),
+            },
             _ => Err(format!(
-                "unknown request `{}`; this daemon knows: snapshot",
+                "unknown request `{}`; this daemon knows: snapshot, prune",
                 crate::manifest::shown(verb)
             )),
         }
@@ -74,6 +91,8 @@ impl Request {
     pub fn to_line(&self) -> Result<String, String> {
         let line = match self {
             Request::Snapshot { stream } => format!("snapshot {stream}"),
+            Request::Prune { stream, dry_run: false } => format!("prune {stream}"),
+            Request::Prune { stream, dry_run: true } => format!("prune {stream} --dry-run"),
         };
         if line.contains('\n') || line.len() >= MAX_REQUEST_LEN {
             return Err("the request does not fit on one line of the control protocol".into());
@@ -92,12 +111,17 @@ pub enum Outcome {
     /// Not tried: something stands in the way (a job already running, too
     /// many snapshots).
     Refused,
-    /// The request itself is wrong (unknown stream, no snapshot command).
+    /// The request itself is wrong (an unknown request, no snapshot command).
     Usage,
+    /// This daemon does not run the stream named: the client deals with it
+    /// as if no daemon answered (the stream's lock tells whether another
+    /// process runs it).
+    NotHere,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 4] = [Outcome::Ok, Outcome::Failed, Outcome::Refused, Outcome::Usage];
+    const ALL: [Outcome; 5] =
+        [Outcome::Ok, Outcome::Failed, Outcome::Refused, Outcome::Usage, Outcome::NotHere];
 
     /// The word on the final line.
     pub fn word(self) -> &'static str {
@@ -106,6 +130,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Refused => "refused",
             Outcome::Usage => "usage",
+            Outcome::NotHere => "not-here",
         }
     }
 
@@ -113,7 +138,7 @@ impl Outcome {
     pub fn exit_code(self) -> i32 {
         match self {
             Outcome::Ok => EXIT_OK,
-            Outcome::Failed | Outcome::Refused => EXIT_FAILURE,
+            Outcome::Failed | Outcome::Refused | Outcome::NotHere => EXIT_FAILURE,
             Outcome::Usage => EXIT_USAGE,
         }
     }
@@ -187,11 +212,18 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_bad_ones_say_why() {
-        let request = Request::Snapshot { stream: "sensors".into() };
-        let line = request.to_line().unwrap();
-        assert_eq!(line, "snapshot sensors");
-        assert_eq!(Request::parse(&line), Ok(request));
+        for (request, spelled) in [
+            (Request::Snapshot { stream: "sensors".into() }, "snapshot sensors"),
+            (Request::Prune { stream: "sensors".into(), dry_run: false }, "prune sensors"),
+            (Request::Prune { stream: "sensors".into(), dry_run: true }, "prune sensors --dry-run"),
+        ] {
+            let line = request.to_line().unwrap();
+            assert_eq!(line, spelled);
+            assert_eq!(Request::parse(&line), Ok(request));
+        }
         for (line, expected) in [
+            ("prune", "needs a stream name, then optionally --dry-run"),
+            ("prune a b", "takes only a stream name, then optionally --dry-run"),
             ("snapshot", "needs a stream name"),
             ("snapshot a b", "takes only a stream name"),
             ("restart now", "unknown request `restart`"),
@@ -219,7 +251,7 @@ mod tests {
     #[test]
     fn outcomes_map_to_the_cli_exit_codes() {
         let codes: Vec<i32> = Outcome::ALL.iter().map(|o| o.exit_code()).collect();
-        assert_eq!(codes, [0, 1, 1, 2]);
+        assert_eq!(codes, [0, 1, 1, 2, 1]);
     }
 
     #[test]

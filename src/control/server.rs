@@ -33,6 +33,9 @@ pub type Handler = Arc<dyn Fn(Request, &mut dyn FnMut(&str)) -> Reply + Send + S
 /// Connections served at once; more are refused.
 pub const MAX_CONNECTIONS: usize = 32;
 
+/// How long to wait before accepting again after accept failed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -127,7 +130,15 @@ fn accept_until_stopped(listener: &UnixListener, handler: &Handler, stop: &Atomi
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(connection) = connection else { continue };
+        let connection = match connection {
+            Ok(connection) => connection,
+            Err(e) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                log::debug!("control socket: accept failed: {e}");
+                thread::sleep(ACCEPT_RETRY);
+                continue;
+            }
+        };
         if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             busy.fetch_sub(1, Ordering::SeqCst);
             let reply = Reply::new(Outcome::Refused, "the daemon is answering too many requests; try again");
@@ -146,11 +157,19 @@ fn accept_until_stopped(listener: &UnixListener, handler: &Handler, stop: &Atomi
     }
 }
 
-/// Answer one connection: check the client's user, read its request, let
-/// the handler answer.
+/// Answer one connection: read its request (first, so that even a refusal
+/// reaches a client still sending), check the client's user, let the
+/// handler answer.
 fn serve(connection: UnixStream, handler: &Handler, owner: u32) {
     let write_line = |line: &str| {
         let _ = (&connection).write_all(format!("{line}\n").as_bytes());
+    };
+    let request = match read_request(&connection) {
+        Ok(line) => Request::parse(&line),
+        Err(e) => {
+            log::debug!("control socket: no request read: {e}");
+            return;
+        }
     };
     match peer_uid(&connection) {
         Ok(uid) if peer_allowed(uid, owner) => {}
@@ -172,13 +191,6 @@ fn serve(connection: UnixStream, handler: &Handler, owner: u32) {
             return;
         }
     }
-    let request = match read_request(&connection) {
-        Ok(line) => Request::parse(&line),
-        Err(e) => {
-            log::debug!("control socket: no request read: {e}");
-            return;
-        }
-    };
     let reply = match request {
         Ok(request) => handler(request, &mut |text| write_line(&info_line(text))),
         Err(why) => Reply::new(Outcome::Usage, why),

@@ -45,7 +45,7 @@ pub fn heartbeat_of(node: &str, status: &StreamStatus) -> Heartbeat {
 pub fn publish(target: &dyn Target, heartbeat: &Heartbeat) -> Result<(), TargetError> {
     let text = heartbeat.to_text();
     let pieces = [text.as_bytes()];
-    let body = Upload { pieces: &pieces, size: text.len() as u64, crc32: crc32fast::hash(text.as_bytes()) };
+    let body = Upload::pieces(&pieces, text.len() as u64, crc32fast::hash(text.as_bytes()));
     target.put(&keys::heartbeat_key(&heartbeat.stream, &heartbeat.node), &body)
 }
 

@@ -283,8 +283,10 @@ pub fn batches_holding(
     Ok(found)
 }
 
-/// Read-only pass over every entry; a missing file is an empty manifest.
-fn read_each(
+/// Read-only pass over every entry, each handed to `visit` and not kept
+/// (see [`format::parse_each`] for the order); a missing file is an empty
+/// manifest.
+pub fn read_each(
     path: &Path,
     rules: &StreamRules<'_>,
     visit: impl FnMut(Entry),

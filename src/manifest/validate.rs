@@ -110,16 +110,35 @@ fn validate_batch(batch: &BatchRecord, rules: &StreamRules<'_>) -> Result<(), St
         ));
     }
     validate_identity(&batch.stored, batch.size, batch.crc32)?;
-    if batch.stored.encoding == Encoding::Identity
-        && let Some(segment) = batch.segments.iter().find(|s| s.stored_len != s.len)
-    {
+    match batch.stored.encoding {
+        Encoding::Identity => match batch.segments.iter().find(|s| s.stored_len != s.len) {
+            Some(segment) => Err(format!(
+                "segment {} takes {} stored bytes for {} raw bytes, but the encoding is identity",
+                segment.position, segment.stored_len, segment.len
+            )),
+            None => Ok(()),
+        },
+        Encoding::ZstdFrames => batch.segments.iter().try_for_each(validate_frame_len),
+    }
+}
+
+/// A zstd frame takes at least [`MIN_FRAME_LEN`] bytes, and no zstd
+/// encoder makes one larger than `frames::max_frame_len`.
+fn validate_frame_len(segment: &SegmentEntry) -> Result<(), String> {
+    let largest = crate::frames::max_frame_len(segment.len);
+    if segment.stored_len < MIN_FRAME_LEN || segment.stored_len > largest {
         return Err(format!(
-            "segment {} takes {} stored bytes for {} raw bytes, but the encoding is identity",
+            "segment {} takes {} stored bytes; a zstd frame of its {} bytes takes {MIN_FRAME_LEN} to \
+             {largest}",
             segment.position, segment.stored_len, segment.len
         ));
     }
     Ok(())
 }
+
+/// The smallest zstd frame: magic (4), descriptor (1), content size (1),
+/// one empty block (3).
+pub const MIN_FRAME_LEN: u64 = 9;
 
 /// With identity encoding the stored bytes are the logical bytes.
 fn validate_identity(stored: &StoredObject, size: u64, crc32: u32) -> Result<(), String> {
@@ -409,15 +428,39 @@ pub(crate) mod tests {
         let mut record = two_segments();
         let b = batch_mut(&mut record);
         b.stored.encoding = Encoding::ZstdFrames;
-        b.stored.size = 40;
+        b.stored.size = 27;
         b.stored.crc32 = 0x1234;
-        b.segments[0].stored_len = 25;
-        b.segments[1].offset = 25;
-        b.segments[1].stored_len = 15;
+        b.segments[0].stored_len = 15;
+        b.segments[1].offset = 15;
+        b.segments[1].stored_len = 12;
         let naming = naming();
         assert_eq!(validate_record(&record, &StreamRules::new("s", &naming)), Ok(()));
-        batch_mut(&mut record).stored.size = 41;
-        refused_record(record, "segments take 40 stored bytes, not the stored size 41");
+        batch_mut(&mut record).stored.size = 28;
+        refused_record(record, "segments take 27 stored bytes, not the stored size 28");
+    }
+
+    /// A zstd frame is at least 9 bytes, and never larger than its
+    /// segment in raw blocks under the largest header and a checksum.
+    #[test]
+    fn zstd_frames_have_plausible_lengths() {
+        let zstd = |first: u64, second: u64| {
+            let mut record = two_segments();
+            let b = batch_mut(&mut record);
+            b.stored = StoredObject { size: first + second, crc32: 7, encoding: Encoding::ZstdFrames };
+            (b.segments[0].stored_len, b.segments[1].offset, b.segments[1].stored_len) =
+                (first, first, second);
+            record
+        };
+        let naming = naming();
+        let rules = StreamRules::new("s", &naming);
+        // "hello " (6 bytes) takes at most 31 bytes, "world" 30.
+        assert_eq!(validate_record(&zstd(31, 9), &rules), Ok(()));
+        refused_record(
+            zstd(8, 12),
+            "segment 1 takes 8 stored bytes; a zstd frame of its 6 bytes takes 9 to 31",
+        );
+        refused_record(zstd(32, 12), "takes 9 to 31");
+        refused_record(zstd(12, 31), "segment 2 takes 31 stored bytes");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::dest::DestDir;
-use super::readable;
+use super::read_error;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, Record, SegmentEntry};
+use crate::frames::decode;
+use crate::manifest::{BatchRecord, Encoding, Record, SegmentEntry};
 use crate::target::{CrcWriter, Target, TargetError};
 
 /// Where `fetch` writes the segment.
@@ -40,7 +41,6 @@ pub fn fetch(
     let Some((batch, seg)) = found else {
         return Err(Error::NotInArchive { stream: stream.into(), name: name.into() });
     };
-    readable(batch)?;
     let segment = Segment { target, stream, batch, seg };
     let to_stdout = || segment.write_through(&mut io::stdout().lock(), "standard output");
     match dest {
@@ -114,17 +114,27 @@ struct Segment<'a> {
 }
 
 impl Segment<'_> {
-    /// Download into `out` (checksumming on the way), then check the CRC32.
-    /// Errors of `out` are reported as writing `shown`.
+    /// Download the segment's stored bytes (one ranged GET; a zstd frame is
+    /// decoded and checked on the way) into `out`, checksumming the raw
+    /// bytes; returns their CRC32. Errors of `out` are reported as writing
+    /// `shown`.
     fn download(&self, out: &mut dyn Write, shown: &str) -> Result<u32, Error> {
         let mut local = LocalWriter { inner: out, failure: None };
         let mut checked = CrcWriter::new(&mut local);
-        let got =
-            self.target.get(&self.batch.key, Some((self.seg.offset, self.seg.stored_len)), &mut checked);
+        let (key, range) = (&self.batch.key, Some((self.seg.offset, self.seg.stored_len)));
+        let got = match self.batch.stored.encoding {
+            Encoding::Identity => {
+                self.target.get(key, range, &mut checked).map(|_| ()).map_err(decode::ReadError::Target)
+            }
+            Encoding::ZstdFrames => {
+                let expected = decode::expected_of(std::slice::from_ref(self.seg));
+                decode::read_frames(self.target, key, range, &expected, 1, &mut checked, None).map(|_| ())
+            }
+        };
         let crc = checked.hasher.finalize();
         let flushed = got.map_err(|e| match local.failure.take() {
             Some(io) => Error::local("write", shown, io),
-            None => Error::target(self.stream, e),
+            None => read_error(self.stream, key, e),
         });
         flushed?;
         local.inner.flush().map_err(|e| Error::local("write", shown, e))?;

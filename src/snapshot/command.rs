@@ -16,7 +16,6 @@ use std::io::{self, BufRead, BufReader};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -75,8 +74,8 @@ impl fmt::Display for CommandFailure {
             ),
             CommandFailure::NoOutput(path) => write!(
                 f,
-                "the snapshot command exited 0 but wrote no file at {} ($WALSHIP_OUTPUT); it must \
-                 write the snapshot there",
+                "the snapshot command exited 0 but left no regular file at {} ($WALSHIP_OUTPUT); \
+                 it must write the snapshot there",
                 path.display()
             ),
             CommandFailure::Stopped => write!(f, "walship stopped; the snapshot command was killed"),
@@ -84,9 +83,9 @@ impl fmt::Display for CommandFailure {
     }
 }
 
-/// Run the command to its end (or its timeout, or until `stop` is set), and
-/// check that it left its output file.
-pub fn run(run: &CommandRun<'_>, stop: &AtomicBool) -> Result<(), CommandFailure> {
+/// Run the command to its end (or its timeout, or until `stop` says so),
+/// and check that it left its output file.
+pub fn run(run: &CommandRun<'_>, stop: &dyn Fn() -> bool) -> Result<(), CommandFailure> {
     let mut child = spawn(run).map_err(CommandFailure::Spawn)?;
     let group = child.id() as libc::pid_t;
     let drained = copy_stderr_to_log(&mut child, run);
@@ -152,13 +151,17 @@ fn copy_stderr_to_log(child: &mut Child, run: &CommandRun<'_>) -> Option<mpsc::R
 }
 
 /// Wait for the child's exit, its timeout or `stop`.
-fn watch(child: &mut Child, timeout: Duration, stop: &AtomicBool) -> Result<ExitStatus, CommandFailure> {
+fn watch(
+    child: &mut Child,
+    timeout: Duration,
+    stop: &dyn Fn() -> bool,
+) -> Result<ExitStatus, CommandFailure> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().map_err(CommandFailure::Spawn)? {
             return Ok(status);
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop() {
             return Err(CommandFailure::Stopped);
         }
         let now = Instant::now();
@@ -180,6 +183,8 @@ fn kill_group(group: libc::pid_t) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     use super::*;
     use crate::test_support::TempDir;
 
@@ -187,7 +192,7 @@ mod tests {
         let output = dir.0.join("out");
         let _ = std::fs::remove_file(&output);
         let run = CommandRun { command: script, stream: "s", position: 42, job: 7, output: &output, timeout };
-        super::run(&run, &AtomicBool::new(false))
+        super::run(&run, &|| false)
     }
 
     #[test]
@@ -206,7 +211,7 @@ mod tests {
         assert!(failed.to_string().contains("exit status 3"), "{failed}");
         let none = run_script(&dir, "true", Duration::from_secs(10)).unwrap_err();
         assert!(matches!(none, CommandFailure::NoOutput(_)), "{none}");
-        assert!(none.to_string().contains("wrote no file"), "{none}");
+        assert!(none.to_string().contains("left no regular file"), "{none}");
         let dir_not_file =
             run_script(&dir, "mkdir \"$WALSHIP_OUTPUT\"", Duration::from_secs(10)).unwrap_err();
         assert!(matches!(dir_not_file, CommandFailure::NoOutput(_)), "{dir_not_file}");
@@ -240,7 +245,7 @@ mod tests {
         };
         let stop = AtomicBool::new(false);
         let failure = thread::scope(|scope| {
-            let running = scope.spawn(|| super::run(&run, &stop));
+            let running = scope.spawn(|| super::run(&run, &|| stop.load(Ordering::SeqCst)));
             thread::sleep(Duration::from_millis(200));
             stop.store(true, Ordering::SeqCst);
             running.join().unwrap()

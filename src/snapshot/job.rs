@@ -11,7 +11,6 @@
 //! start (the command itself died with walship: `command`).
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::command::{self, CommandRun};
@@ -39,12 +38,13 @@ pub struct JobSpec<'a> {
 }
 
 /// Run the job (see the module doc): the record of the stored snapshot, or
-/// the message saying why the job failed. `stop` kills the command.
+/// the message saying why the job failed. The command is killed once
+/// `stop` says so.
 pub fn run(
     spec: &JobSpec<'_>,
     target: &dyn Target,
     status: &StatusCell,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<SnapshotRecord, String> {
     let stream = spec.rules.name;
     let dir = statedir::snapshot_dir(spec.state_dir, stream);
@@ -96,7 +96,7 @@ fn store_output(
         Error::local("store the snapshot output", output, std::io::Error::other(detail))
     };
     let pieces = [map.bytes()];
-    let body = Upload { pieces: &pieces, size: len, crc32 };
+    let body = Upload::pieces(&pieces, len, crc32);
     upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
     if !map.intact() {
         let truncated = std::io::Error::other("it was truncated while it was being sent");

@@ -66,6 +66,17 @@ pub struct JobReport {
 }
 
 impl JobReport {
+    /// The report of a job its process left running when it ended: failed,
+    /// with no known end. Others are unchanged.
+    pub fn interrupted(self) -> JobReport {
+        match self.state {
+            JobState::Running => {
+                JobReport { state: JobState::Failed("walship stopped before the job ended".into()), ..self }
+            }
+            _ => self,
+        }
+    }
+
     /// How long it ran (to `now` while running).
     pub fn duration(&self, now: u64) -> Duration {
         Duration::from_secs(self.ended.unwrap_or(now).saturating_sub(self.started))
@@ -261,6 +272,11 @@ mod tests {
         };
         assert_eq!(report.to_string(), "snapshot job 12 of stream s at position 200 running");
         assert_eq!(report.duration(130), Duration::from_secs(30));
+        let cut_short = report.clone().interrupted();
+        assert!(
+            cut_short.to_string().ends_with("failed: walship stopped before the job ended"),
+            "{cut_short}"
+        );
         report.state = JobState::Failed("the command exited with status 3".into());
         report.ended = Some(110);
         assert!(report.to_string().ends_with("failed: the command exited with status 3"));

@@ -122,9 +122,11 @@ impl SnapshotStatus {
         let _ = writeln!(out, "  next snapshot:      {}", pos(self.next_position));
         let job = self.last_job.as_ref().map_or("none".to_string(), |job| {
             let took = crate::human::duration(job.duration(now));
-            match job.ended {
-                Some(_) => format!("{job} (took {took})"),
-                None => format!("{job} (for {took} so far)"),
+            let ago = crate::human::duration(std::time::Duration::from_secs(now.saturating_sub(job.started)));
+            match (job.ended, &job.state) {
+                (Some(_), _) => format!("{job} (started {ago} ago, took {took})"),
+                (None, JobState::Running) => format!("{job} (started {ago} ago, running)"),
+                (None, _) => format!("{job} (started {ago} ago)"),
             }
         });
         let _ = writeln!(out, "  last snapshot job:  {job}");
@@ -228,7 +230,7 @@ mod tests {
         snapshots.write_human_lines(&mut table, 1_030);
         assert!(table.contains("next snapshot:      400"), "{table}");
         assert!(table.contains("snapshot job 9 of stream s at position 300 failed: the command"), "{table}");
-        assert!(table.contains("(took 30s)"), "{table}");
+        assert!(table.contains("(started 30s ago, took 30s)"), "{table}");
         assert_eq!((snapshots.jobs_failed, snapshots.seconds.count), (1, 1));
     }
 

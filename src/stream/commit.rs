@@ -21,7 +21,7 @@ use crate::config::OnArchived;
 use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal;
-use crate::manifest::{Entry, GapRecord, Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Encoding, Entry, GapRecord, Record, SnapshotRecord, StreamRules};
 use crate::source::Segment;
 use crate::statedir;
 use crate::status::unix_now;
@@ -29,12 +29,16 @@ use crate::status::unix_now;
 impl Stream {
     /// Record `batch` (stored as `uploaded` says) and acknowledge its segments.
     pub(super) fn commit_batch(&mut self, batch: PreparedBatch<'_>, uploaded: Uploaded) -> Result<(), Error> {
-        let (first, last, size) = (batch.first, batch.last, batch.size);
+        let (first, last, size, object) = (batch.first, batch.last, batch.size, batch.stored);
         let (record, segments) = batch.into_record();
         self.commit(record)?;
         let how = if uploaded == Uploaded::AlreadyStored { ", found already stored" } else { "" };
+        let stored = match object.encoding {
+            Encoding::Identity => String::new(),
+            Encoding::ZstdFrames => format!(", {} stored as zstd frames", object.size),
+        };
         log::info!(
-            "stream {}: archived positions {first}..{last} ({}, {size} bytes{how})",
+            "stream {}: archived positions {first}..{last} ({}, {size} bytes{stored}{how})",
             self.name(),
             crate::human::count(segments.len() as u64, "segment")
         );
@@ -99,13 +103,19 @@ impl Stream {
     /// Record the stored snapshot durably: remote record object first, then
     /// the journal.
     pub fn commit_snapshot(&mut self, snapshot: SnapshotRecord) -> Result<(), Error> {
+        self.commit_entry(Entry::Snapshot(snapshot))?;
+        let position = self.last_snapshot();
+        self.update_status(|s| s.snapshots.position = position);
+        Ok(())
+    }
+
+    /// Record a snapshot or prune entry durably: remote record object first,
+    /// then the journal; the count of live snapshots follows.
+    pub fn commit_entry(&mut self, entry: Entry) -> Result<(), Error> {
         let rules = StreamRules::new(&self.config.name, &self.config.naming);
-        let entry = Entry::Snapshot(snapshot);
         catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
         self.journal.append_entries(std::slice::from_ref(&entry))?;
         self.snapshots.note(&self.config.name, &entry);
-        let position = self.last_snapshot();
-        self.update_status(|s| s.snapshots.position = position);
         Ok(())
     }
 

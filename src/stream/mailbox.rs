@@ -5,7 +5,8 @@
 //!
 //! A snapshot job runs on a thread of its own (so shipping goes on) and
 //! hands its stored snapshot back as [`Message::SnapshotFinished`]: the
-//! stream's thread records it.
+//! stream's thread records it. Retention deletes and records too, so
+//! `walship prune` against a running daemon is a [`Message::Prune`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,9 +38,17 @@ pub enum Message {
     /// A snapshot job of this stream ended (sent by its thread): the record
     /// to commit, or why the job failed.
     SnapshotFinished { id: u64, result: Result<SnapshotRecord, String> },
+    /// Apply retention now, or with `dry_run` only plan it (`walship
+    /// prune` while the daemon runs): the reply is what the command prints,
+    /// or why it failed.
+    Prune { dry_run: bool, reply: Sender<PruneReply> },
     /// Stop after the batch in flight.
     Stop,
 }
+
+/// The answer to [`Message::Prune`]: the text `walship prune` prints, or
+/// why the prune failed.
+pub type PruneReply = Result<String, String>;
 
 /// The answer to [`Message::ArchiveNow`]: the archived position once the
 /// file is durably archived and recorded, or the error (shared: one failure

@@ -23,7 +23,9 @@
 //! it adopts the elected offloader's records and acknowledges its own
 //! copies, never uploading.
 //!
-//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business.
+//! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
+//! snapshot jobs (when one is due, running it beside the passes, recording
+//! it through `commit`) are [`snapshots`]'.
 
 mod adopt;
 mod binding;
@@ -31,6 +33,7 @@ mod commit;
 mod follow;
 pub mod mailbox;
 mod prepare;
+pub mod retention;
 pub mod snapshots;
 pub(crate) mod upload;
 pub mod worker;
@@ -249,10 +252,11 @@ impl Stream {
                     }
                     Step::Upload { first, last, .. } => {
                         let rules = StreamRules::new(&self.config.name, &self.config.naming);
-                        let batch = prepare::prepare(&rules, first, last, &segments)?;
+                        let compression = self.config.compression;
+                        let mut batch = prepare::prepare(&rules, compression, first, last, &segments)?;
                         let (count, bytes) = (batch.segments.len() as u64, batch.size);
                         let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, self.name(), &batch)?;
+                            upload::upload(self.target.as_ref(), &self.status, &rules, &mut batch)?;
                         self.commit_batch(batch, uploaded)?;
                         report.batches += 1;
                         report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
@@ -336,6 +340,11 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.stream = name.clone();
     status.daemon_running =
         matches!(statedir::lock_state(state_root, name), Ok(statedir::LockState::Held(_)));
+    if !status.daemon_running {
+        // Nobody runs the job the file may show running.
+        status.snapshots.last_job =
+            status.snapshots.last_job.take().map(crate::snapshot::JobReport::interrupted);
+    }
     let rules = StreamRules::new(name, &config.naming);
     let journal = crate::manifest::journal::read_summary(&statedir::journal(state_root, name), &rules)?;
     status.archived_position = journal.last.as_ref().map(Record::last);

@@ -2,13 +2,22 @@
 //! `PreparedBatch` — each segment memory-mapped (guarded against truncation,
 //! see `mapguard`) and checksummed, the per-segment entries and the whole
 //! object's size and CRC32 known before the first byte is sent.
+//!
+//! With `compression = zstd` this is the first of two passes (see
+//! `frames`): each segment's frame is produced and measured, so the stored
+//! offsets, lengths, size and CRC32 are in the record before the upload;
+//! the upload produces the frames again into its part buffers.
 
 use std::fs;
 use std::io;
 
+use crate::config::Compression;
 use crate::crc;
 use crate::error::Error;
-use crate::manifest::{BatchRecord, ManifestError, Record, SegmentEntry, StreamRules, validate_record};
+use crate::frames::{self, FrameEncoder, FrameKind, decode::Checked, encode::FramesReader};
+use crate::manifest::{
+    BatchRecord, Encoding, ManifestError, Record, SegmentEntry, StoredObject, StreamRules, validate_record,
+};
 use crate::source::{Segment, SegmentMap};
 use crate::target::{Upload, keys};
 
@@ -23,8 +32,12 @@ pub(super) struct PreparedBatch<'a> {
     /// The batch's record (a `Record::Batch`), validated against the
     /// stream's rules.
     record: Record,
+    /// Logical size: the segments' raw bytes.
     pub size: u64,
-    pub crc32: u32,
+    /// The object as stored (the logical bytes, or the frames).
+    pub stored: StoredObject,
+    /// With zstd: the level and each segment's frame kind.
+    frames: Option<(i32, Vec<FrameKind>)>,
 }
 
 /// Map and checksum the present segments `first..=last` of the stream
@@ -32,6 +45,7 @@ pub(super) struct PreparedBatch<'a> {
 /// make: a record the manifest would refuse is refused before the upload.
 pub(super) fn prepare<'a>(
     rules: &StreamRules<'_>,
+    compression: Compression,
     first: u64,
     last: u64,
     present: &'a [Segment],
@@ -43,12 +57,16 @@ pub(super) fn prepare<'a>(
         .map(|seg| SegmentMap::open(&seg.path, seg.len).map_err(|e| segment_error(stream, seg, e)))
         .collect::<Result<Vec<_>, _>>()?;
     let (entries, size, crc32) = checksum_segments(&segments, &maps);
-    let batch_record = BatchRecord::identity(stream, first, last, entries);
+    let (batch_record, frames) = match compression {
+        Compression::None => (BatchRecord::identity(stream, first, last, entries), None),
+        Compression::Zstd { level } => {
+            let (record, kinds) = plan_frames(stream, first, last, entries, &maps, level)?;
+            (record, Some((level, kinds)))
+        }
+    };
     debug_assert_eq!((batch_record.size, batch_record.crc32), (size, crc32));
-    let record = Record::Batch(batch_record);
-    validate_record(&record, rules).map_err(|message| {
-        Error::Manifest(ManifestError::Refused { source: stream.to_string(), line: 0, message })
-    })?;
+    let stored = batch_record.stored;
+    let record = validated(rules, Record::Batch(batch_record))?;
     let batch = PreparedBatch {
         first,
         last,
@@ -57,21 +75,87 @@ pub(super) fn prepare<'a>(
         maps,
         record,
         size,
-        crc32,
+        stored,
+        frames,
     };
     batch.confirm_intact(stream)?;
     Ok(batch)
 }
 
+/// `record` if the manifest would take it; refused before any byte is sent.
+fn validated(rules: &StreamRules<'_>, record: Record) -> Result<Record, Error> {
+    validate_record(&record, rules).map_err(|message| {
+        Error::Manifest(ManifestError::Refused { source: rules.name.to_string(), line: 0, message })
+    })?;
+    Ok(record)
+}
+
+/// The first pass of a zstd batch: each segment's frame measured, its
+/// stored offset and length set in its entry, the object's stored size and
+/// CRC32 combined from the frames'.
+fn plan_frames(
+    stream: &str,
+    first: u64,
+    last: u64,
+    mut entries: Vec<SegmentEntry>,
+    maps: &[SegmentMap],
+    level: i32,
+) -> Result<(BatchRecord, Vec<FrameKind>), Error> {
+    let compression_failed = |source| Error::Compression { stream: stream.into(), source };
+    let mut encoder = FrameEncoder::new(level).map_err(compression_failed)?;
+    let (mut offset, mut stored_crc, mut kinds) = (0u64, 0u32, Vec::with_capacity(maps.len()));
+    for (entry, map) in entries.iter_mut().zip(maps) {
+        let frame = frames::plan_frame(&mut encoder, map.bytes()).map_err(compression_failed)?;
+        (entry.offset, entry.stored_len) = (offset, frame.stored_len);
+        stored_crc = crc::combine(stored_crc, frame.crc32, frame.stored_len);
+        offset += frame.stored_len;
+        kinds.push(frame.kind);
+    }
+    let mut record = BatchRecord::identity(stream, first, last, entries);
+    record.stored = StoredObject { size: offset, crc32: stored_crc, encoding: Encoding::ZstdFrames };
+    Ok((record, kinds))
+}
+
 impl<'a> PreparedBatch<'a> {
-    /// The object's bytes, as slices of the maps (no copy).
-    pub fn pieces(&self) -> Vec<&[u8]> {
-        self.maps.iter().map(SegmentMap::bytes).collect()
+    /// Run `send` with the object to store: slices of the maps (no copy),
+    /// or, with zstd, the frames produced again as the target reads them.
+    pub fn with_upload<R>(&self, stream: &str, send: impl FnOnce(&Upload<'_>) -> R) -> Result<R, Error> {
+        let pieces: Vec<&[u8]> = self.maps.iter().map(SegmentMap::bytes).collect();
+        let (size, crc32) = (self.stored.size, self.stored.crc32);
+        let Some((level, kinds)) = &self.frames else {
+            return Ok(send(&Upload::pieces(&pieces, size, crc32)));
+        };
+        let encoder = FrameEncoder::new(*level)
+            .map_err(|source| Error::Compression { stream: stream.into(), source })?;
+        let mut reader = FramesReader::new(encoder, pieces.into_iter().zip(kinds.iter().copied()).collect());
+        Ok(send(&Upload::stream(&mut reader, size, crc32)))
     }
 
-    /// The upload body for `pieces`.
-    pub fn upload<'p>(&self, pieces: &'p [&'p [u8]]) -> Upload<'p> {
-        Upload { pieces, size: self.size, crc32: self.crc32 }
+    /// The object already stored at the key holds these segments in frames
+    /// laid out as `found` says (another libzstd made it): record that
+    /// layout instead of the planned one.
+    pub fn adopt_layout(&mut self, rules: &StreamRules<'_>, found: &Checked) -> Result<(), Error> {
+        let Record::Batch(planned) = &self.record else { return Ok(()) };
+        let mut batch = planned.clone();
+        let mut offset = 0;
+        for (entry, stored_len) in batch.segments.iter_mut().zip(&found.stored_lens) {
+            (entry.offset, entry.stored_len) = (offset, *stored_len);
+            offset += stored_len;
+        }
+        batch.stored = StoredObject { size: found.stored_size, crc32: found.stored_crc32, ..batch.stored };
+        self.stored = batch.stored;
+        self.record = validated(rules, Record::Batch(batch))?;
+        Ok(())
+    }
+
+    /// What each frame of the object must decode to (zstd batches).
+    pub fn expected_frames(&self) -> Vec<frames::decode::Expected> {
+        let Record::Batch(batch) = &self.record else { return Vec::new() };
+        batch
+            .segments
+            .iter()
+            .map(|s| frames::decode::Expected { len: s.len, crc32: s.crc32, stored_len: None })
+            .collect()
     }
 
     /// Make sure no read of the maps hit a page its file no longer has.
@@ -162,7 +246,8 @@ mod tests {
             modified: SystemTime::now(),
             file_id: (0, 0),
         };
-        let refused = prepare(&rules, 3, 3, std::slice::from_ref(&segment)).err().expect("refused");
+        let refused =
+            prepare(&rules, Compression::None, 3, 3, std::slice::from_ref(&segment)).err().expect("refused");
         assert!(matches!(refused, Error::Manifest(ManifestError::Refused { .. })), "{refused}");
         assert!(refused.to_string().contains("passwd"), "{refused}");
         let _ = fs::remove_dir_all(&dir);

@@ -100,20 +100,19 @@ impl SnapshotJobs {
 
     /// `walship snapshot`: a job at the archived position now, or why not.
     pub fn request(&mut self, stream: Option<&Stream>, reply: Sender<JobEvent>) {
-        let refusal = match stream {
-            None => Err("the stream is not open (see its last error in `walship status`); try again".into()),
-            Some(stream) => self.admit_request(stream),
+        let Some(stream) = stream else {
+            let why = "the stream is not open (see its last error in `walship status`); try again";
+            let _ = reply.send(JobEvent::Refused(why.into()));
+            return;
         };
-        match refusal {
-            Err(why) => {
-                let _ = reply.send(JobEvent::Refused(why));
-            }
-            Ok(position) => {
-                let Some(stream) = stream else { return };
-                if let Err(error) = self.start(stream, position, Some(reply.clone())) {
-                    let _ = reply.send(JobEvent::Refused(format!("cannot start the snapshot job: {error}")));
-                }
-            }
+        let started = match self.admit_request(stream) {
+            Ok(position) => self
+                .start(stream, position, Some(reply.clone()))
+                .map_err(|error| format!("stream {}: cannot start the snapshot job: {error}", stream.name())),
+            Err(why) => Err(why),
+        };
+        if let Err(why) = started {
+            let _ = reply.send(JobEvent::Refused(why));
         }
     }
 
@@ -153,7 +152,7 @@ impl SnapshotJobs {
                 let rules = StreamRules::new(&name, &naming);
                 let spec =
                     JobSpec { state_dir: &state_root, rules, command: &command, timeout, position, id };
-                let result = job::run(&spec, target.as_ref(), &status, &stop_job);
+                let result = job::run(&spec, target.as_ref(), &status, &|| stop_job.load(Ordering::SeqCst));
                 let _ = mailbox.send(Message::SnapshotFinished { id, result });
             })
             .map_err(|e| Error::local("start a thread for the snapshot job of", &config.name, e))?;
@@ -201,13 +200,14 @@ impl SnapshotJobs {
 }
 
 /// Run one job on this thread at `position` (`run --once`, `walship
-/// snapshot` with no daemon) and record its snapshot. `Err` only when the
-/// job could not start (no command, no id).
+/// snapshot` with no daemon) and record its snapshot; the command is
+/// killed once `stop` says so. `Err` only when the job could not start (no
+/// command, no id).
 pub fn take_snapshot(
     stream: &mut Stream,
     state_root: &std::path::Path,
     position: u64,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
 ) -> Result<JobReport, Error> {
     let config = stream.config().clone();
     let command = config.snapshot_command.as_deref().ok_or_else(|| Error::Usage(no_command(&config.name)))?;

@@ -241,3 +241,28 @@ fn file_replaced_during_its_upload_is_not_acknowledged() {
     assert_eq!(fs::read(f.segment(2)).ok(), Some(vec![7u8; 100]), "the new file was acknowledged");
     assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
 }
+
+/// With zstd, a segment rewritten between the first pass (frames measured)
+/// and the upload (frames made again) gives other frames than planned: the
+/// batch is refused, nothing stored or recorded, and archived once the
+/// segment holds still.
+#[test]
+fn zstd_segment_rewritten_between_the_two_passes_is_refused() {
+    let f = Fixture::new("zstd-rewritten", 3, "compression = zstd");
+    f.write(1..=3, 50_000);
+    let second = f.segment(2);
+    f.target.faults.lock().unwrap().before_put = Some(Box::new(move |key: &str| {
+        if key.contains("/batches/") {
+            use std::os::unix::fs::FileExt;
+            fs::File::options().write(true).open(&second).unwrap().write_all_at(b"rewritten", 100).unwrap();
+        }
+    }));
+    let error = f.pass().unwrap_err();
+    assert!(matches!(error, Error::SegmentChanged { .. }), "{error}");
+    assert!(f.journal_ranges().is_empty());
+    assert!(f.target.object(&batch_key(1, 3)).is_none());
+
+    f.target.faults.lock().unwrap().before_put = None;
+    assert_eq!(f.pass().unwrap().batches, 1);
+    assert_eq!(f.journal_ranges(), [(1, 3, "batch")]);
+}

@@ -1,15 +1,23 @@
 //! Stage 2 of the commit path: store a `PreparedBatch` on the target — or,
-//! when an object with the same size and CRC32 is already at its key (a crash
-//! between upload and commit), take it as stored without sending it again.
-//! Different content at the key is a conflict: never overwritten. [`store`]
-//! is that path for any object; snapshot jobs store their images with it. After the
-//! upload, the segments must still be what was checksummed; if not, what was
-//! just stored is taken back and the batch is refused.
+//! when an object with the same stored size and CRC32 is already at its key
+//! (a crash between upload and commit), take it as stored without sending
+//! it again. Different content at the key is a conflict: never overwritten.
+//! [`store`] is that path for any object; snapshot jobs store their images
+//! with it. After the upload, the segments must still be what was
+//! checksummed; if not, what was just stored is taken back and the batch is
+//! refused.
+//!
+//! A zstd batch stored by another libzstd version (whose frames differ from
+//! the ones this one makes) is compared on what it holds instead: it is
+//! downloaded, each frame must decode to its segment's raw length and CRC32,
+//! and then it is recorded with the layout it has, not sent again.
 
 use std::time::Instant;
 
 use super::prepare::PreparedBatch;
 use crate::error::Error;
+use crate::frames::decode::{Checked, read_frames};
+use crate::manifest::{Encoding, StreamRules};
 use crate::status::StatusCell;
 use crate::target::{self, Target, TargetError, Upload};
 
@@ -32,29 +40,44 @@ pub(crate) enum OnDifferent {
     Replace,
 }
 
-/// Store `batch`'s object of `stream` on `target` (see the module doc),
-/// counting the upload in `status`.
+/// Store `batch`'s object on `target` (see the module doc), counting the
+/// upload in `status`.
 pub(super) fn upload(
     target: &dyn Target,
     status: &StatusCell,
-    stream: &str,
-    batch: &PreparedBatch<'_>,
+    rules: &StreamRules<'_>,
+    batch: &mut PreparedBatch<'_>,
 ) -> Result<Uploaded, Error> {
-    let (first, last) = (batch.first, batch.last);
-    let pieces = batch.pieces();
+    let stream = rules.name;
+    let (first, last, key) = (batch.first, batch.last, batch.key.clone());
     let changed = |expected: u32, actual: u32| Error::SegmentChanged {
         stream: stream.into(),
         name: format!("in positions {first}..{last}"),
         detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
     };
-    let uploaded =
-        store(target, status, stream, &batch.key, &batch.upload(&pieces), OnDifferent::Conflict, &changed)?;
+    let stored = batch.with_upload(stream, |body| {
+        store(target, status, stream, &key, body, OnDifferent::Conflict, &changed)
+    })?;
+    let uploaded = match stored {
+        Err(conflict @ Error::Conflict { .. }) if batch.stored.encoding == Encoding::ZstdFrames => {
+            let Some(found) = same_segments_in_other_frames(target, batch) else { return Err(conflict) };
+            log::info!(
+                "stream {stream}: {key} holds these segments in frames another zstd made ({} bytes \
+                 stored instead of {}); recording its own layout",
+                found.stored_size,
+                batch.stored.size
+            );
+            batch.adopt_layout(rules, &found)?;
+            Uploaded::AlreadyStored
+        }
+        other => other?,
+    };
     if let Err(changed) = batch.confirm_unchanged(stream) {
         if uploaded == Uploaded::Sent {
             // What was just stored is not the segment's final content and
             // is recorded nowhere: take it back so the next pass can store
             // the real bytes instead of meeting a false conflict.
-            let _ = target.delete(std::slice::from_ref(&batch.key));
+            let _ = target.delete(std::slice::from_ref(&key));
         }
         return Err(changed);
     }
@@ -131,9 +154,17 @@ fn already_stored(
         stream: name.into(),
         key: key.into(),
         detail: format!(
-            "stored {} bytes with CRC32 {existing_crc:08x}, local segments are {size} bytes \
+            "stored {} bytes with CRC32 {existing_crc:08x}, local segments make {size} bytes \
              with CRC32 {crc32:08x}",
             existing.size
         ),
     })
+}
+
+/// The layout of the object at the batch's key when it is a sequence of
+/// frames holding exactly the batch's segments (read back whole; only on
+/// the healing path).
+fn same_segments_in_other_frames(target: &dyn Target, batch: &PreparedBatch<'_>) -> Option<Checked> {
+    let expected = batch.expected_frames();
+    read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), None).ok()
 }

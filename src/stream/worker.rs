@@ -1,6 +1,7 @@
 //! A stream's thread: wait for mail or the poll interval, run a pass, back
 //! off after a failure, answer "archive this file now" requests once their
-//! file is committed, and start and record snapshot jobs (`snapshots`).
+//! file is committed, start and record snapshot jobs (`snapshots`), and
+//! apply retention every `prune_interval` and on request (`retention`).
 //!
 //! Failures never end the thread (retrying never gives up on data), except
 //! a conflict — different content already archived at a position — which
@@ -14,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use super::mailbox::{ArchiveReply, Message};
+use super::mailbox::{ArchiveReply, Message, PruneReply};
+use super::retention::PruneSchedule;
 use super::snapshots::SnapshotJobs;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
@@ -27,12 +29,19 @@ use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
 
+/// Why a standby of a replicated stream (`replicas = on`, another node
+/// elected) answers no snapshot or prune request.
+const STANDBY: &str = "this node stands by for the replicated stream: its elected offloader takes \
+                       snapshots and prunes";
+
 /// Everything one stream's thread owns.
 pub struct StreamJob {
     pub config: StreamConfig,
     pub state_root: PathBuf,
     pub target: Arc<dyn Target>,
     pub poll_interval: Duration,
+    /// How often retention applies (`prune_interval`).
+    pub prune_interval: Duration,
     /// Between failed passes, and (a copy) between failed scheduled
     /// snapshot jobs.
     pub backoff: Backoff,
@@ -70,6 +79,8 @@ struct Inbox {
     requests: Vec<Request>,
     /// `walship snapshot` requests, answered after the next pass.
     snapshot_requests: Vec<Sender<JobEvent>>,
+    /// `walship prune` requests, answered after the next pass.
+    prune_requests: Vec<(bool, Sender<PruneReply>)>,
     /// Snapshot jobs that ended, recorded once the stream is open.
     snapshots_finished: Vec<(u64, Result<SnapshotRecord, String>)>,
     stop: bool,
@@ -86,6 +97,7 @@ impl StreamJob {
             hints: Hints::default(),
             requests: Vec::new(),
             snapshot_requests: Vec::new(),
+            prune_requests: Vec::new(),
             snapshots_finished: Vec::new(),
             stop: false,
         };
@@ -97,6 +109,7 @@ impl StreamJob {
             self.backoff.clone(),
         );
         let mut last_error: Option<String> = None;
+        let mut prunes = PruneSchedule::new(self.prune_interval, Arc::clone(&links.stop));
         while !stopped() && !inbox.stop {
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
@@ -107,6 +120,9 @@ impl StreamJob {
                     self.backoff.succeeded();
                     self.set_error(&links, None);
                     inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    if let Some(open) = stream.as_mut().filter(|_| !stopped() && links.member.may_upload()) {
+                        prunes.run_if_due(open);
+                    }
                     self.poll_interval
                 }
                 Err(error) if stopped() => {
@@ -143,11 +159,22 @@ impl StreamJob {
                 }
             };
             inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped(), links.member.may_upload());
+            if links.member.may_upload() {
+                prunes.answer(inbox.prune_requests.drain(..), stream.as_mut(), last_error.as_deref());
+            } else {
+                prunes.answer(inbox.prune_requests.drain(..), None, Some(STANDBY));
+            }
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
+            // A job's end or a request is dealt with at once, not after
+            // the next pass (which a backlog can make long).
+            if !inbox.stop && !stopped() {
+                inbox.snapshot_work(&mut snapshots, stream.as_mut(), false, links.member.may_upload());
+            }
         }
         snapshots.stop();
         inbox.snapshot_work(&mut snapshots, None, true, false);
+        prunes.answer(inbox.prune_requests.drain(..), None, Some("walship is stopping"));
         inbox.answer(None, true);
     }
 
@@ -238,9 +265,7 @@ impl Inbox {
         }
         if !may_start {
             for reply in self.snapshot_requests.drain(..) {
-                let why =
-                    "this node stands by for the replicated stream: its elected offloader takes snapshots";
-                let _ = reply.send(JobEvent::Refused(why.into()));
+                let _ = reply.send(JobEvent::Refused(STANDBY.into()));
             }
             return;
         }
@@ -275,6 +300,7 @@ impl Inbox {
         match message {
             Message::Stop => self.stop = true,
             Message::Snapshot { reply } => self.snapshot_requests.push(reply),
+            Message::Prune { dry_run, reply } => self.prune_requests.push((dry_run, reply)),
             Message::SnapshotFinished { id, result } => self.snapshots_finished.push((id, result)),
             Message::Wake { low, high } => {
                 self.hints.merge(Hints { sealed_through: high, low_water_mark: low, flush_through: None });
@@ -364,6 +390,9 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
             Ok(Message::Stop) | Err(_) => return,
             Ok(Message::ArchiveNow { reply, .. }) => {
                 let _ = reply.send(Err(Arc::clone(conflict)));
+            }
+            Ok(Message::Prune { reply, .. }) => {
+                let _ = reply.send(Err(conflict.to_string()));
             }
             Ok(Message::Snapshot { reply }) => {
                 let _ = reply.send(JobEvent::Refused(conflict.to_string()));

@@ -229,9 +229,10 @@ impl Target for FileTarget {
 fn copy_checked(body: &Upload<'_>, file: &mut File) -> io::Result<Result<(), u32>> {
     let mut hasher = crc32fast::Hasher::new();
     let mut offset = 0;
+    let mut buffer = Vec::new();
     while offset < body.size {
         let len = WRITE_CHUNK.min(body.size - offset);
-        for slice in body.slices(offset, len) {
+        for slice in body.part(offset, len, &mut buffer)? {
             hasher.update(slice);
             file.write_all(slice)?;
         }

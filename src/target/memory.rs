@@ -82,7 +82,11 @@ impl Target for MemoryTarget {
             let detail = "injected failure".into();
             return Err(TargetError::Transient { op: "put".into(), key: key.into(), detail });
         }
-        let bytes: Vec<u8> = body.slices(0, body.size).concat();
+        let mut buffer = Vec::new();
+        let bytes: Vec<u8> = body
+            .part(0, body.size, &mut buffer)
+            .map_err(|e| TargetError::Transient { op: "put".into(), key: key.into(), detail: e.to_string() })?
+            .concat();
         let actual = crc32fast::hash(&bytes);
         if actual != body.crc32 {
             return Err(TargetError::Checksum { key: key.into(), expected: body.crc32, actual });

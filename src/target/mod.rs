@@ -22,7 +22,8 @@ pub mod s3;
 pub mod url;
 
 use std::fmt;
-use std::io::Write;
+use std::io::{self, Read, Write};
+use std::sync::{Mutex, PoisonError};
 
 /// A writer that passes everything to `inner` and checksums it on the way
 /// (`std::io::sink()` as `inner` only checksums).
@@ -90,40 +91,94 @@ pub struct DatedListing {
     pub store_now: std::time::SystemTime,
 }
 
-/// An object to store: the exact concatenation of `pieces`, whose total size
-/// and CRC32 are known before the first byte is sent (S3 needs the checksum
-/// up front; the file target recomputes it while writing and refuses a
-/// mismatch, which is how a segment changed under us is caught).
+/// An object to store, whose total size and CRC32 are known before the
+/// first byte is sent (S3 needs the checksum up front; the file target
+/// recomputes it while writing and refuses a mismatch, which is how a
+/// segment changed under us is caught).
 pub struct Upload<'a> {
-    /// Byte slices (usually whole memory-mapped segments) in order.
-    pub pieces: &'a [&'a [u8]],
-    /// Sum of the pieces' lengths.
+    /// Where the bytes come from.
+    pub body: Body<'a>,
+    /// The object's size in bytes.
     pub size: u64,
-    /// CRC32 of the concatenation.
+    /// CRC32 of the whole object.
     pub crc32: u32,
 }
 
-impl Upload<'_> {
-    /// Bytes `start..start+len` of the concatenation, as sub-slices of the
-    /// pieces (no copy). Used to cut multipart parts and file-write chunks.
-    pub fn slices(&self, start: u64, len: u64) -> Vec<&[u8]> {
-        let mut out = Vec::new();
-        let end = start + len;
-        let mut piece_start = 0u64;
-        for piece in self.pieces {
-            let piece_end = piece_start + piece.len() as u64;
-            if piece_end > start && piece_start < end {
-                let from = start.max(piece_start) - piece_start;
-                let to = end.min(piece_end) - piece_start;
-                out.push(&piece[from as usize..to as usize]);
-            }
-            piece_start = piece_end;
-            if piece_start >= end {
-                break;
+/// The bytes of an [`Upload`].
+pub enum Body<'a> {
+    /// The exact concatenation of these slices (usually whole
+    /// memory-mapped segments), cut into parts with no copy.
+    Pieces(&'a [&'a [u8]]),
+    /// Bytes produced once, in order (a compressed batch's frames), read
+    /// into each part's buffer as the upload goes.
+    Stream(Mutex<StreamBody<'a>>),
+}
+
+/// A [`Body::Stream`]'s reader and how far it has been read.
+pub struct StreamBody<'a> {
+    reader: &'a mut (dyn Read + Send),
+    read: u64,
+}
+
+impl<'a> Upload<'a> {
+    /// An upload of the concatenation of `pieces`.
+    pub fn pieces(pieces: &'a [&'a [u8]], size: u64, crc32: u32) -> Upload<'a> {
+        Upload { body: Body::Pieces(pieces), size, crc32 }
+    }
+
+    /// An upload of the `size` bytes `reader` produces.
+    pub fn stream(reader: &'a mut (dyn Read + Send), size: u64, crc32: u32) -> Upload<'a> {
+        Upload { body: Body::Stream(Mutex::new(StreamBody { reader, read: 0 })), size, crc32 }
+    }
+
+    /// Bytes `start..start+len` of the object: sub-slices of the pieces (no
+    /// copy), or the stream's next `len` bytes read into `buffer`. A stream
+    /// is read once, front to back: its parts are asked for in order, each
+    /// once (callers that upload parts in parallel take them in turn).
+    pub fn part<'s>(&'s self, start: u64, len: u64, buffer: &'s mut Vec<u8>) -> io::Result<Vec<&'s [u8]>> {
+        match &self.body {
+            Body::Pieces(pieces) => Ok(slices(pieces, start, len)),
+            Body::Stream(stream) => {
+                let mut stream = stream.lock().unwrap_or_else(PoisonError::into_inner);
+                if start != stream.read {
+                    let detail = format!("part at {start} asked for after {} bytes were read", stream.read);
+                    return Err(io::Error::other(format!("upload read out of order: {detail}")));
+                }
+                let len = usize::try_from(len).map_err(io::Error::other)?;
+                buffer.clear();
+                buffer.resize(len, 0);
+                stream.reader.read_exact(buffer).map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => {
+                        io::Error::other("the upload's bytes ended before its declared size")
+                    }
+                    _ => e,
+                })?;
+                stream.read += len as u64;
+                Ok(vec![&buffer[..]])
             }
         }
-        out
     }
+}
+
+/// Bytes `start..start+len` of the concatenation of `pieces`, as sub-slices
+/// (no copy).
+fn slices<'p>(pieces: &[&'p [u8]], start: u64, len: u64) -> Vec<&'p [u8]> {
+    let mut out = Vec::new();
+    let end = start + len;
+    let mut piece_start = 0u64;
+    for piece in pieces {
+        let piece_end = piece_start + piece.len() as u64;
+        if piece_end > start && piece_start < end {
+            let from = start.max(piece_start) - piece_start;
+            let to = end.min(piece_end) - piece_start;
+            out.push(&piece[from as usize..to as usize]);
+        }
+        piece_start = piece_end;
+        if piece_start >= end {
+            break;
+        }
+    }
+    out
 }
 
 /// The storage operations walship needs. Implementations: [`fs::FileTarget`]

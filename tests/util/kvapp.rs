@@ -56,3 +56,28 @@ pub fn state_at(position: u64) -> BTreeMap<String, String> {
 pub fn state_text(state: &BTreeMap<String, String>) -> String {
     state.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
 }
+
+/// The state rebuilt from a restored directory as the application does
+/// it: the snapshot file (at most one), then each segment file in position
+/// order. Returns the state, the snapshot's position and the segments'
+/// positions.
+pub fn rebuild(dir: &Path) -> (BTreeMap<String, String>, Option<u64>, Vec<u64>) {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.retain(|n| !n.starts_with('.'));
+    let snapshots: Vec<&String> = names.iter().filter(|n| n.starts_with("walship-snapshot-")).collect();
+    assert!(snapshots.len() <= 1, "more than one snapshot restored: {snapshots:?}");
+    let mut state = BTreeMap::new();
+    let snapshot = snapshots.first().map(|name| {
+        assert_eq!(name.len(), "walship-snapshot-".len() + 16, "16 hex digits: {name}");
+        apply(&mut state, &fs::read_to_string(dir.join(name)).unwrap());
+        u64::from_str_radix(name.trim_start_matches("walship-snapshot-"), 16).unwrap()
+    });
+    let mut positions: Vec<u64> =
+        names.iter().filter_map(|n| n.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()).collect();
+    positions.sort_unstable();
+    for p in &positions {
+        apply(&mut state, &fs::read_to_string(dir.join(segment_name(*p))).unwrap());
+    }
+    (state, snapshot, positions)
+}

@@ -320,3 +320,24 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Store `image` as stream `s`'s snapshot at `position` without running a
+/// job, through walship's own API as a job stores one: the object, then
+/// its remote record, then the local journal (no daemon may run).
+pub fn store_snapshot(setup: &Setup, position: u64, image: &str) {
+    use walship::manifest::{Encoding, Entry, Journal, SnapshotRecord, StoredObject, StreamRules};
+    use walship::target::{Upload, keys};
+    let config = walship::config::load(&setup.config).unwrap_or_else(|e| panic!("{e}"));
+    let target = walship::target::open(&config.global).unwrap_or_else(|e| panic!("{e}"));
+    let stream = config.stream("s").expect("stream s");
+    let rules = StreamRules::new(&stream.name, &stream.naming);
+    let bytes = image.as_bytes();
+    let (size, crc32) = (bytes.len() as u64, crc32fast::hash(bytes));
+    let key = keys::snapshot_key("s", position);
+    target.put(&key, &Upload::pieces(&[bytes], size, crc32)).unwrap_or_else(|e| panic!("{e}"));
+    let stored = StoredObject { size, crc32, encoding: Encoding::Identity };
+    let entry = Entry::Snapshot(SnapshotRecord { position, key, size, crc32, stored });
+    walship::catalog::put_remote_entry(target.as_ref(), &rules, &entry).unwrap_or_else(|e| panic!("{e}"));
+    let (mut journal, _) = Journal::open(&setup.journal(), &rules, |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    journal.append_entries(&[entry]).unwrap_or_else(|e| panic!("{e}"));
+}

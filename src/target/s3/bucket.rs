@@ -257,7 +257,7 @@ pub fn check(target: &S3Target) -> Result<(), TargetError> {
     let probe_key = probe_key();
     let content: &[u8] = b"walship check probe; safe to delete\n";
     let pieces = [content];
-    let probe = Upload { pieces: &pieces, size: content.len() as u64, crc32: crc32fast::hash(content) };
+    let probe = Upload::pieces(&pieces, content.len() as u64, crc32fast::hash(content));
     super::object::put_single(target, &probe_key, &probe).map_err(as_fatal)?;
     delete(target, &[probe_key]).map_err(as_fatal)
 }

@@ -51,7 +51,7 @@ pub mod settings;
 pub mod sigv4;
 pub mod xml;
 
-use crate::target::{DatedListing, ObjectInfo, Target, TargetError, Upload};
+use crate::target::{Body, DatedListing, ObjectInfo, Target, TargetError, Upload};
 use std::io::Write;
 
 use client::{Client, Timeouts};
@@ -175,7 +175,10 @@ impl Target for S3Target {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        let pieces_len: u64 = body.pieces.iter().map(|p| p.len() as u64).sum();
+        let pieces_len = match &body.body {
+            Body::Pieces(pieces) => pieces.iter().map(|p| p.len() as u64).sum(),
+            Body::Stream(_) => body.size,
+        };
         if pieces_len != body.size {
             return Err(TargetError::Fatal {
                 op: "put".into(),

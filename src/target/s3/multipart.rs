@@ -2,7 +2,10 @@
 //!
 //! Steps: plan the parts ([`plan_parts`], pure); CreateMultipartUpload asking
 //! for a full-object CRC32; upload the parts with at most `parallel_uploads`
-//! in flight (scoped threads pulling part numbers from a shared counter),
+//! in flight (scoped threads taking part numbers in turn from a shared
+//! counter, a streamed body's part read into the worker's own buffer while
+//! the counter is held, so it is read in order and at most
+//! `parallel_uploads` part buffers exist),
 //! each part with its own CRC32 header and retried on its own; check that
 //! the part CRCs combine to the object's CRC32 (the source did not change);
 //! CompleteMultipartUpload listing each part's ETag and CRC32, declaring the
@@ -10,7 +13,7 @@
 //! compare the checksum the server reports (full-object, or composite
 //! `BASE64-N`) with the local one. Any failure aborts the upload.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::target::{TargetError, Upload};
@@ -133,17 +136,29 @@ fn upload_parts(
     body: &Upload<'_>,
     parts: &[PartSpan],
 ) -> Result<Vec<CompletedPart>, TargetError> {
-    let next = AtomicUsize::new(0);
+    // The next part to take; its bytes are taken while this is held, so a
+    // streamed body is read in order.
+    let next = Mutex::new(0usize);
     let failed = AtomicBool::new(false);
     let outcomes: Mutex<Vec<Option<Result<CompletedPart, TargetError>>>> =
         Mutex::new(parts.iter().map(|_| None).collect());
     let worker = || {
+        // This worker's part buffer (used by streamed bodies only).
+        let mut buffer = Vec::new();
         // A stop request lets the parts in flight finish but starts no new
         // one; the upload is then aborted like any other failure.
         while !failed.load(Ordering::Relaxed) && !session.target.retry.is_stopping() {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(span) = parts.get(index) else { break };
-            let outcome = upload_part(session, body, span);
+            let (index, span, bytes) = {
+                let mut next = next.lock().unwrap_or_else(PoisonError::into_inner);
+                let index = *next;
+                let Some(span) = parts.get(index) else { break };
+                *next += 1;
+                (index, span, body.part(span.offset, span.len, &mut buffer))
+            };
+            let outcome = match bytes {
+                Ok(slices) => upload_part(session, span, slices),
+                Err(e) => Err(super::object::unreadable_body(session.key, e)),
+            };
             if outcome.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
@@ -189,10 +204,9 @@ fn collect_parts(
 /// compared with what the server echoes.
 fn upload_part(
     session: &Session<'_>,
-    body: &Upload<'_>,
     span: &PartSpan,
+    slices: Vec<&[u8]>,
 ) -> Result<CompletedPart, TargetError> {
-    let slices = body.slices(span.offset, span.len);
     let crc32 = checksum::crc32_of_slices(&slices);
     let op = format!("upload part {} of", span.number);
     let request = S3Request::new(&op, session.key, "PUT")
@@ -200,12 +214,12 @@ fn upload_part(
         .query("partNumber", span.number.to_string())
         .query("uploadId", session.upload_id.clone())
         .header("x-amz-checksum-crc32", checksum::crc32_header(crc32))
-        .payload(Payload::Unsigned(slices));
+        .payload(Payload::Unsigned(slices.clone()));
     let client = &session.target.client;
     let reply = match client.call(&request) {
         Ok(reply) => reply,
         Err(Failure::Server(error)) if error.is_digest_mismatch() => {
-            return Err(explain_digest_mismatch(session.key, body, &error));
+            return Err(explain_digest_mismatch(session.key, crc32, &slices, &error));
         }
         Err(failure) => return Err(client.target_error(&request, failure)),
     };

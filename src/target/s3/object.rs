@@ -21,14 +21,16 @@ const COPY_BUFFER: usize = 64 * 1024;
 /// Store `body` with one PutObject.
 pub fn put_single(target: &S3Target, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
     let full_key = target.full_key(key);
+    let mut buffer = Vec::new();
+    let slices = body.part(0, body.size, &mut buffer).map_err(|e| unreadable_body(key, e))?;
     let request = S3Request::new("put", key, "PUT")
         .object(&full_key)
         .header("x-amz-checksum-crc32", checksum::crc32_header(body.crc32))
-        .payload(Payload::Unsigned(body.slices(0, body.size)));
+        .payload(Payload::Unsigned(slices.clone()));
     match target.client.call(&request) {
         Ok(reply) => verify_echoed_crc(key, body.crc32, reply.header("x-amz-checksum-crc32")),
         Err(Failure::Server(error)) if error.is_digest_mismatch() => {
-            let explained = explain_digest_mismatch(key, body, &error);
+            let explained = explain_digest_mismatch(key, body.crc32, &slices, &error);
             if let TargetError::Checksum { actual, .. } = &explained {
                 take_back_refused_bytes(target, key, *actual);
             }
@@ -64,13 +66,22 @@ fn take_back_refused_bytes(target: &S3Target, key: &str, sent_crc: u32) {
     }
 }
 
-/// After the server refused our bytes for their checksum: `Checksum` when
-/// the source no longer has the CRC32 the caller computed, `Transient` when
-/// it still does (the bytes were damaged on the way).
-pub fn explain_digest_mismatch(key: &str, body: &Upload<'_>, error: &ServerError) -> TargetError {
-    let actual = checksum::crc32_of_slices(&body.slices(0, body.size));
-    if actual != body.crc32 {
-        return TargetError::Checksum { key: key.to_string(), expected: body.crc32, actual };
+/// The bytes of an upload could not be produced (a stream's reader failed).
+pub fn unreadable_body(key: &str, error: std::io::Error) -> TargetError {
+    TargetError::Transient {
+        op: "put".into(),
+        key: key.into(),
+        detail: format!("reading the bytes to send: {error}"),
+    }
+}
+
+/// After the server refused `sent` for its checksum: `Checksum` when the
+/// source no longer has the CRC32 `expected` the caller computed,
+/// `Transient` when it still does (the bytes were damaged on the way).
+pub fn explain_digest_mismatch(key: &str, expected: u32, sent: &[&[u8]], error: &ServerError) -> TargetError {
+    let actual = checksum::crc32_of_slices(sent);
+    if actual != expected {
+        return TargetError::Checksum { key: key.to_string(), expected, actual };
     }
     TargetError::Transient {
         op: "put".into(),
@@ -357,12 +368,10 @@ mod tests {
     fn digest_mismatch_is_a_checksum_error_only_when_the_source_changed() {
         let error = ServerError::from_response(400, None, b"<Error><Code>BadDigest</Code></Error>");
         let bytes: &[u8] = b"segment bytes";
-        let pieces = [bytes];
-        let unchanged = Upload { pieces: &pieces, size: 13, crc32: crc32fast::hash(bytes) };
-        assert!(explain_digest_mismatch("k", &unchanged, &error).is_transient());
-        let changed = Upload { pieces: &pieces, size: 13, crc32: 7 };
+        let sent = [bytes];
+        assert!(explain_digest_mismatch("k", crc32fast::hash(bytes), &sent, &error).is_transient());
         assert!(matches!(
-            explain_digest_mismatch("k", &changed, &error),
+            explain_digest_mismatch("k", 7, &sent, &error),
             TargetError::Checksum { expected: 7, .. }
         ));
     }
