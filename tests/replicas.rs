@@ -57,7 +57,8 @@ impl Replica {
         let text = format!(
             "[global]\nstate_dir = {}\n{target}\npoll_interval = 50ms\nbackoff_min = 10ms\nbackoff_max = 100ms\n\
              node_id = {id}\nheartbeat_interval = {interval}\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
-             seal = spool\nbatch_size = 2\non_archived = delete\nreplicas = on\n",
+             seal = spool\nbatch_size = 2\non_archived = delete\nreplicas = on\n\
+             snapshot_command = echo snapshot > \"$WALSHIP_OUTPUT\"\n",
             home.join("state").display(),
             src.display()
         );
@@ -287,6 +288,14 @@ fn a_clean_stop_hands_over_within_an_interval() {
     });
     let offloader = nodes[0].offloader().unwrap();
     let (off, standby) = if offloader == "n1" { (0, 1) } else { (1, 0) };
+    // A standby takes no snapshot and prunes nothing: its offloader does.
+    for command in [["snapshot", "-s", "s"], ["prune", "-s", "s"]] {
+        let mut args = command.to_vec();
+        args.extend(["-c", nodes[standby].config.to_str().unwrap()]);
+        let out = walship(&args);
+        assert!(!out.status.success(), "{command:?} on the standby succeeded");
+        assert!(stderr(&out).contains("this node stands by for the replicated stream"), "{}", stderr(&out));
+    }
     let output = nodes[off].daemon.take().unwrap().terminate();
     assert!(output.status.success(), "{:?}", output.status);
     let stopped_at = Instant::now();
