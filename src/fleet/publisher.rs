@@ -63,15 +63,20 @@ pub fn start(
     stopped: impl Fn() -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new().name("walship-fleet".into()).spawn(move || {
-        let mut writes = Logged::new(
-            format!("node {node}: cannot write heartbeats"),
-            format!("node {node}: heartbeats written again"),
-        );
-        let mut reads = Logged::new(
-            format!("node {node}: cannot read peers' heartbeats (elections wait)"),
-            format!("node {node}: peers' heartbeats read again"),
-        );
-        let mut reader = HeartbeatReader::default();
+        let mut fleet = FleetThread {
+            writes: Logged::new(
+                format!("node {node}: cannot write heartbeats"),
+                format!("node {node}: heartbeats written again"),
+            ),
+            reads: Logged::new(
+                format!("node {node}: cannot read peers' heartbeats (elections wait)"),
+                format!("node {node}: peers' heartbeats read again"),
+            ),
+            reader: HeartbeatReader::default(),
+            target,
+            node,
+            interval,
+        };
         // The first heartbeats wait (up to an interval) for every stream's
         // first scan, so the first election already sees positions.
         let first_round = Instant::now() + interval;
@@ -86,48 +91,70 @@ pub fn start(
             let members = members();
             if Instant::now() >= next_write {
                 next_write = Instant::now() + interval;
-                writes.note(members.iter().try_for_each(|member| {
-                    let status = member.status.get();
-                    if scanned(&status) {
-                        publish(target.as_ref(), &heartbeat_of(&node, &status))
-                    } else {
-                        Ok(())
-                    }
-                }));
+                fleet.write_heartbeats(&members, false);
             }
-            let mut wake = next_write;
-            for member in &members {
-                let Some(replicas) = member.replicas else { continue };
-                let settings =
-                    Settings { heartbeat_interval: interval, max_offloader_lag: replicas.max_offloader_lag };
-                let read = reader.read(target.as_ref(), &member.stream);
-                if let Ok((entries, store_now)) = &read {
-                    let observed: Vec<Observed<'_>> = entries
-                        .iter()
-                        .filter_map(|e| {
-                            Some(Observed { heartbeat: e.heartbeat.as_ref().ok()?, modified: e.modified })
-                        })
-                        .collect();
-                    let election = elect(&member.stream, &observed, *store_now, settings);
-                    member.apply(&election);
-                    if let Some(alive_for) =
-                        election.offloader_alive_for.filter(|_| election.offloader.as_deref() != Some(&node))
-                    {
-                        wake = wake.min(Instant::now() + alive_for + STALE_MARGIN);
-                    }
-                }
-                reads.note(read.map(|_| ()));
-            }
+            let look_again = fleet.elect_offloaders(&members);
+            let wake = look_again.map_or(next_write, |at| at.min(next_write));
             thread::park_timeout(wake.saturating_duration_since(Instant::now()));
         }
         // The last word: this node archives no more, so peers elect without
         // it at their next round instead of waiting for it to turn stale.
-        writes.note(members().iter().try_for_each(|member| {
-            let status = member.status.get();
-            let last = Heartbeat { stopped: true, ..heartbeat_of(&node, &status) };
-            if scanned(&status) { publish(target.as_ref(), &last) } else { Ok(()) }
-        }));
+        fleet.write_heartbeats(&members(), true);
     })
+}
+
+/// The fleet thread's state between rounds.
+struct FleetThread {
+    target: Arc<dyn Target>,
+    node: String,
+    interval: Duration,
+    reader: HeartbeatReader,
+    writes: Logged,
+    reads: Logged,
+}
+
+impl FleetThread {
+    /// Write the heartbeat of every member that has scanned its directory
+    /// (`stopped`: the last one, as the node stops).
+    fn write_heartbeats(&mut self, members: &[Arc<Member>], stopped: bool) {
+        let (target, node) = (self.target.as_ref(), &self.node);
+        self.writes.note(members.iter().try_for_each(|member| {
+            let status = member.status.get();
+            let heartbeat = Heartbeat { stopped, ..heartbeat_of(node, &status) };
+            if scanned(&status) { publish(target, &heartbeat) } else { Ok(()) }
+        }));
+    }
+
+    /// Elect the offloader of every `replicas = on` member from its peers'
+    /// heartbeats and tell the member; returns when to look again (just
+    /// after another node's offloader heartbeat would turn stale), if
+    /// sooner than the next round.
+    fn elect_offloaders(&mut self, members: &[Arc<Member>]) -> Option<Instant> {
+        let mut look_again: Option<Instant> = None;
+        for member in members {
+            let Some(replicas) = member.replicas else { continue };
+            let settings =
+                Settings { heartbeat_interval: self.interval, max_offloader_lag: replicas.max_offloader_lag };
+            let read = self.reader.read(self.target.as_ref(), &member.stream);
+            if let Ok((entries, store_now)) = &read {
+                let observed: Vec<Observed<'_>> = entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some(Observed { heartbeat: e.heartbeat.as_ref().ok()?, modified: e.modified })
+                    })
+                    .collect();
+                let election = elect(&member.stream, &observed, *store_now, settings);
+                member.apply(&election);
+                let others = election.offloader.as_deref() != Some(self.node.as_str());
+                if let Some(alive_for) = election.offloader_alive_for.filter(|_| others) {
+                    let at = Instant::now() + alive_for + STALE_MARGIN;
+                    look_again = Some(look_again.map_or(at, |earlier| earlier.min(at)));
+                }
+            }
+            self.reads.note(read.map(|_| ()));
+        }
+        look_again
+    }
 }
 
 /// Whether the stream has looked at its directory at least once.
