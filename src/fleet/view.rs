@@ -272,13 +272,15 @@ pub fn render_json(entries: &[Entry], stale: Duration) -> String {
             match &entry.heartbeat {
                 Ok(beat) => format!(
                     "{{{common},\"version\":{},\"written\":{},\"archived_position\":{},\
-                     \"committed_position\":{},\"backlog_segments\":{},\"last_success\":{},\
-                     \"last_error\":{}}}",
+                     \"committed_position\":{},\"backlog_segments\":{},\"first_waiting\":{},\
+                     \"held_position\":{},\"last_success\":{},\"last_error\":{}}}",
                     text(&beat.version),
                     beat.written,
                     number(beat.archived),
                     number(beat.committed),
                     beat.backlog_segments,
+                    number(beat.first_waiting),
+                    number(beat.held),
                     number(beat.last_success),
                     beat.last_error.as_deref().map_or("null".to_string(), text),
                 ),
