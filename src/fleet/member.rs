@@ -105,3 +105,53 @@ impl Member {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::StreamStatus;
+
+    fn member(replicas: bool) -> Member {
+        let status = Arc::new(StatusCell::new(StreamStatus { stream: "s".into(), ..Default::default() }));
+        let replicas = replicas.then_some(Replicas { max_offloader_lag: 16 });
+        Member::new("s", status, replicas, Some("n1".into()), Duration::from_secs(3600))
+    }
+
+    fn election(offloader: Option<&str>) -> Election {
+        let reason = format!("elected {offloader:?}");
+        Election { offloader: offloader.map(String::from), reason, offloader_alive_for: None }
+    }
+
+    #[test]
+    fn without_replicas_a_node_always_uploads() {
+        let plain = member(false);
+        assert!(plain.may_upload());
+        assert!(!plain.take_takeover());
+    }
+
+    #[test]
+    fn standing_follows_the_elections() {
+        let m = member(true);
+        assert!(!m.may_upload(), "a standby until the first election");
+        m.apply(&election(Some("n2")));
+        assert!(!m.may_upload() && !m.take_takeover());
+        let replica = m.status.get().replica.unwrap();
+        assert_eq!((replica.node.as_str(), replica.offloader.as_deref()), ("n1", Some("n2")));
+        m.apply(&election(Some("n1")));
+        assert!(m.may_upload());
+        assert!(m.take_takeover(), "taking over reads the records first");
+        assert!(!m.take_takeover(), "once");
+        m.apply(&election(Some("n1")));
+        assert!(!m.take_takeover(), "staying elected is no takeover");
+        m.apply(&election(None));
+        assert!(!m.may_upload(), "nobody elected: nobody uploads");
+        assert_eq!(m.status.get().replica.unwrap().offloader, None);
+    }
+
+    #[test]
+    fn a_standby_reads_the_records_once_per_interval() {
+        let m = member(true);
+        assert!(m.follow_due());
+        assert!(!m.follow_due(), "not again within the interval");
+    }
+}
