@@ -364,6 +364,40 @@ mod tests {
         assert!(json.contains("\"last_error\":\"put failed\""), "{json}");
     }
 
+    /// The cost the fleet section promises: one LIST per read, a GET only
+    /// for heartbeats that changed since the last read.
+    #[test]
+    fn a_reader_gets_only_changed_heartbeats() {
+        use crate::target::Target;
+        let dir = crate::test_support::TempDir::new("heartbeat-reader");
+        let target = crate::target::fs::FileTarget::new(dir.0.clone());
+        let write = |node: &str, written: u64| {
+            let beat = Heartbeat {
+                node: node.into(),
+                stream: "s".into(),
+                version: "1".into(),
+                written,
+                ..Default::default()
+            };
+            super::super::publisher::publish(&target, &beat).unwrap();
+        };
+        for node in ["n1", "n2", "n3"] {
+            write(node, 1);
+        }
+        let mut reader = HeartbeatReader::default();
+        let (entries, _) = reader.read(&target, "s").unwrap();
+        assert_eq!(entries.iter().map(|e| e.node.as_str()).collect::<Vec<_>>(), ["n1", "n2", "n3"]);
+        assert_eq!((reader.lists, reader.gets), (1, 3));
+        reader.read(&target, "s").unwrap();
+        assert_eq!((reader.lists, reader.gets), (2, 3), "nothing changed: no GET");
+        write("n2", 22);
+        let (entries, _) = reader.read(&target, "s").unwrap();
+        assert_eq!((reader.lists, reader.gets), (3, 4), "one changed: one GET");
+        assert_eq!(entries[1].heartbeat.as_ref().unwrap().written, 22);
+        target.delete(&["s/nodes/n3".to_string()]).unwrap();
+        assert_eq!(reader.read(&target, "s").unwrap().0.len(), 2);
+    }
+
     #[test]
     fn ages_read_like_durations() {
         for (seconds, text) in [(0, "0s"), (59, "59s"), (61, "1m01s"), (3600, "1h00m"), (90_061, "1d01h")] {
