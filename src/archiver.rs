@@ -7,9 +7,12 @@
 //! mailboxes.
 //!
 //! A reload restarts only the streams whose settings changed, starts new
-//! ones and stops removed ones; the others keep running undisturbed. A change
-//! of the global settings (target, state directory, intervals, metrics)
-//! affects every stream: the daemon then restarts the whole archiver.
+//! ones and stops removed ones; the others keep running undisturbed. The
+//! bandwidth and data budget settings apply in place, to the process-wide
+//! throttle and ledger (`bandwidth`, `budget`), restarting nothing. A change
+//! of the other global settings (target, state directory, intervals,
+//! metrics) affects every stream: the daemon then restarts the whole
+//! archiver.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::bandwidth::{self, Limit};
+use crate::budget;
 use crate::config::{Config, Global, StreamConfig};
 use crate::control::server::{ControlServer, Handler};
 use crate::control::{Outcome, Reply, Request};
@@ -30,6 +35,7 @@ use crate::retry::Backoff;
 use crate::snapshot::{JobEvent, JobReport, JobState};
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, StreamStatus, unix_now};
+use crate::stream::backlog;
 use crate::stream::mailbox::{ArchiveReply, Message};
 use crate::stream::snapshots::take_snapshot;
 use crate::stream::worker::{JobLinks, StreamJob};
@@ -89,7 +95,9 @@ impl Shared {
     }
 
     fn metrics_page(&self) -> String {
-        metrics::render(&self.statuses(), self.heartbeat.load(Ordering::SeqCst))
+        let mut page = metrics::render(&self.statuses(), self.heartbeat.load(Ordering::SeqCst));
+        page.push_str(&metrics::render_budget(crate::budget::usage()));
+        page
     }
 }
 
@@ -126,6 +134,7 @@ impl Archiver {
         statedir::process_start();
         let target = target::open(&config.global)?;
         let locks = lock_streams(config)?;
+        apply_metered(&config.global)?;
         let heartbeat = Arc::new(AtomicU64::new(unix_now()));
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -255,11 +264,12 @@ impl Archiver {
     }
 
     /// Whether `new` differs from the running config only in its streams
-    /// (and `log_level`), so [`reload_streams`](Self::reload_streams) can
-    /// apply it; otherwise every stream needs a restart.
+    /// (and `log_level`, and the bandwidth and data budget settings), so
+    /// [`reload_streams`](Self::reload_streams) can apply it; otherwise
+    /// every stream needs a restart.
     pub fn can_reload_streams(&self, new: &Config) -> bool {
         let old = &self.config.global;
-        Global { log_level: old.log_level, ..new.global.clone() } == *old
+        Global { log_level: old.log_level, metered: old.metered.clone(), ..new.global.clone() } == *old
     }
 
     /// Apply `new`'s streams: stop the removed ones, restart the changed
@@ -267,6 +277,10 @@ impl Archiver {
     /// Requires [`can_reload_streams`](Self::can_reload_streams).
     pub fn reload_streams(&mut self, new: &Config) -> Result<(), Error> {
         debug_assert!(self.can_reload_streams(new), "global settings changed: restart instead");
+        if new.global.metered != self.config.global.metered {
+            apply_metered(&new.global)?;
+            log::info!("reload: the new bandwidth and data budget settings apply now");
+        }
         let (kept, replaced): (Vec<StreamHandle>, Vec<StreamHandle>) =
             self.streams.drain(..).partition(|h| new.stream(&h.config.name) == Some(&h.config));
         self.streams = kept;
@@ -313,6 +327,7 @@ impl Archiver {
         }
         self.shared.stop.store(true, Ordering::SeqCst);
         self.target.shut_down();
+        bandwidth::uploads().interrupt();
         for handle in &self.streams {
             handle.stop.store(true, Ordering::SeqCst);
             let _ = handle.mailbox.send(Message::Stop);
@@ -329,6 +344,7 @@ impl Archiver {
             handle.thread().unpark();
             let _ = handle.join();
         }
+        crate::budget::close();
     }
 }
 
@@ -415,6 +431,16 @@ fn snapshot_reply(shared: &Shared, stream: &str, info: &mut dyn FnMut(&str)) -> 
         }
     }
     Reply::new(Outcome::Failed, format!("stream {stream} stopped before its snapshot job ended"))
+}
+
+/// Apply the bandwidth and data budget settings to the process's upload
+/// throttle and budget ledger: at start, and on a reload, in place.
+fn apply_metered(global: &Global) -> Result<(), Error> {
+    let metered = &global.metered;
+    let limit = Limit::from_settings(metered.bandwidth_limit, metered.bandwidth_schedule.as_ref());
+    bandwidth::uploads().set_limit(limit);
+    bandwidth::uploads().resume();
+    budget::configure(&global.state_dir, metered.data_budget)
 }
 
 /// Take each stream's lock. A stream locked by another process gets `None`
@@ -518,6 +544,7 @@ pub type StreamOutcome = (String, Result<OnceReport, Error>);
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open(&config.global)?;
+    apply_metered(&config.global)?;
     let state_dir = &config.global.state_dir;
     let outcomes = thread::scope(|scope| {
         let handles: Vec<_> = config
@@ -531,7 +558,14 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
                         ..Default::default()
                     }));
                     let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
-                    let mut stream = Stream::open(stream_config.clone(), state_dir, target, status, lock)?;
+                    let opened =
+                        Stream::open(stream_config.clone(), state_dir, target, Arc::clone(&status), lock);
+                    let mut stream = opened.inspect_err(|_| {
+                        // The spool still fills while the stream cannot open.
+                        if let Err(e) = backlog::enforce_unopened(stream_config, state_dir, &status) {
+                            log::error!("{e}");
+                        }
+                    })?;
                     let pass = stream.pass(true, Hints::default(), &|| false)?;
                     let snapshots = take_due_snapshots(&mut stream, state_dir)?;
                     stream.apply_retention(&|| false)?;
@@ -546,6 +580,7 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .map(|(s, h)| (s.name.clone(), h.join().unwrap_or_else(|_| Err(panicked(&s.name)))))
             .collect()
     });
+    budget::close();
     Ok(outcomes)
 }
 

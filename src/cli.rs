@@ -121,10 +121,11 @@ const COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "list",
         synopsis: "[-s STREAM]",
-        summary: "show archived batches and gaps",
+        summary: "show archived batches, gaps and snapshots",
         about: "Show what is archived, per stream: the positions retention pruned (if\n\
                 any), a summary line, then one line per batch (positions, segments,\n\
-                size, CRC32, object key) and per gap (positions and reason).",
+                size, CRC32, object key) and per gap (positions and reason), then the\n\
+                snapshots (position, size, CRC32, object key).",
         options: |o| {
             o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
         },
@@ -198,8 +199,9 @@ const COMMANDS: &[CommandSpec] = &[
         summary: "show each stream's positions, lag, errors and backoff",
         about: "Show per stream: whether a daemon runs, archived and committed position\n\
                 (the highest position up to which every segment is sealed, i.e. complete),\n\
-                lag (sealed segments not yet archived), last success, last error, next\n\
-                snapshot and backoff state.",
+                lag (sealed segments not yet archived), last success, last error,\n\
+                backoff state, the last and next snapshot and the last snapshot job (id,\n\
+                position, state, start and end, why it failed).",
         options: |o| {
             o.optflag("", "json", "print JSON instead of text");
         },

@@ -212,9 +212,16 @@ pub fn render_list(stream: &str, records: &[Record]) -> String {
     out
 }
 
+/// Restores and fetches download at `restore_bandwidth_limit`, when set.
+fn limit_downloads(config: &Config) {
+    let limit = config.global.metered.restore_bandwidth_limit;
+    crate::bandwidth::downloads().set_limit(crate::bandwidth::Limit::from_settings(limit, None));
+}
+
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
     let target = target::open(&config.global)?;
+    limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
     stream::retention::checked_prunes(&stream.name, &manifest)?;
@@ -239,6 +246,7 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
 fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<(), Error> {
     let stream = named(config, stream)?;
     let target = target::open(&config.global)?;
+    limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let manifest = match stream.naming.position(name) {
         Some(position) => {

@@ -4,7 +4,8 @@
 //!
 //! A reload applies a valid config without a restart of the process: when
 //! only `[stream]` sections changed, only the changed streams restart (new
-//! ones start, removed ones stop) and the others run on undisturbed; a
+//! ones start, removed ones stop) and the others run on undisturbed; the
+//! bandwidth and data budget keys apply at once, to the running streams; a
 //! change under `[global]` (target, state directory, intervals, metrics)
 //! affects every stream, so the whole archiver restarts. An invalid config
 //! is refused and the running one stays in force. Starting with every stream

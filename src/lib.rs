@@ -44,10 +44,15 @@
 //! whose standbys follow the offloader's records instead of uploading),
 //! [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
-//! (the terminal progress line of restore and verify). The remote
-//! records alone suffice to restore ([`restore`], from the newest snapshot
-//! at or before a position: `restore::start`; it decodes and checks zstd
-//! frames through [`frames::decode`]), to verify
+//! (the terminal progress line of restore and verify), and for metered
+//! links [`bandwidth`] (the process-wide token buckets that pace upload and
+//! download bytes where targets write them, and the daily schedule),
+//! [`budget`] (the data budget's durable count per billing period) and
+//! [`calendar`] (local dates and time of day, via `localtime_r`); a
+//! stream's `backlog_limit` is `stream::backlog`'s. The remote records
+//! alone suffice to restore ([`restore`], from the newest snapshot at or
+//! before a position: `restore::start`; it decodes and checks zstd frames
+//! through [`frames::decode`]), to verify
 //! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
 //! what a prune deletes; `stream::retention` records each prune before
 //! deleting (the daemon every `prune_interval`, `run --once`, `prune`). [`commands`] implements the CLI
@@ -59,6 +64,9 @@
 //! reloads and stops them.
 
 pub mod archiver;
+pub mod bandwidth;
+pub mod budget;
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

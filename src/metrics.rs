@@ -64,6 +64,13 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         "gauge",
         &|s| Some(s.late_segments),
     );
+    gauge(
+        &mut out,
+        "walship_dropped_bytes_total",
+        "Bytes of waiting segments deleted unarchived by backlog_limit (recorded as gaps).",
+        "counter",
+        &|s| Some(s.dropped_bytes),
+    );
     gauge(&mut out, "walship_retries_total", "Failed passes retried after a backoff.", "counter", &|s| {
         Some(s.retries)
     });
@@ -100,6 +107,18 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
          # TYPE walship_heartbeat_timestamp_seconds gauge\nwalship_heartbeat_timestamp_seconds {heartbeat}"
     );
     out
+}
+
+/// The process-wide data budget series, given `(budget, spent)` bytes of
+/// the current period; nothing without a budget.
+pub fn render_budget(usage: Option<(u64, u64)>) -> String {
+    let Some((budget, spent)) = usage else { return String::new() };
+    format!(
+        "# HELP walship_budget_bytes Upload bytes allowed in the data budget's period.\n\
+         # TYPE walship_budget_bytes gauge\nwalship_budget_bytes {budget}\n\
+         # HELP walship_budget_spent_bytes Upload bytes counted in the current period.\n\
+         # TYPE walship_budget_spent_bytes gauge\nwalship_budget_spent_bytes {spent}\n"
+    )
 }
 
 /// A histogram series `name` of every stream, read by `histogram`.
@@ -244,5 +263,15 @@ mod tests {
         let page = render(&[s], 0);
         assert!(!page.contains("walship_archived_position{"), "{page}");
         assert!(page.contains("walship_gaps_total{stream=\"a\\\"b\"} 0"), "{page}");
+        assert!(page.contains("walship_dropped_bytes_total{stream=\"a\\\"b\"} 0"), "{page}");
+    }
+
+    #[test]
+    fn the_budget_series_only_with_a_budget() {
+        assert_eq!(render_budget(None), "");
+        let page = render_budget(Some((5 << 30, 1234)));
+        assert!(page.lines().any(|l| l == "walship_budget_bytes 5368709120"), "{page}");
+        assert!(page.lines().any(|l| l == "walship_budget_spent_bytes 1234"), "{page}");
+        assert!(page.contains("# TYPE walship_budget_spent_bytes gauge"), "{page}");
     }
 }

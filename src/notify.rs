@@ -204,6 +204,10 @@ pub fn status_line(statuses: &[StreamStatus]) -> String {
             }
         }
     }
+    // The bandwidth schedule and the data budget hold every stream alike.
+    if let Some(held) = statuses.iter().find_map(|s| s.held.as_deref()) {
+        line.push_str(&format!("; uploads held: {held}"));
+    }
     line
 }
 
@@ -294,6 +298,14 @@ mod tests {
             (
                 vec![stream("a", None, None, Some("stream a: disk full")), stream("b", None, None, Some("x"))],
                 "archiving 2 streams; lag 0 segments; stream a: disk full (and 1 more failing)",
+            ),
+            (
+                vec![StreamStatus {
+                    held: Some("waiting for the 19:00 window (bandwidth_schedule)".into()),
+                    ..stream("a", None, None, None)
+                }],
+                "archiving 1 stream; lag 0 segments; no errors; \
+                 uploads held: waiting for the 19:00 window (bandwidth_schedule)",
             ),
         ];
         for (statuses, expected) in cases {

@@ -218,23 +218,43 @@ pub fn oldest_restorable(manifest: &Manifest) -> Option<u64> {
 /// would hide archived data from `list` and `restore` fails here; the error
 /// names the prune and what it hides.
 pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
-    let Some(latest) = manifest.prunes.last() else { return Ok(()) };
-    let (sequence, before) = (latest.sequence, latest.before);
-    if before == 0 {
-        return Ok(());
-    }
+    check_pruned_batches(manifest, &manifest.log)?;
+    check_prune_snapshots(manifest)
+}
+
+/// The latest prune's sequence number and mark, when it has one above 0.
+fn latest_mark(manifest: &Manifest) -> Option<(u64, u64)> {
+    manifest.prunes.last().map(|p| (p.sequence, p.before)).filter(|&(_, before)| before > 0)
+}
+
+/// The part of [`check_prunes`] about the log: every batch among `log`
+/// (the log, in order, or its start) that lies below the latest mark of
+/// `manifest`'s prunes is named deleted by one of them.
+pub fn check_pruned_batches<'a>(
+    manifest: &Manifest,
+    log: impl IntoIterator<Item = &'a Record>,
+) -> Result<(), String> {
+    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
     let deleted = deleted_keys(manifest);
-    let hidden = manifest.log.iter().take_while(|r| r.last() < before).find_map(|record| match record {
+    let hidden = log.into_iter().take_while(|r| r.last() < before).find_map(|record| match record {
         Record::Batch(batch) if !deleted.contains(batch.key.as_str()) => Some(batch),
         _ => None,
     });
-    if let Some(batch) = hidden {
-        return Err(format!(
+    match hidden {
+        Some(batch) => Err(format!(
             "prune {sequence} marks the positions before {before} as pruned, but no prune deleted \
              {}, which lies below that mark",
             batch.key
-        ));
+        )),
+        None => Ok(()),
     }
+}
+
+/// The part of [`check_prunes`] that needs only the snapshots and the
+/// prunes: every snapshot below the latest mark (but the one at mark - 1)
+/// is deleted, and one remains.
+pub fn check_prune_snapshots(manifest: &Manifest) -> Result<(), String> {
+    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
     let live: Vec<&SnapshotRecord> = manifest.live_snapshots().collect();
     if let Some(snapshot) = live.iter().find(|s| s.position < before - 1) {
         return Err(format!(
@@ -464,6 +484,72 @@ mod tests {
             render(S, None, 2, 7, true),
             "stream s: nothing to prune (2 snapshots kept, keep_snapshots = 7)\n"
         );
+    }
+
+    /// Random archives (batches of any length, gaps, snapshots at batch
+    /// ends, inside batches and beyond the end), pruned again and again as
+    /// they grow: every prune leaves a consistent manifest, deletes nothing
+    /// a position from the oldest kept snapshot on needs, keeps the newest
+    /// position restorable, and a second prune deletes nothing.
+    #[test]
+    fn random_archives_keep_everything_still_needed() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let mut prunes = 0;
+        for _ in 0..300 {
+            let keep = 1 + next(4) as usize;
+            let mut manifest = Manifest::default();
+            let mut end = next(3);
+            manifest.log.push(batch(end, end));
+            for _ in 0..1 + next(6) {
+                for _ in 0..1 + next(8) {
+                    let (first, last) = (end + 1, end + 1 + next(12));
+                    manifest.log.push(if next(7) == 0 { gap(first, last) } else { batch(first, last) });
+                    end = last;
+                }
+                let beyond = if next(6) == 0 { 1 + next(5) } else { 0 };
+                let at = end - next(3).min(end) + beyond;
+                if manifest.snapshots.last().is_none_or(|s| s.position < at) {
+                    manifest.snapshots.push(snapshot(at));
+                }
+                let before = manifest.clone();
+                let Some(plan) = plan(&manifest, keep) else { continue };
+                prunes += 1;
+                manifest = applied(manifest, &plan);
+                assert_eq!(check_prunes(&manifest), Ok(()), "{before:?}");
+                assert_eq!(super::plan(&manifest, keep), None, "{before:?}");
+                let deleted = deleted_keys(&manifest);
+                for record in &before.log {
+                    if let Record::Batch(b) = record {
+                        let gone = deleted.contains(b.key.as_str());
+                        assert_eq!(
+                            gone,
+                            b.last <= plan.oldest_kept,
+                            "batch {}..{}: {before:?}",
+                            b.first,
+                            b.last
+                        );
+                    }
+                }
+                let live: Vec<u64> = manifest.live_snapshots().map(|s| s.position).collect();
+                let newest_usable = before.snapshots.iter().rev().find(|s| s.position <= end);
+                assert!(newest_usable.is_none_or(|s| live.contains(&s.position)), "{before:?}");
+                assert_eq!(live.first(), Some(&plan.oldest_kept), "{before:?}");
+                for position in plan.oldest_kept..=end {
+                    let start = crate::restore::start::start("s", &manifest, Some(position))
+                        .unwrap_or_else(|e| panic!("{position}: {e}: {before:?}"));
+                    let from = start.first_position();
+                    let covered = start.records.first().is_none_or(|r| r.first() <= from);
+                    assert!(covered, "{position}: the records after the snapshot start at {from}");
+                }
+            }
+        }
+        assert!(prunes > 200, "only {prunes} prunes: the generator does not exercise retention");
     }
 
     #[test]

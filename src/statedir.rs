@@ -9,14 +9,18 @@
 //! STATE_DIR/STREAM/lock                held (flock) by the process archiving STREAM;
 //!                                      holds its PID, for messages
 //! STATE_DIR/STREAM/target              the archive the journal describes (its place)
+//! STATE_DIR/STREAM/backlog-dropped     segments deleted for backlog_limit, until
+//!                                      their gap is recorded
 //! STATE_DIR/STREAM/.NAME.PID-N.tmp     temp files of durable writes (durable)
 //! STATE_DIR/STREAM/snapshot/job-N       a snapshot job's output, removed once uploaded
+//! STATE_DIR/STREAM/snapshot/job-N.running  there while job N's command may run
 //! STATE_DIR/.walship-check             `walship check`'s probe, removed at once
 //! STATE_DIR/.walship-control           the daemon's control socket (`control`)
 //! STATE_DIR/.walship-control.new       the socket while its permissions are set
 //! STATE_DIR/.walship-control.lock      held (flock) by the daemon serving the socket
 //! STATE_DIR/.walship-jobs              the last snapshot job id given out
 //! STATE_DIR/.walship-jobs.lock         held (flock) while an id is given out
+//! STATE_DIR/.data-budget               the data budget's count (budget)
 //! ```
 //!
 //! Names at the top level start with '.', which a stream name cannot, so
@@ -64,6 +68,17 @@ pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
 }
 
+/// The range of segments deleted for `backlog_limit` whose gap is not
+/// recorded yet (`stream::backlog`).
+pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("backlog-dropped")
+}
+
+/// The data budget's count (`budget`).
+pub fn data_budget(state_dir: &Path) -> PathBuf {
+    state_dir.join(".data-budget")
+}
+
 /// `walship check`'s write probe.
 pub fn check_probe(state_dir: &Path) -> PathBuf {
     state_dir.join(".walship-check")
@@ -77,6 +92,13 @@ pub fn snapshot_dir(state_dir: &Path, stream: &str) -> PathBuf {
 /// The output file of snapshot job `job` (its `WALSHIP_OUTPUT`).
 pub fn snapshot_output(state_dir: &Path, stream: &str, job: u64) -> PathBuf {
     snapshot_dir(state_dir, stream).join(format!("job-{job}"))
+}
+
+/// The marker that job `job`'s command may be running: a process that
+/// died with it there left the command's processes to kill at its next
+/// start.
+pub fn snapshot_running_marker(state_dir: &Path, stream: &str, job: u64) -> PathBuf {
+    snapshot_dir(state_dir, stream).join(format!("job-{job}.running"))
 }
 
 /// The daemon's control socket.

@@ -110,6 +110,15 @@ pub struct StreamStatus {
     pub held_through: Option<u64>,
     /// With `replicas = on`: who offloads the stream, and why.
     pub replica: Option<ReplicaStatus>,
+    /// The upload bandwidth in force (`bandwidth_limit`, the schedule's
+    /// window); `None` when unlimited.
+    pub bandwidth: Option<String>,
+    /// Why no new upload starts now (a `0` window, a spent data budget);
+    /// `None` when uploads may go.
+    pub held: Option<String>,
+    /// Bytes of waiting segments deleted unarchived by `backlog_limit`
+    /// since the process started.
+    pub dropped_bytes: u64,
     /// Snapshots: the last job, the newest and the next.
     pub snapshots: SnapshotStatus,
 }
@@ -140,6 +149,8 @@ impl StreamStatus {
         let _ = writeln!(out, "last_success={}", opt(self.last_success));
         let _ = writeln!(out, "last_error={}", self.last_error.as_deref().unwrap_or("").replace('\n', " "));
         let _ = writeln!(out, "backoff_ms={}", opt(self.backoff_ms));
+        let _ = writeln!(out, "bandwidth={}", self.bandwidth.as_deref().unwrap_or(""));
+        let _ = writeln!(out, "held={}", self.held.as_deref().unwrap_or(""));
         self.snapshots.write_file_lines(&mut out);
         if let Some(replica) = &self.replica {
             let _ = writeln!(out, "node={}", replica.node);
@@ -173,6 +184,8 @@ impl StreamStatus {
                         (!value.is_empty()).then(|| value.to_string());
                 }
                 "election" => s.replica.get_or_insert_default().reason = value.to_string(),
+                "bandwidth" => s.bandwidth = (!value.is_empty()).then(|| value.to_string()),
+                "held" => s.held = (!value.is_empty()).then(|| value.to_string()),
                 _ => {
                     let stream = s.stream.clone();
                     s.snapshots.read_file_line(key, value, &stream);
@@ -190,7 +203,8 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},{}{}}}",
+             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\
+             \"bandwidth\":{},\"held\":{},{}{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
@@ -202,6 +216,8 @@ impl StreamStatus {
             text(self.last_error.as_deref()),
             opt(self.backoff_ms.filter(|_| self.daemon_running)),
             self.daemon_running,
+            text(self.bandwidth.as_deref().filter(|_| self.daemon_running)),
+            text(self.held.as_deref().filter(|_| self.daemon_running)),
             self.snapshots.json_members(),
             self.replica.as_ref().map_or(String::new(), |r| format!(
                 ",\"node\":{},\"offloader\":{},\"election\":{}",
@@ -244,6 +260,14 @@ impl StreamStatus {
                 None => "nobody offloads".to_string(),
             };
             let _ = writeln!(out, "  offloader:          {role} ({})", replica.reason);
+        }
+        if self.daemon_running {
+            if let Some(bandwidth) = &self.bandwidth {
+                let _ = writeln!(out, "  bandwidth window:   {bandwidth}");
+            }
+            if let Some(held) = &self.held {
+                let _ = writeln!(out, "  uploads held:       {held}");
+            }
         }
         if self.late_segments > 0 {
             let _ = writeln!(
@@ -377,9 +401,14 @@ mod tests {
             last_success: Some(1_700_000_000),
             last_error: Some("stream sensors: boom = bad".into()),
             backoff_ms: Some(250),
+            bandwidth: Some("256.0 KiB/s until 19:00".into()),
+            held: Some("data budget spent; uploads resume on 2026-12-01".into()),
             ..Default::default()
         };
         assert_eq!(StreamStatus::from_file_text(&s.to_file_text()), s);
+        let shown = StreamStatus { daemon_running: true, ..s.clone() }.to_human(SystemTime::now());
+        assert!(shown.contains("bandwidth window:   256.0 KiB/s until 19:00"), "{shown}");
+        assert!(shown.contains("uploads held:       data budget spent"), "{shown}");
         let empty = StreamStatus { stream: "x".into(), ..Default::default() };
         assert_eq!(StreamStatus::from_file_text(&empty.to_file_text()), empty);
     }

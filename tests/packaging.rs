@@ -37,6 +37,11 @@ const GLOBAL_KEYS: &[&str] = &[
     "log_level",
     "node_id",
     "heartbeat_interval",
+    "bandwidth_limit",
+    "bandwidth_schedule",
+    "restore_bandwidth_limit",
+    "data_budget",
+    "budget_period_start",
     "prune_interval",
 ];
 const STREAM_KEYS: &[&str] = &[
@@ -54,6 +59,7 @@ const STREAM_KEYS: &[&str] = &[
     "on_archived",
     "replicas",
     "max_offloader_lag",
+    "backlog_limit",
     "compression",
     "compression_level",
 ];

@@ -139,6 +139,20 @@ fn the_schedule_follows_the_rule_and_jumps() {
     for (position, content) in snapshot_objects(&setup) {
         assert_eq!(content, state_text(&state_at(position)), "snapshot at {position}");
     }
+    // The application rebuilds its state from what a restore writes.
+    let restored = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    let (state, snapshot, _) = kvapp::rebuild(&restored);
+    assert_eq!((state, snapshot), (state_at(150), Some(150)));
+    // A wiped state directory adopts the snapshot records from the archive:
+    // no snapshot is taken again, the next one is still at 200.
+    fs::remove_dir_all(&setup.state).unwrap();
+    let out = setup.ok(&["run", "--once"]);
+    assert!(!out.contains("snapshot job"), "{out}");
+    assert!(status_json(&setup).contains("\"snapshot_position\":150,\"next_snapshot\":200"));
+    kvapp::write_segments(&setup.src, 151..=200);
+    let out = setup.ok(&["run", "--once"]);
+    assert!(out.contains("at position 200 succeeded"), "{out}");
 }
 
 #[test]
@@ -396,6 +410,16 @@ fn failing_commands_fail_the_job_and_say_why() {
     setup.write_config(10, "seal = spool\nsnapshot_command = echo disk on fire >&2; exit 3", "");
     let log = stderr(&snapshot(&setup));
     assert!(log.contains("stream s: snapshot job") && log.contains(": disk on fire"), "{log}");
+    // A scheduled job that fails in `run --once` makes it exit 1.
+    let lines = "seal = spool\nsnapshot_interval = 10\nsnapshot_command = exit 4";
+    setup.write_config(10, lines, "");
+    let once = setup.walship(&["run", "--once"]);
+    assert_eq!(once.status.code(), Some(1), "{}", stderr(&once));
+    assert!(
+        stdout(&once).contains("at position 0 failed: the snapshot command failed with exit status 4"),
+        "{}",
+        stdout(&once)
+    );
 }
 
 /// More than 100 snapshots recorded refuses new jobs with a message that
@@ -605,5 +629,60 @@ fn sigterm_during_a_job_stops_the_daemon_promptly() {
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     let status = status_json(&setup);
     assert!(status.contains("\"state\":\"failed\"") && status.contains("walship stopped"), "{status}");
+    assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
+}
+
+/// The embedding API: `Archiver::snapshot_now` reports the job's start and
+/// end; an unknown stream gets `None`; dropping the archiver stops it.
+#[test]
+fn an_embedding_program_takes_a_snapshot_now() {
+    use walship::snapshot::{JobEvent, JobState};
+    let setup = kv_setup("snap-library", 10, 0, "", "");
+    // snapshot_interval = 0: no scheduled snapshot, only those asked for.
+    kvapp::write_segments(&setup.src, 0..=10);
+    let config = walship::config::load(&setup.config).unwrap();
+    let archiver = walship::Archiver::start(&config).unwrap();
+    wait_for("archiving", Duration::from_secs(20), || archiver.status()[0].archived_position == Some(10));
+    assert!(archiver.snapshot_now("nope").is_none());
+    let events: Vec<JobEvent> = archiver.snapshot_now("s").unwrap().iter().collect();
+    match &events[..] {
+        [JobEvent::Started(started), JobEvent::Ended(ended)] => {
+            assert_eq!((started.state.clone(), started.position), (JobState::Running, 10));
+            assert_eq!((ended.state.clone(), ended.id), (JobState::Succeeded, started.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(archiver.status()[0].snapshots.position, Some(10));
+    drop(archiver);
+    assert!(!setup.state.join(".walship-control").exists(), "dropping stops it, socket and all");
+    assert_eq!(snapshot_objects(&setup), [(10, state_text(&state_at(10)))]);
+}
+
+/// SIGKILL of the daemon while a command runs with a child in the
+/// background: the shell dies with walship, and the child, which would run
+/// on, is found and killed at the next start; nothing is left in the
+/// snapshot directory.
+#[test]
+fn a_killed_daemon_leaves_no_command_running_after_its_restart() {
+    let setup = Setup::new("snap-orphan", 10, "");
+    let grandchild = setup.dir.path.join("grandchild.pid");
+    let command = format!("sh -c 'echo $$ > {}; exec sleep 600' & sleep 600", grandchild.display());
+    setup.write_config(10, &snapshot_lines(1000, &command, ""), "");
+    kvapp::write_segments(&setup.src, 0..=10);
+    let daemon = Daemon::start(&setup.config, false);
+    wait_for("the grandchild", Duration::from_secs(20), || {
+        fs::read_to_string(&grandchild).is_ok_and(|t| t.ends_with('\n'))
+    });
+    daemon.kill();
+    let pid: i32 = fs::read_to_string(&grandchild).unwrap().trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!process_gone(pid), "the background child outlives a SIGKILL of walship by itself");
+    fs::remove_file(&grandchild).unwrap();
+    let daemon = Daemon::start(&setup.config, true);
+    wait_for("the old child killed", Duration::from_secs(10), || process_gone(pid));
+    // The restarted daemon's own job runs (and will be killed at stop).
+    wait_for("the new job", Duration::from_secs(20), || grandchild.exists());
+    let log = stderr(&daemon.terminate());
+    assert!(log.contains("processes left running by an interrupted snapshot job"), "{log}");
     assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
 }

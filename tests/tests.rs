@@ -31,6 +31,8 @@ mod leftovers;
 mod library;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
+/// Metered links: bandwidth limit and schedule, data budget, backlog limit.
+mod metered;
 /// The systemd unit and example config; the notify protocol and SIGHUP reload.
 mod packaging;
 /// Overlapping state_dir, target and stream directories are refused.

@@ -14,6 +14,7 @@ use crate::target::url::TargetUrl;
 
 use super::ConfigError;
 use super::ini::{Fields, quote};
+use super::metered::{Metered, parse_metered};
 use super::values::{absolute_path, number_in, parse_listen, parse_log_level, parse_size, positive_duration};
 
 /// The `[global]` section.
@@ -60,6 +61,8 @@ pub struct Global {
     pub node_id: Option<String>,
     /// 1s..=1h; how often heartbeats are written.
     pub heartbeat_interval: Duration,
+    /// Bandwidth and data budgets (see [`Metered`]).
+    pub metered: Metered,
     /// More than 0: how often a running daemon applies retention.
     pub prune_interval: Duration,
 }
@@ -118,6 +121,7 @@ pub fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         log_level: f.value("log_level", parse_log_level)?,
         node_id: f.optional("node_id", |v| check_node_id(v).map(|()| v.to_string()))?,
         heartbeat_interval: f.value("heartbeat_interval", parse_heartbeat_interval)?,
+        metered: parse_metered(f)?,
         prune_interval: f.value("prune_interval", positive_duration)?,
     })
 }

@@ -12,7 +12,8 @@
 //!
 //! The parts, by concern: `ini` (syntax), [`keys`] (every key and its
 //! default, in one table), [`values`] (sizes, durations and other value
-//! parsers), `global` and `stream` (the two kinds of section), and
+//! parsers), `global` and `stream` (the two kinds of section),
+//! [`metered`] (the bandwidth and data budget keys of `[global]`), and
 //! [`places`]. Target settings are validated by the target module's own
 //! validators. Whether the directories exist and a target is reachable is
 //! `walship check`'s job.
@@ -20,6 +21,7 @@
 mod global;
 mod ini;
 pub mod keys;
+pub mod metered;
 pub mod places;
 mod stream;
 pub mod values;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::target::url::TargetUrl;
 pub use global::{Global, check_node_id};
+pub use metered::Metered;
 pub use stream::{
     Compression, DEFAULT_ZSTD_LEVEL, MAX_BATCH_SIZE, OnArchived, Replicas, SealMode, StreamConfig,
     ZSTD_LEVELS, check_stream_name,
@@ -209,7 +212,8 @@ fn invalid(path: &Path, line: Option<usize>, key: Option<String>, message: Strin
 /// must name the file; a config that parses must keep the rules (at least
 /// one stream, unique valid names, batch_size in 1..=100000, snapshots a
 /// multiple of batch_size with a command, backoff_min <= backoff_max, the
-/// places apart as written). Panics otherwise.
+/// places apart as written, not both bandwidth_limit and a schedule,
+/// backlog_limit only for a spool). Panics otherwise.
 pub fn check_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -228,6 +232,12 @@ pub fn check_parse(data: &[u8]) {
     let global = &config.global;
     assert!(global.backoff_min <= global.backoff_max, "backoff_min > backoff_max: {global:?}");
     assert!(global.part_size > 0 && (1..=16).contains(&global.parallel_uploads), "{global:?}");
+    let metered = &global.metered;
+    assert!(metered.bandwidth_limit.is_none() || metered.bandwidth_schedule.is_none(), "{metered:?}");
+    assert!(
+        metered.data_budget.is_none_or(|b| b.bytes > 0 && (1..=31).contains(&b.start_day)),
+        "{metered:?}"
+    );
     for (index, stream) in config.streams.iter().enumerate() {
         assert_eq!(check_stream_name(&stream.name), Ok(()), "invalid stream name parsed");
         assert!(
@@ -243,6 +253,7 @@ pub fn check_parse(data: &[u8]) {
             stream.replicas.is_none() || global.node_id.is_some(),
             "replicas without node_id: {stream:?}"
         );
+        assert!(stream.backlog_limit.is_none() || stream.seal == SealMode::Spool, "{stream:?}");
     }
     let written: Vec<PathBuf> = places::places(&config).iter().map(|p| places::normalize(&p.path)).collect();
     for (index, a) in written.iter().enumerate() {

@@ -16,7 +16,9 @@ use std::time::Duration;
 use crate::naming::Naming;
 
 use super::ini::{Fields, quote};
-use super::values::{absolute_path, command_line, number_in, one_of, parse_whole, positive_duration};
+use super::values::{
+    absolute_path, command_line, number_in, one_of, parse_size, parse_whole, positive_duration,
+};
 use super::{ConfigError, invalid};
 
 /// How a stream decides a segment is complete.
@@ -89,6 +91,10 @@ pub struct StreamConfig {
     /// nodes, which elect one offloader among them (see `fleet::election`).
     /// Default off: `None`.
     pub replicas: Option<Replicas>,
+    /// Only with `seal = spool`; default none: nothing is ever deleted
+    /// unarchived. Bytes of waiting segments past which the oldest are
+    /// dropped (and recorded as a gap).
+    pub backlog_limit: Option<u64>,
     /// Default none; `compression_level` (default 3, 1..=19) only with zstd.
     pub compression: Compression,
 }
@@ -148,6 +154,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
         replicas: parse_replicas(f)?,
+        backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
     })
 }
@@ -237,6 +244,26 @@ fn parse_snapshots(f: &Fields, batch_size: u64) -> Result<(u64, Option<String>),
     Ok((snapshot_interval, snapshot_command))
 }
 
+/// `backlog_limit`: a size above 0, and only for a spool, whose files were
+/// handed over to walship; with `seal = next` the directory is the
+/// application's own log, which walship never deletes unarchived.
+fn parse_backlog_limit(f: &Fields, seal: SealMode) -> Result<Option<u64>, ConfigError> {
+    let limit = f.optional("backlog_limit", |v| match parse_size(v)? {
+        0 => Err(format!("expected a size above 0, got {}; remove the line for no limit", quote(v))),
+        bytes => Ok(bytes),
+    })?;
+    if limit.is_some() && seal != SealMode::Spool {
+        return Err(f.error(
+            "backlog_limit",
+            "only applies with seal = spool: it deletes waiting segments unarchived, which walship \
+             does only in a spool handed over to it, never in an application's own log directory; \
+             set seal = spool or remove this line"
+                .into(),
+        ));
+    }
+    Ok(limit)
+}
+
 /// `compression` (default none) and `compression_level`, which only goes
 /// with zstd.
 fn parse_compression(f: &Fields) -> Result<Compression, ConfigError> {
@@ -300,6 +327,7 @@ mod tests {
             ("replicas = yes", "replicas", "expected off | on"),
             ("max_offloader_lag = 4", "max_offloader_lag", "only applies with replicas = on"),
             ("replicas = on", "replicas", "add `node_id = NAME` to [global]"),
+            ("backlog_limit = 2GiB", "backlog_limit", "only applies with seal = spool"),
             ("compression = gzip", "compression", "expected none | zstd"),
             ("compression_level = 5", "compression_level", "only applies with compression = zstd"),
         ];
@@ -313,6 +341,14 @@ mod tests {
             Some(&key("seal_idle")),
             "only applies with seal = next (line 9",
         );
+        assert_error(
+            &config_text("", "seal = spool\nbacklog_limit = 0"),
+            Some(10),
+            Some(&key("backlog_limit")),
+            "a size above 0",
+        );
+        let spool = parse_text(&config_text("", "seal = spool\nbacklog_limit = 2GiB")).expect("valid");
+        assert_eq!(spool.streams[0].backlog_limit, Some(2 << 30));
     }
 
     #[test]

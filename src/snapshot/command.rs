@@ -6,7 +6,9 @@
 //! The command runs in a process group of its own; when it exits, times out
 //! (`snapshot_timeout`) or walship stops, the whole group is killed
 //! (`killpg`), so no child of the command outlives its job. If walship
-//! itself dies, the shell gets SIGKILL (`PR_SET_PDEATHSIG`). Its stderr is
+//! itself dies, the shell gets SIGKILL (`PR_SET_PDEATHSIG`), and what the
+//! command started in the background is found at the next start by the
+//! `WALSHIP_OUTPUT` in its environment and killed ([`kill_leftovers`]). Its stderr is
 //! copied into walship's log line by line, prefixed with the stream and the
 //! job; its stdout is discarded. It starts with no signal blocked, whatever
 //! walship's threads block.
@@ -170,6 +172,30 @@ fn watch(
         }
         thread::sleep(WATCH_INTERVAL.min(deadline - now));
     }
+}
+
+/// SIGKILL every process (of this user) whose environment holds
+/// `WALSHIP_OUTPUT=output`: what a job's command left running when walship
+/// died. Returns how many were killed.
+pub fn kill_leftovers(output: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let mut wanted = b"WALSHIP_OUTPUT=".to_vec();
+    wanted.extend_from_slice(output.as_os_str().as_bytes());
+    let Ok(processes) = std::fs::read_dir("/proc") else { return 0 };
+    let own = std::process::id();
+    let mut killed = 0;
+    for entry in processes.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        // Unreadable (another user's, unless walship runs as root): not ours.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if pid != own && environ.split(|b| *b == 0).any(|var| var == wanted) {
+            // SAFETY: kill only sends a signal to the process just found.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 /// SIGKILL every process of the group (none left is fine).

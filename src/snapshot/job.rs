@@ -8,7 +8,10 @@
 //!
 //! Output files never outlive their job: each is removed when its job ends,
 //! and [`clean_outputs`] removes those a killed process left, at the next
-//! start (the command itself died with walship: `command`).
+//! start. A marker (`job-N.running`) is there while the command may run; a
+//! marker found at the next start means the command's shell died with
+//! walship, and whatever it left running is killed then
+//! (`command::kill_leftovers`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,6 +55,8 @@ pub fn run(
         .map_err(|e| Error::local("create the snapshot directory", &dir, e).to_string())?;
     let output = Output(statedir::snapshot_output(spec.state_dir, stream, spec.id));
     let _ = std::fs::remove_file(&output.0);
+    let marker = Output(statedir::snapshot_running_marker(spec.state_dir, stream, spec.id));
+    std::fs::write(&marker.0, b"").map_err(|e| Error::local("write", &marker.0, e).to_string())?;
     let run = CommandRun {
         command: spec.command,
         stream,
@@ -60,7 +65,9 @@ pub fn run(
         output: &output.0,
         timeout: spec.timeout,
     };
-    command::run(&run, stop).map_err(|failure| failure.to_string())?;
+    let ran = command::run(&run, stop);
+    drop(marker); // the command's processes are gone, whatever happened
+    ran.map_err(|failure| failure.to_string())?;
     store_output(spec, &output.0, target, status).map_err(|e| e.to_string())
 }
 
@@ -105,7 +112,8 @@ fn store_output(
     Ok(record)
 }
 
-/// A job's output file, removed when the job ends whatever happened.
+/// A job's output file (or its running marker), removed when the job ends
+/// whatever happened.
 struct Output(std::path::PathBuf);
 
 impl Drop for Output {
@@ -127,7 +135,9 @@ fn remove_output(path: &Path) -> std::io::Result<()> {
 }
 
 /// Remove the output files a killed process left in the stream's snapshot
-/// directory. Call only while holding the stream's lock.
+/// directory, after killing what still runs of the commands it left
+/// running (their running markers say which). Call only while holding the
+/// stream's lock.
 pub fn clean_outputs(state_dir: &Path, stream: &str) -> Result<(), Error> {
     let dir = statedir::snapshot_dir(state_dir, stream);
     let entries = match std::fs::read_dir(&dir) {
@@ -137,6 +147,15 @@ pub fn clean_outputs(state_dir: &Path, stream: &str) -> Result<(), Error> {
     };
     for entry in entries {
         let path = entry.map_err(|e| Error::local("read the snapshot directory", &dir, e))?.path();
+        if let Some(output) = path.to_str().and_then(|p| p.strip_suffix(".running")) {
+            let killed = command::kill_leftovers(Path::new(output));
+            if killed > 0 {
+                log::warn!(
+                    "stream {stream}: killed {} left running by an interrupted snapshot job",
+                    crate::human::count(killed as u64, "process")
+                );
+            }
+        }
         match remove_output(&path) {
             Ok(()) => log::info!(
                 "stream {stream}: removed {}, left by a snapshot job that was interrupted",

@@ -115,8 +115,12 @@ impl SnapshotStatus {
         )
     }
 
-    /// The lines of `status`'s table.
+    /// The lines of `status`'s table; none for a stream that has never
+    /// had a snapshot and schedules none.
     pub fn write_human_lines(&self, out: &mut String, now: u64) {
+        if *self == SnapshotStatus::default() {
+            return;
+        }
         let pos = |v: Option<u64>| v.map_or("none".to_string(), |v| v.to_string());
         let _ = writeln!(out, "  last snapshot:      {}", pos(self.position));
         let _ = writeln!(out, "  next snapshot:      {}", pos(self.next_position));
@@ -232,6 +236,13 @@ mod tests {
         assert!(table.contains("snapshot job 9 of stream s at position 300 failed: the command"), "{table}");
         assert!(table.contains("(started 30s ago, took 30s)"), "{table}");
         assert_eq!((snapshots.jobs_failed, snapshots.seconds.count), (1, 1));
+    }
+
+    #[test]
+    fn a_stream_without_snapshots_shows_no_snapshot_lines() {
+        let mut table = String::new();
+        SnapshotStatus::default().write_human_lines(&mut table, 0);
+        assert_eq!(table, "");
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Stream {
     /// application's low water mark said so, rather than the directory.
     pub(super) fn record_gap(&mut self, first: u64, last: u64, told: bool) -> Result<(), Error> {
         let dir = crate::manifest::printable(&self.config.dir.display().to_string());
-        let (reason, why) = if told {
+        let backlog = self.backlog_gap_reason(first, last)?;
+        let (reason, why) = if let Some(reason) = backlog {
+            self.snapshot_after_drop = true;
+            (reason, "were deleted unarchived for backlog_limit".to_string())
+        } else if told {
             (
                 format!("the application no longer holds positions below {}", last + 1),
                 format!(
@@ -75,6 +79,7 @@ impl Stream {
             )
         };
         self.commit(Record::Gap(GapRecord { first, last, reason }))?;
+        self.backlog_gap_recorded(last)?;
         log::error!("stream {}: positions {first}..{last} {why}; recorded a gap and moved on", self.name());
         Ok(())
     }
@@ -165,7 +170,7 @@ impl Stream {
 
 /// Whether `seg.path` still names the file the scan found (and the batch
 /// read): same file, size and time.
-fn is_the_file_read(seg: &Segment) -> bool {
+pub(super) fn is_the_file_read(seg: &Segment) -> bool {
     fs::metadata(&seg.path).is_ok_and(|meta| {
         (meta.dev(), meta.ino()) == seg.file_id
             && meta.len() == seg.len

@@ -28,6 +28,7 @@
 //! it through `commit`) are [`snapshots`]'.
 
 mod adopt;
+pub mod backlog;
 mod binding;
 mod commit;
 mod follow;
@@ -45,6 +46,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::bandwidth;
+use crate::budget;
+use crate::calendar::LocalTime;
 use crate::catalog;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::durable;
@@ -107,6 +111,9 @@ pub struct Stream {
     source: Source,
     /// The snapshots recorded and not pruned.
     snapshots: SnapshotBook,
+    /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
+    /// pass has caught up (`backlog`).
+    snapshot_after_drop: bool,
     _lock: Arc<StreamLock>,
 }
 
@@ -165,6 +172,7 @@ impl Stream {
             status,
             source,
             snapshots,
+            snapshot_after_drop: false,
             _lock: lock,
         };
         stream.abort_stale_uploads()?;
@@ -236,8 +244,15 @@ impl Stream {
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&survey.archived)?;
             self.update_status(|s| s.late_segments = survey.late.len() as u64);
+            if self.enforce_backlog_limit(&survey.waiting)? {
+                continue; // look at the directory again, without the deleted files
+            }
+            if self.record_dropped_before_any_archive(&survey.waiting)? {
+                report.gaps += 1;
+            }
             let segments = survey.waiting;
             let facts = self.facts(&segments, hints);
+            self.uploads_held();
             let mut progressed = false;
             loop {
                 if should_stop() {
@@ -249,6 +264,11 @@ impl Stream {
                         let told = hints.low_water_mark == Some(last + 1);
                         self.record_gap(first, last, told)?;
                         report.gaps += 1;
+                    }
+                    Step::Upload { .. } if self.uploads_held().is_some() => {
+                        // A `0` bandwidth window or a spent data budget:
+                        // wait, quietly; the status says why.
+                        return Ok(report);
                     }
                     Step::Upload { first, last, .. } => {
                         let rules = StreamRules::new(&self.config.name, &self.config.naming);
@@ -278,6 +298,27 @@ impl Stream {
                 return Ok(report);
             }
         }
+    }
+
+    /// Why no new upload may start now (a `0` bandwidth window, a spent
+    /// data budget), or `None`; the status shows it, with the bandwidth in
+    /// force, and the log says it once when it starts and once when it ends.
+    fn uploads_held(&self) -> Option<String> {
+        let now = LocalTime::now();
+        let held = bandwidth::uploads().held(now).or_else(|| budget::held(now));
+        let bandwidth = bandwidth::uploads().describe(now);
+        let before = self.status.get().held;
+        if before != held {
+            match &held {
+                Some(why) => log::info!("stream {}: uploads held: {why}", self.name()),
+                None => log::info!("stream {}: uploads resume", self.name()),
+            }
+        }
+        self.update_status(|s| {
+            s.held = held.clone();
+            s.bandwidth = bandwidth;
+        });
+        held
     }
 
     fn policy(&self, flush: bool, hints: Hints) -> BatchPolicy {

@@ -40,6 +40,15 @@ pub(super) struct PreparedBatch<'a> {
     frames: Option<(i32, Vec<FrameKind>)>,
 }
 
+/// How an object found stored at a batch's key holds its segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StoredLayout {
+    /// As their concatenation.
+    Identity,
+    /// As zstd frames of these lengths.
+    Frames(Checked),
+}
+
 /// Map and checksum the present segments `first..=last` of the stream
 /// (contiguous, as the plan guarantees), and validate the record they will
 /// make: a record the manifest would refuse is refused before the upload.
@@ -111,6 +120,8 @@ fn plan_frames(
         offset += frame.stored_len;
         kinds.push(frame.kind);
     }
+    // The logical size and CRC32 combine from the segments as for an
+    // identity batch; what is stored is the frames.
     let mut record = BatchRecord::identity(stream, first, last, entries);
     record.stored = StoredObject { size: offset, crc32: stored_crc, encoding: Encoding::ZstdFrames };
     Ok((record, kinds))
@@ -131,21 +142,43 @@ impl<'a> PreparedBatch<'a> {
         Ok(send(&Upload::stream(&mut reader, size, crc32)))
     }
 
-    /// The object already stored at the key holds these segments in frames
-    /// laid out as `found` says (another libzstd made it): record that
-    /// layout instead of the planned one.
-    pub fn adopt_layout(&mut self, rules: &StreamRules<'_>, found: &Checked) -> Result<(), Error> {
+    /// The object already stored at the key holds exactly these segments,
+    /// but not as planned (stored with the other `compression` setting, or
+    /// in frames another libzstd made): record it as `found` says it is.
+    pub fn adopt_layout(&mut self, rules: &StreamRules<'_>, found: &StoredLayout) -> Result<(), Error> {
         let Record::Batch(planned) = &self.record else { return Ok(()) };
         let mut batch = planned.clone();
+        let (stored_lens, stored): (Vec<u64>, StoredObject) = match found {
+            StoredLayout::Identity => {
+                let lens = batch.segments.iter().map(|s| s.len).collect();
+                (lens, StoredObject { size: batch.size, crc32: batch.crc32, encoding: Encoding::Identity })
+            }
+            StoredLayout::Frames(checked) => {
+                let stored = StoredObject {
+                    size: checked.stored_size,
+                    crc32: checked.stored_crc32,
+                    encoding: Encoding::ZstdFrames,
+                };
+                (checked.stored_lens.clone(), stored)
+            }
+        };
         let mut offset = 0;
-        for (entry, stored_len) in batch.segments.iter_mut().zip(&found.stored_lens) {
-            (entry.offset, entry.stored_len) = (offset, *stored_len);
+        for (entry, stored_len) in batch.segments.iter_mut().zip(stored_lens) {
+            (entry.offset, entry.stored_len) = (offset, stored_len);
             offset += stored_len;
         }
-        batch.stored = StoredObject { size: found.stored_size, crc32: found.stored_crc32, ..batch.stored };
-        self.stored = batch.stored;
+        batch.stored = stored;
+        self.stored = stored;
         self.record = validated(rules, Record::Batch(batch))?;
         Ok(())
+    }
+
+    /// The logical size and CRC32: what an identity object of the batch is.
+    pub fn logical(&self) -> (u64, u32) {
+        match &self.record {
+            Record::Batch(batch) => (batch.size, batch.crc32),
+            Record::Gap(_) => (0, 0),
+        }
     }
 
     /// What each frame of the object must decode to (zstd batches).

@@ -189,8 +189,12 @@ impl PruneSchedule {
                     unavailable.unwrap_or("it has not started yet")
                 )),
             };
-            if answer.is_ok() && !dry_run {
-                self.last_error = None;
+            if !dry_run {
+                // A prune cut short is finished by the next scheduled run.
+                self.settled = answer.is_ok();
+                if answer.is_ok() {
+                    self.last_error = None;
+                }
             }
             let _ = reply.send(answer);
         }

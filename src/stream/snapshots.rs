@@ -80,6 +80,10 @@ impl SnapshotJobs {
         if self.running.is_some() || self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
+        // A `0` bandwidth window or a spent data budget holds snapshots too.
+        if stream.uploads_held().is_some() {
+            return;
+        }
         if let Err(refusal) = snapshot::admit(stream.name(), None, stream.snapshot_count()) {
             let message = refusal.to_string();
             if self.refused.as_ref() != Some(&message) {
@@ -105,13 +109,13 @@ impl SnapshotJobs {
             let _ = reply.send(JobEvent::Refused(why.into()));
             return;
         };
-        let started = match self.admit_request(stream) {
+        let outcome = match self.admit_request(stream) {
             Ok(position) => self
                 .start(stream, position, Some(reply.clone()))
                 .map_err(|error| format!("stream {}: cannot start the snapshot job: {error}", stream.name())),
             Err(why) => Err(why),
         };
-        if let Err(why) = started {
+        if let Err(why) = outcome {
             let _ = reply.send(JobEvent::Refused(why));
         }
     }
@@ -139,7 +143,7 @@ impl SnapshotJobs {
             return Err(Error::Usage(no_command(stream.name())));
         };
         let id = snapshot::next_job_id(&self.state_root)?;
-        let report = started(stream.name(), position, id);
+        let report = running_report(stream.name(), position, id);
         log::info!("stream {}: snapshot job {id} started at position {position}", stream.name());
         let stop = Arc::new(AtomicBool::new(false));
         let (name, naming, timeout) = (config.name.clone(), config.naming.clone(), config.snapshot_timeout);
@@ -212,7 +216,7 @@ pub fn take_snapshot(
     let config = stream.config().clone();
     let command = config.snapshot_command.as_deref().ok_or_else(|| Error::Usage(no_command(&config.name)))?;
     let id = snapshot::next_job_id(state_root)?;
-    let report = started(&config.name, position, id);
+    let report = running_report(&config.name, position, id);
     log::info!("stream {}: snapshot job {id} started at position {position}", config.name);
     stream.update_status(|s| s.snapshots.last_job = Some(report.clone()));
     let rules = StreamRules::new(&config.name, &config.naming);
@@ -246,7 +250,7 @@ fn no_command(stream: &str) -> String {
     format!("stream {stream} has no snapshot_command; set one in its [stream {stream}] section")
 }
 
-fn started(stream: &str, position: u64, id: u64) -> JobReport {
+fn running_report(stream: &str, position: u64, id: u64) -> JobReport {
     JobReport {
         id,
         stream: stream.into(),

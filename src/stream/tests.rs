@@ -242,6 +242,27 @@ fn file_replaced_during_its_upload_is_not_acknowledged() {
     assert!(!f.segment(1).exists() && !f.segment(3).exists(), "the archived files are acknowledged");
 }
 
+/// Regression: with the link going down between a batch's upload and its
+/// record, `backlog_limit` deleted that batch's segments; the gap then lay
+/// over a stored object, which is never recorded, and the stream stopped
+/// for good. The next batch is kept; the oldest after it go.
+#[test]
+fn backlog_limit_keeps_the_batch_whose_commit_was_cut_short() {
+    let f = Fixture::new("backlog-cut", 1, "backlog_limit = 2KiB");
+    f.write(0..=0, 1024);
+    f.target.faults.lock().unwrap().failing_record_puts = 100;
+    assert!(f.pass().is_err(), "the record of 0..0 cannot be put");
+    assert!(f.target.object("s/batches/0000000000000000-0000000000000000").is_some());
+    f.write(1..=5, 1024);
+    assert!(f.pass().is_err(), "still down");
+    let present: Vec<u64> = (0..=5).filter(|p| f.segment(*p).exists()).collect();
+    assert_eq!(present, vec![0, 5], "the kept batch 0 and the newest that fits");
+    f.target.faults.lock().unwrap().failing_record_puts = 0;
+    let report = f.pass().expect("the link is back");
+    assert_eq!((report.batches, report.healed, report.gaps), (2, 1, 1));
+    assert_eq!(f.journal_ranges(), vec![(0, 0, "batch"), (1, 4, "gap"), (5, 5, "batch")]);
+}
+
 /// With zstd, a segment rewritten between the first pass (frames measured)
 /// and the upload (frames made again) gives other frames than planned: the
 /// batch is refused, nothing stored or recorded, and archived once the

@@ -7,16 +7,19 @@
 //! checksummed; if not, what was just stored is taken back and the batch is
 //! refused.
 //!
-//! A zstd batch stored by another libzstd version (whose frames differ from
-//! the ones this one makes) is compared on what it holds instead: it is
-//! downloaded, each frame must decode to its segment's raw length and CRC32,
-//! and then it is recorded with the layout it has, not sent again.
+//! An object that differs from the planned one may still hold exactly the
+//! batch's segments: stored before the stream's `compression` setting was
+//! changed, or in frames another libzstd version made. It is then compared
+//! on what it holds: as is (the segments' concatenation: the logical size
+//! and CRC32), or downloaded and decoded (each frame must give its
+//! segment's raw length and CRC32); if it holds them, it is recorded as it
+//! is stored, not sent again.
 
 use std::time::Instant;
 
-use super::prepare::PreparedBatch;
+use super::prepare::{PreparedBatch, StoredLayout};
 use crate::error::Error;
-use crate::frames::decode::{Checked, read_frames};
+use crate::frames::decode::read_frames;
 use crate::manifest::{Encoding, StreamRules};
 use crate::status::StatusCell;
 use crate::target::{self, Target, TargetError, Upload};
@@ -59,12 +62,17 @@ pub(super) fn upload(
         store(target, status, stream, &key, body, OnDifferent::Conflict, &changed)
     })?;
     let uploaded = match stored {
-        Err(conflict @ Error::Conflict { .. }) if batch.stored.encoding == Encoding::ZstdFrames => {
-            let Some(found) = same_segments_in_other_frames(target, batch) else { return Err(conflict) };
+        Err(conflict @ Error::Conflict { .. }) => {
+            let Some(found) = same_segments_stored_otherwise(target, stream, batch)? else {
+                return Err(conflict);
+            };
+            let how = match &found {
+                StoredLayout::Identity => "uncompressed".to_string(),
+                StoredLayout::Frames(checked) => format!("in zstd frames of {} bytes", checked.stored_size),
+            };
             log::info!(
-                "stream {stream}: {key} holds these segments in frames another zstd made ({} bytes \
-                 stored instead of {}); recording its own layout",
-                found.stored_size,
+                "stream {stream}: {key} holds these segments {how}, not as planned ({} bytes); \
+                 recording it as it is stored",
                 batch.stored.size
             );
             batch.adopt_layout(rules, &found)?;
@@ -161,10 +169,28 @@ fn already_stored(
     })
 }
 
-/// The layout of the object at the batch's key when it is a sequence of
-/// frames holding exactly the batch's segments (read back whole; only on
-/// the healing path).
-fn same_segments_in_other_frames(target: &dyn Target, batch: &PreparedBatch<'_>) -> Option<Checked> {
+/// How the object at the batch's key holds exactly the batch's segments
+/// other than planned, if it does: as their concatenation, or as zstd
+/// frames of them (read back whole; only on this healing path).
+fn same_segments_stored_otherwise(
+    target: &dyn Target,
+    stream: &str,
+    batch: &PreparedBatch<'_>,
+) -> Result<Option<StoredLayout>, Error> {
+    let Some(existing) = target.head(&batch.key).map_err(|e| Error::target(stream, e))? else {
+        return Ok(None);
+    };
+    let (size, crc32) = batch.logical();
+    if batch.stored.encoding != Encoding::Identity && existing.size == size {
+        let existing_crc = match existing.crc32 {
+            Some(crc) => crc,
+            None => target::stored_crc32(target, &batch.key).map_err(|e| Error::target(stream, e))?,
+        };
+        if existing_crc == crc32 {
+            return Ok(Some(StoredLayout::Identity));
+        }
+    }
     let expected = batch.expected_frames();
-    read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), None).ok()
+    let frames = read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), None);
+    Ok(frames.ok().map(StoredLayout::Frames))
 }

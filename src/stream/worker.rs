@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use super::backlog;
 use super::mailbox::{ArchiveReply, Message, PruneReply};
 use super::retention::PruneSchedule;
 use super::snapshots::SnapshotJobs;
@@ -119,7 +120,8 @@ impl StreamJob {
                     }
                     self.backoff.succeeded();
                     self.set_error(&links, None);
-                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped());
+                    let held = links.status.get().held;
+                    inbox.answer(stream.as_ref().and_then(Stream::archived), stopped(), held.as_deref());
                     if let Some(open) = stream.as_mut().filter(|_| !stopped() && links.member.may_upload()) {
                         prunes.run_if_due(open);
                     }
@@ -175,7 +177,7 @@ impl StreamJob {
         snapshots.stop();
         inbox.snapshot_work(&mut snapshots, None, true, false);
         prunes.answer(inbox.prune_requests.drain(..), None, Some("walship is stopping"));
-        inbox.answer(None, true);
+        inbox.answer(None, true, None);
     }
 
     /// Open the stream if needed (or, after a failure, clear uploads the
@@ -211,8 +213,18 @@ impl StreamJob {
                     Arc::clone(&self.target),
                     Arc::clone(&links.status),
                     lock,
-                )?;
-                stream.insert(opened)
+                );
+                match opened {
+                    Ok(opened) => stream.insert(opened),
+                    Err(error) => {
+                        // The spool still fills while the stream cannot open.
+                        let status = &links.status;
+                        if let Err(e) = backlog::enforce_unopened(&self.config, &self.state_root, status) {
+                            log::error!("{e}");
+                        }
+                        return Err(error);
+                    }
+                }
             }
         };
         // replicas = on: a standby follows the offloader's records; a node
@@ -272,6 +284,7 @@ impl Inbox {
         for reply in self.snapshot_requests.drain(..) {
             jobs.request(Some(stream), reply);
         }
+        stream.request_snapshot_after_drop(jobs);
         jobs.start_due(stream);
     }
 
@@ -325,17 +338,20 @@ impl Inbox {
     }
 
     /// After a pass: answer the requests whose file is archived; the others
-    /// were not archived although the pass succeeded (the file went away),
+    /// were not archived although the pass succeeded (the file went away,
+    /// or uploads are `held` by the bandwidth schedule or the data budget),
     /// or the stream is stopping.
-    fn answer(&mut self, archived: Option<u64>, stopping: bool) {
+    fn answer(&mut self, archived: Option<u64>, stopping: bool, held: Option<&str>) {
         for request in self.requests.drain(..) {
             let answer = match archived {
                 Some(archived) if archived >= request.position => Ok(archived),
                 _ => {
                     let why = if stopping {
-                        "walship is stopping; it is archived at the next start"
+                        "walship is stopping; it is archived at the next start".to_string()
+                    } else if let Some(held) = held {
+                        format!("uploads are held ({held}); it is archived once they go")
                     } else {
-                        "it is no longer in the stream's directory"
+                        "it is no longer in the stream's directory".to_string()
                     };
                     Err(Arc::new(Error::local("archive", &request.path, io::Error::other(why))))
                 }

@@ -2,6 +2,9 @@
 //! relative paths. Every write goes through [`crate::durable`] (temp file,
 //! fsync, rename, directory fsync), so an object is either absent or whole.
 //!
+//! Upload bytes are paced and counted (`bandwidth`, `budget`) as they
+//! are written, downloads as they are read.
+//!
 //! The root must already exist: creating it would silently archive onto the
 //! root filesystem when the archive volume is not mounted.
 
@@ -139,7 +142,8 @@ impl Target for FileTarget {
             });
         }
         file.seek(SeekFrom::Start(offset)).map_err(err)?;
-        let copied = io::copy(&mut file.take(len), out).map_err(err)?;
+        let mut paced = crate::bandwidth::PacedWriter { inner: out };
+        let copied = io::copy(&mut file.take(len), &mut paced).map_err(err)?;
         Ok(copied)
     }
 
@@ -231,7 +235,9 @@ fn copy_checked(body: &Upload<'_>, file: &mut File) -> io::Result<Result<(), u32
     let mut offset = 0;
     let mut buffer = Vec::new();
     while offset < body.size {
-        let len = WRITE_CHUNK.min(body.size - offset);
+        let len = crate::bandwidth::uploads().chunk_len(WRITE_CHUNK as usize) as u64;
+        let len = len.min(body.size - offset);
+        crate::bandwidth::pace_upload(len as usize)?;
         for slice in body.part(offset, len, &mut buffer)? {
             hasher.update(slice);
             file.write_all(slice)?;

@@ -5,6 +5,10 @@
 //! client through `std::io::Read`, so segment bytes are never copied into a
 //! heap buffer of their own (only through the client's fixed-size socket
 //! buffer).
+//!
+//! Every request body passes through here, so this is where S3 uploads are
+//! paced and counted ([`crate::bandwidth::pace_upload`]), a small chunk at
+//! a time.
 
 use std::io::{self, Read};
 
@@ -33,7 +37,8 @@ impl Read for SliceReader<'_> {
                 self.offset = 0;
                 continue;
             }
-            let n = remaining.len().min(buf.len());
+            let n = crate::bandwidth::uploads().chunk_len(remaining.len().min(buf.len()));
+            crate::bandwidth::pace_upload(n)?;
             buf[..n].copy_from_slice(&remaining[..n]);
             self.offset += n;
             return Ok(n);

@@ -206,9 +206,11 @@ pub fn get(
     // of times.
     let mut resumes = 0;
     let mut backoff = target.retry.backoff();
+    // Restores and fetches are paced here, as the bytes arrive.
+    let mut out = crate::bandwidth::PacedWriter { inner: out };
     loop {
         let before = download.written;
-        match fetch_into(target, key, range.is_some(), &mut download, out) {
+        match fetch_into(target, key, range.is_some(), &mut download, &mut out) {
             Ok(()) => return Ok(download.written),
             Err(error)
                 if error.is_transient()
