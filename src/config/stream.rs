@@ -102,8 +102,8 @@ pub struct StreamConfig {
 /// The election settings of a stream with `replicas = on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replicas {
-    /// Default 16, at most 1,000,000: a node whose committed position is
-    /// more than this many segments behind the highest is not elected.
+    /// Default 16, at most 1,000,000: a node whose own copy reaches more
+    /// than this many segments less far than the farthest is not elected.
     pub max_offloader_lag: u64,
 }
 
