@@ -11,6 +11,11 @@ Subcommands (each prints or appends JSON; scripts/bench drives them):
   idle --pid PID --seconds S [--settle S]
                                        CPU used by a running process over S seconds
   journal PATH STREAM COUNT            a valid manifest journal of COUNT records
+  archive ROOT STREAM COUNT --tail N   that journal's archive on a file target:
+                                       empty batch objects, level-0 record
+                                       objects of the last N records
+  target-requests LOG                  requests a file target logged at trace
+                                       level, counted as S3 would take them
   wire --out FILE --label L --listen PORT --upstream HOST:PORT --limit B [--set K=V]... -- CMD...
                                        run CMD while a TCP proxy on PORT counts the
                                        bytes it forwards upstream, per second: the
@@ -377,6 +382,61 @@ def cmd_journal(args):
         out.write("".join(lines))
 
 
+def journal_batch(stream, position):
+    """The journal generator's record at `position`: (size, crc, key, name)."""
+    crc = zlib.crc32(position.to_bytes(8, "little"))
+    key = f"{stream}/batches/{position:016x}-{position:016x}"
+    return 16 * MIB, crc, key, f"data-{position}.log"
+
+
+def cmd_archive(args):
+    """The file-target archive of `journal`'s records: an (empty) batch
+    object per record, so that listing the batches costs what it would, and
+    the level-0 record objects of the last --tail records (v2, exactly as
+    walship writes them), the part compaction leaves as it is."""
+    batches = os.path.join(args.root, args.stream, "batches")
+    records = os.path.join(args.root, args.stream, "manifest")
+    os.makedirs(batches, exist_ok=True)
+    os.makedirs(records, exist_ok=True)
+    for position in range(1, args.count + 1):
+        size, crc, key, name = journal_batch(args.stream, position)
+        open(os.path.join(args.root, key), "wb").close()
+        if position > args.count - args.tail:
+            body = (
+                f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
+                f" encoding=identity stored_size={size} stored_crc32={crc:08x}"
+                f" seg={position},{name},{size},{crc:08x},0,{size}"
+            )
+            text = f"walship-manifest v2\n{zlib.crc32(body.encode()):08x} {body}\n"
+            with open(os.path.join(records, f"{position:016x}-{position:016x}.batch"), "w") as out:
+                out.write(text)
+
+
+LIST_PAGE = 1000  # keys per ListObjectsV2 page, and per DeleteObjects request
+
+
+def cmd_target_requests(args):
+    """Count the file target's trace lines as S3 requests: one per PUT, GET
+    and HEAD, one per started page of 1,000 listed keys (at least one), one
+    per started 1,000 deleted keys."""
+    counts = {"PUT": 0, "GET": 0, "HEAD": 0, "LIST": 0, "DELETE": 0}
+    pattern = re.compile(r"file target: (PUT|GET|HEAD|LIST|DELETE)\b(?:.*: (\d+) keys| (\d+) keys)?")
+    with open(args.log, errors="replace") as f:
+        for line in f:
+            m = pattern.search(line)
+            if not m:
+                continue
+            method, listed, deleted = m.group(1), m.group(2), m.group(3)
+            if method == "LIST":
+                counts["LIST"] += max(1, -(-int(listed) // LIST_PAGE))
+            elif method == "DELETE":
+                counts["DELETE"] += -(-int(deleted) // LIST_PAGE)
+            else:
+                counts[method] += 1
+    counts["total"] = sum(counts.values())
+    print(json.dumps(counts, sort_keys=True))
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -579,9 +639,9 @@ def cmd_report(args):
     if restore:
         out.append("\n### Restore of many small segments vs archiving them (file target, medians)\n")
         out.append(transfer_table(restore, ["many"], ["archive", "restore", "cp+sync"]))
-    other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep")]
+    other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep", "rebuild")]
     if other:
-        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest\n")
+        out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest, remote manifest (rebuild)\n")
         body = []
         by_label = {}
         for r in other:
@@ -664,6 +724,16 @@ def main():
     p.add_argument("count", type=int)
     p.set_defaults(func=cmd_journal)
 
+    p = sub.add_parser("archive")
+    p.add_argument("root")
+    p.add_argument("stream")
+    p.add_argument("count", type=int)
+    p.add_argument("--tail", type=int, default=5000)
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("target-requests")
+    p.add_argument("log")
+    p.set_defaults(func=cmd_target_requests)
     p = sub.add_parser("wire")
     p.add_argument("--out", required=True)
     p.add_argument("--label", required=True)

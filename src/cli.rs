@@ -29,8 +29,9 @@ pub struct Invocation {
 pub enum Command {
     /// `walship run [--once]`: the daemon, or one full pass with `once`.
     Run { once: bool },
-    /// `walship list [-s STREAM]`: archived batches and gaps.
-    List { stream: Option<String> },
+    /// `walship list [-s STREAM] [--all | --range FIRST..LAST]`: archived
+    /// batches and gaps.
+    List { stream: Option<String>, rows: ListRows },
     /// `walship restore -s STREAM --to DIR [--position P] [--allow-gaps]`.
     Restore {
         stream: String,
@@ -120,18 +121,28 @@ const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "list",
-        synopsis: "[-s STREAM]",
+        synopsis: "[-s STREAM] [--all | --range FIRST..LAST]",
         summary: "show archived batches, gaps and snapshots",
         about: "Show what is archived, per stream: the positions retention pruned (if\n\
                 any), a summary line, then one line per batch (positions, segments,\n\
                 size, CRC32, object key) and per gap (positions and reason), then the\n\
-                snapshots (position, size, CRC32, object key).",
+                snapshots (position, size, CRC32, object key). On a terminal, a long\n\
+                list shows its first and last lines only; --all shows every line,\n\
+                --range those that hold positions FIRST..LAST.",
         options: |o| {
             o.optopt("s", "stream", "only this stream (default: all)", "STREAM");
+            o.optflag("", "all", "every batch and gap, also on a terminal");
+            o.optopt("", "range", "only the batches and gaps holding these positions", "FIRST..LAST");
         },
         build: |m| {
             no_arguments(m)?;
-            Ok(Command::List { stream: optional_stream(m)? })
+            let rows = match (m.opt_present("all"), m.opt_str("range")) {
+                (true, Some(_)) => return Err("--all and --range exclude each other: give one".into()),
+                (true, None) => ListRows::All,
+                (false, Some(range)) => parse_range(&range)?,
+                (false, None) => ListRows::Paged,
+            };
+            Ok(Command::List { stream: optional_stream(m)?, rows })
         },
     },
     CommandSpec {
@@ -452,6 +463,29 @@ fn no_arguments(m: &Matches) -> Result<(), String> {
     }
 }
 
+/// Which lines `list` shows after its summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListRows {
+    /// Every line, unless stdout is a terminal and there are many: then
+    /// the first and last ones.
+    Paged,
+    /// Every line.
+    All,
+    /// The lines of the records holding any of `first..=last`.
+    Range(u64, u64),
+}
+
+/// `FIRST..LAST` (each as `--position` takes it).
+fn parse_range(text: &str) -> Result<ListRows, String> {
+    let wrong =
+        || format!("--range expects FIRST..LAST (two positions, the first not above the last), got {text:?}");
+    let (first, last) = text.split_once("..").ok_or_else(wrong)?;
+    match (parse_position(first), parse_position(last)) {
+        (Ok(first), Ok(last)) if first <= last => Ok(ListRows::Range(first, last)),
+        _ => Err(wrong()),
+    }
+}
+
 fn optional_stream(m: &Matches) -> Result<Option<String>, String> {
     match m.opt_str("stream") {
         None => Ok(None),
@@ -547,9 +581,11 @@ mod tests {
         let cases = [
             ("run", Command::Run { once: false }),
             ("run --once", Command::Run { once: true }),
-            ("list", Command::List { stream: None }),
-            ("list -s sensors", Command::List { stream: s("sensors") }),
-            ("list --stream=sensors", Command::List { stream: s("sensors") }),
+            ("list", Command::List { stream: None, rows: ListRows::Paged }),
+            ("list -s sensors", Command::List { stream: s("sensors"), rows: ListRows::Paged }),
+            ("list --stream=sensors", Command::List { stream: s("sensors"), rows: ListRows::Paged }),
+            ("list --all", Command::List { stream: None, rows: ListRows::All }),
+            ("list --range 5..0x10", Command::List { stream: None, rows: ListRows::Range(5, 16) }),
             (
                 "restore -s sensors --to /tmp/r",
                 Command::Restore {
@@ -702,6 +738,9 @@ mod tests {
             ("snapshot", "-s STREAM", "walship snapshot --help"),
             ("snapshot -s a b", "", "walship snapshot --help"),
             ("list -s .x", "cannot start with '.'", "walship list --help"),
+            ("list --all --range 1..2", "--all and --range exclude each other", "walship list --help"),
+            ("list --range 5..4", "--range expects FIRST..LAST", "walship list --help"),
+            ("list --range 5", "--range expects FIRST..LAST", "walship list --help"),
             ("restore --to d", "missing -s STREAM", "walship restore --help"),
             ("restore -s a", "missing --to DIR", "walship restore --help"),
             ("restore -s a --to d extra", "unexpected argument", "walship restore --help"),

@@ -7,21 +7,22 @@
 //! reader of a pipe goes away (`walship list | head -1`), the command stops
 //! at its next line and `main` exits quietly.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::io::{self, Write as _};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::archiver;
 use crate::catalog;
-use crate::cli::{Command, Invocation};
+use crate::catalog::reader::{ManifestReader, Reach};
+use crate::cli::{Command, Invocation, ListRows};
 use crate::config::{self, Config, StreamConfig};
 use crate::control::{self, client::Answer};
 use crate::daemon::{self, target_name};
 use crate::durable;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
-use crate::manifest::{Encoding, Record, SnapshotRecord, StreamRules};
+use crate::manifest::{Record, StreamRules};
 use crate::restore::{self, FetchDest, RestoreRequest};
 use crate::retention;
 use crate::snapshot::JobState;
@@ -52,7 +53,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
     match invocation.command {
         Command::Run { once: true } => run_once(&config),
         Command::Run { once: false } => daemon::run(&config),
-        Command::List { stream } => list(&config, stream.as_deref()),
+        Command::List { stream, rows } => list(&config, stream.as_deref(), rows),
         Command::Restore { stream, to, position, allow_gaps } => {
             let request = RestoreRequest { stream: &stream, to: &to, position, allow_gaps };
             restore(&config, &request)
@@ -125,91 +126,13 @@ fn run_once(config: &Config) -> Result<(), Error> {
     }
 }
 
-fn list(config: &Config, stream: Option<&str>) -> Result<(), Error> {
+fn list(config: &Config, stream: Option<&str>, rows: ListRows) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     for stream in selected(config, stream)? {
         let rules = StreamRules::new(&stream.name, &stream.naming);
-        let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
-        stream::retention::checked_prunes(&stream.name, &manifest)?;
-        if let Some(before) = manifest.pruned_before() {
-            outln!("stream {}: positions before {before} were pruned", stream.name)?;
-        }
-        print(render_list(&stream.name, manifest.live_log()))?;
-        print(render_snapshots(&stream.name, manifest.live_snapshots()))?;
+        crate::list::list_stream(&config.global.state_dir, target.as_ref(), &rules, rows)?;
     }
     Ok(())
-}
-
-/// A person-readable listing of a stream's snapshots (nothing when it has
-/// none).
-pub fn render_snapshots<'a>(stream: &str, snapshots: impl Iterator<Item = &'a SnapshotRecord>) -> String {
-    let lines: Vec<String> = snapshots
-        .map(|s| {
-            format!("  {:<23} {:>8} {:>11}  {:08x}  {}", s.position, "", human_bytes(s.size), s.crc32, s.key)
-        })
-        .collect();
-    if lines.is_empty() {
-        return String::new();
-    }
-    let mut out = format!(
-        "stream {stream}: {}
-",
-        count(lines.len() as u64, "snapshot")
-    );
-    let _ = writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key", "position", "", "size", "crc32");
-    for line in lines {
-        let _ = writeln!(out, "{}", line.trim_end());
-    }
-    out
-}
-
-/// A person-readable listing of a stream's manifest.
-pub fn render_list(stream: &str, records: &[Record]) -> String {
-    let mut out = String::new();
-    let batches = records.iter().filter(|r| matches!(r, Record::Batch(_))).count();
-    let gaps = records.len() - batches;
-    let (segments, bytes) = records.iter().fold((0, 0), |(n, b), r| match r {
-        Record::Batch(batch) => (n + batch.segments.len(), b + batch.size),
-        Record::Gap(_) => (n, b),
-    });
-    let span = match (records.first(), records.last()) {
-        (Some(a), Some(z)) => format!("positions {}..{}", a.first(), z.last()),
-        _ => "nothing archived yet".into(),
-    };
-    let _ = writeln!(
-        out,
-        "stream {stream}: {}, {}, {}, {}, {span}",
-        count(batches as u64, "batch"),
-        count(segments as u64, "segment"),
-        human_bytes(bytes),
-        count(gaps as u64, "gap"),
-    );
-    if records.is_empty() {
-        return out;
-    }
-    let _ =
-        writeln!(out, "  {:<23} {:>8} {:>11}  {:<8}  key / reason", "positions", "segments", "size", "crc32");
-    for record in records {
-        let range = format!("{}..{}", record.first(), record.last());
-        let _ = match record {
-            Record::Batch(b) => writeln!(
-                out,
-                "  {range:<23} {:>8} {:>11}  {:08x}  {}{}",
-                b.segments.len(),
-                human_bytes(b.size),
-                b.crc32,
-                b.key,
-                match b.stored.encoding {
-                    Encoding::Identity => String::new(),
-                    Encoding::ZstdFrames => format!(" (zstd frames, {} stored)", human_bytes(b.stored.size)),
-                }
-            ),
-            Record::Gap(g) => {
-                writeln!(out, "  {range:<23} {:>8} {:>11}  {:<8}  GAP: {}", "-", "-", "-", g.reason)
-            }
-        };
-    }
-    out
 }
 
 /// Restores and fetches download at `restore_bandwidth_limit`, when set.
@@ -223,8 +146,9 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let target = target::open(&config.global)?;
     limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = catalog::load_whole(&config.global.state_dir, target.as_ref(), &rules)?;
-    stream::retention::checked_prunes(&stream.name, &manifest)?;
+    let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
+    stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
+    let manifest = reader.for_restore(request.position)?;
     let report = restore::restore(&manifest, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     let snapshot = report.snapshot.map_or(String::new(), |p| {
@@ -248,13 +172,19 @@ fn fetch(config: &Config, stream: &str, name: &str, dest: &FetchDest) -> Result<
     let target = target::open(&config.global)?;
     limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    let manifest = match stream.naming.position(name) {
-        Some(position) => {
-            catalog::load_reaching(&config.global.state_dir, target.as_ref(), &rules, position)?
+    let reach = stream.naming.position(name).map_or(Reach::End, Reach::Position);
+    let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, reach)?;
+    // The manifest streamed: only the newest batch holding the name is kept.
+    let mut holding = None;
+    reader.each_live_record(|record| {
+        if let Record::Batch(batch) = &record
+            && batch.segments.iter().any(|s| s.name == name)
+        {
+            holding = Some(record);
         }
-        None => catalog::load(&config.global.state_dir, target.as_ref(), &rules)?,
-    };
-    restore::fetch(manifest.live_log(), target.as_ref(), &stream.name, name, dest)?;
+        Ok(true)
+    })?;
+    restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest)?;
     Ok(())
 }
 

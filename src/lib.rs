@@ -26,7 +26,8 @@
 //! with its [`target::keys`], file and S3 backends; zstd frames produced
 //! again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
-//! the position file, the acknowledgement).
+//! the position file, the acknowledgement; between passes
+//! [`catalog::compact`] folds the remote record objects into larger ones).
 //!
 //! Snapshots: between passes the stream's thread starts a [`snapshot`] job
 //! when the rule says one is due or one is asked for (`stream::snapshots`);
@@ -79,6 +80,7 @@ pub mod error;
 pub mod fleet;
 pub mod frames;
 pub mod human;
+pub mod list;
 pub mod manifest;
 pub mod mapguard;
 pub mod metrics;

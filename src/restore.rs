@@ -4,7 +4,7 @@
 //! `start` chooses), `fetch` returns one segment by name.
 //!
 //! Both read the manifest (local journal plus remote records, see
-//! `catalog::load`), download with one request per batch (or one ranged
+//! `catalog::load_whole`), download with one request per batch (or one ranged
 //! request per fetched segment) and verify every segment's CRC32 before its
 //! file takes its final name.
 //!

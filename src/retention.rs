@@ -26,7 +26,8 @@ use std::collections::HashSet;
 
 use crate::human::{count, human_bytes};
 use crate::manifest::validate::MAX_POSITION;
-use crate::manifest::{Manifest, PruneRecord, Record, SnapshotRecord};
+use crate::manifest::{Entry, Manifest, PruneRecord, Record, SnapshotRecord};
+use crate::target::keys;
 
 /// Most keys one prune record names: a first prune of a long history is
 /// recorded as several prunes, each small enough to read and write at once.
@@ -148,6 +149,36 @@ pub fn render(
         ));
     }
     out
+}
+
+/// Add `entry` (of `stream`'s manifest, in journal order, or a rebuilt
+/// journal's: prunes first) to `view`, the part of the manifest retention
+/// needs, kept small: the log records from the pruned-before mark on,
+/// without their segment lists (a batch's range, key and size are all
+/// [`plan`] reads); every snapshot; the prunes with only the snapshot keys
+/// they deleted, but the latest whole (its deletions may need finishing).
+/// Memory follows what retention keeps, not the pruned history; [`plan`]
+/// of the view is [`plan`] of the whole manifest.
+pub fn add_to_view(view: &mut Manifest, stream: &str, entry: Entry) {
+    match entry {
+        Entry::Log(mut record) => {
+            if record.last() >= view.pruned_before().unwrap_or(0) {
+                if let Record::Batch(batch) = &mut record {
+                    batch.segments = Vec::new();
+                }
+                view.log.push(record);
+            }
+        }
+        Entry::Prune(prune) => {
+            if let Some(previous) = view.prunes.last_mut() {
+                previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
+            }
+            let below = view.log.partition_point(|r| r.last() < prune.before);
+            view.log.drain(..below);
+            view.prunes.push(prune);
+        }
+        Entry::Snapshot(snapshot) => view.snapshots.push(snapshot),
+    }
 }
 
 /// Every key the manifest's prunes have deleted.
@@ -486,6 +517,25 @@ mod tests {
         );
     }
 
+    /// The view of `manifest` read with its prunes after its log (as a
+    /// journal holds them once retention ran).
+    fn view_in_journal_order(manifest: &Manifest) -> Manifest {
+        let mut view = Manifest::default();
+        let log = manifest.log.iter().cloned().map(Entry::Log);
+        let snapshots = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
+        let prunes = manifest.prunes.iter().cloned().map(Entry::Prune);
+        log.chain(snapshots).chain(prunes).for_each(|entry| add_to_view(&mut view, S, entry));
+        view
+    }
+
+    /// The view of `manifest` read as a rebuilt journal holds it (prunes
+    /// first).
+    fn view_in_rebuilt_order(manifest: &Manifest) -> Manifest {
+        let mut view = Manifest::default();
+        manifest.entries().for_each(|entry| add_to_view(&mut view, S, entry));
+        view
+    }
+
     /// Random archives (batches of any length, gaps, snapshots at batch
     /// ends, inside batches and beyond the end), pruned again and again as
     /// they grow: every prune leaves a consistent manifest, deletes nothing
@@ -518,6 +568,9 @@ mod tests {
                     manifest.snapshots.push(snapshot(at));
                 }
                 let before = manifest.clone();
+                for order in [view_in_journal_order(&manifest), view_in_rebuilt_order(&manifest)] {
+                    assert_eq!(super::plan(&order, keep), plan(&manifest, keep), "{manifest:?}");
+                }
                 let Some(plan) = plan(&manifest, keep) else { continue };
                 prunes += 1;
                 manifest = applied(manifest, &plan);

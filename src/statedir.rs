@@ -68,6 +68,12 @@ pub fn target_binding(state_dir: &Path, stream: &str) -> PathBuf {
     stream_dir(state_dir, stream).join("target")
 }
 
+/// Where compaction of the stream's remote records stands
+/// (`catalog::compact`).
+pub fn compaction(state_dir: &Path, stream: &str) -> PathBuf {
+    stream_dir(state_dir, stream).join("compaction")
+}
+
 /// The range of segments deleted for `backlog_limit` whose gap is not
 /// recorded yet (`stream::backlog`).
 pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {

@@ -431,3 +431,39 @@ fn a_stored_batch_heals_after_compression_was_switched_either_way() {
         setup.ok(&["verify", "--deep"]);
     }
 }
+
+/// With compression = zstd a snapshot is stored as one zstd frame of its
+/// image: `zstd -d` gives the image, restore writes it as
+/// walship-snapshot-POSITION, verify --deep decodes it and finds damage.
+#[test]
+fn a_snapshot_of_a_compressed_stream_is_one_zstd_frame() {
+    use crate::util::kvapp::{self, snapshot_command, state_at, state_text};
+    let setup = Setup::new("zstd-snapshot", 10, "");
+    let lines = format!(
+        "seal = spool\nsnapshot_interval = 1000\nsnapshot_command = {}\ncompression = zstd",
+        snapshot_command("", &setup.src)
+    );
+    setup.write_config(10, &lines, "");
+    kvapp::write_segments(&setup.src, 0..=25);
+    setup.ok(&["run", "--once"]); // archives 0..=25, takes the snapshot due at 0
+    let out = setup.ok(&["snapshot", "-s", "s"]);
+    assert!(out.contains("at position 25 succeeded"), "{out}");
+    let object = setup.archive.join(format!("s/snapshots/{:016x}", 25));
+    assert!(is_zstd(&object), "the snapshot is not a zstd frame");
+    let image = state_text(&state_at(25));
+    assert_eq!(zstd_tool(&["-d", "-c", "-q"], &object), image.as_bytes());
+    assert!(setup.ok(&["list"]).contains("/snapshots/"));
+
+    let restored = restore_to(&setup, "restored");
+    let file = restored.join(format!("walship-snapshot-{:016x}", 25));
+    assert_eq!(fs::read_to_string(&file).unwrap(), image);
+    setup.ok(&["verify", "--deep"]);
+
+    let mut bytes = fs::read(&object).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(&object, &bytes).unwrap();
+    let out = setup.walship(&["verify", "--deep"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("snapshot") && stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
+}

@@ -473,15 +473,19 @@ fn prune_mark_over_batches_no_prune_deleted_is_reported_by_verify() {
     // `list`, `restore` and `prune` do not honour it: it names no deleted
     // batch and leaves no snapshot to restore from.
     let restored = setup.dir.path.join("restored");
-    for args in [vec!["list"], vec!["restore", "-s", "s", "--to", restored.to_str().unwrap()], vec!["prune"]]
-    {
+    let restore = vec!["restore", "-s", "s", "--to", restored.to_str().unwrap()];
+    for (args, why) in [
+        (vec!["list"], format!("but no prune deleted {key}")),
+        (restore, format!("but no prune deleted {key}")),
+        (vec!["prune", "--dry-run"], format!("but no prune deleted {key}")),
+        // Retention itself reads only the log above the mark.
+        (vec!["prune"], "but no snapshot remains to restore from".to_string()),
+    ] {
         let out = setup.walship(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stdout(&out));
         let message = stderr(&out);
         assert!(
-            message.contains(&format!(
-                "prune 1 marks the positions before 6 as pruned, but no prune deleted {key}"
-            )),
+            message.contains(&format!("prune 1 marks the positions before 6 as pruned, {why}")),
             "{args:?}: {message}"
         );
         assert!(message.contains("move that prune record object (s/manifest/prune-…) aside"), "{message}");

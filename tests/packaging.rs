@@ -59,6 +59,7 @@ const STREAM_KEYS: &[&str] = &[
     "on_archived",
     "replicas",
     "max_offloader_lag",
+    "manifest_compaction",
     "backlog_limit",
     "compression",
     "compression_level",

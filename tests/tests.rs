@@ -9,6 +9,8 @@ mod acknowledge;
 mod archive;
 /// Command-line behaviour: help, exit codes, config errors, fetch, restore safety.
 mod cli;
+/// Compaction of the remote manifest: layout, rebuild from it, SIGKILL at each step.
+mod compaction;
 /// compression = zstd: frames `zstd -d` reads, decoding restore/fetch/verify, mixed archives, healing.
 mod compression;
 /// The target contract, run against every target.
@@ -29,6 +31,8 @@ mod fuzz_corpus;
 mod leftovers;
 /// The embedding API: start, wake with water marks, archive now, status, stop.
 mod library;
+/// `list` of a long archive: summary first, paging on a terminal, --all, --range, streamed.
+mod list;
 /// Torn, corrupted, hostile and incomplete manifests, local and remote.
 mod manifest_damage;
 /// Metered links: bandwidth limit and schedule, data budget, backlog limit.

@@ -384,36 +384,76 @@ pub fn unrecorded_batches(
     batch_objects: &[ObjectInfo],
     manifest: &Manifest,
 ) -> Result<Vec<Unrecorded>, ManifestError> {
-    let log = manifest.live_log();
-    let (start, end) = match (log.first(), log.last()) {
-        (Some(head), Some(tail)) => (head.first(), tail.last()),
-        _ => (u64::MAX, u64::MAX),
-    };
-    let mut found = Vec::new();
-    for object in batch_objects {
-        let Some((first, last)) = keys::parse_batch_key(stream, &object.key) else { continue };
-        if last < manifest.pruned_before().unwrap_or(0) || recorded(log, first, &object.key) {
-            continue;
-        }
-        if log.is_empty() || first > end {
-            found.push(Unrecorded::Pending(object.key.clone()));
-        } else if first < start {
-            return Err(ManifestError::Hole {
-                location: object.key.clone(),
-                first,
-                last: last.min(start - 1),
-            });
-        } else {
-            found.push(Unrecorded::Orphan(object.key.clone()));
-        }
+    let mut scan = UnrecordedScan::new(stream, batch_objects.iter().cloned(), manifest.pruned_before());
+    for record in manifest.live_log() {
+        scan.record(record)?;
     }
-    Ok(found)
+    Ok(scan.finish())
 }
 
-/// Whether the record covering position `first` is the batch stored at `key`.
-fn recorded(log: &[Record], first: u64, key: &str) -> bool {
-    let index = log.partition_point(|record| record.last() < first);
-    log.get(index).is_some_and(|record| matches!(record, Record::Batch(batch) if batch.key == key))
+/// [`unrecorded_batches`] as the log streams by: the batch objects
+/// (sorted by key, as listed) are walked beside the records, one record at
+/// a time.
+pub struct UnrecordedScan<'a> {
+    objects: std::iter::Peekable<Box<dyn Iterator<Item = (u64, u64, String)> + 'a>>,
+    mark: u64,
+    started: bool,
+    found: Vec<Unrecorded>,
+}
+
+impl<'a> UnrecordedScan<'a> {
+    /// `batch_objects` as listed (in key order, may be read lazily, page by
+    /// page); `pruned_before` the log's final mark.
+    pub fn new(
+        stream: &'a str,
+        batch_objects: impl Iterator<Item = ObjectInfo> + 'a,
+        pruned_before: Option<u64>,
+    ) -> Self {
+        let ranges = batch_objects.filter_map(move |object| {
+            keys::parse_batch_key(stream, &object.key).map(|(first, last)| (first, last, object.key))
+        });
+        let objects: Box<dyn Iterator<Item = (u64, u64, String)> + 'a> = Box::new(ranges);
+        UnrecordedScan {
+            objects: objects.peekable(),
+            mark: pruned_before.unwrap_or(0),
+            started: false,
+            found: Vec::new(),
+        }
+    }
+
+    /// The next record of the log, in order (those below the mark are
+    /// passed over).
+    pub fn record(&mut self, record: &Record) -> Result<(), ManifestError> {
+        if record.last() < self.mark {
+            return Ok(());
+        }
+        if !std::mem::replace(&mut self.started, true) {
+            // Before the log's start: records were lost, unless pruned.
+            while let Some((first, last, key)) = self.objects.next_if(|&(first, ..)| first < record.first()) {
+                if last >= self.mark {
+                    let last = last.min(record.first() - 1);
+                    return Err(ManifestError::Hole { location: key, first, last });
+                }
+            }
+        }
+        while let Some((_, last, key)) = self.objects.next_if(|&(first, ..)| first <= record.last()) {
+            let recorded = matches!(record, Record::Batch(batch) if batch.key == key);
+            if last >= self.mark && !recorded {
+                self.found.push(Unrecorded::Orphan(key));
+            }
+        }
+        Ok(())
+    }
+
+    /// What remains beyond the log's end is pending; everything found.
+    pub fn finish(self) -> Vec<Unrecorded> {
+        let mark = self.mark;
+        let mut found = self.found;
+        found.extend(
+            self.objects.filter(|&(_, last, _)| last >= mark).map(|(_, _, key)| Unrecorded::Pending(key)),
+        );
+        found
+    }
 }
 
 /// For the fuzzer: `data` is a listing of record objects, each `KEY LF

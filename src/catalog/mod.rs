@@ -10,14 +10,22 @@
 //! them and carries on, and the rebuild also compares the batch objects on
 //! the target with the records, so a lost record object is reported, not
 //! silently skipped. A node with its journal intact lists only the keys
-//! after its last log record (plus the few prune and snapshot records), so
-//! resuming costs one LIST request.
+//! after its last log record, or from where the records not yet in
+//! level-2 objects start if that comes first (plus the few prune and
+//! snapshot records), so resuming costs one LIST request or a few.
 //!
 //! Turning listed record objects into entries is the pure [`assemble`];
-//! checking an archive for damage is [`verify`]. Writing compacted record
-//! objects is not done yet (readers already honour them).
+//! reading them a chunk at a time is `remote` (a rebuild, [`catch_up`]);
+//! reading a whole manifest in passes, for the commands, is [`reader`];
+//! folding record objects into larger ones is [`compact`]; checking an
+//! archive for damage is [`verify`] (its record-object checks in
+//! `record_check`).
 
 pub mod assemble;
+pub mod compact;
+pub mod reader;
+mod record_check;
+mod remote;
 pub mod verify;
 
 use std::path::Path;
@@ -30,7 +38,8 @@ use crate::manifest::{
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
-use assemble::{Fetched, Listing, Unrecorded};
+use assemble::{Listing, Unrecorded};
+use remote::{each_remote_chunk, remote_after};
 
 /// The key of the level-0 remote object holding `entry`.
 pub fn entry_key(stream: &str, entry: &Entry) -> String {
@@ -92,56 +101,116 @@ fn refuse_gap_over_stored_batch(
     }
 }
 
-/// The remote entries that come after `known` (the local journal's ends),
-/// each sequence in order, the log continuing `known`'s without a hole.
-/// `start_after` is the key after which log objects are listed.
-fn remote_after(
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-    known: &Sequences,
-    start_after: Option<&str>,
-) -> Result<Manifest, Error> {
-    let stream = rules.name;
-    let listed =
-        target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
-    let listing = assemble::classify(stream, listed);
-    warn_foreign(stream, &listing);
-    let fetched = fetch_all(target, stream, &assemble::to_fetch(&listing, known)?)?;
-    Ok(assemble::assemble(rules, known, &fetched)?)
-}
-
-fn warn_foreign(stream: &str, listing: &Listing) {
-    for key in &listing.foreign {
-        log::warn!("stream {stream}: ignoring foreign object {key} among manifest records");
+/// The listing key after which the log objects past `last` sort, or
+/// those from position `from` on when that comes first (where compaction
+/// stands: a compacted object there may reach past `last`).
+fn start_after(stream: &str, last: Option<&Record>, from: Option<u64>) -> Option<String> {
+    let after_last =
+        last.map(|record| keys::record_key(stream, record.first(), record.last(), record.kind()));
+    // Every log key of a range starting at `from` sorts after this one.
+    let before_from = from.map(|from| format!("{}{from:016x}", keys::records_prefix(stream)));
+    match (after_last, before_from) {
+        (Some(after_last), Some(before_from)) => Some(after_last.min(before_from)),
+        (after_last, _) => after_last,
     }
-}
-
-/// Download `objects` whole.
-pub(crate) fn fetch_all(
-    target: &dyn Target,
-    stream: &str,
-    objects: &[&ObjectInfo],
-) -> Result<Vec<Fetched>, Error> {
-    objects
-        .iter()
-        .map(|object| {
-            let mut text = Vec::with_capacity(object.size.min(assemble::MAX_RECORD_OBJECT) as usize);
-            target.get(&object.key, None, &mut text).map_err(|e| Error::target(stream, e))?;
-            Ok(Fetched { key: object.key.clone(), text })
-        })
-        .collect()
-}
-
-/// The listing key after which the log objects past `last` sort.
-fn start_after(stream: &str, last: Option<&Record>) -> Option<String> {
-    last.map(|record| keys::record_key(stream, record.first(), record.last(), record.kind()))
 }
 
 /// Compare the target's batch objects with a manifest rebuilt from the
 /// remote records alone: a lost record object is an error naming it.
 fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    let batches = target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))?;
-    let found = assemble::unrecorded_batches(stream, &batches, manifest)?;
+    let batches = list_batches(target, stream)?;
+    report_found(stream, assemble::unrecorded_batches(stream, &batches, manifest)?);
+    Ok(())
+}
+
+/// Every batch object of `stream` (for `prune --dry-run`'s whole-manifest
+/// check).
+fn list_batches(target: &dyn Target, stream: &str) -> Result<Vec<ObjectInfo>, Error> {
+    target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))
+}
+
+/// Run `walk` over `stream`'s batch objects in key order, listed a page at
+/// a time by a helper thread as `walk` reads them ([`Target::list_pages`]):
+/// memory holds a page or two, not the listing of a long archive.
+pub(crate) fn with_batch_objects<T>(
+    target: &dyn Target,
+    stream: &str,
+    walk: impl FnOnce(&mut dyn Iterator<Item = ObjectInfo>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    std::thread::scope(|scope| {
+        let (pages, received) = std::sync::mpsc::sync_channel(1);
+        let prefix = keys::batches_prefix(stream);
+        let lister = scope.spawn(move || {
+            let listed = target.list_pages(&prefix, None, &mut |page| pages.send(Ok(page)).is_ok());
+            if let Err(error) = listed {
+                let _ = pages.send(Err(error));
+            }
+        });
+        let mut failure = None;
+        let mut objects = received
+            .into_iter()
+            .map_while(|page: Result<Vec<ObjectInfo>, crate::target::TargetError>| match page {
+                Ok(page) => Some(page),
+                Err(error) => {
+                    failure = Some(error);
+                    None
+                }
+            })
+            .flatten();
+        let walked = walk(&mut objects);
+        // Dropping the receiver ends a listing the walk stopped reading.
+        drop(objects);
+        if lister.join().is_err() {
+            log::error!("stream {stream}: the batch listing's thread panicked");
+        }
+        match failure {
+            Some(error) => Err(Error::target(stream, error)),
+            None => walked,
+        }
+    })
+}
+
+/// A rebuild's comparison of the batch objects with the records, chunk by
+/// chunk as they arrive (the first chunk holds every prune, so its mark is
+/// the final one): a batch object below the first live record is a hole.
+pub(crate) struct RebuildScan<'a> {
+    stream: &'a str,
+    /// The batch objects, until the first chunk starts the scan.
+    objects: Option<&'a mut dyn Iterator<Item = ObjectInfo>>,
+    scan: Option<assemble::UnrecordedScan<'a>>,
+}
+
+impl<'a> RebuildScan<'a> {
+    pub(crate) fn new(stream: &'a str, objects: &'a mut dyn Iterator<Item = ObjectInfo>) -> Self {
+        RebuildScan { stream, objects: Some(objects), scan: None }
+    }
+
+    /// Compare the records of the next `chunk`.
+    pub(crate) fn chunk(&mut self, chunk: &Manifest) -> Result<(), Error> {
+        if let Some(objects) = self.objects.take() {
+            self.scan = Some(assemble::UnrecordedScan::new(self.stream, objects, chunk.pruned_before()));
+        }
+        if let Some(scan) = &mut self.scan {
+            for record in &chunk.log {
+                scan.record(record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Log the batch objects the rebuilt manifest does not record.
+    pub(crate) fn report(self) {
+        let scan = match (self.scan, self.objects) {
+            (Some(scan), _) => scan,
+            (None, Some(objects)) => assemble::UnrecordedScan::new(self.stream, objects, None),
+            (None, None) => return,
+        };
+        report_found(self.stream, scan.finish());
+    }
+}
+
+/// Log what a rebuild found unrecorded.
+fn report_found(stream: &str, found: Vec<Unrecorded>) {
     let pending = found.iter().filter(|f| matches!(f, Unrecorded::Pending(_))).count();
     if pending > 1 {
         // One commit cut short leaves one such object; more suggest that
@@ -158,44 +227,115 @@ fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Resu
             Unrecorded::Orphan(_) => log::warn!("stream {stream}: {found}"),
         }
     }
-    Ok(())
+}
+
+/// The key of a record object on the target holding `record` (its range,
+/// of its kind): its level-0 object (one HEAD), or a compacted object
+/// covering it, listed from `listing_start` and, failing that, from the
+/// start. Used to recognise an archive under a new address.
+pub fn record_holding(
+    target: &dyn Target,
+    stream: &str,
+    record: &Record,
+    listing_start: Option<u64>,
+) -> Result<Option<String>, Error> {
+    let key = entry_key(stream, &Entry::Log(record.clone()));
+    if target.head(&key).map_err(|e| Error::target(stream, e))?.is_some() {
+        return Ok(Some(key));
+    }
+    let covering = |listed: Vec<ObjectInfo>| {
+        assemble::classify(stream, listed).records.into_iter().find_map(|(key, object)| match key {
+            RecordKey::Log { first, last, level: LogLevel::Compacted(_) }
+                if first <= record.first() && record.last() <= last =>
+            {
+                Some(object.key)
+            }
+            _ => None,
+        })
+    };
+    let prefix = keys::records_prefix(stream);
+    for from in [listing_start, None] {
+        let after = from.map(|from| format!("{prefix}{from:016x}"));
+        let listed = target.list(&prefix, after.as_deref()).map_err(|e| Error::target(stream, e))?;
+        if let Some(found) = covering(listed) {
+            return Ok(Some(found));
+        }
+        if from.is_none() {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// What [`catch_up`] adopted.
+#[derive(Debug, Default)]
+pub struct CaughtUp {
+    /// How many entries were adopted.
+    pub adopted: usize,
+    /// Where compaction stands on the target, when the journal was empty
+    /// (a rebuild lists every record object anyway).
+    pub compaction: Option<compact::Progress>,
 }
 
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`), once `check`
-/// accepts the log records to adopt (nothing is appended otherwise).
-/// Returns what was adopted, each sequence in order.
+/// or lost state directory, or another writer such as `push`), chunk by
+/// chunk (see `remote`): each chunk's log records are adopted once `check`
+/// accepts them (nothing of a refused chunk is appended), then each
+/// adopted entry goes to `adopted`. A rebuild (an empty journal) also
+/// compares the batch objects with the records as they come: a batch
+/// object below the first live record means lost record objects, an error
+/// before that record's chunk is adopted. `compacted_from` is where the
+/// records not yet folded into level-2 objects start
+/// ([`compact::Compactor::listing_start`]): the listing starts there at
+/// the latest.
 pub fn catch_up(
     journal: &mut Journal,
     target: &dyn Target,
-    check: impl FnOnce(&[Record]) -> Result<(), Error>,
-) -> Result<Manifest, Error> {
+    compacted_from: Option<u64>,
+    mut check: impl FnMut(&[Record]) -> Result<(), Error>,
+    mut adopted: impl FnMut(&Entry),
+) -> Result<CaughtUp, Error> {
     let rules = journal.rules();
     let (stream, naming) = (rules.name.to_string(), rules.naming.clone());
     let rules = StreamRules::new(&stream, &naming);
     let known = journal.ends().clone();
-    let missing = remote_after(target, &rules, &known, start_after(&stream, journal.last()).as_deref())?;
-    if known == Sequences::default() {
-        check_rebuild(target, &stream, &missing)?;
+    let after = start_after(&stream, journal.last(), compacted_from);
+    let mut append = |rebuild: Option<&mut RebuildScan<'_>>| -> Result<(Listing, usize), Error> {
+        let mut rebuild = rebuild;
+        let mut count = 0;
+        let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
+            if let Some(rebuild) = rebuild.as_deref_mut() {
+                rebuild.chunk(&chunk)?;
+            }
+            check(&chunk.log)?;
+            // Prunes first: their marks allow the log to start where they say.
+            let entries: Vec<Entry> = chunk.entries().collect();
+            journal.append_entries(&entries)?;
+            entries.iter().for_each(&mut adopted);
+            count += entries.len();
+            Ok(())
+        })?;
+        Ok((listing, count))
+    };
+    if known != Sequences::default() {
+        let (_, count) = append(None)?;
+        return Ok(CaughtUp { adopted: count, compaction: None });
     }
-    if missing.is_empty() {
-        return Ok(missing);
-    }
-    check(&missing.log)?;
-    // Prunes first: their marks allow the log to start where they say.
-    let entries: Vec<Entry> = missing.entries().collect();
-    journal.append_entries(&entries)?;
-    Ok(missing)
+    let (listing, count) = with_batch_objects(target, &stream, |objects| {
+        let mut rebuild = RebuildScan::new(&stream, objects);
+        let appended = append(Some(&mut rebuild))?;
+        rebuild.report();
+        Ok(appended)
+    })?;
+    let records = listing.records.iter().map(|(key, object)| (key, object));
+    let caught_up = CaughtUp { adopted: count, compaction: Some(compact::Progress::from_listing(records)) };
+    Ok(caught_up)
 }
 
-/// The whole manifest for reading (list, restore, fetch, verify): the local
-/// journal, if any, followed by the remote records after it. Writes nothing.
-pub fn load(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
-    load_noting_start(state_dir, target, rules).map(|(manifest, _)| manifest)
-}
-
-/// [`load`], and whether the remote records were listed from their start
-/// (the local journal held no log record).
+/// The whole manifest for reading (`prune --dry-run`): the local journal, if any,
+/// followed by the remote records after it, and whether the remote records
+/// were listed from their start (the local journal held no log record).
+/// Writes nothing.
 fn load_noting_start(
     state_dir: &Path,
     target: &dyn Target,
@@ -210,7 +350,8 @@ fn load_noting_start(
     let mut manifest = local.manifest;
     let known = ends_of(&manifest);
     let listed_from_start = manifest.log.is_empty();
-    let remote = remote_after(target, rules, &known, start_after(stream, manifest.log.last()).as_deref())?;
+    let after = start_after(stream, manifest.log.last(), None);
+    let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
     if manifest.is_empty() {
         check_rebuild(target, stream, &remote)?;
     }
@@ -220,47 +361,32 @@ fn load_noting_start(
     Ok((manifest, listed_from_start))
 }
 
-/// [`load`], for the commands that read the whole manifest anyway (`list`,
-/// `restore`): when the log begins above the pruned mark (or above 0), the
-/// remote log records are also listed from the start, so a local journal
-/// that lost its first records is a hole naming them, not a later start.
+/// The whole manifest, for `prune --dry-run`, which plans on it: when the log
+/// begins above the pruned mark (or above 0), the remote log records are
+/// also listed from the start, so a local journal that lost its first
+/// records is a hole naming them, not a later start.
 pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
     let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
     if !listed_from_start {
-        check_start(state_dir, target, rules, &manifest)?;
+        let start = manifest.log.first().map(Record::first);
+        check_start(state_dir, target, rules, start, manifest.pruned_before())?;
     }
     Ok(manifest)
 }
 
-/// [`load`], for `fetch` of the segment at `position`: only when the log
-/// begins above it (and above the pruned mark) are the remote log records
-/// listed from the start, so that a journal that lost its first records is
-/// a hole, never "not in the archive".
-pub fn load_reaching(
-    state_dir: &Path,
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-    position: u64,
-) -> Result<Manifest, Error> {
-    let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
-    if !listed_from_start && manifest.log.first().is_some_and(|first| position < first.first()) {
-        check_start(state_dir, target, rules, &manifest)?;
-    }
-    Ok(manifest)
-}
-
-/// A hole when the remote log records reach below where `manifest`'s log
-/// begins (above its pruned mark): a journal that lost its first records.
+/// A hole when the remote log records reach below `start`, where the
+/// log read so far begins (above `pruned_before`, its pruned mark): a
+/// journal that lost its first records.
 fn check_start(
     state_dir: &Path,
     target: &dyn Target,
     rules: &StreamRules<'_>,
-    manifest: &Manifest,
+    start: Option<u64>,
+    pruned_before: Option<u64>,
 ) -> Result<(), Error> {
-    let Some(start) = manifest.log.first().map(Record::first) else {
+    let Some(start) = start else {
         return Ok(());
     };
-    let pruned_before = manifest.pruned_before();
     if start <= pruned_before.unwrap_or(0) {
         return Ok(());
     }
@@ -318,7 +444,7 @@ mod tests {
         }
         assert_eq!(std::fs::read_dir(&dir).expect("list").count(), 0, "something was stored");
         put_remote(&target, &rules, &batch("s", 0, &[b"ok"])).expect("a valid record is stored");
-        let manifest = load(&dir.join("state"), &target, &rules).expect("loads");
+        let (manifest, _) = remote_after(&target, &rules, &Sequences::default(), None).expect("loads");
         assert_eq!(manifest.log, [batch("s", 0, &[b"ok"])]);
     }
 
@@ -333,15 +459,24 @@ mod tests {
         }
         let path = dir.join("journal");
         let (mut journal, _) = Journal::open(&path, &rules, |_| {}).expect("opens");
-        let refused = catch_up(&mut journal, &target, |_| Err(Error::Usage("no".into())));
+        let refused = catch_up(&mut journal, &target, None, |_| Err(Error::Usage("no".into())), |_| {});
         assert!(refused.is_err());
         assert_eq!(journal.last(), None, "nothing may be appended when the check refuses");
-        let adopted = catch_up(&mut journal, &target, |seen| {
-            assert_eq!(seen, records);
-            Ok(())
-        })
+        let mut seen_entries = Vec::new();
+        let adopted = catch_up(
+            &mut journal,
+            &target,
+            None,
+            |seen| {
+                assert_eq!(seen, records);
+                Ok(())
+            },
+            |entry| seen_entries.push(entry.clone()),
+        )
         .expect("adopted");
-        assert_eq!((adopted.log, journal.last()), (records.to_vec(), records.last()));
-        assert!(catch_up(&mut journal, &target, |_| Ok(())).expect("nothing new").is_empty());
+        let expected: Vec<Entry> = records.iter().cloned().map(Entry::Log).collect();
+        assert_eq!((adopted.adopted, seen_entries, journal.last()), (2, expected, records.last()));
+        let again = catch_up(&mut journal, &target, None, |_| Ok(()), |_| {}).expect("nothing new");
+        assert_eq!(again.adopted, 0);
     }
 }

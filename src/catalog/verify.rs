@@ -20,24 +20,27 @@
 //!   what its key says and agree with the manifest (a flipped byte).
 //!
 //! On a terminal, checking the batch objects shows a progress line
-//! (`crate::progress`). The checks of what was listed and fetched are pure ([`check_record_objects`]);
-//! [`verify_stream`] does the I/O and reports each finding as one line.
+//! (`crate::progress`). The checks of what was listed and fetched are pure ([`check_record_objects`],
+//! built on `record_check`, which compares them with the log as it
+//! streams by); [`verify_stream`] does the I/O, reading the manifest in
+//! passes (`reader`), and reports each finding as one line.
 
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::assemble::{self, Listing, MAX_RECORD_OBJECT};
-use super::{entry_key, load};
+use super::assemble::{self, Listing, MAX_RECORD_OBJECT, Unrecorded, UnrecordedScan};
+use super::reader::{ManifestReader, Reach};
+use super::record_check::{MissingCheck, ObjectCheck, check_side_objects};
+use crate::error::Error;
 use crate::frames::decode::{self, FrameError};
-use crate::manifest::{
-    BatchRecord, Encoding, Entry, Manifest, PruneRecord, Record, Sequences, StoredObject, StreamRules,
-};
+use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SnapshotRecord, StoredObject, StreamRules};
 use crate::progress::{Amount, Progress};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
 /// Check one stream, handing each finding to `say` as a line; returns how
-/// many problems were found.
+/// many problems were found. The manifest is streamed ([`ManifestReader`]):
+/// each check is a pass over its log.
 pub fn verify_stream(
     state_dir: &Path,
     target: &dyn Target,
@@ -51,30 +54,43 @@ pub fn verify_stream(
         say(format!("stream {stream}: {text}"));
         problems += 1;
     };
-    let manifest = match load(state_dir, target, rules) {
-        Ok(manifest) => manifest,
+    let reader = match ManifestReader::open(state_dir, target, rules, Reach::End) {
+        Ok(reader) => reader,
         Err(error) => {
             problem(say, format!("manifest: {error}"));
             return problems;
         }
     };
-    if let Err(message) = crate::retention::check_prunes(&manifest) {
-        problem(say, format!("manifest: {message}"));
+    match reader.prunes_with_pruned_log() {
+        Ok(pruned) => {
+            if let Err(message) = crate::retention::check_prunes(&pruned) {
+                problem(say, format!("manifest: {message}"));
+            }
+        }
+        Err(error) => problem(say, format!("manifest: {error}")),
     }
-    let mut checked = 0;
-    let batches = manifest.live_log().iter().filter_map(|r| match r {
-        Record::Batch(batch) => Some(batch),
-        Record::Gap(_) => None,
+    let side = reader.side();
+    // A first pass adds up what the progress line counts towards.
+    let mut total = Amount { objects: 0, bytes: 0 };
+    let counted = reader.each_live_record(|record| {
+        if let Record::Batch(batch) = &record {
+            total.objects += 1;
+            total.bytes += if deep { batch.stored.size } else { 0 };
+        }
+        Ok(true)
     });
-    let stored: Vec<&StoredObject> =
-        batches.map(|b| &b.stored).chain(manifest.live_snapshots().map(|s| &s.stored)).collect();
-    let total = Amount {
-        objects: stored.len() as u64,
-        bytes: if deep { stored.iter().map(|s| s.size).sum() } else { 0 },
-    };
+    if let Err(error) = counted {
+        problem(say, format!("manifest: {error}"));
+        return problems;
+    }
+    for snapshot in side.live_snapshots() {
+        total.objects += 1;
+        total.bytes += if deep { snapshot.stored.size } else { 0 };
+    }
     let mut progress = Progress::new("verified", total);
-    for record in manifest.live_log() {
-        match record {
+    let mut checked = 0;
+    let pass = reader.each_live_record(|record| {
+        match &record {
             Record::Gap(g) => {
                 progress.clear();
                 say(format!("stream {stream}: gap {}..{}: {}", g.first, g.last, g.reason));
@@ -89,11 +105,16 @@ pub fn verify_stream(
                 }
             }
         }
+        Ok(true)
+    });
+    if let Err(error) = pass {
+        problem(say, format!("manifest: {error}"));
+        return problems;
     }
     let mut snapshots = 0;
-    for snapshot in manifest.live_snapshots() {
+    for snapshot in side.live_snapshots() {
         snapshots += 1;
-        let found = check_object(target, &snapshot.key, &snapshot.stored, deep);
+        let found = check_snapshot(target, snapshot, deep);
         progress.add(1, if deep { snapshot.stored.size } else { 0 });
         if let Some(found) = found {
             progress.clear();
@@ -101,9 +122,25 @@ pub fn verify_stream(
         }
     }
     progress.finish();
-    match target.list(&keys::batches_prefix(stream), None) {
-        Ok(batches) => {
-            match assemble::unrecorded_batches(stream, &batches, &manifest) {
+    // One walk over the batch objects, listed page by page beside the log.
+    let prunes = PruneView::of(side);
+    let (mut cut_short, mut hidden) = (Vec::new(), Vec::new());
+    let walked = super::with_batch_objects(target, stream, |objects| {
+        let mut objects = objects.inspect(|object| {
+            if prunes.cut_short(stream, &object.key) {
+                cut_short.push(object.key.clone());
+            } else if let Some(before) = prunes.hidden(stream, &object.key) {
+                hidden.push((object.key.clone(), before));
+            }
+        });
+        let found = unrecorded(&reader, stream, &mut objects);
+        // The rest of the listing, for the prune checks.
+        objects.by_ref().for_each(drop);
+        Ok(found)
+    });
+    match walked {
+        Ok(found) => {
+            match found {
                 Ok(found) => {
                     for unrecorded in found {
                         say(format!("stream {stream}: {unrecorded}"));
@@ -111,13 +148,13 @@ pub fn verify_stream(
                 }
                 Err(error) => problem(say, format!("manifest: {error}")),
             }
-            for key in pruned_but_stored(stream, &batches, &manifest) {
+            for key in cut_short {
                 say(format!(
                     "stream {stream}: {key}: deleted by a prune that was cut short, still stored; \
                      the next prune deletes it"
                 ));
             }
-            for (key, before) in hidden_by_prune_mark(stream, &batches, &manifest) {
+            for (key, before) in hidden {
                 problem(
                     say,
                     format!(
@@ -130,13 +167,9 @@ pub fn verify_stream(
         }
         Err(error) => problem(say, format!("cannot list batch objects: {error}")),
     }
-    let found = if deep {
-        verify_record_objects(target, rules, &manifest)
-    } else {
-        list_record_objects(target, stream, &manifest)
-    };
-    for found in found {
-        problem(say, found);
+    match check_records(target, rules, &reader, deep) {
+        Ok(found) => found.into_iter().for_each(|found| problem(say, found)),
+        Err(error) => problem(say, error),
     }
     let mut checked = crate::human::count(checked, "batch");
     if snapshots > 0 {
@@ -144,6 +177,89 @@ pub fn verify_stream(
     }
     say(format!("stream {stream}: {checked} checked{}", if deep { " (deep)" } else { "" }));
     problems
+}
+
+/// The batch objects no record names (a pass over the log).
+fn unrecorded(
+    reader: &ManifestReader<'_>,
+    stream: &str,
+    batches: &mut dyn Iterator<Item = ObjectInfo>,
+) -> Result<Vec<Unrecorded>, Error> {
+    let mut scan = UnrecordedScan::new(stream, batches, reader.pruned_before());
+    let mut hole = None;
+    reader.each_live_record(|record| match scan.record(&record) {
+        Ok(()) => Ok(true),
+        Err(error) => {
+            hole = Some(error);
+            Ok(false)
+        }
+    })?;
+    match hole {
+        Some(error) => Err(error.into()),
+        None => Ok(scan.finish()),
+    }
+}
+
+/// The record objects' problems: with `deep` each is downloaded and
+/// compared with the manifest (a pass over the log); then a pass finds the
+/// entries no record object holds. `Err` says the listing failed.
+fn check_records(
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    reader: &ManifestReader<'_>,
+    deep: bool,
+) -> Result<Vec<String>, String> {
+    let listed = target
+        .list(&keys::records_prefix(rules.name), None)
+        .map_err(|error| format!("cannot list record objects: {error}"))?;
+    let listing = assemble::classify(rules.name, listed);
+    let side = reader.side();
+    let manifest_error = |error: Error| format!("manifest: {error}");
+    let (mut found, compacted) = if deep {
+        let mut fetch = |object: &ObjectInfo| download(target, object);
+        let mut objects = ObjectCheck::new(rules, &listing, reader.pruned_before(), &mut fetch);
+        reader
+            .each_live_record(|record| {
+                objects.record(&record);
+                Ok(true)
+            })
+            .map_err(manifest_error)?;
+        let (mut found, sound) = objects.finish();
+        found.extend(check_side_objects(rules, side, &listing, &mut |object| download(target, object)));
+        (found, sound)
+    } else {
+        (Vec::new(), compacted_ranges(&listing))
+    };
+    let mut missing = MissingCheck::new(rules.name, &listing, compacted);
+    reader
+        .each_live_record(|record| {
+            missing.record(&record);
+            Ok(true)
+        })
+        .map_err(manifest_error)?;
+    found.extend(missing.finish(side, &listing));
+    Ok(found)
+}
+
+/// A record object's bytes, refusing an absurdly large one unread.
+fn download(target: &dyn Target, object: &ObjectInfo) -> Result<Vec<u8>, String> {
+    if object.size > MAX_RECORD_OBJECT {
+        return Err(format!("{} bytes, far larger than any record", object.size));
+    }
+    let mut text = Vec::new();
+    target.get(&object.key, None, &mut text).map(|_| text).map_err(|e| e.to_string())
+}
+
+/// The listed compacted objects' ranges (taken to hold what their keys say).
+fn compacted_ranges(listing: &Listing) -> Vec<(u64, u64)> {
+    listing
+        .records
+        .iter()
+        .filter_map(|(key, _)| match *key {
+            RecordKey::Log { first, last, level: LogLevel::Compacted(_) } => Some((first, last)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The listed batch objects wholly below `manifest`'s pruned mark that no
@@ -154,32 +270,45 @@ pub fn hidden_by_prune_mark<'a>(
     batches: &'a [ObjectInfo],
     manifest: &Manifest,
 ) -> Vec<(&'a str, u64)> {
-    let Some(before) = manifest.pruned_before() else {
-        return Vec::new();
-    };
-    let deleted: HashSet<&str> =
-        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+    let prunes = PruneView::of(manifest);
     batches
         .iter()
-        .map(|object| object.key.as_str())
-        .filter(|key| {
-            keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before)
-                && !deleted.contains(key)
-        })
-        .map(|key| (key, before))
+        .filter_map(|object| prunes.hidden(stream, &object.key).map(|before| (object.key.as_str(), before)))
         .collect()
 }
 
 /// The listed batch objects a prune record deleted, still stored: a prune
 /// cut short between its record and its deletions.
 pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
-    let deleted: HashSet<&str> =
-        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
-    batches
-        .iter()
-        .map(|object| object.key.as_str())
-        .filter(|key| keys::parse_batch_key(stream, key).is_some() && deleted.contains(key))
-        .collect()
+    let prunes = PruneView::of(manifest);
+    batches.iter().map(|object| object.key.as_str()).filter(|key| prunes.cut_short(stream, key)).collect()
+}
+
+/// What a manifest's prunes say about a batch object: the keys they
+/// delete and the mark.
+struct PruneView<'m> {
+    deleted: HashSet<&'m str>,
+    mark: Option<u64>,
+}
+
+impl<'m> PruneView<'m> {
+    fn of(manifest: &'m Manifest) -> Self {
+        let deleted = manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        PruneView { deleted, mark: manifest.pruned_before() }
+    }
+
+    /// A batch object a prune deleted, still stored.
+    fn cut_short(&self, stream: &str, key: &str) -> bool {
+        keys::parse_batch_key(stream, key).is_some() && self.deleted.contains(key)
+    }
+
+    /// The mark, when a batch object lies wholly below it but no prune
+    /// deletes it.
+    fn hidden(&self, stream: &str, key: &str) -> Option<u64> {
+        let before = self.mark?;
+        let below = keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before);
+        (below && !self.deleted.contains(key)).then_some(before)
+    }
 }
 
 /// What is wrong with the object stored at `key` (a batch or a snapshot),
@@ -207,20 +336,49 @@ fn check_object(target: &dyn Target, key: &str, stored: &StoredObject, deep: boo
 /// What is wrong with a stored batch, if anything: with `deep`, a zstd
 /// batch's frames are decoded and checked (one download for both).
 fn check_batch(target: &dyn Target, batch: &BatchRecord, deep: bool) -> Option<String> {
-    match (deep, batch.stored.encoding) {
-        (true, Encoding::ZstdFrames) => {
-            check_object(target, &batch.key, &batch.stored, false).or_else(|| check_frames(target, batch))
-        }
-        _ => check_object(target, &batch.key, &batch.stored, deep),
+    check_stored(target, &batch.key, &batch.stored, deep, || decode::expected_of(&batch.segments))
+}
+
+/// What is wrong with a stored snapshot, if anything: with `deep`, a zstd
+/// snapshot's frame is decoded and checked.
+fn check_snapshot(target: &dyn Target, snapshot: &SnapshotRecord, deep: bool) -> Option<String> {
+    let image = || {
+        vec![decode::Expected {
+            len: snapshot.size,
+            crc32: snapshot.crc32,
+            stored_len: Some(snapshot.stored.size),
+        }]
+    };
+    check_stored(target, &snapshot.key, &snapshot.stored, deep, image)
+}
+
+/// [`check_object`], or with `deep` for zstd frames (each holding what
+/// `expected` says), one download that checks both the frames and the
+/// stored bytes.
+fn check_stored(
+    target: &dyn Target,
+    key: &str,
+    stored: &StoredObject,
+    deep: bool,
+    expected: impl FnOnce() -> Vec<decode::Expected>,
+) -> Option<String> {
+    match (deep, stored.encoding) {
+        (true, Encoding::ZstdFrames) => check_object(target, key, stored, false)
+            .or_else(|| check_frames(target, key, stored, &expected())),
+        _ => check_object(target, key, stored, deep),
     }
 }
 
-/// What is wrong with a zstd batch's frames or its stored bytes, if
-/// anything (downloads it whole).
-fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
-    let expected = decode::expected_of(&batch.segments);
-    let whole = Some((batch.stored.size, batch.stored.crc32));
-    match decode::read_frames(target, &batch.key, None, &expected, 0, &mut std::io::sink(), whole) {
+/// What is wrong with zstd frames or their stored bytes, if anything
+/// (downloads the object whole).
+fn check_frames(
+    target: &dyn Target,
+    key: &str,
+    stored: &StoredObject,
+    expected: &[decode::Expected],
+) -> Option<String> {
+    let whole = Some((stored.size, stored.crc32));
+    match decode::read_frames(target, key, None, expected, 0, &mut std::io::sink(), whole) {
         Ok(_) => None,
         Err(decode::ReadError::Frames(FrameError::Stored { crc32, recorded_crc32, .. })) => {
             Some(format!("CORRUPT: CRC32 {crc32:08x} stored, {recorded_crc32:08x} recorded"))
@@ -230,83 +388,32 @@ fn check_frames(target: &dyn Target, batch: &BatchRecord) -> Option<String> {
     }
 }
 
-/// Without downloading: the manifest's entries whose record object the
-/// listing lacks (a compacted object is taken to hold what its key says).
-fn list_record_objects(target: &dyn Target, stream: &str, manifest: &Manifest) -> Vec<String> {
-    let listed = match target.list(&keys::records_prefix(stream), None) {
-        Ok(listed) => listed,
-        Err(error) => return vec![format!("cannot list record objects: {error}")],
-    };
-    let listing = assemble::classify(stream, listed);
-    let compacted = listing
-        .records
-        .iter()
-        .filter_map(|(key, _)| match *key {
-            RecordKey::Log { first, last, level: LogLevel::Compacted(_) } => Some((first, last)),
-            _ => None,
-        })
-        .collect();
-    missing_record_objects(stream, manifest, &listing, compacted)
-}
-
 /// A record object's key and its bytes, or why they could not be read.
 pub type Downloaded = (String, Result<Vec<u8>, String>);
-
-/// List and download every record object of the stream, then check them.
-fn verify_record_objects(target: &dyn Target, rules: &StreamRules<'_>, manifest: &Manifest) -> Vec<String> {
-    let stream = rules.name;
-    let listed = match target.list(&keys::records_prefix(stream), None) {
-        Ok(listed) => listed,
-        Err(error) => return vec![format!("cannot list record objects: {error}")],
-    };
-    let listing = assemble::classify(stream, listed);
-    let fetched: Vec<Downloaded> = listing
-        .records
-        .iter()
-        .map(|(_, object)| {
-            if object.size > MAX_RECORD_OBJECT {
-                return (
-                    object.key.clone(),
-                    Err(format!("{} bytes, far larger than any record", object.size)),
-                );
-            }
-            let mut text = Vec::new();
-            let got = target.get(&object.key, None, &mut text).map(|_| text).map_err(|e| e.to_string());
-            (object.key.clone(), got)
-        })
-        .collect();
-    check_record_objects(rules, manifest, &listing, &fetched)
-}
 
 /// Check downloaded record objects against `manifest`: each must parse,
 /// match its key and agree with the manifest; each of the manifest's live
 /// entries must be held by a sound object. One line per problem, naming
-/// the key.
+/// the key. (What `verify --deep` does as the log streams by, for a
+/// manifest in memory.)
 pub fn check_record_objects(
     rules: &StreamRules<'_>,
     manifest: &Manifest,
     listing: &Listing,
     fetched: &[Downloaded],
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let mut compacted_ranges = Vec::new();
-    for (key, got) in fetched {
-        let checked = got.clone().and_then(|text| {
-            let object = assemble::Fetched { key: key.clone(), text };
-            let content = assemble::assemble(rules, &Sequences::default(), std::slice::from_ref(&object))
-                .map_err(|e| e.to_string())?;
-            agrees(manifest, &content)
-        });
-        match (checked, RecordKey::parse(rules.name, key)) {
-            (Ok(()), Some(RecordKey::Log { first, last, level: LogLevel::Compacted(_) })) => {
-                compacted_ranges.push((first, last))
-            }
-            (Ok(()), _) => {}
-            (Err(why), _) => problems.push(format!("{key}: CORRUPT record object: {why}")),
-        }
-    }
-    problems.extend(missing_record_objects(rules.name, manifest, listing, compacted_ranges));
-    problems
+    let mut download = |object: &ObjectInfo| {
+        fetched
+            .iter()
+            .find(|(key, _)| *key == object.key)
+            .map_or_else(|| Err(format!("{} was not downloaded", object.key)), |(_, got)| got.clone())
+    };
+    let mut objects = ObjectCheck::new(rules, listing, manifest.pruned_before(), &mut download);
+    manifest.live_log().iter().for_each(|record| objects.record(record));
+    let (mut found, sound) = objects.finish();
+    found.extend(check_side_objects(rules, manifest, listing, &mut download));
+    found.extend(missing_record_objects(rules.name, manifest, listing, sound));
+    found
 }
 
 /// The manifest's live entries that no listed record object holds: neither
@@ -318,75 +425,16 @@ pub fn missing_record_objects(
     listing: &Listing,
     compacted_ranges: Vec<(u64, u64)>,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let listed: HashSet<&str> = listing.records.iter().map(|(_, o)| o.key.as_str()).collect();
-    let covered_by_compacted = covering(compacted_ranges);
-    let live_log = manifest.live_log().iter().cloned().map(Entry::Log);
-    let others = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
-    for entry in live_log.chain(others).chain(manifest.prunes.iter().cloned().map(Entry::Prune)) {
-        let key = entry_key(stream, &entry);
-        let covered = match &entry {
-            Entry::Log(record) => covered_by_compacted(record.first(), record.last()),
-            _ => false,
-        };
-        if !covered && !listed.contains(key.as_str()) {
-            problems.push(format!("{key}: MISSING record object (a rebuild from the archive would lack it)"));
-        }
-    }
-    problems
-}
-
-/// Whether `first..=last` lies inside one of `ranges`: sorted by first
-/// position with the farthest reach so far, answered by binary search.
-fn covering(mut ranges: Vec<(u64, u64)>) -> impl Fn(u64, u64) -> bool {
-    ranges.sort_unstable();
-    let mut reach = 0;
-    let reaches: Vec<(u64, u64)> = ranges
-        .into_iter()
-        .map(|(first, last)| {
-            reach = reach.max(last);
-            (first, reach)
-        })
-        .collect();
-    move |first, last| {
-        let before = reaches.partition_point(|&(start, _)| start <= first);
-        before > 0 && reaches[before - 1].1 >= last
-    }
-}
-
-/// Whether the entries of one record object are the manifest's own.
-fn agrees(manifest: &Manifest, content: &Manifest) -> Result<(), String> {
-    for record in &content.log {
-        let index = manifest.log.partition_point(|r| r.last() < record.first());
-        if manifest.log.get(index) != Some(record) && record.last() >= manifest.pruned_before().unwrap_or(0) {
-            return Err(format!(
-                "its {} {}..{} differs from the manifest's record of those positions",
-                record.kind(),
-                record.first(),
-                record.last()
-            ));
-        }
-    }
-    if content.snapshots.iter().any(|s| !manifest.snapshots.contains(s)) {
-        return Err("its snapshot record differs from the manifest's".into());
-    }
-    let known_prune = |p: &PruneRecord| {
-        manifest
-            .prunes
-            .binary_search_by_key(&p.sequence, |q| q.sequence)
-            .is_ok_and(|i| manifest.prunes[i] == *p)
-    };
-    if !content.prunes.iter().all(known_prune) {
-        return Err("its prune record differs from the manifest's".into());
-    }
-    Ok(())
+    let mut missing = MissingCheck::new(stream, listing, compacted_ranges);
+    manifest.live_log().iter().for_each(|record| missing.record(record));
+    missing.finish(manifest, listing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manifest::validate::tests::{batch, naming};
-    use crate::manifest::{GapRecord, format};
+    use crate::manifest::{GapRecord, PruneRecord, format};
     use crate::target::ObjectInfo;
 
     const STREAM: &str = "s";
@@ -479,21 +527,5 @@ mod tests {
         let found = check(&manifest(), &objects);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("differs from the manifest's record of those positions"), "{found:?}");
-    }
-
-    #[test]
-    fn covering_finds_the_range_that_holds_a_span() {
-        let covered = covering(vec![(100, 199), (0, 99), (150, 300), (500, 500)]);
-        for (first, last, expected) in [
-            (0, 99, true),
-            (5, 7, true),
-            (90, 110, false),
-            (160, 300, true),
-            (301, 301, false),
-            (500, 500, true),
-        ] {
-            assert_eq!(covered(first, last), expected, "{first}..{last}");
-        }
-        assert!(!covering(Vec::new())(0, 0));
     }
 }

@@ -88,6 +88,7 @@ pub const KEYS: &[Key] = &[
     stream("on_archived", Default("keep")),
     stream("replicas", Default("off")),
     stream("max_offloader_lag", Default("16")),
+    stream("manifest_compaction", Default("1000")),
     stream("backlog_limit", Off),
     stream("compression", Default("none")),
     // Only with compression = zstd (see stream.rs).

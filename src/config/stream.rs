@@ -91,6 +91,9 @@ pub struct StreamConfig {
     /// nodes, which elect one offloader among them (see `fleet::election`).
     /// Default off: `None`.
     pub replicas: Option<Replicas>,
+    /// Default 1000: record objects folded into one compacted object on the
+    /// target (`catalog::compact`); 0 turns compaction off; else 2..=100000.
+    pub manifest_compaction: usize,
     /// Only with `seal = spool`; default none: nothing is ever deleted
     /// unarchived. Bytes of waiting segments past which the oldest are
     /// dropped (and recorded as a gap).
@@ -154,6 +157,7 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
         replicas: parse_replicas(f)?,
+        manifest_compaction: f.value("manifest_compaction", parse_compaction)?,
         backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
     })
@@ -206,6 +210,19 @@ fn parse_sealing(f: &Fields) -> Result<(SealMode, Option<Duration>), ConfigError
         ));
     }
     Ok((seal, seal_idle))
+}
+
+/// 0 (off) or 2..=100000 record objects per compacted object.
+fn parse_compaction(value: &str) -> Result<usize, String> {
+    match parse_whole(value) {
+        Some(0) => Ok(0),
+        Some(n @ 2..=100_000) => Ok(n as usize),
+        _ => Err(format!(
+            "expected 0 (no compaction) or a whole number from 2 to 100000 (records per compacted \
+             manifest object), got {}",
+            quote(value)
+        )),
+    }
 }
 
 /// A whole number up to `MAX_BATCH_SIZE`; 0 is left to `plan::check_rules`.

@@ -227,52 +227,133 @@ pub fn parse_each<R: BufRead>(
     rules: &StreamRules<'_>,
     mut visit: impl FnMut(Entry),
 ) -> Result<ParseSummary, ManifestError> {
-    let mut lines = Lines { reader, source, buf: Vec::new(), number: 0, offset: 0 };
-    let mut summary = ParseSummary::default();
-    let Some(line) = lines.next()? else {
-        return Ok(summary);
-    };
-    let version = match read_header(&line, source)? {
-        Some(version) => version,
-        None => {
-            summary.dropped_torn_tail = Some(line.number);
-            return Ok(summary);
-        }
-    };
-    summary.version = Some(version);
-    summary.valid_len = line.end;
-    while let Some(line) = lines.next()? {
-        // A line without '\n' is the final one, cut short: torn whatever it holds.
-        let parsed = if line.complete {
-            read_entry_line(&line, version, rules)
-        } else {
-            Err(LineError::Damaged("no '\\n' at the end".into()))
-        };
-        let entry = match parsed {
-            Ok(entry) => entry,
-            Err(LineError::Damaged(_)) if line.is_final => {
-                summary.dropped_torn_tail = Some(line.number);
-                break;
-            }
-            Err(error) => return Err(error.at(source, line.number)),
-        };
-        summary.ends.admit(&entry).map_err(|refusal| refused_at(refusal, source, line.number))?;
-        summary.entries += 1;
-        summary.valid_len = line.end;
+    let mut entries = EntryReader::new(reader, source, rules)?;
+    let mut last: Option<Record> = None;
+    while let Some(entry) = entries.next_entry()? {
         match entry {
             // Hand out the previous log record and keep this one: no clone.
             Entry::Log(record) => {
-                if let Some(previous) = summary.last.replace(record) {
+                if let Some(previous) = last.replace(record) {
                     visit(Entry::Log(previous));
                 }
             }
             other => visit(other),
         }
     }
-    if let Some(last) = &summary.last {
+    if let Some(last) = &last {
         visit(Entry::Log(last.clone()));
     }
-    Ok(summary)
+    Ok(ParseSummary {
+        entries: entries.entries,
+        ends: entries.ends,
+        last,
+        dropped_torn_tail: entries.dropped_torn_tail,
+        valid_len: entries.lines.offset_of_valid,
+        version: entries.version,
+    })
+}
+
+/// A manifest read one entry at a time, each checked as [`parse_each`]
+/// checks it (CRC32, validation, its place after the ones before): what
+/// commands that stream a journal use, holding one line at a time.
+pub struct EntryReader<'s, R> {
+    lines: Lines<'s, R>,
+    rules: StreamRules<'s>,
+    /// `None` once the input ended (or its header was torn).
+    version: Option<Version>,
+    reading: bool,
+    ends: Sequences,
+    entries: usize,
+    dropped_torn_tail: Option<usize>,
+}
+
+impl<'s, R: BufRead> EntryReader<'s, R> {
+    /// Read the header of `reader`; an empty input or a torn header reads
+    /// as no entries.
+    pub fn new(reader: R, source: &'s str, rules: &StreamRules<'s>) -> Result<Self, ManifestError> {
+        let mut entries = EntryReader {
+            lines: Lines { reader, source, buf: Vec::new(), number: 0, offset: 0, offset_of_valid: 0 },
+            rules: *rules,
+            version: None,
+            reading: false,
+            ends: Sequences::default(),
+            entries: 0,
+            dropped_torn_tail: None,
+        };
+        if let Some(line) = entries.lines.next()? {
+            match read_header(&line, source)? {
+                Some(version) => {
+                    let end = line.end;
+                    entries.version = Some(version);
+                    entries.reading = true;
+                    entries.lines.offset_of_valid = end;
+                }
+                None => entries.dropped_torn_tail = Some(line.number),
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Read v2 entry lines of a journal from byte `offset` on, `reader`
+    /// being positioned there (a line boundary a previous reader reported
+    /// with [`EntryReader::valid_len`]). Order is checked from there on only.
+    pub fn resuming(reader: R, source: &'s str, rules: &StreamRules<'s>, offset: u64) -> Self {
+        EntryReader {
+            lines: Lines { reader, source, buf: Vec::new(), number: 0, offset, offset_of_valid: offset },
+            rules: *rules,
+            version: Some(Version::V2),
+            reading: true,
+            ends: Sequences::default(),
+            entries: 0,
+            dropped_torn_tail: None,
+        }
+    }
+
+    /// The next entry, or `None` at the end (a torn final line is dropped
+    /// and noted in [`EntryReader::dropped_torn_tail`]).
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, ManifestError> {
+        let Some(version) = self.version.filter(|_| self.reading) else { return Ok(None) };
+        let source = self.lines.source;
+        let Some(line) = self.lines.next()? else {
+            self.reading = false;
+            return Ok(None);
+        };
+        // A line without '\n' is the final one, cut short: torn whatever it holds.
+        let parsed = if line.complete {
+            read_entry_line(&line, version, &self.rules)
+        } else {
+            Err(LineError::Damaged("no '\\n' at the end".into()))
+        };
+        let entry = match parsed {
+            Ok(entry) => entry,
+            Err(LineError::Damaged(_)) if line.is_final => {
+                self.dropped_torn_tail = Some(line.number);
+                self.reading = false;
+                return Ok(None);
+            }
+            Err(error) => return Err(error.at(source, line.number)),
+        };
+        let (number, end) = (line.number, line.end);
+        self.ends.admit(&entry).map_err(|refusal| refused_at(refusal, source, number))?;
+        self.entries += 1;
+        self.lines.offset_of_valid = end;
+        Ok(Some(entry))
+    }
+
+    /// Bytes from the input's start to the end of the last entry read.
+    pub fn valid_len(&self) -> u64 {
+        self.lines.offset_of_valid
+    }
+
+    /// Where each sequence ends, after the entries read so far.
+    pub fn ends(&self) -> &Sequences {
+        &self.ends
+    }
+
+    /// 1-based line number of a torn final line that was dropped.
+    pub fn dropped_torn_tail(&self) -> Option<usize> {
+        self.dropped_torn_tail
+    }
 }
 
 /// The error for an entry [`Sequences`] refused at `source:line`.
@@ -305,6 +386,8 @@ struct Lines<'s, R> {
     buf: Vec<u8>,
     number: usize,
     offset: u64,
+    /// Just past the last line that was good (header or entry).
+    offset_of_valid: u64,
 }
 
 impl<R: BufRead> Lines<'_, R> {

@@ -283,6 +283,56 @@ pub fn batches_holding(
     Ok(found)
 }
 
+/// Read-only pass over the entries of the journal at `path` from byte
+/// `offset` on (`0`: from its start; otherwise a line boundary an earlier
+/// pass reported), in file order, while `visit` returns `true`. `visit`
+/// gets each entry with the byte offsets where its line starts and ends.
+/// Memory stays flat however long the journal is. A missing file holds
+/// no entries.
+pub fn read_from(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    offset: u64,
+    mut visit: impl FnMut(Entry, u64, u64) -> bool,
+) -> Result<ReadTo, ManifestError> {
+    let name = path.display().to_string();
+    let mut file = match open_file(path, OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(ReadTo::default()),
+        Err(error) => return Err(io_error(&name, "open")(error)),
+    };
+    let mut entries = if offset == 0 {
+        format::EntryReader::new(BufReader::new(file), &name, rules)?
+    } else {
+        io::Seek::seek(&mut file, io::SeekFrom::Start(offset)).map_err(io_error(&name, "read"))?;
+        format::EntryReader::resuming(BufReader::new(file), &name, rules, offset)
+    };
+    loop {
+        let start = entries.valid_len();
+        let Some(entry) = entries.next_entry()? else { break };
+        if !visit(entry, start, entries.valid_len()) {
+            break;
+        }
+    }
+    Ok(ReadTo {
+        ends: entries.ends().clone(),
+        valid_len: entries.valid_len(),
+        dropped_torn_tail: entries.dropped_torn_tail(),
+    })
+}
+
+/// What [`read_from`] saw, up to where it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadTo {
+    /// Where each sequence ends (of the entries read from the offset on).
+    pub ends: Sequences,
+    /// Just past the last entry read.
+    pub valid_len: u64,
+    /// 1-based line number of a torn final line that was dropped (counted
+    /// from the offset).
+    pub dropped_torn_tail: Option<usize>,
+}
+
 /// Read-only pass over every entry, each handed to `visit` and not kept
 /// (see [`format::parse_each`] for the order); a missing file is an empty
 /// manifest.

@@ -118,19 +118,22 @@ fn validate_batch(batch: &BatchRecord, rules: &StreamRules<'_>) -> Result<(), St
             )),
             None => Ok(()),
         },
-        Encoding::ZstdFrames => batch.segments.iter().try_for_each(validate_frame_len),
+        Encoding::ZstdFrames => batch
+            .segments
+            .iter()
+            .try_for_each(|s| validate_frame_len(&format!("segment {}", s.position), s.stored_len, s.len)),
     }
 }
 
 /// A zstd frame takes at least [`MIN_FRAME_LEN`] bytes, and no zstd
-/// encoder makes one larger than `frames::max_frame_len`.
-fn validate_frame_len(segment: &SegmentEntry) -> Result<(), String> {
-    let largest = crate::frames::max_frame_len(segment.len);
-    if segment.stored_len < MIN_FRAME_LEN || segment.stored_len > largest {
+/// encoder makes one larger than `frames::max_frame_len` of its `len`
+/// bytes; `what` (a segment, a snapshot) takes `stored_len`.
+fn validate_frame_len(what: &str, stored_len: u64, len: u64) -> Result<(), String> {
+    let largest = crate::frames::max_frame_len(len);
+    if stored_len < MIN_FRAME_LEN || stored_len > largest {
         return Err(format!(
-            "segment {} takes {} stored bytes; a zstd frame of its {} bytes takes {MIN_FRAME_LEN} to \
-             {largest}",
-            segment.position, segment.stored_len, segment.len
+            "{what} takes {stored_len} stored bytes; a zstd frame of its {len} bytes takes \
+             {MIN_FRAME_LEN} to {largest}"
         ));
     }
     Ok(())
@@ -219,7 +222,12 @@ fn validate_snapshot(snapshot: &SnapshotRecord, stream: &str) -> Result<(), Stri
     validate_key("snapshot", &snapshot.key, &keys::snapshot_key(stream, snapshot.position))?;
     validate_size("size", snapshot.size)?;
     validate_size("stored size", snapshot.stored.size)?;
-    validate_identity(&snapshot.stored, snapshot.size, snapshot.crc32)
+    validate_identity(&snapshot.stored, snapshot.size, snapshot.crc32)?;
+    match snapshot.stored.encoding {
+        Encoding::Identity => Ok(()),
+        // One frame holding the image.
+        Encoding::ZstdFrames => validate_frame_len("the snapshot", snapshot.stored.size, snapshot.size),
+    }
 }
 
 fn validate_prune(prune: &PruneRecord, stream: &str) -> Result<(), String> {

@@ -17,8 +17,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::command::{self, CommandRun};
+use crate::config::Compression;
 use crate::durable;
 use crate::error::Error;
+use crate::frames::{self, FrameEncoder, encode::FramesReader};
 use crate::manifest::{
     Encoding, Entry, ManifestError, SnapshotRecord, StoredObject, StreamRules, validate_entry,
 };
@@ -38,6 +40,8 @@ pub struct JobSpec<'a> {
     pub timeout: Duration,
     pub position: u64,
     pub id: u64,
+    /// The stream's: a zstd snapshot is stored as one zstd frame.
+    pub compression: Compression,
 }
 
 /// Run the job (see the module doc): the record of the stored snapshot, or
@@ -85,13 +89,20 @@ fn store_output(
         SegmentMap::open(output, len).map_err(|e| Error::local("map the snapshot output", output, e))?;
     let crc32 = crc32fast::hash(map.bytes());
     let key = keys::snapshot_key(stream, spec.position);
-    let record = SnapshotRecord {
-        position: spec.position,
-        key: key.clone(),
-        size: len,
-        crc32,
-        stored: StoredObject { size: len, crc32, encoding: Encoding::Identity },
+    // With zstd, the image's frame is measured now and made again as it is
+    // sent (as a batch's frames are: see `frames`).
+    let compression_failed = |source| Error::Compression { stream: stream.into(), source };
+    let (stored, frame) = match spec.compression {
+        Compression::None => (StoredObject { size: len, crc32, encoding: Encoding::Identity }, None),
+        Compression::Zstd { level } => {
+            let mut encoder = FrameEncoder::new(level).map_err(compression_failed)?;
+            let plan = frames::plan_frame(&mut encoder, map.bytes()).map_err(compression_failed)?;
+            let stored =
+                StoredObject { size: plan.stored_len, crc32: plan.crc32, encoding: Encoding::ZstdFrames };
+            (stored, Some((encoder, plan.kind)))
+        }
     };
+    let record = SnapshotRecord { position: spec.position, key: key.clone(), size: len, crc32, stored };
     validate_entry(&Entry::Snapshot(record.clone()), &spec.rules).map_err(|message| {
         Error::Manifest(ManifestError::Refused { source: key.clone(), line: 0, message })
     })?;
@@ -103,8 +114,17 @@ fn store_output(
         Error::local("store the snapshot output", output, std::io::Error::other(detail))
     };
     let pieces = [map.bytes()];
-    let body = Upload::pieces(&pieces, len, crc32);
-    upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
+    match frame {
+        None => {
+            let body = Upload::pieces(&pieces, len, crc32);
+            upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
+        }
+        Some((encoder, kind)) => {
+            let mut reader = FramesReader::new(encoder, vec![(map.bytes(), kind)]);
+            let body = Upload::stream(&mut reader, stored.size, stored.crc32);
+            upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
+        }
+    }
     if !map.intact() {
         let truncated = std::io::Error::other("it was truncated while it was being sent");
         return Err(Error::local("store the snapshot output", output, truncated));

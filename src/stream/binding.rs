@@ -11,9 +11,9 @@
 //! binding moves to it. Anything else is refused, naming both places and the
 //! remedies, before anything is archived or acknowledged.
 //!
-//! Record objects are found by their level-0 key: when compaction folds
-//! them (a later issue), this check must look for a record covering the
-//! position instead.
+//! The record object is looked for by its level-0 key (one HEAD); once
+//! compaction folded it, by a listing of the record objects from where the
+//! records not yet in level-2 objects start, then from the start.
 
 use std::fs::File;
 use std::io::Read;
@@ -55,6 +55,7 @@ impl Stream {
         stream: &str,
         target: &dyn Target,
         last: Option<&Record>,
+        listing_start: Option<u64>,
     ) -> Result<(), Error> {
         let path = statedir::target_binding(state_root, stream);
         let recorded = read_binding(&path)?;
@@ -74,8 +75,10 @@ impl Stream {
             }
             (Binding::AskTarget, Some(last)) => {
                 let key = catalog::entry_key(stream, &Entry::Log(last.clone()));
-                match target.head(&key).map_err(|e| Error::target(stream, e))? {
-                    Some(_) => bind(&format!("the target holds {key}, the journal's last record; bound to")),
+                match catalog::record_holding(target, stream, last, listing_start)? {
+                    Some(found) => {
+                        bind(&format!("the target holds {found}, with the journal's last record; bound to"))
+                    }
                     None => Err(Error::OtherTarget {
                         stream: stream.into(),
                         journal: statedir::journal(state_root, stream),

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use super::{Hints, PassReport, Stream, adopt};
 use crate::catalog;
 use crate::error::Error;
+use crate::manifest::Entry;
 use crate::status::unix_now;
 
 impl Stream {
@@ -21,15 +22,25 @@ impl Stream {
     /// scan, acknowledge what is archived and report the backlog.
     pub fn follow(&mut self, read_remote: bool) -> Result<PassReport, Error> {
         if read_remote {
-            let config = &self.config;
-            let adopted = catalog::catch_up(&mut self.journal, self.target.as_ref(), |records| {
-                adopt::check_local_segments(config, records)
-            })?;
-            adopted.log.iter().for_each(|record| self.source.record(record));
-            let name = self.config.name.clone();
-            adopted.entries().for_each(|entry| self.snapshots.note(&name, &entry));
+            let (config, name) = (&self.config, &self.config.name);
+            let (source, snapshots) = (&mut self.source, &mut self.snapshots);
+            let caught_up = catalog::catch_up(
+                &mut self.journal,
+                self.target.as_ref(),
+                self.compactor.listing_start(),
+                |records| adopt::check_local_segments(config, records),
+                |entry| {
+                    snapshots.note(name, entry);
+                    if let Entry::Log(record) = entry {
+                        source.record(record);
+                    }
+                },
+            )?;
+            if let Some(progress) = caught_up.compaction {
+                self.compactor.adopt(progress)?;
+            }
             self.source.prune(self.journal.ends().pruned_before());
-            if !adopted.is_empty() {
+            if caught_up.adopted > 0 {
                 let (archived, snapshot) = (self.archived(), self.last_snapshot());
                 self.update_status(|s| {
                     s.archived_position = archived;

@@ -16,8 +16,10 @@
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
-//! nothing is ready. Records adopted from the target are checked against the
-//! local segments first (`adopt`).
+//! nothing is ready, then folds remote record objects for a moment
+//! (`catalog::compact`, at most [`COMPACTION_SLICE`] per pass). Records
+//! adopted from the target are checked against the local segments first
+//! (`adopt`).
 //!
 //! A standby of a `replicas = on` stream runs `follow` instead of a pass:
 //! it adopts the elected offloader's records and acknowledges its own
@@ -50,6 +52,7 @@ use crate::bandwidth;
 use crate::budget;
 use crate::calendar::LocalTime;
 use crate::catalog;
+use crate::catalog::compact::Compactor;
 use crate::config::{OnArchived, SealMode, StreamConfig};
 use crate::durable;
 use crate::error::Error;
@@ -64,6 +67,9 @@ use crate::target::Target;
 
 /// Suffix given to archived segments with `on_archived = mark`.
 pub const MARK_SUFFIX: &str = ".archived";
+
+/// The longest a pass spends compacting the remote manifest when it ends.
+pub const COMPACTION_SLICE: Duration = Duration::from_millis(200);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +111,8 @@ pub struct Stream {
     target: Arc<dyn Target>,
     state_root: PathBuf,
     journal: Journal,
+    /// Folds the remote log records in the background of passes.
+    compactor: Compactor,
     status: Arc<StatusCell>,
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
@@ -152,14 +160,26 @@ impl Stream {
                 source.record(&record);
             }
         })?;
-        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last())?;
-        let adopted = catalog::catch_up(&mut journal, target.as_ref(), |records| {
-            adopt::check_local_segments(&config, records)
-        })?;
-        adopted.log.iter().for_each(|record| source.record(record));
-        adopted.entries().for_each(|entry| snapshots.note(&name, &entry));
+        let mut compactor = Compactor::load(state_root, &name, config.manifest_compaction, &journal);
+        let listing_start = compactor.listing_start();
+        Stream::check_target_binding(state_root, &name, target.as_ref(), journal.last(), listing_start)?;
+        let caught_up = catalog::catch_up(
+            &mut journal,
+            target.as_ref(),
+            listing_start,
+            |records| adopt::check_local_segments(&config, records),
+            |entry| {
+                snapshots.note(&name, entry);
+                if let Entry::Log(record) = entry {
+                    source.record(record);
+                }
+            },
+        )?;
+        if let Some(progress) = caught_up.compaction {
+            compactor.adopt(progress)?;
+        }
         source.prune(journal.ends().pruned_before());
-        let adopted = adopted.log.len() + adopted.snapshots.len() + adopted.prunes.len();
+        let adopted = caught_up.adopted;
         if adopted > 0 {
             let adopted = crate::human::count(adopted as u64, "record");
             log::info!("stream {name}: adopted {adopted} from the archive's manifest");
@@ -169,6 +189,7 @@ impl Stream {
             target,
             state_root: state_root.to_path_buf(),
             journal,
+            compactor,
             status,
             source,
             snapshots,
@@ -295,9 +316,24 @@ impl Stream {
                     return Err(Error::Scan { stream: self.config.name.clone(), source });
                 }
                 self.update_status(|s| s.last_success = Some(unix_now()));
+                self.compact(flush, should_stop)?;
                 return Ok(report);
             }
         }
+    }
+
+    /// Fold remote record objects while steps are due, nothing waits to be
+    /// archived, and (unless `all`, as `run --once` asks) for at most
+    /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
+    fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
+            match self.compactor.step(self.target.as_ref(), &self.journal)? {
+                None => break,
+                Some(done) => log::debug!("stream {}: compaction: {done:?}", self.name()),
+            }
+        }
+        Ok(())
     }
 
     /// Why no new upload may start now (a `0` bandwidth window, a spent

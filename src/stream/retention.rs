@@ -20,7 +20,7 @@ use super::Stream;
 use super::mailbox::PruneReply;
 use crate::catalog;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, Record, StreamRules, journal};
+use crate::manifest::{Entry, Manifest, ManifestError, StreamRules, journal};
 use crate::retention::{self, Object, Plan};
 
 /// What applying retention did.
@@ -45,8 +45,7 @@ impl Stream {
     /// What retention would delete now (`prune --dry-run`): the same plan
     /// [`Stream::apply_retention`] carries out.
     pub fn plan_retention(&self) -> Result<Pruned, Error> {
-        let manifest = self.manifest_without_segments()?;
-        checked_prunes(self.name(), &manifest)?;
+        let manifest = self.retention_view()?;
         let plan = retention::plan(&manifest, self.config.keep_snapshots as usize);
         Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
     }
@@ -55,8 +54,7 @@ impl Stream {
     /// stops between two of them when `should_stop` (the daemon stopping);
     /// the next run carries on from there.
     pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Pruned, Error> {
-        let manifest = self.manifest_without_segments()?;
-        checked_prunes(self.name(), &manifest)?;
+        let manifest = self.retention_view()?;
         if let Some(latest) = manifest.prunes.last() {
             self.delete_objects(&latest.deleted)?;
         }
@@ -95,19 +93,21 @@ impl Stream {
         Ok(Pruned { plan: Some(plan), snapshots_kept })
     }
 
-    /// The manifest as the journal holds it (caught up with the archive
-    /// when the stream opened; this thread is its only writer), without the
-    /// batches' segment lists: retention needs each batch's range, key and
-    /// size, and a long journal's segment lists would take far more memory.
-    fn manifest_without_segments(&self) -> Result<Manifest, Error> {
-        let mut manifest = Manifest::default();
-        journal::read_each(self.journal.path(), &self.journal.rules(), |mut entry| {
-            if let Entry::Log(Record::Batch(batch)) = &mut entry {
-                batch.segments = Vec::new();
-            }
-            manifest.push(entry);
+    /// What retention needs of the manifest the journal holds (caught up
+    /// with the archive when the stream opened; this thread is its only
+    /// writer), read as a stream into [`retention::add_to_view`]'s small
+    /// view. The prune marks are checked against the snapshots
+    /// ([`retention::check_prune_snapshots`]); that every batch below the
+    /// mark was named deleted is checked by the readers that hold the whole
+    /// log (`list`, `restore`, `verify`).
+    fn retention_view(&self) -> Result<Manifest, Error> {
+        let stream = self.name();
+        let mut view = Manifest::default();
+        journal::read_each(self.journal.path(), &self.journal.rules(), |entry| {
+            retention::add_to_view(&mut view, stream, entry)
         })?;
-        Ok(manifest)
+        retention::check_prune_snapshots(&view).map_err(|message| inconsistent(stream, message))?;
+        Ok(view)
     }
 
     fn delete_objects(&self, keys: &[String]) -> Result<(), Error> {
@@ -167,9 +167,7 @@ impl PruneSchedule {
             }
         }
     }
-}
 
-impl PruneSchedule {
     /// Answer `walship prune` requests (`dry_run`, reply): with the text
     /// the command prints, once `stream` is open; otherwise with why not
     /// (`unavailable`: the stream's last error, or that it stops).
@@ -205,15 +203,19 @@ impl PruneSchedule {
 /// ([`retention::check_prunes`]): then an error naming the stream and
 /// saying what to do.
 pub fn checked_prunes(stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    retention::check_prunes(manifest).map_err(|message| {
-        Error::Manifest(ManifestError::Invalid {
-            source: format!("stream {stream}"),
-            line: 0,
-            message: format!(
-                "{message}: a prune record that retention did not write (forged, or damaged); \
-                 move that prune record object ({stream}/manifest/prune-…) aside on the target, \
-                 and the local journal too (walship rebuilds it from the archive)"
-            ),
-        })
+    retention::check_prunes(manifest).map_err(|message| inconsistent(stream, message))
+}
+
+/// The error for a prune record of `stream` that disagrees with its
+/// manifest, as `message` says.
+fn inconsistent(stream: &str, message: String) -> Error {
+    Error::Manifest(ManifestError::Invalid {
+        source: format!("stream {stream}"),
+        line: 0,
+        message: format!(
+            "{message}: a prune record that retention did not write (forged, or damaged); move \
+             that prune record object ({stream}/manifest/prune-…) aside on the target, and the \
+             local journal too (walship rebuilds it from the archive)"
+        ),
     })
 }

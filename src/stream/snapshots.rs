@@ -147,6 +147,7 @@ impl SnapshotJobs {
         log::info!("stream {}: snapshot job {id} started at position {position}", stream.name());
         let stop = Arc::new(AtomicBool::new(false));
         let (name, naming, timeout) = (config.name.clone(), config.naming.clone(), config.snapshot_timeout);
+        let compression = config.compression;
         let (state_root, target, mailbox) =
             (self.state_root.clone(), Arc::clone(&self.target), self.mailbox.clone());
         let (status, stop_job) = (Arc::clone(&stream.status), Arc::clone(&stop));
@@ -154,8 +155,15 @@ impl SnapshotJobs {
             .name(format!("walship-snapshot-{name}"))
             .spawn(move || {
                 let rules = StreamRules::new(&name, &naming);
-                let spec =
-                    JobSpec { state_dir: &state_root, rules, command: &command, timeout, position, id };
+                let spec = JobSpec {
+                    state_dir: &state_root,
+                    rules,
+                    command: &command,
+                    timeout,
+                    position,
+                    id,
+                    compression,
+                };
                 let result = job::run(&spec, target.as_ref(), &status, &|| stop_job.load(Ordering::SeqCst));
                 let _ = mailbox.send(Message::SnapshotFinished { id, result });
             })
@@ -220,8 +228,15 @@ pub fn take_snapshot(
     log::info!("stream {}: snapshot job {id} started at position {position}", config.name);
     stream.update_status(|s| s.snapshots.last_job = Some(report.clone()));
     let rules = StreamRules::new(&config.name, &config.naming);
-    let spec =
-        JobSpec { state_dir: state_root, rules, command, timeout: config.snapshot_timeout, position, id };
+    let spec = JobSpec {
+        state_dir: state_root,
+        rules,
+        command,
+        timeout: config.snapshot_timeout,
+        position,
+        id,
+        compression: config.compression,
+    };
     let target = Arc::clone(&stream.target);
     let result = job::run(&spec, target.as_ref(), &stream.status, stop);
     Ok(end_job(stream, report, result))

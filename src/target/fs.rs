@@ -99,6 +99,7 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        log::trace!("file target: PUT {key}");
         self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
@@ -117,6 +118,7 @@ impl Target for FileTarget {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        log::trace!("file target: HEAD {key}");
         let path = self.path_of("head", key)?;
         let file = match open_object(&path) {
             Ok(file) => file,
@@ -128,6 +130,7 @@ impl Target for FileTarget {
     }
 
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
+        log::trace!("file target: GET {key}");
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
         let mut file = open_object(&path).map_err(err)?;
@@ -155,6 +158,8 @@ impl Target for FileTarget {
         walk(&self.root, dir_part, &mut found).map_err(|e| io_error("list", prefix, &self.root, e))?;
         found.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|after| o.key.as_str() > after));
         found.sort_by(|a, b| a.key.cmp(&b.key));
+        // Counted by `scripts/bench` as the pages an S3 listing would take.
+        log::trace!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
     }
 
@@ -198,6 +203,10 @@ impl Target for FileTarget {
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        log::trace!("file target: DELETE {} keys", keys.len());
+        // Each directory a file left is synced once, after all the removals
+        // (compaction deletes a thousand record objects of one directory).
+        let mut dirs: std::collections::BTreeMap<PathBuf, &str> = std::collections::BTreeMap::new();
         for key in keys {
             let path = self.path_of("delete", key)?;
             match fs::remove_file(&path) {
@@ -205,8 +214,10 @@ impl Target for FileTarget {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("delete", key, &path, e)),
             }
-            let dir = path.parent().unwrap_or(&self.root);
-            durable::sync_dir(dir).map_err(|e| io_error("delete", key, dir, e))?;
+            dirs.entry(path.parent().unwrap_or(&self.root).to_path_buf()).or_insert(key);
+        }
+        for (dir, key) in dirs {
+            durable::sync_dir(&dir).map_err(|e| io_error("delete", key, &dir, e))?;
         }
         Ok(())
     }

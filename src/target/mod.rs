@@ -207,6 +207,20 @@ pub trait Target: Send + Sync {
     /// `start_after`, in lexical key order.
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError>;
 
+    /// [`Target::list`] a page at a time: `visit` gets each page of
+    /// objects, in order, and the listing stops early when it returns
+    /// `false`. A target that lists everything at once hands it over as one
+    /// page.
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        visit(self.list(prefix, start_after)?);
+        Ok(())
+    }
+
     /// Every object whose key starts with `prefix`, with when it was last
     /// written and the store's clock at the listing (for judging ages, as
     /// heartbeats need). Targets that cannot tell say so (`Unusable`).

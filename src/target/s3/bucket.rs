@@ -1,4 +1,4 @@
-//! Bucket-level operations: ListObjectsV2 with pagination, DeleteObjects in
+//! Bucket-level operations: ListObjectsV2 page by page, DeleteObjects in
 //! batches, aborting stale multipart uploads, and the reachability check.
 //!
 //! Keys cross this module's boundary relative to the target prefix; the
@@ -20,21 +20,22 @@ use super::xml;
 /// DeleteObjects accepts at most this many keys per request.
 pub const DELETE_BATCH: usize = 1000;
 
-/// Every object under `prefix` (target-relative) sorting after `start_after`.
-pub fn list(
+/// Every object under `prefix` (target-relative) sorting after
+/// `start_after`, one page (one ListObjectsV2 answer) at a time to `visit`,
+/// until it returns `false`.
+pub fn list_pages(
     target: &S3Target,
     prefix: &str,
     start_after: Option<&str>,
-) -> Result<Vec<ObjectInfo>, TargetError> {
-    let mut objects = Vec::new();
+    visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+) -> Result<(), TargetError> {
     for_each_page(target, prefix, start_after, None, |page, _| {
-        objects.extend(page.objects.into_iter().filter_map(|(key, size)| {
+        let objects = page.objects.into_iter().filter_map(|(key, size)| {
             let key = target.relative_key(&key)?.to_string();
             Some(ObjectInfo { key, size, crc32: None })
-        }));
-        Ok(())
-    })?;
-    Ok(objects)
+        });
+        Ok(visit(objects.collect()))
+    })
 }
 
 /// Every object under `prefix` with its `LastModified`, and the `Date` of
@@ -58,7 +59,7 @@ pub fn list_dated(target: &S3Target, prefix: &str) -> Result<DatedListing, Targe
                 .ok_or_else(|| unreadable(format!("object {key} has LastModified {text:?}")))?;
             objects.push(DatedObject { key: key.to_string(), size, modified });
         }
-        Ok(())
+        Ok(true)
     })?;
     let store_now = store_now.unwrap_or_else(std::time::SystemTime::now);
     Ok(DatedListing { objects, store_now })
@@ -73,20 +74,21 @@ pub fn list_dirs(target: &S3Target, prefix: &str) -> Result<Vec<String>, TargetE
             let relative = target.relative_key(full)?.strip_prefix(prefix)?;
             Some(relative.trim_end_matches('/').to_string())
         }));
-        Ok(())
+        Ok(true)
     })?;
     Ok(dirs)
 }
 
 /// ListObjectsV2 under `prefix` (target-relative) after `start_after`,
 /// with an optional delimiter, page by page (up to 1,000 keys each), each
-/// page handed to `each` with its response.
+/// page handed to `each` with its response; `each` returns whether to go
+/// on.
 fn for_each_page(
     target: &S3Target,
     prefix: &str,
     start_after: Option<&str>,
     delimiter: Option<&str>,
-    mut each: impl FnMut(xml::ListObjectsPage, &Reply) -> Result<(), TargetError>,
+    mut each: impl FnMut(xml::ListObjectsPage, &Reply) -> Result<bool, TargetError>,
 ) -> Result<(), TargetError> {
     let full_prefix = target.full_key(prefix);
     let display = display_prefix(target, prefix);
@@ -112,8 +114,7 @@ fn for_each_page(
             error::transient(&target.client.context(&request), format!("unreadable listing: {detail}"))
         })?;
         let (is_truncated, next_token) = (page.is_truncated, page.next_continuation_token.clone());
-        each(page, &reply)?;
-        if !is_truncated {
+        if !each(page, &reply)? || !is_truncated {
             return Ok(());
         }
         token = match next_token {

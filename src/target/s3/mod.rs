@@ -203,7 +203,21 @@ impl Target for S3Target {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        bucket::list(self, prefix, start_after)
+        let mut objects = Vec::new();
+        bucket::list_pages(self, prefix, start_after, &mut |page| {
+            objects.extend(page);
+            true
+        })?;
+        Ok(objects)
+    }
+
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        bucket::list_pages(self, prefix, start_after, visit)
     }
 
     fn list_dated(&self, prefix: &str) -> Result<DatedListing, TargetError> {

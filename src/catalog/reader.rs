@@ -1,0 +1,266 @@
+//! A stream's manifest for the commands that read it (`list`, `fetch`,
+//! `verify`, `restore`), streamed: the local journal's log is read entry by entry, once to learn
+//! where it ends and again for each pass a command makes; the remote
+//! records after it (what the journal lacks: usually nothing) and the
+//! snapshot and prune records (few) are held in memory. With no journal
+//! (a node whose state directory is gone) the whole log is read from the
+//! target in chunks for each pass instead. Memory stays flat however long
+//! the log is.
+//!
+//! Every pass reads the journal only up to where the first one ended, so a
+//! daemon appending meanwhile does not change what a command sees.
+
+use std::path::{Path, PathBuf};
+
+use super::{RebuildScan, check_start, each_remote_chunk, remote_after, with_batch_objects};
+use crate::error::Error;
+use crate::manifest::journal;
+use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
+use crate::target::Target;
+use crate::target::keys;
+
+/// How far back the remote records are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Only what follows the journal.
+    End,
+    /// Also from the start when the journal's log begins above this
+    /// position (and above the pruned mark): a journal that lost its first
+    /// records is then a hole, not a later start.
+    Position(u64),
+    /// Also from the start whenever the journal's log begins above the
+    /// pruned mark (or above 0).
+    Whole,
+}
+
+/// Where the log records after the journal's come from in each pass.
+enum Remote<'r> {
+    /// Fetched once (what a journal lacks: usually nothing), held.
+    Held(Vec<Record>),
+    /// The journal is empty: the whole log is read from the target again,
+    /// in chunks, for each pass.
+    Streamed(&'r dyn Target),
+}
+
+impl std::fmt::Debug for Remote<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Remote::Held(log) => write!(f, "Held({} records)", log.len()),
+            Remote::Streamed(target) => write!(f, "Streamed({})", target.describe()),
+        }
+    }
+}
+
+/// A stream's manifest, ready to be read in passes.
+#[derive(Debug)]
+pub struct ManifestReader<'r> {
+    rules: StreamRules<'r>,
+    journal: PathBuf,
+    /// How much of the journal every pass reads.
+    journal_len: u64,
+    /// The remote log records after the journal's.
+    remote: Remote<'r>,
+    /// The snapshots and prunes, journal's and remote's (few: held).
+    side: Manifest,
+    /// The "pruned before P" mark of the latest prune, journal's or remote's.
+    pruned_before: Option<u64>,
+    /// The last position the log covers.
+    end: Option<u64>,
+}
+
+impl<'r> ManifestReader<'r> {
+    /// Read the journal under `state_dir` once (checking every entry), then
+    /// fetch the remote records after it, listed back as far as `reach`
+    /// says. Writes nothing.
+    pub fn open(
+        state_dir: &Path,
+        target: &'r dyn Target,
+        rules: &StreamRules<'r>,
+        reach: Reach,
+    ) -> Result<ManifestReader<'r>, Error> {
+        ManifestReader::open_visiting(state_dir, target, rules, reach, |_| {})
+    }
+
+    /// [`ManifestReader::open`], handing every log record of the journal
+    /// and of the remote records after it to `visit` on the way, in order
+    /// (before the pruned mark is known: those below it too).
+    pub fn open_visiting(
+        state_dir: &Path,
+        target: &'r dyn Target,
+        rules: &StreamRules<'r>,
+        reach: Reach,
+        mut visit: impl FnMut(&Record),
+    ) -> Result<ManifestReader<'r>, Error> {
+        let stream = rules.name;
+        let path = crate::statedir::journal(state_dir, stream);
+        let mut first_log: Option<u64> = None;
+        let mut side = Manifest::default();
+        let read = journal::read_from(&path, rules, 0, |entry, _, _| {
+            match entry {
+                Entry::Log(record) => {
+                    first_log = first_log.or(Some(record.first()));
+                    visit(&record);
+                }
+                other => side.push(other),
+            }
+            true
+        })?;
+        if let Some(line) = read.dropped_torn_tail {
+            log::warn!("stream {stream}: {}:{line}: torn final record ignored", path.display());
+        }
+        let known = read.ends;
+        let journal_len = read.valid_len;
+        let mut end = known.log_end();
+        if known == Sequences::default() {
+            // Nothing local: the whole manifest is remote, read again in
+            // chunks for every pass rather than held.
+            with_batch_objects(target, stream, |objects| {
+                let mut rebuild = RebuildScan::new(stream, objects);
+                each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
+                    rebuild.chunk(&chunk)?;
+                    chunk.log.iter().for_each(&mut visit);
+                    end = chunk.log.last().map(Record::last).or(end);
+                    side.snapshots.extend(chunk.snapshots);
+                    side.prunes.extend(chunk.prunes);
+                    Ok(())
+                })?;
+                rebuild.report();
+                Ok(())
+            })?;
+            let pruned_before = side.pruned_before();
+            let (journal, remote) = (path, Remote::Streamed(target));
+            return Ok(ManifestReader {
+                rules: *rules,
+                journal,
+                journal_len,
+                remote,
+                side,
+                pruned_before,
+                end,
+            });
+        }
+        let after = known.last.map(|span| keys::record_key(stream, span.first, span.last, span.kind));
+        let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
+        let pruned_before = remote.prunes.last().map(|p| p.before).or(known.pruned_before());
+        let start = first_log.or_else(|| remote.log.first().map(Record::first));
+        let check = match reach {
+            Reach::End => false,
+            Reach::Position(position) => start.is_some_and(|start| position < start),
+            Reach::Whole => true,
+        };
+        if check && known.last.is_some() {
+            check_start(state_dir, target, rules, start, pruned_before)?;
+        }
+        remote.log.iter().for_each(&mut visit);
+        end = remote.log.last().map(Record::last).or(end);
+        side.snapshots.extend(remote.snapshots);
+        side.prunes.extend(remote.prunes);
+        let remote = Remote::Held(remote.log);
+        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, pruned_before, end })
+    }
+
+    /// The "pruned before P" mark of the latest prune.
+    pub fn pruned_before(&self) -> Option<u64> {
+        self.pruned_before
+    }
+
+    /// The snapshots and prunes (an empty log).
+    pub fn side(&self) -> &Manifest {
+        &self.side
+    }
+
+    /// The snapshots and prunes with the log records below the pruned mark
+    /// (what `retention::check_prunes` looks at): read in a pass that stops
+    /// at the mark, held (the pruned part of the log only).
+    pub fn prunes_with_pruned_log(&self) -> Result<Manifest, Error> {
+        let mut manifest = self.side.clone();
+        let Some(mark) = self.pruned_before else { return Ok(manifest) };
+        self.each_record(|record| {
+            let below = record.last() < mark;
+            if below {
+                manifest.log.push(record);
+            }
+            Ok(below)
+        })?;
+        Ok(manifest)
+    }
+
+    /// What a restore up to `position` (`None`: the end) reads, as a
+    /// manifest: the snapshots and prunes, the live log records after the
+    /// newest live snapshot at or before it (all of them without one) up
+    /// to the one holding `position`, and the log's last record, pruned or
+    /// not (where the archive ends). With snapshots, memory stays flat whatever the log's
+    /// length.
+    pub fn for_restore(&self, position: Option<u64>) -> Result<Manifest, Error> {
+        let mut manifest = self.side.clone();
+        let limit = position.or(self.end).unwrap_or(0);
+        let after = manifest.live_snapshots().take_while(|s| s.position <= limit).last().map(|s| s.position);
+        let mark = self.pruned_before.unwrap_or(0);
+        let mut last = None;
+        self.each_record(|record| {
+            let live = record.last() >= mark;
+            let wanted = live && after.is_none_or(|after| record.last() > after) && record.first() <= limit;
+            if wanted {
+                manifest.log.push(record);
+            } else if Some(record.last()) == self.end {
+                last = Some(record);
+            }
+            Ok(true)
+        })?;
+        manifest.log.extend(last);
+        Ok(manifest)
+    }
+
+    /// Hand every live log record (not below the pruned mark) to `visit`,
+    /// in order, while it returns `Ok(true)`.
+    pub fn each_live_record(
+        &self,
+        mut visit: impl FnMut(Record) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mark = self.pruned_before().unwrap_or(0);
+        self.each_record(|record| if record.last() >= mark { visit(record) } else { Ok(true) })
+    }
+
+    /// Hand every log record (those below the pruned mark too) to `visit`,
+    /// in order, while it returns `Ok(true)`.
+    fn each_record(&self, mut visit: impl FnMut(Record) -> Result<bool, Error>) -> Result<(), Error> {
+        let mut outcome = Ok(true);
+        journal::read_from(&self.journal, &self.rules, 0, |entry, _, end| {
+            if end > self.journal_len {
+                return false;
+            }
+            match entry {
+                Entry::Log(record) => {
+                    outcome = visit(record);
+                    matches!(outcome, Ok(true))
+                }
+                _ => true,
+            }
+        })?;
+        if !outcome? {
+            return Ok(());
+        }
+        match &self.remote {
+            Remote::Held(log) => {
+                for record in log {
+                    if !visit(record.clone())? {
+                        break;
+                    }
+                }
+            }
+            Remote::Streamed(target) => {
+                let mut going = true;
+                let known = Sequences::default();
+                each_remote_chunk(*target, &self.rules, &known, None, &mut |chunk: Manifest| {
+                    for record in chunk.log {
+                        if going {
+                            going = visit(record)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
