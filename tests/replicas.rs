@@ -6,7 +6,9 @@
 //! within three heartbeat intervals plus a poll, the archive ends complete
 //! and contiguous with nothing sent twice, `verify --deep` passes and a
 //! restore is byte-identical; a lagging node is never elected; a node whose
-//! clock is minutes off (libfaketime) changes nothing.
+//! clock is minutes off (libfaketime) changes nothing. The offloader
+//! compacts the manifest every two records (`manifest_compaction = 2`), so
+//! standbys follow, and take over, a compacted archive.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -57,7 +59,7 @@ impl Replica {
         let text = format!(
             "[global]\nstate_dir = {}\n{target}\npoll_interval = 50ms\nbackoff_min = 10ms\nbackoff_max = 100ms\n\
              node_id = {id}\nheartbeat_interval = {interval}\n\n[stream s]\ndir = {}\npattern = seg-{{seq}}.log\n\
-             seal = spool\nbatch_size = 2\non_archived = delete\nreplicas = on\n\
+             seal = spool\nbatch_size = 2\non_archived = delete\nreplicas = on\nmanifest_compaction = 2\n\
              snapshot_command = echo snapshot > \"$WALSHIP_OUTPUT\"\n",
             home.join("state").display(),
             src.display()
