@@ -132,7 +132,7 @@ impl Archiver {
     /// archived); a stream locked alone is retried by its thread.
     pub fn start(config: &Config) -> Result<Archiver, Error> {
         statedir::process_start();
-        let target = target::open(&config.global)?;
+        let target = target::open_shared(&config.global, config.streams.len())?;
         let locks = lock_streams(config)?;
         apply_metered(&config.global)?;
         let heartbeat = Arc::new(AtomicU64::new(unix_now()));
@@ -543,7 +543,7 @@ pub type StreamOutcome = (String, Result<OnceReport, Error>);
 /// --once`. Returns each stream's outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
-    let target = target::open(&config.global)?;
+    let target = target::open_shared(&config.global, config.streams.len())?;
     apply_metered(&config.global)?;
     let state_dir = &config.global.state_dir;
     let outcomes = thread::scope(|scope| {

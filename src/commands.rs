@@ -143,7 +143,8 @@ fn limit_downloads(config: &Config) {
 
 fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let stream = named(config, request.stream)?;
-    let target = target::open(&config.global)?;
+    // Its parallel downloads share the connection pool.
+    let target = target::open_shared(&config.global, restore::PARALLEL_GETS)?;
     limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;

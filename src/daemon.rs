@@ -22,9 +22,9 @@ use crate::error::Error;
 use crate::notify::{self, Notifier};
 use crate::signals;
 
-/// How often the daemon's main thread looks for signals (more often when
-/// the systemd watchdog needs it).
-const DAEMON_TICK: Duration = Duration::from_millis(200);
+/// How long the daemon's main thread sleeps at most (signals wake it at
+/// once; it wakes more often when the systemd watchdog needs it).
+const DAEMON_TICK: Duration = Duration::from_secs(2);
 
 /// How often the systemd status line is recomputed; it is sent only when it
 /// changed.
@@ -55,7 +55,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
             notifier.status(&daemon_status(&archiver, reload_failure.as_deref()));
             status_refreshed = Instant::now();
         }
-        std::thread::sleep(tick);
+        signals::wait(tick);
     }
     log::info!("stopping: finishing in-flight work");
     notifier.stopping("stopping: finishing in-flight work");

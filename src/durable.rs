@@ -1,8 +1,10 @@
 //! The one path for durable local writes into walship's own places: write a
 //! temp file beside the destination, fsync it, rename it into place, fsync
-//! the directory. The state directory's files (position, status, the
-//! journal's v1 upgrade and its directory), the file target's objects and
-//! the metrics textfile are written here; the journal's appends fsync its
+//! the directory. The state directory's files (the binding, the journal's
+//! v1 upgrade and its directory), the file target's objects and the
+//! metrics textfile are written here; the status and position files, which
+//! only inform and are rewritten from the journal, are replaced atomically
+//! without the fsyncs ([`replace_file`]); the journal's appends fsync its
 //! own file (an append is not a replacement). `restore` and `fetch` write
 //! into a directory the user names, so they go through `restore::dest`
 //! instead: relative to that directory's descriptor, never following a
@@ -51,9 +53,20 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions, links: Links, what: 
 pub fn write_atomic<T>(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<T>) -> io::Result<T> {
     let mut temp = TempFile::create(path)?;
     let value = fill(temp.file())?;
-    temp.persist()?;
+    temp.persist(true)?;
     sync_dir(parent_dir(path))?;
     Ok(value)
+}
+
+/// Replace `path` atomically but not durably: readers see its old or its
+/// new content, never half of it, but a power loss may leave the old one
+/// (or, on some filesystems, an empty file). For what is rewritten from
+/// durable state anyway and only informs (a stream's status and published
+/// position): it saves the two fsyncs a durable write waits for.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temp = TempFile::create(path)?;
+    temp.file().write_all(bytes)?;
+    temp.persist(false)
 }
 
 /// A temp file beside its destination, filled by the caller, then fsync'd
@@ -81,11 +94,13 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Flush and fsync the content, then rename it over the destination.
-    /// The rename is durable once the directory is synced.
-    fn persist(mut self) -> io::Result<()> {
+    /// Flush (and with `sync`, fsync) the content, then rename it over the
+    /// destination. The rename is durable once the directory is synced.
+    fn persist(mut self, sync: bool) -> io::Result<()> {
         self.file.flush()?;
-        self.file.sync_all()?;
+        if sync {
+            self.file.sync_all()?;
+        }
         fs::rename(&self.temp, &self.dest)?;
         self.persisted = true;
         Ok(())
@@ -295,12 +310,16 @@ mod tests {
         temp.file().write_all(b"content").unwrap();
         let name = temp.temp.clone();
         assert!(is_temp_name(name.file_name().unwrap().to_str().unwrap()));
-        temp.persist().unwrap();
+        temp.persist(true).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"content");
         let dropped = TempFile::create(&dest).unwrap();
         let dropped_name = dropped.temp.clone();
         drop(dropped);
         assert!(!dropped_name.exists(), "a dropped temp file is removed");
+        // Replaced without fsync: still atomic, no temp file left.
+        replace_file(&dest, b"informs").unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"informs");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,10 +13,12 @@
 //! To follow one batch from directory to stored object to record, read in
 //! this order: [`archiver`] (starts one thread per stream, the library API,
 //! reload) → [`stream::worker`] (the thread: mailbox, passes, backoff;
-//! messages in [`stream::mailbox`]) → [`stream`] (opening a stream: the
+//! messages in [`stream::mailbox`]; [`source::watch`] posts a wake-up when
+//! the directory changes, through inotify) → [`stream`] (opening a stream: the
 //! state directory's binding to its archive, records adopted from the
 //! target checked against the local segments; then a pass: scan, plan, the
-//! three stages) → [`source`] (which files are segments, through
+//! three stages, which `stream::pipeline` overlaps: batch N+1 uploads while
+//! batch N commits) → [`source`] (which files are segments, through
 //! [`naming`]: file name ↔ position; what waits, what is archived, what
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and

@@ -45,6 +45,20 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
     });
     gauge(
         &mut out,
+        "walship_backlog_segments",
+        "Segments in the stream directory waiting to be archived, sealed or not.",
+        "gauge",
+        &|s| Some(s.backlog_segments),
+    );
+    gauge(
+        &mut out,
+        "walship_backlog_bytes",
+        "Bytes of the segments waiting to be archived.",
+        "gauge",
+        &|s| Some(s.backlog_bytes),
+    );
+    gauge(
+        &mut out,
         "walship_uploaded_bytes_total",
         "Bytes of batches uploaded (as stored: compressed with zstd).",
         "counter",
@@ -225,6 +239,8 @@ mod tests {
             archived_position: Some(99),
             committed_position: Some(104),
             lag_segments: 5,
+            backlog_segments: 6,
+            backlog_bytes: 6144,
             gaps_recorded: 2,
             uploads_ok: 10,
             uploads_failed: 1,
@@ -240,6 +256,8 @@ mod tests {
             "walship_archived_position{stream=\"sensors\"} 99",
             "walship_committed_position{stream=\"sensors\"} 104",
             "walship_lag_segments{stream=\"sensors\"} 5",
+            "walship_backlog_segments{stream=\"sensors\"} 6",
+            "walship_backlog_bytes{stream=\"sensors\"} 6144",
             "walship_uploads_total{stream=\"sensors\",result=\"ok\"} 10",
             "walship_uploads_total{stream=\"sensors\",result=\"error\"} 1",
             "walship_uploaded_bytes_total{stream=\"sensors\"} 4096",

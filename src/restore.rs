@@ -4,9 +4,10 @@
 //! `start` chooses), `fetch` returns one segment by name.
 //!
 //! Both read the manifest (local journal plus remote records, see
-//! `catalog::load_whole`), download with one request per batch (or one ranged
-//! request per fetched segment) and verify every segment's CRC32 before its
-//! file takes its final name.
+//! `catalog::load_whole`), download with one request per batch (or one
+//! ranged request per fetched segment; `restore` runs [`PARALLEL_GETS`] at
+//! once) and verify every segment's CRC32 before its file takes its final
+//! name.
 //!
 //! Writing never leaves the destination directory and never replaces
 //! anything: every file is written through `dest::DestDir` (temp files
@@ -51,7 +52,7 @@ use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SegmentEntry, Sna
 use crate::progress::{Amount, Progress};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
-pub use fetch::{FetchDest, fetch};
+pub use fetch::{FetchDest, PARALLEL_GETS, fetch};
 
 /// At most this many restored files wait in temp names for one sync.
 pub const GROUP_FILES: usize = 4096;
@@ -167,7 +168,12 @@ fn restore_snapshot(
         stored: snapshot.stored,
         segments: vec![file],
     };
-    restore_batch(publisher, target, stream, &object, &object.segments.iter().collect::<Vec<_>>())?;
+    let wanted: Vec<&SegmentEntry> = object.segments.iter().collect();
+    let downloaded = restore_batch(publisher.dir, target, stream, &object, &wanted);
+    downloaded.files.into_iter().for_each(|(temp, seg)| publisher.segment_written(temp, seg));
+    if let Some(failure) = downloaded.failure {
+        return Err(failure);
+    }
     publisher.pending_report.segments -= 1;
     publisher.pending_report.snapshot = Some(snapshot.position);
     publisher.batch_written()
@@ -223,8 +229,10 @@ fn already_exists(path: PathBuf) -> Error {
     }
 }
 
-/// Download each batch into temp files; the publisher gives them their
-/// names in durable groups. Stops at a gap unless gaps are allowed.
+/// Download each batch into temp files, [`PARALLEL_GETS`] batches at a
+/// time; the publisher gives the files their names in durable groups, in
+/// position order. Stops at a gap unless gaps are allowed, and at the first
+/// failure (files of batches downloaded past it are removed).
 fn write_records<'r>(
     publisher: &mut Publisher<'_>,
     target: &dyn Target,
@@ -234,44 +242,77 @@ fn write_records<'r>(
     limit: u64,
 ) -> Result<(), Error> {
     let stream = request.stream;
-    for record in records {
+    let records: Vec<&Record> = records.collect();
+    let dir = publisher.dir;
+    let download = |record: &&'r Record| -> Downloaded<'r> {
+        let record: &'r Record = record;
         match record {
-            Record::Gap(gap) if !request.allow_gaps => {
-                publisher.publish()?;
-                return Err(Error::Gap {
+            Record::Batch(batch) => {
+                let wanted: Vec<&SegmentEntry> = wanted_segments(record, from, limit).collect();
+                restore_batch(dir, target, stream, batch, &wanted)
+            }
+            Record::Gap(_) => Downloaded { files: Vec::new(), failure: None },
+        }
+    };
+    let mut outcome = Ok(());
+    let take = |record: &&Record, downloaded: Downloaded<'r>| {
+        // A failed batch's segments verified before the failure are kept.
+        downloaded.files.into_iter().for_each(|(temp, seg)| publisher.segment_written(temp, seg));
+        let taken = match (record, downloaded.failure) {
+            (_, Some(error)) => Err(error),
+            (Record::Gap(gap), None) if !request.allow_gaps => publisher.publish().and_then(|()| {
+                Err(Error::Gap {
                     stream: stream.into(),
                     first: gap.first,
                     last: gap.last,
                     reason: gap.reason.clone(),
                     restored_to: publisher.durable.last_position,
-                });
-            }
-            Record::Gap(gap) => {
+                })
+            }),
+            (Record::Gap(gap), None) => {
                 log::warn!("stream {stream}: skipping gap {}..{} ({})", gap.first, gap.last, gap.reason);
                 publisher.pending_report.gaps_skipped.push((gap.first, gap.last));
+                Ok(())
             }
-            Record::Batch(batch) => {
-                let wanted: Vec<&SegmentEntry> = wanted_segments(record, from, limit).collect();
-                restore_batch(publisher, target, stream, batch, &wanted)?;
-                publisher.batch_written()?;
-            }
+            (Record::Batch(_), None) => publisher.batch_written(),
+        };
+        outcome = taken;
+        outcome.is_ok()
+    };
+    let discard = |downloaded: Downloaded<'r>| {
+        for (temp, _) in downloaded.files {
+            let _ = dir.remove(&temp);
         }
-    }
-    Ok(())
+    };
+    fetch::in_order(&records, PARALLEL_GETS, download, take, discard);
+    outcome
 }
 
-/// Download the prefix of `batch` that holds `wanted` and split it into
-/// temp files, each verified against its CRC32.
-fn restore_batch(
-    publisher: &mut Publisher<'_>,
+/// A segment downloaded and verified under its temp name.
+type Written<'r> = (CString, &'r SegmentEntry);
+
+/// What a batch's download wrote: its verified segments, in order, and
+/// why it stopped before the last one, if it did.
+struct Downloaded<'r> {
+    files: Vec<Written<'r>>,
+    failure: Option<Error>,
+}
+
+/// Download the part of `batch` that holds `wanted` (one ranged GET) and
+/// split it into temp files in `dir`, each verified against its CRC32.
+fn restore_batch<'r>(
+    dir: &DestDir,
     target: &dyn Target,
     stream: &str,
     batch: &BatchRecord,
-    wanted: &[&SegmentEntry],
-) -> Result<(), Error> {
-    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else { return Ok(()) };
+    wanted: &[&'r SegmentEntry],
+) -> Downloaded<'r> {
+    let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+        return Downloaded { files: Vec::new(), failure: None };
+    };
     let mut splitter = Splitter {
-        publisher,
+        dir,
+        written: Vec::new(),
         segments: wanted,
         index: 0,
         current: None,
@@ -312,7 +353,7 @@ fn restore_batch(
     if finished.is_err() {
         splitter.discard_current();
     }
-    finished
+    Downloaded { files: splitter.written, failure: finished.err() }
 }
 
 /// A failed read of a zstd batch `key` as an error of `stream`: damaged
@@ -430,10 +471,11 @@ impl<'a> Publisher<'a> {
 }
 
 /// Splits a batch's bytes into its segment files: each segment goes to a
-/// temp file, is checked against its CRC32, and is handed to the publisher.
-struct Splitter<'p, 'a> {
-    publisher: &'p mut Publisher<'a>,
-    segments: &'p [&'p SegmentEntry],
+/// temp file, is checked against its CRC32, and joins `written`.
+struct Splitter<'p, 'r> {
+    dir: &'p DestDir,
+    written: Vec<Written<'r>>,
+    segments: &'p [&'r SegmentEntry],
     index: usize,
     current: Option<(TempFile, crc32fast::Hasher, u64)>,
     /// The error this writer caused, reported instead of the target's.
@@ -453,10 +495,10 @@ impl Splitter<'_, '_> {
     fn open_current(&mut self) -> io::Result<()> {
         if self.current.is_none() && self.index < self.segments.len() {
             let name = &self.segments[self.index].name;
-            match self.publisher.dir.create_temp(name) {
+            match self.dir.create_temp(name) {
                 Ok(temp) => self.current = Some((temp, crc32fast::Hasher::new(), 0)),
                 Err(e) => {
-                    let path = self.publisher.dir.path().join(name);
+                    let path = self.dir.path().join(name);
                     return Err(self.fail(Error::local("create a temp file for", path, e)));
                 }
             }
@@ -474,7 +516,7 @@ impl Splitter<'_, '_> {
         }
         let actual = hasher.finalize();
         if actual != seg.crc32 {
-            let _ = self.publisher.dir.remove(&temp.name);
+            let _ = self.dir.remove(&temp.name);
             let mismatch = TargetError::Checksum {
                 key: format!("{} (segment {})", self.key, seg.name),
                 expected: seg.crc32,
@@ -482,7 +524,7 @@ impl Splitter<'_, '_> {
             };
             return Err(self.fail(Error::target(self.stream, mismatch)));
         }
-        self.publisher.segment_written(temp.name, seg);
+        self.written.push((temp.name, seg));
         self.index += 1;
         Ok(())
     }
@@ -493,10 +535,7 @@ impl Splitter<'_, '_> {
             let before = self.index;
             let step = self.open_current().and_then(|()| self.close_if_complete());
             if let Err(e) = step {
-                return Err(self
-                    .failure
-                    .take()
-                    .unwrap_or_else(|| Error::local("write", self.publisher.dir.path(), e)));
+                return Err(self.failure.take().unwrap_or_else(|| Error::local("write", self.dir.path(), e)));
             }
             if self.index == before {
                 let early = TargetError::Fatal {
@@ -514,7 +553,7 @@ impl Splitter<'_, '_> {
     /// Remove a half-written temp file after a failure.
     fn discard_current(&mut self) {
         if let Some((temp, _, _)) = self.current.take() {
-            let _ = self.publisher.dir.remove(&temp.name);
+            let _ = self.dir.remove(&temp.name);
         }
     }
 }
@@ -531,7 +570,7 @@ impl Write for Splitter<'_, '_> {
             if let Some((temp, hasher, written)) = self.current.as_mut() {
                 let take = ((seg_len - *written) as usize).min(rest.len());
                 if let Err(e) = temp.file.write_all(&rest[..take]) {
-                    let path = self.publisher.dir.path().join(&self.segments[self.index].name);
+                    let path = self.dir.path().join(&self.segments[self.index].name);
                     return Err(self.fail(Error::local("write", path, e)));
                 }
                 hasher.update(&rest[..take]);

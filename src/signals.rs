@@ -1,7 +1,9 @@
 //! Signals for the daemon: SIGTERM and SIGINT ask it to stop, SIGHUP to
 //! reload its config. Each handler only sets a flag (one atomic store,
-//! async-signal-safe), which the main thread polls; everything else happens
-//! outside signal context.
+//! async-signal-safe), which the main thread reads; everything else happens
+//! outside signal context. The daemon's main thread sleeps in [`wait`],
+//! which takes the signals synchronously (`sigtimedwait`) and sets the same
+//! flags, so an idle daemon does not wake on a tick to look for them.
 //!
 //! Worker threads should be started inside [`with_signals_blocked`], so
 //! they inherit a mask that keeps these signals away from them: a signal is
@@ -55,20 +57,45 @@ pub fn take_reload_request() -> bool {
     RELOAD.swap(false, Ordering::SeqCst)
 }
 
-/// Run `start` with the handled signals blocked in the calling thread, so
-/// that the threads it spawns inherit the block; the calling thread's mask
-/// is restored afterwards, and a signal that arrived meanwhile is delivered
-/// then.
-pub fn with_signals_blocked<T>(start: impl FnOnce() -> T) -> T {
+/// Sleep up to `timeout`, or until SIGTERM, SIGINT or SIGHUP arrives: the
+/// signal sets its flag as its handler would. From the first call on, the
+/// calling thread keeps these signals blocked, so that one arriving while
+/// it does something else stays pending until the next call takes it
+/// (every other thread blocks them too, see [`with_signals_blocked`]).
+pub fn wait(timeout: std::time::Duration) {
+    let set = handled_set();
+    set_thread_mask(libc::SIG_BLOCK, &set);
+    let timeout = libc::timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // SAFETY: `set` and `timeout` are initialised; no siginfo is asked for.
+    match unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) } {
+        libc::SIGHUP => RELOAD.store(true, Ordering::SeqCst),
+        libc::SIGTERM | libc::SIGINT => STOP.store(true, Ordering::SeqCst),
+        _ => {} // timed out, or interrupted by another signal
+    }
+}
+
+/// The handled signals as a set.
+fn handled_set() -> libc::sigset_t {
     // SAFETY: `set` is initialised by sigemptyset before sigaddset reads it.
-    let blocked = unsafe {
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for signal in HANDLED {
             libc::sigaddset(&mut set, signal);
         }
         set
-    };
+    }
+}
+
+/// Run `start` with the handled signals blocked in the calling thread, so
+/// that the threads it spawns inherit the block; the calling thread's mask
+/// is restored afterwards, and a signal that arrived meanwhile is delivered
+/// then.
+pub fn with_signals_blocked<T>(start: impl FnOnce() -> T) -> T {
+    let blocked = handled_set();
     let previous = set_thread_mask(libc::SIG_BLOCK, &blocked);
     let result = start();
     set_thread_mask(libc::SIG_SETMASK, &previous);

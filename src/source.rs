@@ -11,8 +11,9 @@
 //! refuses (not a regular file, or a position beyond what a manifest can
 //! record), which hold the stream at their position with an error instead of
 //! becoming gaps. A symbolic link to a regular file is a segment like the
-//! file itself, under the link's name. Nothing here uploads, plans batches or
-//! writes the manifest.
+//! file itself, under the link's name. [`watch`] reports changes to the
+//! directory as they happen (inotify). Nothing here uploads, plans batches
+//! or writes the manifest.
 
 use std::fmt;
 use std::fs::{self, File, FileType};
@@ -29,6 +30,7 @@ use crate::mapguard::{self, Registration};
 pub use crate::naming::{NameMatch, Naming, is_ignored_name};
 
 mod survey;
+pub mod watch;
 pub use survey::{ArchivedRanges, Source, Survey};
 
 /// One segment file found by a scan.

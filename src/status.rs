@@ -76,6 +76,12 @@ pub struct StreamStatus {
     pub committed_position: Option<u64>,
     /// Sealed segments not yet archived (`plan::lag_segments`).
     pub lag_segments: u64,
+    /// Segments in the stream's directory waiting to be archived (sealed
+    /// or not), and their bytes: a link that cannot keep up shows here
+    /// before the disk fills. In memory for the daemon's status and
+    /// metrics; `walship status` counts them from a scan.
+    pub backlog_segments: u64,
+    pub backlog_bytes: u64,
     /// Whether a daemon archives the stream now. Not in the file: whoever
     /// reads the file tells (by the stream's lock).
     pub daemon_running: bool,
@@ -203,8 +209,8 @@ impl StreamStatus {
         format!(
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
-             \"late_segments\":{},\"last_success\":{},\"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\
-             \"bandwidth\":{},\"held\":{},{}{}}}",
+             \"late_segments\":{},\"backlog_segments\":{},\"backlog_bytes\":{},\"last_success\":{},\
+             \"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\"bandwidth\":{},\"held\":{},{}{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
@@ -212,6 +218,8 @@ impl StreamStatus {
             self.batches_archived,
             self.gaps_recorded,
             self.late_segments,
+            self.backlog_segments,
+            self.backlog_bytes,
             opt(self.last_success),
             text(self.last_error.as_deref()),
             opt(self.backoff_ms.filter(|_| self.daemon_running)),
@@ -239,6 +247,9 @@ impl StreamStatus {
         let _ = writeln!(out, "  committed position: {} ({COMMITTED_MEANING})", pos(self.committed_position));
         let lag = crate::human::count(self.lag_segments, "sealed segment");
         let _ = writeln!(out, "  lag:                {lag} not yet archived");
+        let backlog = crate::human::count(self.backlog_segments, "segment");
+        let bytes = crate::human::human_bytes(self.backlog_bytes);
+        let _ = writeln!(out, "  backlog:            {backlog} ({bytes}) waiting to be archived");
         let success = self.last_success.map_or("never".to_string(), |t| {
             let ago = now.duration_since(UNIX_EPOCH + Duration::from_secs(t)).unwrap_or_default();
             format!("{}s ago", ago.as_secs())
@@ -282,9 +293,10 @@ impl StreamStatus {
         out
     }
 
-    /// Mirror this status to `path` (durably, so a reader never sees half).
+    /// Mirror this status to `path` (atomically, so a reader never sees
+    /// half; not durably: it only informs).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        crate::durable::write_file(path, self.to_file_text().as_bytes())
+        crate::durable::replace_file(path, self.to_file_text().as_bytes())
     }
 }
 

@@ -43,6 +43,7 @@ pub fn targets_under(name: &str, sub: &str) -> Vec<(String, Arc<dyn Target>, Tes
             ca_file: None,
             part_size: S3_PART_SIZE,
             parallel_uploads: 2,
+            streams: 1,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             retry_min: Duration::from_millis(10),

@@ -115,6 +115,45 @@ fn sigkill_at_random_points_loses_and_duplicates_nothing() {
     assert_same_files(&setup.src, &restored);
 }
 
+/// Uploads overlap commits: the object of batch N+1 can be stored before
+/// the records of batch N. SIGKILL right then, again and again: each
+/// restart finds both objects with its exists-checks and records them
+/// without sending either again; in the end nothing is lost or duplicated.
+#[test]
+fn sigkill_with_the_next_object_stored_ahead_of_the_records_heals() {
+    let setup = Setup::new("sigkill-ahead", 1, "seal = spool");
+    setup.write_segments(1..=400, 256 * 1024);
+    let count = |dir: &str| fs::read_dir(setup.archive.join(dir)).map_or(0, |d| d.count());
+    let mut caught_ahead = 0;
+    let mut stored_before_kills = BTreeMap::new();
+    for _ in 0..12 {
+        let daemon = Daemon::start(&setup.config, false);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Two objects past the records: one whose record is in flight, one
+        // stored ahead of it.
+        while count("s/batches") < count("s/manifest") + 2 && Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        daemon.kill();
+        if count("s/batches") >= count("s/manifest") + 2 {
+            caught_ahead += 1;
+        }
+        stored_before_kills.extend(object_identities(&setup.archive));
+    }
+    assert!(caught_ahead > 0, "never caught an object stored ahead of the records");
+    setup.ok(&["run", "--once"]);
+    let ranges = journal_ranges(&setup.journal());
+    assert_contiguous(&ranges, 1, 400);
+    assert_eq!(setup.batch_objects().len(), 400);
+    let after = object_identities(&setup.archive);
+    for (key, identity) in stored_before_kills.iter().filter(|(key, _)| key.starts_with("s/batches/")) {
+        assert_eq!(after.get(key), Some(identity), "{key} was sent again");
+    }
+    let restored = setup.dir.path.join("restored");
+    setup.ok(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert_same_files(&setup.src, &restored);
+}
+
 /// With the state directory wiped, a restart resumes from the archive's own
 /// records: nothing is uploaded again, and new segments continue the stream.
 #[test]

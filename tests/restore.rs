@@ -259,6 +259,31 @@ fn restore_stops_at_a_corrupt_batch_keeping_only_verified_files() {
     assert!(names.len() >= 5, "the verified first batch is kept: {names:?}");
 }
 
+/// Batches download in parallel: a corrupt one in the middle still stops
+/// restore at its bad segment, keeping exactly the verified prefix (the
+/// segments before it, in its batch too), and nothing of the batches
+/// downloaded past it, not even a temp file.
+#[test]
+fn restore_stops_in_the_middle_keeping_exactly_the_verified_prefix() {
+    let setup = Setup::new("restore-parallel-corrupt", 5, "seal = spool");
+    setup.write_segments(1..=40, 300);
+    setup.ok(&["run", "--once"]);
+    let object = &setup.batch_objects()[1]; // segments 6..=10
+    let mut bytes = fs::read(object).unwrap();
+    let at: usize = (6..=7).map(|p| segment_bytes(p, 300).len()).sum();
+    bytes[at] ^= 0xff; // the first byte of segment 8
+    fs::write(object, bytes).unwrap();
+    let restored = setup.dir.path.join("restored");
+    let out = setup.walship(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CRC32 mismatch"), "{}", stderr(&out));
+    let expected: Vec<String> = (1..=7).map(segment_name).collect();
+    assert_eq!(names_in(&restored), expected);
+    for p in 1..=7 {
+        assert_eq!(fs::read(restored.join(segment_name(p))).unwrap(), segment_bytes(p, 300));
+    }
+}
+
 /// `fetch … /dev/stdout` with stdout redirected to a file: the link leads to
 /// walship's own stdout, so the segment is written there, as for `-`; the
 /// link is left alone. (The same file named by a plain path is refused.)

@@ -683,6 +683,6 @@ fn a_killed_daemon_leaves_no_command_running_after_its_restart() {
     // The restarted daemon's own job runs (and will be killed at stop).
     wait_for("the new job", Duration::from_secs(20), || grandchild.exists());
     let log = stderr(&daemon.terminate());
-    assert!(log.contains("processes left running by an interrupted snapshot job"), "{log}");
+    assert!(log.contains("left running by an interrupted snapshot job"), "{log}");
     assert!(fs::read_dir(setup.state.join("s/snapshot")).unwrap().next().is_none());
 }

@@ -59,3 +59,5 @@ mod source;
 mod state_dir;
 /// An archive written by the first release: listed, restored, verified, continued.
 mod v1_archive;
+/// inotify wakes a stream at once; polling where it is off or the watch ended.
+mod watch;

@@ -1,7 +1,8 @@
 //! `fetch`: one archived segment by name, to a new file, through an
 //! existing device or FIFO, or to standard output (see the parent module's
 //! doc for the rules: no replacing, CRC32 before the name, written-through
-//! bytes and a mismatch).
+//! bytes and a mismatch). Also how restore downloads batches in parallel
+//! and takes them in order ([`in_order`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -214,5 +215,145 @@ impl Write for LocalWriter<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Downloads a restore runs at once: each one ranged GET of a batch into
+/// its segments' files.
+pub const PARALLEL_GETS: usize = 4;
+
+/// Run `work` on `items` with up to `parallel` at once, never more than
+/// `parallel` items ahead of the one `take` waits for, and hand each result
+/// to `take` in item order on the calling thread. Once `take` says stop
+/// (false), no further item starts, and the results of those already
+/// started past it go to `discard`. How restore downloads batches in
+/// parallel and still makes their files durable in position order.
+pub(super) fn in_order<I: Sync, T: Send>(
+    items: &[I],
+    parallel: usize,
+    work: impl Fn(&I) -> T + Sync,
+    mut take: impl FnMut(&I, T) -> bool,
+    discard: impl Fn(T),
+) {
+    use std::sync::{Condvar, Mutex, PoisonError};
+    struct Shared<T> {
+        /// Results by item index, until taken.
+        done: Vec<Option<T>>,
+        /// The next item to start, and the next to take.
+        next: usize,
+        taken: usize,
+        stopped: bool,
+    }
+    let parallel = parallel.max(1);
+    let shared =
+        Mutex::new(Shared { done: items.iter().map(|_| None).collect(), next: 0, taken: 0, stopped: false });
+    let changed = Condvar::new();
+    let lock = || shared.lock().unwrap_or_else(PoisonError::into_inner);
+    let worker = || {
+        loop {
+            let index = {
+                let mut state = lock();
+                while !state.stopped && state.next < items.len() && state.next >= state.taken + parallel {
+                    state = changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.stopped || state.next >= items.len() {
+                    return;
+                }
+                state.next += 1;
+                state.next - 1
+            };
+            let result = work(&items[index]);
+            lock().done[index] = Some(result);
+            changed.notify_all();
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.min(items.len()) {
+            scope.spawn(worker);
+        }
+        for (index, item) in items.iter().enumerate() {
+            let result = {
+                let mut state = lock();
+                loop {
+                    if let Some(result) = state.done[index].take() {
+                        state.taken = index + 1;
+                        break result;
+                    }
+                    state = changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            changed.notify_all();
+            if !take(item, result) {
+                lock().stopped = true;
+                changed.notify_all();
+                break;
+            }
+        }
+    });
+    // Every worker has ended: what was done and not taken is discarded.
+    let leftovers = shared.into_inner().unwrap_or_else(PoisonError::into_inner).done;
+    leftovers.into_iter().flatten().for_each(discard);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn results_are_taken_in_order_with_bounded_parallelism() {
+        let items: Vec<u64> = (0..40).collect();
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut taken = Vec::new();
+        in_order(
+            &items,
+            4,
+            |&i| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Later items finish first, so order is the taker's doing.
+                std::thread::sleep(Duration::from_millis(10 - i % 10));
+                running.fetch_sub(1, Ordering::SeqCst);
+                i * 2
+            },
+            |&i, doubled| {
+                assert_eq!(doubled, i * 2);
+                taken.push(i);
+                true
+            },
+            |_| panic!("nothing to discard"),
+        );
+        assert_eq!(taken, items);
+        let most = most.load(Ordering::SeqCst);
+        assert!(most > 1 && most <= 4, "{most} at once");
+    }
+
+    #[test]
+    fn a_stop_starts_nothing_more_and_discards_what_ran_ahead() {
+        let items: Vec<u64> = (0..100).collect();
+        let started = AtomicUsize::new(0);
+        let discarded = Mutex::new(Vec::new());
+        let mut taken = Vec::new();
+        in_order(
+            &items,
+            3,
+            |&i| {
+                started.fetch_add(1, Ordering::SeqCst);
+                i
+            },
+            |&i, _| {
+                taken.push(i);
+                i < 5
+            },
+            |i| discarded.lock().unwrap().push(i),
+        );
+        assert_eq!(taken, [0, 1, 2, 3, 4, 5]);
+        let discarded = discarded.into_inner().unwrap();
+        assert!(discarded.iter().all(|&i| i > 5 && i <= 8), "{discarded:?}");
+        assert_eq!(started.load(Ordering::SeqCst), 6 + discarded.len(), "no item started past the window");
     }
 }

@@ -117,12 +117,12 @@ fn store_output(
     match frame {
         None => {
             let body = Upload::pieces(&pieces, len, crc32);
-            upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
+            upload::store(target, status, stream, &key, &body, Some(OnDifferent::Replace), &changed)?;
         }
         Some((encoder, kind)) => {
             let mut reader = FramesReader::new(encoder, vec![(map.bytes(), kind)]);
             let body = Upload::stream(&mut reader, stored.size, stored.crc32);
-            upload::store(target, status, stream, &key, &body, OnDifferent::Replace, &changed)?;
+            upload::store(target, status, stream, &key, &body, Some(OnDifferent::Replace), &changed)?;
         }
     }
     if !map.intact() {

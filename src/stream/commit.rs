@@ -97,8 +97,12 @@ impl Stream {
             s.archived_position = Some(record.last());
             s.committed_position = s.committed_position.max(Some(record.last()));
             s.lag_segments = s.committed_position.map_or(0, |c| c - record.last());
-            match record {
-                Record::Batch(_) => s.batches_archived += 1,
+            match &record {
+                Record::Batch(batch) => {
+                    s.batches_archived += 1;
+                    s.backlog_segments = s.backlog_segments.saturating_sub(batch.segments.len() as u64);
+                    s.backlog_bytes = s.backlog_bytes.saturating_sub(batch.size);
+                }
                 Record::Gap(_) => s.gaps_recorded += 1,
             }
         });
@@ -124,11 +128,14 @@ impl Stream {
         Ok(())
     }
 
-    /// Publish the archived position for the application.
+    /// Publish the archived position for the application: atomically, not
+    /// durably (the journal is the durable record, and the stream publishes
+    /// it again when it opens; a position rolled back by a power loss only
+    /// makes the application keep segments a little longer).
     pub(super) fn write_position(&self) -> Result<(), Error> {
         let path = statedir::position_file(&self.state_root, self.name());
         let text = self.archived().map_or(String::new(), |p| format!("{p}\n"));
-        durable::write_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
+        durable::replace_file(&path, text.as_bytes()).map_err(|e| Error::local("write", &path, e))
     }
 
     /// Delete or mark the present segments the archive holds (heals a crash

@@ -10,9 +10,9 @@
 //!    then the optional deletion or marking of the local segments.
 //!
 //! `prepare` and `upload` are functions of what they are given (segments,
-//! target, status), not of the `Stream`, so a later pipeline can prepare and
-//! upload batch N+1 while batch N commits; `commit` alone takes the stream
-//! mutably, so commits stay strictly in position order.
+//! target, status), not of the `Stream`, so `pipeline` prepares and uploads
+//! batch N+1 on a helper thread while batch N commits; `commit` alone takes
+//! the stream mutably, so commits stay strictly in position order.
 //! A [`Stream`] owns the stream's lock, journal and status, and is the only
 //! writer of its manifest and position. `pass` gathers facts from the source
 //! directory, asks the pure rules of `plan` what to do, and does it, until
@@ -35,6 +35,7 @@ mod binding;
 mod commit;
 mod follow;
 pub mod mailbox;
+mod pipeline;
 mod prepare;
 pub mod retention;
 pub mod snapshots;
@@ -58,7 +59,7 @@ use crate::durable;
 use crate::error::Error;
 use crate::manifest::journal::Journal;
 use crate::manifest::{Entry, Record, StreamRules};
-use crate::plan::{self, BatchPolicy, Sealing, SegmentFact, Step};
+use crate::plan::{self, BatchPolicy, Sealing, SegmentFact};
 use crate::snapshot::SnapshotBook;
 use crate::source::{self, ScanError, Segment, Source};
 use crate::statedir::{self, StreamLock};
@@ -80,6 +81,12 @@ pub struct PassReport {
     /// Batches found already stored and recorded without re-sending.
     pub healed: u64,
     pub gaps: u64,
+    /// Segments left waiting in the directory when the pass ended (not
+    /// sealed yet, or a batch not full yet, or uploads held): what waits
+    /// on time.
+    pub waiting: u64,
+    /// Compaction steps are left for the next pass.
+    pub compacting: bool,
 }
 
 /// What the application has told the stream (see `mailbox`): facts the
@@ -117,6 +124,12 @@ pub struct Stream {
     /// The source directory, re-read only when it changed, and what the
     /// archive records of it.
     source: Source,
+    /// Whether the next batch may already be stored without a record: at
+    /// start (a crash between upload and commit), after a failed attempt,
+    /// and after a batch found stored (the one after it may be too). Then
+    /// the upload looks first (a HEAD); once a look finds nothing, the
+    /// objects after it are this process's own to write, unlooked.
+    uncertain: bool,
     /// The snapshots recorded and not pruned.
     snapshots: SnapshotBook,
     /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
@@ -192,6 +205,7 @@ impl Stream {
             compactor,
             status,
             source,
+            uncertain: true,
             snapshots,
             snapshot_after_drop: false,
             _lock: lock,
@@ -264,7 +278,6 @@ impl Stream {
                 .survey(SystemTime::now())
                 .map_err(|source| Error::Scan { stream: self.config.name.clone(), source })?;
             self.acknowledge(&survey.archived)?;
-            self.update_status(|s| s.late_segments = survey.late.len() as u64);
             if self.enforce_backlog_limit(&survey.waiting)? {
                 continue; // look at the directory again, without the deleted files
             }
@@ -272,42 +285,26 @@ impl Stream {
                 report.gaps += 1;
             }
             let segments = survey.waiting;
+            let (backlog, backlog_bytes) = backlog(&segments);
+            self.update_status(|s| {
+                s.late_segments = survey.late.len() as u64;
+                s.backlog_segments = backlog;
+                s.backlog_bytes = backlog_bytes;
+            });
             let facts = self.facts(&segments, hints);
             self.uploads_held();
-            let mut progressed = false;
-            loop {
-                if should_stop() {
-                    return Ok(report);
-                }
-                match plan::next_step(self.archived(), &facts, self.policy(flush, hints)) {
-                    Step::Wait => break,
-                    Step::Gap { first, last } => {
-                        let told = hints.low_water_mark == Some(last + 1);
-                        self.record_gap(first, last, told)?;
-                        report.gaps += 1;
-                    }
-                    Step::Upload { .. } if self.uploads_held().is_some() => {
-                        // A `0` bandwidth window or a spent data budget:
-                        // wait, quietly; the status says why.
-                        return Ok(report);
-                    }
-                    Step::Upload { first, last, .. } => {
-                        let rules = StreamRules::new(&self.config.name, &self.config.naming);
-                        let compression = self.config.compression;
-                        let mut batch = prepare::prepare(&rules, compression, first, last, &segments)?;
-                        let (count, bytes) = (batch.segments.len() as u64, batch.size);
-                        let uploaded =
-                            upload::upload(self.target.as_ref(), &self.status, &rules, &mut batch)?;
-                        self.commit_batch(batch, uploaded)?;
-                        report.batches += 1;
-                        report.healed += u64::from(uploaded == upload::Uploaded::AlreadyStored);
-                        report.segments += count;
-                        report.bytes += bytes;
-                    }
-                }
-                progressed = true;
+            let steps =
+                self.take_steps(&segments, &facts, self.policy(flush, hints), &mut report, should_stop)?;
+            if should_stop() {
+                return Ok(report);
             }
-            if !progressed {
+            if steps.held {
+                // A `0` bandwidth window or a spent data budget: wait,
+                // quietly (the status says why), looking again each poll.
+                report.waiting = segments.len() as u64;
+                return Ok(report);
+            }
+            if !steps.progressed {
                 if !survey.refused.is_empty() {
                     // Everything before the refused entries is archived;
                     // they hold the stream until an operator deals with them.
@@ -316,7 +313,8 @@ impl Stream {
                     return Err(Error::Scan { stream: self.config.name.clone(), source });
                 }
                 self.update_status(|s| s.last_success = Some(unix_now()));
-                self.compact(flush, should_stop)?;
+                report.waiting = segments.len() as u64;
+                report.compacting = self.compact(flush, should_stop)?;
                 return Ok(report);
             }
         }
@@ -325,15 +323,16 @@ impl Stream {
     /// Fold remote record objects while steps are due, nothing waits to be
     /// archived, and (unless `all`, as `run --once` asks) for at most
     /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
-    fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<(), Error> {
+    /// Returns whether steps are left for a later pass.
+    fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
         let started = std::time::Instant::now();
         while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
             match self.compactor.step(self.target.as_ref(), &self.journal)? {
-                None => break,
+                None => return Ok(false),
                 Some(done) => log::debug!("stream {}: compaction: {done:?}", self.name()),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Why no new upload may start now (a `0` bandwidth window, a spent
@@ -427,6 +426,9 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
     status.archived_position = journal.last.as_ref().map(Record::last);
     match source::scan(&config.dir, &config.naming, |_| true) {
         Ok(segments) => {
+            let after_archive = |p: u64| status.archived_position.is_none_or(|a| p > a);
+            (status.backlog_segments, status.backlog_bytes) =
+                backlog(segments.iter().filter(|s| after_archive(s.position)));
             let sealed = sealed_count(config, &segments, Hints::default(), SystemTime::now());
             let last_sealed = sealed.checked_sub(1).map(|i| segments[i].position);
             status.committed_position = plan::committed_position(last_sealed, status.archived_position);
@@ -445,6 +447,11 @@ pub fn status_from_disk(state_root: &Path, config: &StreamConfig) -> Result<Stre
         })
         .flatten();
     Ok(status)
+}
+
+/// How many segments wait, and their bytes.
+fn backlog<'a>(waiting: impl IntoIterator<Item = &'a Segment>) -> (u64, u64) {
+    waiting.into_iter().fold((0, 0), |(count, bytes), s| (count + 1, bytes + s.len))
 }
 
 /// How many of `segments` are sealed, under the stream's sealing settings

@@ -139,6 +139,12 @@ impl PruneSchedule {
         PruneSchedule { interval, stop, next: Instant::now(), settled: false, last_error: None }
     }
 
+    /// How long until the next prune is due (so that a stream's thread
+    /// wakes for it).
+    pub fn due_in(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
+    }
+
     /// Apply retention to `stream` if it is due.
     pub fn run_if_due(&mut self, stream: &mut Stream) {
         let now = Instant::now();

@@ -61,6 +61,12 @@ impl SnapshotJobs {
         SnapshotJobs { state_root, target, mailbox, backoff, retry_at: None, running: None, refused: None }
     }
 
+    /// How long until a failed scheduled job may be tried again, if one
+    /// waits to be (so that the stream's thread wakes for it).
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        self.retry_at.map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
     /// After a pass: show where the next snapshot falls, and start the
     /// scheduled job if it is due.
     pub fn start_due(&mut self, stream: &Stream) {

@@ -3,7 +3,9 @@
 //! (a crash between upload and commit), take it as stored without sending
 //! it again. Different content at the key is a conflict: never overwritten.
 //! [`store`] is that path for any object; snapshot jobs store their images
-//! with it. After the upload, the segments must still be what was
+//! with it. The exists-check costs a request, so a batch's upload asks for
+//! it only where the outcome is uncertain (see `Stream`'s `uncertain`).
+//! After the upload, the segments must still be what was
 //! checksummed; if not, what was just stored is taken back and the batch is
 //! refused.
 //!
@@ -44,12 +46,14 @@ pub(crate) enum OnDifferent {
 }
 
 /// Store `batch`'s object on `target` (see the module doc), counting the
-/// upload in `status`.
+/// upload in `status`; with `check`, first look whether it is already
+/// stored.
 pub(super) fn upload(
     target: &dyn Target,
     status: &StatusCell,
     rules: &StreamRules<'_>,
     batch: &mut PreparedBatch<'_>,
+    check: bool,
 ) -> Result<Uploaded, Error> {
     let stream = rules.name;
     let (first, last, key) = (batch.first, batch.last, batch.key.clone());
@@ -59,7 +63,7 @@ pub(super) fn upload(
         detail: format!("CRC32 {expected:08x} before upload, {actual:08x} while sending"),
     };
     let stored = batch.with_upload(stream, |body| {
-        store(target, status, stream, &key, body, OnDifferent::Conflict, &changed)
+        store(target, status, stream, &key, body, check.then_some(OnDifferent::Conflict), &changed)
     })?;
     let uploaded = match stored {
         Err(conflict @ Error::Conflict { .. }) => {
@@ -94,19 +98,20 @@ pub(super) fn upload(
 
 /// Store `body` under `key` for `stream`, unless the key already holds
 /// exactly these bytes (size and CRC32): the one store path of batches and
-/// snapshots. `on_different` says what other bytes there mean; `changed`
-/// makes the error for bytes that changed while they were sent (expected
-/// and actual CRC32).
+/// snapshots. `on_different` says what other bytes there mean (`None`: no
+/// look first, the key is known to be free); `changed` makes the error for
+/// bytes that changed while they were sent (expected and actual CRC32).
 pub(crate) fn store(
     target: &dyn Target,
     status: &StatusCell,
     stream: &str,
     key: &str,
     body: &Upload<'_>,
-    on_different: OnDifferent,
+    on_different: Option<OnDifferent>,
     changed: &dyn Fn(u32, u32) -> Error,
 ) -> Result<Uploaded, Error> {
-    if already_stored(target, stream, key, body.size, body.crc32, on_different)? {
+    let look = |on_different| already_stored(target, stream, key, body.size, body.crc32, on_different);
+    if on_different.map(look).transpose()? == Some(true) {
         log::info!("stream {stream}: {key} is already in the archive; recording it without re-sending");
         return Ok(Uploaded::AlreadyStored);
     }

@@ -3,6 +3,13 @@
 //! file is committed, start and record snapshot jobs (`snapshots`), and
 //! apply retention every `prune_interval` and on request (`retention`).
 //!
+//! The mailbox is the thread's one wait point. While the stream's directory
+//! is watched (`source::watch`), its changes arrive there as `Wake` mail
+//! and the thread polls only while segments wait on time (to seal, or to
+//! fill a batch) and otherwise once every `WATCHED_POLL`; where the
+//! directory cannot be watched, it polls every `poll_interval`, and tries
+//! to watch it again before each pass.
+//!
 //! Failures never end the thread (retrying never gives up on data), except
 //! a conflict — different content already archived at a position — which
 //! parks the stream loudly until an operator intervenes. Each error is
@@ -26,6 +33,7 @@ use crate::fleet::member::Member;
 use crate::manifest::SnapshotRecord;
 use crate::retry::Backoff;
 use crate::snapshot::JobEvent;
+use crate::source::watch::DirWatch;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
@@ -110,11 +118,15 @@ impl StreamJob {
             self.backoff.clone(),
         );
         let mut last_error: Option<String> = None;
+        let mut watching = Watching::default();
         let mut prunes = PruneSchedule::new(self.prune_interval, Arc::clone(&links.stop));
         while !stopped() && !inbox.stop {
+            // Watched before the pass reads the directory, so nothing that
+            // arrives after its read goes unnoticed.
+            watching.ensure(&self.config, &links.own_mailbox, self.poll_interval);
             let result = self.attempt(&mut stream, last_error.is_some(), inbox.hints, &links, &stopped);
             let delay = match result {
-                Ok(_) => {
+                Ok(report) => {
                     if last_error.take().is_some() && !stopped() {
                         log::info!("stream {name}: recovered; archiving again");
                     }
@@ -125,7 +137,12 @@ impl StreamJob {
                     if let Some(open) = stream.as_mut().filter(|_| !stopped() && links.member.may_upload()) {
                         prunes.run_if_due(open);
                     }
-                    self.poll_interval
+                    // Nor past the next prune.
+                    // Compaction left for later comes back at the poll interval;
+                    // so does a replicated stream (a standby follows, and
+                    // takes over, within a poll).
+                    let watched = watching.live() && !report.compacting && links.member.replicas.is_none();
+                    idle_delay(self.poll_interval, watched, report.waiting).min(prunes.due_in())
                 }
                 Err(error) if stopped() => {
                     log::info!(
@@ -166,6 +183,8 @@ impl StreamJob {
             } else {
                 prunes.answer(inbox.prune_requests.drain(..), None, Some(STANDBY));
             }
+            // A watched stream sleeps long: not past a snapshot job's retry.
+            let delay = snapshots.retry_in().map_or(delay, |retry| delay.min(retry));
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
             inbox.wait(&links.mailbox, delay, &self.config, stream.as_ref().and_then(Stream::archived));
             // A job's end or a request is dealt with at once, not after
@@ -370,6 +389,61 @@ impl Inbox {
     }
 }
 
+/// How long a watched stream with nothing waiting on time sleeps between
+/// looks at its directory (a safety net: every change wakes it at once).
+const WATCHED_POLL: Duration = Duration::from_secs(60);
+
+/// How long to wait for mail after a successful pass that left `waiting`
+/// segments in the directory: a watched directory is polled only while
+/// segments wait on time (sealing by age, a batch's delay).
+fn idle_delay(poll_interval: Duration, watched: bool, waiting: u64) -> Duration {
+    if watched && waiting == 0 { WATCHED_POLL.max(poll_interval) } else { poll_interval }
+}
+
+/// The stream directory's watch, or why it is polled instead (each change
+/// between the two logged once).
+#[derive(Default)]
+struct Watching {
+    watch: Option<DirWatch>,
+    /// Why the directory is polled, as last logged.
+    polled_because: Option<String>,
+}
+
+impl Watching {
+    /// Watch the directory unless a live watch already does.
+    fn ensure(&mut self, config: &StreamConfig, mailbox: &Sender<Message>, poll_interval: Duration) {
+        if self.live() {
+            return;
+        }
+        self.watch = None;
+        let mailbox = mailbox.clone();
+        let send = move || mailbox.send(Message::Wake { low: None, high: None }).is_ok();
+        let name = &config.name;
+        match DirWatch::start(&config.dir, &config.naming, send) {
+            Ok(watch) => {
+                self.watch = Some(watch);
+                if self.polled_because.take().is_some() {
+                    log::info!("stream {name}: watching {} for changes again", config.dir.display());
+                }
+            }
+            Err(why) => {
+                let why = why.to_string();
+                if self.polled_because.as_ref() != Some(&why) {
+                    log::info!(
+                        "stream {name}: looking at {} every {poll_interval:?} instead of watching it: {why}",
+                        config.dir.display(),
+                    );
+                    self.polled_because = Some(why);
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> bool {
+        self.watch.as_ref().is_some_and(DirWatch::live)
+    }
+}
+
 /// The position of the segment file `path`, which must be a segment of the
 /// stream (in its directory, named by its pattern) and present.
 fn requested_position(config: &StreamConfig, path: &Path) -> Result<u64, Error> {
@@ -417,5 +491,20 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
                 log::debug!("stream {}: woken while stopped by a conflict", config.name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_stream_polls_only_while_segments_wait_on_time() {
+        let poll = Duration::from_secs(1);
+        assert_eq!(idle_delay(poll, true, 0), WATCHED_POLL);
+        assert_eq!(idle_delay(poll, true, 3), poll, "an unsealed segment or a short batch waits on time");
+        assert_eq!(idle_delay(poll, false, 0), poll, "not watched: polled");
+        let slow = Duration::from_secs(600);
+        assert_eq!(idle_delay(slow, true, 0), slow, "never more often than configured");
     }
 }

@@ -2,7 +2,8 @@
 //! stream's policy code (healing, conflicts, gaps, commit order, retries),
 //! beside the real file and S3 targets. Test builds only.
 //!
-//! Every successful `put` is logged in order; faults make the next puts of a
+//! Every request is logged in order (method and key: what an object store
+//! would bill), every successful `put` too; faults make the next puts of a
 //! kind fail as transient errors, and a hook runs before each put reads its
 //! body (to change a segment under an upload).
 
@@ -32,6 +33,8 @@ pub struct MemoryTarget {
     pub objects: Mutex<BTreeMap<String, Vec<u8>>>,
     /// Keys of the successful puts, in order.
     pub puts: Mutex<Vec<String>>,
+    /// Every request, as `METHOD key` (`LIST prefix`), in order.
+    pub requests: Mutex<Vec<String>>,
     pub faults: Mutex<Faults>,
 }
 
@@ -49,6 +52,15 @@ impl MemoryTarget {
     /// Keys of the successful puts so far.
     pub fn put_log(&self) -> Vec<String> {
         self.puts.lock().unwrap().clone()
+    }
+
+    /// The requests logged since the last call, as `METHOD key`.
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut *self.requests.lock().unwrap())
+    }
+
+    fn request(&self, method: &str, key: &str) {
+        self.requests.lock().unwrap().push(format!("{method} {key}"));
     }
 
     /// Whether this put is one the faults make fail.
@@ -75,6 +87,7 @@ impl Target for MemoryTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        self.request("PUT", key);
         if let Some(hook) = &self.faults.lock().unwrap().before_put {
             hook(key);
         }
@@ -97,6 +110,7 @@ impl Target for MemoryTarget {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        self.request("HEAD", key);
         let objects = self.objects.lock().unwrap();
         Ok(objects.get(key).map(|b| ObjectInfo {
             key: key.into(),
@@ -106,6 +120,7 @@ impl Target for MemoryTarget {
     }
 
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
+        self.request("GET", key);
         let bytes = self.object(key).ok_or_else(|| TargetError::NotFound { key: key.into() })?;
         let (offset, len) = range.unwrap_or((0, bytes.len() as u64));
         let slice = &bytes[offset as usize..(offset + len) as usize];
@@ -118,6 +133,7 @@ impl Target for MemoryTarget {
     }
 
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.request("LIST", prefix);
         let objects = self.objects.lock().unwrap();
         Ok(objects
             .iter()
@@ -127,6 +143,7 @@ impl Target for MemoryTarget {
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        keys.iter().for_each(|key| self.request("DELETE", key));
         let mut objects = self.objects.lock().unwrap();
         for key in keys {
             objects.remove(key);

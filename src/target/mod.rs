@@ -318,9 +318,20 @@ impl fmt::Display for TargetError {
 
 impl std::error::Error for TargetError {}
 
-/// Build the configured target. For S3 this loads the credentials (file,
-/// environment or `$CREDENTIALS_DIRECTORY`) but sends no request.
+/// Build the configured target for one user at a time (a command). For S3
+/// this loads the credentials (file, environment or
+/// `$CREDENTIALS_DIRECTORY`) but sends no request.
 pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
+    open_shared(global, 1)
+}
+
+/// Build the configured target for `streams` streams archiving at once (or
+/// a restore's parallel downloads; an S3 target sizes its connection pool
+/// for them all), as [`open`] does.
+pub fn open_shared(
+    global: &crate::config::Global,
+    streams: usize,
+) -> Result<std::sync::Arc<dyn Target>, crate::error::Error> {
     use crate::error::Error;
     use url::TargetUrl;
     match &global.target {
@@ -337,6 +348,7 @@ pub fn open(global: &crate::config::Global) -> Result<std::sync::Arc<dyn Target>
                 ca_file: global.ca_file.clone(),
                 part_size: global.part_size,
                 parallel_uploads: global.parallel_uploads,
+                streams,
                 connect_timeout: global.connect_timeout,
                 io_timeout: global.io_timeout,
                 retry_min: global.backoff_min,

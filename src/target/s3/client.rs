@@ -64,6 +64,7 @@ pub fn build_agent(
         .timeout_per_read(Some(timeouts.io))
         .timeout_per_write(Some(timeouts.io))
         .timeout_await_100(Some(timeouts.io.min(Duration::from_secs(1))))
+        .max_idle_connections(max_connections.max(1))
         .max_idle_connections_per_host(max_connections.max(1))
         .build();
     Ok(config.new_agent())

@@ -93,8 +93,9 @@ impl S3Target {
             );
         }
         let timeouts = Timeouts { connect: settings.connect_timeout, io: settings.io_timeout };
-        let agent = client::build_agent(timeouts, settings.ca_file.as_deref(), settings.parallel_uploads + 1)
-            .map_err(|detail| {
+        let connections = settings.streams.max(1) * (settings.parallel_uploads + 1);
+        let agent =
+            client::build_agent(timeouts, settings.ca_file.as_deref(), connections).map_err(|detail| {
                 config_error(detail, "set ca_file to a readable PEM file of CA certificates")
             })?;
         let retry = RetryPolicy {
@@ -264,6 +265,7 @@ mod tests {
             ca_file: None,
             part_size: MIN_PART_SIZE,
             parallel_uploads: 2,
+            streams: 1,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             retry_min: Duration::from_millis(10),

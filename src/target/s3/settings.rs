@@ -46,6 +46,11 @@ pub struct S3Settings {
     pub part_size: u64,
     /// Parts of one object in flight at once (at least 1).
     pub parallel_uploads: usize,
+    /// Streams (or a restore's downloads) using the target at once (at
+    /// least 1): the connection pool keeps `streams × (parallel_uploads +
+    /// 1)` idle connections, for each stream's parts plus the record or
+    /// exists-check it sends meanwhile.
+    pub streams: usize,
     /// DNS + TCP + TLS setup, each.
     pub connect_timeout: Duration,
     /// Response-head wait, and the longest a body read or write may stall.
