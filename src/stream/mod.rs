@@ -21,6 +21,10 @@
 //! adopted from the target are checked against the local segments first
 //! (`adopt`).
 //!
+//! A standby of a `replicas = on` stream runs `follow` instead of a pass:
+//! it adopts the elected offloader's records and acknowledges its own
+//! copies, never uploading.
+//!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
 //! snapshot jobs (when one is due, running it beside the passes, recording
 //! it through `commit`) are [`snapshots`]'.
@@ -29,6 +33,7 @@ mod adopt;
 pub mod backlog;
 mod binding;
 mod commit;
+mod follow;
 pub mod mailbox;
 mod pipeline;
 mod prepare;
@@ -380,6 +385,8 @@ impl Stream {
         self.update_status(|s| {
             s.committed_position = committed;
             s.lag_segments = lag;
+            s.first_waiting = segments.first().map(|seg| seg.position);
+            s.held_through = s.held_through.max(last_sealed);
         });
         segments
             .iter()
