@@ -297,6 +297,20 @@ fn steady_state_batches_cost_two_requests_and_no_listing() {
     assert_eq!(f.journal_ranges().len(), 8);
 }
 
+/// A replicated stream (`replicas = on`) looks before every upload:
+/// another node may have stored the batch before this one took over.
+#[test]
+fn a_replicated_stream_looks_before_every_upload() {
+    let mut f = Fixture::new("requests-replicas", 2, "");
+    f.config.replicas = Some(crate::config::Replicas { max_offloader_lag: 16 });
+    f.write(1..=6, 10);
+    let mut stream = f.open().unwrap();
+    f.target.take_requests();
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    let heads = f.target.take_requests().iter().filter(|r| r.starts_with("HEAD ")).count();
+    assert_eq!(heads, 3, "one look per batch");
+}
+
 /// The backlog is what waits in the directory: counted at each look, less
 /// each batch as it commits; `walship status` counts it from a scan.
 #[test]
