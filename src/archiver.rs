@@ -28,6 +28,8 @@ use crate::config::{Config, Global, StreamConfig};
 use crate::control::server::{ControlServer, Handler};
 use crate::control::{Outcome, Reply, Request};
 use crate::error::Error;
+use crate::fleet;
+use crate::fleet::member::Member;
 use crate::metrics;
 use crate::retry::Backoff;
 use crate::snapshot::{JobEvent, JobReport, JobState};
@@ -54,6 +56,8 @@ pub struct Archiver {
     shared: Arc<Shared>,
     streams: Vec<StreamHandle>,
     metrics: MetricsOutputs,
+    /// The fleet thread (heartbeats, elections), with `node_id` set.
+    heartbeats: Option<JoinHandle<()>>,
     control: Option<ControlServer>,
 }
 
@@ -61,6 +65,8 @@ pub struct Archiver {
 struct Shared {
     stop: AtomicBool,
     statuses: Mutex<Vec<Arc<StatusCell>>>,
+    /// Every running stream's place in the fleet (for the fleet thread).
+    members: Mutex<Vec<Arc<Member>>>,
     /// When a stream thread last went round its loop (seconds since epoch).
     heartbeat: Arc<AtomicU64>,
     /// Each running stream's mailbox, by name.
@@ -133,12 +139,21 @@ impl Archiver {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             statuses: Mutex::default(),
+            members: Mutex::default(),
             heartbeat,
             mailboxes: Mutex::default(),
         });
         let metrics = start_metrics(&config.global, &shared)?;
-        let mut archiver =
-            Archiver { config: config.clone(), target, shared, streams: Vec::new(), metrics, control: None };
+        let heartbeats = start_heartbeats(&config.global, &target, &shared)?;
+        let mut archiver = Archiver {
+            config: config.clone(),
+            target,
+            shared,
+            streams: Vec::new(),
+            metrics,
+            control: None,
+            heartbeats,
+        };
         for (stream, lock) in config.streams.iter().zip(locks) {
             archiver.start_stream(stream, lock)?;
         }
@@ -170,11 +185,19 @@ impl Archiver {
             daemon_running: true,
             ..Default::default()
         }));
+        let member = Arc::new(Member::new(
+            &stream.name,
+            Arc::clone(&status),
+            stream.replicas,
+            global.node_id.clone(),
+            global.heartbeat_interval,
+        ));
         let links = JobLinks {
             mailbox: inbox,
             stop: Arc::clone(&stop),
             status: Arc::clone(&status),
             heartbeat: Arc::clone(&self.shared.heartbeat),
+            member: Arc::clone(&member),
             own_mailbox: mailbox.clone(),
         };
         let thread = thread::Builder::new()
@@ -184,6 +207,7 @@ impl Archiver {
         self.shared.statuses.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&status));
         let mut mailboxes = self.shared.mailboxes.lock().unwrap_or_else(|p| p.into_inner());
         mailboxes.push((stream.name.clone(), mailbox.clone()));
+        self.shared.members.lock().unwrap_or_else(|p| p.into_inner()).push(member);
         self.streams.push(StreamHandle { config: stream.clone(), mailbox, stop, status, thread });
         Ok(())
     }
@@ -269,6 +293,11 @@ impl Archiver {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|s| !Arc::ptr_eq(s, &status));
+            self.shared
+                .members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|m| !Arc::ptr_eq(&m.status, &status));
             handle.stop();
             log::info!("stream {name}: stopped for the reload");
         }
@@ -311,12 +340,31 @@ impl Archiver {
             let _ = std::net::TcpStream::connect(address); // wake its accept()
             let _ = handle.join();
         }
-        if let Some(handle) = self.metrics.writer.take() {
+        for handle in [self.metrics.writer.take(), self.heartbeats.take()].into_iter().flatten() {
             handle.thread().unpark();
             let _ = handle.join();
         }
         crate::budget::close();
     }
+}
+
+/// Start the fleet thread (heartbeats, elections) when `node_id` is set.
+fn start_heartbeats(
+    global: &Global,
+    target: &Arc<dyn Target>,
+    shared: &Arc<Shared>,
+) -> Result<Option<JoinHandle<()>>, Error> {
+    let Some(node) = global.node_id.clone() else { return Ok(None) };
+    let (members, stopping) = (Arc::clone(shared), Arc::clone(shared));
+    let handle = fleet::publisher::start(
+        Arc::clone(target),
+        node,
+        global.heartbeat_interval,
+        move || members.members.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        move || stopping.stop.load(Ordering::SeqCst),
+    )
+    .map_err(|e| Error::local("start the heartbeat publisher for", &global.state_dir, e))?;
+    Ok(Some(handle))
 }
 
 impl Drop for Archiver {

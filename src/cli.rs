@@ -60,6 +60,12 @@ pub enum Command {
     Snapshot { stream: String },
     /// `walship check`: validate the config and reach every target.
     Check,
+    /// `walship fleet [--json] [--stale DURATION]`: every node's heartbeats.
+    Fleet {
+        json: bool,
+        /// `None`: three heartbeat intervals.
+        stale: Option<std::time::Duration>,
+    },
 }
 
 /// The outcome of parsing the arguments.
@@ -327,6 +333,28 @@ const COMMANDS: &[CommandSpec] = &[
         build: |m| {
             no_arguments(m)?;
             Ok(Command::Check)
+        },
+    },
+    CommandSpec {
+        name: "fleet",
+        synopsis: "[--json] [--stale DURATION]",
+        summary: "show every node's and stream's health from the heartbeats on the target",
+        about: "Read the heartbeat objects (STREAM/nodes/NODE_ID) that nodes with node_id\n\
+                write, from the target alone, and show one line per node and stream:\n\
+                stale (not refreshed within DURATION by the store's clock, default three\n\
+                heartbeat intervals) and failing ones first, with positions, backlog,\n\
+                last success, version and error.",
+        options: |o| {
+            o.optflag("", "json", "print JSON instead of text");
+            o.optopt("", "stale", "older heartbeats are stale (default: 3 x heartbeat_interval)", "DURATION");
+        },
+        build: |m| {
+            no_arguments(m)?;
+            let stale = m.opt_str("stale").map(|d| config::values::positive_duration(&d)).transpose();
+            Ok(Command::Fleet {
+                json: m.opt_present("json"),
+                stale: stale.map_err(|e| format!("--stale: {e}"))?,
+            })
         },
     },
 ];
@@ -660,12 +688,28 @@ mod tests {
             ("prune -s x --dry-run", Command::Prune { stream: s("x"), dry_run: true }),
             ("snapshot -s x", Command::Snapshot { stream: "x".into() }),
             ("check", Command::Check),
+            ("fleet", Command::Fleet { json: false, stale: None }),
+            (
+                "fleet --json --stale 5m",
+                Command::Fleet { json: true, stale: Some(std::time::Duration::from_secs(300)) },
+            ),
         ];
         for (line, command) in cases {
             let invocation = run(line);
             assert_eq!(invocation.command, command, "{line}");
             assert_eq!(invocation.config_path, PathBuf::from(DEFAULT_PATH), "{line}");
         }
+    }
+
+    #[test]
+    fn fleet_stale_takes_a_duration() {
+        assert!(
+            usage_error("fleet --stale 5").contains("--stale: \"5\" has no unit"),
+            "{}",
+            usage_error("fleet --stale 5")
+        );
+        assert!(usage_error("fleet --stale 0s").contains("--stale: expected a duration > 0"));
+        assert!(usage_error("fleet extra").contains("unexpected argument"));
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Prune { stream, dry_run } => prune(&config, stream.as_deref(), dry_run),
         Command::Snapshot { stream } => snapshot(&config, &stream),
         Command::Check => check(&config),
+        Command::Fleet { json, stale } => fleet(&config, json, stale),
     }
 }
 
@@ -250,6 +251,22 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     match problems {
         0 => Ok(()),
         count => Err(Error::Failed { count, what: "archive check", exit_code: EXIT_FAILURE }),
+    }
+}
+
+fn fleet(config: &Config, json: bool, stale: Option<std::time::Duration>) -> Result<(), Error> {
+    use crate::fleet::view;
+    let stale = stale.unwrap_or(config.global.heartbeat_interval * 3);
+    let target = target::open(&config.global)?;
+    let mut reader = view::HeartbeatReader::default();
+    let mut entries = view::read_all(target.as_ref(), &mut reader).map_err(Error::TargetSetup)?;
+    view::sort(&mut entries, stale);
+    if json {
+        print(view::render_json(&entries, stale))
+    } else if entries.is_empty() {
+        outln!("no heartbeats on {}: no node with node_id archives there yet", target.describe())
+    } else {
+        print(view::render_text(&entries, stale))
     }
 }
 

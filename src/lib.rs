@@ -42,7 +42,10 @@
 //! files), [`durable`] (the one path for durable local writes: temp, fsync,
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
-//! Prometheus page), [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
+//! Prometheus page), [`fleet`] (heartbeat objects on the target, for
+//! `walship fleet`, and the offloader election of `replicas = on` streams,
+//! whose standbys follow the offloader's records instead of uploading),
+//! [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
 //! (the terminal progress line of restore and verify), and for metered
 //! links [`bandwidth`] (the process-wide token buckets that pace upload and
@@ -83,6 +86,7 @@ pub mod daemon;
 pub mod durable;
 pub mod error;
 pub mod fetch;
+pub mod fleet;
 pub mod frames;
 pub mod human;
 pub mod list;

@@ -114,6 +114,7 @@ pub fn render(streams: &[StreamStatus], heartbeat: u64) -> String {
         |s| &s.upload_seconds,
     );
     crate::snapshot::status::render_metrics(&mut out, streams);
+    render_offloader(&mut out, streams);
     let _ = writeln!(
         out,
         "# HELP walship_heartbeat_timestamp_seconds When the daemon last showed it is alive.\n\
@@ -156,6 +157,28 @@ pub fn render_histogram(
     }
 }
 
+/// `walship_offloader{stream,node}`: 1 where this node is the elected
+/// offloader of a `replicas = on` stream, 0 where it stands by.
+fn render_offloader(out: &mut String, streams: &[StreamStatus]) {
+    let name = "walship_offloader";
+    let replicated: Vec<_> = streams.iter().filter_map(|s| Some((s, s.replica.as_ref()?))).collect();
+    if replicated.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} 1 if this node archives the replicated stream, 0 if it stands by.");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (s, replica) in replicated {
+        let elected = replica.offloader.as_deref() == Some(replica.node.as_str());
+        let _ = writeln!(
+            out,
+            "{name}{{stream=\"{}\",node=\"{}\"}} {}",
+            label(&s.stream),
+            label(&replica.node),
+            u8::from(elected)
+        );
+    }
+}
+
 /// A label value, escaped as the text format requires.
 pub fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -190,6 +213,24 @@ pub fn bind(address: &str) -> std::io::Result<TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offloader_series_only_for_replicated_streams() {
+        use crate::status::ReplicaStatus;
+        let replica = |offloader: &str| ReplicaStatus {
+            node: "n1".into(),
+            offloader: Some(offloader.into()),
+            reason: "elected".into(),
+        };
+        let plain = StreamStatus { stream: "p".into(), ..Default::default() };
+        assert!(!render(std::slice::from_ref(&plain), 0).contains("walship_offloader"));
+        let mine = StreamStatus { stream: "a".into(), replica: Some(replica("n1")), ..Default::default() };
+        let theirs = StreamStatus { stream: "b".into(), replica: Some(replica("n2")), ..Default::default() };
+        let page = render(&[plain, mine, theirs], 0);
+        assert!(page.contains("# TYPE walship_offloader gauge\n"), "{page}");
+        assert!(page.contains("walship_offloader{stream=\"a\",node=\"n1\"} 1\n"), "{page}");
+        assert!(page.contains("walship_offloader{stream=\"b\",node=\"n1\"} 0\n"), "{page}");
+    }
 
     #[test]
     fn renders_every_series_with_stream_labels() {

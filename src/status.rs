@@ -107,6 +107,15 @@ pub struct StreamStatus {
     pub retries: u64,
     /// Batch upload durations.
     pub upload_seconds: Histogram,
+    /// The lowest position waiting to be archived in the stream's directory
+    /// (for heartbeats; not in the file).
+    pub first_waiting: Option<u64>,
+    /// The highest sealed position the stream's directory has held since
+    /// the stream started (waiting, or present at an archived position):
+    /// how far this node's own copy reaches, for elections; not in the file.
+    pub held_through: Option<u64>,
+    /// With `replicas = on`: who offloads the stream, and why.
+    pub replica: Option<ReplicaStatus>,
     /// The upload bandwidth in force (`bandwidth_limit`, the schedule's
     /// window); `None` when unlimited.
     pub bandwidth: Option<String>,
@@ -118,6 +127,17 @@ pub struct StreamStatus {
     pub dropped_bytes: u64,
     /// Snapshots: the last job, the newest and the next.
     pub snapshots: SnapshotStatus,
+}
+
+/// A replicated stream's election, as this node last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// This node's `node_id`.
+    pub node: String,
+    /// The elected node, if any.
+    pub offloader: Option<String>,
+    /// Why (`elected n2 among n1,n2,n3, 2 caught up`), or why nobody is.
+    pub reason: String,
 }
 
 impl StreamStatus {
@@ -138,6 +158,11 @@ impl StreamStatus {
         let _ = writeln!(out, "bandwidth={}", self.bandwidth.as_deref().unwrap_or(""));
         let _ = writeln!(out, "held={}", self.held.as_deref().unwrap_or(""));
         self.snapshots.write_file_lines(&mut out);
+        if let Some(replica) = &self.replica {
+            let _ = writeln!(out, "node={}", replica.node);
+            let _ = writeln!(out, "offloader={}", replica.offloader.as_deref().unwrap_or(""));
+            let _ = writeln!(out, "election={}", replica.reason.replace('\n', " "));
+        }
         out
     }
 
@@ -159,6 +184,12 @@ impl StreamStatus {
                 "last_success" => s.last_success = num,
                 "last_error" => s.last_error = (!value.is_empty()).then(|| value.to_string()),
                 "backoff_ms" => s.backoff_ms = num,
+                "node" => s.replica.get_or_insert_default().node = value.to_string(),
+                "offloader" => {
+                    s.replica.get_or_insert_default().offloader =
+                        (!value.is_empty()).then(|| value.to_string());
+                }
+                "election" => s.replica.get_or_insert_default().reason = value.to_string(),
                 "bandwidth" => s.bandwidth = (!value.is_empty()).then(|| value.to_string()),
                 "held" => s.held = (!value.is_empty()).then(|| value.to_string()),
                 _ => {
@@ -179,7 +210,7 @@ impl StreamStatus {
             "{{\"stream\":{},\"archived_position\":{},\"committed_position\":{},\
              \"lag_segments\":{},\"batches_archived\":{},\"gaps_recorded\":{},\
              \"late_segments\":{},\"backlog_segments\":{},\"backlog_bytes\":{},\"last_success\":{},\
-             \"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\"bandwidth\":{},\"held\":{},{}}}",
+             \"last_error\":{},\"backoff_ms\":{},\"daemon_running\":{},\"bandwidth\":{},\"held\":{},{}{}}}",
             json_string(&self.stream),
             opt(self.archived_position),
             opt(self.committed_position),
@@ -196,6 +227,12 @@ impl StreamStatus {
             text(self.bandwidth.as_deref().filter(|_| self.daemon_running)),
             text(self.held.as_deref().filter(|_| self.daemon_running)),
             self.snapshots.json_members(),
+            self.replica.as_ref().map_or(String::new(), |r| format!(
+                ",\"node\":{},\"offloader\":{},\"election\":{}",
+                json_string(&r.node),
+                text(r.offloader.as_deref()),
+                json_string(&r.reason)
+            )),
         )
     }
 
@@ -226,6 +263,14 @@ impl StreamStatus {
             }
         } else {
             let _ = writeln!(out, "  last error:         {error} (when the daemon last ran)");
+        }
+        if let Some(replica) = &self.replica {
+            let role = match &replica.offloader {
+                Some(offloader) if *offloader == replica.node => "this node offloads".to_string(),
+                Some(offloader) => format!("{offloader} offloads; {} stands by", replica.node),
+                None => "nobody offloads".to_string(),
+            };
+            let _ = writeln!(out, "  offloader:          {role} ({})", replica.reason);
         }
         if self.daemon_running {
             if let Some(bandwidth) = &self.bandwidth {

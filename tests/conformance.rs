@@ -116,6 +116,32 @@ fn list_is_in_key_order_with_prefix_and_start_after() {
     }
 }
 
+/// What heartbeats need: objects listed with their Last-Modified and the
+/// store's time of the listing (the two agree within a few seconds here,
+/// where store and test share a clock), and the names one level down.
+#[test]
+fn dated_listing_and_directories() {
+    for (name, target, _dir) in targets("conf-dated") {
+        let before = std::time::SystemTime::now() - Duration::from_secs(5);
+        for key in ["a/nodes/n2", "a/nodes/n1", "a/batches/x", "b/nodes/n1"] {
+            target.put(key, &upload(&[key.as_bytes()])).unwrap();
+        }
+        let listing = target.list_dated("a/nodes/").unwrap();
+        let after = std::time::SystemTime::now() + Duration::from_secs(5);
+        let keys: Vec<(&str, u64)> = listing.objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+        assert_eq!(keys, [("a/nodes/n1", 10), ("a/nodes/n2", 10)], "{name}");
+        for object in &listing.objects {
+            assert!(object.modified > before && object.modified < after, "{name}: {object:?}");
+            assert!(object.modified <= listing.store_now + Duration::from_secs(1), "{name}: {listing:?}");
+        }
+        assert!(listing.store_now > before && listing.store_now < after, "{name}: {listing:?}");
+        assert!(target.list_dated("nothing/").unwrap().objects.is_empty(), "{name}");
+        assert_eq!(target.list_dirs("").unwrap(), ["a", "b"], "{name}");
+        assert_eq!(target.list_dirs("a/").unwrap(), ["batches", "nodes"], "{name}");
+        assert!(target.list_dirs("nothing/").unwrap().is_empty(), "{name}");
+    }
+}
+
 #[test]
 fn delete_removes_objects() {
     for (name, target, _dir) in targets("conf-delete") {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use walship::catalog::assemble::check_assemble;
 use walship::config::check_parse;
+use walship::fleet::heartbeat;
 use walship::frames::check::check_frames;
 use walship::manifest::check::{check_record_round_trip, check_round_trip, parse_fuzz_manifest};
 use walship::manifest::format;
@@ -149,6 +150,18 @@ fn s3_xml_seed_corpus_and_regressions_pass() {
 fn credentials_seed_corpus_and_regressions_pass() {
     replay("corpus/credentials", MIN_SEEDS, credentials::check_parse);
     replay("regressions/credentials", 0, credentials::check_parse);
+}
+
+#[test]
+fn heartbeat_seed_corpus_and_regressions_pass() {
+    replay("corpus/heartbeat", MIN_SEEDS, heartbeat::check_parse);
+    replay("regressions/heartbeat", 0, heartbeat::check_parse);
+    let valid = ["valid", "valid-fresh", "valid-failing", "valid-stopped", "unknown-keys", "crlf"];
+    for name in inputs("corpus/heartbeat") {
+        let file = name.file_name().unwrap().to_str().unwrap();
+        let parsed = heartbeat::parse(&std::fs::read(&name).unwrap());
+        assert_eq!(parsed.is_ok(), valid.contains(&file), "seed {file}: {parsed:?}");
+    }
 }
 
 /// Manifest seeds that must parse to records.

@@ -23,6 +23,8 @@ mod daemon;
 mod faultproxy;
 /// Segments changing during upload; a full disk under the state directory.
 mod faults;
+/// Heartbeat objects and `walship fleet`, on a file target and on Garage.
+mod fleet;
 /// Replays the fuzz seed corpus and every fuzz crash found, as named tests.
 mod fuzz_corpus;
 /// Temp files a killed walship left, cleaned by the next run.
@@ -43,6 +45,8 @@ mod places;
 mod postgres;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
+/// replicas = on: two and three daemons elect one offloader; takeover after SIGKILL.
+mod replicas;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.
 mod restore;
 /// Restore to a position from snapshots; retention, `prune`, crashes mid-prune.

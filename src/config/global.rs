@@ -55,10 +55,44 @@ pub struct Global {
     /// Optional; absolute path of a node_exporter textfile.
     pub metrics_file: Option<PathBuf>,
     pub log_level: log::LevelFilter,
+    /// Optional; this node's name among the nodes archiving into the same
+    /// target ([`check_node_id`]). Set: every stream keeps a heartbeat
+    /// object `STREAM/nodes/NODE_ID` current (see `fleet`).
+    pub node_id: Option<String>,
+    /// 1s..=1h; how often heartbeats are written.
+    pub heartbeat_interval: Duration,
     /// Bandwidth and data budgets (see [`Metered`]).
     pub metered: Metered,
     /// More than 0: how often a running daemon applies retention.
     pub prune_interval: Duration,
+}
+
+/// Check a node id: 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with '.'
+/// (it is an object key component, `STREAM/nodes/NODE_ID`, and a metric
+/// label, like a stream name).
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "a node id is 1 to 64 letters, digits, '_', '.' and '-', not starting with '.' \
+             (it names an object on the target and a metric label), got {}",
+            quote(id)
+        ))
+    }
+}
+
+/// A heartbeat interval: from 1s to 1h.
+fn parse_heartbeat_interval(value: &str) -> Result<Duration, String> {
+    let interval = positive_duration(value)?;
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+        return Err(format!("expected a duration from 1s to 1h, got {}", quote(value)));
+    }
+    Ok(interval)
 }
 
 /// Read the `[global]` section.
@@ -85,6 +119,8 @@ pub fn parse_global(f: &Fields) -> Result<Global, ConfigError> {
         metrics_listen: f.optional("metrics_listen", parse_listen)?,
         metrics_file: f.optional("metrics_file", absolute_path)?,
         log_level: f.value("log_level", parse_log_level)?,
+        node_id: f.optional("node_id", |v| check_node_id(v).map(|()| v.to_string()))?,
+        heartbeat_interval: f.value("heartbeat_interval", parse_heartbeat_interval)?,
         metered: parse_metered(f)?,
         prune_interval: f.value("prune_interval", positive_duration)?,
     })
@@ -187,6 +223,10 @@ mod tests {
             ("ca_file = ca.pem", "ca_file", "absolute path"),
             ("credentials_file = creds", "credentials_file", "absolute path"),
             ("log_level = loud", "log_level", "off | error | warn"),
+            ("node_id = gw 17", "node_id", "a node id is 1 to 64"),
+            ("node_id = .hidden", "node_id", "not starting with '.'"),
+            ("heartbeat_interval = 500ms", "heartbeat_interval", "from 1s to 1h"),
+            ("heartbeat_interval = 2h", "heartbeat_interval", "from 1s to 1h"),
             ("endpoint = https://s3.example.net", "endpoint", "only applies to an s3"),
             ("region = garage", "region", "only applies to an s3"),
             ("tagret = s3://x", "tagret", "did you mean `target`?"),

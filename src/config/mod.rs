@@ -37,11 +37,11 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub use crate::target::url::TargetUrl;
-pub use global::Global;
+pub use global::{Global, check_node_id};
 pub use metered::Metered;
 pub use stream::{
-    Compression, DEFAULT_ZSTD_LEVEL, MAX_BATCH_SIZE, OnArchived, SealMode, StreamConfig, ZSTD_LEVELS,
-    check_stream_name,
+    Compression, DEFAULT_ZSTD_LEVEL, MAX_BATCH_SIZE, OnArchived, Replicas, SealMode, StreamConfig,
+    ZSTD_LEVELS, check_stream_name,
 };
 pub use values::{parse_duration, parse_size};
 
@@ -178,7 +178,14 @@ fn parse_located(path: &Path, text: &str) -> Result<(Config, places::KeyLines), 
     let mut streams = Vec::new();
     for section in &sections {
         if let SectionKind::Stream(name) = &section.kind {
-            streams.push(stream::parse_stream(&Fields::new(path, section), name)?);
+            let fields = Fields::new(path, section);
+            let stream = stream::parse_stream(&fields, name)?;
+            if stream.replicas.is_some() && global.node_id.is_none() {
+                let why = "replicas = on needs this node's name: add `node_id = NAME` to [global], \
+                           different on every node";
+                return Err(fields.error("replicas", why.into()));
+            }
+            streams.push(stream);
         }
     }
     if streams.is_empty() {
@@ -242,6 +249,10 @@ pub fn check_parse(data: &[u8]) {
         assert_eq!(stream.snapshot_interval % stream.batch_size, 0, "{stream:?}");
         assert!(stream.snapshot_interval == 0 || stream.snapshot_command.is_some(), "{stream:?}");
         assert!(stream.seal_idle.is_none() || stream.seal == SealMode::Next, "{stream:?}");
+        assert!(
+            stream.replicas.is_none() || global.node_id.is_some(),
+            "replicas without node_id: {stream:?}"
+        );
         assert!(stream.backlog_limit.is_none() || stream.seal == SealMode::Spool, "{stream:?}");
     }
     let written: Vec<PathBuf> = places::places(&config).iter().map(|p| places::normalize(&p.path)).collect();

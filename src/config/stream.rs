@@ -93,6 +93,10 @@ pub struct StreamConfig {
     pub keep_snapshots: u32,
     /// Default keep.
     pub on_archived: OnArchived,
+    /// `replicas = on` (needs `node_id`): the same stream exists on several
+    /// nodes, which elect one offloader among them (see `fleet::election`).
+    /// Default off: `None`.
+    pub replicas: Option<Replicas>,
     /// Default 1000: record objects folded into one compacted object on the
     /// target (`catalog::compact`); 0 turns compaction off; else 2..=100000.
     pub manifest_compaction: usize,
@@ -109,6 +113,14 @@ pub struct StreamConfig {
     /// The spool's bound in bytes (a segment that would pass it is not
     /// prefetched). Default 128MiB.
     pub prefetch_bytes: u64,
+}
+
+/// The election settings of a stream with `replicas = on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    /// Default 16, at most 1,000,000: a node whose own copy reaches more
+    /// than this many segments less far than the farthest is not elected.
+    pub max_offloader_lag: u64,
 }
 
 /// Check a stream name (see the module doc for the rule and why).
@@ -158,12 +170,26 @@ pub fn parse_stream(f: &Fields, name: &str) -> Result<StreamConfig, ConfigError>
         snapshot_timeout: f.value("snapshot_timeout", positive_duration)?,
         keep_snapshots: f.value("keep_snapshots", |v| number_in(v, 1, 100))? as u32,
         on_archived: f.value("on_archived", parse_on_archived)?,
+        replicas: parse_replicas(f)?,
         manifest_compaction: f.value("manifest_compaction", parse_compaction)?,
         backlog_limit: parse_backlog_limit(f, seal)?,
         compression: parse_compression(f)?,
         prefetch_segments,
         prefetch_bytes: f.value("prefetch_bytes", parse_size)?,
     })
+}
+
+/// `replicas` (default off) and `max_offloader_lag`, which only goes with on.
+fn parse_replicas(f: &Fields) -> Result<Option<Replicas>, ConfigError> {
+    let on = f.value("replicas", |v| one_of(v, &[("off", false), ("on", true)]))?;
+    let max_offloader_lag = f.value("max_offloader_lag", |v| number_in(v, 0, 1_000_000))?;
+    if !on && f.entry("max_offloader_lag").is_some() {
+        return Err(f.error(
+            "max_offloader_lag",
+            "only applies with replicas = on; remove this line or add `replicas = on`".into(),
+        ));
+    }
+    Ok(on.then_some(Replicas { max_offloader_lag }))
 }
 
 /// The segment naming: `pattern`, or `naming = postgres` (with
@@ -372,6 +398,9 @@ mod tests {
             ("dri = /x", "dri", "did you mean `dir`?"),
             ("state_dir = /x", "state_dir", "belongs in [global]"),
             ("seal_idle = ", "seal_idle", "no value"),
+            ("replicas = yes", "replicas", "expected off | on"),
+            ("max_offloader_lag = 4", "max_offloader_lag", "only applies with replicas = on"),
+            ("replicas = on", "replicas", "add `node_id = NAME` to [global]"),
             ("backlog_limit = 2GiB", "backlog_limit", "only applies with seal = spool"),
             ("compression = gzip", "compression", "expected none | zstd"),
             ("compression_level = 5", "compression_level", "only applies with compression = zstd"),
@@ -437,6 +466,24 @@ mod tests {
             base.lines().position(|l| l == "naming = postgres").map(|i| i + 1),
             Some(&key("naming")),
             "unknown naming",
+        );
+    }
+
+    #[test]
+    fn replicas_need_a_node_id_and_take_a_lag() {
+        use super::Replicas;
+        let on = parse_text(&config_text("node_id = n1", "replicas = on")).expect("valid");
+        assert_eq!(on.streams[0].replicas, Some(Replicas { max_offloader_lag: 16 }));
+        let lag =
+            parse_text(&config_text("node_id = n1", "replicas = on\nmax_offloader_lag = 0")).expect("valid");
+        assert_eq!(lag.streams[0].replicas, Some(Replicas { max_offloader_lag: 0 }));
+        assert_eq!(parse_text(&config_text("node_id = n1", "")).expect("valid").streams[0].replicas, None);
+        let key = "[stream sensors] max_offloader_lag";
+        assert_error(
+            &config_text("node_id = n1", "replicas = on\nmax_offloader_lag = x"),
+            Some(10),
+            Some(key),
+            "whole number",
         );
     }
 

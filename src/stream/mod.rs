@@ -21,6 +21,10 @@
 //! adopted from the target are checked against the local segments first
 //! (`adopt`).
 //!
+//! A standby of a `replicas = on` stream runs `follow` instead of a pass:
+//! it adopts the elected offloader's records and acknowledges its own
+//! copies, never uploading.
+//!
 //! Scheduling (the thread, its mailbox, backoff) is [`worker`]'s business;
 //! snapshot jobs (when one is due, running it beside the passes, recording
 //! it through `commit`) are [`snapshots`]'; "archive this file now"
@@ -31,6 +35,7 @@ pub mod backlog;
 mod binding;
 mod commit;
 pub mod confirm;
+mod follow;
 pub mod mailbox;
 mod pipeline;
 mod prepare;
@@ -278,7 +283,7 @@ impl Stream {
             if self.enforce_backlog_limit(&survey.waiting)? {
                 continue; // look at the directory again, without the deleted files
             }
-            if self.record_dropped_before_any_archive(&survey.waiting)? {
+            if self.record_dropped_range(&survey.waiting)? {
                 report.gaps += 1;
             }
             let segments = survey.waiting;
@@ -321,12 +326,14 @@ impl Stream {
     /// archived, and (unless `all`, as `run --once` asks) for at most
     /// [`COMPACTION_SLICE`] per pass, so new segments are not held up.
     /// Nothing is folded while uploads are held (a `0` bandwidth window, a
-    /// spent data budget): compacted objects are uploads too; the steps
-    /// wait for a pass after the hold ends. Returns whether steps are left
-    /// for a later pass that should come soon.
+    /// spent data budget): compacted objects are uploads too, so, like
+    /// held segments, the steps that may be due are looked at again each
+    /// poll until the hold ends (a window that opens, a reload that lifts
+    /// it). Returns whether steps are (or may be) left for a later pass
+    /// that should come soon.
     fn compact(&mut self, all: bool, should_stop: &dyn Fn() -> bool) -> Result<bool, Error> {
         if self.uploads_held().is_some() {
-            return Ok(false);
+            return Ok(true);
         }
         let started = std::time::Instant::now();
         while !should_stop() && (all || started.elapsed() < COMPACTION_SLICE) {
@@ -380,6 +387,8 @@ impl Stream {
         self.update_status(|s| {
             s.committed_position = committed;
             s.lag_segments = lag;
+            s.first_waiting = segments.first().map(|seg| seg.position);
+            s.held_through = s.held_through.max(last_sealed);
         });
         segments
             .iter()

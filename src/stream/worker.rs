@@ -30,6 +30,7 @@ use super::snapshots::SnapshotJobs;
 use super::{Hints, PassReport, Stream};
 use crate::config::StreamConfig;
 use crate::error::Error;
+use crate::fleet::member::Member;
 use crate::manifest::SnapshotRecord;
 use crate::retry::Backoff;
 use crate::snapshot::JobEvent;
@@ -37,6 +38,11 @@ use crate::source::watch::DirWatch;
 use crate::statedir::{self, StreamLock};
 use crate::status::{StatusCell, unix_now};
 use crate::target::Target;
+
+/// Why a standby of a replicated stream (`replicas = on`, another node
+/// elected) answers no snapshot or prune request.
+const STANDBY: &str = "this node stands by for the replicated stream: its elected offloader takes \
+                       snapshots and prunes";
 
 /// Everything one stream's thread owns.
 pub struct StreamJob {
@@ -65,6 +71,9 @@ pub struct JobLinks {
     pub status: Arc<StatusCell>,
     /// When a stream thread last went round its loop (seconds since epoch).
     pub heartbeat: Arc<AtomicU64>,
+    /// The stream's place in the fleet: with `replicas = on`, whether this
+    /// node is the elected offloader or a standby.
+    pub member: Arc<Member>,
 }
 
 /// An "archive this file now" request waiting for its commit.
@@ -126,12 +135,14 @@ impl StreamJob {
                     self.set_error(&links, None);
                     let held = links.status.get().held;
                     inbox.answer(stream.as_ref(), stopped(), held.as_deref());
-                    if let Some(open) = stream.as_mut().filter(|_| !stopped()) {
+                    if let Some(open) = stream.as_mut().filter(|_| !stopped() && links.member.may_upload()) {
                         prunes.run_if_due(open);
                     }
                     // Nor past the next prune.
-                    // Compaction left for later comes back at the poll interval.
-                    let watched = watching.live() && !report.compacting;
+                    // Compaction left for later comes back at the poll interval;
+                    // so does a replicated stream (a standby follows, and
+                    // takes over, within a poll).
+                    let watched = watching.live() && !report.compacting && links.member.replicas.is_none();
                     idle_delay(self.poll_interval, watched, report.waiting).min(prunes.due_in())
                 }
                 Err(error) if stopped() => {
@@ -167,8 +178,12 @@ impl StreamJob {
                     delay
                 }
             };
-            inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped());
-            prunes.answer(inbox.prune_requests.drain(..), stream.as_mut(), last_error.as_deref());
+            inbox.snapshot_work(&mut snapshots, stream.as_mut(), stopped(), links.member.may_upload());
+            if links.member.may_upload() {
+                prunes.answer(inbox.prune_requests.drain(..), stream.as_mut(), last_error.as_deref());
+            } else {
+                prunes.answer(inbox.prune_requests.drain(..), None, Some(STANDBY));
+            }
             // A watched stream sleeps long: not past a snapshot job's retry.
             let delay = snapshots.retry_in().map_or(delay, |retry| delay.min(retry));
             links.heartbeat.store(unix_now(), Ordering::SeqCst);
@@ -176,11 +191,11 @@ impl StreamJob {
             // A job's end or a request is dealt with at once, not after
             // the next pass (which a backlog can make long).
             if !inbox.stop && !stopped() {
-                inbox.snapshot_work(&mut snapshots, stream.as_mut(), false);
+                inbox.snapshot_work(&mut snapshots, stream.as_mut(), false, links.member.may_upload());
             }
         }
         snapshots.stop();
-        inbox.snapshot_work(&mut snapshots, None, true);
+        inbox.snapshot_work(&mut snapshots, None, true, false);
         prunes.answer(inbox.prune_requests.drain(..), None, Some("walship is stopping"));
         inbox.answer(None, true, None);
     }
@@ -232,7 +247,16 @@ impl StreamJob {
                 }
             }
         };
-        open.pass(false, hints, stopped)
+        // replicas = on: a standby follows the offloader's records; a node
+        // that stops being elected ends its pass after the batch in flight.
+        let member = &links.member;
+        if !member.may_upload() {
+            return open.follow(member.follow_due());
+        }
+        if member.take_takeover() {
+            open.take_over()?;
+        }
+        open.pass(false, hints, &|| stopped() || !member.may_upload())
     }
 
     fn set_error(&self, links: &JobLinks, error: Option<String>) {
@@ -247,8 +271,15 @@ impl StreamJob {
 impl Inbox {
     /// Between passes: record the snapshot jobs that ended (once the stream
     /// is open), answer snapshot requests, start a scheduled job if due.
-    /// While stopping, only refuse the requests.
-    fn snapshot_work(&mut self, jobs: &mut SnapshotJobs, stream: Option<&mut Stream>, stopping: bool) {
+    /// While stopping, only refuse the requests; a standby of a replicated
+    /// stream (`!may_start`) starts none: its offloader takes them.
+    fn snapshot_work(
+        &mut self,
+        jobs: &mut SnapshotJobs,
+        stream: Option<&mut Stream>,
+        stopping: bool,
+        may_start: bool,
+    ) {
         if stopping {
             for reply in self.snapshot_requests.drain(..) {
                 let _ = reply.send(JobEvent::Refused("walship is stopping".into()));
@@ -263,6 +294,12 @@ impl Inbox {
         };
         for (id, result) in self.snapshots_finished.drain(..) {
             jobs.finished(stream, id, result);
+        }
+        if !may_start {
+            for reply in self.snapshot_requests.drain(..) {
+                let _ = reply.send(JobEvent::Refused(STANDBY.into()));
+            }
+            return;
         }
         for reply in self.snapshot_requests.drain(..) {
             jobs.request(Some(stream), reply);

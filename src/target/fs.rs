@@ -15,7 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{ObjectInfo, Target, TargetError, Upload};
+use super::{DatedListing, DatedObject, ObjectInfo, Target, TargetError, Upload};
 use crate::durable;
 
 /// Bytes written per `write` call while copying an upload into place; the
@@ -165,6 +165,45 @@ impl Target for FileTarget {
         // Counted by `scripts/bench` as the pages an S3 listing would take.
         log::trace!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
+    }
+
+    fn list_dated(&self, prefix: &str) -> Result<DatedListing, TargetError> {
+        let listed = self.list(prefix, None)?;
+        let mut objects = Vec::with_capacity(listed.len());
+        for object in listed {
+            let path = self.path_of("list", &object.key)?;
+            let modified = match fs::metadata(&path).and_then(|meta| meta.modified()) {
+                Ok(modified) => modified,
+                // Deleted since the listing: it is not listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("list", &object.key, &path, e)),
+            };
+            objects.push(DatedObject { key: object.key, size: object.size, modified });
+        }
+        Ok(DatedListing { objects, store_now: SystemTime::now() })
+    }
+
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        self.check_root()?;
+        let dir = match prefix.trim_end_matches('/') {
+            "" => self.root.clone(),
+            inner => self.path_of("list", inner)?,
+        };
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list", prefix, &dir, e)),
+        };
+        let mut dirs = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", prefix, &dir, e))?;
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if let (true, Some(name)) = (is_dir, entry.file_name().to_str()) {
+                dirs.push(name.to_string());
+            }
+        }
+        dirs.sort();
+        Ok(dirs)
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {

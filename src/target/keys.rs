@@ -13,6 +13,7 @@
 //!                                      level N = 1..9 (written by compaction)
 //! STREAM/manifest/prune-SEQUENCE       remote record of prune number SEQUENCE
 //! STREAM/manifest/snapshot-POSITION    remote record of the snapshot at POSITION
+//! STREAM/nodes/NODE_ID                 that node's heartbeat for the stream (`fleet`)
 //! ```
 //!
 //! FIRST, LAST, POSITION and SEQUENCE are 16 lower-case hex digits, so a
@@ -42,6 +43,22 @@ pub fn parse_batch_key(stream: &str, key: &str) -> Option<(u64, u64)> {
 /// stream's naming calls a side file: `naming::wal::side_file`).
 pub fn side_file_key(stream: &str, name: &str) -> String {
     format!("{stream}/files/{name}")
+}
+
+/// Prefix under which a stream's heartbeats live, one per node.
+pub fn heartbeats_prefix(stream: &str) -> String {
+    format!("{stream}/nodes/")
+}
+
+/// Key of `node`'s heartbeat for `stream`.
+pub fn heartbeat_key(stream: &str, node: &str) -> String {
+    format!("{stream}/nodes/{node}")
+}
+
+/// The node id of a heartbeat key made by [`heartbeat_key`] (not checked
+/// further: the heartbeat's reader does).
+pub fn parse_heartbeat_key<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
+    key.strip_prefix(stream)?.strip_prefix("/nodes/").filter(|node| !node.is_empty() && !node.contains('/'))
 }
 
 /// Key of the snapshot object at `position`.

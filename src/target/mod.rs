@@ -68,6 +68,29 @@ pub struct ObjectInfo {
     pub crc32: Option<u32>,
 }
 
+/// A listed object and when the store last wrote it, by the store's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatedObject {
+    /// The object's key relative to the target's root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last-Modified (S3; whole seconds), or the file's mtime.
+    pub modified: std::time::SystemTime,
+}
+
+/// A listing and the store's own clock when it answered, so an object's
+/// age is judged by one clock, whatever the clocks of the nodes that wrote
+/// it or read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatedListing {
+    /// In lexical key order.
+    pub objects: Vec<DatedObject>,
+    /// S3: the `Date` header of the listing's last response; file: the
+    /// local clock (the directory lives on this host's filesystem).
+    pub store_now: std::time::SystemTime,
+}
+
 /// An object to store, whose total size and CRC32 are known before the
 /// first byte is sent (S3 needs the checksum up front; the file target
 /// recomputes it while writing and refuses a mismatch, which is how a
@@ -196,6 +219,26 @@ pub trait Target: Send + Sync {
     ) -> Result<(), TargetError> {
         visit(self.list(prefix, start_after)?);
         Ok(())
+    }
+
+    /// Every object whose key starts with `prefix`, with when it was last
+    /// written and the store's clock at the listing (for judging ages, as
+    /// heartbeats need). Targets that cannot tell say so (`Unusable`).
+    fn list_dated(&self, _prefix: &str) -> Result<DatedListing, TargetError> {
+        Err(TargetError::Unusable {
+            detail: format!("{} cannot tell when its objects were written", self.describe()),
+            fix: "use a file:// or s3:// target for node_id and fleet".into(),
+        })
+    }
+
+    /// The names one level below `prefix` (empty, or ending in '/') under
+    /// which objects exist, in lexical order: the streams of an archive
+    /// when `prefix` is empty. Targets that cannot tell say so (`Unusable`).
+    fn list_dirs(&self, _prefix: &str) -> Result<Vec<String>, TargetError> {
+        Err(TargetError::Unusable {
+            detail: format!("{} cannot list its directories", self.describe()),
+            fix: "use a file:// or s3:// target for fleet".into(),
+        })
     }
 
     /// Delete `keys`; keys that do not exist are not an error.

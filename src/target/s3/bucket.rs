@@ -7,11 +7,12 @@
 
 use std::collections::HashSet;
 
-use crate::target::{ObjectInfo, TargetError, Upload};
+use crate::target::{DatedListing, DatedObject, ObjectInfo, TargetError, Upload};
 
 use super::S3Target;
 use super::checksum;
-use super::client::{Failure, Payload, S3Request};
+use super::client::{Failure, Payload, Reply, S3Request};
+use super::dates;
 use super::error::{self, ServerError};
 use super::multipart::{self, AbortError};
 use super::xml;
@@ -28,6 +29,67 @@ pub fn list_pages(
     start_after: Option<&str>,
     visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
 ) -> Result<(), TargetError> {
+    for_each_page(target, prefix, start_after, None, |page, _| {
+        let objects = page.objects.into_iter().filter_map(|(key, size)| {
+            let key = target.relative_key(&key)?.to_string();
+            Some(ObjectInfo { key, size, crc32: None })
+        });
+        Ok(visit(objects.collect()))
+    })
+}
+
+/// Every object under `prefix` with its `LastModified`, and the `Date` of
+/// the last page's response: the store's clock, for judging ages.
+pub fn list_dated(target: &S3Target, prefix: &str) -> Result<DatedListing, TargetError> {
+    let mut objects = Vec::new();
+    let mut store_now = None;
+    for_each_page(target, prefix, None, None, |page, reply| {
+        let unreadable = |what: String| {
+            let request = S3Request::new("list", display_prefix(target, prefix), "GET");
+            error::transient(&target.client.context(&request), format!("unreadable listing: {what}"))
+        };
+        let date =
+            reply.header("date").ok_or_else(|| unreadable("the response has no Date header".into()))?;
+        store_now =
+            Some(dates::parse_http_date(date).ok_or_else(|| unreadable(format!("Date header {date:?}")))?);
+        for ((key, size), modified) in page.objects.into_iter().zip(page.last_modified) {
+            let Some(key) = target.relative_key(&key) else { continue };
+            let text = modified.unwrap_or_default();
+            let modified = dates::parse_iso8601(&text)
+                .ok_or_else(|| unreadable(format!("object {key} has LastModified {text:?}")))?;
+            objects.push(DatedObject { key: key.to_string(), size, modified });
+        }
+        Ok(true)
+    })?;
+    let store_now = store_now.unwrap_or_else(std::time::SystemTime::now);
+    Ok(DatedListing { objects, store_now })
+}
+
+/// The names one level below `prefix` (target-relative, ending in '/' or
+/// empty) that hold objects: ListObjectsV2 with delimiter '/'.
+pub fn list_dirs(target: &S3Target, prefix: &str) -> Result<Vec<String>, TargetError> {
+    let mut dirs = Vec::new();
+    for_each_page(target, prefix, None, Some("/"), |page, _| {
+        dirs.extend(page.common_prefixes.iter().filter_map(|full| {
+            let relative = target.relative_key(full)?.strip_prefix(prefix)?;
+            Some(relative.trim_end_matches('/').to_string())
+        }));
+        Ok(true)
+    })?;
+    Ok(dirs)
+}
+
+/// ListObjectsV2 under `prefix` (target-relative) after `start_after`,
+/// with an optional delimiter, page by page (up to 1,000 keys each), each
+/// page handed to `each` with its response; `each` returns whether to go
+/// on.
+fn for_each_page(
+    target: &S3Target,
+    prefix: &str,
+    start_after: Option<&str>,
+    delimiter: Option<&str>,
+    mut each: impl FnMut(xml::ListObjectsPage, &Reply) -> Result<bool, TargetError>,
+) -> Result<(), TargetError> {
     let full_prefix = target.full_key(prefix);
     let display = display_prefix(target, prefix);
     let full_start_after = start_after.map(|key| target.full_key(key));
@@ -41,6 +103,9 @@ pub fn list_pages(
         if let Some(after) = &full_start_after {
             request = request.query("start-after", after.clone());
         }
+        if let Some(delimiter) = delimiter {
+            request = request.query("delimiter", delimiter);
+        }
         if let Some(token) = &token {
             request = request.query("continuation-token", token.clone());
         }
@@ -48,14 +113,11 @@ pub fn list_pages(
         let page = xml::parse_list_objects(&reply.text()).map_err(|detail| {
             error::transient(&target.client.context(&request), format!("unreadable listing: {detail}"))
         })?;
-        let objects = page.objects.into_iter().filter_map(|(key, size)| {
-            let key = target.relative_key(&key)?.to_string();
-            Some(ObjectInfo { key, size, crc32: None })
-        });
-        if !visit(objects.collect()) || !page.is_truncated {
+        let (is_truncated, next_token) = (page.is_truncated, page.next_continuation_token.clone());
+        if !each(page, &reply)? || !is_truncated {
             return Ok(());
         }
-        token = match page.next_continuation_token {
+        token = match next_token {
             Some(next) if seen_tokens.insert(next.clone()) => Some(next),
             _ => {
                 return Err(error::transient(

@@ -7,7 +7,8 @@
 //! - `error`: S3 error bodies and transport failures as [`TargetError`]s;
 //! - `object`: PutObject, HEAD, ranged GET; `multipart`: large objects in
 //!   parallel parts; `bucket`: listing, batch delete, stale uploads, check;
-//! - [`xml`], [`checksum`], `body`, `retry`: small helpers.
+//! - [`xml`], [`checksum`], `body`, `retry`, `dates` (LastModified and
+//!   Date headers, for the dated listing heartbeats need): small helpers.
 //!
 //! Integrity: every object and part carries `x-amz-checksum-crc32`, so the
 //! server refuses bytes that do not match; multipart uploads ask for a
@@ -41,6 +42,7 @@ mod bucket;
 pub mod checksum;
 mod client;
 pub mod credentials;
+mod dates;
 mod error;
 mod multipart;
 mod object;
@@ -49,7 +51,7 @@ pub mod settings;
 pub mod sigv4;
 pub mod xml;
 
-use crate::target::{Body, ObjectInfo, Target, TargetError, Upload};
+use crate::target::{Body, DatedListing, ObjectInfo, Target, TargetError, Upload};
 use std::io::Write;
 
 use client::{Client, Timeouts};
@@ -217,6 +219,14 @@ impl Target for S3Target {
         visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
     ) -> Result<(), TargetError> {
         bucket::list_pages(self, prefix, start_after, visit)
+    }
+
+    fn list_dated(&self, prefix: &str) -> Result<DatedListing, TargetError> {
+        bucket::list_dated(self, prefix)
+    }
+
+    fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, TargetError> {
+        bucket::list_dirs(self, prefix)
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {

@@ -261,6 +261,10 @@ fn is_true(xml: &str, tag: &str) -> bool {
 pub struct ListObjectsPage {
     /// `(key, size)` of each object, in response order.
     pub objects: Vec<(String, u64)>,
+    /// Each object's `LastModified` text, in the same order as `objects`.
+    pub last_modified: Vec<Option<String>>,
+    /// The `CommonPrefixes` of a listing with a delimiter, in order.
+    pub common_prefixes: Vec<String>,
     pub is_truncated: bool,
     pub next_continuation_token: Option<String>,
 }
@@ -269,15 +273,21 @@ pub struct ListObjectsPage {
 /// size that is not a number is an error (a listing must not silently skip).
 pub fn parse_list_objects(xml: &str) -> Result<ListObjectsPage, String> {
     let mut objects = Vec::new();
+    let mut last_modified = Vec::new();
     for entry in elements(xml, "Contents") {
         let key = text(entry, "Key").ok_or("a Contents entry has no Key")?;
         let size = text(entry, "Size")
             .and_then(|size| size.trim().parse::<u64>().ok())
             .ok_or_else(|| format!("object {key} has no valid Size"))?;
         objects.push((key, size));
+        last_modified.push(trimmed(entry, "LastModified"));
     }
+    let common_prefixes =
+        elements(xml, "CommonPrefixes").into_iter().filter_map(|entry| text(entry, "Prefix")).collect();
     Ok(ListObjectsPage {
         objects,
+        last_modified,
+        common_prefixes,
         is_truncated: is_true(xml, "IsTruncated"),
         next_continuation_token: text(xml, "NextContinuationToken").filter(|t| !t.is_empty()),
     })
@@ -434,8 +444,19 @@ mod tests {
 </ListBucketResult>"#;
         let page = parse_list_objects(xml).unwrap();
         assert_eq!(page.objects, vec![("p/a&b".to_string(), 12), ("p/é中".to_string(), 0)]);
+        assert_eq!(page.last_modified, vec![Some("2024-01-01T00:00:00.000Z".to_string()), None]);
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en+="));
+    }
+
+    #[test]
+    fn reads_the_common_prefixes_of_a_delimited_listing() {
+        let xml = "<ListBucketResult><Prefix>p/</Prefix><Delimiter>/</Delimiter>\
+                   <CommonPrefixes><Prefix>p/a&amp;b/</Prefix></CommonPrefixes>\
+                   <CommonPrefixes><Prefix>p/c/</Prefix></CommonPrefixes></ListBucketResult>";
+        let page = parse_list_objects(xml).unwrap();
+        assert_eq!(page.common_prefixes, ["p/a&b/", "p/c/"]);
+        assert!(page.objects.is_empty());
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! Heartbeats and `walship fleet`: nodes with `node_id` keep
+//! `STREAM/nodes/NODE_ID` current; `fleet` reads them from the target
+//! alone, stale and failing first — on a file target and on Garage.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::s3::{S3Env, unique_prefix};
+use crate::util::*;
+
+/// A node: its own state directory, stream directories and config, archiving
+/// into the shared target that `target_lines` names.
+struct Node {
+    config: PathBuf,
+    src: PathBuf,
+}
+
+impl Node {
+    /// Node `id` with streams `streams` (a name with "missing" in it gets a
+    /// directory that does not exist, so that stream fails).
+    fn new(dir: &Path, id: &str, target_lines: &str, streams: &[&str]) -> Node {
+        let home = dir.join(id);
+        let src = home.join("src");
+        fs::create_dir_all(&src).unwrap();
+        let mut text = format!(
+            "[global]\nstate_dir = {}\n{target_lines}\npoll_interval = 50ms\nbackoff_min = 10ms\n\
+             backoff_max = 50ms\nnode_id = {id}\nheartbeat_interval = 1s\n",
+            home.join("state").display()
+        );
+        for stream in streams {
+            let stream_dir = if stream.contains("missing") { home.join("nowhere") } else { src.join(stream) };
+            fs::create_dir_all(src.join(stream)).unwrap();
+            text.push_str(&format!(
+                "\n[stream {stream}]\ndir = {}\npattern = seg-{{seq}}.log\nseal = spool\nbatch_size = 1\n",
+                stream_dir.display()
+            ));
+        }
+        let config = home.join("walship.conf");
+        fs::write(&config, text).unwrap();
+        Node { config, src }
+    }
+
+    fn fleet(&self, args: &[&str]) -> String {
+        let mut all = vec!["fleet"];
+        all.extend(args);
+        all.extend(["-c", self.config.to_str().unwrap()]);
+        let out = walship(&all);
+        assert_success(&out, &all);
+        stdout(&out)
+    }
+}
+
+/// Poll `fleet` until its output satisfies `done`.
+fn wait_for_fleet(node: &Node, args: &[&str], what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = node.fleet(args);
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "fleet never showed {what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The line of `fleet`'s text output for `stream` on `node`.
+fn line_of<'t>(text: &'t str, stream: &str, node: &str) -> &'t str {
+    text.lines()
+        .find(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            cells.get(1) == Some(&stream) && cells.get(2) == Some(&node)
+        })
+        .unwrap_or_else(|| panic!("no line for {stream} on {node}:\n{text}"))
+}
+
+/// Two nodes, three streams: heartbeats appear with positions, a failing
+/// stream shows its error, a killed node goes stale and sorts first, and
+/// the JSON form says the same.
+fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn(&Path) -> String) {
+    let dir = TestDir::new(name);
+    let target = target_lines(&dir.path);
+    let n1 = Node::new(&dir.path, "n1", &target, &["a", "c-missing"]);
+    let n2 = Node::new(&dir.path, "n2", &target, &["b"]);
+    for (node, stream) in [(&n1, "a"), (&n2, "b")] {
+        for p in 0..=2 {
+            fs::write(node.src.join(stream).join(segment_name(p)), segment_bytes(p, 100)).unwrap();
+        }
+    }
+    let _d1 = Daemon::start(&n1.config, false);
+    let d2 = Daemon::start(&n2.config, false);
+
+    let text = wait_for_fleet(&n1, &[], "both nodes archived", |t| {
+        t.lines().any(|l| l.starts_with("ok ") && l.contains(" a ") && l.contains(" 2 "))
+            && t.lines().any(|l| l.starts_with("ok ") && l.contains(" b ") && l.contains(" 2 "))
+            && t.lines().any(|l| l.starts_with("failing "))
+    });
+    let failing = line_of(&text, "c-missing", "n1");
+    assert!(failing.starts_with("failing") && failing.contains("nowhere"), "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with("failing"), "failing first:\n{text}");
+    assert!(
+        text.ends_with(
+            "3 heartbeats of 3 streams on 2 nodes: 0 stale (older than 3s), 1 failing, 0 stopped, 2 ok\n"
+        ),
+        "{text}"
+    );
+    assert!(line_of(&text, "b", "n2").contains(env!("CARGO_PKG_VERSION")), "{text}");
+
+    // n2 dies: within the stale limit its line turns stale and comes first.
+    d2.kill();
+    let text =
+        wait_for_fleet(&n1, &["--stale", "2s"], "n2 stale", |t| line_of(t, "b", "n2").starts_with("stale"));
+    assert_eq!(text.lines().nth(1), Some(line_of(&text, "b", "n2")), "stale first:\n{text}");
+    assert!(line_of(&text, "a", "n1").starts_with("ok"), "{text}");
+
+    let json = n1.fleet(&["--json", "--stale", "2s"]);
+    assert!(
+        json.starts_with("[{\"state\":\"stale\",\"stream\":\"b\",\"node\":\"n2\",\"age_seconds\":"),
+        "{json}"
+    );
+    assert!(json.contains("\"stream\":\"a\",\"node\":\"n1\""), "{json}");
+    assert!(json.contains("\"archived_position\":2,\"committed_position\":2"), "{json}");
+    assert_eq!(json.matches("\"state\":").count(), 3, "{json}");
+}
+
+#[test]
+fn heartbeats_and_fleet_on_a_file_target() {
+    two_nodes_show_up_and_a_dead_one_goes_stale("fleet-file", &|dir| {
+        let archive = dir.join("archive");
+        fs::create_dir_all(&archive).unwrap();
+        format!("target = file://{}", archive.display())
+    });
+}
+
+#[test]
+fn heartbeats_and_fleet_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    let prefix = unique_prefix("fleet");
+    two_nodes_show_up_and_a_dead_one_goes_stale("fleet-s3", &|dir| env.target_lines(dir, &prefix));
+}
+
+/// A heartbeat object that is not one (garbage, another node's, too big)
+/// is listed as unreadable, not a failure of the whole view; an empty
+/// target says there is nothing yet.
+#[test]
+fn fleet_lists_damaged_heartbeats_as_unreadable() {
+    let dir = TestDir::new("fleet-damaged");
+    let archive = dir.path.join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let node = Node::new(&dir.path, "n1", &format!("target = file://{}", archive.display()), &["a"]);
+    assert!(node.fleet(&[]).starts_with("no heartbeats on "));
+    fs::create_dir_all(archive.join("a/nodes")).unwrap();
+    fs::write(archive.join("a/nodes/n1"), "not a heartbeat\n").unwrap();
+    fs::write(archive.join("a/nodes/n2"), "x".repeat(5000)).unwrap();
+    let other = "walship-heartbeat 1\nnode=n9\nstream=a\nversion=0.1.0\n";
+    fs::write(archive.join("a/nodes/n3"), other).unwrap();
+    let text = node.fleet(&[]);
+    assert!(line_of(&text, "a", "n1").contains("unreadable: a/nodes/n1: not a heartbeat: line 1"), "{text}");
+    assert!(line_of(&text, "a", "n2").contains("more than a heartbeat holds"), "{text}");
+    assert!(line_of(&text, "a", "n3").contains("holds the heartbeat of node n9"), "{text}");
+    assert!(text.ends_with("3 stale (older than 3s), 0 failing, 0 stopped, 0 ok\n"), "{text}");
+}
