@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::Stream;
 use super::mailbox::PruneReply;
-use crate::catalog;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, StreamRules, journal};
+use crate::manifest::{Entry, Manifest, ManifestError, journal};
 use crate::retention::{self, Object, Plan};
 
 /// What applying retention did.
@@ -65,7 +64,6 @@ impl Stream {
         let snapshots_kept =
             live - plan.doomed.iter().filter(|d| matches!(d.object, Object::Snapshot { .. })).count();
         let next = manifest.prunes.last().map_or(1, |p| p.sequence + 1);
-        let rules = StreamRules::new(&self.config.name, &self.config.naming);
         let records = plan.records(next);
         let total = records.len();
         for (done, record) in records.into_iter().enumerate() {
@@ -76,11 +74,8 @@ impl Stream {
                     self.name()
                 )));
             }
-            let entry = Entry::Prune(record.clone());
-            catalog::put_remote_entry(self.target.as_ref(), &rules, &entry)?;
-            self.journal.append_entries(std::slice::from_ref(&entry))?;
+            self.commit_entry(Entry::Prune(record.clone()))?;
             self.source.prune(Some(record.before));
-            self.snapshots.note(&self.config.name, &entry);
             self.delete_objects(&record.deleted)?;
             log::info!(
                 "stream {}: prune {}: deleted {}; positions before {} are pruned",
