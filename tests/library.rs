@@ -70,7 +70,8 @@ fn idle_polls_leave_the_status_file_alone() {
     wait_for("the new batch", || archiver.status()[0].archived_position == Some(3));
     // What the file shows, not its inode: two rewrites may give the file
     // its first inode number back.
-    let shown = walship::status::StreamStatus::from_file_text(&std::fs::read_to_string(&status_file).unwrap());
+    let shown =
+        walship::status::StreamStatus::from_file_text(&std::fs::read_to_string(&status_file).unwrap());
     assert_eq!(shown.archived_position, Some(3), "a new archived position must reach the status file");
     archiver.stop();
 }
