@@ -212,22 +212,7 @@ fn fetch_of_a_missing_name_exits_with_the_not_found_code() {
 #[test]
 fn concurrent_pushes_without_a_daemon_lose_and_duplicate_nothing() {
     let wal = Wal::new("concurrent-push", "prefetch_segments = 0");
-    let names: Vec<String> = (1..=8).map(|i| format!("0000000100000000000000{i:02X}")).collect();
-    let paths: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| wal.segment(n, i as u64)).collect();
-    let children: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
-                .args(["push", "-s", "pg", path.to_str().unwrap(), "-c", wal.config.to_str().unwrap()])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_success(&out, &["concurrent push"]);
-    }
+    let (names, paths) = push_eight_at_once(&wal, "concurrent push");
     assert_every_segment_recorded_once(&wal, &names, &paths);
 }
 
@@ -322,22 +307,7 @@ fn start_daemon(wal: &Wal) -> Daemon {
 fn concurrent_pushes_through_the_daemon_lose_and_duplicate_nothing() {
     let wal = Wal::new("daemon-push", "prefetch_segments = 0");
     let daemon = start_daemon(&wal);
-    let names: Vec<String> = (1..=8).map(|i| format!("0000000100000000000000{i:02X}")).collect();
-    let paths: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| wal.segment(n, i as u64)).collect();
-    let children: Vec<_> = paths
-        .iter()
-        .map(|path| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
-                .args(["push", "-s", "pg", path.to_str().unwrap(), "-c", wal.config.to_str().unwrap()])
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_success(&out, &["push through the daemon"]);
-    }
+    let (names, paths) = push_eight_at_once(&wal, "push through the daemon");
     assert_success(&wal.push(&paths[3]), &["push again"]);
     let archived_crc = crc(&paths[3]);
     wal.segment(&names[3], 77);
@@ -385,4 +355,26 @@ fn segments_postgresql_marked_ready_are_sealed_backlog_and_archived_by_the_daemo
     drop(daemon);
     let journal = fs::read_to_string(&journal).unwrap();
     assert!(!journal.contains(names[2].as_str()) && !journal.contains(names[3].as_str()), "{journal}");
+}
+
+/// Eight WAL segments written and pushed by eight `walship push` processes
+/// at once, each of which must succeed; their names and paths.
+fn push_eight_at_once(wal: &Wal, what: &str) -> (Vec<String>, Vec<PathBuf>) {
+    let names: Vec<String> = (1..=8).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+    let paths: Vec<PathBuf> = names.iter().enumerate().map(|(i, n)| wal.segment(n, i as u64)).collect();
+    let children: Vec<_> = paths
+        .iter()
+        .map(|path| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+                .args(["push", "-s", "pg", path.to_str().unwrap(), "-c", wal.config.to_str().unwrap()])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out, &[what]);
+    }
+    (names, paths)
 }
