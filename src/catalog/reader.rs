@@ -169,6 +169,15 @@ impl<'r> ManifestReader<'r> {
         &self.side
     }
 
+    /// What retention reads besides the log's batches: the snapshots, the
+    /// prunes and where the log ends.
+    pub fn survey(&self) -> crate::retention::Survey {
+        let mut survey = crate::retention::Survey::default();
+        self.side.entries().for_each(|entry| survey.add(self.rules.name, entry));
+        survey.end = self.end;
+        survey
+    }
+
     /// The snapshots and prunes with the log records below the pruned mark
     /// (what `retention::check_prunes` looks at): read in a pass that stops
     /// at the mark, held (the pruned part of the log only).
