@@ -153,7 +153,7 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
-    stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
+    stream::retention::checked_prunes(&stream.name, &reader)?;
     let manifest = reader.for_restore(request.position)?;
     let report = restore::restore(&manifest, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
@@ -327,7 +327,7 @@ fn prune_stream(
     if dry_run {
         let rules = StreamRules::new(&stream.name, &stream.naming);
         let reader = ManifestReader::open(state_dir, target.as_ref(), &rules, Reach::Whole)?;
-        stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
+        stream::retention::checked_prunes(&stream.name, &reader)?;
         let survey = reader.survey();
         let log = |visit: &mut dyn FnMut(&crate::manifest::Record)| {
             reader.each_live_record(|record| {

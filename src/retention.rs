@@ -33,6 +33,9 @@ use crate::manifest::validate::MAX_POSITION;
 use crate::manifest::{Entry, Manifest, PruneRecord, Record, SnapshotRecord};
 use crate::target::keys;
 
+pub mod deleted;
+pub use deleted::DeletedBatches;
+
 /// Most keys one prune record names: a first prune of a long history is
 /// recorded as several prunes, each small enough to read and write at once.
 pub const KEYS_PER_PRUNE: usize = 10_000;
@@ -335,11 +338,6 @@ pub fn records(plan: Plan, doomed: &[Doomed], next_sequence: u64) -> Vec<PruneRe
     doomed.iter().filter_map(|d| records.push(d.clone())).collect()
 }
 
-/// Every key the manifest's prunes have deleted.
-fn deleted_keys(manifest: &Manifest) -> HashSet<&str> {
-    manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect()
-}
-
 /// The oldest position a restore can reach: with nothing pruned, the
 /// log's first position; after a prune, the oldest live snapshot (`None`
 /// when nothing is archived, or when a prune left no snapshot, which
@@ -351,15 +349,24 @@ pub fn oldest_restorable(manifest: &Manifest) -> Option<u64> {
     }
 }
 
-/// Whether the manifest's prune records agree with what retention does:
-/// every batch below the latest mark is named deleted by some prune, every
-/// snapshot below the mark (but the one at mark - 1) is deleted, and a
-/// snapshot remains to restore from. A forged or damaged prune record that
-/// would hide archived data from `list` and `restore` fails here; the error
-/// names the prune and what it hides.
-pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
-    check_pruned_batches(manifest, &manifest.log)?;
-    check_prune_snapshots(manifest)
+/// Whether the prune records of `stream`'s `manifest` (held whole) agree
+/// with what retention does: every batch below the latest mark is named
+/// deleted by some prune, every snapshot below the mark (but the one at
+/// mark - 1) is deleted, and a snapshot remains to restore from. A forged
+/// or damaged prune record that would hide archived data from `list` and
+/// `restore` fails here; the error names the prune and what it hides.
+/// (`ManifestReader` checks the same as the log streams by.)
+pub fn check_prunes(stream: &str, manifest: &Manifest) -> Result<(), String> {
+    let mut side = Manifest { log: Vec::new(), ..manifest.clone() };
+    let mut deleted = DeletedBatches::default();
+    side.prunes.iter_mut().for_each(|prune| deleted.take_from(stream, prune));
+    let check = PrunedLogCheck::new(stream, &side, &deleted);
+    for record in &manifest.log {
+        if !check.record(record)? {
+            break;
+        }
+    }
+    check_prune_snapshots(&side)
 }
 
 /// The latest prune's sequence number and mark, when it has one above 0.
@@ -367,26 +374,43 @@ fn latest_mark(manifest: &Manifest) -> Option<(u64, u64)> {
     manifest.prunes.last().map(|p| (p.sequence, p.before)).filter(|&(_, before)| before > 0)
 }
 
-/// The part of [`check_prunes`] about the log: every batch among `log`
-/// (the log, in order, or its start) that lies below the latest mark of
-/// `manifest`'s prunes is named deleted by one of them.
-pub fn check_pruned_batches<'a>(
-    manifest: &Manifest,
-    log: impl IntoIterator<Item = &'a Record>,
-) -> Result<(), String> {
-    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
-    let deleted = deleted_keys(manifest);
-    let hidden = log.into_iter().take_while(|r| r.last() < before).find_map(|record| match record {
-        Record::Batch(batch) if !deleted.contains(batch.key.as_str()) => Some(batch),
-        _ => None,
-    });
-    match hidden {
-        Some(batch) => Err(format!(
-            "prune {sequence} marks the positions before {before} as pruned, but no prune deleted \
-             {}, which lies below that mark",
-            batch.key
-        )),
-        None => Ok(()),
+/// The part of [`check_prunes`] about the log, as it streams by: every
+/// batch below the latest mark of `side`'s prunes is named deleted (held
+/// in `deleted`, or one of the keys its prunes still hold).
+#[derive(Debug)]
+pub struct PrunedLogCheck<'a> {
+    stream: &'a str,
+    mark: Option<(u64, u64)>,
+    deleted: &'a DeletedBatches,
+    named: HashSet<&'a str>,
+}
+
+impl<'a> PrunedLogCheck<'a> {
+    pub fn new(stream: &'a str, side: &'a Manifest, deleted: &'a DeletedBatches) -> PrunedLogCheck<'a> {
+        let named = side.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        PrunedLogCheck { stream, mark: latest_mark(side), deleted, named }
+    }
+
+    /// Check the log's next record; `Ok(false)` once the log has passed
+    /// the mark (nothing after it needs checking).
+    pub fn record(&self, record: &Record) -> Result<bool, String> {
+        let Some((sequence, before)) = self.mark else { return Ok(false) };
+        if record.last() >= before {
+            return Ok(false);
+        }
+        match record {
+            Record::Batch(batch)
+                if !self.deleted.contains_key(self.stream, &batch.key)
+                    && !self.named.contains(batch.key.as_str()) =>
+            {
+                Err(format!(
+                    "prune {sequence} marks the positions before {before} as pruned, but no prune \
+                     deleted {}, which lies below that mark",
+                    batch.key
+                ))
+            }
+            _ => Ok(true),
+        }
     }
 }
 
@@ -419,6 +443,11 @@ mod tests {
     use crate::target::keys;
 
     const S: &str = "s";
+
+    /// Every key the manifest's prunes have deleted.
+    fn deleted_keys(manifest: &Manifest) -> HashSet<&str> {
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect()
+    }
 
     fn batch(first: u64, last: u64) -> Record {
         let segments = (first..=last)
@@ -536,7 +565,7 @@ mod tests {
             assert_eq!(got, expected, "{what}");
             if let Some(plan) = plan {
                 let after = applied(manifest.clone(), &plan);
-                assert_eq!(check_prunes(&after), Ok(()), "{what}");
+                assert_eq!(check_prunes(S, &after), Ok(()), "{what}");
                 assert_eq!(self::plan(&after, keep), None, "{what}: a second prune deletes nothing");
                 assert_eq!(oldest_restorable(&after), Some(plan.0.cut.oldest_kept), "{what}");
                 assert_eq!(plan.0.bytes, plan.1.iter().map(|d| d.bytes).sum::<u64>());
@@ -558,7 +587,7 @@ mod tests {
         assert_eq!(snapshots(&plan2), [20]);
         assert_eq!(records(plan2.0, &plan2.1, 2)[0].sequence, 2);
         let after = applied(later, &plan2);
-        assert_eq!(check_prunes(&after), Ok(()));
+        assert_eq!(check_prunes(S, &after), Ok(()));
         assert_eq!(plan(&after, 2), None);
         // Raising keep brings nothing back and deletes nothing.
         assert_eq!(plan(&after, 100), None);
@@ -579,11 +608,11 @@ mod tests {
         // finishes the rest although no snapshot is added meanwhile.
         let mut crashed = whole.clone();
         crashed.prunes.push(records[0].clone());
-        assert_eq!(check_prunes(&crashed), Ok(()));
+        assert_eq!(check_prunes(S, &crashed), Ok(()));
         let rest = self::plan(&crashed, 1).expect("finishes");
         let mut finished = crashed.clone();
         finished.prunes.extend(super::records(rest.0, &rest.1, 2));
-        assert_eq!(check_prunes(&finished), Ok(()));
+        assert_eq!(check_prunes(S, &finished), Ok(()));
         assert_eq!(self::plan(&finished, 1), None);
         let all = |m: &Manifest| -> HashSet<String> {
             m.prunes.iter().flat_map(|p| p.deleted.iter().cloned()).collect()
@@ -597,7 +626,7 @@ mod tests {
         let forged = |before: u64, deleted: Vec<String>| {
             let mut m = base.clone();
             m.prunes.push(PruneRecord { sequence: 1, before, deleted });
-            check_prunes(&m)
+            check_prunes(S, &m)
         };
         let hides = forged(21, vec![]).expect_err("names nothing");
         assert!(hides.contains("no prune deleted s/batches/0000000000000000-0000000000000000"), "{hides}");
@@ -612,7 +641,7 @@ mod tests {
         let mut legit = batch_keys;
         legit.push(keys::snapshot_key(S, 10));
         assert_eq!(forged(21, legit), Ok(()));
-        assert_eq!(check_prunes(&base), Ok(()));
+        assert_eq!(check_prunes(S, &base), Ok(()));
     }
 
     #[test]
@@ -686,7 +715,7 @@ mod tests {
                 let plan = planned.0.cut;
                 prunes += 1;
                 manifest = applied(manifest, &planned);
-                assert_eq!(check_prunes(&manifest), Ok(()), "{before:?}");
+                assert_eq!(check_prunes(S, &manifest), Ok(()), "{before:?}");
                 assert_eq!(self::plan(&manifest, keep), None, "{before:?}");
                 let deleted = deleted_keys(&manifest);
                 for record in &before.log {

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use super::Stream;
 use super::mailbox::PruneReply;
+use crate::catalog::reader::ManifestReader;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, PruneRecord, Record, StreamRules, journal};
+use crate::manifest::{Entry, ManifestError, PruneRecord, Record, StreamRules, journal};
 use crate::retention::{self, DoomedScan, Plan, PruneRecords, Survey};
 
 /// A pass over a manifest's log: hands every log record, in order, to the
@@ -300,11 +301,11 @@ impl PruneSchedule {
     }
 }
 
-/// `manifest`, unless its prune records disagree with it
-/// ([`retention::check_prunes`]): then an error naming the stream and
-/// saying what to do.
-pub fn checked_prunes(stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    retention::check_prunes(manifest).map_err(|message| inconsistent(stream, message))
+/// An error naming the stream and saying what to do when the prune
+/// records of the manifest `reader` reads disagree with it
+/// ([`retention::check_prunes`]).
+pub fn checked_prunes(stream: &str, reader: &ManifestReader<'_>) -> Result<(), Error> {
+    reader.prune_consistency()?.map_err(|message| inconsistent(stream, message))
 }
 
 /// The error for a prune record of `stream` that disagrees with its
