@@ -154,8 +154,7 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
     stream::retention::checked_prunes(&stream.name, &reader)?;
-    let manifest = reader.for_restore(request.position)?;
-    let report = restore::restore(&manifest, target.as_ref(), request)?;
+    let report = restore::restore(&reader, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     let snapshot = report.snapshot.map_or(String::new(), |p| {
         format!("the snapshot at position {p} ({}) and ", restore::snapshot_file_name(p))

@@ -735,10 +735,11 @@ mod tests {
                 assert!(newest_usable.is_none_or(|s| live.contains(&s.position)), "{before:?}");
                 assert_eq!(live.first(), Some(&plan.oldest_kept), "{before:?}");
                 for position in plan.oldest_kept..=end {
-                    let start = crate::restore::start::start("s", &manifest, Some(position))
+                    let start = crate::restore::start::start("s", &manifest, Some(end), Some(position))
                         .unwrap_or_else(|e| panic!("{position}: {e}: {before:?}"));
                     let from = start.first_position();
-                    let covered = start.records.first().is_none_or(|r| r.first() <= from);
+                    let first = manifest.log.iter().find(|r| start.wants(r));
+                    let covered = first.is_none_or(|r| r.first() <= from);
                     assert!(covered, "{position}: the records after the snapshot start at {from}");
                 }
             }

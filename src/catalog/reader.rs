@@ -220,30 +220,9 @@ impl<'r> ManifestReader<'r> {
         Ok(found.and_then(|()| retention::check_prune_snapshots(&self.side)))
     }
 
-    /// What a restore up to `position` (`None`: the end) reads, as a
-    /// manifest: the snapshots and prunes, the live log records after the
-    /// newest live snapshot at or before it (all of them without one) up
-    /// to the one holding `position`, and the log's last record, pruned or
-    /// not (where the archive ends). With snapshots, memory stays flat whatever the log's
-    /// length.
-    pub fn for_restore(&self, position: Option<u64>) -> Result<Manifest, Error> {
-        let mut manifest = self.side.clone();
-        let limit = position.or(self.end).unwrap_or(0);
-        let after = manifest.live_snapshots().take_while(|s| s.position <= limit).last().map(|s| s.position);
-        let mark = self.pruned_before.unwrap_or(0);
-        let mut last = None;
-        self.each_record(|record| {
-            let live = record.last() >= mark;
-            let wanted = live && after.is_none_or(|after| record.last() > after) && record.first() <= limit;
-            if wanted {
-                manifest.log.push(record);
-            } else if Some(record.last()) == self.end {
-                last = Some(record);
-            }
-            Ok(true)
-        })?;
-        manifest.log.extend(last);
-        Ok(manifest)
+    /// The last position the log covers, pruned or not.
+    pub fn end(&self) -> Option<u64> {
+        self.end
     }
 
     /// Hand every live log record (not below the pruned mark) to `visit`,
