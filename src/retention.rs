@@ -113,6 +113,7 @@ impl Survey {
             Entry::Prune(prune) => {
                 if let Some(previous) = self.side.prunes.last_mut() {
                     previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
+                    previous.deleted.shrink_to_fit();
                 }
                 self.side.prunes.push(prune);
             }
