@@ -5,21 +5,22 @@
 //! stops there, loudly. Without `backlog_limit` nothing is ever deleted
 //! unarchived. Which segments go is a pure rule ([`to_drop`]).
 //!
-//! The segments of the next batch to upload are never dropped: when the
-//! link went down, its object may already be stored with its commit cut
-//! short, and a gap is never recorded over stored data (the stream would
-//! stop until an operator stepped in). So the oldest segments dropped are
-//! those after it, and the spool may exceed the limit by that one batch.
+//! The segments of the next two batches to upload are never dropped: when
+//! the link went down, their objects may already be stored with their
+//! commits cut short (one uploads while the one before it commits), and a
+//! gap is never recorded over stored data (the stream would stop until an
+//! operator stepped in). So the oldest segments dropped are those after
+//! them, and the spool may exceed the limit by those two batches.
 //!
 //! The order, so that nothing goes unrecorded:
 //! 1. the range about to be dropped is written durably to the stream's
 //!    `backlog-dropped` file in the state directory;
 //! 2. the files are deleted, oldest first;
 //! 3. the planner meets the missing positions as a gap, as it does any
-//!    segment removed before it was archived (with nothing archived yet,
-//!    the stream records the range itself), and records it (remote record,
-//!    then journal) with the reason the file gives: at once, or once the
-//!    link is back, since the records go to the target first;
+//!    segment removed before it was archived (when no segment is left above
+//!    the range, the stream records it itself), and records it (remote
+//!    record, then journal) with the reason the file gives: at once, or
+//!    once the link is back, since the records go to the target first;
 //! 4. the file is removed once the archive has passed its range.
 //!
 //! Where snapshots are configured, a snapshot is requested as soon as a pass
@@ -59,9 +60,14 @@ use crate::source::{self, Segment};
 use crate::statedir;
 use crate::status::StatusCell;
 
+/// How many batches after the archived position may be stored without
+/// their record: the pipeline (`stream::pipeline`) uploads a batch while
+/// the one before it commits, so a commit cut short can leave two.
+const MAYBE_STORED_BATCHES: usize = 2;
+
 /// Which of the waiting segments (`sizes`, oldest first) to drop so that
 /// the rest add up to at most `limit` bytes: the oldest after the first
-/// `kept` (the next batch to upload, which may already be stored), as few
+/// `kept` (the next batches to upload, which may already be stored), as few
 /// as that takes, and all of them when even the kept and the newest are
 /// too many. Returns indices into `sizes`.
 pub fn to_drop(sizes: &[u64], limit: u64, kept: usize) -> Range<usize> {
@@ -138,13 +144,14 @@ fn enforce(
         remove_record(&path)?; // the archive passed it: its gap is recorded
         pending = None;
     }
-    // The next batch may be stored already, its commit cut short by the
-    // outage: never dropped, or its gap would lie over stored data.
-    let next_batch_end = waiting
-        .first()
-        .and_then(|lowest| plan::next_batch(archived, lowest.position, config.batch_size))
-        .map(|(_, last)| last);
-    let kept = waiting.iter().take_while(|s| next_batch_end.is_some_and(|end| s.position <= end)).count();
+    // The next batches may be stored already, their commits cut short by
+    // the outage: never dropped, or a gap would lie over stored data.
+    let kept_end = waiting.first().and_then(|lowest| {
+        (0..MAYBE_STORED_BATCHES).try_fold(archived, |last, _| {
+            plan::next_batch(last, lowest.position, config.batch_size).map(|(_, end)| Some(end))
+        })?
+    });
+    let kept = waiting.iter().take_while(|s| kept_end.is_some_and(|end| s.position <= end)).count();
     let sizes: Vec<u64> = waiting.iter().map(|s| s.len).collect();
     let range = to_drop(&sizes, limit, kept);
     let doomed = &waiting[range.clone()];
@@ -213,20 +220,25 @@ impl Stream {
         enforce(&self.config, &self.state_root, self.archived(), waiting, &self.status)
     }
 
-    /// With nothing archived yet and nothing kept below the dropped range,
-    /// the planner starts at the lowest present segment and would never meet
-    /// the range as a gap: record it here. Returns whether it did.
-    pub(super) fn record_dropped_before_any_archive(&mut self, waiting: &[Segment]) -> Result<bool, Error> {
-        if self.archived().is_some() {
-            return Ok(false);
-        }
+    /// Record the dropped range as a gap once it is next in line and no
+    /// segment waits at or below its end: the planner meets a missing range
+    /// only below a present segment, so a range dropped to the last segment
+    /// (or before anything was archived) would otherwise go unrecorded until
+    /// a newer segment arrives. Returns whether it recorded one.
+    pub(super) fn record_dropped_range(&mut self, waiting: &[Segment]) -> Result<bool, Error> {
         let path = statedir::backlog_dropped(&self.state_root, self.name());
         let Some(dropped) = Dropped::load(&path)? else { return Ok(false) };
-        if waiting.first().is_some_and(|lowest| lowest.position < dropped.first) {
-            return Ok(false); // the kept batch below it goes first; the planner then meets the gap
+        if waiting.iter().any(|s| s.position <= dropped.last) {
+            return Ok(false); // the kept batches below it go first
         }
-        self.record_gap(dropped.first, dropped.last, false)?;
-        Ok(true)
+        let first = self.archived().map_or(Some(dropped.first), |a| a.checked_add(1));
+        match first {
+            Some(first) if first <= dropped.last => {
+                self.record_gap(first, dropped.last, false)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// After a pass that recorded a gap for the backlog limit and then

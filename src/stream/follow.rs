@@ -12,12 +12,29 @@
 use std::time::SystemTime;
 
 use super::{Hints, PassReport, Stream, adopt};
-use crate::catalog;
+use crate::catalog::{self, assemble, compact};
 use crate::error::Error;
 use crate::manifest::Entry;
 use crate::status::unix_now;
+use crate::target::keys;
 
 impl Stream {
+    /// Become the offloader: adopt the records the previous one wrote, and
+    /// take where its compaction stands from the target (one listing of
+    /// the record objects), since this node's own compaction state stood
+    /// still while it followed.
+    pub fn take_over(&mut self) -> Result<PassReport, Error> {
+        let report = self.follow(true)?;
+        let name = self.config.name.clone();
+        let listed =
+            self.target.list(&keys::records_prefix(&name), None).map_err(|e| Error::target(&name, e))?;
+        let listing = assemble::classify(&name, listed);
+        let progress =
+            compact::Progress::from_listing(listing.records.iter().map(|(key, object)| (key, object)));
+        self.compactor.adopt(progress)?;
+        Ok(report)
+    }
+
     /// Follow the offloader: adopt its records when `read_remote`, then
     /// scan, acknowledge what is archived and report the backlog.
     pub fn follow(&mut self, read_remote: bool) -> Result<PassReport, Error> {

@@ -281,7 +281,7 @@ impl Stream {
             if self.enforce_backlog_limit(&survey.waiting)? {
                 continue; // look at the directory again, without the deleted files
             }
-            if self.record_dropped_before_any_archive(&survey.waiting)? {
+            if self.record_dropped_range(&survey.waiting)? {
                 report.gaps += 1;
             }
             let segments = survey.waiting;

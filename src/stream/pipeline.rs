@@ -79,11 +79,14 @@ impl Stream {
                     }
                 };
                 // Look first where the outcome is uncertain: after a batch
-                // found stored, or as the stream says (start, failure).
-                let check = match &stored {
-                    Some((_, uploaded)) => *uploaded == Uploaded::AlreadyStored,
-                    None => self.uncertain,
-                };
+                // found stored, as the stream says (start, failure), and
+                // always for a replicated stream (another node may have
+                // stored it before this one took over).
+                let check = self.config.replicas.is_some()
+                    || match &stored {
+                        Some((_, uploaded)) => *uploaded == Uploaded::AlreadyStored,
+                        None => self.uncertain,
+                    };
                 // Uncertain again until the batches in flight are committed.
                 self.uncertain = true;
                 let (target, status, name, naming) = (&target, &status, &name, &naming);

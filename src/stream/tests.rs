@@ -297,6 +297,20 @@ fn steady_state_batches_cost_two_requests_and_no_listing() {
     assert_eq!(f.journal_ranges().len(), 8);
 }
 
+/// A replicated stream (`replicas = on`) looks before every upload:
+/// another node may have stored the batch before this one took over.
+#[test]
+fn a_replicated_stream_looks_before_every_upload() {
+    let mut f = Fixture::new("requests-replicas", 2, "");
+    f.config.replicas = Some(crate::config::Replicas { max_offloader_lag: 16 });
+    f.write(1..=6, 10);
+    let mut stream = f.open().unwrap();
+    f.target.take_requests();
+    stream.pass(true, Hints::default(), &|| false).unwrap();
+    let heads = f.target.take_requests().iter().filter(|r| r.starts_with("HEAD ")).count();
+    assert_eq!(heads, 3, "one look per batch");
+}
+
 /// The backlog is what waits in the directory: counted at each look, less
 /// each batch as it commits; `walship status` counts it from a scan.
 #[test]
@@ -322,22 +336,25 @@ fn backlog_counts_segments_and_bytes_waiting() {
 /// Regression: with the link going down between a batch's upload and its
 /// record, `backlog_limit` deleted that batch's segments; the gap then lay
 /// over a stored object, which is never recorded, and the stream stopped
-/// for good. The next batch is kept; the oldest after it go.
+/// for good. The next batches are kept; the oldest after them go, here
+/// every one up to the newest, and that range is recorded as a gap though
+/// no newer segment has come.
 #[test]
 fn backlog_limit_keeps_the_batch_whose_commit_was_cut_short() {
     let f = Fixture::new("backlog-cut", 1, "backlog_limit = 2KiB");
     f.write(0..=0, 1024);
     f.target.faults.lock().unwrap().failing_record_puts = 100;
     assert!(f.pass().is_err(), "the record of 0..0 cannot be put");
-    assert!(f.target.object("s/batches/0000000000000000-0000000000000000").is_some());
+    assert!(f.target.object(&batch_key(0, 0)).is_some());
     f.write(1..=5, 1024);
     assert!(f.pass().is_err(), "still down");
     let present: Vec<u64> = (0..=5).filter(|p| f.segment(*p).exists()).collect();
-    assert_eq!(present, vec![0, 5], "the kept batch 0 and the newest that fits");
+    assert_eq!(present, vec![0, 1], "the two batches that may be stored; 2 KiB is full");
     f.target.faults.lock().unwrap().failing_record_puts = 0;
     let report = f.pass().expect("the link is back");
-    assert_eq!((report.batches, report.healed, report.gaps), (2, 1, 1));
-    assert_eq!(f.journal_ranges(), vec![(0, 0, "batch"), (1, 4, "gap"), (5, 5, "batch")]);
+    // 1 went up beside 0's failed commit in the pass that was still down.
+    assert_eq!((report.batches, report.healed, report.gaps), (2, 2, 1));
+    assert_eq!(f.journal_ranges(), vec![(0, 0, "batch"), (1, 1, "batch"), (2, 5, "gap")]);
 }
 
 /// With zstd, a segment rewritten between the first pass (frames measured)
@@ -363,4 +380,25 @@ fn zstd_segment_rewritten_between_the_two_passes_is_refused() {
     f.target.faults.lock().unwrap().before_put = None;
     assert_eq!(f.pass().unwrap().batches, 1);
     assert_eq!(f.journal_ranges(), [(1, 3, "batch")]);
+}
+
+/// Regression: the pipeline stores a batch while the one before it
+/// commits, so an outage can leave two batches stored without records;
+/// `backlog_limit` deleting the second one's segments left a gap over a
+/// stored object, and the stream stopped for good. Both are kept.
+#[test]
+fn backlog_limit_keeps_both_batches_the_pipeline_may_have_stored() {
+    let f = Fixture::new("backlog-pipeline", 1, "backlog_limit = 3KiB");
+    f.write(0..=1, 1024);
+    f.target.faults.lock().unwrap().failing_record_puts = 100;
+    assert!(f.pass().is_err(), "the record of 0..0 cannot be put");
+    assert!(f.target.object(&batch_key(1, 1)).is_some(), "batch 1 went up while 0 committed");
+    f.write(2..=5, 1024);
+    assert!(f.pass().is_err(), "still down");
+    let present: Vec<u64> = (0..=5).filter(|p| f.segment(*p).exists()).collect();
+    assert_eq!(present, vec![0, 1, 5], "both stored batches kept, then the newest that fits");
+    f.target.faults.lock().unwrap().failing_record_puts = 0;
+    let report = f.pass().expect("the link is back");
+    assert_eq!((report.batches, report.healed, report.gaps), (3, 2, 1));
+    assert_eq!(f.journal_ranges(), vec![(0, 0, "batch"), (1, 1, "batch"), (2, 4, "gap"), (5, 5, "batch")]);
 }

@@ -253,7 +253,7 @@ impl StreamJob {
             return open.follow(member.follow_due());
         }
         if member.take_takeover() {
-            open.follow(true)?;
+            open.take_over()?;
         }
         open.pass(false, hints, &|| stopped() || !member.may_upload())
     }
