@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::{Agent, SendBody};
 
 use crate::target::TargetError;
@@ -20,6 +21,7 @@ use crate::target::TargetError;
 use super::body::SliceReader;
 use super::credentials::Credentials;
 use super::error::{self, ErrorContext, ServerError};
+use super::resolve::EndpointResolver;
 use super::retry::RetryPolicy;
 use super::settings::Endpoint;
 use super::sigv4::{self, AmzTime};
@@ -41,7 +43,8 @@ pub struct Timeouts {
 }
 
 /// Build the HTTP agent: status codes returned (not errors), no redirects,
-/// every phase under a timeout, TLS always verified.
+/// every phase under a timeout, TLS always verified; the endpoint resolved
+/// by [`EndpointResolver`].
 pub fn build_agent(
     timeouts: Timeouts,
     ca_file: Option<&Path>,
@@ -67,7 +70,7 @@ pub fn build_agent(
         .max_idle_connections(max_connections.max(1))
         .max_idle_connections_per_host(max_connections.max(1))
         .build();
-    Ok(config.new_agent())
+    Ok(Agent::with_parts(config, DefaultConnector::default(), EndpointResolver::default()))
 }
 
 /// The certificates of a PEM file, as trust anchors.
