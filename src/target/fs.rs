@@ -178,7 +178,7 @@ impl Target for FileTarget {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("list", &object.key, &path, e)),
             };
-            objects.push(DatedObject { key: object.key, size: object.size, modified });
+            objects.push(DatedObject { key: object.key, size: object.size, modified, etag: None });
         }
         Ok(DatedListing { objects, store_now: SystemTime::now() })
     }
