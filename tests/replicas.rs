@@ -374,3 +374,77 @@ fn three_replicas_never_elect_the_lagging_one() {
     assert!(nodes[2].batch_puts().is_empty(), "the lagging node uploaded {:?}", nodes[2].batch_puts());
     assert_archive_complete(&nodes[other], &expected, 46, &dir.path);
 }
+
+/// `run --once` takes part in the election (file target): a node's run
+/// writes its heartbeat, reads its peer's and archives only when elected;
+/// otherwise it stands by for the run, follows the offloader's records
+/// (its position, its copies deleted) and exits 0, saying who offloads and
+/// why. Once the offloader's heartbeat is stale, the other node's next run
+/// archives.
+#[test]
+fn run_once_archives_only_on_the_elected_node() {
+    let dir = TestDir::new("replicas-once");
+    let archive = dir.path.join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let target = format!("target = file://{}", archive.display());
+    let nodes = [
+        Replica::with_target(&dir.path, &target, "n1", None, None, "2s"),
+        Replica::with_target(&dir.path, &target, "n2", None, None, "2s"),
+    ];
+    let expected = dir.path.join("expected");
+    fs::create_dir_all(&expected).unwrap();
+    let stored = || -> Vec<(PathBuf, std::time::SystemTime)> {
+        ["s/batches", "s/manifest"]
+            .iter()
+            .flat_map(|sub| sorted_files(&archive.join(sub)))
+            .map(|path| {
+                let modified = fs::metadata(&path).unwrap().modified().unwrap();
+                (path, modified)
+            })
+            .collect()
+    };
+    for position in 0..=3 {
+        arrive(&[&nodes[0], &nodes[1]], &expected, position);
+    }
+    // n2 runs alone first: elected among itself.
+    let out = nodes[1].walship(&["run", "--once"]);
+    assert!(out.contains("stream s: this node (n2) offloads (elected n2 among n2, 1 caught up)"), "{out}");
+    assert_eq!(nodes[1].archived(), Some(3));
+
+    // n1 sees both; the stream's hash elects n2: n1 stands by and follows.
+    let before = stored();
+    let out = nodes[0].walship(&["run", "--once"]);
+    assert_eq!(
+        out,
+        "stream s: stood by (elected n2 among n1,n2, 2 caught up); the archive holds position 3\n"
+    );
+    assert_eq!(stored(), before, "the standby wrote to the archive");
+    assert_eq!(nodes[0].archived(), Some(3), "the standby follows");
+    assert!(sorted_files(&nodes[0].src).is_empty(), "the standby deletes its archived copies (on_archived)");
+    let status = nodes[0].walship(&["status"]);
+    assert!(status.contains("n2 offloads; n1 stands by (elected n2 among n1,n2, 2 caught up)"), "{status}");
+
+    // New segments: the standby leaves them to the offloader.
+    for position in 4..=5 {
+        arrive(&[&nodes[0], &nodes[1]], &expected, position);
+    }
+    let out = nodes[0].walship(&["run", "--once"]);
+    assert!(out.starts_with("stream s: stood by (elected n2 among n1,n2"), "{out}");
+    assert_eq!(stored(), before, "the standby archived");
+    assert_eq!(sorted_files(&nodes[0].src).len(), 2);
+    let out = nodes[1].walship(&["run", "--once"]);
+    assert!(out.starts_with("stream s: archived 2 batches (2 segments"), "{out}");
+    nodes[0].walship(&["run", "--once"]);
+    assert_eq!(nodes[0].archived(), Some(5));
+    assert!(sorted_files(&nodes[0].src).is_empty());
+
+    // n2 runs no more: once its heartbeat is stale (3 intervals), n1 archives.
+    let fleet = nodes[0].walship(&["fleet"]);
+    assert!(fleet.contains("2 heartbeats of 1 stream on 2 nodes: 0 stale"), "{fleet}");
+    std::thread::sleep(Duration::from_secs(7));
+    arrive(&[&nodes[0]], &expected, 6);
+    let out = nodes[0].walship(&["run", "--once"]);
+    assert!(out.contains("stream s: this node (n1) offloads (elected n1 among n1, 1 caught up)"), "{out}");
+    assert!(out.starts_with("stream s: archived 1 batch (1 segment"), "{out}");
+    assert_archive_complete(&nodes[0], &expected, 6, &dir.path);
+}
