@@ -90,6 +90,14 @@ fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn
             fs::write(node.src.join(stream).join(segment_name(p)), segment_bytes(p, 100)).unwrap();
         }
     }
+    // A temp file of an index write a crash interrupted (file target).
+    let leftover = target
+        .strip_prefix("target = file://")
+        .map(|root| Path::new(root).join(".walship/fleet/.n1.999999-1.tmp"));
+    if let Some(leftover) = &leftover {
+        fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+        fs::write(leftover, "half an index").unwrap();
+    }
     let _d1 = Daemon::start(&n1.config, false);
     let d2 = Daemon::start(&n2.config, false);
 
@@ -98,6 +106,7 @@ fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn
             && t.lines().any(|l| l.starts_with("ok ") && l.contains(" b ") && l.contains(" 2 "))
             && t.lines().any(|l| l.starts_with("failing "))
     });
+    assert!(leftover.is_none_or(|leftover| !leftover.exists()), "the index's temp file stays");
     let failing = line_of(&text, "c-missing", "n1");
     assert!(failing.starts_with("failing") && failing.contains("nowhere"), "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with("failing"), "failing first:\n{text}");

@@ -87,6 +87,15 @@ pub fn start(
             node,
             interval,
         };
+        // A write of the fleet index that a crash interrupted left a temp
+        // file (file target); the streams clean their own prefixes.
+        match fleet.target.clean_stale_temps(keys::FLEET_INDEX_PREFIX, crate::statedir::process_start()) {
+            Ok(0) => {}
+            Ok(removed) => log::info!("node {}: removed {removed} temp files of the fleet index", fleet.node),
+            Err(error) => {
+                log::warn!("node {}: cannot clean the fleet index's temp files: {error}", fleet.node)
+            }
+        }
         // The first heartbeats wait (up to an interval) for every stream's
         // first scan, so the first election already sees positions.
         let first_round = Instant::now() + interval;
