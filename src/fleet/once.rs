@@ -43,13 +43,15 @@ pub fn elect(
         max_offloader_lag: replicas.max_offloader_lag,
     };
     let election = elect_among(&now.stream, &observed, store_now, settings);
+    // One election, no second round to confirm it: no handover grace.
     let member = Member::new(
         &now.stream,
         Arc::clone(status),
         Some(replicas),
         Some(node.into()),
         global.heartbeat_interval,
-    );
+    )
+    .with_handover_grace(std::time::Duration::ZERO);
     member.apply(&election);
     Ok(member)
 }

@@ -314,7 +314,13 @@ fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
             continue;
         }
         let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Deleted since the directory was read (a compaction step of
+            // another process folded it): not listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             walk(root, &key, found)?;
         } else if meta.is_file() {
