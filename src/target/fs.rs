@@ -182,7 +182,7 @@ impl Target for FileTarget {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error("list", &object.key, &path, e)),
             };
-            objects.push(DatedObject { key: object.key, size: object.size, modified });
+            objects.push(DatedObject { key: object.key, size: object.size, modified, etag: None });
         }
         Ok(DatedListing { objects, store_now: SystemTime::now() })
     }
@@ -320,7 +320,13 @@ fn walk(root: &Path, rel: &str, found: &mut Vec<ObjectInfo>) -> io::Result<()> {
             continue;
         }
         let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        let meta = entry.metadata()?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Deleted since the directory was read (a compaction step of
+            // another process folded it): not listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         if meta.is_dir() {
             walk(root, &key, found)?;
         } else if meta.is_file() {
