@@ -481,13 +481,14 @@ fn batch_objects_are_walked_page_by_page_and_a_listing_failure_is_reported() {
 }
 
 /// The archive's target, whose full listings miss the records below
-/// `below` (`misses` times; as a listing misses the records a compaction
+/// `below` (or, with `tail`, from `below` on) `misses` times ( as a listing misses the records a compaction
 /// step folded while it passed: the larger object written behind it, the
 /// smaller ones deleted ahead of it), while its first page, listed again,
 /// shows them.
 struct MissingStart<'a> {
     archive: &'a Archive,
     below: u64,
+    tail: bool,
     misses: Mutex<usize>,
 }
 
@@ -518,7 +519,7 @@ impl Target for MissingStart<'_> {
         if *misses > 0 {
             *misses -= 1;
             listed.retain(|object| match RecordKey::parse(STREAM, &object.key) {
-                Some(RecordKey::Log { first, .. }) => first >= self.below,
+                Some(RecordKey::Log { first, .. }) => (first >= self.below) != self.tail,
                 _ => true,
             });
         }
@@ -553,12 +554,27 @@ fn a_reader_that_knows_nothing_lists_again_when_the_start_was_missed() {
     let expected = archive.journal_manifest();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
-    let once = MissingStart { archive: &archive, below: 7, misses: Mutex::new(1) };
+    let once = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(1) };
     let (manifest, _) =
         super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
     assert_eq!(manifest, expected);
-    let always = MissingStart { archive: &archive, below: 7, misses: Mutex::new(usize::MAX) };
+    let always = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(usize::MAX) };
     let error = super::super::remote_after(&always, &rules, &Sequences::default(), None)
         .expect_err("never a log from 7");
     assert!(error.to_string().contains("records from 0 below it, three times over"), "{error}");
+}
+
+/// The same at the log's end: a listing that missed the newest records (a
+/// fold of them while it passed) would end the log early without a sign,
+/// so the page after the last log record object is listed again.
+#[test]
+fn a_reader_lists_again_when_records_beyond_the_end_appear() {
+    let archive = archive("missing-tail", 20);
+    let expected = archive.journal_manifest();
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let once = MissingStart { archive: &archive, below: 12, tail: true, misses: Mutex::new(1) };
+    let (manifest, _) =
+        super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
+    assert_eq!(manifest, expected);
 }

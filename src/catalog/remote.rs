@@ -11,7 +11,8 @@
 //! fetched, or a log that does not continue (a compaction step folded
 //! records while they were listed or read), makes it list again and go on
 //! from what the chunks before it gave; so does a first page that, listed
-//! again, begins lower than the whole listing did.
+//! again, begins lower than the whole listing did, or a page after the
+//! last log record object that reaches further than the log read.
 
 use super::assemble::{self, Fetched, Listing};
 use crate::error::Error;
@@ -74,9 +75,46 @@ pub fn each_remote_chunk(
                 );
                 attempt += 1;
             }
+            Ok(()) if attempt < ATTEMPTS && more_beyond(target, stream, &prefix, &listing, &known)? => {
+                log::debug!("stream {stream}: records beyond the listing's end appeared; listing again");
+                attempt += 1;
+            }
             taken => return taken.map(|()| listing),
         }
     }
+}
+
+/// Whether log records that continue past `known`'s end now follow the
+/// listing's last log record object: a compaction step that folded the
+/// newest records while the listing passed (written behind it, deleted
+/// ahead of it) would otherwise end the log early without a sign. One
+/// page listed after that key; a record committed since also shows, and
+/// is then read too.
+fn more_beyond(
+    target: &dyn Target,
+    stream: &str,
+    prefix: &str,
+    listing: &Listing,
+    known: &Sequences,
+) -> Result<bool, Error> {
+    let last_log_key = listing
+        .records
+        .iter()
+        .filter(|(key, _)| matches!(key, RecordKey::Log { .. }))
+        .map(|(_, object)| object.key.as_str())
+        .max();
+    let Some(after) = last_log_key else { return Ok(false) };
+    let mut beyond = false;
+    target
+        .list_pages(prefix, Some(after), &mut |page| {
+            beyond = assemble::classify(stream, page).records.iter().any(|(key, _)| match *key {
+                RecordKey::Log { last, .. } => known.log_end().is_none_or(|end| last > end),
+                _ => false,
+            });
+            false
+        })
+        .map_err(|e| Error::target(stream, e))?;
+    Ok(beyond)
 }
 
 /// Where the lowest log record object of `listing` begins.
