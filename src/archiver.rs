@@ -34,9 +34,9 @@ use crate::metrics;
 use crate::retry::Backoff;
 use crate::snapshot::{JobEvent, JobReport, JobState};
 use crate::statedir::{self, StreamLock};
-use crate::status::{StatusCell, StreamStatus, unix_now};
+use crate::status::{ReplicaStatus, StatusCell, StreamStatus, unix_now};
 use crate::stream::backlog;
-use crate::stream::mailbox::{ArchiveReply, Message};
+use crate::stream::mailbox::{ArchiveReply, Message, PruneReply};
 use crate::stream::snapshots::take_snapshot;
 use crate::stream::worker::{JobLinks, StreamJob};
 use crate::stream::{Hints, PassReport, Stream};
@@ -389,10 +389,14 @@ fn control_handler(shared: &Arc<Shared>) -> Handler {
     })
 }
 
+/// How many lines of a prune's answer wait for the control socket at most.
+const PRUNE_LINES_IN_FLIGHT: usize = 256;
+
 /// Ask `stream`'s thread to apply retention (or plan it) and wait: each
-/// object line of its answer as an info line, its first line as the reply.
+/// line of its answer as an info line as it comes (the summary first),
+/// the summary again as the reply.
 fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMut(&str)) -> Reply {
-    let (reply, answer) = mpsc::channel();
+    let (reply, answer) = mpsc::sync_channel(PRUNE_LINES_IN_FLIGHT);
     if !shared.send(stream, Message::Prune { dry_run, reply }) {
         let names = shared.stream_names();
         return Reply::new(
@@ -400,15 +404,24 @@ fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMu
             format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
         );
     }
-    match answer.recv() {
-        Ok(Ok(text)) => {
-            let mut lines = text.lines();
-            let summary = lines.next().unwrap_or_default().to_string();
-            lines.for_each(info);
-            Reply::new(Outcome::Ok, summary)
+    let mut summary = None;
+    loop {
+        match answer.recv() {
+            Ok(PruneReply::Line(line)) => {
+                info(&line);
+                summary = summary.or(Some(line));
+            }
+            Ok(PruneReply::Done(Ok(()))) => return Reply::new(Outcome::Ok, summary.unwrap_or_default()),
+            Ok(PruneReply::Done(Err(why))) => {
+                return Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}"));
+            }
+            Err(_) => {
+                return Reply::new(
+                    Outcome::Failed,
+                    format!("stream {stream} stopped before its prune ended"),
+                );
+            }
         }
-        Ok(Err(why)) => Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}")),
-        Err(_) => Reply::new(Outcome::Failed, format!("stream {stream} stopped before its prune ended")),
     }
 }
 
@@ -556,11 +569,23 @@ fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
 }
 
 /// What `run --once` did for one stream: its pass, then the snapshot jobs
-/// that were due.
+/// that were due; with `replicas = on`, who offloads (this node, or
+/// another while this one stood by for the run and only followed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnceReport {
     pub pass: PassReport,
     pub snapshots: Vec<JobReport>,
+    /// The election's outcome (`replicas = on` only).
+    pub replica: Option<ReplicaStatus>,
+    /// The stream's archived position after the run.
+    pub archived: Option<u64>,
+}
+
+impl OnceReport {
+    /// Whether this node stood by (another node, or nobody, offloads).
+    pub fn stood_by(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| r.offloader.as_deref() != Some(r.node.as_str()))
+    }
 }
 
 /// A stream's name and how its pass went.
@@ -568,36 +593,33 @@ pub type StreamOutcome = (String, Result<OnceReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
 /// final batches included, then every snapshot due, then retention: `run
-/// --once`. Returns each stream's outcome.
+/// --once`. With `node_id`, a `replicas = on` stream takes part in the
+/// election first (`fleet::once`): a standby follows the offloader's
+/// records instead of its pass; and every stream's heartbeat and the
+/// node's fleet index are written at the end. Returns each stream's
+/// outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open_shared(&config.global, config.streams.len())?;
     apply_metered(&config.global)?;
-    let state_dir = &config.global.state_dir;
-    let outcomes = thread::scope(|scope| {
+    let statuses: Vec<Arc<StatusCell>> = config
+        .streams
+        .iter()
+        .map(|s| Arc::new(StatusCell::new(StreamStatus { stream: s.name.clone(), ..Default::default() })))
+        .collect();
+    let outcomes: Vec<StreamOutcome> = thread::scope(|scope| {
         let handles: Vec<_> = config
             .streams
             .iter()
-            .map(|stream_config| {
+            .zip(&statuses)
+            .map(|(stream_config, status)| {
                 let target = Arc::clone(&target);
                 scope.spawn(move || {
-                    let status = Arc::new(StatusCell::new(StreamStatus {
-                        stream: stream_config.name.clone(),
-                        ..Default::default()
-                    }));
-                    let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
-                    let opened =
-                        Stream::open(stream_config.clone(), state_dir, target, Arc::clone(&status), lock);
-                    let mut stream = opened.inspect_err(|_| {
-                        // The spool still fills while the stream cannot open.
-                        if let Err(e) = backlog::enforce_unopened(stream_config, state_dir, &status) {
-                            log::error!("{e}");
-                        }
-                    })?;
-                    let pass = stream.pass(true, Hints::default(), &|| false)?;
-                    let snapshots = take_due_snapshots(&mut stream, state_dir)?;
-                    stream.apply_retention(&|| false)?;
-                    Ok(OnceReport { pass, snapshots })
+                    let outcome = once_stream(config, stream_config, target, status);
+                    if let Err(error) = &outcome {
+                        status.update(|s| s.last_error = Some(error.to_string()));
+                    }
+                    outcome
                 })
             })
             .collect();
@@ -608,8 +630,51 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .map(|(s, h)| (s.name.clone(), h.join().unwrap_or_else(|_| Err(panicked(&s.name)))))
             .collect()
     });
+    if let Some(node) = &config.global.node_id
+        && let Err(error) = fleet::once::publish_heartbeats(target.as_ref(), node, &statuses)
+    {
+        log::warn!("node {node}: cannot write heartbeats: {error}");
+    }
     budget::close();
     Ok(outcomes)
+}
+
+/// `run --once` for one stream (see [`run_once`]).
+fn once_stream(
+    config: &Config,
+    stream_config: &StreamConfig,
+    target: Arc<dyn Target>,
+    status: &Arc<StatusCell>,
+) -> Result<OnceReport, Error> {
+    let state_dir = &config.global.state_dir;
+    let name = &stream_config.name;
+    let lock = Arc::new(statedir::lock_stream(state_dir, name)?);
+    let opened =
+        Stream::open(stream_config.clone(), state_dir, Arc::clone(&target), Arc::clone(status), lock);
+    let mut stream = opened.inspect_err(|_| {
+        // The spool still fills while the stream cannot open.
+        if let Err(e) = backlog::enforce_unopened(stream_config, state_dir, status) {
+            log::error!("{e}");
+        }
+    })?;
+    let mut replica = None;
+    if let (Some(node), Some(replicas)) = (&config.global.node_id, stream_config.replicas) {
+        // The heartbeat tells what this node's copy holds: scan first.
+        stream.follow(false)?;
+        let member = fleet::once::elect(target.as_ref(), &config.global, node, replicas, status)
+            .map_err(|e| Error::target(name, e))?;
+        replica = status.get().replica;
+        if !member.may_upload() {
+            let pass = stream.follow(true)?;
+            return Ok(OnceReport { pass, snapshots: Vec::new(), replica, archived: stream.archived() });
+        }
+        // Where the last offloader's compaction stands, as a takeover does.
+        stream.take_over()?;
+    }
+    let pass = stream.pass(true, Hints::default(), &|| false)?;
+    let snapshots = take_due_snapshots(&mut stream, state_dir)?;
+    stream.apply_retention(&|| false)?;
+    Ok(OnceReport { pass, snapshots, replica, archived: stream.archived() })
 }
 
 /// Take the snapshots due now, one after the other, until none is due or

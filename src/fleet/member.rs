@@ -6,6 +6,15 @@
 //! only asks: may I upload ([`Member::may_upload`]), did I just take over
 //! ([`Member::take_takeover`]), is it time to follow the offloader's
 //! records again ([`Member::follow_due`]).
+//!
+//! Taking over: a node the election chooses starts uploading at once when
+//! the previous offloader is gone (its heartbeat stale or `stopped`, or
+//! nobody offloaded). While the previous offloader is alive — a live
+//! handover, or a node that just started and has not yet seen the
+//! others' choice — it waits until the election has chosen it for one
+//! heartbeat interval (the handover grace), by when the other node has
+//! read the same election and stepped down: two nodes uploading at once,
+//! which could cut a short batch at different positions, stays rare.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +34,26 @@ pub struct Member {
     node: Option<String>,
     /// How often a standby reads the offloader's records.
     follow_interval: Duration,
+    /// How long a node chosen while the previous offloader is alive (or
+    /// unknown) waits before it uploads.
+    handover_grace: Duration,
     elected: AtomicBool,
     took_over: AtomicBool,
     last_follow: Mutex<Option<Instant>>,
+    /// The offloader of the last election applied (`None`: none applied
+    /// yet), and since when this node has been chosen without uploading.
+    handover: Mutex<Handover>,
 }
+
+#[derive(Default)]
+struct Handover {
+    last_offloader: Option<Option<String>>,
+    chosen_since: Option<Instant>,
+}
+
+/// How much earlier than a full grace a choice confirms: elections come
+/// one interval apart, give or take the time a round of writes takes.
+const GRACE_SLACK_DIVISOR: u32 = 4;
 
 impl Member {
     pub fn new(
@@ -44,10 +69,18 @@ impl Member {
             replicas,
             node,
             follow_interval,
+            handover_grace: follow_interval,
             elected: AtomicBool::new(false),
             took_over: AtomicBool::new(false),
             last_follow: Mutex::new(None),
+            handover: Mutex::new(Handover::default()),
         }
+    }
+
+    /// The same member with another handover grace (`run --once`, which
+    /// elects once, takes none).
+    pub fn with_handover_grace(self, grace: Duration) -> Member {
+        Member { handover_grace: grace, ..self }
     }
 
     /// Whether this node may upload the stream now: always without
@@ -78,8 +111,11 @@ impl Member {
     /// when the offloader changes.
     pub fn apply(&self, election: &Election) {
         let Some(node) = &self.node else { return };
-        let elected = election.offloader.as_deref() == Some(node.as_str());
-        let was = self.elected.swap(elected, Ordering::SeqCst);
+        let chosen = election.offloader.as_deref() == Some(node.as_str());
+        let was = self.elected.load(Ordering::SeqCst);
+        let waiting = self.wait_for_handover(election, chosen && !was);
+        let elected = chosen && waiting.is_none();
+        self.elected.store(elected, Ordering::SeqCst);
         if elected && !was {
             self.took_over.store(true, Ordering::SeqCst);
         }
@@ -87,22 +123,60 @@ impl Member {
         self.status.update(|status| {
             let before = status.replica.as_ref().and_then(|r| r.offloader.clone());
             changed = status.replica.is_none() || before != election.offloader;
-            status.replica = Some(ReplicaStatus {
-                node: node.clone(),
-                offloader: election.offloader.clone(),
-                reason: election.reason.clone(),
-            });
+            let reason = match &waiting {
+                Some(why) => format!("{}; {why}", election.reason),
+                None => election.reason.clone(),
+            };
+            status.replica =
+                Some(ReplicaStatus { node: node.clone(), offloader: election.offloader.clone(), reason });
         });
         if changed {
             let stream = &self.stream;
             match (&election.offloader, elected) {
                 (_, true) => log::info!("stream {stream}: this node ({node}) offloads: {}", election.reason),
+                (Some(_), false) if chosen => log::info!(
+                    "stream {stream}: this node ({node}) is elected ({}); {}",
+                    election.reason,
+                    waiting.as_deref().unwrap_or_default()
+                ),
                 (Some(other), false) => {
                     log::info!("stream {stream}: {other} offloads, {node} stands by: {}", election.reason)
                 }
                 (None, false) => log::warn!("stream {stream}: nobody offloads: {}", election.reason),
             }
         }
+    }
+}
+
+impl Member {
+    /// Whether a node the election chose (`newly`: not uploading yet) must
+    /// wait before it uploads, and why (see the module doc). Remembers who
+    /// offloads as far as this node knows: the election's choice, unless
+    /// that is this node still waiting (then the one before goes on).
+    fn wait_for_handover(&self, election: &Election, newly: bool) -> Option<String> {
+        let mut handover = self.handover.lock().unwrap_or_else(|p| p.into_inner());
+        if !newly {
+            handover.chosen_since = None;
+            handover.last_offloader = Some(election.offloader.clone());
+            return None;
+        }
+        let previous_gone = match &handover.last_offloader {
+            Some(None) => true,
+            Some(Some(node)) => !election.alive.contains(node),
+            None => false, // just started: the others' choice is not known yet
+        };
+        let since = *handover.chosen_since.get_or_insert_with(Instant::now);
+        let slack = self.handover_grace / GRACE_SLACK_DIVISOR;
+        if previous_gone || since.elapsed() + slack >= self.handover_grace {
+            handover.chosen_since = None;
+            handover.last_offloader = Some(election.offloader.clone());
+            return None;
+        }
+        let from = match handover.last_offloader.clone().flatten() {
+            Some(node) => format!("{node} is alive and may still upload"),
+            None => "this node just started and the others may not have seen it yet".into(),
+        };
+        Some(format!("takes over once chosen for {:?} ({from})", self.handover_grace))
     }
 }
 
@@ -117,9 +191,15 @@ mod tests {
         Member::new("s", status, replicas, Some("n1".into()), Duration::from_secs(3600))
     }
 
+    /// An election of `offloader` where only it is alive.
     fn election(offloader: Option<&str>) -> Election {
+        election_among(offloader, offloader.as_slice())
+    }
+
+    fn election_among(offloader: Option<&str>, alive: &[&str]) -> Election {
         let reason = format!("elected {offloader:?}");
-        Election { offloader: offloader.map(String::from), reason, offloader_alive_for: None }
+        let alive = alive.iter().map(|n| n.to_string()).collect();
+        Election { offloader: offloader.map(String::from), reason, offloader_alive_for: None, alive }
     }
 
     #[test]
@@ -131,7 +211,7 @@ mod tests {
 
     #[test]
     fn standing_follows_the_elections() {
-        let m = member(true);
+        let m = member(true).with_handover_grace(Duration::ZERO);
         assert!(!m.may_upload(), "a standby until the first election");
         m.apply(&election(Some("n2")));
         assert!(!m.may_upload() && !m.take_takeover());
@@ -146,6 +226,41 @@ mod tests {
         m.apply(&election(None));
         assert!(!m.may_upload(), "nobody elected: nobody uploads");
         assert_eq!(m.status.get().replica.unwrap().offloader, None);
+    }
+
+    /// A choice confirms at once when the last offloader is gone, after
+    /// the grace while it is alive or unknown (a node that just started).
+    #[test]
+    fn a_live_offloader_hands_over_after_the_grace() {
+        let grace = Duration::from_millis(200);
+        let m = member(true).with_handover_grace(grace);
+        m.apply(&election_among(Some("n1"), &["n1", "n2"]));
+        assert!(!m.may_upload(), "just started: waits");
+        let reason = m.status.get().replica.unwrap().reason;
+        assert!(
+            reason.ends_with("(this node just started and the others may not have seen it yet)"),
+            "{reason}"
+        );
+        std::thread::sleep(grace);
+        m.apply(&election_among(Some("n1"), &["n1", "n2"]));
+        assert!(m.may_upload() && m.take_takeover(), "chosen for the grace: offloads");
+
+        let m = member(true).with_handover_grace(grace);
+        m.apply(&election_among(Some("n2"), &["n1", "n2"]));
+        m.apply(&election_among(Some("n1"), &["n1", "n2"]));
+        assert!(!m.may_upload(), "n2 is alive: waits");
+        assert!(m.status.get().replica.unwrap().reason.contains("(n2 is alive and may still upload)"));
+        m.apply(&election_among(Some("n2"), &["n1", "n2"]));
+        std::thread::sleep(grace);
+        m.apply(&election_among(Some("n1"), &["n1", "n2"]));
+        assert!(!m.may_upload(), "the grace starts again after a choice of another");
+        m.apply(&election_among(Some("n1"), &["n1"]));
+        assert!(m.may_upload(), "n2 gone: at once");
+
+        let m = member(true).with_handover_grace(grace);
+        m.apply(&election_among(None, &[]));
+        m.apply(&election_among(Some("n1"), &["n1"]));
+        assert!(m.may_upload(), "nobody offloaded: at once");
     }
 
     #[test]

@@ -136,14 +136,14 @@ impl HeartbeatReader {
             return Ok(Err(format!("{key}: {size} bytes, more than a heartbeat holds")));
         }
         self.gets += 1;
-        let mut bytes = Bounded(Vec::new());
+        let mut bytes = Bounded::new(heartbeat::MAX_LEN);
         match target.get(key, None, &mut bytes) {
             Ok(_) => {}
             Err(TargetError::NotFound { .. }) => return Ok(Err(format!("{key}: deleted while read"))),
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => return Ok(Err(error.to_string())),
         }
-        Ok(match heartbeat::parse(&bytes.0) {
+        Ok(match heartbeat::parse(&bytes.into_inner()) {
             Ok(beat) if beat.node != node || beat.stream != stream => {
                 Err(format!("{key}: holds the heartbeat of node {} for stream {}", beat.node, beat.stream))
             }
@@ -153,15 +153,29 @@ impl HeartbeatReader {
     }
 }
 
-/// A buffer that refuses to grow past a heartbeat's maximum size.
-struct Bounded(Vec<u8>);
+/// A buffer that refuses to grow past a limit (a heartbeat's, an index's
+/// maximum size).
+pub(super) struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Bounded {
+    pub(super) fn new(limit: usize) -> Bounded {
+        Bounded { bytes: Vec::new(), limit }
+    }
+
+    pub(super) fn into_inner(self) -> Vec<u8> {
+        self.bytes
+    }
+}
 
 impl Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > heartbeat::MAX_LEN {
-            return Err(std::io::Error::other("larger than a heartbeat may be"));
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(format!("larger than the {} bytes it may be", self.limit)));
         }
-        self.0.extend_from_slice(buf);
+        self.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
