@@ -325,8 +325,11 @@ fn the_daemon_bounds_the_spool_while_the_link_is_down() {
         assert!(started.elapsed() < Duration::from_secs(30), "the rest not archived:\n{}", log_text());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let list = setup.ok(&["list", "-s", "s"]);
-    assert!(list.contains("backlog limit: 3 segments"), "{list}");
+    // The gap after them is committed once batch 2's record is: wait for it
+    // (the batch objects are stored before their records).
+    wait_until(Duration::from_secs(10), "the gap recorded after the batches", || {
+        setup.ok(&["list", "-s", "s"]).contains("backlog limit: 3 segments")
+    });
     let snapshots = setup.archive.join("s/snapshots");
     wait_until(Duration::from_secs(10), "a snapshot after the gap", || !sorted_files(&snapshots).is_empty());
     let names: Vec<String> = sorted_files(&snapshots)
