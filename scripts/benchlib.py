@@ -10,10 +10,14 @@ Subcommands (each prints or appends JSON; scripts/bench drives them):
                                        one JSON line of results to FILE
   idle --pid PID --seconds S [--settle S]
                                        CPU used by a running process over S seconds
-  journal PATH STREAM COUNT            a valid manifest journal of COUNT records
-  archive ROOT STREAM COUNT --tail N   that journal's archive on a file target:
-                                       empty batch objects, level-0 record
-                                       objects of the last N records
+  journal PATH STREAM COUNT [--snapshot-every K]
+                                       a valid manifest journal of COUNT records
+                                       (and a snapshot every K positions)
+  archive ROOT STREAM COUNT --tail N [--snapshot-every K] [--state DIR]
+                                       that journal's archive on a file target:
+                                       batch and snapshot objects, level-0 record
+                                       objects of the last N records and of the
+                                       snapshots, DIR's binding to it
   target-requests LOG                  requests a file target logged at trace
                                        level, counted as S3 would take them
   wire --out FILE --label L --listen PORT --upstream HOST:PORT --limit B [--set K=V]... -- CMD...
@@ -362,54 +366,97 @@ def cmd_idle(args):
 # ---------------------------------------------------------------- journal
 
 
+SEGMENT_BYTES = 8  # each generated segment: its position, 8 bytes little-endian
+
+
+def segment_bytes(position):
+    return position.to_bytes(SEGMENT_BYTES, "little")
+
+
+def snapshot_bytes(position):
+    return b"snapshot" + position.to_bytes(8, "little")
+
+
+def journal_batch(stream, position):
+    """The generated record at `position`: (size, crc, key, name)."""
+    crc = zlib.crc32(segment_bytes(position))
+    key = f"{stream}/batches/{position:016x}-{position:016x}"
+    return SEGMENT_BYTES, crc, key, f"data-{position}.log"
+
+
+def batch_line(stream, position):
+    """The journal line (v2, CRC32 and body) of the batch at `position`."""
+    size, crc, key, name = journal_batch(stream, position)
+    body = (
+        f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
+        f" encoding=identity stored_size={size} stored_crc32={crc:08x}"
+        f" seg={position},{name},{size},{crc:08x},0,{size}"
+    )
+    return f"{zlib.crc32(body.encode()):08x} {body}\n"
+
+
+def snapshot_line(stream, position):
+    """The journal line (v2) of the snapshot at `position`."""
+    data = snapshot_bytes(position)
+    crc = zlib.crc32(data)
+    body = (
+        f"snapshot position={position} size={len(data)} crc32={crc:08x}"
+        f" key={stream}/snapshots/{position:016x}"
+        f" encoding=identity stored_size={len(data)} stored_crc32={crc:08x}"
+    )
+    return f"{zlib.crc32(body.encode()):08x} {body}\n"
+
+
+def snapshot_positions(count, every):
+    return range(every, count + 1, every) if every else range(0)
+
+
 def cmd_journal(args):
-    """COUNT one-segment batch records (the common shape), 16 MiB each."""
-    size = 16 * MIB
+    """COUNT one-segment batch records (the common shape, 8-byte segments so
+    that the archive can hold them for real) and, with --snapshot-every K, a
+    snapshot record after every K-th batch, as a real run writes them (v2)."""
     with open(args.path, "w") as out:
-        out.write("walship-manifest v1\n")
+        out.write("walship-manifest v2\n")
         lines = []
         for position in range(1, args.count + 1):
-            crc = zlib.crc32(position.to_bytes(8, "little"))
-            key = f"{args.stream}/batches/{position:016x}-{position:016x}"
-            body = (
-                f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
-                f" seg={position},data-{position}.log,0,{size},{crc:08x}"
-            )
-            lines.append(f"{zlib.crc32(body.encode()):08x} {body}\n")
-            if len(lines) == 10000:
+            lines.append(batch_line(args.stream, position))
+            if args.snapshot_every and position % args.snapshot_every == 0:
+                lines.append(snapshot_line(args.stream, position))
+            if len(lines) >= 10000:
                 out.write("".join(lines))
                 lines.clear()
         out.write("".join(lines))
 
 
-def journal_batch(stream, position):
-    """The journal generator's record at `position`: (size, crc, key, name)."""
-    crc = zlib.crc32(position.to_bytes(8, "little"))
-    key = f"{stream}/batches/{position:016x}-{position:016x}"
-    return 16 * MIB, crc, key, f"data-{position}.log"
-
-
 def cmd_archive(args):
-    """The file-target archive of `journal`'s records: an (empty) batch
-    object per record, so that listing the batches costs what it would, and
-    the level-0 record objects of the last --tail records (v2, exactly as
-    walship writes them), the part compaction leaves as it is."""
+    """The file-target archive of `journal`'s records, as a real run leaves
+    it: every batch object (its 8 bytes) and snapshot object with its record
+    object, the level-0 record objects of the last --tail records (v2,
+    exactly as walship writes them; the first `run --once` compacts the
+    rest from the journal, as the daemon does), and with --state the state
+    directory's binding to this archive."""
     batches = os.path.join(args.root, args.stream, "batches")
     records = os.path.join(args.root, args.stream, "manifest")
-    os.makedirs(batches, exist_ok=True)
-    os.makedirs(records, exist_ok=True)
+    snapshots = os.path.join(args.root, args.stream, "snapshots")
+    for d in (batches, records, snapshots):
+        os.makedirs(d, exist_ok=True)
+    header = "walship-manifest v2\n"
     for position in range(1, args.count + 1):
-        size, crc, key, name = journal_batch(args.stream, position)
-        open(os.path.join(args.root, key), "wb").close()
+        _, _, key, _ = journal_batch(args.stream, position)
+        with open(os.path.join(args.root, key), "wb") as out:
+            out.write(segment_bytes(position))
         if position > args.count - args.tail:
-            body = (
-                f"batch first={position} last={position} size={size} crc32={crc:08x} key={key}"
-                f" encoding=identity stored_size={size} stored_crc32={crc:08x}"
-                f" seg={position},{name},{size},{crc:08x},0,{size}"
-            )
-            text = f"walship-manifest v2\n{zlib.crc32(body.encode()):08x} {body}\n"
             with open(os.path.join(records, f"{position:016x}-{position:016x}.batch"), "w") as out:
-                out.write(text)
+                out.write(header + batch_line(args.stream, position))
+    for position in snapshot_positions(args.count, args.snapshot_every):
+        with open(os.path.join(snapshots, f"{position:016x}"), "wb") as out:
+            out.write(snapshot_bytes(position))
+        with open(os.path.join(records, f"snapshot-{position:016x}"), "w") as out:
+            out.write(header + snapshot_line(args.stream, position))
+    if args.state:
+        os.makedirs(os.path.join(args.state, args.stream), exist_ok=True)
+        with open(os.path.join(args.state, args.stream, "target"), "w") as out:
+            out.write(f"file://{os.path.abspath(args.root)}\n")
 
 
 LIST_PAGE = 1000  # keys per ListObjectsV2 page, and per DeleteObjects request
@@ -563,6 +610,21 @@ def round_ratios(measured, section, dataset, tool, other):
     return [w[other] / w[tool] for _, w in sorted(walls.items()) if tool in w and other in w and w[tool]]
 
 
+def latency_rounds(measured, section, dataset, tool, other):
+    """(round, wall of tool, wall of other, tool / other) for each round in
+    which both ran, in round order."""
+    walls = {}
+    for r in measured:
+        if r.get("section") == section and r.get("dataset") == dataset and r.get("tool") in (tool, other):
+            walls.setdefault(r.get("round"), {})[r["tool"]] = r["wall_s"]
+    return [(n, w[tool], w[other], w[tool] / w[other])
+            for n, w in sorted(walls.items()) if tool in w and other in w and w[other]]
+
+
+# PostgreSQL's push rounds: (dataset, what it measures).
+PUSH_MODES = (("push", "push, no daemon"), ("push-daemon", "push through the running daemon"))
+
+
 def budgets(s3, restore, walship_runs, idle, binary, wire=(), fs=None, fetch=None, measured=()):
     """(name, measured, limit text, PASS/MISS) rows."""
     rows = []
@@ -650,6 +712,13 @@ def budgets(s3, restore, walship_runs, idle, binary, wire=(), fs=None, fetch=Non
         if r.get("wire_rate"):
             off = abs(r["wire_rate"] / r["limit"] - 1) * 100
             add(f"bandwidth_limit accuracy, {r['label']}", off, "within 5 %", off <= 5, unit=" %")
+    for dataset, what in PUSH_MODES:
+        rounds = [r for _, _, _, r in latency_rounds(measured, "postgres", dataset, "walship", "curl")]
+        if rounds:
+            mid = median(rounds)
+            add(f"{what}: 16 MiB WAL segment, wall push / curl PUT (median of {len(rounds)} rounds)",
+                mid, "<= 1.2x", mid <= 1.2)
+            add("  the same, worst round", max(rounds), "<= 1.2x", max(rounds) <= 1.2)
     if binary:
         mib = int(binary) / MIB
         add("stripped release binary (zstd linked in)", mib, "< 4.5 MiB", mib < 4.5, unit=" MiB")
@@ -688,6 +757,18 @@ def cmd_report(args):
     if fetch:
         out.append("\n### Restore from S3: walship restore vs curl GETting the objects one by one (medians)\n")
         out.append(transfer_table(fetch, ["large", "small"], ["walship", "curl"]))
+    pg = group(measured, "postgres")
+    if pg:
+        out.append("\n### PostgreSQL: walship push vs one curl PUT of the same 16 MiB WAL segment; "
+                   "replay through fetch (medians)\n")
+        out.append(transfer_table(pg, [d for d, _ in PUSH_MODES] + ["replay-0ms", "replay-200ms"],
+                                  ["walship", "curl", "prefetch-0", "prefetch-8"]))
+        body = [[what, n, push, curl, f"{r:.2f}x"]
+                for dataset, what in PUSH_MODES
+                for n, push, curl, r in latency_rounds(measured, "postgres", dataset, "walship", "curl")]
+        if body:
+            out.append("\nEach round side by side (one new segment per round):\n")
+            out.append(table(["mode", "round", "push s", "curl s", "push / curl"], body))
     other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep", "rebuild")]
     if other:
         out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest, remote manifest (rebuild)\n")
@@ -773,6 +854,7 @@ def main():
     p.add_argument("path")
     p.add_argument("stream")
     p.add_argument("count", type=int)
+    p.add_argument("--snapshot-every", type=int, default=0)
     p.set_defaults(func=cmd_journal)
 
     p = sub.add_parser("archive")
@@ -780,6 +862,8 @@ def main():
     p.add_argument("stream")
     p.add_argument("count", type=int)
     p.add_argument("--tail", type=int, default=5000)
+    p.add_argument("--snapshot-every", type=int, default=0)
+    p.add_argument("--state", help="the state directory to bind to this archive")
     p.set_defaults(func=cmd_archive)
 
     p = sub.add_parser("target-requests")

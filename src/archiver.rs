@@ -36,7 +36,7 @@ use crate::snapshot::{JobEvent, JobReport, JobState};
 use crate::statedir::{self, StreamLock};
 use crate::status::{ReplicaStatus, StatusCell, StreamStatus, unix_now};
 use crate::stream::backlog;
-use crate::stream::mailbox::{ArchiveReply, Message};
+use crate::stream::mailbox::{ArchiveReply, Message, PruneReply};
 use crate::stream::snapshots::take_snapshot;
 use crate::stream::worker::{JobLinks, StreamJob};
 use crate::stream::{Hints, PassReport, Stream};
@@ -395,10 +395,14 @@ fn control_handler(shared: &Arc<Shared>) -> Handler {
     })
 }
 
+/// How many lines of a prune's answer wait for the control socket at most.
+const PRUNE_LINES_IN_FLIGHT: usize = 256;
+
 /// Ask `stream`'s thread to apply retention (or plan it) and wait: each
-/// object line of its answer as an info line, its first line as the reply.
+/// line of its answer as an info line as it comes (the summary first),
+/// the summary again as the reply.
 fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMut(&str)) -> Reply {
-    let (reply, answer) = mpsc::channel();
+    let (reply, answer) = mpsc::sync_channel(PRUNE_LINES_IN_FLIGHT);
     if !shared.send(stream, Message::Prune { dry_run, reply }) {
         let names = shared.stream_names();
         return Reply::new(
@@ -406,15 +410,24 @@ fn prune_reply(shared: &Shared, stream: &str, dry_run: bool, info: &mut dyn FnMu
             format!("the daemon serving it runs no stream named {stream} (it runs: {names})"),
         );
     }
-    match answer.recv() {
-        Ok(Ok(text)) => {
-            let mut lines = text.lines();
-            let summary = lines.next().unwrap_or_default().to_string();
-            lines.for_each(info);
-            Reply::new(Outcome::Ok, summary)
+    let mut summary = None;
+    loop {
+        match answer.recv() {
+            Ok(PruneReply::Line(line)) => {
+                info(&line);
+                summary = summary.or(Some(line));
+            }
+            Ok(PruneReply::Done(Ok(()))) => return Reply::new(Outcome::Ok, summary.unwrap_or_default()),
+            Ok(PruneReply::Done(Err(why))) => {
+                return Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}"));
+            }
+            Err(_) => {
+                return Reply::new(
+                    Outcome::Failed,
+                    format!("stream {stream} stopped before its prune ended"),
+                );
+            }
         }
-        Ok(Err(why)) => Reply::new(Outcome::Failed, format!("stream {stream}: prune failed: {why}")),
-        Err(_) => Reply::new(Outcome::Failed, format!("stream {stream} stopped before its prune ended")),
     }
 }
 

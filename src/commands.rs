@@ -24,7 +24,6 @@ use crate::error::{EXIT_FAILURE, EXIT_USAGE, Error};
 use crate::human::{count, human_bytes};
 use crate::manifest::StreamRules;
 use crate::restore::{self, FetchDest, RestoreRequest};
-use crate::retention;
 use crate::snapshot::JobState;
 use crate::source;
 use crate::statedir;
@@ -162,9 +161,8 @@ fn restore(config: &Config, request: &RestoreRequest<'_>) -> Result<(), Error> {
     limit_downloads(config);
     let rules = StreamRules::new(&stream.name, &stream.naming);
     let reader = ManifestReader::open(&config.global.state_dir, target.as_ref(), &rules, Reach::Whole)?;
-    stream::retention::checked_prunes(&stream.name, &reader.prunes_with_pruned_log()?)?;
-    let manifest = reader.for_restore(request.position)?;
-    let report = restore::restore(&manifest, target.as_ref(), request)?;
+    stream::retention::checked_prunes(&stream.name, &reader)?;
+    let report = restore::restore(&reader, target.as_ref(), request)?;
     let upto = report.last_position.map_or("nothing".to_string(), |p| format!("up to position {p}"));
     let snapshot = report.snapshot.map_or(String::new(), |p| {
         format!("the snapshot at position {p} ({}) and ", restore::snapshot_file_name(p))
@@ -300,8 +298,18 @@ fn prune(config: &Config, stream: Option<&str>, dry_run: bool) -> Result<(), Err
     let streams = selected(config, stream)?;
     let mut failed = 0;
     for stream in &streams {
-        match prune_stream(config, stream, &target, dry_run) {
-            Ok(text) => print(text)?,
+        // The first failed line of output (a closed pipe) is kept and
+        // returned; the stream's prune goes on (later lines are dropped).
+        let mut output = Ok(());
+        let mut say = |line: &str| {
+            if output.is_ok() {
+                output = outln!("{}", line.trim_end());
+            }
+        };
+        let pruned = prune_stream(config, stream, &target, dry_run, &mut say);
+        output?;
+        match pruned {
+            Ok(()) => {}
             Err(error) if streams.len() == 1 => return Err(error),
             Err(error) => {
                 log::error!("{error}");
@@ -315,25 +323,24 @@ fn prune(config: &Config, stream: Option<&str>, dry_run: bool) -> Result<(), Err
     }
 }
 
-/// Plan (and unless `dry_run`, apply) retention for one stream; the text
-/// to print. Through the running daemon when there is one (the journal's
-/// one writer); with no daemon, here: the real run opens the stream under
-/// its lock as the daemon would, the dry run only reads.
+/// Plan (and unless `dry_run`, apply) retention for one stream, handing
+/// each line to print to `say` as it comes. Through the running daemon
+/// when there is one (the journal's one writer); with no daemon, here: the
+/// real run opens the stream under its lock as the daemon would, the dry
+/// run only reads, in passes over the manifest.
 fn prune_stream(
     config: &Config,
     stream: &StreamConfig,
     target: &Arc<dyn target::Target>,
     dry_run: bool,
-) -> Result<String, Error> {
+    say: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
     let state_dir = &config.global.state_dir;
     let request = control::Request::Prune { stream: stream.name.clone(), dry_run };
-    let mut objects = String::new();
-    let why = match control::client::ask(state_dir, &request, &mut |line| {
-        objects.push_str(line);
-        objects.push('\n');
-    })? {
+    let why = match control::client::ask(state_dir, &request, say)? {
         Answer::Reply(reply) => match reply.outcome {
-            control::Outcome::Ok => return Ok(format!("{}\n{objects}", reply.message)),
+            // Every line came as an info line, the summary first.
+            control::Outcome::Ok => return Ok(()),
             control::Outcome::Usage => return Err(Error::Usage(reply.message)),
             control::Outcome::Failed | control::Outcome::Refused => return Err(Error::Prune(reply.message)),
             // The daemon serving the socket does not run this stream.
@@ -343,17 +350,17 @@ fn prune_stream(
     };
     if dry_run {
         let rules = StreamRules::new(&stream.name, &stream.naming);
-        let manifest = catalog::load_whole(state_dir, target.as_ref(), &rules)?;
-        stream::retention::checked_prunes(&stream.name, &manifest)?;
+        let reader = ManifestReader::open(state_dir, target.as_ref(), &rules, Reach::Whole)?;
+        stream::retention::checked_prunes(&stream.name, &reader)?;
+        let survey = reader.survey();
+        let log = |visit: &mut dyn FnMut(&crate::manifest::Record)| {
+            reader.each_live_record(|record| {
+                visit(&record);
+                Ok(true)
+            })
+        };
         let keep = stream.keep_snapshots as usize;
-        let live = manifest.live_snapshots().count();
-        return Ok(retention::render(
-            &stream.name,
-            retention::plan(&manifest, keep).as_ref(),
-            live,
-            keep,
-            true,
-        ));
+        return stream::retention::print_plan(&stream.name, &survey, keep, &log, say).map(|_| ());
     }
     let lock = match statedir::lock_stream(state_dir, &stream.name) {
         Ok(lock) => lock,
@@ -366,7 +373,7 @@ fn prune_stream(
         Arc::new(StatusCell::new(StreamStatus { stream: stream.name.clone(), ..Default::default() }));
     let mut open =
         stream::Stream::open(stream.clone(), state_dir, Arc::clone(target), status, Arc::new(lock))?;
-    open.prune_now(false, &|| false)
+    open.prune_now(false, &|| false, say)
 }
 
 /// `walship snapshot`: through the daemon's control socket, or, with no

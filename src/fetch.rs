@@ -8,7 +8,8 @@
 //!    is handed over from there once its CRC32 checks: no request at all.
 //! 3. The local journal, when it knows the position: the batch holding it
 //!    (one ranged GET), or a gap there, which is "not in the archive" with
-//!    no request.
+//!    no request; a position retention deleted is "not in the archive"
+//!    too, naming the oldest archived segment.
 //! 4. Otherwise the archive's records after the local journal (one LIST),
 //!    streamed, then the ranged GET: a name the archive lacks costs that
 //!    one request.
@@ -44,41 +45,66 @@ pub fn fetch(config: &Config, stream: &StreamConfig, name: &str, dest: &FetchDes
         return Ok(len);
     }
     let rules = StreamRules::new(&stream.name, &stream.naming);
+    let pruned = |pruned_before, oldest| Error::PrunedSegment {
+        stream: stream.name.clone(),
+        name: name.into(),
+        pruned_before,
+        oldest,
+    };
     let Some(position) = stream.naming.position(name) else {
         let holding = batch_holding(state_dir, target.as_ref(), &rules, name, Reach::End)?;
-        return restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest);
+        return restore::fetch(holding.record.as_slice(), target.as_ref(), &stream.name, name, dest);
     };
     match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
         Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest),
         Lookup::NotHeld => Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() }),
+        Lookup::Pruned { before, oldest } => Err(pruned(before, oldest)),
         Lookup::Unknown => {
             let reach = Reach::Position(position);
             let holding = batch_holding(state_dir, target.as_ref(), &rules, name, reach)?;
-            restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest)
+            match holding.pruned_before {
+                Some(before) if position < before && holding.record.is_none() => {
+                    Err(pruned(before, holding.oldest))
+                }
+                _ => restore::fetch(holding.record.as_slice(), target.as_ref(), &stream.name, name, dest),
+            }
         }
     }
 }
 
+/// What the archive's records say of a segment name.
+struct Holding {
+    /// The newest live batch record holding it.
+    record: Option<Record>,
+    /// Retention's mark: the positions before it are deleted.
+    pruned_before: Option<u64>,
+    /// The first segment a live batch holds (position, name).
+    oldest: Option<(u64, String)>,
+}
+
 /// The newest live batch record holding a segment called `name`, the
-/// manifest streamed (only that record is kept).
+/// manifest streamed (only that record and the oldest segment are kept).
 fn batch_holding(
     state_dir: &std::path::Path,
     target: &dyn Target,
     rules: &StreamRules<'_>,
     name: &str,
     reach: Reach,
-) -> Result<Option<Record>, Error> {
+) -> Result<Holding, Error> {
     let reader = ManifestReader::open(state_dir, target, rules, reach)?;
-    let mut holding = None;
-    reader.each_live_record(|record| {
-        if let Record::Batch(batch) = &record
-            && batch.segments.iter().any(|s| s.name == name)
-        {
-            holding = Some(record);
+    let (mut record, mut oldest) = (None, None);
+    reader.each_live_record(|live| {
+        if let Record::Batch(batch) = &live {
+            if oldest.is_none() {
+                oldest = batch.segments.first().map(|s| (s.position, s.name.clone()));
+            }
+            if batch.segments.iter().any(|s| s.name == name) {
+                record = Some(live);
+            }
         }
         Ok(true)
     })?;
-    Ok(holding)
+    Ok(Holding { record, pruned_before: reader.pruned_before(), oldest })
 }
 
 /// A history or backup file: not stored is "not in the archive".

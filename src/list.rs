@@ -150,7 +150,7 @@ pub fn list_stream(
     let terminal = stdout.is_terminal();
     let mut out = io::BufWriter::with_capacity(64 << 10, stdout.lock());
     let mut write = |text: &str| out.write_all(text.as_bytes()).map_err(Error::Output);
-    crate::stream::retention::checked_prunes(rules.name, &reader.prunes_with_pruned_log()?)?;
+    crate::stream::retention::checked_prunes(rules.name, &reader)?;
     if let Some(before) = reader.pruned_before() {
         write(&format!("stream {}: positions before {before} were pruned\n", rules.name))?;
     }

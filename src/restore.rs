@@ -3,8 +3,11 @@
 //! `walship-snapshot-POSITION`, then the original segment files after it;
 //! `start` chooses), `fetch` returns one segment by name.
 //!
-//! Both read the manifest (local journal plus remote records, see
-//! `catalog::load_whole`), download with one request per batch (or one
+//! Both read the manifest (local journal plus remote records) in passes
+//! through `catalog::reader`, never holding its log: `restore` makes one
+//! pass to check the names it will write, one to add up what its progress
+//! line counts, and one to download, a bounded chunk of records at a time.
+//! They download with one request per batch (or one
 //! ranged request per fetched segment; `restore` runs [`PARALLEL_GETS`] at
 //! once) and verify every segment's CRC32 before its file takes its final
 //! name.
@@ -45,10 +48,11 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::catalog::reader::ManifestReader;
 use crate::durable;
 use crate::error::Error;
 use crate::frames::decode;
-use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SegmentEntry, SnapshotRecord};
+use crate::manifest::{BatchRecord, Encoding, Record, SegmentEntry, SnapshotRecord};
 use crate::progress::{Amount, Progress};
 use crate::target::{Target, TargetError};
 use dest::{DestDir, TempFile};
@@ -88,33 +92,64 @@ pub fn snapshot_file_name(position: u64) -> String {
     format!("walship-snapshot-{position:016x}")
 }
 
-/// Restore `request.stream` from `manifest` into `request.to`: the
-/// snapshot `start::start` chooses, then the segments after it.
+/// Most records downloaded as one chunk (also bounded by [`GROUP_FILES`]
+/// segments): the records of a chunk are held while its batches download.
+const CHUNK_RECORDS: usize = 1024;
+
+/// Restore `request.stream` from the manifest `reader` reads into
+/// `request.to`: the snapshot `start::start` chooses, then the segments
+/// after it.
 pub fn restore(
-    manifest: &Manifest,
+    reader: &ManifestReader<'_>,
     target: &dyn Target,
     request: &RestoreRequest<'_>,
 ) -> Result<RestoreReport, Error> {
-    let start = start::start(request.stream, manifest, request.position)?;
+    let start = start::start(request.stream, reader.side(), reader.end(), request.position)?;
     let (limit, from) = (start.limit, start.first_position());
     let dir = open_destination(request.to)?;
-    let to_restore = || records_to_restore(start.records, limit, request.allow_gaps);
-    let snapshot_name = start.snapshot.map(|s| snapshot_file_name(s.position));
-    let segment_names = to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.name.as_str());
-    check_names_are_free(&dir, snapshot_name.as_deref().into_iter().chain(segment_names))?;
-
-    let total = Amount {
-        objects: to_restore().filter(|r| matches!(r, Record::Batch(_))).count() as u64
-            + u64::from(start.snapshot.is_some()),
-        bytes: to_restore().flat_map(|r| wanted_segments(r, from, limit)).map(|s| s.len).sum::<u64>()
-            + start.snapshot.map_or(0, |s| s.size),
+    let each = |visit: &mut dyn FnMut(Record) -> Result<(), Error>| {
+        let mut through = Through::new(limit, request.allow_gaps);
+        reader.each_live_record(|record| {
+            if !start.wants(&record) {
+                return Ok(record.first() <= limit);
+            }
+            if !through.admit(&record) {
+                return Ok(false);
+            }
+            visit(record).map(|()| true)
+        })
     };
+    let snapshot_name = start.snapshot.map(|s| snapshot_file_name(s.position));
+    check_names_are_free(&dir, snapshot_name.as_deref().into_iter())?;
+    each(&mut |record| {
+        check_names_are_free(&dir, wanted_segments(&record, from, limit).map(|s| s.name.as_str()))
+    })?;
+
+    let mut total =
+        Amount { objects: u64::from(start.snapshot.is_some()), bytes: start.snapshot.map_or(0, |s| s.size) };
+    each(&mut |record| {
+        total.objects += u64::from(matches!(record, Record::Batch(_)));
+        total.bytes += wanted_segments(&record, from, limit).map(|s| s.len).sum::<u64>();
+        Ok(())
+    })?;
     let mut publisher = Publisher::new(&dir, Progress::new("restored", total));
     let outcome = match start.snapshot {
         Some(snapshot) => restore_snapshot(&mut publisher, target, request.stream, snapshot),
         None => Ok(()),
     }
-    .and_then(|()| write_records(&mut publisher, target, request, to_restore(), from, limit));
+    .and_then(|()| {
+        let (mut chunk, mut segments) = (Vec::new(), 0);
+        each(&mut |record| {
+            segments += wanted_segments(&record, from, limit).count();
+            chunk.push(record);
+            if chunk.len() >= CHUNK_RECORDS || segments >= GROUP_FILES {
+                write_records(&mut publisher, target, request, chunk.iter(), from, limit)?;
+                (chunk, segments) = (Vec::new(), 0);
+            }
+            Ok(())
+        })?;
+        write_records(&mut publisher, target, request, chunk.iter(), from, limit)
+    });
     // Whatever was completely received and verified is kept, even after a
     // failure: the directory then holds a verified prefix of the stream.
     let published = publisher.publish();
@@ -123,15 +158,27 @@ pub fn restore(
     Ok(publisher.durable)
 }
 
-/// The records a restore up to `limit` goes through: up to and including
-/// the first gap unless gaps are allowed (restore stops there).
-fn records_to_restore(records: &[Record], limit: u64, allow_gaps: bool) -> impl Iterator<Item = &Record> {
-    let mut stopped = false;
-    records.iter().take_while(move |r| r.first() <= limit).take_while(move |r| {
-        let go = !stopped;
-        stopped |= !allow_gaps && matches!(r, Record::Gap(_));
+/// Which of the records after the start a restore up to `limit` goes
+/// through, as they come: up to and including the first gap unless gaps
+/// are allowed (restore stops there).
+struct Through {
+    limit: u64,
+    allow_gaps: bool,
+    stopped: bool,
+}
+
+impl Through {
+    fn new(limit: u64, allow_gaps: bool) -> Through {
+        Through { limit, allow_gaps, stopped: false }
+    }
+
+    /// Whether the restore goes through `record`, the next one; once not,
+    /// none after it.
+    fn admit(&mut self, record: &Record) -> bool {
+        let go = !self.stopped && record.first() <= self.limit;
+        self.stopped |= !go || (!self.allow_gaps && matches!(record, Record::Gap(_)));
         go
-    })
+    }
 }
 
 /// The segments of `record` from `from` up to `limit`.
@@ -605,14 +652,18 @@ mod tests {
     #[test]
     fn restore_goes_up_to_the_limit_and_stops_after_a_gap_unless_allowed() {
         let records = [batch(1, 5), gap(6, 7), batch(8, 10), batch(11, 15)];
+        let records_to_restore = |limit, allow| {
+            let mut through = Through::new(limit, allow);
+            records.iter().take_while(move |r| through.admit(r))
+        };
         let ranges = |limit, allow| -> Vec<(u64, u64)> {
-            records_to_restore(&records, limit, allow).map(|r| (r.first(), r.last())).collect()
+            records_to_restore(limit, allow).map(|r| (r.first(), r.last())).collect()
         };
         assert_eq!(ranges(15, false), [(1, 5), (6, 7)]);
         assert_eq!(ranges(15, true), [(1, 5), (6, 7), (8, 10), (11, 15)]);
         assert_eq!(ranges(9, true), [(1, 5), (6, 7), (8, 10)]);
         assert_eq!(ranges(3, false), [(1, 5)]);
-        let names: Vec<&str> = records_to_restore(&records, 9, true)
+        let names: Vec<&str> = records_to_restore(9, true)
             .flat_map(|r| wanted_segments(r, 0, 9))
             .map(|s| s.name.as_str())
             .collect();

@@ -1,7 +1,11 @@
-//! Retention, as pure functions of a manifest: which snapshots and batches
-//! a prune deletes ([`plan`]), how that is written as prune records
-//! ([`Plan::records`]), and whether the prune records a manifest holds are
-//! consistent with its batches and snapshots ([`check_prunes`]).
+//! Retention, as pure rules over a manifest that streams by: where a prune
+//! cuts ([`Survey::cut`], from the snapshots, the prunes and the log's end,
+//! gathered in one pass), which objects it deletes ([`DoomedScan`], in a
+//! second pass over the log, in position order, never all held), how they
+//! are written as prune records of bounded size ([`PruneRecords`]), and
+//! whether the prune records a manifest holds are consistent with its
+//! batches and snapshots ([`check_prunes`]). [`plan`] applies the same to
+//! a manifest held whole.
 //!
 //! The rule. With `keep` = `keep_snapshots`, nothing is deleted until a
 //! stream holds more than `keep` live snapshots: until then the positions
@@ -20,7 +24,7 @@
 //! live snapshot) without waiting for another snapshot.
 //!
 //! Nothing here lists, reads or deletes objects: `stream::retention` does,
-//! recording each prune before deleting what it names.
+//! recording each prune record before deleting what it names.
 
 use std::collections::HashSet;
 
@@ -28,6 +32,9 @@ use crate::human::{count, human_bytes};
 use crate::manifest::validate::MAX_POSITION;
 use crate::manifest::{Entry, Manifest, PruneRecord, Record, SnapshotRecord};
 use crate::target::keys;
+
+pub mod deleted;
+pub use deleted::DeletedBatches;
 
 /// Most keys one prune record names: a first prune of a long history is
 /// recorded as several prunes, each small enough to read and write at once.
@@ -62,61 +69,217 @@ impl Doomed {
     }
 }
 
-/// What one prune deletes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
+/// Where a prune cuts the archive (see the module doc for the rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
     /// The oldest snapshot kept: the oldest position restorable afterwards.
     pub oldest_kept: u64,
     /// The "pruned before" mark once the prune is recorded.
     pub before: u64,
     /// The mark before this prune (`None`: nothing pruned yet).
     pub previous_mark: Option<u64>,
-    /// Every object deleted, batches and snapshots, in position order.
-    pub doomed: Vec<Doomed>,
 }
 
-impl Plan {
-    /// Total stored bytes deleted.
-    pub fn bytes(&self) -> u64 {
-        self.doomed.iter().map(|d| d.bytes).sum()
-    }
+/// What one prune deletes, in total: the objects themselves come from a
+/// pass over the log ([`DoomedScan`]), never held all at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub cut: Cut,
+    /// How many objects go, batches and snapshots.
+    pub objects: u64,
+    /// Their total stored bytes.
+    pub bytes: u64,
+}
 
-    /// The prune records that carry this plan, numbered from
-    /// `next_sequence`: at most [`KEYS_PER_PRUNE`] keys each, in position
-    /// order. Each record's mark lies just past the last batch it or an
-    /// earlier one deletes (the last record's is [`Plan::before`]), so
-    /// after any prefix of them is recorded every batch below the mark is
-    /// named deleted and every live snapshot lies at or after mark - 1:
-    /// the manifest stays consistent ([`check_prunes`]) wherever a crash
-    /// lands.
-    pub fn records(&self, next_sequence: u64) -> Vec<PruneRecord> {
-        let mut records = Vec::new();
-        let mut mark = self.previous_mark.unwrap_or(0);
-        let chunks: Vec<&[Doomed]> = self.doomed.chunks(KEYS_PER_PRUNE).collect();
-        for (index, chunk) in chunks.iter().enumerate() {
-            let last_batch = chunk.iter().filter_map(|d| match d.object {
-                Object::Batch { last, .. } => Some(last + 1),
-                Object::Snapshot { .. } => None,
-            });
-            mark = mark.max(last_batch.max().unwrap_or(0));
-            if index + 1 == chunks.len() {
-                mark = self.before;
+/// What retention reads of a manifest besides its batches, gathered as its
+/// entries stream by ([`Survey::add`]), in journal order or a rebuilt
+/// journal's (prunes first): every snapshot, the prunes with only the
+/// snapshot keys they deleted but the latest whole (its deletions may need
+/// finishing), and where the log ends. Memory follows the snapshots, not
+/// the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// The snapshots and (condensed) prunes; no log.
+    pub side: Manifest,
+    /// The last position the log covers, pruned or not.
+    pub end: Option<u64>,
+}
+
+impl Survey {
+    /// Take in `entry` of `stream`'s manifest.
+    pub fn add(&mut self, stream: &str, entry: Entry) {
+        match entry {
+            Entry::Log(record) => self.end = Some(record.last()),
+            Entry::Prune(prune) => {
+                if let Some(previous) = self.side.prunes.last_mut() {
+                    previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
+                }
+                self.side.prunes.push(prune);
             }
-            records.push(PruneRecord {
-                sequence: next_sequence + index as u64,
-                before: mark,
-                deleted: chunk.iter().map(|d| d.key.clone()).collect(),
-            });
+            Entry::Snapshot(snapshot) => self.side.snapshots.push(snapshot),
         }
-        records
+    }
+
+    /// The survey of a manifest held whole.
+    pub fn of(stream: &str, manifest: &Manifest) -> Survey {
+        let mut survey = Survey::default();
+        manifest.entries().for_each(|entry| survey.add(stream, entry));
+        survey
+    }
+
+    /// How many snapshots no prune deleted.
+    pub fn live_snapshots(&self) -> usize {
+        self.side.live_snapshots().count()
+    }
+
+    /// Where a prune keeping the newest `keep` snapshots cuts now, or
+    /// `None` when nothing is due (see the module doc for the rule).
+    pub fn cut(&self, keep: usize) -> Option<Cut> {
+        let end = self.end?;
+        let live: Vec<&SnapshotRecord> = self.side.live_snapshots().collect();
+        let newest_usable = live.iter().rev().find(|s| s.position <= end)?.position;
+        let previous_mark = self.side.pruned_before();
+        let oldest_kept = if live.len() > keep.max(1) {
+            live[live.len() - keep.max(1)].position
+        } else if previous_mark.is_some() {
+            live.first()?.position
+        } else {
+            return None;
+        }
+        .min(newest_usable);
+        if oldest_kept >= MAX_POSITION {
+            return None;
+        }
+        let before = previous_mark.unwrap_or(0).max(oldest_kept + 1);
+        Some(Cut { oldest_kept, before, previous_mark })
     }
 }
 
-/// What `walship prune` prints for a stream: with a plan, a header (what
-/// goes, in total, and from which position on restores stay possible) and
-/// one line per object (kind, positions, size, key), the same lines for a
-/// dry run as for the real one; without, why nothing goes.
-pub fn render(
+/// The objects a [`Cut`] deletes, found as the log streams by
+/// ([`DoomedScan::record`]) and handed out in position order: every live
+/// batch ending before the cut's mark that the latest prune does not
+/// already name, and the live snapshots before the oldest kept one, each
+/// after the batches ending before it.
+#[derive(Debug)]
+pub struct DoomedScan<'s> {
+    cut: Cut,
+    /// The doomed snapshots not handed out yet, by position.
+    snapshots: std::iter::Peekable<std::vec::IntoIter<Doomed>>,
+    /// The batch keys the latest prune names (deleted, or being deleted).
+    named: HashSet<&'s str>,
+}
+
+impl<'s> DoomedScan<'s> {
+    pub fn new(survey: &'s Survey, cut: Cut) -> DoomedScan<'s> {
+        let snapshots: Vec<Doomed> = survey
+            .side
+            .live_snapshots()
+            .filter(|s| s.position < cut.oldest_kept)
+            .map(|s| Doomed {
+                key: s.key.clone(),
+                object: Object::Snapshot { position: s.position },
+                bytes: s.stored.size,
+            })
+            .collect();
+        let named = survey.side.prunes.last().map(|p| p.deleted.iter().map(String::as_str).collect());
+        DoomedScan { cut, snapshots: snapshots.into_iter().peekable(), named: named.unwrap_or_default() }
+    }
+
+    /// Hand out what `record` (the log's next) dooms, with the snapshots
+    /// before it.
+    pub fn record(&mut self, record: &Record, doomed: &mut dyn FnMut(Doomed)) {
+        let live = record.last() >= self.cut.previous_mark.unwrap_or(0);
+        let Record::Batch(batch) = record else { return };
+        if !live || batch.last >= self.cut.before || self.named.contains(batch.key.as_str()) {
+            return;
+        }
+        while let Some(snapshot) = self.snapshots.next_if(|s| s.order() < (batch.last, 0)) {
+            doomed(snapshot);
+        }
+        doomed(Doomed {
+            key: batch.key.clone(),
+            object: Object::Batch { first: batch.first, last: batch.last },
+            bytes: batch.stored.size,
+        });
+    }
+
+    /// Hand out the snapshots left once the log has gone by.
+    pub fn finish(self, doomed: &mut dyn FnMut(Doomed)) {
+        self.snapshots.for_each(doomed);
+    }
+}
+
+/// The [`Plan`] of `cut`, from a pass over the log (`each_record` hands
+/// every log record, in order, to the function it gets), or `None` when
+/// it deletes nothing.
+pub fn plan_from<E>(
+    survey: &Survey,
+    cut: Cut,
+    each_record: impl FnOnce(&mut dyn FnMut(&Record)) -> Result<(), E>,
+) -> Result<Option<Plan>, E> {
+    let mut plan = Plan { cut, objects: 0, bytes: 0 };
+    let mut count = |doomed: Doomed| {
+        plan.objects += 1;
+        plan.bytes += doomed.bytes;
+    };
+    let mut scan = DoomedScan::new(survey, cut);
+    each_record(&mut |record| scan.record(record, &mut count))?;
+    scan.finish(&mut count);
+    Ok((plan.objects > 0).then_some(plan))
+}
+
+/// Turns a plan's doomed objects, as they come in position order, into
+/// the prune records that carry it, numbered from `next_sequence`: at most
+/// [`KEYS_PER_PRUNE`] keys each. Each record's mark lies just past the
+/// last batch it or an earlier one deletes (the last record's is the
+/// cut's mark), so after any prefix of them is recorded every batch below
+/// the mark is named deleted and every live snapshot lies at or after
+/// mark - 1: the manifest stays consistent ([`check_prunes`]) wherever a
+/// crash lands.
+#[derive(Debug)]
+pub struct PruneRecords {
+    plan: Plan,
+    sequence: u64,
+    mark: u64,
+    taken: u64,
+    deleted: Vec<String>,
+}
+
+impl PruneRecords {
+    pub fn new(plan: Plan, next_sequence: u64) -> PruneRecords {
+        let mark = plan.cut.previous_mark.unwrap_or(0);
+        PruneRecords { plan, sequence: next_sequence, mark, taken: 0, deleted: Vec::new() }
+    }
+
+    /// Take the next doomed object; a record once it completes one.
+    pub fn push(&mut self, doomed: Doomed) -> Option<PruneRecord> {
+        if let Object::Batch { last, .. } = doomed.object {
+            self.mark = self.mark.max(last + 1);
+        }
+        self.deleted.push(doomed.key);
+        self.taken += 1;
+        let done = self.taken == self.plan.objects;
+        if self.deleted.len() < KEYS_PER_PRUNE && !done {
+            return None;
+        }
+        if done {
+            self.mark = self.plan.cut.before;
+        }
+        let record = PruneRecord {
+            sequence: self.sequence,
+            before: self.mark,
+            deleted: std::mem::take(&mut self.deleted),
+        };
+        self.sequence += 1;
+        Some(record)
+    }
+}
+
+/// What `walship prune` prints first for a stream: with a plan, what goes
+/// in total and from which position on restores stay possible (the same
+/// for a dry run as for the real one, but for its verb); without, why
+/// nothing goes. One line, '\n' included.
+pub fn render_header(
     stream: &str,
     plan: Option<&Plan>,
     live_snapshots: usize,
@@ -130,105 +293,49 @@ pub fn render(
         );
     };
     let verb = if dry_run { "would delete" } else { "deleted" };
-    let mut out = format!(
+    format!(
         "stream {stream}: {verb} {} ({}); restorable from position {} on, positions before {} pruned\n",
-        count(plan.doomed.len() as u64, "object"),
-        human_bytes(plan.bytes()),
-        plan.oldest_kept,
-        plan.before
-    );
-    for doomed in &plan.doomed {
-        let (kind, positions) = match doomed.object {
-            Object::Batch { first, last } => ("batch", format!("{first}..{last}")),
-            Object::Snapshot { position } => ("snapshot", position.to_string()),
-        };
-        out.push_str(&format!(
-            "  {kind:<8}  {positions:<23} {:>11}  {}\n",
-            human_bytes(doomed.bytes),
-            doomed.key
-        ));
-    }
-    out
+        count(plan.objects, "object"),
+        human_bytes(plan.bytes),
+        plan.cut.oldest_kept,
+        plan.cut.before
+    )
 }
 
-/// Add `entry` (of `stream`'s manifest, in journal order, or a rebuilt
-/// journal's: prunes first) to `view`, the part of the manifest retention
-/// needs, kept small: the log records from the pruned-before mark on,
-/// without their segment lists (a batch's range, key and size are all
-/// [`plan`] reads); every snapshot; the prunes with only the snapshot keys
-/// they deleted, but the latest whole (its deletions may need finishing).
-/// Memory follows what retention keeps, not the pruned history; [`plan`]
-/// of the view is [`plan`] of the whole manifest.
-pub fn add_to_view(view: &mut Manifest, stream: &str, entry: Entry) {
-    match entry {
-        Entry::Log(mut record) => {
-            if record.last() >= view.pruned_before().unwrap_or(0) {
-                if let Record::Batch(batch) = &mut record {
-                    batch.segments = Vec::new();
-                }
-                view.log.push(record);
-            }
-        }
-        Entry::Prune(prune) => {
-            if let Some(previous) = view.prunes.last_mut() {
-                previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
-            }
-            let below = view.log.partition_point(|r| r.last() < prune.before);
-            view.log.drain(..below);
-            view.prunes.push(prune);
-        }
-        Entry::Snapshot(snapshot) => view.snapshots.push(snapshot),
-    }
+/// The line `walship prune` prints for each object it deletes (kind,
+/// positions, size, key), '\n' included.
+pub fn render_doomed(doomed: &Doomed) -> String {
+    let (kind, positions) = match doomed.object {
+        Object::Batch { first, last } => ("batch", format!("{first}..{last}")),
+        Object::Snapshot { position } => ("snapshot", position.to_string()),
+    };
+    format!("  {kind:<8}  {positions:<23} {:>11}  {}\n", human_bytes(doomed.bytes), doomed.key)
 }
 
-/// Every key the manifest's prunes have deleted.
-fn deleted_keys(manifest: &Manifest) -> HashSet<&str> {
-    manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect()
+/// What a prune keeping the newest `keep` snapshots of `manifest`, held
+/// whole, deletes now: the plan and its objects in order (`None` when it
+/// deletes nothing). The same rule as a stream's, for tests and small
+/// manifests.
+pub fn plan(stream: &str, manifest: &Manifest, keep: usize) -> Option<(Plan, Vec<Doomed>)> {
+    let survey = Survey::of(stream, manifest);
+    let cut = survey.cut(keep)?;
+    let each = |visit: &mut dyn FnMut(&Record)| -> Result<(), ()> {
+        manifest.log.iter().for_each(visit);
+        Ok(())
+    };
+    let plan = plan_from(&survey, cut, each).ok()??;
+    let mut doomed = Vec::new();
+    let mut scan = DoomedScan::new(&survey, cut);
+    manifest.log.iter().for_each(|record| scan.record(record, &mut |d| doomed.push(d)));
+    scan.finish(&mut |d| doomed.push(d));
+    Some((plan, doomed))
 }
 
-/// What a prune keeping the newest `keep` snapshots deletes now, or
-/// `None` when it deletes nothing (see the module doc for the rule).
-pub fn plan(manifest: &Manifest, keep: usize) -> Option<Plan> {
-    let end = manifest.log.last()?.last();
-    let live: Vec<&SnapshotRecord> = manifest.live_snapshots().collect();
-    let newest_usable = live.iter().rev().find(|s| s.position <= end)?.position;
-    let previous_mark = manifest.pruned_before();
-    let oldest_kept = if live.len() > keep.max(1) {
-        live[live.len() - keep.max(1)].position
-    } else if previous_mark.is_some() {
-        live.first()?.position
-    } else {
-        return None;
-    }
-    .min(newest_usable);
-    if oldest_kept >= MAX_POSITION {
-        return None;
-    }
-    let before = previous_mark.unwrap_or(0).max(oldest_kept + 1);
-    let deleted = deleted_keys(manifest);
-    let mut doomed: Vec<Doomed> = manifest
-        .live_log()
-        .iter()
-        .take_while(|record| record.last() < before)
-        .filter_map(|record| match record {
-            Record::Batch(batch) if !deleted.contains(batch.key.as_str()) => Some(Doomed {
-                key: batch.key.clone(),
-                object: Object::Batch { first: batch.first, last: batch.last },
-                bytes: batch.stored.size,
-            }),
-            _ => None,
-        })
-        .collect();
-    doomed.extend(live.iter().filter(|s| s.position < oldest_kept).map(|s| Doomed {
-        key: s.key.clone(),
-        object: Object::Snapshot { position: s.position },
-        bytes: s.stored.size,
-    }));
-    if doomed.is_empty() {
-        return None;
-    }
-    doomed.sort_by_key(Doomed::order);
-    Some(Plan { oldest_kept, before, previous_mark, doomed })
+/// The prune records of `plan`, whose objects are `doomed`, numbered from
+/// `next_sequence` ([`PruneRecords`]).
+pub fn records(plan: Plan, doomed: &[Doomed], next_sequence: u64) -> Vec<PruneRecord> {
+    let mut records = PruneRecords::new(plan, next_sequence);
+    doomed.iter().filter_map(|d| records.push(d.clone())).collect()
 }
 
 /// The oldest position a restore can reach: with nothing pruned, the
@@ -242,15 +349,24 @@ pub fn oldest_restorable(manifest: &Manifest) -> Option<u64> {
     }
 }
 
-/// Whether the manifest's prune records agree with what retention does:
-/// every batch below the latest mark is named deleted by some prune, every
-/// snapshot below the mark (but the one at mark - 1) is deleted, and a
-/// snapshot remains to restore from. A forged or damaged prune record that
-/// would hide archived data from `list` and `restore` fails here; the error
-/// names the prune and what it hides.
-pub fn check_prunes(manifest: &Manifest) -> Result<(), String> {
-    check_pruned_batches(manifest, &manifest.log)?;
-    check_prune_snapshots(manifest)
+/// Whether the prune records of `stream`'s `manifest` (held whole) agree
+/// with what retention does: every batch below the latest mark is named
+/// deleted by some prune, every snapshot below the mark (but the one at
+/// mark - 1) is deleted, and a snapshot remains to restore from. A forged
+/// or damaged prune record that would hide archived data from `list` and
+/// `restore` fails here; the error names the prune and what it hides.
+/// (`ManifestReader` checks the same as the log streams by.)
+pub fn check_prunes(stream: &str, manifest: &Manifest) -> Result<(), String> {
+    let mut side = Manifest { log: Vec::new(), ..manifest.clone() };
+    let mut deleted = DeletedBatches::default();
+    side.prunes.iter_mut().for_each(|prune| deleted.take_from(stream, prune));
+    let check = PrunedLogCheck::new(stream, &side, &deleted);
+    for record in &manifest.log {
+        if !check.record(record)? {
+            break;
+        }
+    }
+    check_prune_snapshots(&side)
 }
 
 /// The latest prune's sequence number and mark, when it has one above 0.
@@ -258,26 +374,43 @@ fn latest_mark(manifest: &Manifest) -> Option<(u64, u64)> {
     manifest.prunes.last().map(|p| (p.sequence, p.before)).filter(|&(_, before)| before > 0)
 }
 
-/// The part of [`check_prunes`] about the log: every batch among `log`
-/// (the log, in order, or its start) that lies below the latest mark of
-/// `manifest`'s prunes is named deleted by one of them.
-pub fn check_pruned_batches<'a>(
-    manifest: &Manifest,
-    log: impl IntoIterator<Item = &'a Record>,
-) -> Result<(), String> {
-    let Some((sequence, before)) = latest_mark(manifest) else { return Ok(()) };
-    let deleted = deleted_keys(manifest);
-    let hidden = log.into_iter().take_while(|r| r.last() < before).find_map(|record| match record {
-        Record::Batch(batch) if !deleted.contains(batch.key.as_str()) => Some(batch),
-        _ => None,
-    });
-    match hidden {
-        Some(batch) => Err(format!(
-            "prune {sequence} marks the positions before {before} as pruned, but no prune deleted \
-             {}, which lies below that mark",
-            batch.key
-        )),
-        None => Ok(()),
+/// The part of [`check_prunes`] about the log, as it streams by: every
+/// batch below the latest mark of `side`'s prunes is named deleted (held
+/// in `deleted`, or one of the keys its prunes still hold).
+#[derive(Debug)]
+pub struct PrunedLogCheck<'a> {
+    stream: &'a str,
+    mark: Option<(u64, u64)>,
+    deleted: &'a DeletedBatches,
+    named: HashSet<&'a str>,
+}
+
+impl<'a> PrunedLogCheck<'a> {
+    pub fn new(stream: &'a str, side: &'a Manifest, deleted: &'a DeletedBatches) -> PrunedLogCheck<'a> {
+        let named = side.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        PrunedLogCheck { stream, mark: latest_mark(side), deleted, named }
+    }
+
+    /// Check the log's next record; `Ok(false)` once the log has passed
+    /// the mark (nothing after it needs checking).
+    pub fn record(&self, record: &Record) -> Result<bool, String> {
+        let Some((sequence, before)) = self.mark else { return Ok(false) };
+        if record.last() >= before {
+            return Ok(false);
+        }
+        match record {
+            Record::Batch(batch)
+                if !self.deleted.contains_key(self.stream, &batch.key)
+                    && !self.named.contains(batch.key.as_str()) =>
+            {
+                Err(format!(
+                    "prune {sequence} marks the positions before {before} as pruned, but no prune \
+                     deleted {}, which lies below that mark",
+                    batch.key
+                ))
+            }
+            _ => Ok(true),
+        }
     }
 }
 
@@ -311,6 +444,11 @@ mod tests {
 
     const S: &str = "s";
 
+    /// Every key the manifest's prunes have deleted.
+    fn deleted_keys(manifest: &Manifest) -> HashSet<&str> {
+        manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect()
+    }
+
     fn batch(first: u64, last: u64) -> Record {
         let segments = (first..=last)
             .map(|p| SegmentEntry::identity(p, p.to_string(), (p - first) * 10, 10, 0))
@@ -338,14 +476,21 @@ mod tests {
         Manifest { log, snapshots: snapshots.iter().map(|&p| snapshot(p)).collect(), prunes: vec![] }
     }
 
-    fn applied(mut manifest: Manifest, plan: &Plan) -> Manifest {
+    /// The plan of `manifest` and its objects.
+    type Planned = (Plan, Vec<Doomed>);
+
+    fn plan(manifest: &Manifest, keep: usize) -> Option<Planned> {
+        super::plan(S, manifest, keep)
+    }
+
+    fn applied(mut manifest: Manifest, (plan, doomed): &Planned) -> Manifest {
         let next = manifest.prunes.last().map_or(1, |p| p.sequence + 1);
-        manifest.prunes.extend(plan.records(next));
+        manifest.prunes.extend(records(*plan, doomed, next));
         manifest
     }
 
-    fn batches(plan: &Plan) -> Vec<(u64, u64)> {
-        plan.doomed
+    fn batches((_, doomed): &Planned) -> Vec<(u64, u64)> {
+        doomed
             .iter()
             .filter_map(|d| match d.object {
                 Object::Batch { first, last } => Some((first, last)),
@@ -354,8 +499,8 @@ mod tests {
             .collect()
     }
 
-    fn snapshots(plan: &Plan) -> Vec<u64> {
-        plan.doomed
+    fn snapshots((_, doomed): &Planned) -> Vec<u64> {
+        doomed
             .iter()
             .filter_map(|d| match d.object {
                 Object::Snapshot { position } => Some(position),
@@ -416,14 +561,15 @@ mod tests {
         ];
         for (what, manifest, keep, expected) in cases {
             let plan = plan(&manifest, keep);
-            let got = plan.as_ref().map(|p| (p.oldest_kept, p.before, batches(p), snapshots(p)));
+            let got = plan.as_ref().map(|p| (p.0.cut.oldest_kept, p.0.cut.before, batches(p), snapshots(p)));
             assert_eq!(got, expected, "{what}");
             if let Some(plan) = plan {
                 let after = applied(manifest.clone(), &plan);
-                assert_eq!(check_prunes(&after), Ok(()), "{what}");
-                assert_eq!(super::plan(&after, keep), None, "{what}: a second prune deletes nothing");
-                assert_eq!(oldest_restorable(&after), Some(plan.oldest_kept), "{what}");
-                assert_eq!(plan.bytes(), plan.doomed.iter().map(|d| d.bytes).sum::<u64>());
+                assert_eq!(check_prunes(S, &after), Ok(()), "{what}");
+                assert_eq!(self::plan(&after, keep), None, "{what}: a second prune deletes nothing");
+                assert_eq!(oldest_restorable(&after), Some(plan.0.cut.oldest_kept), "{what}");
+                assert_eq!(plan.0.bytes, plan.1.iter().map(|d| d.bytes).sum::<u64>());
+                assert_eq!(plan.0.objects, plan.1.len() as u64);
             }
         }
     }
@@ -436,12 +582,12 @@ mod tests {
         later.log.extend([batch(51, 60), batch(61, 70)]);
         later.snapshots.push(snapshot(60));
         let plan2 = plan(&later, 2).expect("prunes again");
-        assert_eq!((plan2.oldest_kept, plan2.before, plan2.previous_mark), (30, 31, Some(21)));
+        assert_eq!(plan2.0.cut, Cut { oldest_kept: 30, before: 31, previous_mark: Some(21) });
         assert_eq!(batches(&plan2), [(21, 30)]);
         assert_eq!(snapshots(&plan2), [20]);
-        assert_eq!(plan2.records(2)[0].sequence, 2);
+        assert_eq!(records(plan2.0, &plan2.1, 2)[0].sequence, 2);
         let after = applied(later, &plan2);
-        assert_eq!(check_prunes(&after), Ok(()));
+        assert_eq!(check_prunes(S, &after), Ok(()));
         assert_eq!(plan(&after, 2), None);
         // Raising keep brings nothing back and deletes nothing.
         assert_eq!(plan(&after, 100), None);
@@ -454,7 +600,7 @@ mod tests {
         snapshots.push(end);
         let whole = manifest(end, &snapshots);
         let plan = plan(&whole, 1).expect("prunes");
-        let records = plan.records(1);
+        let records = records(plan.0, &plan.1, 1);
         assert_eq!(records.len(), 2);
         assert!(records.iter().all(|r| r.deleted.len() <= KEYS_PER_PRUNE));
         assert_eq!(records[1].before, end + 1);
@@ -462,12 +608,12 @@ mod tests {
         // finishes the rest although no snapshot is added meanwhile.
         let mut crashed = whole.clone();
         crashed.prunes.push(records[0].clone());
-        assert_eq!(check_prunes(&crashed), Ok(()));
-        let rest = super::plan(&crashed, 1).expect("finishes");
+        assert_eq!(check_prunes(S, &crashed), Ok(()));
+        let rest = self::plan(&crashed, 1).expect("finishes");
         let mut finished = crashed.clone();
-        finished.prunes.extend(rest.records(2));
-        assert_eq!(check_prunes(&finished), Ok(()));
-        assert_eq!(super::plan(&finished, 1), None);
+        finished.prunes.extend(super::records(rest.0, &rest.1, 2));
+        assert_eq!(check_prunes(S, &finished), Ok(()));
+        assert_eq!(self::plan(&finished, 1), None);
         let all = |m: &Manifest| -> HashSet<String> {
             m.prunes.iter().flat_map(|p| p.deleted.iter().cloned()).collect()
         };
@@ -480,7 +626,7 @@ mod tests {
         let forged = |before: u64, deleted: Vec<String>| {
             let mut m = base.clone();
             m.prunes.push(PruneRecord { sequence: 1, before, deleted });
-            check_prunes(&m)
+            check_prunes(S, &m)
         };
         let hides = forged(21, vec![]).expect_err("names nothing");
         assert!(hides.contains("no prune deleted s/batches/0000000000000000-0000000000000000"), "{hides}");
@@ -495,14 +641,17 @@ mod tests {
         let mut legit = batch_keys;
         legit.push(keys::snapshot_key(S, 10));
         assert_eq!(forged(21, legit), Ok(()));
-        assert_eq!(check_prunes(&base), Ok(()));
+        assert_eq!(check_prunes(S, &base), Ok(()));
     }
 
     #[test]
     fn dry_run_and_real_run_print_the_same_objects() {
-        let plan = plan(&manifest(30, &[10, 20]), 1).expect("prunes");
-        let dry = render(S, Some(&plan), 2, 1, true);
-        let real = render(S, Some(&plan), 2, 1, false);
+        let (plan, doomed) = plan(&manifest(30, &[10, 20]), 1).expect("prunes");
+        let render = |dry_run| {
+            let lines = doomed.iter().map(render_doomed);
+            render_header(S, Some(&plan), 2, 1, dry_run) + &lines.collect::<String>()
+        };
+        let (dry, real) = (render(true), render(false));
         assert_eq!(dry.lines().skip(1).collect::<Vec<_>>(), real.lines().skip(1).collect::<Vec<_>>());
         assert!(dry.starts_with("stream s: would delete 4 objects (1.2 KiB); restorable from position 20 on, positions before 21 pruned\n"), "{dry}");
         assert!(real.starts_with("stream s: deleted 4 objects"), "{real}");
@@ -512,28 +661,20 @@ mod tests {
             "{dry}"
         );
         assert_eq!(
-            render(S, None, 2, 7, true),
+            render_header(S, None, 2, 7, true),
             "stream s: nothing to prune (2 snapshots kept, keep_snapshots = 7)\n"
         );
     }
 
-    /// The view of `manifest` read with its prunes after its log (as a
+    /// The survey of `manifest` read with its prunes after its log (as a
     /// journal holds them once retention ran).
-    fn view_in_journal_order(manifest: &Manifest) -> Manifest {
-        let mut view = Manifest::default();
+    fn survey_in_journal_order(manifest: &Manifest) -> Survey {
+        let mut survey = Survey::default();
         let log = manifest.log.iter().cloned().map(Entry::Log);
         let snapshots = manifest.snapshots.iter().cloned().map(Entry::Snapshot);
         let prunes = manifest.prunes.iter().cloned().map(Entry::Prune);
-        log.chain(snapshots).chain(prunes).for_each(|entry| add_to_view(&mut view, S, entry));
-        view
-    }
-
-    /// The view of `manifest` read as a rebuilt journal holds it (prunes
-    /// first).
-    fn view_in_rebuilt_order(manifest: &Manifest) -> Manifest {
-        let mut view = Manifest::default();
-        manifest.entries().for_each(|entry| add_to_view(&mut view, S, entry));
-        view
+        log.chain(snapshots).chain(prunes).for_each(|entry| survey.add(S, entry));
+        survey
     }
 
     /// Random archives (batches of any length, gaps, snapshots at batch
@@ -568,14 +709,14 @@ mod tests {
                     manifest.snapshots.push(snapshot(at));
                 }
                 let before = manifest.clone();
-                for order in [view_in_journal_order(&manifest), view_in_rebuilt_order(&manifest)] {
-                    assert_eq!(super::plan(&order, keep), plan(&manifest, keep), "{manifest:?}");
-                }
-                let Some(plan) = plan(&manifest, keep) else { continue };
+                let whole = Survey::of(S, &manifest);
+                assert_eq!(survey_in_journal_order(&manifest).cut(keep), whole.cut(keep), "{manifest:?}");
+                let Some(planned) = plan(&manifest, keep) else { continue };
+                let plan = planned.0.cut;
                 prunes += 1;
-                manifest = applied(manifest, &plan);
-                assert_eq!(check_prunes(&manifest), Ok(()), "{before:?}");
-                assert_eq!(super::plan(&manifest, keep), None, "{before:?}");
+                manifest = applied(manifest, &planned);
+                assert_eq!(check_prunes(S, &manifest), Ok(()), "{before:?}");
+                assert_eq!(self::plan(&manifest, keep), None, "{before:?}");
                 let deleted = deleted_keys(&manifest);
                 for record in &before.log {
                     if let Record::Batch(b) = record {
@@ -594,10 +735,11 @@ mod tests {
                 assert!(newest_usable.is_none_or(|s| live.contains(&s.position)), "{before:?}");
                 assert_eq!(live.first(), Some(&plan.oldest_kept), "{before:?}");
                 for position in plan.oldest_kept..=end {
-                    let start = crate::restore::start::start("s", &manifest, Some(position))
+                    let start = crate::restore::start::start("s", &manifest, Some(end), Some(position))
                         .unwrap_or_else(|e| panic!("{position}: {e}: {before:?}"));
                     let from = start.first_position();
-                    let covered = start.records.first().is_none_or(|r| r.first() <= from);
+                    let first = manifest.log.iter().find(|r| start.wants(r));
+                    let covered = first.is_none_or(|r| r.first() <= from);
                     assert!(covered, "{position}: the records after the snapshot start at {from}");
                 }
             }

@@ -31,7 +31,7 @@ pub mod verify;
 use std::path::Path;
 
 use crate::error::Error;
-use crate::manifest::journal::{self, Journal};
+use crate::manifest::journal::Journal;
 use crate::manifest::{
     Entry, Manifest, ManifestError, Record, Sequences, StreamRules, format, validate_entry,
 };
@@ -113,20 +113,6 @@ fn start_after(stream: &str, last: Option<&Record>, from: Option<u64>) -> Option
         (Some(after_last), Some(before_from)) => Some(after_last.min(before_from)),
         (after_last, _) => after_last,
     }
-}
-
-/// Compare the target's batch objects with a manifest rebuilt from the
-/// remote records alone: a lost record object is an error naming it.
-fn check_rebuild(target: &dyn Target, stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    let batches = list_batches(target, stream)?;
-    report_found(stream, assemble::unrecorded_batches(stream, &batches, manifest)?);
-    Ok(())
-}
-
-/// Every batch object of `stream` (for `prune --dry-run`'s whole-manifest
-/// check).
-fn list_batches(target: &dyn Target, stream: &str) -> Result<Vec<ObjectInfo>, Error> {
-    target.list(&keys::batches_prefix(stream), None).map_err(|e| Error::target(stream, e))
 }
 
 /// Run `walk` over `stream`'s batch objects in key order, listed a page at
@@ -332,48 +318,6 @@ pub fn catch_up(
     Ok(caught_up)
 }
 
-/// The whole manifest for reading (`prune --dry-run`): the local journal, if any,
-/// followed by the remote records after it, and whether the remote records
-/// were listed from their start (the local journal held no log record).
-/// Writes nothing.
-fn load_noting_start(
-    state_dir: &Path,
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-) -> Result<(Manifest, bool), Error> {
-    let stream = rules.name;
-    let path = crate::statedir::journal(state_dir, stream);
-    let local = journal::read_all(&path, rules)?;
-    if let Some(line) = local.dropped_torn_tail {
-        log::warn!("stream {stream}: {}:{line}: torn final record ignored", path.display());
-    }
-    let mut manifest = local.manifest;
-    let known = ends_of(&manifest);
-    let listed_from_start = manifest.log.is_empty();
-    let after = start_after(stream, manifest.log.last(), None);
-    let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
-    if manifest.is_empty() {
-        check_rebuild(target, stream, &remote)?;
-    }
-    manifest.log.extend(remote.log);
-    manifest.snapshots.extend(remote.snapshots);
-    manifest.prunes.extend(remote.prunes);
-    Ok((manifest, listed_from_start))
-}
-
-/// The whole manifest, for `prune --dry-run`, which plans on it: when the log
-/// begins above the pruned mark (or above 0), the remote log records are
-/// also listed from the start, so a local journal that lost its first
-/// records is a hole naming them, not a later start.
-pub fn load_whole(state_dir: &Path, target: &dyn Target, rules: &StreamRules<'_>) -> Result<Manifest, Error> {
-    let (manifest, listed_from_start) = load_noting_start(state_dir, target, rules)?;
-    if !listed_from_start {
-        let start = manifest.log.first().map(Record::first);
-        check_start(state_dir, target, rules, start, manifest.pruned_before())?;
-    }
-    Ok(manifest)
-}
-
 /// A hole when the remote log records reach below `start`, where the
 /// log read so far begins (above `pruned_before`, its pruned mark): a
 /// journal that lost its first records.
@@ -399,15 +343,6 @@ fn check_start(
         return Err(ManifestError::Hole { location, first, last }.into());
     }
     Ok(())
-}
-
-/// Where each sequence of `manifest` ends.
-fn ends_of(manifest: &Manifest) -> Sequences {
-    Sequences {
-        last: manifest.log.last().map(crate::manifest::sequence::LogSpan::of),
-        last_snapshot: manifest.snapshots.last().map(|s| s.position),
-        last_prune: manifest.prunes.last().map(|p| (p.sequence, p.before)),
-    }
 }
 
 #[cfg(test)]

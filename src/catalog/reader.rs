@@ -2,7 +2,8 @@
 //! `verify`, `restore`), streamed: the local journal's log is read entry by entry, once to learn
 //! where it ends and again for each pass a command makes; the remote
 //! records after it (what the journal lacks: usually nothing) and the
-//! snapshot and prune records (few) are held in memory. With no journal
+//! snapshot and prune records (few; a prune's batch keys as runs,
+//! `retention::deleted`) are held in memory. With no journal
 //! (a node whose state directory is gone) the whole log is read from the
 //! target in chunks for each pass instead. Memory stays flat however long
 //! the log is.
@@ -16,6 +17,7 @@ use super::{RebuildScan, check_start, each_remote_chunk, remote_after, with_batc
 use crate::error::Error;
 use crate::manifest::journal;
 use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
+use crate::retention::{self, DeletedBatches, PrunedLogCheck};
 use crate::target::Target;
 use crate::target::keys;
 
@@ -60,8 +62,11 @@ pub struct ManifestReader<'r> {
     journal_len: u64,
     /// The remote log records after the journal's.
     remote: Remote<'r>,
-    /// The snapshots and prunes, journal's and remote's (few: held).
+    /// The snapshots and prunes, journal's and remote's (few: held), the
+    /// prunes without their batch keys, which are in `deleted`.
     side: Manifest,
+    /// The batch keys the prunes deleted, as runs.
+    deleted: DeletedBatches,
     /// The "pruned before P" mark of the latest prune, journal's or remote's.
     pruned_before: Option<u64>,
     /// The last position the log covers.
@@ -95,13 +100,14 @@ impl<'r> ManifestReader<'r> {
         let path = crate::statedir::journal(state_dir, stream);
         let mut first_log: Option<u64> = None;
         let mut side = Manifest::default();
+        let mut deleted = DeletedBatches::default();
         let read = journal::read_from(&path, rules, 0, |entry, _, _| {
             match entry {
                 Entry::Log(record) => {
                     first_log = first_log.or(Some(record.first()));
                     visit(&record);
                 }
-                other => side.push(other),
+                other => keep_side(&mut side, &mut deleted, stream, other),
             }
             true
         })?;
@@ -120,8 +126,9 @@ impl<'r> ManifestReader<'r> {
                     rebuild.chunk(&chunk)?;
                     chunk.log.iter().for_each(&mut visit);
                     end = chunk.log.last().map(Record::last).or(end);
-                    side.snapshots.extend(chunk.snapshots);
-                    side.prunes.extend(chunk.prunes);
+                    let side_entries = chunk.prunes.into_iter().map(Entry::Prune);
+                    let side_entries = side_entries.chain(chunk.snapshots.into_iter().map(Entry::Snapshot));
+                    side_entries.for_each(|entry| keep_side(&mut side, &mut deleted, stream, entry));
                     Ok(())
                 })?;
                 rebuild.report();
@@ -135,6 +142,7 @@ impl<'r> ManifestReader<'r> {
                 journal_len,
                 remote,
                 side,
+                deleted,
                 pruned_before,
                 end,
             });
@@ -153,10 +161,20 @@ impl<'r> ManifestReader<'r> {
         }
         remote.log.iter().for_each(&mut visit);
         end = remote.log.last().map(Record::last).or(end);
-        side.snapshots.extend(remote.snapshots);
-        side.prunes.extend(remote.prunes);
+        let side_entries = remote.prunes.into_iter().map(Entry::Prune);
+        let side_entries = side_entries.chain(remote.snapshots.into_iter().map(Entry::Snapshot));
+        side_entries.for_each(|entry| keep_side(&mut side, &mut deleted, stream, entry));
         let remote = Remote::Held(remote.log);
-        Ok(ManifestReader { rules: *rules, journal: path, journal_len, remote, side, pruned_before, end })
+        Ok(ManifestReader {
+            rules: *rules,
+            journal: path,
+            journal_len,
+            remote,
+            side,
+            deleted,
+            pruned_before,
+            end,
+        })
     }
 
     /// The "pruned before P" mark of the latest prune.
@@ -164,51 +182,47 @@ impl<'r> ManifestReader<'r> {
         self.pruned_before
     }
 
-    /// The snapshots and prunes (an empty log).
+    /// The snapshots and prunes (an empty log), the prunes without their
+    /// batch keys ([`ManifestReader::deleted_batches`] holds them).
     pub fn side(&self) -> &Manifest {
         &self.side
     }
 
-    /// The snapshots and prunes with the log records below the pruned mark
-    /// (what `retention::check_prunes` looks at): read in a pass that stops
-    /// at the mark, held (the pruned part of the log only).
-    pub fn prunes_with_pruned_log(&self) -> Result<Manifest, Error> {
-        let mut manifest = self.side.clone();
-        let Some(mark) = self.pruned_before else { return Ok(manifest) };
-        self.each_record(|record| {
-            let below = record.last() < mark;
-            if below {
-                manifest.log.push(record);
-            }
-            Ok(below)
-        })?;
-        Ok(manifest)
+    /// The batch keys the prunes deleted.
+    pub fn deleted_batches(&self) -> &DeletedBatches {
+        &self.deleted
     }
 
-    /// What a restore up to `position` (`None`: the end) reads, as a
-    /// manifest: the snapshots and prunes, the live log records after the
-    /// newest live snapshot at or before it (all of them without one) up
-    /// to the one holding `position`, and the log's last record, pruned or
-    /// not (where the archive ends). With snapshots, memory stays flat whatever the log's
-    /// length.
-    pub fn for_restore(&self, position: Option<u64>) -> Result<Manifest, Error> {
-        let mut manifest = self.side.clone();
-        let limit = position.or(self.end).unwrap_or(0);
-        let after = manifest.live_snapshots().take_while(|s| s.position <= limit).last().map(|s| s.position);
-        let mark = self.pruned_before.unwrap_or(0);
-        let mut last = None;
-        self.each_record(|record| {
-            let live = record.last() >= mark;
-            let wanted = live && after.is_none_or(|after| record.last() > after) && record.first() <= limit;
-            if wanted {
-                manifest.log.push(record);
-            } else if Some(record.last()) == self.end {
-                last = Some(record);
-            }
-            Ok(true)
-        })?;
-        manifest.log.extend(last);
-        Ok(manifest)
+    /// What retention reads besides the log's batches: the snapshots, the
+    /// prunes and where the log ends.
+    pub fn survey(&self) -> retention::Survey {
+        let mut survey = retention::Survey::default();
+        self.side.entries().for_each(|entry| survey.add(self.rules.name, entry));
+        survey.end = self.end;
+        survey
+    }
+
+    /// Whether the prune records agree with the manifest
+    /// ([`retention::check_prunes`], checked in a pass over the log below
+    /// the pruned mark): `Ok(Err(why))` when they do not.
+    pub fn prune_consistency(&self) -> Result<Result<(), String>, Error> {
+        let check = PrunedLogCheck::new(self.rules.name, &self.side, &self.deleted);
+        let mut found = Ok(());
+        if self.pruned_before.is_some() {
+            self.each_record(|record| match check.record(&record) {
+                Ok(going) => Ok(going),
+                Err(why) => {
+                    found = Err(why);
+                    Ok(false)
+                }
+            })?;
+        }
+        Ok(found.and_then(|()| retention::check_prune_snapshots(&self.side)))
+    }
+
+    /// The last position the log covers, pruned or not.
+    pub fn end(&self) -> Option<u64> {
+        self.end
     }
 
     /// Hand every live log record (not below the pruned mark) to `visit`,
@@ -263,4 +277,13 @@ impl<'r> ManifestReader<'r> {
         }
         Ok(())
     }
+}
+
+/// Keep `entry` (a snapshot or a prune) of `stream` in `side`, a prune's
+/// batch keys as runs in `deleted`.
+fn keep_side(side: &mut Manifest, deleted: &mut DeletedBatches, stream: &str, mut entry: Entry) {
+    if let Entry::Prune(prune) = &mut entry {
+        deleted.take_from(stream, prune);
+    }
+    side.push(entry);
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::assemble::{self, Fetched, Listing};
 use super::entry_key;
 use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::retention::DeletedBatches;
 use crate::target::ObjectInfo;
 use crate::target::keys::{LogLevel, RecordKey};
 
@@ -152,6 +153,7 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
 pub fn check_side_objects(
     rules: &StreamRules<'_>,
     side: &Manifest,
+    deleted: &DeletedBatches,
     listing: &Listing,
     download: &mut Download<'_>,
 ) -> Vec<String> {
@@ -164,7 +166,7 @@ pub fn check_side_objects(
             let fetched = Fetched { key: object.key.clone(), text };
             let content = assemble::assemble(rules, &Sequences::default(), std::slice::from_ref(&fetched))
                 .map_err(|e| e.to_string())?;
-            side_agrees(side, &content)
+            side_agrees(rules.name, side, deleted, &content)
         });
         if let Err(why) = checked {
             problems.push(format!("{}: CORRUPT record object: {why}", object.key));
@@ -174,13 +176,27 @@ pub fn check_side_objects(
 }
 
 /// Whether the snapshots and prunes of one record object are the
-/// manifest's own.
-fn side_agrees(side: &Manifest, content: &Manifest) -> Result<(), String> {
+/// manifest's own (`side`, whose prunes' batch keys are in `deleted`).
+fn side_agrees(
+    stream: &str,
+    side: &Manifest,
+    deleted: &DeletedBatches,
+    content: &Manifest,
+) -> Result<(), String> {
     if content.snapshots.iter().any(|s| !side.snapshots.contains(s)) {
         return Err("its snapshot record differs from the manifest's".into());
     }
     let known_prune = |p: &PruneRecord| {
-        side.prunes.binary_search_by_key(&p.sequence, |q| q.sequence).is_ok_and(|i| side.prunes[i] == *p)
+        let mut rest = p.clone();
+        let mut own = DeletedBatches::default();
+        own.take_from(stream, &mut rest);
+        let batches_known =
+            p.deleted.iter().all(|key| !own.contains_key(stream, key) || deleted.contains_key(stream, key));
+        let same = side
+            .prunes
+            .binary_search_by_key(&p.sequence, |q| q.sequence)
+            .is_ok_and(|i| side.prunes[i] == rest);
+        same && batches_known
     };
     if !content.prunes.iter().all(known_prune) {
         return Err("its prune record differs from the manifest's".into());

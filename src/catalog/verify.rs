@@ -35,6 +35,7 @@ use crate::error::Error;
 use crate::frames::decode::{self, FrameError};
 use crate::manifest::{BatchRecord, Encoding, Manifest, Record, SnapshotRecord, StoredObject, StreamRules};
 use crate::progress::{Amount, Progress};
+use crate::retention::DeletedBatches;
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{self, ObjectInfo, Target};
 
@@ -61,12 +62,9 @@ pub fn verify_stream(
             return problems;
         }
     };
-    match reader.prunes_with_pruned_log() {
-        Ok(pruned) => {
-            if let Err(message) = crate::retention::check_prunes(&pruned) {
-                problem(say, format!("manifest: {message}"));
-            }
-        }
+    match reader.prune_consistency() {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => problem(say, format!("manifest: {message}")),
         Err(error) => problem(say, format!("manifest: {error}")),
     }
     let side = reader.side();
@@ -123,7 +121,7 @@ pub fn verify_stream(
     }
     progress.finish();
     // One walk over the batch objects, listed page by page beside the log.
-    let prunes = PruneView::of(side);
+    let prunes = PruneView::new(stream, side, reader.deleted_batches());
     let (mut cut_short, mut hidden) = (Vec::new(), Vec::new());
     let walked = super::with_batch_objects(target, stream, |objects| {
         let mut objects = objects.inspect(|object| {
@@ -254,7 +252,10 @@ fn check_records_once(
             })
             .map_err(manifest_error)?;
         let (mut found, sound) = objects.finish();
-        found.extend(check_side_objects(rules, side, &listing, &mut |object| download(target, object)));
+        let deleted = reader.deleted_batches();
+        found.extend(check_side_objects(rules, side, deleted, &listing, &mut |object| {
+            download(target, object)
+        }));
         (found, sound)
     } else {
         (Vec::new(), compacted_ranges(&listing))
@@ -295,52 +296,41 @@ fn compacted_ranges(listing: &Listing) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The listed batch objects wholly below `manifest`'s pruned mark that no
-/// prune record deletes (with the mark): retention names every batch it
-/// deletes, so such a mark hides data the archive still holds.
-pub fn hidden_by_prune_mark<'a>(
-    stream: &str,
-    batches: &'a [ObjectInfo],
-    manifest: &Manifest,
-) -> Vec<(&'a str, u64)> {
-    let prunes = PruneView::of(manifest);
-    batches
-        .iter()
-        .filter_map(|object| prunes.hidden(stream, &object.key).map(|before| (object.key.as_str(), before)))
-        .collect()
-}
-
-/// The listed batch objects a prune record deleted, still stored: a prune
-/// cut short between its record and its deletions.
-pub fn pruned_but_stored<'a>(stream: &str, batches: &'a [ObjectInfo], manifest: &Manifest) -> Vec<&'a str> {
-    let prunes = PruneView::of(manifest);
-    batches.iter().map(|object| object.key.as_str()).filter(|key| prunes.cut_short(stream, key)).collect()
-}
-
 /// What a manifest's prunes say about a batch object: the keys they
-/// delete and the mark.
+/// delete (the batch keys as runs) and the mark.
 struct PruneView<'m> {
-    deleted: HashSet<&'m str>,
+    stream: &'m str,
     mark: Option<u64>,
+    deleted: &'m DeletedBatches,
+    /// The keys the prunes still hold (not as runs).
+    named: HashSet<&'m str>,
 }
 
 impl<'m> PruneView<'m> {
-    fn of(manifest: &'m Manifest) -> Self {
-        let deleted = manifest.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
-        PruneView { deleted, mark: manifest.pruned_before() }
+    /// `side`'s prunes (without their batch keys), `deleted` the batch keys.
+    fn new(stream: &'m str, side: &'m Manifest, deleted: &'m DeletedBatches) -> Self {
+        let named = side.prunes.iter().flat_map(|p| p.deleted.iter().map(String::as_str)).collect();
+        PruneView { stream, mark: side.pruned_before(), deleted, named }
     }
 
-    /// A batch object a prune deleted, still stored.
+    /// Whether a prune named `key`, a batch key.
+    fn named(&self, key: &str) -> bool {
+        self.deleted.contains_key(self.stream, key) || self.named.contains(key)
+    }
+
+    /// A batch object a prune deleted, still stored: a prune cut short
+    /// between its record and its deletions.
     fn cut_short(&self, stream: &str, key: &str) -> bool {
-        keys::parse_batch_key(stream, key).is_some() && self.deleted.contains(key)
+        keys::parse_batch_key(stream, key).is_some() && self.named(key)
     }
 
     /// The mark, when a batch object lies wholly below it but no prune
-    /// deletes it.
+    /// deletes it (retention names every batch it deletes, so such a mark
+    /// hides data the archive still holds).
     fn hidden(&self, stream: &str, key: &str) -> Option<u64> {
         let before = self.mark?;
         let below = keys::parse_batch_key(stream, key).is_some_and(|(_, last)| last < before);
-        (below && !self.deleted.contains(key)).then_some(before)
+        (below && !self.named(key)).then_some(before)
     }
 }
 
@@ -444,7 +434,10 @@ pub fn check_record_objects(
     let mut objects = ObjectCheck::new(rules, listing, manifest.pruned_before(), &mut download);
     manifest.live_log().iter().for_each(|record| objects.record(record));
     let (mut found, sound) = objects.finish();
-    found.extend(check_side_objects(rules, manifest, listing, &mut download));
+    let mut side = Manifest { log: Vec::new(), ..manifest.clone() };
+    let mut deleted = DeletedBatches::default();
+    side.prunes.iter_mut().for_each(|prune| deleted.take_from(rules.name, prune));
+    found.extend(check_side_objects(rules, &side, &deleted, listing, &mut download));
     found.extend(missing_record_objects(rules.name, manifest, listing, sound));
     found
 }
@@ -541,16 +534,27 @@ mod tests {
 
     #[test]
     fn batches_below_the_mark_that_no_prune_deletes_are_hidden() {
-        let listed =
-            |first, last| ObjectInfo { key: keys::batch_key(STREAM, first, last), size: 1, crc32: None };
+        let listed = |first, last| keys::batch_key(STREAM, first, last);
         let batches = [listed(0, 0), listed(1, 3), listed(4, 6), listed(7, 9)];
+        let hidden = |manifest: &Manifest| {
+            let mut side = Manifest { log: Vec::new(), ..manifest.clone() };
+            let mut deleted = DeletedBatches::default();
+            side.prunes.iter_mut().for_each(|p| deleted.take_from(STREAM, p));
+            let view = PruneView::new(STREAM, &side, &deleted);
+            let found: Vec<(String, u64)> =
+                batches.iter().filter_map(|key| view.hidden(STREAM, key).map(|b| (key.clone(), b))).collect();
+            let cut_short: Vec<String> =
+                batches.iter().filter(|key| view.cut_short(STREAM, key)).cloned().collect();
+            (found, cut_short)
+        };
         let mut manifest = manifest();
-        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), []);
-        manifest.prunes.push(PruneRecord { sequence: 1, before: 5, deleted: vec![batches[0].key.clone()] });
-        assert_eq!(hidden_by_prune_mark(STREAM, &batches, &manifest), [(batches[1].key.as_str(), 5)]);
-        manifest.prunes.push(PruneRecord { sequence: 2, before: 7, deleted: vec![batches[1].key.clone()] });
-        let hidden = hidden_by_prune_mark(STREAM, &batches, &manifest);
-        assert_eq!(hidden, [(batches[2].key.as_str(), 7)], "4..6 is below the mark; 7..9 is live");
+        assert_eq!(hidden(&manifest), (vec![], vec![]));
+        manifest.prunes.push(PruneRecord { sequence: 1, before: 5, deleted: vec![batches[0].clone()] });
+        assert_eq!(hidden(&manifest), (vec![(batches[1].clone(), 5)], vec![batches[0].clone()]));
+        manifest.prunes.push(PruneRecord { sequence: 2, before: 7, deleted: vec![batches[1].clone()] });
+        let (found, cut_short) = hidden(&manifest);
+        assert_eq!(found, [(batches[2].clone(), 7)], "4..6 is below the mark; 7..9 is live");
+        assert_eq!(cut_short, [batches[0].clone(), batches[1].clone()]);
     }
 
     #[test]

@@ -31,8 +31,9 @@
 //!   another process may, or none).
 //! - `prune STREAM` and `prune STREAM --dry-run`: apply retention to
 //!   STREAM now (or only plan it) in the stream's thread, the journal's one
-//!   writer; one `info` line per object deleted (as `walship prune` prints
-//!   it), then `ok` with the summary, or `failed` with why.
+//!   writer; one `info` line per line `walship prune` prints, as it comes
+//!   (the summary, then one per object deleted), then `ok` with the
+//!   summary again, or `failed` with why.
 //! - `push STREAM PATH`: archive the segment file at PATH (absolute) now,
 //!   through the stream's thread, and answer once it is durably stored and
 //!   recorded (`ok` with the archived position, `failed` with why, e.g. a

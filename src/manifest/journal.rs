@@ -288,9 +288,13 @@ pub fn batches_holding(
 pub enum Lookup {
     /// The batch record holding it.
     Batch(Record),
-    /// Its log covers the position without a batch (a gap), or retention
-    /// removed its batch: the archive does not hold it.
+    /// Its log covers the position without a batch (a gap): the archive
+    /// does not hold it.
     NotHeld,
+    /// The position lies before `before`, the mark below which retention
+    /// deleted the archive; `oldest`: the first segment the log still
+    /// holds (position, name).
+    Pruned { before: u64, oldest: Option<(u64, String)> },
     /// The position lies outside the journal's log (before its first
     /// record or after its last): only the archive's records can tell.
     Unknown,
@@ -310,12 +314,40 @@ pub fn lookup(path: &Path, rules: &StreamRules<'_>, position: u64) -> Result<Loo
     })?;
     let last = summary.last.as_ref().map(Record::last);
     let pruned_before = summary.ends.last_prune.map_or(0, |(_, before)| before);
+    if position < pruned_before {
+        return Ok(Lookup::Pruned {
+            before: pruned_before,
+            oldest: oldest_held(path, rules, pruned_before)?,
+        });
+    }
     Ok(match (holding, first.zip(last)) {
-        (Some(record), _) if record.last() >= pruned_before => Lookup::Batch(record),
-        (Some(_), _) => Lookup::NotHeld,
+        (Some(record), _) => Lookup::Batch(record),
         (None, Some((first, last))) if (first..=last).contains(&position) => Lookup::NotHeld,
         (None, _) => Lookup::Unknown,
     })
+}
+
+/// The first segment at or after `pruned_before` that a batch of the
+/// journal at `path` holds (position, name): a second pass, only for the
+/// error that names it.
+fn oldest_held(
+    path: &Path,
+    rules: &StreamRules<'_>,
+    pruned_before: u64,
+) -> Result<Option<(u64, String)>, ManifestError> {
+    let mut oldest = None;
+    read_each(path, rules, |entry| {
+        if oldest.is_none()
+            && let Entry::Log(Record::Batch(batch)) = entry
+        {
+            oldest = batch
+                .segments
+                .iter()
+                .find(|s| s.position >= pruned_before)
+                .map(|s| (s.position, s.name.clone()));
+        }
+    })?;
+    Ok(oldest)
 }
 
 /// Read-only pass over the entries of the journal at `path` from byte

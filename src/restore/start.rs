@@ -1,5 +1,7 @@
-//! Where a restore starts, as a pure function of the manifest: up to
-//! which position, from which snapshot, through which log records.
+//! Where a restore starts, as a pure function of the manifest's snapshots
+//! and prunes and where its log ends: up to which position, from which
+//! snapshot, through which log records ([`Start::wants`], asked of each
+//! as the log streams by).
 //!
 //! A restore up to P (default: the newest archived position) takes the
 //! newest snapshot at or before P that no prune deleted, then the log
@@ -19,10 +21,8 @@ pub struct Start<'m> {
     pub limit: u64,
     /// The snapshot restored first, if any.
     pub snapshot: Option<&'m SnapshotRecord>,
-    /// The log records holding positions after the snapshot (or from the
-    /// log's start) up to `limit`, in order; the first may also hold
-    /// positions at or before the snapshot's, which are not restored.
-    pub records: &'m [Record],
+    /// The pruned mark (0 with nothing pruned): records below it are gone.
+    mark: u64,
 }
 
 impl Start<'_> {
@@ -30,11 +30,27 @@ impl Start<'_> {
     pub fn first_position(&self) -> u64 {
         self.snapshot.map_or(0, |s| s.position + 1)
     }
+
+    /// Whether the restore goes through `record` of the log: a live record
+    /// holding positions after the snapshot (or from the log's start) up to
+    /// the limit. The first such may also hold positions at or before the
+    /// snapshot's, which are not restored.
+    pub fn wants(&self, record: &Record) -> bool {
+        record.last() >= self.mark
+            && self.snapshot.is_none_or(|s| record.last() > s.position)
+            && record.first() <= self.limit
+    }
 }
 
-/// Where the restore of `stream` up to `position` starts in `manifest`.
-pub fn start<'m>(stream: &str, manifest: &'m Manifest, position: Option<u64>) -> Result<Start<'m>, Error> {
-    let end = manifest.log.last().map(Record::last);
+/// Where the restore of `stream` up to `position` starts, from `side` (the
+/// manifest's snapshots and prunes) and `end` (the last position its log
+/// covers).
+pub fn start<'m>(
+    stream: &str,
+    side: &'m Manifest,
+    end: Option<u64>,
+    position: Option<u64>,
+) -> Result<Start<'m>, Error> {
     let limit = match (position, end) {
         (Some(asked), Some(end)) if asked > end => {
             return Err(Error::ArchiveEnds { stream: stream.into(), end: Some(end), asked: Some(asked) });
@@ -42,22 +58,16 @@ pub fn start<'m>(stream: &str, manifest: &'m Manifest, position: Option<u64>) ->
         (_, None) => return Err(Error::ArchiveEnds { stream: stream.into(), end: None, asked: position }),
         (asked, Some(end)) => asked.unwrap_or(end),
     };
-    let snapshot = manifest.live_snapshots().take_while(|s| s.position <= limit).last();
-    let live = manifest.live_log();
-    let records = match (snapshot, manifest.pruned_before()) {
-        (Some(snapshot), _) => &live[live.partition_point(|r| r.last() <= snapshot.position)..],
-        (None, Some(pruned_before)) => {
-            return Err(Error::Pruned {
-                stream: stream.into(),
-                asked: limit,
-                pruned_before,
-                oldest: retention::oldest_restorable(manifest),
-            });
-        }
-        (None, None) => live,
-    };
-    let upto = records.partition_point(|r| r.first() <= limit);
-    Ok(Start { limit, snapshot, records: &records[..upto] })
+    let snapshot = side.live_snapshots().take_while(|s| s.position <= limit).last();
+    if let (None, Some(pruned_before)) = (snapshot, side.pruned_before()) {
+        return Err(Error::Pruned {
+            stream: stream.into(),
+            asked: limit,
+            pruned_before,
+            oldest: retention::oldest_restorable(side),
+        });
+    }
+    Ok(Start { limit, snapshot, mark: side.pruned_before().unwrap_or(0) })
 }
 
 #[cfg(test)]
@@ -91,16 +101,21 @@ mod tests {
         }
     }
 
-    /// (snapshot position, record ranges, limit) of a start.
-    fn shape(start: &Start<'_>) -> (Option<u64>, Vec<(u64, u64)>, u64) {
-        let ranges = start.records.iter().map(|r| (r.first(), r.last())).collect();
+    /// Where the restore of `m` up to `position` starts.
+    fn start<'m>(stream: &str, m: &'m Manifest, position: Option<u64>) -> Result<Start<'m>, Error> {
+        super::start(stream, m, m.log.last().map(Record::last), position)
+    }
+
+    /// (snapshot position, record ranges, limit) of a start in `m`.
+    fn shape(m: &Manifest, start: &Start<'_>) -> (Option<u64>, Vec<(u64, u64)>, u64) {
+        let ranges = m.log.iter().filter(|r| start.wants(r)).map(|r| (r.first(), r.last())).collect();
         (start.snapshot.map(|s| s.position), ranges, start.limit)
     }
 
     #[test]
     fn newest_snapshot_at_or_before_the_position_then_the_records_after_it() {
         let m = manifest();
-        let at = |p| shape(&start("s", &m, p).expect("starts"));
+        let at = |p| shape(&m, &start("s", &m, p).expect("starts"));
         assert_eq!(at(None), (Some(25), vec![(21, 30), (31, 40)], 40), "newest position");
         assert_eq!(at(Some(10)), (Some(10), vec![], 10), "at a snapshot");
         assert_eq!(at(Some(15)), (Some(10), vec![(11, 20)], 15), "between snapshots");
@@ -126,7 +141,7 @@ mod tests {
             error.to_string().contains("the oldest position that can still be restored is 10"),
             "{error}"
         );
-        assert_eq!(shape(&start("s", &m, Some(10)).expect("at the kept snapshot")).0, Some(10));
+        assert_eq!(shape(&m, &start("s", &m, Some(10)).expect("at the kept snapshot")).0, Some(10));
         // A snapshot a prune deleted is not used.
         m.prunes[0].deleted.push(keys::snapshot_key("s", 10));
         let error = start("s", &m, Some(12)).expect_err("snapshot deleted");

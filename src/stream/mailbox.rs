@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{Sender, SyncSender};
 
 use crate::error::Error;
 use crate::manifest::SnapshotRecord;
@@ -41,14 +41,19 @@ pub enum Message {
     /// Apply retention now, or with `dry_run` only plan it (`walship
     /// prune` while the daemon runs): the reply is what the command prints,
     /// or why it failed.
-    Prune { dry_run: bool, reply: Sender<PruneReply> },
+    Prune { dry_run: bool, reply: SyncSender<PruneReply> },
     /// Stop after the batch in flight.
     Stop,
 }
 
-/// The answer to [`Message::Prune`]: the text `walship prune` prints, or
-/// why the prune failed.
-pub type PruneReply = Result<String, String>;
+/// The answer to [`Message::Prune`], in order: each line `walship prune`
+/// prints, as it comes (a bounded channel: a long prune waits for its
+/// reader rather than pile its lines up), then how it ended (why it failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PruneReply {
+    Line(String),
+    Done(Result<(), String>),
+}
 
 /// The answer to [`Message::ArchiveNow`]: the archived position once the
 /// file is durably archived and recorded, or the error (shared: one failure

@@ -13,96 +13,193 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use super::Stream;
 use super::mailbox::PruneReply;
+use crate::catalog::reader::ManifestReader;
 use crate::error::Error;
-use crate::manifest::{Entry, Manifest, ManifestError, journal};
-use crate::retention::{self, Object, Plan};
+use crate::manifest::{Entry, ManifestError, PruneRecord, Record, StreamRules, journal};
+use crate::retention::{self, DoomedScan, Plan, PruneRecords, Survey};
 
-/// What applying retention did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pruned {
-    /// What was deleted; `None` when nothing was due.
-    pub plan: Option<Plan>,
-    /// How many snapshots the stream keeps now.
-    pub snapshots_kept: usize,
+/// A pass over a manifest's log: hands every log record, in order, to the
+/// function it gets.
+pub type LogPass<'a> = dyn Fn(&mut dyn FnMut(&Record)) -> Result<(), Error> + 'a;
+
+/// Plan retention over a manifest read in passes (`survey` from a first
+/// one, `log` for the rest) and print it to `say` as `walship prune
+/// --dry-run` does: the header, then a line per object, in position order.
+pub fn print_plan(
+    stream: &str,
+    survey: &Survey,
+    keep: usize,
+    log: &LogPass<'_>,
+    say: &mut dyn FnMut(&str),
+) -> Result<Option<Plan>, Error> {
+    let plan = match survey.cut(keep) {
+        Some(cut) => retention::plan_from(survey, cut, |visit| log(visit))?,
+        None => None,
+    };
+    say(&retention::render_header(stream, plan.as_ref(), survey.live_snapshots(), keep, true));
+    if let Some(plan) = plan {
+        let mut scan = DoomedScan::new(survey, plan.cut);
+        let mut line = |doomed| say(&retention::render_doomed(&doomed));
+        log(&mut |record| scan.record(record, &mut line))?;
+        scan.finish(&mut line);
+    }
+    Ok(plan)
 }
 
 impl Stream {
-    /// What `walship prune` prints for this stream, after applying
-    /// retention now (or with `dry_run`, only planning it); see
-    /// [`Stream::apply_retention`] for `should_stop`.
-    pub fn prune_now(&mut self, dry_run: bool, should_stop: &dyn Fn() -> bool) -> Result<String, Error> {
-        let pruned = if dry_run { self.plan_retention()? } else { self.apply_retention(should_stop)? };
-        let keep = self.config.keep_snapshots as usize;
-        Ok(retention::render(self.name(), pruned.plan.as_ref(), pruned.snapshots_kept, keep, dry_run))
-    }
-
-    /// What retention would delete now (`prune --dry-run`): the same plan
-    /// [`Stream::apply_retention`] carries out.
-    pub fn plan_retention(&self) -> Result<Pruned, Error> {
-        let manifest = self.retention_view()?;
-        let plan = retention::plan(&manifest, self.config.keep_snapshots as usize);
-        Ok(Pruned { plan, snapshots_kept: manifest.live_snapshots().count() })
+    /// `walship prune` for this stream: apply retention now (or with
+    /// `dry_run`, only plan it), handing what it prints to `say` line by
+    /// line; see [`Stream::apply_retention`] for `should_stop`.
+    pub fn prune_now(
+        &mut self,
+        dry_run: bool,
+        should_stop: &dyn Fn() -> bool,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        if dry_run {
+            let (survey, journal_len) = self.retention_survey()?;
+            let keep = self.config.keep_snapshots as usize;
+            print_plan(self.name(), &survey, keep, &|visit| self.each_log_record(journal_len, visit), say)?;
+            return Ok(());
+        }
+        self.retain(should_stop, say).map(|_| ())
     }
 
     /// Apply retention now. A prune recorded as several prune records
     /// stops between two of them when `should_stop` (the daemon stopping);
     /// the next run carries on from there.
-    pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Pruned, Error> {
-        let manifest = self.retention_view()?;
-        if let Some(latest) = manifest.prunes.last() {
+    pub fn apply_retention(&mut self, should_stop: &dyn Fn() -> bool) -> Result<Option<Plan>, Error> {
+        self.retain(should_stop, &mut |_| {})
+    }
+
+    /// Finish the latest prune's deletions, plan the next prune (a pass
+    /// over the journal to count what goes), print its header, then in a
+    /// last pass record and carry out its prune records one at a time as
+    /// the doomed objects come, each line printed as its object comes.
+    fn retain(
+        &mut self,
+        should_stop: &dyn Fn() -> bool,
+        say: &mut dyn FnMut(&str),
+    ) -> Result<Option<Plan>, Error> {
+        let (survey, journal_len) = self.retention_survey()?;
+        if let Some(latest) = survey.side.prunes.last() {
             self.delete_objects(&latest.deleted)?;
         }
-        let live = manifest.live_snapshots().count();
-        let Some(plan) = retention::plan(&manifest, self.config.keep_snapshots as usize) else {
-            return Ok(Pruned { plan: None, snapshots_kept: live });
+        let keep = self.config.keep_snapshots as usize;
+        let plan = match survey.cut(keep) {
+            Some(cut) => {
+                retention::plan_from(&survey, cut, |visit| self.each_log_record(journal_len, visit))?
+            }
+            None => None,
         };
-        let snapshots_kept =
-            live - plan.doomed.iter().filter(|d| matches!(d.object, Object::Snapshot { .. })).count();
-        let next = manifest.prunes.last().map_or(1, |p| p.sequence + 1);
-        let records = plan.records(next);
-        let total = records.len();
-        for (done, record) in records.into_iter().enumerate() {
+        // (The snapshot count is shown only when nothing goes.)
+        let live = survey.live_snapshots();
+        say(&retention::render_header(self.name(), plan.as_ref(), live, keep, false));
+        let Some(plan) = plan else { return Ok(None) };
+        let next = survey.side.prunes.last().map_or(1, |p| p.sequence + 1);
+        let mut records = PruneRecords::new(plan, next);
+        let mut scan = DoomedScan::new(&survey, plan.cut);
+        let mut done = 0;
+        let mut carry_out = |stream: &mut Stream, record: PruneRecord| {
             if should_stop() {
                 return Err(Error::Prune(format!(
-                    "stream {}: walship is stopping: {done} of the {total} prune records of this prune \
-                     are carried out, the next start carries out the rest",
-                    self.name()
+                    "stream {}: walship is stopping: {done} prune records of this prune are carried \
+                     out, the next start carries out the rest",
+                    stream.name()
                 )));
             }
-            self.commit_entry(Entry::Prune(record.clone()))?;
-            self.source.prune(Some(record.before));
-            self.delete_objects(&record.deleted)?;
-            log::info!(
-                "stream {}: prune {}: deleted {}; positions before {} are pruned",
-                self.name(),
-                record.sequence,
-                crate::human::count(record.deleted.len() as u64, "object"),
-                record.before
-            );
+            stream.carry_out(record)?;
+            done += 1;
+            Ok(())
+        };
+        // The log is read up to each full prune record, which is carried
+        // out before reading on (its entry goes after `journal_len`).
+        let (name, naming) = (self.config.name.clone(), self.config.naming.clone());
+        let rules = StreamRules::new(&name, &naming);
+        let path = self.journal.path().to_path_buf();
+        let mut offset = 0;
+        loop {
+            let mut full = None;
+            journal::read_from(&path, &rules, offset, |entry, _, end| {
+                if end > journal_len {
+                    return false;
+                }
+                offset = end;
+                if let Entry::Log(record) = entry {
+                    scan.record(&record, &mut |doomed| {
+                        say(&retention::render_doomed(&doomed));
+                        full = full.take().or(records.push(doomed));
+                    });
+                }
+                full.is_none()
+            })?;
+            match full {
+                Some(record) => carry_out(self, record)?,
+                None => break,
+            }
         }
-        Ok(Pruned { plan: Some(plan), snapshots_kept })
+        let mut last = None;
+        scan.finish(&mut |doomed| {
+            say(&retention::render_doomed(&doomed));
+            last = last.take().or(records.push(doomed));
+        });
+        if let Some(record) = last {
+            carry_out(self, record)?;
+        }
+        Ok(Some(plan))
+    }
+
+    /// Record `prune` (remote record object, then journal) and only then
+    /// delete the objects it names.
+    fn carry_out(&mut self, prune: PruneRecord) -> Result<(), Error> {
+        let (sequence, before, count) = (prune.sequence, prune.before, prune.deleted.len());
+        let deleted = prune.deleted.clone();
+        self.commit_entry(Entry::Prune(prune))?;
+        self.source.prune(Some(before));
+        self.delete_objects(&deleted)?;
+        log::info!(
+            "stream {}: prune {sequence}: deleted {}; positions before {before} are pruned",
+            self.name(),
+            crate::human::count(count as u64, "object"),
+        );
+        Ok(())
     }
 
     /// What retention needs of the manifest the journal holds (caught up
     /// with the archive when the stream opened; this thread is its only
-    /// writer), read as a stream into [`retention::add_to_view`]'s small
-    /// view. The prune marks are checked against the snapshots
+    /// writer), read as a stream into a [`Survey`], and how long the
+    /// journal was then (the later passes read that far). The prune marks
+    /// are checked against the snapshots
     /// ([`retention::check_prune_snapshots`]); that every batch below the
-    /// mark was named deleted is checked by the readers that hold the whole
-    /// log (`list`, `restore`, `verify`).
-    fn retention_view(&self) -> Result<Manifest, Error> {
+    /// mark was named deleted is checked by `list`, `restore` and `verify`.
+    fn retention_survey(&self) -> Result<(Survey, u64), Error> {
         let stream = self.name();
-        let mut view = Manifest::default();
-        journal::read_each(self.journal.path(), &self.journal.rules(), |entry| {
-            retention::add_to_view(&mut view, stream, entry)
+        let mut survey = Survey::default();
+        let read = journal::read_each(self.journal.path(), &self.journal.rules(), |entry| {
+            survey.add(stream, entry)
         })?;
-        retention::check_prune_snapshots(&view).map_err(|message| inconsistent(stream, message))?;
-        Ok(view)
+        retention::check_prune_snapshots(&survey.side).map_err(|message| inconsistent(stream, message))?;
+        Ok((survey, read.valid_len))
+    }
+
+    /// Hand every log record of the journal's first `journal_len` bytes
+    /// to `visit`, in order.
+    fn each_log_record(&self, journal_len: u64, visit: &mut dyn FnMut(&Record)) -> Result<(), Error> {
+        journal::read_from(self.journal.path(), &self.journal.rules(), 0, |entry, _, end| {
+            if end > journal_len {
+                return false;
+            }
+            if let Entry::Log(record) = entry {
+                visit(&record);
+            }
+            true
+        })?;
+        Ok(())
     }
 
     fn delete_objects(&self, keys: &[String]) -> Result<(), Error> {
@@ -174,15 +271,19 @@ impl PruneSchedule {
     /// (`unavailable`: the stream's last error, or that it stops).
     pub fn answer(
         &mut self,
-        requests: impl Iterator<Item = (bool, Sender<PruneReply>)>,
+        requests: impl Iterator<Item = (bool, SyncSender<PruneReply>)>,
         mut stream: Option<&mut Stream>,
         unavailable: Option<&str>,
     ) {
         for (dry_run, reply) in requests {
+            let mut say = |line: &str| {
+                // A reader gone (the command stopped) stops no prune.
+                let _ = reply.send(PruneReply::Line(line.trim_end().to_string()));
+            };
             let answer = match stream.as_deref_mut() {
-                Some(stream) => {
-                    stream.prune_now(dry_run, &|| self.stop.load(Ordering::SeqCst)).map_err(|e| e.to_string())
-                }
+                Some(stream) => stream
+                    .prune_now(dry_run, &|| self.stop.load(Ordering::SeqCst), &mut say)
+                    .map_err(|e| e.to_string()),
                 None => Err(format!(
                     "the stream is not open: {}",
                     unavailable.unwrap_or("it has not started yet")
@@ -195,16 +296,16 @@ impl PruneSchedule {
                     self.last_error = None;
                 }
             }
-            let _ = reply.send(answer);
+            let _ = reply.send(PruneReply::Done(answer));
         }
     }
 }
 
-/// `manifest`, unless its prune records disagree with it
-/// ([`retention::check_prunes`]): then an error naming the stream and
-/// saying what to do.
-pub fn checked_prunes(stream: &str, manifest: &Manifest) -> Result<(), Error> {
-    retention::check_prunes(manifest).map_err(|message| inconsistent(stream, message))
+/// An error naming the stream and saying what to do when the prune
+/// records of the manifest `reader` reads disagree with it
+/// ([`retention::check_prunes`]).
+pub fn checked_prunes(stream: &str, reader: &ManifestReader<'_>) -> Result<(), Error> {
+    reader.prune_consistency()?.map_err(|message| inconsistent(stream, message))
 }
 
 /// The error for a prune record of `stream` that disagrees with its

@@ -22,7 +22,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
 use super::backlog;
@@ -93,7 +93,7 @@ struct Inbox {
     /// `walship snapshot` requests, answered after the next pass.
     snapshot_requests: Vec<Sender<JobEvent>>,
     /// `walship prune` requests, answered after the next pass.
-    prune_requests: Vec<(bool, Sender<PruneReply>)>,
+    prune_requests: Vec<(bool, SyncSender<PruneReply>)>,
     /// Snapshot jobs that ended, recorded once the stream is open.
     snapshots_finished: Vec<(u64, Result<SnapshotRecord, String>)>,
     stop: bool,
@@ -483,7 +483,7 @@ fn park(links: &JobLinks, conflict: &Arc<Error>, config: &StreamConfig) {
                 let _ = reply.send(Err(Arc::clone(conflict)));
             }
             Ok(Message::Prune { reply, .. }) => {
-                let _ = reply.send(Err(conflict.to_string()));
+                let _ = reply.send(PruneReply::Done(Err(conflict.to_string())));
             }
             Ok(Message::Snapshot { reply }) => {
                 let _ = reply.send(JobEvent::Refused(conflict.to_string()));
