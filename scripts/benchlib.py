@@ -618,6 +618,21 @@ def round_ratios(measured, section, dataset, tool, other):
     return [w[other] / w[tool] for _, w in sorted(walls.items()) if tool in w and other in w and w[tool]]
 
 
+def latency_rounds(measured, section, dataset, tool, other):
+    """(round, wall of tool, wall of other, tool / other) for each round in
+    which both ran, in round order."""
+    walls = {}
+    for r in measured:
+        if r.get("section") == section and r.get("dataset") == dataset and r.get("tool") in (tool, other):
+            walls.setdefault(r.get("round"), {})[r["tool"]] = r["wall_s"]
+    return [(n, w[tool], w[other], w[tool] / w[other])
+            for n, w in sorted(walls.items()) if tool in w and other in w and w[other]]
+
+
+# PostgreSQL's push rounds: (dataset, what it measures).
+PUSH_MODES = (("push", "push, no daemon"), ("push-daemon", "push through the running daemon"))
+
+
 def budgets(s3, restore, walship_runs, idle, binary, wire=(), fs=None, fetch=None, measured=()):
     """(name, measured, limit text, PASS/MISS) rows."""
     rows = []
@@ -712,6 +727,13 @@ def budgets(s3, restore, walship_runs, idle, binary, wire=(), fs=None, fetch=Non
         if r.get("wire_rate"):
             off = abs(r["wire_rate"] / r["limit"] - 1) * 100
             add(f"bandwidth_limit accuracy, {r['label']}", off, "within 5 %", off <= 5, unit=" %")
+    for dataset, what in PUSH_MODES:
+        rounds = [r for _, _, _, r in latency_rounds(measured, "postgres", dataset, "walship", "curl")]
+        if rounds:
+            mid = median(rounds)
+            add(f"{what}: 16 MiB WAL segment, wall push / curl PUT (median of {len(rounds)} rounds)",
+                mid, "<= 1.2x", mid <= 1.2)
+            add("  the same, worst round", max(rounds), "<= 1.2x", max(rounds) <= 1.2)
     if binary:
         mib = int(binary) / MIB
         add("stripped release binary (zstd linked in)", mib, "< 4.5 MiB", mib < 4.5, unit=" MiB")
@@ -750,6 +772,18 @@ def cmd_report(args):
     if fetch:
         out.append("\n### Restore from S3: walship restore vs curl GETting the objects one by one (medians)\n")
         out.append(transfer_table(fetch, ["large", "small"], ["walship", "curl"]))
+    pg = group(measured, "postgres")
+    if pg:
+        out.append("\n### PostgreSQL: walship push vs one curl PUT of the same 16 MiB WAL segment; "
+                   "replay through fetch (medians)\n")
+        out.append(transfer_table(pg, [d for d, _ in PUSH_MODES] + ["replay-0ms", "replay-200ms"],
+                                  ["walship", "curl", "prefetch-0", "prefetch-8"]))
+        body = [[what, n, push, curl, f"{r:.2f}x"]
+                for dataset, what in PUSH_MODES
+                for n, push, curl, r in latency_rounds(measured, "postgres", dataset, "walship", "curl")]
+        if body:
+            out.append("\nEach round side by side (one new segment per round):\n")
+            out.append(table(["mode", "round", "push s", "curl s", "push / curl"], body))
     other = [r for r in measured if r.get("section") in ("streams4", "manifest", "sweep", "rebuild")]
     if other:
         out.append("\n### walship alone: 4 streams, segment-size sweep, 1,000,000-record manifest, remote manifest (rebuild)\n")

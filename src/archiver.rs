@@ -34,7 +34,7 @@ use crate::metrics;
 use crate::retry::Backoff;
 use crate::snapshot::{JobEvent, JobReport, JobState};
 use crate::statedir::{self, StreamLock};
-use crate::status::{StatusCell, StreamStatus, unix_now};
+use crate::status::{ReplicaStatus, StatusCell, StreamStatus, unix_now};
 use crate::stream::backlog;
 use crate::stream::mailbox::{ArchiveReply, Message, PruneReply};
 use crate::stream::snapshots::take_snapshot;
@@ -185,13 +185,19 @@ impl Archiver {
             daemon_running: true,
             ..Default::default()
         }));
-        let member = Arc::new(Member::new(
-            &stream.name,
-            Arc::clone(&status),
-            stream.replicas,
-            global.node_id.clone(),
-            global.heartbeat_interval,
-        ));
+        let wake = mailbox.clone();
+        let member = Arc::new(
+            Member::new(
+                &stream.name,
+                Arc::clone(&status),
+                stream.replicas,
+                global.node_id.clone(),
+                global.heartbeat_interval,
+            )
+            .with_waker(move || {
+                let _ = wake.send(Message::Wake { low: None, high: None });
+            }),
+        );
         let links = JobLinks {
             mailbox: inbox,
             stop: Arc::clone(&stop),
@@ -569,11 +575,23 @@ fn write_metrics_file_until_stopped(path: &Path, shared: &Shared) {
 }
 
 /// What `run --once` did for one stream: its pass, then the snapshot jobs
-/// that were due.
+/// that were due; with `replicas = on`, who offloads (this node, or
+/// another while this one stood by for the run and only followed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnceReport {
     pub pass: PassReport,
     pub snapshots: Vec<JobReport>,
+    /// The election's outcome (`replicas = on` only).
+    pub replica: Option<ReplicaStatus>,
+    /// The stream's archived position after the run.
+    pub archived: Option<u64>,
+}
+
+impl OnceReport {
+    /// Whether this node stood by (another node, or nobody, offloads).
+    pub fn stood_by(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| r.offloader.as_deref() != Some(r.node.as_str()))
+    }
 }
 
 /// A stream's name and how its pass went.
@@ -581,36 +599,33 @@ pub type StreamOutcome = (String, Result<OnceReport, Error>);
 
 /// One full pass over every stream, in parallel (one thread each), short
 /// final batches included, then every snapshot due, then retention: `run
-/// --once`. Returns each stream's outcome.
+/// --once`. With `node_id`, a `replicas = on` stream takes part in the
+/// election first (`fleet::once`): a standby follows the offloader's
+/// records instead of its pass; and every stream's heartbeat and the
+/// node's fleet index are written at the end. Returns each stream's
+/// outcome.
 pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
     statedir::process_start();
     let target = target::open_shared(&config.global, config.streams.len())?;
     apply_metered(&config.global)?;
-    let state_dir = &config.global.state_dir;
-    let outcomes = thread::scope(|scope| {
+    let statuses: Vec<Arc<StatusCell>> = config
+        .streams
+        .iter()
+        .map(|s| Arc::new(StatusCell::new(StreamStatus { stream: s.name.clone(), ..Default::default() })))
+        .collect();
+    let outcomes: Vec<StreamOutcome> = thread::scope(|scope| {
         let handles: Vec<_> = config
             .streams
             .iter()
-            .map(|stream_config| {
+            .zip(&statuses)
+            .map(|(stream_config, status)| {
                 let target = Arc::clone(&target);
                 scope.spawn(move || {
-                    let status = Arc::new(StatusCell::new(StreamStatus {
-                        stream: stream_config.name.clone(),
-                        ..Default::default()
-                    }));
-                    let lock = Arc::new(statedir::lock_stream(state_dir, &stream_config.name)?);
-                    let opened =
-                        Stream::open(stream_config.clone(), state_dir, target, Arc::clone(&status), lock);
-                    let mut stream = opened.inspect_err(|_| {
-                        // The spool still fills while the stream cannot open.
-                        if let Err(e) = backlog::enforce_unopened(stream_config, state_dir, &status) {
-                            log::error!("{e}");
-                        }
-                    })?;
-                    let pass = stream.pass(true, Hints::default(), &|| false)?;
-                    let snapshots = take_due_snapshots(&mut stream, state_dir)?;
-                    stream.apply_retention(&|| false)?;
-                    Ok(OnceReport { pass, snapshots })
+                    let outcome = once_stream(config, stream_config, target, status);
+                    if let Err(error) = &outcome {
+                        status.update(|s| s.last_error = Some(error.to_string()));
+                    }
+                    outcome
                 })
             })
             .collect();
@@ -621,8 +636,51 @@ pub fn run_once(config: &Config) -> Result<Vec<StreamOutcome>, Error> {
             .map(|(s, h)| (s.name.clone(), h.join().unwrap_or_else(|_| Err(panicked(&s.name)))))
             .collect()
     });
+    if let Some(node) = &config.global.node_id
+        && let Err(error) = fleet::once::publish_heartbeats(target.as_ref(), node, &statuses)
+    {
+        log::warn!("node {node}: cannot write heartbeats: {error}");
+    }
     budget::close();
     Ok(outcomes)
+}
+
+/// `run --once` for one stream (see [`run_once`]).
+fn once_stream(
+    config: &Config,
+    stream_config: &StreamConfig,
+    target: Arc<dyn Target>,
+    status: &Arc<StatusCell>,
+) -> Result<OnceReport, Error> {
+    let state_dir = &config.global.state_dir;
+    let name = &stream_config.name;
+    let lock = Arc::new(statedir::lock_stream(state_dir, name)?);
+    let opened =
+        Stream::open(stream_config.clone(), state_dir, Arc::clone(&target), Arc::clone(status), lock);
+    let mut stream = opened.inspect_err(|_| {
+        // The spool still fills while the stream cannot open.
+        if let Err(e) = backlog::enforce_unopened(stream_config, state_dir, status) {
+            log::error!("{e}");
+        }
+    })?;
+    let mut replica = None;
+    if let (Some(node), Some(replicas)) = (&config.global.node_id, stream_config.replicas) {
+        // The heartbeat tells what this node's copy holds: scan first.
+        stream.follow(false)?;
+        let member = fleet::once::elect(target.as_ref(), &config.global, node, replicas, status)
+            .map_err(|e| Error::target(name, e))?;
+        replica = status.get().replica;
+        if !member.may_upload() {
+            let pass = stream.follow(true)?;
+            return Ok(OnceReport { pass, snapshots: Vec::new(), replica, archived: stream.archived() });
+        }
+        // Where the last offloader's compaction stands, as a takeover does.
+        stream.take_over()?;
+    }
+    let pass = stream.pass(true, Hints::default(), &|| false)?;
+    let snapshots = take_due_snapshots(&mut stream, state_dir)?;
+    stream.apply_retention(&|| false)?;
+    Ok(OnceReport { pass, snapshots, replica, archived: stream.archived() })
 }
 
 /// Take the snapshots due now, one after the other, until none is due or

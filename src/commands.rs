@@ -69,7 +69,7 @@ pub fn execute(invocation: Invocation) -> Result<(), Error> {
         Command::Prune { stream, dry_run } => prune(&config, stream.as_deref(), dry_run),
         Command::Snapshot { stream } => snapshot(&config, &stream),
         Command::Check => check(&config),
-        Command::Fleet { json, stale } => fleet(&config, json, stale),
+        Command::Fleet { json, deep, stale } => fleet(&config, json, deep, stale),
     }
 }
 
@@ -105,7 +105,12 @@ fn run_once(config: &Config) -> Result<(), Error> {
     let mut failed = 0;
     for (name, outcome) in archiver::run_once(config)? {
         match outcome {
-            Ok(archiver::OnceReport { pass: r, snapshots }) => {
+            Ok(report) if report.stood_by() => {
+                let replica = report.replica.as_ref().map(|r| r.reason.as_str()).unwrap_or_default();
+                let archived = report.archived.map_or("nothing".to_string(), |p| format!("position {p}"));
+                outln!("stream {name}: stood by ({replica}); the archive holds {archived}")?;
+            }
+            Ok(archiver::OnceReport { pass: r, snapshots, replica, .. }) => {
                 outln!(
                     "stream {name}: archived {} ({}, {}), {} already in the archive, {}",
                     count(r.batches, "batch"),
@@ -114,6 +119,9 @@ fn run_once(config: &Config) -> Result<(), Error> {
                     r.healed,
                     count(r.gaps, "gap")
                 )?;
+                if let Some(replica) = replica {
+                    outln!("stream {name}: this node ({}) offloads ({})", replica.node, replica.reason)?;
+                }
                 for job in snapshots {
                     outln!("{job}")?;
                     failed += usize::from(job.state != JobState::Succeeded);
@@ -252,17 +260,34 @@ fn verify(config: &Config, stream: Option<&str>, deep: bool) -> Result<(), Error
     }
 }
 
-fn fleet(config: &Config, json: bool, stale: Option<std::time::Duration>) -> Result<(), Error> {
-    use crate::fleet::view;
+/// `walship fleet`: the fleet index (GETs of changed objects only, through
+/// the cache in the state directory), or with `deep` every stream's
+/// heartbeats.
+fn fleet(config: &Config, json: bool, deep: bool, stale: Option<std::time::Duration>) -> Result<(), Error> {
+    use crate::fleet::{index, view};
     let stale = stale.unwrap_or(config.global.heartbeat_interval * 3);
     let target = target::open(&config.global)?;
-    let mut reader = view::HeartbeatReader::default();
-    let mut entries = view::read_all(target.as_ref(), &mut reader).map_err(Error::TargetSetup)?;
+    let mut entries = if deep {
+        let mut reader = view::HeartbeatReader::default();
+        let entries = view::read_all(target.as_ref(), &mut reader).map_err(Error::TargetSetup)?;
+        log::debug!("fleet --deep: {} LIST, {} GET requests", reader.lists, reader.gets);
+        entries
+    } else {
+        let cache_file = statedir::fleet_cache(&config.global.state_dir);
+        let mut cache = index::Cache::load(&cache_file, &target.place());
+        let mut counts = index::Counts::default();
+        let entries = index::read(target.as_ref(), &mut cache, &mut counts).map_err(Error::TargetSetup)?;
+        cache.save(&cache_file);
+        log::debug!("fleet: {} LIST, {} GET requests", counts.lists, counts.gets);
+        entries
+    };
     view::sort(&mut entries, stale);
     if json {
         print(view::render_json(&entries, stale))
     } else if entries.is_empty() {
-        outln!("no heartbeats on {}: no node with node_id archives there yet", target.describe())
+        let older =
+            if deep { "" } else { " (nodes running a walship older than the fleet index show with --deep)" };
+        outln!("no heartbeats on {}: no node with node_id archives there yet{older}", target.describe())
     } else {
         print(view::render_text(&entries, stale))
     }

@@ -56,6 +56,10 @@ pub enum Error {
     OtherTarget { stream: String, journal: PathBuf, recorded: Option<String>, place: String, missing: String },
     /// `fetch`: no such segment in the archive.
     NotInArchive { stream: String, name: String },
+    /// `fetch`: the segment lay before `pruned_before`, where retention
+    /// deleted the archive; `oldest`: the oldest segment still archived
+    /// (position, name).
+    PrunedSegment { stream: String, name: String, pruned_before: u64, oldest: Option<(u64, String)> },
     /// Restore stopped at a gap.
     Gap { stream: String, first: u64, last: u64, reason: String, restored_to: Option<u64> },
     /// Another process holds the stream's lock (`holder`: its PID, when
@@ -100,7 +104,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) | Error::Config(_) | Error::Credentials(_) | Error::TargetSetup(_) => EXIT_USAGE,
-            Error::NotInArchive { .. } => EXIT_NOT_FOUND,
+            Error::NotInArchive { .. } | Error::PrunedSegment { .. } => EXIT_NOT_FOUND,
             Error::Failed { exit_code, .. } => *exit_code,
             _ => EXIT_FAILURE,
         }
@@ -170,6 +174,19 @@ impl fmt::Display for Error {
             }
             Error::NotInArchive { stream, name } => {
                 write!(f, "stream {stream}: segment {name} is not in the archive")
+            }
+            Error::PrunedSegment { stream, name, pruned_before, oldest } => {
+                write!(
+                    f,
+                    "stream {stream}: segment {name} is not in the archive: retention (keep_snapshots) \
+                     deleted the positions before {pruned_before}"
+                )?;
+                match oldest {
+                    Some((position, oldest)) => {
+                        write!(f, "; the oldest archived segment is {oldest} (position {position})")
+                    }
+                    None => write!(f, "; no segment remains archived"),
+                }
             }
             Error::Gap { stream, first, last, reason, restored_to } => {
                 write!(
@@ -263,6 +280,7 @@ impl std::error::Error for Error {
             | Error::Conflict { .. }
             | Error::OtherTarget { .. }
             | Error::NotInArchive { .. }
+            | Error::PrunedSegment { .. }
             | Error::Gap { .. }
             | Error::Locked { .. }
             | Error::UnsafeRestore { .. }

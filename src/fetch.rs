@@ -8,7 +8,8 @@
 //!    is handed over from there once its CRC32 checks: no request at all.
 //! 3. The local journal, when it knows the position: the batch holding it
 //!    (one ranged GET), or a gap there, which is "not in the archive" with
-//!    no request.
+//!    no request; a position retention deleted is "not in the archive"
+//!    too, naming the oldest archived segment.
 //! 4. Otherwise the archive's records after the local journal (one LIST),
 //!    streamed, then the ranged GET: a name the archive lacks costs that
 //!    one request.
@@ -44,41 +45,75 @@ pub fn fetch(config: &Config, stream: &StreamConfig, name: &str, dest: &FetchDes
         return Ok(len);
     }
     let rules = StreamRules::new(&stream.name, &stream.naming);
+    let pruned = |pruned_before, oldest| Error::PrunedSegment {
+        stream: stream.name.clone(),
+        name: name.into(),
+        pruned_before,
+        oldest,
+    };
     let Some(position) = stream.naming.position(name) else {
         let holding = batch_holding(state_dir, target.as_ref(), &rules, name, Reach::End)?;
-        return restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest);
+        return restore::fetch(holding.record.as_slice(), target.as_ref(), &stream.name, name, dest);
     };
     match journal::lookup(&statedir::journal(state_dir, &stream.name), &rules, position)? {
         Lookup::Batch(record) => restore::fetch(&[record], target.as_ref(), &stream.name, name, dest),
         Lookup::NotHeld => Err(Error::NotInArchive { stream: stream.name.clone(), name: name.into() }),
+        Lookup::Pruned { before, oldest } => Err(pruned(before, oldest)),
         Lookup::Unknown => {
             let reach = Reach::Position(position);
             let holding = batch_holding(state_dir, target.as_ref(), &rules, name, reach)?;
-            restore::fetch(holding.as_slice(), target.as_ref(), &stream.name, name, dest)
+            match holding.pruned_before {
+                Some(before) if position < before && holding.record.is_none() => {
+                    Err(pruned(before, holding.oldest))
+                }
+                _ => restore::fetch(holding.record.as_slice(), target.as_ref(), &stream.name, name, dest),
+            }
         }
     }
 }
 
-/// The newest live batch record holding a segment called `name`, the
-/// manifest streamed (only that record is kept).
+/// What the archive's records say of a segment name.
+struct Holding {
+    /// The newest live batch record holding it.
+    record: Option<Record>,
+    /// Retention's mark: the positions before it are deleted.
+    pruned_before: Option<u64>,
+    /// The first segment a live batch holds (position, name).
+    oldest: Option<(u64, String)>,
+}
+
+/// The newest live batch record holding a segment called `name`, found
+/// while the manifest is opened (one pass over the archive's records when
+/// the state directory has no journal, as on a machine recovering from the
+/// archive alone; only that record is kept). Only a name retention deleted
+/// costs a second pass, for the oldest segment archived.
 fn batch_holding(
     state_dir: &std::path::Path,
     target: &dyn Target,
     rules: &StreamRules<'_>,
     name: &str,
     reach: Reach,
-) -> Result<Option<Record>, Error> {
-    let reader = ManifestReader::open(state_dir, target, rules, reach)?;
-    let mut holding = None;
-    reader.each_live_record(|record| {
-        if let Record::Batch(batch) = &record
+) -> Result<Holding, Error> {
+    let mut newest: Option<Record> = None;
+    let reader = ManifestReader::open_visiting(state_dir, target, rules, reach, |record| {
+        if let Record::Batch(batch) = record
             && batch.segments.iter().any(|s| s.name == name)
         {
-            holding = Some(record);
+            newest = Some(record.clone());
         }
-        Ok(true)
     })?;
-    Ok(holding)
+    let pruned_before = reader.pruned_before();
+    let record = newest.filter(|record| record.last() >= pruned_before.unwrap_or(0));
+    let mut oldest = None;
+    if record.is_none() && pruned_before.is_some() {
+        reader.each_live_record(|live| {
+            if let Record::Batch(batch) = &live {
+                oldest = batch.segments.first().map(|s| (s.position, s.name.clone()));
+            }
+            Ok(oldest.is_none())
+        })?;
+    }
+    Ok(Holding { record, pruned_before, oldest })
 }
 
 /// A history or backup file: not stored is "not in the archive".

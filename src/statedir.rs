@@ -22,6 +22,8 @@
 //! STATE_DIR/.walship-jobs              the last snapshot job id given out
 //! STATE_DIR/.walship-jobs.lock         held (flock) while an id is given out
 //! STATE_DIR/.data-budget               the data budget's count (budget)
+//! STATE_DIR/.walship-fleet-cache        what `walship fleet` last read of the fleet
+//!                                      index (fleet::index), to GET only changes
 //! ```
 //!
 //! Names at the top level start with '.', which a stream name cannot, so
@@ -89,6 +91,11 @@ pub fn backlog_dropped(state_dir: &Path, stream: &str) -> PathBuf {
 /// The data budget's count (`budget`).
 pub fn data_budget(state_dir: &Path) -> PathBuf {
     state_dir.join(".data-budget")
+}
+
+/// What `walship fleet` last read of the fleet index (`fleet::index::Cache`).
+pub fn fleet_cache(state_dir: &Path) -> PathBuf {
+    state_dir.join(".walship-fleet-cache")
 }
 
 /// `walship check`'s write probe.

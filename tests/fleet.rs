@@ -1,11 +1,14 @@
 //! Heartbeats and `walship fleet`: nodes with `node_id` keep
-//! `STREAM/nodes/NODE_ID` current; `fleet` reads them from the target
-//! alone, stale and failing first — on a file target and on Garage.
+//! `STREAM/nodes/NODE_ID` and their fleet index object `.walship/fleet/NODE_ID`
+//! current; `fleet` reads the index from the target alone (`--deep`: every
+//! stream's heartbeats), stale and failing first — on a file target and on
+//! Garage, where a proxy counts what it costs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::faultproxy::{FaultProxy, Kind};
 use crate::s3::{S3Env, unique_prefix};
 use crate::util::*;
 
@@ -87,6 +90,14 @@ fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn
             fs::write(node.src.join(stream).join(segment_name(p)), segment_bytes(p, 100)).unwrap();
         }
     }
+    // A temp file of an index write a crash interrupted (file target).
+    let leftover = target
+        .strip_prefix("target = file://")
+        .map(|root| Path::new(root).join(".walship/fleet/.n1.999999-1.tmp"));
+    if let Some(leftover) = &leftover {
+        fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+        fs::write(leftover, "half an index").unwrap();
+    }
     let _d1 = Daemon::start(&n1.config, false);
     let d2 = Daemon::start(&n2.config, false);
 
@@ -95,6 +106,7 @@ fn two_nodes_show_up_and_a_dead_one_goes_stale(name: &str, target_lines: &dyn Fn
             && t.lines().any(|l| l.starts_with("ok ") && l.contains(" b ") && l.contains(" 2 "))
             && t.lines().any(|l| l.starts_with("failing "))
     });
+    assert!(leftover.is_none_or(|leftover| !leftover.exists()), "the index's temp file stays");
     let failing = line_of(&text, "c-missing", "n1");
     assert!(failing.starts_with("failing") && failing.contains("nowhere"), "{text}");
     assert!(text.lines().nth(1).unwrap().starts_with("failing"), "failing first:\n{text}");
@@ -140,7 +152,8 @@ fn heartbeats_and_fleet_on_garage() {
 }
 
 /// A heartbeat object that is not one (garbage, another node's, too big)
-/// is listed as unreadable, not a failure of the whole view; an empty
+/// is listed as unreadable by `fleet --deep`, not a failure of the whole
+/// view, and so is a damaged fleet index object by `fleet`; an empty
 /// target says there is nothing yet.
 #[test]
 fn fleet_lists_damaged_heartbeats_as_unreadable() {
@@ -148,15 +161,94 @@ fn fleet_lists_damaged_heartbeats_as_unreadable() {
     let archive = dir.path.join("archive");
     fs::create_dir_all(&archive).unwrap();
     let node = Node::new(&dir.path, "n1", &format!("target = file://{}", archive.display()), &["a"]);
-    assert!(node.fleet(&[]).starts_with("no heartbeats on "));
+    let empty = node.fleet(&[]);
+    assert!(empty.starts_with("no heartbeats on ") && empty.contains("--deep"), "{empty}");
+    fs::create_dir_all(archive.join(".walship/fleet")).unwrap();
+    fs::write(archive.join(".walship/fleet/n4"), "walship-heartbeat 1\nnode=n4\n").unwrap();
+    let text = node.fleet(&[]);
+    assert!(line_of(&text, "-", "n4").contains("unreadable: .walship/fleet/n4: not a fleet index"), "{text}");
+    fs::remove_file(archive.join(".walship/fleet/n4")).unwrap();
     fs::create_dir_all(archive.join("a/nodes")).unwrap();
     fs::write(archive.join("a/nodes/n1"), "not a heartbeat\n").unwrap();
     fs::write(archive.join("a/nodes/n2"), "x".repeat(5000)).unwrap();
     let other = "walship-heartbeat 1\nnode=n9\nstream=a\nversion=0.1.0\n";
     fs::write(archive.join("a/nodes/n3"), other).unwrap();
-    let text = node.fleet(&[]);
+    assert!(node.fleet(&[]).starts_with("no heartbeats on "), "the index holds none");
+    let text = node.fleet(&["--deep"]);
     assert!(line_of(&text, "a", "n1").contains("unreadable: a/nodes/n1: not a heartbeat: line 1"), "{text}");
     assert!(line_of(&text, "a", "n2").contains("more than a heartbeat holds"), "{text}");
     assert!(line_of(&text, "a", "n3").contains("holds the heartbeat of node n9"), "{text}");
     assert!(text.ends_with("3 stale (older than 3s), 0 failing, 0 stopped, 0 ok\n"), "{text}");
+}
+
+/// What `fleet` costs, counted by a proxy between it and Garage: three
+/// nodes of two streams each (six heartbeats). `--deep` (how `fleet` read
+/// before the index) takes a LIST for the streams, one per stream and a
+/// GET per heartbeat; `fleet` takes one LIST and a GET per node, then, with
+/// nothing changed, one LIST alone; a node that writes again costs one GET.
+#[test]
+fn fleet_costs_one_list_and_the_gets_of_changed_nodes_on_garage() {
+    let Some(env) = S3Env::get() else { return };
+    let dir = TestDir::new("fleet-cost");
+    let prefix = unique_prefix("fleet-cost");
+    let target = env.target_lines(&dir.path, &prefix);
+    let nodes: Vec<Node> =
+        ["n1", "n2", "n3"].iter().map(|id| Node::new(&dir.path, id, &target, &["a", "b"])).collect();
+    let written = |node: &Node, id: &str| {
+        wait_for_fleet(node, &[], "its heartbeats", |t| {
+            ["a", "b"].iter().all(|stream| {
+                t.lines().any(|l| {
+                    l.starts_with("ok ")
+                        && l.split_whitespace().nth(1) == Some(stream)
+                        && l.contains(&format!(" {id} "))
+                })
+            })
+        });
+    };
+    for (node, id) in nodes.iter().zip(["n1", "n2", "n3"]) {
+        fs::write(node.src.join("a").join(segment_name(0)), segment_bytes(0, 100)).unwrap();
+        let daemon = Daemon::start(&node.config, false);
+        written(node, id);
+        // A clean stop writes the last heartbeats: then nothing changes.
+        assert!(daemon.terminate().status.success());
+    }
+    let proxy = FaultProxy::start(&env.endpoint);
+    let observer_target = target.replace(&env.endpoint, &proxy.endpoint());
+    let observer = Node::new(&dir.path, "observer", &observer_target, &["a"]);
+    // Where `fleet` keeps what it read (without a state directory: no cache).
+    fs::create_dir_all(observer.config.with_file_name("state")).unwrap();
+    let cost = |args: &[&str]| {
+        let (lists, gets) = (proxy.seen(Kind::List).len(), proxy.seen(Kind::Get).len());
+        let text = observer.fleet(args);
+        (proxy.seen(Kind::List).len() - lists, proxy.seen(Kind::Get).len() - gets, text)
+    };
+    let (lists, gets, deep) = cost(&["--deep"]);
+    assert_eq!((lists, gets), (1 + 2, 6), "before the index:\n{deep}");
+    let (lists, gets, first) = cost(&[]);
+    assert_eq!((lists, gets), (1, 3), "a first run GETs each node's index:\n{first}");
+    assert!(
+        first.contains("6 heartbeats of 2 streams on 3 nodes: ") && first.contains(" 6 stopped"),
+        "{first}"
+    );
+    // State, stream, node, archived and committed of each line (ages move).
+    let rows = |text: &str| -> Vec<String> {
+        let lines = text.lines().skip(1).filter(|l| !l.contains(" heartbeats of "));
+        lines
+            .map(|l| {
+                l.split_whitespace().enumerate().filter(|(i, _)| *i != 3).take(5).map(|(_, c)| c).collect()
+            })
+            .collect()
+    };
+    assert_eq!(rows(&first), rows(&deep), "the index shows what the heartbeats do:\n{first}\n{deep}");
+    let (lists, gets, _) = cost(&[]);
+    assert_eq!((lists, gets), (1, 0), "nothing changed: one LIST alone");
+
+    let n2 = Daemon::start(&nodes[1].config, false);
+    written(&nodes[1], "n2");
+    assert!(n2.terminate().status.success());
+    let (lists, gets, _) = cost(&[]);
+    assert_eq!((lists, gets), (1, 1), "one node wrote again: one GET");
+    eprintln!(
+        "fleet on 3 nodes x 2 streams: --deep 3 LIST + 6 GET; index 1 LIST + 3 GET, then 1 LIST + 0 GET"
+    );
 }

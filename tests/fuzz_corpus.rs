@@ -156,11 +156,24 @@ fn credentials_seed_corpus_and_regressions_pass() {
 fn heartbeat_seed_corpus_and_regressions_pass() {
     replay("corpus/heartbeat", MIN_SEEDS, heartbeat::check_parse);
     replay("regressions/heartbeat", 0, heartbeat::check_parse);
-    let valid = ["valid", "valid-fresh", "valid-failing", "valid-stopped", "unknown-keys", "crlf"];
+    let valid = [
+        "valid",
+        "valid-fresh",
+        "valid-failing",
+        "valid-stopped",
+        "unknown-keys",
+        "crlf",
+        "index-key-like-magic",
+    ];
+    // Fleet indexes: the valid heartbeats, an empty node, and two streams.
+    let valid_indexes = [&valid[..], &["empty", "index-two-streams"]].concat();
     for name in inputs("corpus/heartbeat") {
         let file = name.file_name().unwrap().to_str().unwrap();
-        let parsed = heartbeat::parse(&std::fs::read(&name).unwrap());
+        let bytes = std::fs::read(&name).unwrap();
+        let parsed = heartbeat::parse(&bytes);
         assert_eq!(parsed.is_ok(), valid.contains(&file), "seed {file}: {parsed:?}");
+        let index = heartbeat::parse_index(&bytes);
+        assert_eq!(index.is_ok(), valid_indexes.contains(&file), "index seed {file}: {index:?}");
     }
 }
 

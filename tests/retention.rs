@@ -195,15 +195,37 @@ fn prune_removes_exactly_what_it_should(setup: &Setup, file_target: bool) {
         "{}",
         stderr(&out)
     );
+    assert_fetch_of_pruned_segment_names_the_oldest(setup, "journal");
     // The archive alone still says what was pruned: with the state
-    // directory wiped, list, verify and restore read the same, and the
-    // next prune has nothing to do.
+    // directory wiped, list, verify, fetch and restore read the same, and
+    // the next prune has nothing to do.
     fs::remove_dir_all(&setup.state).unwrap();
     assert_eq!(setup.ok(&["list"]), listed);
     setup.ok(&["verify", "--deep"]);
+    assert_fetch_of_pruned_segment_names_the_oldest(setup, "archive's records");
     let (state, used, _) = restore_state(setup, Some(55));
     assert_eq!((state, used), (state_at(55), Some(40)));
     assert!(setup.ok(&["prune"]).contains("nothing to prune"));
+}
+
+/// `fetch` of a segment retention deleted (positions before 41) exits
+/// with the not-found code and names the oldest archived segment, as
+/// restore names the oldest restorable position; one still archived is
+/// fetched. `from`: where fetch learns it, for messages.
+fn assert_fetch_of_pruned_segment_names_the_oldest(setup: &Setup, from: &str) {
+    let dest = setup.dir.path.join(format!("fetched-41-from-{}", from.replace([' ', '\''], "-")));
+    let out = setup.walship(&["fetch", "-s", "s", &segment_name(30), dest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "from the {from}: {}", stderr(&out));
+    let expected = format!(
+        "segment {} is not in the archive: retention (keep_snapshots) deleted the positions before 41; \
+         the oldest archived segment is {} (position 41)",
+        segment_name(30),
+        segment_name(41)
+    );
+    assert!(stderr(&out).contains(&expected), "from the {from}: {}", stderr(&out));
+    assert!(!dest.exists(), "from the {from}: nothing written");
+    setup.ok(&["fetch", "-s", "s", &segment_name(41), dest.to_str().unwrap()]);
+    assert_eq!(fs::read_to_string(&dest).unwrap(), kvapp::segment_text(41), "from the {from}");
 }
 
 #[test]

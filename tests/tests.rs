@@ -45,6 +45,8 @@ mod places;
 mod postgres;
 /// The daemon against Garage through the fault proxy: archives everything, loses nothing.
 mod proxy_faults;
+/// `push` of a multipart WAL segment through the fault proxy: parts out of order, a failing part, SIGKILL mid-push.
+mod push_faults;
 /// replicas = on: two and three daemons elect one offloader; takeover after SIGKILL.
 mod replicas;
 /// Restore and fetch safety: no link followed, no name replaced, devices written through.

@@ -51,16 +51,18 @@ pub enum Limit {
     Unlimited,
     /// Bytes per second, always.
     Fixed(u64),
-    /// By local time of day.
-    Scheduled(Schedule),
+    /// By local time of day, each window held to at most `cap` bytes per
+    /// second when `bandwidth_limit` is set too.
+    Scheduled { schedule: Schedule, cap: Option<u64> },
 }
 
 impl Limit {
     /// The limit a `bandwidth_limit` (or `restore_bandwidth_limit`) and a
-    /// `bandwidth_schedule` setting describe; the config never sets both.
+    /// `bandwidth_schedule` setting describe: with both, the limit caps
+    /// every window of the schedule.
     pub fn from_settings(limit: Option<u64>, schedule: Option<&Schedule>) -> Limit {
         match (schedule, limit) {
-            (Some(schedule), _) => Limit::Scheduled(schedule.clone()),
+            (Some(schedule), cap) => Limit::Scheduled { schedule: schedule.clone(), cap },
             (None, Some(rate)) => Limit::Fixed(rate),
             (None, None) => Limit::Unlimited,
         }
@@ -71,7 +73,7 @@ impl Limit {
         match self {
             Limit::Unlimited => Rate::Unlimited,
             Limit::Fixed(rate) => Rate::PerSecond(*rate),
-            Limit::Scheduled(schedule) => schedule.in_flight_rate(now().minute_of_day),
+            Limit::Scheduled { schedule, cap } => schedule.in_flight_rate(now().minute_of_day).capped(*cap),
         }
     }
 }
@@ -147,7 +149,7 @@ impl Throttle {
     /// Why no new upload may start at `now`, for the stream's status:
     /// `None` when one may.
     pub fn held(&self, now: LocalTime) -> Option<String> {
-        let Limit::Scheduled(schedule) = &self.state().limit else { return None };
+        let Limit::Scheduled { schedule, .. } = &self.state().limit else { return None };
         let minute = now.minute_of_day;
         if schedule.window_at(minute).rate != Rate::Paused {
             return None;
@@ -163,14 +165,15 @@ impl Throttle {
         match &self.state().limit {
             Limit::Unlimited => None,
             Limit::Fixed(rate) => Some(format!("{} (bandwidth_limit)", Rate::PerSecond(*rate))),
-            Limit::Scheduled(schedule) => {
+            Limit::Scheduled { schedule, cap } => {
                 let minute = now.minute_of_day;
                 let (current, next) = (schedule.window_at(minute), schedule.following(minute));
-                Some(if current == next {
-                    current.rate.to_string()
-                } else {
-                    format!("{} until {}", current.rate, next.start_text())
-                })
+                let rate = current.rate.capped(*cap);
+                let rate = match rate != current.rate {
+                    true => format!("{rate} (bandwidth_limit)"),
+                    false => rate.to_string(),
+                };
+                Some(if current == next { rate } else { format!("{rate} until {}", next.start_text()) })
             }
         }
     }
@@ -267,7 +270,7 @@ mod tests {
         assert_eq!(throttle.held(local(0)), None);
         assert_eq!(throttle.describe(local(0)), None);
         let schedule = Schedule::parse("08:00=256KiB/s 19:00=0 23:00=off").expect("valid");
-        throttle.set_limit(Limit::Scheduled(schedule));
+        throttle.set_limit(Limit::Scheduled { schedule, cap: None });
         assert_eq!(throttle.held(local(9 * 60)), None);
         assert_eq!(throttle.describe(local(9 * 60)).as_deref(), Some("256.0 KiB/s until 19:00"));
         let held = throttle.held(local(20 * 60)).expect("paused");
@@ -276,6 +279,28 @@ mod tests {
         throttle.set_limit(Limit::Fixed(2 << 20));
         assert_eq!(throttle.describe(local(20 * 60)).as_deref(), Some("2.0 MiB/s (bandwidth_limit)"));
         assert_eq!(throttle.held(local(20 * 60)), None);
+    }
+
+    /// With both settings, `bandwidth_limit` caps every window: `off`
+    /// becomes the limit, a faster window is slowed to it, a slower one and
+    /// `0` keep their rate.
+    #[test]
+    fn the_limit_caps_every_window_of_the_schedule() {
+        let schedule = Schedule::parse("02:00=0 05:00=off 07:00=256KiB/s 19:00=4MiB/s").expect("valid");
+        let limit = Limit::from_settings(Some(1 << 20), Some(&schedule));
+        let rate_at = |hour: u16| limit.pacing_rate(|| local(hour * 60));
+        assert_eq!(rate_at(6), Rate::PerSecond(1 << 20), "off: the limit");
+        assert_eq!(rate_at(8), Rate::PerSecond(256 * 1024), "slower than the limit");
+        assert_eq!(rate_at(20), Rate::PerSecond(1 << 20), "faster than the limit");
+        assert_eq!(rate_at(3), Rate::PerSecond(1 << 20), "in flight from the 19:00 window, capped");
+        let throttle = Throttle::new();
+        throttle.set_limit(limit);
+        assert_eq!(
+            throttle.describe(local(6 * 60)).as_deref(),
+            Some("1.0 MiB/s (bandwidth_limit) until 07:00")
+        );
+        assert_eq!(throttle.describe(local(8 * 60)).as_deref(), Some("256.0 KiB/s until 19:00"));
+        assert!(throttle.held(local(3 * 60)).is_some(), "a 0 window still holds uploads");
     }
 
     #[test]

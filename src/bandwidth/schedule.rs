@@ -27,6 +27,19 @@ pub enum Rate {
     PerSecond(u64),
 }
 
+impl Rate {
+    /// This rate held to at most `cap` bytes per second (`bandwidth_limit`
+    /// under a `bandwidth_schedule`): `off` becomes the cap, a faster
+    /// window is slowed to it, `0` stays `0`.
+    pub fn capped(self, cap: Option<u64>) -> Rate {
+        match (self, cap) {
+            (rate, None) | (rate @ Rate::Paused, _) => rate,
+            (Rate::Unlimited, Some(cap)) => Rate::PerSecond(cap),
+            (Rate::PerSecond(rate), Some(cap)) => Rate::PerSecond(rate.min(cap)),
+        }
+    }
+}
+
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

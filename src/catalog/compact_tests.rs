@@ -11,7 +11,7 @@ use crate::manifest::validate::tests::{batch, naming};
 use crate::manifest::{
     Encoding, GapRecord, Manifest, PruneRecord, Sequences, SnapshotRecord, StoredObject, StreamRules,
 };
-use crate::target::keys;
+use crate::target::keys::{self, RecordKey};
 use crate::target::memory::MemoryTarget;
 
 const STREAM: &str = "s";
@@ -478,4 +478,103 @@ fn batch_objects_are_walked_page_by_page_and_a_listing_failure_is_reported() {
     let failing = Paged { inner: &memory, fail_after_first: true };
     let error = super::super::with_batch_objects(&failing, STREAM, |objects| Ok(objects.count()));
     assert!(error.expect_err("the listing failed").to_string().contains("list"), "reported");
+}
+
+/// The archive's target, whose full listings miss the records below
+/// `below` (or, with `tail`, from `below` on) `misses` times ( as a listing misses the records a compaction
+/// step folded while it passed: the larger object written behind it, the
+/// smaller ones deleted ahead of it), while its first page, listed again,
+/// shows them.
+struct MissingStart<'a> {
+    archive: &'a Archive,
+    below: u64,
+    tail: bool,
+    misses: Mutex<usize>,
+}
+
+impl Target for MissingStart<'_> {
+    fn describe(&self) -> String {
+        "missing-start".into()
+    }
+    fn place(&self) -> String {
+        "missing-start".into()
+    }
+    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
+        self.archive.target.put(key, body)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
+        self.archive.target.head(key)
+    }
+    fn get(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+        out: &mut dyn std::io::Write,
+    ) -> Result<u64, TargetError> {
+        self.archive.target.get(key, range, out)
+    }
+    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
+        let mut listed = self.archive.target.list(prefix, start_after)?;
+        let mut misses = self.misses.lock().unwrap();
+        if *misses > 0 {
+            *misses -= 1;
+            listed.retain(|object| match RecordKey::parse(STREAM, &object.key) {
+                Some(RecordKey::Log { first, .. }) => (first >= self.below) != self.tail,
+                _ => true,
+            });
+        }
+        Ok(listed)
+    }
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        visit(self.archive.target.list(prefix, start_after)?);
+        Ok(())
+    }
+    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
+        self.archive.target.delete(keys)
+    }
+    fn check(&self) -> Result<(), TargetError> {
+        Ok(())
+    }
+}
+
+/// A stream may begin at any position, so a reader that knows nothing
+/// cannot tell a listing that missed the first records from a later start
+/// by the log alone: it lists the first page again and, finding records
+/// below, lists again; a start that keeps moving is an error, never a
+/// shorter log. (Found by two nodes compacting under load: a reader got
+/// the log from 7.)
+#[test]
+fn a_reader_that_knows_nothing_lists_again_when_the_start_was_missed() {
+    let archive = archive("missing-start", 20);
+    let expected = archive.journal_manifest();
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let once = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(1) };
+    let (manifest, _) =
+        super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
+    assert_eq!(manifest, expected);
+    let always = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(usize::MAX) };
+    let error = super::super::remote_after(&always, &rules, &Sequences::default(), None)
+        .expect_err("never a log from 7");
+    assert!(error.to_string().contains("records from 0 below it, three times over"), "{error}");
+}
+
+/// The same at the log's end: a listing that missed the newest records (a
+/// fold of them while it passed) would end the log early without a sign,
+/// so the page after the last log record object is listed again.
+#[test]
+fn a_reader_lists_again_when_records_beyond_the_end_appear() {
+    let archive = archive("missing-tail", 20);
+    let expected = archive.journal_manifest();
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let once = MissingStart { archive: &archive, below: 12, tail: true, misses: Mutex::new(1) };
+    let (manifest, _) =
+        super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
+    assert_eq!(manifest, expected);
 }

@@ -8,8 +8,11 @@
 //! (few, and their marks say which holes in the log are on purpose), and
 //! objects whose ranges overlap stay in one chunk, so the precedence rules
 //! of `assemble` see them together. A listed object that is gone when
-//! fetched (a compaction step folded it meanwhile) makes it list again
-//! and go on from what the chunks before it gave.
+//! fetched, or a log that does not continue (a compaction step folded
+//! records while they were listed or read), makes it list again and go on
+//! from what the chunks before it gave; so does a first page that, listed
+//! again, begins lower than the whole listing did, or a page after the
+//! last log record object that reaches further than the log read.
 
 use super::assemble::{self, Fetched, Listing};
 use crate::error::Error;
@@ -36,25 +39,128 @@ pub fn each_remote_chunk(
 ) -> Result<Listing, Error> {
     const ATTEMPTS: usize = 3;
     let stream = rules.name;
+    let prefix = keys::records_prefix(stream);
     let mut known = known.clone();
     let mut attempt = 1;
     loop {
-        let listed =
-            target.list(&keys::records_prefix(stream), start_after).map_err(|e| Error::target(stream, e))?;
+        let listed = target.list(&prefix, start_after).map_err(|e| Error::target(stream, e))?;
         let listing = assemble::classify(stream, listed);
         if attempt == 1 {
             for key in &listing.foreign {
                 log::warn!("stream {stream}: ignoring foreign object {key} among manifest records");
             }
         }
+        if start_after.is_none() && known.log_end().is_none() {
+            let first = lowest_log_first(&listing);
+            if let Some(lower) = lower_start_now(target, stream, &prefix, first)? {
+                if attempt == ATTEMPTS {
+                    return Err(Error::target(stream, start_kept_moving(&prefix, lower, first)));
+                }
+                log::debug!(
+                    "stream {stream}: records from {lower} appeared below the listing's first; listing again"
+                );
+                attempt += 1;
+                continue;
+            }
+        }
         let wanted = assemble::to_fetch(&listing, &known)?;
         match take_chunks(target, rules, &mut known, &wanted, take) {
-            Err(Error::Target { source: TargetError::NotFound { key }, .. }) if attempt < ATTEMPTS => {
-                log::debug!("stream {stream}: {key} was folded by compaction while read; listing again");
+            Err(Stop::Reading(error)) if attempt < ATTEMPTS && may_have_raced(&error) => {
+                log::debug!(
+                    "stream {stream}: {error}; listing again (a compaction step may have folded records meanwhile)"
+                );
                 attempt += 1;
             }
-            taken => return taken.map(|()| listing),
+            Err(Stop::Reading(error) | Stop::Taking(error)) => return Err(*error),
+            Ok(()) if attempt < ATTEMPTS && more_beyond(target, stream, &prefix, &listing, &known)? => {
+                log::debug!("stream {stream}: records beyond the listing's end appeared; listing again");
+                attempt += 1;
+            }
+            Ok(()) => return Ok(listing),
         }
+    }
+}
+
+/// Whether log records that continue past `known`'s end now follow the
+/// listing's last log record object: a compaction step that folded the
+/// newest records while the listing passed (written behind it, deleted
+/// ahead of it) would otherwise end the log early without a sign. One
+/// page listed after that key; a record committed since also shows, and
+/// is then read too.
+fn more_beyond(
+    target: &dyn Target,
+    stream: &str,
+    prefix: &str,
+    listing: &Listing,
+    known: &Sequences,
+) -> Result<bool, Error> {
+    let last_log_key = listing
+        .records
+        .iter()
+        .filter(|(key, _)| matches!(key, RecordKey::Log { .. }))
+        .map(|(_, object)| object.key.as_str())
+        .max();
+    let Some(after) = last_log_key else { return Ok(false) };
+    let mut beyond = false;
+    target
+        .list_pages(prefix, Some(after), &mut |page| {
+            beyond = assemble::classify(stream, page).records.iter().any(|(key, _)| match *key {
+                RecordKey::Log { last, .. } => known.log_end().is_none_or(|end| last > end),
+                _ => false,
+            });
+            false
+        })
+        .map_err(|e| Error::target(stream, e))?;
+    Ok(beyond)
+}
+
+/// Where the lowest log record object of `listing` begins.
+fn lowest_log_first(listing: &Listing) -> Option<u64> {
+    listing
+        .records
+        .iter()
+        .filter_map(|(key, _)| match *key {
+            RecordKey::Log { first, .. } => Some(first),
+            _ => None,
+        })
+        .min()
+}
+
+/// A listing is not a snapshot: a compaction step can write its larger
+/// object where the listing has already passed and delete the smaller ones
+/// before it reaches them, so the records it folded are missed both ways.
+/// Past the journal's end the log's continuity shows such a miss; where
+/// nothing is known, a stream's first position can be anything, so the
+/// first page is listed again (every larger object is written before the
+/// smaller ones go, so records that existed are still covered): a log
+/// record object beginning below `first` means the listing missed some.
+/// Returns where that lower one begins.
+fn lower_start_now(
+    target: &dyn Target,
+    stream: &str,
+    prefix: &str,
+    first: Option<u64>,
+) -> Result<Option<u64>, Error> {
+    let mut lowest = None;
+    target
+        .list_pages(prefix, None, &mut |page| {
+            lowest = lowest_log_first(&assemble::classify(stream, page));
+            false
+        })
+        .map_err(|e| Error::target(stream, e))?;
+    Ok(lowest.filter(|&lower| first.is_none_or(|first| lower < first)))
+}
+
+/// The error when the start of the log kept changing between listings.
+fn start_kept_moving(prefix: &str, lower: u64, first: Option<u64>) -> TargetError {
+    let listed = first.map_or("no log records".to_string(), |first| format!("a log starting at {first}"));
+    TargetError::Transient {
+        op: "LIST".into(),
+        key: prefix.into(),
+        detail: format!(
+            "listed {listed}, then records from {lower} below it, three times over \
+             (a manifest compaction running against it?); try again"
+        ),
     }
 }
 
@@ -76,6 +182,22 @@ pub fn remote_after(
     Ok((whole, listing))
 }
 
+/// Why [`take_chunks`] stopped: reading the records (which a compaction
+/// step running meanwhile can explain, so the caller may list again), or
+/// `take` refusing a chunk already counted in `known` (final: listing
+/// again would skip it).
+enum Stop {
+    Reading(Box<Error>),
+    Taking(Box<Error>),
+}
+
+/// Whether reading the records failed in a way a compaction step running
+/// meanwhile explains: an object folded (gone) or a log that no longer
+/// continues.
+fn may_have_raced(error: &Error) -> bool {
+    matches!(error, Error::Target { source: TargetError::NotFound { .. }, .. } | Error::Manifest(_))
+}
+
 /// Download `wanted` (in listing order) in chunks, assemble each after
 /// `known`, move `known` past it and hand it to `take`.
 fn take_chunks(
@@ -84,7 +206,7 @@ fn take_chunks(
     known: &mut Sequences,
     wanted: &[&ObjectInfo],
     take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Error> {
+) -> Result<(), Stop> {
     let log_range = |object: &ObjectInfo| match RecordKey::parse(rules.name, &object.key) {
         Some(RecordKey::Log { first, last, .. }) => Some((first, last)),
         _ => None,
@@ -117,14 +239,14 @@ fn take_chunk(
     known: &mut Sequences,
     objects: &[&ObjectInfo],
     take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let fetched = fetch_all(target, rules.name, objects)?;
-    let chunk = assemble::assemble(rules, known, &fetched)?;
+) -> Result<(), Stop> {
+    let fetched = fetch_all(target, rules.name, objects).map_err(|e| Stop::Reading(Box::new(e)))?;
+    let chunk = assemble::assemble(rules, known, &fetched).map_err(|e| Stop::Reading(Box::new(e.into())))?;
     drop(fetched);
     known.last = chunk.log.last().map(LogSpan::of).or(known.last);
     known.last_snapshot = chunk.snapshots.last().map(|s| s.position).or(known.last_snapshot);
     known.last_prune = chunk.prunes.last().map(|p| (p.sequence, p.before)).or(known.last_prune);
-    take(chunk)
+    take(chunk).map_err(|e| Stop::Taking(Box::new(e)))
 }
 
 /// Download `objects` whole.

@@ -200,13 +200,42 @@ fn unrecorded(
 
 /// The record objects' problems: with `deep` each is downloaded and
 /// compared with the manifest (a pass over the log); then a pass finds the
-/// entries no record object holds. `Err` says the listing failed.
+/// entries no record object holds. `Err` says the listing failed. A listed
+/// object gone when downloaded (a running daemon's compaction step folded
+/// it meanwhile) makes it list and check again, a few times.
 fn check_records(
     target: &dyn Target,
     rules: &StreamRules<'_>,
     reader: &ManifestReader<'_>,
     deep: bool,
 ) -> Result<Vec<String>, String> {
+    const ATTEMPTS: usize = 3;
+    let mut attempt = 1;
+    loop {
+        let gone = std::cell::Cell::new(false);
+        let found = check_records_once(target, rules, reader, deep, &gone)?;
+        if !gone.get() || attempt == ATTEMPTS {
+            return Ok(found);
+        }
+        attempt += 1;
+    }
+}
+
+/// [`check_records`] over one listing; `gone` is set when a listed object
+/// was not found when downloaded.
+fn check_records_once(
+    target: &dyn Target,
+    rules: &StreamRules<'_>,
+    reader: &ManifestReader<'_>,
+    deep: bool,
+    gone: &std::cell::Cell<bool>,
+) -> Result<Vec<String>, String> {
+    let download = |target: &dyn Target, object: &ObjectInfo| {
+        download(target, object).map_err(|(error, not_found)| {
+            gone.set(gone.get() || not_found);
+            error
+        })
+    };
     let listed = target
         .list(&keys::records_prefix(rules.name), None)
         .map_err(|error| format!("cannot list record objects: {error}"))?;
@@ -242,13 +271,17 @@ fn check_records(
     Ok(found)
 }
 
-/// A record object's bytes, refusing an absurdly large one unread.
-fn download(target: &dyn Target, object: &ObjectInfo) -> Result<Vec<u8>, String> {
+/// A record object's bytes, refusing an absurdly large one unread; the
+/// error says whether the object was not found.
+fn download(target: &dyn Target, object: &ObjectInfo) -> Result<Vec<u8>, (String, bool)> {
     if object.size > MAX_RECORD_OBJECT {
-        return Err(format!("{} bytes, far larger than any record", object.size));
+        return Err((format!("{} bytes, far larger than any record", object.size), false));
     }
     let mut text = Vec::new();
-    target.get(&object.key, None, &mut text).map(|_| text).map_err(|e| e.to_string())
+    target.get(&object.key, None, &mut text).map(|_| text).map_err(|e| {
+        let not_found = matches!(e, crate::target::TargetError::NotFound { .. });
+        (e.to_string(), not_found)
+    })
 }
 
 /// The listed compacted objects' ranges (taken to hold what their keys say).

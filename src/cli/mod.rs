@@ -60,9 +60,12 @@ pub enum Command {
     Snapshot { stream: String },
     /// `walship check`: validate the config and reach every target.
     Check,
-    /// `walship fleet [--json] [--stale DURATION]`: every node's heartbeats.
+    /// `walship fleet [--json] [--stale DURATION] [--deep]`: every node's
+    /// heartbeats.
     Fleet {
         json: bool,
+        /// Read every stream's heartbeats instead of the fleet index.
+        deep: bool,
         /// `None`: three heartbeat intervals.
         stale: Option<std::time::Duration>,
     },
@@ -337,15 +340,21 @@ const COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "fleet",
-        synopsis: "[--json] [--stale DURATION]",
+        synopsis: "[--json] [--stale DURATION] [--deep]",
         summary: "show every node's and stream's health from the heartbeats on the target",
-        about: "Read the heartbeat objects (STREAM/nodes/NODE_ID) that nodes with node_id\n\
-                write, from the target alone, and show one line per node and stream:\n\
-                stale (not refreshed within DURATION by the store's clock, default three\n\
-                heartbeat intervals) and failing ones first, with positions, backlog,\n\
-                last success, version and error.",
+        about: "Read the heartbeats that nodes with node_id write, from the target alone,\n\
+                and show one line per node and stream: stale (not refreshed within\n\
+                DURATION by the store's clock, default three heartbeat intervals) and\n\
+                failing ones first, with positions, backlog, last success, version and\n\
+                error. Reads the fleet index (.walship/fleet/NODE_ID, one object per node):\n\
+                one LIST per 1,000 nodes, and GETs of only the objects changed since the\n\
+                last run (remembered in state_dir/.walship-fleet-cache when writable).\n\
+                --deep reads every stream's heartbeats (STREAM/nodes/NODE_ID) instead:\n\
+                a LIST per stream and a GET per heartbeat, but it also shows nodes whose\n\
+                walship is older than the fleet index.",
         options: |o| {
             o.optflag("", "json", "print JSON instead of text");
+            o.optflag("", "deep", "read every stream's heartbeats, not the fleet index");
             o.optopt("", "stale", "older heartbeats are stale (default: 3 x heartbeat_interval)", "DURATION");
         },
         build: |m| {
@@ -353,6 +362,7 @@ const COMMANDS: &[CommandSpec] = &[
             let stale = m.opt_str("stale").map(|d| config::values::positive_duration(&d)).transpose();
             Ok(Command::Fleet {
                 json: m.opt_present("json"),
+                deep: m.opt_present("deep"),
                 stale: stale.map_err(|e| format!("--stale: {e}"))?,
             })
         },

@@ -102,10 +102,10 @@ fn commands() {
         ("prune -s x --dry-run", Command::Prune { stream: s("x"), dry_run: true }),
         ("snapshot -s x", Command::Snapshot { stream: "x".into() }),
         ("check", Command::Check),
-        ("fleet", Command::Fleet { json: false, stale: None }),
+        ("fleet", Command::Fleet { json: false, deep: false, stale: None }),
         (
-            "fleet --json --stale 5m",
-            Command::Fleet { json: true, stale: Some(std::time::Duration::from_secs(300)) },
+            "fleet --json --stale 5m --deep",
+            Command::Fleet { json: true, deep: true, stale: Some(std::time::Duration::from_secs(300)) },
         ),
     ];
     for (line, command) in cases {

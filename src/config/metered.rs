@@ -17,7 +17,7 @@ use super::values::number_in;
 pub struct Metered {
     /// Upload bytes per second for the whole process; `None`: unlimited.
     pub bandwidth_limit: Option<u64>,
-    /// Upload rates by local time of day (never set with `bandwidth_limit`).
+    /// Upload rates by local time of day, each capped by `bandwidth_limit`.
     pub bandwidth_schedule: Option<Schedule>,
     /// Download bytes per second of `restore` and `fetch`; `None`: unlimited.
     pub restore_bandwidth_limit: Option<u64>,
@@ -33,16 +33,6 @@ pub fn parse_metered(f: &Fields) -> Result<Metered, ConfigError> {
     };
     let bandwidth_limit = f.optional("bandwidth_limit", limit)?.flatten();
     let bandwidth_schedule = f.optional("bandwidth_schedule", Schedule::parse)?;
-    if bandwidth_limit.is_some() && bandwidth_schedule.is_some() {
-        return Err(f.error(
-            "bandwidth_schedule",
-            format!(
-                "set either bandwidth_limit (line {}) or bandwidth_schedule, not both: the schedule's \
-                 windows cover the whole day, so the limit would never apply; put the rate in a window",
-                f.line_of("bandwidth_limit")
-            ),
-        ));
-    }
     let restore_bandwidth_limit = f.optional("restore_bandwidth_limit", limit)?.flatten();
     let data_budget = f.optional("data_budget", parse_budget)?;
     let start_day = f.optional("budget_period_start", |v| number_in(v, 1, 31))?;
@@ -90,6 +80,10 @@ mod tests {
         assert_eq!((budget.bytes, budget.start_day), (5 << 30, 15));
         let plain = parse_text(&config_text("bandwidth_limit = 2MiB/s", "")).expect("valid");
         assert_eq!(plain.global.metered.bandwidth_limit, Some(2 << 20));
+        let both = "bandwidth_limit = 2MiB/s\nbandwidth_schedule = 08:00=256KiB/s 19:00=2MiB/s 23:00=off";
+        let both = parse_text(&config_text(both, "")).expect("SPEC's example: the limit caps the schedule");
+        assert_eq!(both.global.metered.bandwidth_limit, Some(2 << 20));
+        assert!(both.global.metered.bandwidth_schedule.is_some());
         let off = parse_text(&config_text("bandwidth_limit = off", "")).expect("valid");
         assert_eq!(off.global.metered.bandwidth_limit, None);
     }
@@ -108,8 +102,6 @@ mod tests {
         for (line, key, part) in cases {
             assert_error(&config_text(line, ""), Some(4), Some(&format!("[global] {key}")), part);
         }
-        let both = config_text("bandwidth_limit = 1MiB/s\nbandwidth_schedule = 08:00=0", "");
-        assert_error(&both, Some(5), Some("[global] bandwidth_schedule"), "either bandwidth_limit (line 4)");
         let weekly = config_text("data_budget = 1GiB/week\nbudget_period_start = 3", "");
         assert_error(&weekly, Some(5), Some("[global] budget_period_start"), "a week starts on Monday");
         let day = config_text("data_budget = 1GiB/month\nbudget_period_start = 32", "");

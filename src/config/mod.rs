@@ -212,8 +212,7 @@ fn invalid(path: &Path, line: Option<usize>, key: Option<String>, message: Strin
 /// must name the file; a config that parses must keep the rules (at least
 /// one stream, unique valid names, batch_size in 1..=100000, snapshots a
 /// multiple of batch_size with a command, backoff_min <= backoff_max, the
-/// places apart as written, not both bandwidth_limit and a schedule,
-/// backlog_limit only for a spool). Panics otherwise.
+/// places apart as written, backlog_limit only for a spool). Panics otherwise.
 pub fn check_parse(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -233,7 +232,6 @@ pub fn check_parse(data: &[u8]) {
     assert!(global.backoff_min <= global.backoff_max, "backoff_min > backoff_max: {global:?}");
     assert!(global.part_size > 0 && (1..=16).contains(&global.parallel_uploads), "{global:?}");
     let metered = &global.metered;
-    assert!(metered.bandwidth_limit.is_none() || metered.bandwidth_schedule.is_none(), "{metered:?}");
     assert!(
         metered.data_budget.is_none_or(|b| b.bytes > 0 && (1..=31).contains(&b.start_day)),
         "{metered:?}"

@@ -21,8 +21,12 @@
 //!    caught-up nodes does not change.
 //!
 //! Two nodes may both believe they are elected for a moment (their reads
-//! differ by an interval): harmless, as an identical object is recorded,
-//! never sent twice, and different content stops the stream loudly.
+//! differ by an interval): harmless for batches cut at the same positions,
+//! as an identical object is recorded, never sent twice, and different
+//! content stops the stream loudly. So that this moment stays rare (short
+//! batches cut at different positions would record overlapping ranges),
+//! a node takes over from a live offloader only once the election has
+//! chosen it for an interval (`member`).
 
 use std::time::{Duration, SystemTime};
 
@@ -55,6 +59,8 @@ pub struct Election {
     /// How long, from `now`, the offloader's heartbeat stays alive without
     /// a refresh: a standby looks again then, to take over in time.
     pub offloader_alive_for: Option<Duration>,
+    /// The nodes alive, by id (whether a previous offloader is gone).
+    pub alive: Vec<String>,
 }
 
 /// Elect the offloader of `stream` among `heartbeats`, at the store's time
@@ -64,7 +70,14 @@ pub fn elect(stream: &str, heartbeats: &[Observed<'_>], now: SystemTime, setting
     let age = |o: &Observed<'_>| now.duration_since(o.modified).unwrap_or(Duration::ZERO);
     let alive: Vec<&Observed<'_>> =
         heartbeats.iter().filter(|o| age(o) <= alive_limit && !o.heartbeat.stopped).collect();
-    let nobody = |reason: String| Election { offloader: None, reason, offloader_alive_for: None };
+    let mut alive_ids: Vec<String> = alive.iter().map(|o| o.heartbeat.node.clone()).collect();
+    alive_ids.sort();
+    let nobody = |reason: String| Election {
+        offloader: None,
+        reason,
+        offloader_alive_for: None,
+        alive: alive_ids.clone(),
+    };
     if alive.is_empty() {
         return nobody(format!("no node alive (no heartbeat within {alive_limit:?})"));
     }
@@ -104,6 +117,7 @@ pub fn elect(stream: &str, heartbeats: &[Observed<'_>], now: SystemTime, setting
             caught_up.len()
         ),
         offloader_alive_for: Some(alive_limit.saturating_sub(age(chosen))),
+        alive: alive_ids,
     }
 }
 
@@ -159,6 +173,7 @@ mod tests {
         assert_eq!(alone.offloader.as_deref(), Some("n1"));
         assert_eq!(alone.reason, "elected n1 among n1, 1 caught up");
         assert_eq!(alone.offloader_alive_for, Some(Duration::from_secs(18)));
+        assert_eq!(alone.alive, ["n1"]);
         // One lagging peer (17 behind with a lag of 16) is never elected,
         // whatever the stream's hash says.
         for index in 0..2 {
@@ -234,6 +249,7 @@ mod tests {
             (e.offloader.as_deref(), e.reason.as_str()),
             (Some("n2"), "elected n2 among n2, 1 caught up")
         );
+        assert_eq!(e.alive, ["n2"], "a stopped node is not alive");
     }
 
     #[test]

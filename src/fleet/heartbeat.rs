@@ -28,8 +28,15 @@
 //! Age is never judged from `written` (nodes' clocks differ) but from the
 //! object's Last-Modified against the store's clock (see `view`).
 //!
-//! [`parse`] is total: any bytes give a heartbeat or an error naming the
-//! line, never a panic, and it reads at most [`MAX_LEN`] bytes. Writing
+//! A node's fleet index object (`.walship/fleet/NODE_ID`, for `walship
+//! fleet`) holds the heartbeats of all its streams one after another, each
+//! starting at its `walship-heartbeat 1` line ([`index_text`],
+//! [`parse_index`]): all of the same node, no stream twice, at most
+//! [`MAX_INDEX_LEN`] bytes; an empty object is a node with no stream.
+//!
+//! [`parse`] and [`parse_index`] are total: any bytes give heartbeats or an
+//! error naming the line, never a panic, and they read at most [`MAX_LEN`]
+//! (one heartbeat) or [`MAX_INDEX_LEN`] (an index) bytes. Writing
 //! keeps values on one line and within bounds (`last_error` at most
 //! [`MAX_ERROR_LEN`] bytes, control characters as spaces), so that what is
 //! written always parses back to the same value.
@@ -47,6 +54,10 @@ pub const VERSION: u32 = 1;
 
 /// A heartbeat larger than this is refused unread.
 pub const MAX_LEN: usize = 4096;
+
+/// A fleet index object larger than this is refused unread (room for
+/// 256 streams' heartbeats of the largest size).
+pub const MAX_INDEX_LEN: usize = 256 * MAX_LEN;
 
 /// Longest `last_error` written; longer messages are cut.
 pub const MAX_ERROR_LEN: usize = 1024;
@@ -218,6 +229,55 @@ pub fn parse(bytes: &[u8]) -> Result<Heartbeat, FormatError> {
     Ok(heartbeat)
 }
 
+/// A node's fleet index object: the heartbeats of its streams, one after
+/// another (see the module doc).
+pub fn index_text(heartbeats: &[Heartbeat]) -> String {
+    heartbeats.iter().map(Heartbeat::to_text).collect()
+}
+
+/// Read a node's fleet index object: its heartbeats, in the order written.
+/// Each starts at a line beginning `walship-heartbeat ` (with no '='); all
+/// name the same node and no stream twice.
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<Heartbeat>, FormatError> {
+    let whole = |problem: String| FormatError { line: 0, problem };
+    if bytes.len() > MAX_INDEX_LEN {
+        return Err(whole(format!(
+            "{} bytes, more than the {MAX_INDEX_LEN} a fleet index may hold",
+            bytes.len()
+        )));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| whole(format!("not UTF-8 ({e})")))?;
+    // Each heartbeat's lines, with the number of the line it starts on. A
+    // first line has no '=' (a line with one is a key, maybe unknown).
+    let starts = |line: &str| line.starts_with(&format!("{MAGIC} ")) && !line.contains('=');
+    let mut chunks: Vec<(usize, String)> = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        match chunks.last_mut() {
+            Some((_, chunk)) if !starts(line) => {
+                chunk.push_str(line);
+                chunk.push('\n');
+            }
+            _ => chunks.push((index + 1, format!("{line}\n"))),
+        }
+    }
+    let mut heartbeats: Vec<Heartbeat> = Vec::with_capacity(chunks.len());
+    for (start, chunk) in chunks {
+        let heartbeat = parse(chunk.as_bytes()).map_err(|error| FormatError {
+            line: start + error.line.saturating_sub(1),
+            problem: error.problem,
+        })?;
+        let at = |problem: String| FormatError { line: start, problem };
+        if let Some(first) = heartbeats.first().filter(|first| first.node != heartbeat.node) {
+            return Err(at(format!("node {} in the index of node {}", heartbeat.node, first.node)));
+        }
+        if heartbeats.iter().any(|seen| seen.stream == heartbeat.stream) {
+            return Err(at(format!("stream {} appears twice", heartbeat.stream)));
+        }
+        heartbeats.push(heartbeat);
+    }
+    Ok(heartbeats)
+}
+
 /// A run of ASCII digits as a u64 (no sign, no spaces, no overflow).
 fn parse_number(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
@@ -226,12 +286,19 @@ fn parse_number(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// For the fuzzer: any bytes parse or fail without panicking, and what
-/// parses is written back to text that parses to the same heartbeat.
+/// For the fuzzer: any bytes parse, as a heartbeat and as a fleet index,
+/// or fail without panicking, and what parses is written back to text that
+/// parses to the same heartbeat (or heartbeats).
 pub fn check_parse(data: &[u8]) {
     if let Ok(heartbeat) = parse(data) {
         let again = parse(heartbeat.to_text().as_bytes()).expect("a written heartbeat parses");
         assert_eq!(again, heartbeat, "a heartbeat does not survive writing and reading");
+        let index = parse_index(data).expect("one heartbeat is an index");
+        assert_eq!(index, [heartbeat], "one heartbeat is an index of one");
+    }
+    if let Ok(heartbeats) = parse_index(data) {
+        let again = parse_index(index_text(&heartbeats).as_bytes()).expect("a written index parses");
+        assert_eq!(again, heartbeats, "a fleet index does not survive writing and reading");
     }
 }
 
@@ -316,5 +383,34 @@ mod tests {
             assert!(error.to_string().contains(part), "{error} lacks {part:?}");
         }
         assert!(parse(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn an_index_holds_a_nodes_heartbeats_one_after_another() {
+        let other = Heartbeat { stream: "pg".into(), last_error: Some("put failed".into()), ..sample() };
+        let text = index_text(&[sample(), other.clone()]);
+        assert_eq!(text, sample().to_text() + &other.to_text());
+        assert_eq!(parse_index(text.as_bytes()), Ok(vec![sample(), other.clone()]));
+        assert_eq!(parse_index(b""), Ok(vec![]), "a node with no stream");
+        check_parse(text.as_bytes());
+        let unknown_key = sample().to_text() + "walship-heartbeat 1=later\n";
+        assert_eq!(parse_index(unknown_key.as_bytes()), Ok(vec![sample()]), "a key, not a heartbeat");
+        check_parse(unknown_key.as_bytes());
+        let lines = sample().to_text().lines().count();
+        let stranger = Heartbeat { node: "gw-2".into(), ..other.clone() };
+        #[rustfmt::skip]
+        let cases: [(String, usize, &str); 6] = [
+            ("garbage\n".to_string() + &text, 1, "first line"),
+            (text.replace("stream=pg", "stream=sensors"), lines + 1, "stream sensors appears twice"),
+            (index_text(&[sample(), stranger]), lines + 1, "node gw-2 in the index of node gw-17a"),
+            (text.replace("archived=1234\ncommitted=1240\nbacklog_segments=6\nfirst_waiting=1235\nheld=1240\nlast_success=1796006400\nlast_error=put failed", "archived=x"), lines + 6, "not a number"),
+            (text.replace("walship-heartbeat 1\nnode=gw-17a\nstream=pg", "walship-heartbeat 2\nnode=gw-17a\nstream=pg"), lines + 1, "newer walship"),
+            ("x".repeat(MAX_INDEX_LEN + 1), 0, "more than the"),
+        ];
+        for (input, line, part) in cases {
+            let error = parse_index(input.as_bytes()).expect_err(&input);
+            assert!(error.to_string().contains(part), "{error} lacks {part:?}");
+            assert_eq!(error.line, line, "{error}");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The fleet thread of the daemon (when `node_id` is set): writes every
 //! stream's heartbeat, `STREAM/nodes/NODE_ID`, every `heartbeat_interval`,
-//! from the streams' in-memory status; then, for `replicas = on` streams,
+//! from the streams' in-memory status, and after them the node's fleet
+//! index object `.walship/fleet/NODE_ID` holding them all (for `walship
+//! fleet`, see `index`); then, for `replicas = on` streams,
 //! reads the peers' heartbeats (one LIST, GETs of the changed ones), elects
 //! the offloader and tells the stream's [`Member`].
 //!
@@ -17,7 +19,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::election::{Observed, Settings, elect};
-use super::heartbeat::Heartbeat;
+use super::heartbeat::{Heartbeat, index_text};
 use super::member::Member;
 use super::view::HeartbeatReader;
 use crate::status::{StreamStatus, unix_now};
@@ -49,6 +51,14 @@ pub fn publish(target: &dyn Target, heartbeat: &Heartbeat) -> Result<(), TargetE
     target.put(&keys::heartbeat_key(&heartbeat.stream, &heartbeat.node), &body)
 }
 
+/// Write `node`'s fleet index object, holding `heartbeats` (its streams').
+pub fn publish_index(target: &dyn Target, node: &str, heartbeats: &[Heartbeat]) -> Result<(), TargetError> {
+    let text = index_text(heartbeats);
+    let pieces = [text.as_bytes()];
+    let body = Upload::pieces(&pieces, text.len() as u64, crc32fast::hash(text.as_bytes()));
+    target.put(&keys::fleet_index_key(node), &body)
+}
+
 /// Start the fleet thread: until `stopped()` (then unpark the thread),
 /// write the heartbeat of each of `members()` every `interval` (once the
 /// stream has scanned its directory, so a heartbeat never shows a node
@@ -73,10 +83,20 @@ pub fn start(
                 format!("node {node}: peers' heartbeats read again"),
             ),
             reader: HeartbeatReader::default(),
+            written: Vec::new(),
             target,
             node,
             interval,
         };
+        // A write of the fleet index that a crash interrupted left a temp
+        // file (file target); the streams clean their own prefixes.
+        match fleet.target.clean_stale_temps(keys::FLEET_INDEX_PREFIX, crate::statedir::process_start()) {
+            Ok(0) => {}
+            Ok(removed) => log::info!("node {}: removed {removed} temp files of the fleet index", fleet.node),
+            Err(error) => {
+                log::warn!("node {}: cannot clean the fleet index's temp files: {error}", fleet.node)
+            }
+        }
         // The first heartbeats wait (up to an interval) for every stream's
         // first scan, so the first election already sees positions.
         let first_round = Instant::now() + interval;
@@ -109,20 +129,25 @@ struct FleetThread {
     node: String,
     interval: Duration,
     reader: HeartbeatReader,
+    /// The heartbeats written last, by stream (read back without a GET).
+    written: Vec<Heartbeat>,
     writes: Logged,
     reads: Logged,
 }
 
 impl FleetThread {
     /// Write the heartbeat of every member that has scanned its directory
-    /// (`stopped`: the last one, as the node stops).
+    /// (`stopped`: the last one, as the node stops), then the node's fleet
+    /// index object holding them all.
     fn write_heartbeats(&mut self, members: &[Arc<Member>], stopped: bool) {
-        let (target, node) = (self.target.as_ref(), &self.node);
-        self.writes.note(members.iter().try_for_each(|member| {
-            let status = member.status.get();
-            let heartbeat = Heartbeat { stopped, ..heartbeat_of(node, &status) };
-            if scanned(&status) { publish(target, &heartbeat) } else { Ok(()) }
-        }));
+        let heartbeats: Vec<Heartbeat> = members
+            .iter()
+            .map(|member| member.status.get())
+            .filter(scanned)
+            .map(|status| Heartbeat { stopped, ..heartbeat_of(&self.node, &status) })
+            .collect();
+        self.writes.note(publish_all(self.target.as_ref(), &self.node, &heartbeats));
+        self.written = heartbeats;
     }
 
     /// Elect the offloader of every `replicas = on` member from its peers'
@@ -135,7 +160,8 @@ impl FleetThread {
             let Some(replicas) = member.replicas else { continue };
             let settings =
                 Settings { heartbeat_interval: self.interval, max_offloader_lag: replicas.max_offloader_lag };
-            let read = self.reader.read(self.target.as_ref(), &member.stream);
+            let own = self.written.iter().find(|beat| beat.stream == member.stream);
+            let read = self.reader.read_knowing(self.target.as_ref(), &member.stream, own);
             if let Ok((entries, store_now)) = &read {
                 let observed: Vec<Observed<'_>> = entries
                     .iter()
@@ -157,8 +183,18 @@ impl FleetThread {
     }
 }
 
+/// Write each of `heartbeats` (all of `node`), then `node`'s fleet index
+/// holding them (none written: no index either).
+pub fn publish_all(target: &dyn Target, node: &str, heartbeats: &[Heartbeat]) -> Result<(), TargetError> {
+    if heartbeats.is_empty() {
+        return Ok(());
+    }
+    heartbeats.iter().try_for_each(|heartbeat| publish(target, heartbeat))?;
+    publish_index(target, node, heartbeats)
+}
+
 /// Whether the stream has looked at its directory at least once.
-fn scanned(status: &StreamStatus) -> bool {
+pub(super) fn scanned(status: &StreamStatus) -> bool {
     status.last_success.is_some() || status.last_error.is_some()
 }
 

@@ -8,7 +8,8 @@
 //!
 //! Cost: a [`HeartbeatReader`] lists a stream's `nodes/` prefix (one LIST
 //! per 1,000 heartbeats of the stream) and GETs only the heartbeats whose
-//! Last-Modified or size changed since it last read them; `fleet` finds the
+//! Last-Modified or size changed since it last read them, and never the
+//! reading node's own, which it was just given; `fleet --deep` finds the
 //! streams with one delimited LIST per 1,000 streams first.
 
 use std::collections::HashMap;
@@ -96,6 +97,18 @@ impl HeartbeatReader {
         target: &dyn Target,
         stream: &str,
     ) -> Result<(Vec<Entry>, SystemTime), TargetError> {
+        self.read_knowing(target, stream, None)
+    }
+
+    /// [`HeartbeatReader::read`], taking `own` (the reading node's
+    /// heartbeat of the stream, just written) as what its object holds,
+    /// without a GET.
+    pub fn read_knowing(
+        &mut self,
+        target: &dyn Target,
+        stream: &str,
+        own: Option<&Heartbeat>,
+    ) -> Result<(Vec<Entry>, SystemTime), TargetError> {
         let prefix = keys::heartbeats_prefix(stream);
         let listing = target.list_dated(&prefix)?;
         self.lists += (listing.objects.len() as u64).div_ceil(1000).max(1);
@@ -107,7 +120,12 @@ impl HeartbeatReader {
                 .cache
                 .get(&object.key)
                 .is_some_and(|c| c.modified == object.modified && c.size == object.size);
-            if !fresh {
+            let known = own.filter(|own| own.node == node && own.stream == stream);
+            if let (false, Some(known)) = (fresh, known) {
+                let heartbeat = Ok(known.clone());
+                let cached = Cached { modified: object.modified, size: object.size, heartbeat };
+                self.cache.insert(object.key.clone(), cached);
+            } else if !fresh {
                 let heartbeat = self.fetch(target, stream, node, &object.key, object.size)?;
                 let cached = Cached { modified: object.modified, size: object.size, heartbeat };
                 self.cache.insert(object.key.clone(), cached);
@@ -136,14 +154,14 @@ impl HeartbeatReader {
             return Ok(Err(format!("{key}: {size} bytes, more than a heartbeat holds")));
         }
         self.gets += 1;
-        let mut bytes = Bounded(Vec::new());
+        let mut bytes = Bounded::new(heartbeat::MAX_LEN);
         match target.get(key, None, &mut bytes) {
             Ok(_) => {}
             Err(TargetError::NotFound { .. }) => return Ok(Err(format!("{key}: deleted while read"))),
             Err(error) if error.is_transient() => return Err(error),
             Err(error) => return Ok(Err(error.to_string())),
         }
-        Ok(match heartbeat::parse(&bytes.0) {
+        Ok(match heartbeat::parse(&bytes.into_inner()) {
             Ok(beat) if beat.node != node || beat.stream != stream => {
                 Err(format!("{key}: holds the heartbeat of node {} for stream {}", beat.node, beat.stream))
             }
@@ -153,15 +171,29 @@ impl HeartbeatReader {
     }
 }
 
-/// A buffer that refuses to grow past a heartbeat's maximum size.
-struct Bounded(Vec<u8>);
+/// A buffer that refuses to grow past a limit (a heartbeat's, an index's
+/// maximum size).
+pub(super) struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl Bounded {
+    pub(super) fn new(limit: usize) -> Bounded {
+        Bounded { bytes: Vec::new(), limit }
+    }
+
+    pub(super) fn into_inner(self) -> Vec<u8> {
+        self.bytes
+    }
+}
 
 impl Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.len() + buf.len() > heartbeat::MAX_LEN {
-            return Err(std::io::Error::other("larger than a heartbeat may be"));
+        if self.bytes.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other(format!("larger than the {} bytes it may be", self.limit)));
         }
-        self.0.extend_from_slice(buf);
+        self.bytes.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -396,6 +428,18 @@ mod tests {
         assert_eq!(entries[1].heartbeat.as_ref().unwrap().written, 22);
         target.delete(&["s/nodes/n3".to_string()]).unwrap();
         assert_eq!(reader.read(&target, "s").unwrap().0.len(), 2);
+        // A node's own heartbeat, just written, is not read back.
+        write("n1", 33);
+        let own = Heartbeat {
+            node: "n1".into(),
+            stream: "s".into(),
+            version: "1".into(),
+            written: 33,
+            ..Default::default()
+        };
+        let (entries, _) = reader.read_knowing(&target, "s", Some(&own)).unwrap();
+        assert_eq!(reader.gets, 4, "no GET for its own");
+        assert_eq!(entries[0].heartbeat, Ok(own));
     }
 
     #[test]

@@ -32,6 +32,7 @@ impl Stream {
         let (first, last, size, object) = (batch.first, batch.last, batch.size, batch.stored);
         let (record, segments) = batch.into_record();
         self.commit(record)?;
+        self.last_batch_read = segments.iter().map(|seg| (*seg).clone()).collect();
         let how = if uploaded == Uploaded::AlreadyStored { ", found already stored" } else { "" };
         let stored = match object.encoding {
             Encoding::Identity => String::new(),
@@ -200,7 +201,13 @@ fn timeline_switch(config: &crate::config::StreamConfig, first: u64, last: u64) 
 /// Whether `seg.path` still names the file the scan found (and the batch
 /// read): same file, size and time.
 pub(super) fn is_the_file_read(seg: &Segment) -> bool {
-    fs::metadata(&seg.path).is_ok_and(|meta| {
+    is_the_file_at(&seg.path, seg)
+}
+
+/// Whether `path` names the file `seg`'s scan found: same file, size and
+/// time.
+pub(super) fn is_the_file_at(path: &Path, seg: &Segment) -> bool {
+    fs::metadata(path).is_ok_and(|meta| {
         (meta.dev(), meta.ino()) == seg.file_id
             && meta.len() == seg.len
             && meta.modified().ok() == Some(seg.modified)

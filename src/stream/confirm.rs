@@ -6,6 +6,7 @@
 //! with the same length and CRC32 is archived (PostgreSQL retries after a
 //! crash); one with other content is a conflict naming both CRCs; one at a
 //! position the archive passed without it (a recorded gap) is refused.
+//! The file the pass itself just read and archived is not read again.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -85,7 +86,11 @@ impl Stream {
                 self.name()
             )));
         };
-        let (len, crc32) = file_crc32(path).map_err(|e| Error::local("read", path, e))?;
+        let (len, crc32) = if self.read_by_last_batch(position, path) {
+            (entry.len, entry.crc32)
+        } else {
+            file_crc32(path).map_err(|e| Error::local("read", path, e))?
+        };
         if (len, crc32) != (entry.len, entry.crc32) {
             return Err(Error::Conflict {
                 stream: self.name().into(),
@@ -101,6 +106,21 @@ impl Stream {
             });
         }
         Ok(archived)
+    }
+}
+
+impl Stream {
+    /// Whether `path` is still the very file of `position` that the last
+    /// committed batch read (same device, inode, size and modification
+    /// time as its scan saw): its record's length and CRC32 are then those
+    /// of its bytes, read, sent and checked a moment ago, and reading its
+    /// 16 MiB again would only add to `push`'s latency. A file replaced
+    /// since (PostgreSQL's retry after a crash, another file under the
+    /// name) is read and compared.
+    fn read_by_last_batch(&self, position: u64, path: &Path) -> bool {
+        self.last_batch_read
+            .iter()
+            .any(|seg| seg.position == position && super::commit::is_the_file_at(path, seg))
     }
 }
 
@@ -187,5 +207,44 @@ mod tests {
         assert!(refused.contains("a gap is recorded there"), "{refused}");
         let outside = requested_position(&config, &dir.0.join("elsewhere/seg-9.log")).unwrap_err();
         assert!(matches!(outside, Error::Usage(_)), "{outside}");
+    }
+
+    /// The file the pass just archived is confirmed from its record, not
+    /// read again: rewritten in place with the same length and time (which
+    /// nothing but this test does to a sealed segment), it still confirms;
+    /// another file renamed over the name (another inode) is read, and its
+    /// other bytes are a conflict.
+    #[test]
+    fn the_file_the_pass_just_read_is_not_read_again_but_a_replaced_one_is() {
+        let dir = TempDir::new("confirm-read-once");
+        let text = format!(
+            "[global]\nstate_dir = {0}/state\ntarget = file://{0}/unused\n\n[stream s]\ndir = {0}/src\n\
+             pattern = seg-{{seq}}.log\nbatch_size = 4\nseal = push\n",
+            dir.0.display()
+        );
+        let config = config::parse(Path::new("push.conf"), &text).unwrap().streams.remove(0);
+        let state = dir.0.join("state");
+        fs::create_dir(dir.0.join("src")).unwrap();
+        let segment = dir.0.join("src").join("seg-1.log");
+        fs::write(&segment, "segment 1").unwrap();
+        let target: Arc<dyn Target> = Arc::new(MemoryTarget::default());
+        let lock = Arc::new(statedir::lock_stream(&state, "s").unwrap());
+        let mut stream =
+            Stream::open(config.clone(), &state, target, Arc::new(StatusCell::default()), lock).unwrap();
+        let push = Hints { sealed_through: Some(1), low_water_mark: None, flush_through: Some(1) };
+        stream.pass(false, push, &|| false).unwrap();
+        assert_eq!(stream.archived(), Some(1));
+
+        let modified = fs::metadata(&segment).unwrap().modified().unwrap();
+        fs::write(&segment, "SEGMENT 1").unwrap();
+        fs::File::options().write(true).open(&segment).unwrap().set_modified(modified).unwrap();
+        assert_eq!(stream.confirm_archived(1, &segment).unwrap(), 1, "taken from the record");
+
+        let replacement = dir.0.join("src").join("replacement");
+        fs::write(&replacement, "SEGMENT 1").unwrap();
+        fs::File::options().write(true).open(&replacement).unwrap().set_modified(modified).unwrap();
+        fs::rename(&replacement, &segment).unwrap();
+        let conflict = stream.confirm_archived(1, &segment).unwrap_err();
+        assert!(matches!(conflict, Error::Conflict { .. }), "{conflict}");
     }
 }

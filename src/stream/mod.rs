@@ -137,6 +137,10 @@ pub struct Stream {
     /// A gap for `backlog_limit` was recorded: ask for a snapshot once the
     /// pass has caught up (`backlog`).
     snapshot_after_drop: bool,
+    /// The segment files the last committed batch read, as its scan saw
+    /// them: `confirm_archived` takes their recorded CRC32 instead of
+    /// reading a file again that is still one of them.
+    last_batch_read: Vec<Segment>,
     _lock: Arc<StreamLock>,
 }
 
@@ -210,6 +214,7 @@ impl Stream {
             uncertain: true,
             snapshots,
             snapshot_after_drop: false,
+            last_batch_read: Vec::new(),
             _lock: lock,
         };
         stream.abort_stale_uploads()?;

@@ -13,8 +13,16 @@
 //!                                      level N = 1..9 (written by compaction)
 //! STREAM/manifest/prune-SEQUENCE       remote record of prune number SEQUENCE
 //! STREAM/manifest/snapshot-POSITION    remote record of the snapshot at POSITION
-//! STREAM/nodes/NODE_ID                 that node's heartbeat for the stream (`fleet`)
+//! STREAM/nodes/NODE_ID                 that node's heartbeat for the stream (elections)
 //! ```
+//!
+//! and once per target, for `walship fleet`:
+//!
+//! ```text
+//! .walship/fleet/NODE_ID               that node's heartbeats of all its streams
+//! ```
+//!
+//! (A stream name cannot start with '.', so `.walship/` is never a stream.)
 //!
 //! FIRST, LAST, POSITION and SEQUENCE are 16 lower-case hex digits, so a
 //! lexical listing is in position order: log records by first position
@@ -59,6 +67,21 @@ pub fn heartbeat_key(stream: &str, node: &str) -> String {
 /// further: the heartbeat's reader does).
 pub fn parse_heartbeat_key<'k>(stream: &str, key: &'k str) -> Option<&'k str> {
     key.strip_prefix(stream)?.strip_prefix("/nodes/").filter(|node| !node.is_empty() && !node.contains('/'))
+}
+
+/// Prefix of the fleet index: one object per node, each holding that
+/// node's heartbeats of all its streams (`fleet::heartbeat::parse_index`).
+pub const FLEET_INDEX_PREFIX: &str = ".walship/fleet/";
+
+/// Key of `node`'s object in the fleet index.
+pub fn fleet_index_key(node: &str) -> String {
+    format!("{FLEET_INDEX_PREFIX}{node}")
+}
+
+/// The node id of a fleet index key made by [`fleet_index_key`] (not
+/// checked further: the index's reader does).
+pub fn parse_fleet_index_key(key: &str) -> Option<&str> {
+    key.strip_prefix(FLEET_INDEX_PREFIX).filter(|node| !node.is_empty() && !node.contains('/'))
 }
 
 /// Key of the snapshot object at `position`.
@@ -206,6 +229,17 @@ mod tests {
         ] {
             assert_eq!(RecordKey::parse("sensors", junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn fleet_index_keys_round_trip_and_name_no_stream() {
+        assert_eq!(fleet_index_key("gw-17a"), ".walship/fleet/gw-17a");
+        assert_eq!(parse_fleet_index_key(&fleet_index_key("gw-17a")), Some("gw-17a"));
+        for junk in [".walship/fleet/", ".walship/fleet/a/b", "walship/fleet/n1", "s/nodes/n1"] {
+            assert_eq!(parse_fleet_index_key(junk), None, "{junk}");
+        }
+        let top = FLEET_INDEX_PREFIX.split('/').next().unwrap();
+        assert!(crate::config::check_stream_name(top).is_err(), "{top} could be a stream");
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct DatedObject {
     pub size: u64,
     /// Last-Modified (S3; whole seconds), or the file's mtime.
     pub modified: std::time::SystemTime,
+    /// The store's ETag (S3), which changes whenever the content does;
+    /// `None` where there is none (file target: size and mtime tell).
+    pub etag: Option<String>,
 }
 
 /// A listing and the store's own clock when it answered, so an object's

@@ -52,12 +52,13 @@ pub fn list_dated(target: &S3Target, prefix: &str) -> Result<DatedListing, Targe
             reply.header("date").ok_or_else(|| unreadable("the response has no Date header".into()))?;
         store_now =
             Some(dates::parse_http_date(date).ok_or_else(|| unreadable(format!("Date header {date:?}")))?);
-        for ((key, size), modified) in page.objects.into_iter().zip(page.last_modified) {
+        let dated = page.last_modified.into_iter().zip(page.etags);
+        for ((key, size), (modified, etag)) in page.objects.into_iter().zip(dated) {
             let Some(key) = target.relative_key(&key) else { continue };
             let text = modified.unwrap_or_default();
             let modified = dates::parse_iso8601(&text)
                 .ok_or_else(|| unreadable(format!("object {key} has LastModified {text:?}")))?;
-            objects.push(DatedObject { key: key.to_string(), size, modified });
+            objects.push(DatedObject { key: key.to_string(), size, modified, etag });
         }
         Ok(true)
     })?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use ureq::http;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::transport::DefaultConnector;
 use ureq::{Agent, SendBody};
 
 use crate::target::TargetError;
@@ -20,6 +21,7 @@ use crate::target::TargetError;
 use super::body::SliceReader;
 use super::credentials::Credentials;
 use super::error::{self, ErrorContext, ServerError};
+use super::resolve::EndpointResolver;
 use super::retry::RetryPolicy;
 use super::settings::Endpoint;
 use super::sigv4::{self, AmzTime};
@@ -41,7 +43,8 @@ pub struct Timeouts {
 }
 
 /// Build the HTTP agent: status codes returned (not errors), no redirects,
-/// every phase under a timeout, TLS always verified.
+/// every phase under a timeout, TLS always verified; the endpoint resolved
+/// by [`EndpointResolver`].
 pub fn build_agent(
     timeouts: Timeouts,
     ca_file: Option<&Path>,
@@ -67,7 +70,7 @@ pub fn build_agent(
         .max_idle_connections(max_connections.max(1))
         .max_idle_connections_per_host(max_connections.max(1))
         .build();
-    Ok(config.new_agent())
+    Ok(Agent::with_parts(config, DefaultConnector::default(), EndpointResolver::default()))
 }
 
 /// The certificates of a PEM file, as trust anchors.
@@ -115,6 +118,12 @@ pub struct S3Request<'a> {
     /// Extra headers (lower-case names); all are signed.
     pub headers: Vec<(String, String)>,
     pub payload: Payload<'a>,
+    /// An object body is sent only after the server's `100 Continue`
+    /// (`Expect: 100-continue`), so that a request it refuses (auth,
+    /// region, bucket) costs no body. Off for the parts of a multipart
+    /// upload, whose creation already passed those checks: waiting costs a
+    /// round trip per part, with nothing else in flight at a batch's start.
+    pub expect_continue: bool,
 }
 
 impl<'a> S3Request<'a> {
@@ -128,6 +137,7 @@ impl<'a> S3Request<'a> {
             query: Vec::new(),
             headers: Vec::new(),
             payload: Payload::Empty,
+            expect_continue: true,
         }
     }
 
@@ -152,6 +162,12 @@ impl<'a> S3Request<'a> {
     /// Set the body.
     pub fn payload(mut self, payload: Payload<'a>) -> Self {
         self.payload = payload;
+        self
+    }
+
+    /// Send the body at once, without waiting for `100 Continue`.
+    pub fn without_expect_continue(mut self) -> Self {
+        self.expect_continue = false;
         self
     }
 }
@@ -338,7 +354,7 @@ impl Client {
             builder = builder.header(name.as_str(), value.as_str());
         }
         builder = builder.header("authorization", authorization);
-        if matches!(&request.payload, Payload::Unsigned(_)) && content_length > 0 {
+        if request.expect_continue && matches!(&request.payload, Payload::Unsigned(_)) && content_length > 0 {
             // Lets the server refuse (auth, region, bucket) before the body is sent.
             builder = builder.header("expect", "100-continue");
         }
@@ -429,6 +445,44 @@ fn describe(request: &S3Request<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client() -> Client {
+        let timeouts = Timeouts { connect: Duration::from_secs(1), io: Duration::from_secs(1) };
+        let credentials = Credentials {
+            access_key_id: "GK1".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        };
+        Client::new(
+            build_agent(timeouts, None, 1).unwrap(),
+            super::super::settings::parse_endpoint("http://127.0.0.1:9").unwrap(),
+            "bucket".into(),
+            "garage".into(),
+            credentials,
+            RetryPolicy::default(),
+        )
+    }
+
+    fn expect_header(request: &S3Request<'_>) -> Option<String> {
+        let head = client().signed_request_head(request).body(()).unwrap();
+        head.headers().get("expect").map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn object_bodies_wait_for_continue_except_multipart_parts() {
+        let data: &[u8] = b"object bytes";
+        let put = S3Request::new("put", "k", "PUT").object("p/k").payload(Payload::Unsigned(vec![data]));
+        assert_eq!(expect_header(&put).as_deref(), Some("100-continue"));
+        let part = S3Request::new("upload part 1 of", "k", "PUT")
+            .object("p/k")
+            .payload(Payload::Unsigned(vec![data]))
+            .without_expect_continue();
+        assert_eq!(expect_header(&part), None);
+        // Small signed bodies and empty ones never wait.
+        let xml = S3Request::new("complete", "k", "POST").payload(Payload::Signed(b"<x/>"));
+        assert_eq!(expect_header(&xml), None);
+        assert_eq!(expect_header(&S3Request::new("head", "k", "HEAD")), None);
+    }
 
     #[test]
     fn ca_file_must_hold_a_certificate() {

@@ -7,6 +7,7 @@
 //! - `error`: S3 error bodies and transport failures as [`TargetError`]s;
 //! - `object`: PutObject, HEAD, ranged GET; `multipart`: large objects in
 //!   parallel parts; `bucket`: listing, batch delete, stale uploads, check;
+//! - `resolve`: the endpoint's address without a lookup thread per request;
 //! - [`xml`], [`checksum`], `body`, `retry`, `dates` (LastModified and
 //!   Date headers, for the dated listing heartbeats need): small helpers.
 //!
@@ -46,6 +47,7 @@ mod dates;
 mod error;
 mod multipart;
 mod object;
+mod resolve;
 mod retry;
 pub mod settings;
 pub mod sigv4;

@@ -214,7 +214,8 @@ fn upload_part(
         .query("partNumber", span.number.to_string())
         .query("uploadId", session.upload_id.clone())
         .header("x-amz-checksum-crc32", checksum::crc32_header(crc32))
-        .payload(Payload::Unsigned(slices.clone()));
+        .payload(Payload::Unsigned(slices.clone()))
+        .without_expect_continue();
     let client = &session.target.client;
     let reply = match client.call(&request) {
         Ok(reply) => reply,

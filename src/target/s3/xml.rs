@@ -263,6 +263,8 @@ pub struct ListObjectsPage {
     pub objects: Vec<(String, u64)>,
     /// Each object's `LastModified` text, in the same order as `objects`.
     pub last_modified: Vec<Option<String>>,
+    /// Each object's `ETag` text (quotes kept), in the same order.
+    pub etags: Vec<Option<String>>,
     /// The `CommonPrefixes` of a listing with a delimiter, in order.
     pub common_prefixes: Vec<String>,
     pub is_truncated: bool,
@@ -274,6 +276,7 @@ pub struct ListObjectsPage {
 pub fn parse_list_objects(xml: &str) -> Result<ListObjectsPage, String> {
     let mut objects = Vec::new();
     let mut last_modified = Vec::new();
+    let mut etags = Vec::new();
     for entry in elements(xml, "Contents") {
         let key = text(entry, "Key").ok_or("a Contents entry has no Key")?;
         let size = text(entry, "Size")
@@ -281,12 +284,14 @@ pub fn parse_list_objects(xml: &str) -> Result<ListObjectsPage, String> {
             .ok_or_else(|| format!("object {key} has no valid Size"))?;
         objects.push((key, size));
         last_modified.push(trimmed(entry, "LastModified"));
+        etags.push(trimmed(entry, "ETag"));
     }
     let common_prefixes =
         elements(xml, "CommonPrefixes").into_iter().filter_map(|entry| text(entry, "Prefix")).collect();
     Ok(ListObjectsPage {
         objects,
         last_modified,
+        etags,
         common_prefixes,
         is_truncated: is_true(xml, "IsTruncated"),
         next_continuation_token: text(xml, "NextContinuationToken").filter(|t| !t.is_empty()),
@@ -445,6 +450,7 @@ mod tests {
         let page = parse_list_objects(xml).unwrap();
         assert_eq!(page.objects, vec![("p/a&b".to_string(), 12), ("p/é中".to_string(), 0)]);
         assert_eq!(page.last_modified, vec![Some("2024-01-01T00:00:00.000Z".to_string()), None]);
+        assert_eq!(page.etags, vec![Some("\"abc\"".to_string()), None]);
         assert!(page.is_truncated);
         assert_eq!(page.next_continuation_token.as_deref(), Some("tok/en+="));
     }
