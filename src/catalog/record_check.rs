@@ -124,7 +124,8 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
             let parsed = (self.download)(object).and_then(|text| held_records(&rules, &object.key, &text));
             match parsed {
                 Ok(records) => {
-                    for held in records {
+                    // Pruned records are not compared: not kept either.
+                    for held in records.into_iter().filter(|held| held.last >= self.mark) {
                         self.pending.insert((held.first, index), held);
                     }
                 }
