@@ -253,8 +253,9 @@ fn a_first_prune_of_a_long_history_goes_in_chunks_and_heals_after_sigkill() {
     assert_eq!(fs::read_dir(&to).unwrap().count(), 5_001);
     assert_eq!(fs::read(to.join(segment_name(195_000))).unwrap(), segment(195_000));
     assert_eq!(fs::read(to.join("walship-snapshot-000000000002e630")).unwrap(), snapshot_image(190_000));
-    let verified = setup.ok(&["verify", "-s", "s"]);
-    assert!(verified.ends_with("stream s: 10000 batches and 2 snapshots checked\n"), "{verified}");
+    let (verified, peak) = run_measured(&setup, &["verify", "-s", "s", "--deep"]);
+    assert!(verified.ends_with("stream s: 10000 batches and 2 snapshots checked (deep)\n"), "{verified}");
+    assert!(peak < STREAMED_KIB, "verify --deep after the prune peaked at {peak} KiB");
 }
 
 /// Verify of a file archive of 40,000 batch objects (listed in several
