@@ -3,6 +3,15 @@
 //! the commit of the batch before it (on the stream's thread): a commit's
 //! record, journal fsync and position file no longer leave the link idle.
 //!
+//! While a batch uploads, the stream's thread, its commit done, also
+//! prepares the batch after it (maps and checksums it: `prepare_ahead`),
+//! so that the next upload starts as soon as this one ends instead of
+//! after its own map and checksum (under load, 10-17 ms of every 64 MiB
+//! batch's ~250 ms with nothing in flight). A batch prepared ahead that is
+//! not the one planned next (the upload failed, uploads were held) is
+//! dropped; one that failed to prepare is prepared again, and its failure
+//! reported, when its turn comes.
+//!
 //! Commits stay strictly in position order, and at most one batch is
 //! stored ahead of the archived position, so a crash at any point leaves
 //! the stored-but-unrecorded objects as a run right after it, which the
@@ -16,7 +25,6 @@ use std::thread;
 use super::prepare::{self, PreparedBatch};
 use super::upload::{self, Uploaded};
 use super::{PassReport, Stream};
-use crate::config::Compression;
 use crate::error::Error;
 use crate::manifest::StreamRules;
 use crate::plan::{self, BatchPolicy, SegmentFact, Step};
@@ -54,6 +62,7 @@ impl Stream {
         let (target, status) = (Arc::clone(&self.target), Arc::clone(&self.status));
         thread::scope(|scope| {
             let mut stored: Option<Stored<'_>> = None;
+            let mut ahead: Option<PreparedBatch<'_>> = None;
             let (mut progressed, mut held) = (false, false);
             while !should_stop() {
                 let planned = stored.as_ref().map(|(batch, _)| batch.last).or_else(|| self.archived());
@@ -89,15 +98,23 @@ impl Stream {
                     };
                 // Uncertain again until the batches in flight are committed.
                 self.uncertain = true;
+                let ready = ahead.take().filter(|batch| (batch.first, batch.last) == (first, last));
                 let (target, status, name, naming) = (&target, &status, &name, &naming);
                 let upload = thread::Builder::new()
                     .name("walship-upload".into())
                     .spawn_scoped(scope, move || {
                         let rules = StreamRules::new(name, naming);
-                        store(target.as_ref(), status, &rules, compression, segments, (first, last), check)
+                        let batch = match ready {
+                            Some(batch) => batch,
+                            None => prepare::prepare(&rules, compression, first, last, segments)?,
+                        };
+                        store(target.as_ref(), status, &rules, batch, check)
                     })
                     .map_err(|e| Error::local("start an upload thread for stream", name, e))?;
                 let committed = stored.take().map_or(Ok(()), |batch| self.commit_stored(batch, report));
+                if committed.is_ok() && !should_stop() {
+                    ahead = self.prepare_ahead(last, segments, facts, policy);
+                }
                 let next = upload.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 committed?;
                 stored = Some(next?);
@@ -120,6 +137,23 @@ impl Stream {
         Ok(())
     }
 
+    /// The batch the plan takes after the one ending at `after` (being
+    /// uploaded), mapped and checksummed; `None` if the plan does not
+    /// upload next or the batch cannot be prepared now (see the module doc).
+    fn prepare_ahead<'s>(
+        &self,
+        after: u64,
+        segments: &'s [Segment],
+        facts: &[SegmentFact],
+        policy: BatchPolicy,
+    ) -> Option<PreparedBatch<'s>> {
+        let Step::Upload { first, last, .. } = plan::next_step(Some(after), facts, policy) else {
+            return None;
+        };
+        let rules = StreamRules::new(&self.config.name, &self.config.naming);
+        prepare::prepare(&rules, self.config.compression, first, last, segments).ok()
+    }
+
     fn commit_stored(&mut self, (batch, uploaded): Stored<'_>, report: &mut PassReport) -> Result<(), Error> {
         let (count, bytes) = (batch.segments.len() as u64, batch.size);
         self.commit_batch(batch, uploaded)?;
@@ -131,18 +165,14 @@ impl Stream {
     }
 }
 
-/// Prepare (with `compression`) and upload the batch `first..=last` of
-/// `segments` (stages 1 and 2), looking first with `check`.
+/// Upload the prepared `batch` (stage 2), looking first with `check`.
 fn store<'a>(
     target: &dyn Target,
     status: &StatusCell,
     rules: &StreamRules<'_>,
-    compression: Compression,
-    segments: &'a [Segment],
-    (first, last): (u64, u64),
+    mut batch: PreparedBatch<'a>,
     check: bool,
 ) -> Result<Stored<'a>, Error> {
-    let mut batch = prepare::prepare(rules, compression, first, last, segments)?;
     let uploaded = upload::upload(target, status, rules, &mut batch, check)?;
     Ok((batch, uploaded))
 }

@@ -237,6 +237,27 @@ fn pass_with_nothing_to_archive_still_records_a_success() {
 /// being uploaded (same size, other content) was deleted after the commit:
 /// the archive held the old content, the new one was lost. Only the files
 /// that were archived are acknowledged; the new one is a conflict.
+/// The batch after the one uploading is mapped and checksummed ahead (see
+/// `pipeline`): a segment of it truncated after that, before or while it is
+/// sent, is still refused, nothing recorded or kept for it, and the
+/// batches before it are recorded.
+#[test]
+fn segment_truncated_after_its_batch_was_prepared_ahead_is_refused() {
+    let f = Fixture::new("ahead", 2, "");
+    f.write(1..=6, 4096);
+    let sixth = f.segment(6);
+    f.target.faults.lock().unwrap().before_put = Some(Box::new(move |key: &str| {
+        // By now 5..=6 has been prepared: ahead, while 3..=4 uploaded.
+        if key == batch_key(5, 6) {
+            fs::File::options().write(true).open(&sixth).unwrap().set_len(100).unwrap();
+        }
+    }));
+    let error = f.pass().unwrap_err();
+    assert!(matches!(error, Error::SegmentChanged { .. }), "{error}");
+    assert_eq!(f.journal_ranges(), [(1, 2, "batch"), (3, 4, "batch")]);
+    assert!(f.target.object(&batch_key(5, 6)).is_none());
+}
+
 #[test]
 fn file_replaced_during_its_upload_is_not_acknowledged() {
     let f = Fixture::new("replaced", 3, "on_archived = delete");
