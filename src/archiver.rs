@@ -185,13 +185,19 @@ impl Archiver {
             daemon_running: true,
             ..Default::default()
         }));
-        let member = Arc::new(Member::new(
-            &stream.name,
-            Arc::clone(&status),
-            stream.replicas,
-            global.node_id.clone(),
-            global.heartbeat_interval,
-        ));
+        let wake = mailbox.clone();
+        let member = Arc::new(
+            Member::new(
+                &stream.name,
+                Arc::clone(&status),
+                stream.replicas,
+                global.node_id.clone(),
+                global.heartbeat_interval,
+            )
+            .with_waker(move || {
+                let _ = wake.send(Message::Wake { low: None, high: None });
+            }),
+        );
         let links = JobLinks {
             mailbox: inbox,
             stop: Arc::clone(&stop),

@@ -82,8 +82,11 @@ struct Holding {
     oldest: Option<(u64, String)>,
 }
 
-/// The newest live batch record holding a segment called `name`, the
-/// manifest streamed (only that record and the oldest segment are kept).
+/// The newest live batch record holding a segment called `name`, found
+/// while the manifest is opened (one pass over the archive's records when
+/// the state directory has no journal, as on a machine recovering from the
+/// archive alone; only that record is kept). Only a name retention deleted
+/// costs a second pass, for the oldest segment archived.
 fn batch_holding(
     state_dir: &std::path::Path,
     target: &dyn Target,
@@ -91,20 +94,26 @@ fn batch_holding(
     name: &str,
     reach: Reach,
 ) -> Result<Holding, Error> {
-    let reader = ManifestReader::open(state_dir, target, rules, reach)?;
-    let (mut record, mut oldest) = (None, None);
-    reader.each_live_record(|live| {
-        if let Record::Batch(batch) = &live {
-            if oldest.is_none() {
+    let mut newest: Option<Record> = None;
+    let reader = ManifestReader::open_visiting(state_dir, target, rules, reach, |record| {
+        if let Record::Batch(batch) = record
+            && batch.segments.iter().any(|s| s.name == name)
+        {
+            newest = Some(record.clone());
+        }
+    })?;
+    let pruned_before = reader.pruned_before();
+    let record = newest.filter(|record| record.last() >= pruned_before.unwrap_or(0));
+    let mut oldest = None;
+    if record.is_none() && pruned_before.is_some() {
+        reader.each_live_record(|live| {
+            if let Record::Batch(batch) = &live {
                 oldest = batch.segments.first().map(|s| (s.position, s.name.clone()));
             }
-            if batch.segments.iter().any(|s| s.name == name) {
-                record = Some(live);
-            }
-        }
-        Ok(true)
-    })?;
-    Ok(Holding { record, pruned_before: reader.pruned_before(), oldest })
+            Ok(oldest.is_none())
+        })?;
+    }
+    Ok(Holding { record, pruned_before, oldest })
 }
 
 /// A history or backup file: not stored is "not in the archive".

@@ -42,9 +42,10 @@
 //! files), [`durable`] (the one path for durable local writes: temp, fsync,
 //! rename, directory fsync; and for opening walship's own files), [`status`]
 //! (what a stream reports, mirrored to its status file) and [`metrics`] (its
-//! Prometheus page), [`fleet`] (heartbeat objects on the target, for
-//! `walship fleet`, and the offloader election of `replicas = on` streams,
-//! whose standbys follow the offloader's records instead of uploading),
+//! Prometheus page), [`fleet`] (heartbeat objects on the target and the
+//! fleet index of one object per node that `walship fleet` reads, and the
+//! offloader election of `replicas = on` streams, whose standbys follow the
+//! offloader's records instead of uploading; `run --once` takes part too),
 //! [`retry`] (backoff), [`crc`] (CRC32 of a concatenation
 //! from its pieces'), [`human`] (counts and sizes for people), [`progress`]
 //! (the terminal progress line of restore and verify), and for metered

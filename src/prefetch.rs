@@ -208,22 +208,25 @@ pub fn run(config: &Config, stream: &StreamConfig, name: &str) -> Result<usize, 
     }
     let target = target::open(&config.global)?;
     let rules = StreamRules::new(&stream.name, &stream.naming);
-    // The log records after `position`, streamed, kept only until they
-    // hold the segments wanted (at most `prefetch_segments` records).
+    // The log records after `position`, taken while the manifest is opened
+    // (one pass over the archive's records when the state directory has no
+    // journal), kept only until they hold the segments wanted (at most
+    // `prefetch_segments` records); then those retention left.
     let count = stream.prefetch_segments as usize;
-    let reader = ManifestReader::open(state_dir, target.as_ref(), &rules, Reach::Position(position + 1))?;
     let mut after = Vec::new();
     let mut held = 0;
-    reader.each_live_record(|record| {
-        if record.last() > position {
-            held += match &record {
+    let reach = Reach::Position(position + 1);
+    let reader = ManifestReader::open_visiting(state_dir, target.as_ref(), &rules, reach, |record| {
+        if record.last() > position && held < count {
+            held += match record {
                 Record::Batch(batch) => batch.segments.iter().filter(|s| s.position > position).count(),
                 Record::Gap(_) => count,
             };
-            after.push(record);
+            after.push(record.clone());
         }
-        Ok(held < count)
     })?;
+    let mark = reader.pruned_before().unwrap_or(0);
+    after.retain(|record| record.last() >= mark);
     let wanted = next_segments(&after, position, count, stream.naming.wal().is_some());
     evict(&spool, |s| wanted.iter().any(|(_, e)| e.name == s.name && e.crc32 == s.crc32));
     // Stale temp files of a killed prefetch (none is running: we hold the lock).

@@ -207,6 +207,35 @@ fn fetch_of_a_missing_name_exits_with_the_not_found_code() {
     }
 }
 
+/// A recovery on a machine without walship's state (a new state
+/// directory): each fetch reads the archive's record objects once, not
+/// once to open the manifest and again to look the name up (counted from
+/// the file target's trace lines, one per request S3 would take).
+#[test]
+fn fetch_without_local_state_reads_the_records_once() {
+    let wal = Wal::new("fetch-records-once", "prefetch_segments = 0");
+    let names: Vec<String> = (1..=4).map(|n| format!("0000000100000000000000{n:02X}")).collect();
+    for (seed, name) in names.iter().enumerate() {
+        assert_success(&wal.push(&wal.segment(name, seed as u64)), &["push", name]);
+    }
+    let records = fs::read_dir(wal.archive.join("pg/manifest")).unwrap().count();
+    assert!(records >= 4, "one record object per push: {records}");
+    let config = fs::read_to_string(&wal.config).unwrap();
+    let recovery = wal.dir.path.join("recovery.conf");
+    let config = config.replace("[global]\n", "[global]\nlog_level = trace\n");
+    let state = wal.state.display().to_string();
+    fs::write(&recovery, config.replace(&state, &format!("{state}-recovery"))).unwrap();
+    let dest = wal.dir.path.join("fetched");
+    let out = walship_within(
+        &["fetch", "-s", "pg", &names[1], dest.to_str().unwrap(), "-c", recovery.to_str().unwrap()],
+        Duration::from_secs(60),
+    );
+    assert_success(&out, &["fetch without local state"]);
+    assert_eq!(crc(&dest), crc(&wal.pg_wal.join(&names[1])));
+    let gets = stderr(&out).lines().filter(|l| l.contains("file target: GET pg/manifest/")).count();
+    assert_eq!(gets, records, "GETs of record objects:\n{}", stderr(&out));
+}
+
 /// Several archive_commands at once (no daemon): every push exits 0 once
 /// its file is recorded, and the log holds each segment exactly once.
 #[test]

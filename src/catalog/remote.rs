@@ -65,21 +65,18 @@ pub fn each_remote_chunk(
         }
         let wanted = assemble::to_fetch(&listing, &known)?;
         match take_chunks(target, rules, &mut known, &wanted, take) {
-            Err(Error::Target { source: TargetError::NotFound { key }, .. }) if attempt < ATTEMPTS => {
-                log::debug!("stream {stream}: {key} was folded by compaction while read; listing again");
-                attempt += 1;
-            }
-            Err(Error::Manifest(why)) if attempt < ATTEMPTS => {
+            Err(Stop::Reading(error)) if attempt < ATTEMPTS && may_have_raced(&error) => {
                 log::debug!(
-                    "stream {stream}: {why}; listing again (a compaction step may have moved records)"
+                    "stream {stream}: {error}; listing again (a compaction step may have folded records meanwhile)"
                 );
                 attempt += 1;
             }
+            Err(Stop::Reading(error) | Stop::Taking(error)) => return Err(*error),
             Ok(()) if attempt < ATTEMPTS && more_beyond(target, stream, &prefix, &listing, &known)? => {
                 log::debug!("stream {stream}: records beyond the listing's end appeared; listing again");
                 attempt += 1;
             }
-            taken => return taken.map(|()| listing),
+            Ok(()) => return Ok(listing),
         }
     }
 }
@@ -185,6 +182,22 @@ pub fn remote_after(
     Ok((whole, listing))
 }
 
+/// Why [`take_chunks`] stopped: reading the records (which a compaction
+/// step running meanwhile can explain, so the caller may list again), or
+/// `take` refusing a chunk already counted in `known` (final: listing
+/// again would skip it).
+enum Stop {
+    Reading(Box<Error>),
+    Taking(Box<Error>),
+}
+
+/// Whether reading the records failed in a way a compaction step running
+/// meanwhile explains: an object folded (gone) or a log that no longer
+/// continues.
+fn may_have_raced(error: &Error) -> bool {
+    matches!(error, Error::Target { source: TargetError::NotFound { .. }, .. } | Error::Manifest(_))
+}
+
 /// Download `wanted` (in listing order) in chunks, assemble each after
 /// `known`, move `known` past it and hand it to `take`.
 fn take_chunks(
@@ -193,7 +206,7 @@ fn take_chunks(
     known: &mut Sequences,
     wanted: &[&ObjectInfo],
     take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Error> {
+) -> Result<(), Stop> {
     let log_range = |object: &ObjectInfo| match RecordKey::parse(rules.name, &object.key) {
         Some(RecordKey::Log { first, last, .. }) => Some((first, last)),
         _ => None,
@@ -226,14 +239,14 @@ fn take_chunk(
     known: &mut Sequences,
     objects: &[&ObjectInfo],
     take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let fetched = fetch_all(target, rules.name, objects)?;
-    let chunk = assemble::assemble(rules, known, &fetched)?;
+) -> Result<(), Stop> {
+    let fetched = fetch_all(target, rules.name, objects).map_err(|e| Stop::Reading(Box::new(e)))?;
+    let chunk = assemble::assemble(rules, known, &fetched).map_err(|e| Stop::Reading(Box::new(e.into())))?;
     drop(fetched);
     known.last = chunk.log.last().map(LogSpan::of).or(known.last);
     known.last_snapshot = chunk.snapshots.last().map(|s| s.position).or(known.last_snapshot);
     known.last_prune = chunk.prunes.last().map(|p| (p.sequence, p.before)).or(known.last_prune);
-    take(chunk)
+    take(chunk).map_err(|e| Stop::Taking(Box::new(e)))
 }
 
 /// Download `objects` whole.

@@ -2,10 +2,12 @@
 //! fleet thread: the status its heartbeat is made of, and, with
 //! `replicas = on`, whether this node is the elected offloader.
 //!
-//! The fleet thread writes the standing ([`Member::apply`]); the worker
-//! only asks: may I upload ([`Member::may_upload`]), did I just take over
+//! The fleet thread writes the standing ([`Member::apply`]), and wakes
+//! the worker when it changes; the worker only asks: may I upload
+//! ([`Member::may_upload`]), did I just take over
 //! ([`Member::take_takeover`]), is it time to follow the offloader's
-//! records again ([`Member::follow_due`]).
+//! records again ([`Member::follow_due`], [`Member::follow_in`]), so a
+//! standby sleeps between those reads like any watched stream.
 //!
 //! Taking over: a node the election chooses starts uploading at once when
 //! the previous offloader is gone (its heartbeat stale or `stopped`, or
@@ -43,6 +45,8 @@ pub struct Member {
     /// The offloader of the last election applied (`None`: none applied
     /// yet), and since when this node has been chosen without uploading.
     handover: Mutex<Handover>,
+    /// Wakes the stream's worker (when its standing changes).
+    waker: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 #[derive(Default)]
@@ -74,7 +78,15 @@ impl Member {
             took_over: AtomicBool::new(false),
             last_follow: Mutex::new(None),
             handover: Mutex::new(Handover::default()),
+            waker: None,
         }
+    }
+
+    /// The same member, calling `wake` when this node starts or stops
+    /// offloading (the worker then passes or follows at once, whatever
+    /// it was waiting for).
+    pub fn with_waker(self, wake: impl Fn() + Send + Sync + 'static) -> Member {
+        Member { waker: Some(Box::new(wake)), ..self }
     }
 
     /// The same member with another handover grace (`run --once`, which
@@ -96,8 +108,15 @@ impl Member {
         self.took_over.swap(false, Ordering::SeqCst)
     }
 
+    /// How long until a standby should read the remote records again
+    /// (zero: now).
+    pub fn follow_in(&self) -> Duration {
+        let last = self.last_follow.lock().unwrap_or_else(|p| p.into_inner());
+        last.map_or(Duration::ZERO, |at| self.follow_interval.saturating_sub(at.elapsed()))
+    }
+
     /// Whether a standby should read the remote records now (at most once
-    /// per heartbeat interval; the local scan runs at every poll).
+    /// per heartbeat interval; the local scan runs whenever it wakes).
     pub fn follow_due(&self) -> bool {
         let mut last = self.last_follow.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.is_none_or(|at| at.elapsed() >= self.follow_interval);
@@ -116,6 +135,11 @@ impl Member {
         let waiting = self.wait_for_handover(election, chosen && !was);
         let elected = chosen && waiting.is_none();
         self.elected.store(elected, Ordering::SeqCst);
+        if elected != was
+            && let Some(wake) = &self.waker
+        {
+            wake();
+        }
         if elected && !was {
             self.took_over.store(true, Ordering::SeqCst);
         }
@@ -266,7 +290,27 @@ mod tests {
     #[test]
     fn a_standby_reads_the_records_once_per_interval() {
         let m = member(true);
+        assert_eq!(m.follow_in(), Duration::ZERO);
         assert!(m.follow_due());
         assert!(!m.follow_due(), "not again within the interval");
+        let left = m.follow_in();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600), "{left:?}");
+    }
+
+    #[test]
+    fn a_change_of_standing_wakes_the_worker() {
+        use std::sync::atomic::AtomicUsize;
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&wakes);
+        let m = member(true).with_handover_grace(Duration::ZERO).with_waker(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        m.apply(&election(Some("n2")));
+        assert_eq!(wakes.load(Ordering::SeqCst), 0, "still a standby");
+        m.apply(&election(Some("n1")));
+        m.apply(&election(Some("n1")));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1, "elected: woken once");
+        m.apply(&election(Some("n2")));
+        assert_eq!(wakes.load(Ordering::SeqCst), 2, "stepped down: woken");
     }
 }

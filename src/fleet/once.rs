@@ -32,8 +32,9 @@ pub fn elect(
     status: &Arc<StatusCell>,
 ) -> Result<Member, TargetError> {
     let now = status.get();
-    publish(target, &heartbeat_of(node, &now))?;
-    let (entries, store_now) = HeartbeatReader::default().read(target, &now.stream)?;
+    let own = heartbeat_of(node, &now);
+    publish(target, &own)?;
+    let (entries, store_now) = HeartbeatReader::default().read_knowing(target, &now.stream, Some(&own))?;
     let observed: Vec<Observed<'_>> = entries
         .iter()
         .filter_map(|e| Some(Observed { heartbeat: e.heartbeat.as_ref().ok()?, modified: e.modified }))

@@ -83,6 +83,7 @@ pub fn start(
                 format!("node {node}: peers' heartbeats read again"),
             ),
             reader: HeartbeatReader::default(),
+            written: Vec::new(),
             target,
             node,
             interval,
@@ -128,6 +129,8 @@ struct FleetThread {
     node: String,
     interval: Duration,
     reader: HeartbeatReader,
+    /// The heartbeats written last, by stream (read back without a GET).
+    written: Vec<Heartbeat>,
     writes: Logged,
     reads: Logged,
 }
@@ -144,6 +147,7 @@ impl FleetThread {
             .map(|status| Heartbeat { stopped, ..heartbeat_of(&self.node, &status) })
             .collect();
         self.writes.note(publish_all(self.target.as_ref(), &self.node, &heartbeats));
+        self.written = heartbeats;
     }
 
     /// Elect the offloader of every `replicas = on` member from its peers'
@@ -156,7 +160,8 @@ impl FleetThread {
             let Some(replicas) = member.replicas else { continue };
             let settings =
                 Settings { heartbeat_interval: self.interval, max_offloader_lag: replicas.max_offloader_lag };
-            let read = self.reader.read(self.target.as_ref(), &member.stream);
+            let own = self.written.iter().find(|beat| beat.stream == member.stream);
+            let read = self.reader.read_knowing(self.target.as_ref(), &member.stream, own);
             if let Ok((entries, store_now)) = &read {
                 let observed: Vec<Observed<'_>> = entries
                     .iter()

@@ -8,7 +8,8 @@
 //!
 //! Cost: a [`HeartbeatReader`] lists a stream's `nodes/` prefix (one LIST
 //! per 1,000 heartbeats of the stream) and GETs only the heartbeats whose
-//! Last-Modified or size changed since it last read them; `fleet` finds the
+//! Last-Modified or size changed since it last read them, and never the
+//! reading node's own, which it was just given; `fleet --deep` finds the
 //! streams with one delimited LIST per 1,000 streams first.
 
 use std::collections::HashMap;
@@ -96,6 +97,18 @@ impl HeartbeatReader {
         target: &dyn Target,
         stream: &str,
     ) -> Result<(Vec<Entry>, SystemTime), TargetError> {
+        self.read_knowing(target, stream, None)
+    }
+
+    /// [`HeartbeatReader::read`], taking `own` (the reading node's
+    /// heartbeat of the stream, just written) as what its object holds,
+    /// without a GET.
+    pub fn read_knowing(
+        &mut self,
+        target: &dyn Target,
+        stream: &str,
+        own: Option<&Heartbeat>,
+    ) -> Result<(Vec<Entry>, SystemTime), TargetError> {
         let prefix = keys::heartbeats_prefix(stream);
         let listing = target.list_dated(&prefix)?;
         self.lists += (listing.objects.len() as u64).div_ceil(1000).max(1);
@@ -107,7 +120,12 @@ impl HeartbeatReader {
                 .cache
                 .get(&object.key)
                 .is_some_and(|c| c.modified == object.modified && c.size == object.size);
-            if !fresh {
+            let known = own.filter(|own| own.node == node && own.stream == stream);
+            if let (false, Some(known)) = (fresh, known) {
+                let heartbeat = Ok(known.clone());
+                let cached = Cached { modified: object.modified, size: object.size, heartbeat };
+                self.cache.insert(object.key.clone(), cached);
+            } else if !fresh {
                 let heartbeat = self.fetch(target, stream, node, &object.key, object.size)?;
                 let cached = Cached { modified: object.modified, size: object.size, heartbeat };
                 self.cache.insert(object.key.clone(), cached);
@@ -410,6 +428,18 @@ mod tests {
         assert_eq!(entries[1].heartbeat.as_ref().unwrap().written, 22);
         target.delete(&["s/nodes/n3".to_string()]).unwrap();
         assert_eq!(reader.read(&target, "s").unwrap().0.len(), 2);
+        // A node's own heartbeat, just written, is not read back.
+        write("n1", 33);
+        let own = Heartbeat {
+            node: "n1".into(),
+            stream: "s".into(),
+            version: "1".into(),
+            written: 33,
+            ..Default::default()
+        };
+        let (entries, _) = reader.read_knowing(&target, "s", Some(&own)).unwrap();
+        assert_eq!(reader.gets, 4, "no GET for its own");
+        assert_eq!(entries[0].heartbeat, Ok(own));
     }
 
     #[test]

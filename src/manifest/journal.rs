@@ -292,8 +292,8 @@ pub enum Lookup {
     /// does not hold it.
     NotHeld,
     /// The position lies before `before`, the mark below which retention
-    /// deleted the archive; `oldest`: the first segment the log still
-    /// holds (position, name).
+    /// deleted the archive; `oldest`: the first segment of the first live
+    /// batch (position, name).
     Pruned { before: u64, oldest: Option<(u64, String)> },
     /// The position lies outside the journal's log (before its first
     /// record or after its last): only the archive's records can tell.
@@ -314,22 +314,25 @@ pub fn lookup(path: &Path, rules: &StreamRules<'_>, position: u64) -> Result<Loo
     })?;
     let last = summary.last.as_ref().map(Record::last);
     let pruned_before = summary.ends.last_prune.map_or(0, |(_, before)| before);
+    // A batch reaching the mark is live, even for its positions below it.
+    if let Some(record) = holding.filter(|record| record.last() >= pruned_before) {
+        return Ok(Lookup::Batch(record));
+    }
     if position < pruned_before {
         return Ok(Lookup::Pruned {
             before: pruned_before,
             oldest: oldest_held(path, rules, pruned_before)?,
         });
     }
-    Ok(match (holding, first.zip(last)) {
-        (Some(record), _) => Lookup::Batch(record),
-        (None, Some((first, last))) if (first..=last).contains(&position) => Lookup::NotHeld,
-        (None, _) => Lookup::Unknown,
+    Ok(match first.zip(last) {
+        Some((first, last)) if (first..=last).contains(&position) => Lookup::NotHeld,
+        _ => Lookup::Unknown,
     })
 }
 
-/// The first segment at or after `pruned_before` that a batch of the
-/// journal at `path` holds (position, name): a second pass, only for the
-/// error that names it.
+/// The first segment of the first live batch (one reaching
+/// `pruned_before`) of the journal at `path` (position, name): a second
+/// pass, only for the error that names it.
 fn oldest_held(
     path: &Path,
     rules: &StreamRules<'_>,
@@ -339,12 +342,9 @@ fn oldest_held(
     read_each(path, rules, |entry| {
         if oldest.is_none()
             && let Entry::Log(Record::Batch(batch)) = entry
+            && batch.last >= pruned_before
         {
-            oldest = batch
-                .segments
-                .iter()
-                .find(|s| s.position >= pruned_before)
-                .map(|s| (s.position, s.name.clone()));
+            oldest = batch.segments.first().map(|s| (s.position, s.name.clone()));
         }
     })?;
     Ok(oldest)
@@ -440,9 +440,9 @@ fn parent_dir(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::GapRecord;
     use crate::manifest::format::Version;
     use crate::manifest::validate::tests::{batch, naming};
+    use crate::manifest::{GapRecord, PruneRecord};
     use std::fs;
 
     const STREAM: &str = "sensors";
@@ -496,6 +496,35 @@ mod tests {
         assert!(matches!(lookup(&path, &rules, 6).unwrap(), Lookup::Batch(r) if r.first() == 5));
         assert_eq!(lookup(&path, &rules, 4).unwrap(), Lookup::NotHeld);
         assert_eq!(lookup(&path, &rules, 2).unwrap(), Lookup::Unknown, "before the first record");
+        assert_eq!(lookup(&path, &rules, 7).unwrap(), Lookup::Unknown, "after the last");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Below retention's mark the journal answers "pruned", naming the
+    /// first segment it still holds, with no request; a batch reaching
+    /// across the mark stays live for all its positions.
+    #[test]
+    fn lookup_below_the_prune_mark_names_the_oldest_segment_held() {
+        let dir = temp_dir("lookup-pruned");
+        let path = dir.join("manifest");
+        let naming = naming();
+        let rules = StreamRules::new(STREAM, &naming);
+        let (mut journal, _, _) = open(&path);
+        let batches = [
+            batch(STREAM, 1, &[b"a", b"b"]),
+            batch(STREAM, 3, &[b"c", b"d", b"e"]),
+            batch(STREAM, 6, &[b"f"]),
+        ];
+        journal.append(&batches).unwrap();
+        let deleted = vec![format!("{STREAM}/batches/0000000000000001-0000000000000002")];
+        journal.append_entries(&[Entry::Prune(PruneRecord { sequence: 1, before: 4, deleted })]).unwrap();
+        let pruned = Lookup::Pruned { before: 4, oldest: Some((3, "3".to_string())) };
+        assert_eq!(lookup(&path, &rules, 1).unwrap(), pruned);
+        assert!(
+            matches!(lookup(&path, &rules, 3).unwrap(), Lookup::Batch(r) if r.first() == 3),
+            "live batch"
+        );
+        assert!(matches!(lookup(&path, &rules, 6).unwrap(), Lookup::Batch(r) if r.first() == 6));
         assert_eq!(lookup(&path, &rules, 7).unwrap(), Lookup::Unknown, "after the last");
         let _ = fs::remove_dir_all(&dir);
     }

@@ -112,8 +112,12 @@ impl Setup {
 
     /// Write segments `positions` with [`segment_bytes`].
     pub fn write_segments(&self, positions: std::ops::RangeInclusive<u64>, max_len: usize) {
+        // Written aside and renamed in, as a spool's writer must: a daemon
+        // woken by the file's creation would otherwise find it growing.
         for p in positions {
-            fs::write(self.src.join(segment_name(p)), segment_bytes(p, max_len)).unwrap();
+            let temp = self.src.join(format!(".{}.tmp", segment_name(p)));
+            fs::write(&temp, segment_bytes(p, max_len)).unwrap();
+            fs::rename(&temp, self.src.join(segment_name(p))).unwrap();
         }
     }
 
