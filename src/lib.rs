@@ -18,7 +18,7 @@
 //! state directory's binding to its archive, records adopted from the
 //! target checked against the local segments; then a pass: scan, plan, the
 //! three stages, which `stream::pipeline` overlaps: batch N+1 uploads while
-//! batch N commits) → [`source`] (which files are segments, through
+//! batch N commits and batch N+2 is prepared) → [`source`] (which files are segments, through
 //! [`naming`]: file name ↔ position; what waits, what is archived, what
 //! came late; memory maps) → [`plan`] (sealing, committed position, the
 //! batch and gap rules: pure) → `stream::prepare` (map, checksum, build and
