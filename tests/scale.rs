@@ -256,6 +256,14 @@ fn a_first_prune_of_a_long_history_goes_in_chunks_and_heals_after_sigkill() {
     let (verified, peak) = run_measured(&setup, &["verify", "-s", "s", "--deep"]);
     assert!(verified.ends_with("stream s: 10000 batches and 2 snapshots checked (deep)\n"), "{verified}");
     assert!(peak < STREAMED_KIB, "verify --deep after the prune peaked at {peak} KiB");
+
+    // With no journal, the remote records alone (20 prune records of up
+    // to 10,000 keys: in chunks of their own) say the same.
+    fs::remove_dir_all(&setup.state).unwrap();
+    let (listed, peak) = run_measured(&setup, &["list", "-s", "s"]);
+    assert!(listed.starts_with("stream s: positions before 190001 were pruned\n"), "{}", &listed[..200]);
+    assert!(listed.contains("\nstream s: 10000 batches, 10000 segments"), "{}", &listed[..300]);
+    assert!(peak < STREAMED_KIB, "list with no journal peaked at {peak} KiB");
 }
 
 /// Verify of a file archive of 40,000 batch objects (listed in several
