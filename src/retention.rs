@@ -113,6 +113,7 @@ impl Survey {
             Entry::Prune(prune) => {
                 if let Some(previous) = self.side.prunes.last_mut() {
                     previous.deleted.retain(|key| keys::parse_snapshot_key(stream, key).is_some());
+                    previous.deleted.shrink_to_fit();
                 }
                 self.side.prunes.push(prune);
             }
@@ -618,6 +619,33 @@ mod tests {
             m.prunes.iter().flat_map(|p| p.deleted.iter().cloned()).collect()
         };
         assert_eq!(all(&finished), all(&applied(whole, &plan)));
+    }
+
+    /// A log record can complete two prune records: its snapshot ends one
+    /// (the 10,000th key) and it, the last doomed object, the next; the
+    /// stream carries out both (it once kept only the first).
+    #[test]
+    fn one_log_record_can_complete_two_prune_records() {
+        let end = 10 * KEYS_PER_PRUNE as u64 - 20;
+        let whole = manifest(end + 10, &[end, end + 10]);
+        let (plan, doomed) = plan(&whole, 1).expect("prunes");
+        assert_eq!(
+            plan.objects as usize,
+            KEYS_PER_PRUNE + 1,
+            "batches up to {}, the snapshot at {end}",
+            end + 10
+        );
+        let mut records = PruneRecords::new(plan, 1);
+        let mut completed_by = Vec::new();
+        for (index, d) in doomed.into_iter().enumerate() {
+            if let Some(record) = records.push(d) {
+                completed_by.push((index, record.sequence, record.before, record.deleted.len()));
+            }
+        }
+        assert_eq!(
+            completed_by,
+            [(KEYS_PER_PRUNE - 1, 1, end + 1, KEYS_PER_PRUNE), (KEYS_PER_PRUNE, 2, end + 11, 1)]
+        );
     }
 
     #[test]

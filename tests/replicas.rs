@@ -589,3 +589,64 @@ fn two_offloaders_compacting_at_once(name: &str, last: u64) {
 fn two_offloaders_compacting_at_once_lose_and_duplicate_nothing() {
     two_offloaders_compacting_at_once("replicas-two-compacting", 240);
 }
+
+/// Regression (seen once in `three_replicas_never_elect_the_lagging_one`):
+/// a standby whose journal ends inside a range the offloader compacted
+/// after the standby last learned where compaction stood (its journal
+/// through 2, then a level-2 object 0..6) listed after its last record,
+/// missed the folded object, and was stuck on "positions 3..6 are
+/// missing". Now it lists every record object once and follows.
+#[test]
+fn a_standby_follows_across_records_folded_over_its_journal_end() {
+    use std::sync::Arc;
+    use walship::stream::{Hints, Stream};
+    use walship::target::Target;
+
+    let dir = TestDir::new("replicas-folded-end");
+    let archive = dir.path.join("archive");
+    fs::create_dir_all(&archive).unwrap();
+    let target: Arc<dyn Target> = Arc::new(walship::target::fs::FileTarget::new(archive.clone()));
+    let config = |id: &str, compaction: u32| {
+        let home = dir.path.join(id);
+        fs::create_dir_all(home.join("src")).unwrap();
+        let text = format!(
+            "[global]\nstate_dir = {0}/state\ntarget = file://{1}\n\n[stream s]\ndir = {0}/src\n\
+             pattern = seg-{{seq}}.log\nseal = spool\nbatch_size = 2\nmanifest_compaction = {compaction}\n",
+            home.display(),
+            archive.display()
+        );
+        walship::config::parse(Path::new("node.conf"), &text).unwrap()
+    };
+    let open = |config: &walship::Config| {
+        let state = &config.global.state_dir;
+        let status = Arc::new(walship::status::StatusCell::default());
+        let lock = Arc::new(walship::statedir::lock_stream(state, "s").unwrap());
+        Stream::open(config.streams[0].clone(), state, Arc::clone(&target), status, lock).unwrap()
+    };
+    let arrive = |configs: &[&walship::Config], positions: std::ops::RangeInclusive<u64>| {
+        for position in positions {
+            for config in configs {
+                let path = config.streams[0].dir.join(segment_name(position));
+                fs::write(path, segment_bytes(position, 200)).unwrap();
+            }
+        }
+    };
+    let (offloader, standby) = (config("n1", 0), config("n2", 2));
+    arrive(&[&offloader, &standby], 0..=2);
+    // The offloader records 0..2 without compacting yet; the standby follows.
+    open(&offloader).pass(false, Hints::default(), &|| false).unwrap();
+    let mut follower = open(&standby);
+    follower.follow(true).unwrap();
+    assert_eq!(follower.archived(), Some(2));
+    // It compacts from now on: 0..6 folded into one level-2 object.
+    let compacting = config("n1", 2);
+    arrive(&[&compacting, &standby], 3..=6);
+    open(&compacting).pass(false, Hints::default(), &|| false).unwrap();
+    let names: Vec<String> = sorted_files(&archive.join("s/manifest"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".l2") && n.starts_with("0000000000000000-")), "{names:?}");
+    follower.follow(true).unwrap();
+    assert_eq!(follower.archived(), Some(6));
+}

@@ -55,6 +55,8 @@ mod restore;
 mod retention;
 /// The S3 target against a real Garage server; curl as an independent client.
 mod s3;
+/// Long generated histories: a first prune in chunks healing after SIGKILL, verify over listing pages.
+mod scale;
 /// Snapshots: schedule and jump, jobs through the daemon and without, refusals, failures, a slow job.
 mod snapshot;
 /// Odd entries in a stream directory: beyond-limit positions, links, pipes, late files, a changed pattern.

@@ -299,7 +299,7 @@ fn refusal_error(refusal: Refusal, key: &str, previous_key: Option<&str>) -> Man
 
 /// A parse error of a remote record object, with the remedy that fits an
 /// object on the target rather than a local file.
-fn in_remote_object(error: ManifestError) -> ManifestError {
+pub(crate) fn in_remote_object(error: ManifestError) -> ManifestError {
     match error {
         ManifestError::Damaged { source, line, message } => ManifestError::Damaged {
             source: format!("{source}:{line}"),

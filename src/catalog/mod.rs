@@ -157,24 +157,31 @@ pub(crate) fn with_batch_objects<T>(
 }
 
 /// A rebuild's comparison of the batch objects with the records, chunk by
-/// chunk as they arrive (the first chunk holds every prune, so its mark is
-/// the final one): a batch object below the first live record is a hole.
+/// chunk as they arrive (the chunks of prune and snapshot records come
+/// before any log record, so the mark is final when the log starts): a
+/// batch object below the first live record is a hole.
 pub(crate) struct RebuildScan<'a> {
     stream: &'a str,
-    /// The batch objects, until the first chunk starts the scan.
+    /// The batch objects, until the first log record starts the scan.
     objects: Option<&'a mut dyn Iterator<Item = ObjectInfo>>,
     scan: Option<assemble::UnrecordedScan<'a>>,
+    /// The pruned mark of the prunes seen so far.
+    mark: Option<u64>,
 }
 
 impl<'a> RebuildScan<'a> {
     pub(crate) fn new(stream: &'a str, objects: &'a mut dyn Iterator<Item = ObjectInfo>) -> Self {
-        RebuildScan { stream, objects: Some(objects), scan: None }
+        RebuildScan { stream, objects: Some(objects), scan: None, mark: None }
     }
 
     /// Compare the records of the next `chunk`.
     pub(crate) fn chunk(&mut self, chunk: &Manifest) -> Result<(), Error> {
+        self.mark = chunk.pruned_before().or(self.mark);
+        if chunk.log.is_empty() {
+            return Ok(());
+        }
         if let Some(objects) = self.objects.take() {
-            self.scan = Some(assemble::UnrecordedScan::new(self.stream, objects, chunk.pruned_before()));
+            self.scan = Some(assemble::UnrecordedScan::new(self.stream, objects, self.mark));
         }
         if let Some(scan) = &mut self.scan {
             for record in &chunk.log {
@@ -188,7 +195,7 @@ impl<'a> RebuildScan<'a> {
     pub(crate) fn report(self) {
         let scan = match (self.scan, self.objects) {
             (Some(scan), _) => scan,
-            (None, Some(objects)) => assemble::UnrecordedScan::new(self.stream, objects, None),
+            (None, Some(objects)) => assemble::UnrecordedScan::new(self.stream, objects, self.mark),
             (None, None) => return,
         };
         report_found(self.stream, scan.finish());

@@ -20,7 +20,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::assemble::{self, Fetched, Listing};
 use super::entry_key;
-use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
+use crate::manifest::sequence::LogSpan;
+use crate::manifest::{Entry, Manifest, ManifestError, PruneRecord, Record, Sequences, StreamRules, format};
 use crate::retention::DeletedBatches;
 use crate::target::ObjectInfo;
 use crate::target::keys::{LogLevel, RecordKey};
@@ -36,9 +37,9 @@ pub struct ObjectCheck<'a, 'd> {
     objects: Vec<(u64, u64, &'a ObjectInfo, bool)>,
     /// How many of them were downloaded.
     opened: usize,
-    /// Records of downloaded objects not yet compared, by first position
-    /// and the object's index.
-    pending: BTreeMap<(u64, usize), Record>,
+    /// Records of downloaded objects not yet compared (as [`Held`]), by
+    /// first position and the object's index.
+    pending: BTreeMap<(u64, usize), Held>,
     /// What is wrong with each object, once found.
     verdicts: Vec<Option<String>>,
     mark: u64,
@@ -83,7 +84,7 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
                 break;
             }
             let ((_, index), held) = entry.remove_entry();
-            if held.last() >= self.mark && held != *record {
+            if held.last >= self.mark && held != Held::of(record) {
                 self.differs(index, &held);
             }
         }
@@ -95,7 +96,7 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
     pub fn finish(mut self) -> (Vec<String>, Vec<(u64, u64)>) {
         self.open_through(u64::MAX);
         for ((_, index), held) in std::mem::take(&mut self.pending) {
-            if held.last() >= self.mark {
+            if held.last >= self.mark {
                 self.differs(index, &held);
             }
         }
@@ -119,15 +120,13 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
             }
             let index = self.opened;
             self.opened += 1;
-            let parsed = (self.download)(object).and_then(|text| {
-                let fetched = Fetched { key: object.key.clone(), text };
-                assemble::assemble(&self.rules, &Sequences::default(), std::slice::from_ref(&fetched))
-                    .map_err(|e| e.to_string())
-            });
+            let rules = self.rules;
+            let parsed = (self.download)(object).and_then(|text| held_records(&rules, &object.key, &text));
             match parsed {
-                Ok(content) => {
-                    for record in content.log {
-                        self.pending.insert((record.first(), index), record);
+                Ok(records) => {
+                    // Pruned records are not compared: not kept either.
+                    for held in records.into_iter().filter(|held| held.last >= self.mark) {
+                        self.pending.insert((held.first, index), held);
                     }
                 }
                 Err(why) => self.verdicts[index] = Some(why),
@@ -135,16 +134,69 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
         }
     }
 
-    fn differs(&mut self, index: usize, record: &Record) {
+    fn differs(&mut self, index: usize, held: &Held) {
         self.verdicts[index].get_or_insert_with(|| {
             format!(
                 "its {} {}..{} differs from the manifest's record of those positions",
-                record.kind(),
-                record.first(),
-                record.last()
+                held.kind, held.first, held.last
             )
         });
     }
+}
+
+/// A record of a downloaded object, as the deep check keeps it until the
+/// log reaches it: its span, kind and a hash of its text (a compacted
+/// object holds some 16,000 records; held whole they took 20 MiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    first: u64,
+    last: u64,
+    kind: &'static str,
+    hash: u64,
+}
+
+impl Held {
+    fn of(record: &Record) -> Held {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        format::serialize_entry(&Entry::Log(record.clone())).hash(&mut hasher);
+        Held { first: record.first(), last: record.last(), kind: record.kind(), hash: hasher.finish() }
+    }
+}
+
+/// The records of the log record object `key`, parsed from `text` one at
+/// a time and kept as [`Held`]: it must parse whole and hold exactly the
+/// records of the range its key names (what `assemble` requires, with its
+/// messages).
+fn held_records(rules: &StreamRules<'_>, key: &str, text: &[u8]) -> Result<Vec<Held>, String> {
+    let Some(RecordKey::Log { first, last, level }) = RecordKey::parse(rules.name, key) else {
+        return Err(assemble::hostile(key, "is not a record object of this stream").to_string());
+    };
+    let (mut held, mut head, mut tail, mut side) = (Vec::new(), None, None, false);
+    let summary = format::parse_each(text, key, rules, |entry| match entry {
+        Entry::Log(record) => {
+            head = head.or(Some(LogSpan::of(&record)));
+            tail = Some(LogSpan::of(&record));
+            held.push(Held::of(&record));
+        }
+        _ => side = true,
+    })
+    .map_err(|e| assemble::in_remote_object(e).to_string())?;
+    if let Some(line) = summary.dropped_torn_tail {
+        let message = "incomplete or corrupt final line in an object that is written whole".into();
+        let torn = ManifestError::Damaged { source: key.to_string(), line, message };
+        return Err(assemble::in_remote_object(torn).to_string());
+    }
+    let matches = match (level, head, tail) {
+        (LogLevel::Single(kind), Some(head), _) => held.len() == 1 && head == LogSpan { first, last, kind },
+        (LogLevel::Compacted(_), Some(head), Some(tail)) => head.first == first && tail.last == last,
+        _ => false,
+    };
+    if side || !matches {
+        let why = "does not match its key (it must hold exactly the records of the range its key names)";
+        return Err(assemble::hostile(key, why).to_string());
+    }
+    Ok(held)
 }
 
 /// The snapshot and prune record objects of `listing` against `side` (the

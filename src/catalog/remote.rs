@@ -4,10 +4,11 @@
 //! a long archive never holds more than a chunk of it.
 //!
 //! A chunk is at most [`CHUNK_OBJECTS`] objects or [`CHUNK_BYTES`] bytes of
-//! record text; the first holds every snapshot and prune record object
-//! (few, and their marks say which holes in the log are on purpose), and
-//! objects whose ranges overlap stay in one chunk, so the precedence rules
-//! of `assemble` see them together. A listed object that is gone when
+//! record text; the snapshot and prune record objects come first, in
+//! chunks of their own (their marks say which holes in the log are on
+//! purpose; a first prune of a long history is many prune records of
+//! 10,000 keys), and objects whose ranges overlap stay in one chunk, so
+//! the precedence rules of `assemble` see them together. A listed object that is gone when
 //! fetched, or a log that does not continue (a compaction step folded
 //! records while they were listed or read), makes it list again and go on
 //! from what the chunks before it gave; so does a first page that, listed
@@ -213,8 +214,19 @@ fn take_chunks(
     };
     let (log, side): (Vec<&ObjectInfo>, Vec<&ObjectInfo>) =
         wanted.iter().partition(|object| log_range(object).is_some());
-    let mut chunk = side;
-    let mut bytes: u64 = chunk.iter().map(|o| o.size).sum();
+    let (mut chunk, mut bytes) = (Vec::new(), 0);
+    for object in side {
+        if !chunk.is_empty() && (chunk.len() >= CHUNK_OBJECTS || bytes >= CHUNK_BYTES) {
+            take_chunk(target, rules, known, &std::mem::take(&mut chunk), take)?;
+            bytes = 0;
+        }
+        chunk.push(object);
+        bytes += object.size;
+    }
+    if !chunk.is_empty() {
+        take_chunk(target, rules, known, &std::mem::take(&mut chunk), take)?;
+        bytes = 0;
+    }
     let mut reach: Option<u64> = None;
     for object in log {
         let Some((first, last)) = log_range(object) else { continue };

@@ -558,6 +558,21 @@ mod tests {
     }
 
     #[test]
+    fn a_record_object_cut_short_or_not_matching_its_key_is_reported() {
+        let compacted = RecordKey::Log { first: 0, last: 5, level: LogLevel::Compacted(1) }.key(STREAM);
+        let short = (compacted, format::serialize_log(&manifest().log[..2]).into_bytes());
+        let found = check(&manifest(), &[short]);
+        assert!(
+            found[0].contains("CORRUPT record object") && found[0].contains("does not match its key"),
+            "{found:?}"
+        );
+        let mut torn = level0(&manifest().log[0]);
+        torn.1.truncate(torn.1.len() - 3);
+        let found = check(&manifest(), &[torn]);
+        assert!(found[0].contains("incomplete or corrupt final line"), "{found:?}");
+    }
+
+    #[test]
     fn a_record_object_that_disagrees_with_the_manifest_is_reported() {
         let mut objects: Vec<_> = manifest().log.iter().map(level0).collect();
         objects[1] = level0(&Record::Gap(GapRecord { first: 1, last: 4, reason: "other".into() }));

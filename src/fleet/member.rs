@@ -11,9 +11,10 @@
 //!
 //! Taking over: a node the election chooses starts uploading at once when
 //! the previous offloader is gone (its heartbeat stale or `stopped`, or
-//! nobody offloaded). While the previous offloader is alive — a live
-//! handover, or a node that just started and has not yet seen the
-//! others' choice — it waits until the election has chosen it for one
+//! nobody offloaded), or when it just started and no other node is alive.
+//! While the previous offloader is alive — a live handover, or a node
+//! that just started beside others and has not yet seen their choice — it
+//! waits until the election has chosen it for one
 //! heartbeat interval (the handover grace), by when the other node has
 //! read the same election and stepped down: two nodes uploading at once,
 //! which could cut a short batch at different positions, stays rare.
@@ -187,7 +188,9 @@ impl Member {
         let previous_gone = match &handover.last_offloader {
             Some(None) => true,
             Some(Some(node)) => !election.alive.contains(node),
-            None => false, // just started: the others' choice is not known yet
+            // Just started: the others' choice is not known yet, unless
+            // there are no others.
+            None => election.alive.iter().all(|alive| Some(alive) == self.node.as_ref()),
         };
         let since = *handover.chosen_since.get_or_insert_with(Instant::now);
         let slack = self.handover_grace / GRACE_SLACK_DIVISOR;
@@ -285,6 +288,10 @@ mod tests {
         m.apply(&election_among(None, &[]));
         m.apply(&election_among(Some("n1"), &["n1"]));
         assert!(m.may_upload(), "nobody offloaded: at once");
+
+        let m = member(true).with_handover_grace(grace);
+        m.apply(&election_among(Some("n1"), &["n1"]));
+        assert!(m.may_upload(), "just started, and no other node alive: at once");
     }
 
     #[test]

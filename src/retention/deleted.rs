@@ -32,6 +32,8 @@ impl DeletedBatches {
             Some((first, last)) => !self.insert(first, last),
             None => true,
         });
+        // Held long: not the room of the keys that went.
+        prune.deleted.shrink_to_fit();
     }
 
     /// Whether `key` is one of `stream`'s deleted batches.

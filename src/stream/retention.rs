@@ -124,7 +124,9 @@ impl Stream {
         let path = self.journal.path().to_path_buf();
         let mut offset = 0;
         loop {
-            let mut full = None;
+            // The records completed by one log record (its snapshots and
+            // itself), at most two.
+            let mut ready = Vec::new();
             journal::read_from(&path, &rules, offset, |entry, _, end| {
                 if end > journal_len {
                     return false;
@@ -133,22 +135,24 @@ impl Stream {
                 if let Entry::Log(record) = entry {
                     scan.record(&record, &mut |doomed| {
                         say(&retention::render_doomed(&doomed));
-                        full = full.take().or(records.push(doomed));
+                        ready.extend(records.push(doomed));
                     });
                 }
-                full.is_none()
+                ready.is_empty()
             })?;
-            match full {
-                Some(record) => carry_out(self, record)?,
-                None => break,
+            if ready.is_empty() {
+                break;
+            }
+            for record in ready {
+                carry_out(self, record)?;
             }
         }
-        let mut last = None;
+        let mut ready = Vec::new();
         scan.finish(&mut |doomed| {
             say(&retention::render_doomed(&doomed));
-            last = last.take().or(records.push(doomed));
+            ready.extend(records.push(doomed));
         });
-        if let Some(record) = last {
+        for record in ready {
             carry_out(self, record)?;
         }
         Ok(Some(plan))

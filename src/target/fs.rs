@@ -22,6 +22,9 @@ use crate::durable;
 /// them to disk, so that the fsync at the end finds little left to write.
 const WRITE_CHUNK: u64 = 8 << 20;
 
+/// Keys per page of a paged listing ([`Target::list_pages`]).
+const LIST_PAGE_KEYS: usize = 16_384;
+
 /// Bytes checksummed and then written in one `write` call: small enough to
 /// stay in the CPU's cache between the two, so the segment's bytes are
 /// read from memory once, not twice.
@@ -69,6 +72,55 @@ impl FileTarget {
             detail: format!("target directory {} {detail}", self.root.display()),
             fix: fix.into(),
         })
+    }
+
+    /// [`Target::list_pages`] with pages of `page_keys` keys.
+    fn list_pages_of(
+        &self,
+        page_keys: usize,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        self.check_root()?;
+        let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let mut after = start_after.map(str::to_owned);
+        loop {
+            let mut smallest = std::collections::BinaryHeap::with_capacity(page_keys);
+            walk_names(&self.root, dir_part, &mut |key: &str| {
+                let wanted = key.starts_with(prefix) && after.as_deref().is_none_or(|after| key > after);
+                if !wanted {
+                    return;
+                }
+                if smallest.len() < page_keys {
+                    smallest.push(key.to_owned());
+                } else if smallest.peek().is_some_and(|largest: &String| key < largest.as_str()) {
+                    smallest.pop();
+                    smallest.push(key.to_owned());
+                }
+            })
+            .map_err(|e| io_error("list", prefix, &self.root, e))?;
+            let full = smallest.len() == page_keys;
+            let keys = smallest.into_sorted_vec();
+            after = keys.last().cloned();
+            let mut page = Vec::with_capacity(keys.len());
+            for key in keys {
+                let path = self.root.join(&key);
+                match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_file() => {
+                        page.push(ObjectInfo { key, size: meta.len(), crc32: None })
+                    }
+                    Ok(_) => {}
+                    // Deleted since the walk: it is not listed.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error("list", &key, &path, e)),
+                }
+            }
+            log::trace!("file target: LIST {prefix}: {} keys", page.len());
+            if !visit(page) || !full {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -169,6 +221,19 @@ impl Target for FileTarget {
         // Counted by `scripts/bench` as the pages an S3 listing would take.
         log::trace!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
+    }
+
+    /// A page at a time, each from one walk of the prefix's directory that
+    /// keeps only the [`LIST_PAGE_KEYS`] smallest keys after the last page
+    /// (stat'ing only those): memory holds a page, not a long archive's
+    /// listing, at the cost of one directory read per page.
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        self.list_pages_of(LIST_PAGE_KEYS, prefix, start_after, visit)
     }
 
     fn list_dated(&self, prefix: &str) -> Result<DatedListing, TargetError> {
@@ -302,6 +367,41 @@ fn open_object(path: &Path) -> io::Result<File> {
     durable::open_regular(path, File::options().read(true), durable::Links::Follow, "an object")
 }
 
+/// Hand the key of every object file under `root/rel` to `found` (keys
+/// relative to `root`, in directory order), as [`walk`] finds them, but
+/// without holding them or reading their metadata (the entry's type, from
+/// the directory itself where the filesystem gives it).
+fn walk_names(root: &Path, rel: &str, found: &mut dyn FnMut(&str)) -> io::Result<()> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut key = String::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        if durable::is_temp_name(name) {
+            continue;
+        }
+        key.clear();
+        if !rel.is_empty() {
+            key.push_str(rel);
+            key.push('/');
+        }
+        key.push_str(name);
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk_names(root, &key, found)?;
+        } else if kind.is_file() {
+            found(&key);
+        }
+    }
+    Ok(())
+}
+
 /// Collect every object file under `root/rel` into `found`, keys relative
 /// to `root`. Only the temp files of writes in progress (or left by a
 /// crash) are skipped: every other name is a key. A missing directory is
@@ -349,6 +449,42 @@ mod tests {
         let target = FileTarget::new(root.clone());
         let keys: Vec<String> = target.list("s/", None).unwrap().into_iter().map(|o| o.key).collect();
         assert_eq!(keys, ["s/0001.tmp"]);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn paged_listing_is_the_listing_in_pages() {
+        let root = std::env::temp_dir().join(format!("walship-fs-pages-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("s/batches/sub")).unwrap();
+        for i in (0..50).rev() {
+            fs::write(root.join(format!("s/batches/{i:04}")), vec![0u8; i]).unwrap();
+        }
+        fs::write(root.join("s/batches/sub/0025x"), b"nested").unwrap();
+        fs::write(root.join("s/batches/.0007.99-1.tmp"), b"half written").unwrap();
+        fs::write(root.join("s/other"), b"outside the prefix").unwrap();
+        let target = FileTarget::new(root.clone());
+        for (after, page_keys) in [(None, 7), (None, 51), (None, 52), (Some("s/batches/0030"), 4)] {
+            let whole = target.list("s/batches/", after).unwrap();
+            let mut pages = Vec::new();
+            target
+                .list_pages_of(page_keys, "s/batches/", after, &mut |page| {
+                    assert!(page.len() <= page_keys);
+                    pages.push(page);
+                    true
+                })
+                .unwrap();
+            assert_eq!(pages.concat(), whole, "{after:?}, pages of {page_keys}");
+            assert!(pages.len() >= whole.len() / page_keys, "{} pages", pages.len());
+        }
+        let mut first = Vec::new();
+        target
+            .list_pages_of(7, "s/batches/", None, &mut |page| {
+                first.extend(page);
+                false
+            })
+            .unwrap();
+        assert_eq!(first.len(), 7, "the listing stops when the visitor does");
         fs::remove_dir_all(&root).unwrap();
     }
 
