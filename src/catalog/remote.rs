@@ -41,6 +41,12 @@ pub fn each_remote_chunk(
     const ATTEMPTS: usize = 3;
     let stream = rules.name;
     let prefix = keys::records_prefix(stream);
+    // A reader that knows nothing could take a listing that missed the
+    // log's first or newest records for the whole log, so it checks both
+    // edges; one with a journal reads on from it, and what a listing misses
+    // past the journal's end shows as a log that does not continue, or
+    // comes at its next read.
+    let knew_nothing = start_after.is_none() && known.log_end().is_none();
     let mut known = known.clone();
     let mut attempt = 1;
     loop {
@@ -51,7 +57,7 @@ pub fn each_remote_chunk(
                 log::warn!("stream {stream}: ignoring foreign object {key} among manifest records");
             }
         }
-        if start_after.is_none() && known.log_end().is_none() {
+        if knew_nothing {
             let first = lowest_log_first(&listing);
             if let Some(lower) = lower_start_now(target, stream, &prefix, first)? {
                 if attempt == ATTEMPTS {
@@ -73,7 +79,11 @@ pub fn each_remote_chunk(
                 attempt += 1;
             }
             Err(Stop::Reading(error) | Stop::Taking(error)) => return Err(*error),
-            Ok(()) if attempt < ATTEMPTS && more_beyond(target, stream, &prefix, &listing, &known)? => {
+            Ok(())
+                if knew_nothing
+                    && attempt < ATTEMPTS
+                    && more_beyond(target, stream, &prefix, &listing, &known)? =>
+            {
                 log::debug!("stream {stream}: records beyond the listing's end appeared; listing again");
                 attempt += 1;
             }
