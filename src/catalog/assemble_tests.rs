@@ -274,3 +274,17 @@ fn batch_objects_within_a_range_are_found() {
     assert_eq!(within(0, 5), None, "another stream's or a foreign key is not this stream's batch");
     assert_eq!(within(12, u64::MAX), None);
 }
+
+#[test]
+fn partially_overlapping_objects_must_agree_where_they_overlap() {
+    let records = [gap(0, 3, "a"), gap(4, 5, "b"), gap(6, 9, "c"), gap(10, 12, "d")];
+    let (first, second) =
+        (object(&compacted(0, 9, 1), &records[..3]), object(&compacted(4, 12, 1), &records[1..]));
+    let assembled = run(&Sequences::default(), &[second.clone(), first.clone()]).expect("they agree");
+    assert_eq!(assembled.log, records);
+    let forged = object(&compacted(4, 12, 1), &[gap(4, 5, "forged"), records[2].clone(), records[3].clone()]);
+    let error = run(&Sequences::default(), &[first.clone(), forged.clone()]).expect_err("conflict");
+    let ManifestError::Conflict { first_key, second_key, message } = &error else { panic!("{error}") };
+    assert_eq!((first_key, second_key), (&first.key, &forged.key));
+    assert!(message.contains("gap 4..5, the second gap 4..5 with different content"), "{message}");
+}
