@@ -20,6 +20,8 @@
 //! says; anything else is an error naming the key. Keys that are not
 //! record keys are foreign and left to the caller to warn about.
 
+use std::rc::Rc;
+
 use crate::manifest::format::{self, EntryReader};
 use crate::manifest::sequence::{LogSpan, Refusal};
 use crate::manifest::{Entry, Manifest, ManifestError, Record, Sequences, StreamRules};
@@ -209,9 +211,9 @@ pub struct Assembly {
     resumed_through: Option<u64>,
     /// Records handed out that a later object may hold again, in order,
     /// with the key of the object they came from.
-    window: std::collections::VecDeque<(Held, String)>,
+    window: std::collections::VecDeque<(Held, Rc<str>)>,
     /// The object the last log record came from (for a hole's location).
-    previous_key: Option<String>,
+    previous_key: Option<Rc<str>>,
 }
 
 impl Assembly {
@@ -303,12 +305,14 @@ impl Assembly {
             .admit(&entry)
             .map_err(|refusal| refusal_error(refusal, key, self.previous_key.as_deref()))?;
         let Entry::Log(record) = entry else { unreachable!("built as a log entry above") };
+        let from = match &self.previous_key {
+            Some(previous) if &**previous == key => previous.clone(),
+            _ => Rc::from(key),
+        };
         if next_first.is_some_and(|next| record.last() >= next) {
-            self.window.push_back((Held::of(&record), key.to_string()));
+            self.window.push_back((Held::of(&record), from.clone()));
         }
-        if self.previous_key.as_deref() != Some(key) {
-            self.previous_key = Some(key.to_string());
-        }
+        self.previous_key = Some(from);
         Ok(Some(record))
     }
 
@@ -329,7 +333,7 @@ impl Assembly {
         }
         let same_range = existing.first == held.first && existing.last == held.last;
         Err(ManifestError::Conflict {
-            first_key: existing_key.clone(),
+            first_key: existing_key.to_string(),
             second_key: key.to_string(),
             message: format!(
                 "the first records {} {}..{}, the second {} {}..{}{}",
