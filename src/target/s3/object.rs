@@ -267,6 +267,9 @@ fn fetch_into(
         |e| error::transient(&ctx, format!("reading the response failed: {e}")),
         |e| local_write_error(key, e),
     )?;
+    // The client keeps a connection for the next request only once a read
+    // has seen the body's end; `take` stopped just before that read.
+    let _ = reader.into_inner().read(&mut [0; 1]);
     match download.wanted {
         Some(wanted) if download.written < wanted => Err(error::transient(
             &ctx,
