@@ -15,6 +15,11 @@
 //! so does any file whose filesystem refuses `O_DIRECT`, either the flag or
 //! an aligned write (`EINVAL`): from that byte on, the file is written
 //! normally.
+//!
+//! Memory: one [`STAGE`] buffer per download that meets a large segment
+//! (4 MiB for a restore's [`super::PARALLEL_GETS`] downloads). Smaller
+//! buffers cost more CPU per byte (a virtio request per write on the
+//! test VM); larger ones would break the 16 MiB bound on anonymous memory.
 
 use std::fs::File;
 use std::io::{self, Write};
