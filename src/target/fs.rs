@@ -522,6 +522,32 @@ mod tests {
         fs::remove_dir_all(&root).unwrap();
     }
 
+    #[test]
+    fn an_object_deleted_after_the_walk_is_not_listed() {
+        let root = std::env::temp_dir().join(format!("walship-fs-gone-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("s")).unwrap();
+        for i in 0..10 {
+            fs::write(root.join(format!("s/{i:02}")), b"x").unwrap();
+        }
+        let target = FileTarget::new(root.clone());
+        // One walk holds every key; the first page's visitor deletes a key
+        // of the second page before it is stat'ed.
+        let mut listed = Vec::new();
+        target
+            .list_pages_of(1 << 20, 3, "s/", None, &mut |page| {
+                if listed.is_empty() {
+                    fs::remove_file(root.join("s/04")).unwrap();
+                }
+                listed.extend(page.into_iter().map(|o| o.key));
+                true
+            })
+            .unwrap();
+        let expected: Vec<String> = [0, 1, 2, 3, 5, 6, 7, 8, 9].iter().map(|i| format!("s/{i:02}")).collect();
+        assert_eq!(listed, expected);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     /// Pieces of uneven sizes around the cached slice and the write chunk,
     /// so the copy crosses every boundary it has.
     fn uneven_pieces() -> Vec<Vec<u8>> {
