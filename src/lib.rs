@@ -56,7 +56,8 @@
 //! stream's `backlog_limit` is `stream::backlog`'s. The remote records
 //! alone suffice to restore ([`restore`], from the newest snapshot at or
 //! before a position: `restore::start`; it decodes and checks zstd frames
-//! through [`frames::decode`]), to verify
+//! through [`frames::decode`] and writes large segments around the page
+//! cache, `restore::direct`), to verify
 //! ([`catalog::verify`]) and to resume. [`retention`] is the pure rule of
 //! what a prune deletes; `stream::retention` records each prune before
 //! deleting (the daemon every `prune_interval`, `run --once`, `prune`). PostgreSQL:

@@ -36,16 +36,20 @@
 //! message saying to discard what was written.
 //!
 //! Here: the restore flow and its pure rules (which segments, up to where);
-//! `start` where it starts; `dest` does the directory I/O; `fetch` the
+//! `start` where it starts; `split` cuts a batch's bytes into verified
+//! segment files, written through `direct` (around the page cache, with
+//! `O_DIRECT`, from 1 MiB on); `dest` does the directory I/O; `fetch` the
 //! one-segment command.
 
 mod dest;
+mod direct;
 mod fetch;
+mod split;
 pub mod start;
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::catalog::reader::ManifestReader;
@@ -55,8 +59,9 @@ use crate::frames::decode;
 use crate::manifest::{BatchRecord, Encoding, Record, SegmentEntry, SnapshotRecord};
 use crate::progress::{Amount, Progress};
 use crate::target::{Target, TargetError};
-use dest::{DestDir, TempFile};
+use dest::DestDir;
 pub use fetch::{FetchDest, PARALLEL_GETS, fetch};
+use split::{Splitter, Written};
 
 /// At most this many restored files wait in temp names for one sync.
 pub const GROUP_FILES: usize = 4096;
@@ -335,9 +340,6 @@ fn write_records<'r>(
     outcome
 }
 
-/// A segment downloaded and verified under its temp name.
-type Written<'r> = (CString, &'r SegmentEntry);
-
 /// What a batch's download wrote: its verified segments, in order, and
 /// why it stopped before the last one, if it did.
 struct Downloaded<'r> {
@@ -357,16 +359,7 @@ fn restore_batch<'r>(
     let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
         return Downloaded { files: Vec::new(), failure: None };
     };
-    let mut splitter = Splitter {
-        dir,
-        written: Vec::new(),
-        segments: wanted,
-        index: 0,
-        current: None,
-        failure: None,
-        stream,
-        key: &batch.key,
-    };
+    let mut splitter = Splitter::new(dir, wanted, stream, &batch.key);
     let fetched = match batch.stored.encoding {
         Encoding::Identity => {
             let range = (first.offset, last.offset + last.stored_len - first.offset);
@@ -393,14 +386,8 @@ fn restore_batch<'r>(
                 .map_err(|e| read_error(stream, &batch.key, e))
         }
     };
-    let finished = match fetched {
-        Ok(()) => splitter.finish(),
-        Err(e) => Err(splitter.failure.take().unwrap_or(e)),
-    };
-    if finished.is_err() {
-        splitter.discard_current();
-    }
-    Downloaded { files: splitter.written, failure: finished.err() }
+    let (files, failure) = splitter.end(fetched);
+    Downloaded { files, failure }
 }
 
 /// A failed read of a zstd batch `key` as an error of `stream`: damaged
@@ -513,123 +500,6 @@ impl<'a> Publisher<'a> {
         self.durable.last_position = done.last_position.or(self.durable.last_position);
         self.durable.gaps_skipped.extend(done.gaps_skipped);
         self.durable.snapshot = done.snapshot.or(self.durable.snapshot);
-        Ok(())
-    }
-}
-
-/// Splits a batch's bytes into its segment files: each segment goes to a
-/// temp file, is checked against its CRC32, and joins `written`.
-struct Splitter<'p, 'r> {
-    dir: &'p DestDir,
-    written: Vec<Written<'r>>,
-    segments: &'p [&'r SegmentEntry],
-    index: usize,
-    current: Option<(TempFile, crc32fast::Hasher, u64)>,
-    /// The error this writer caused, reported instead of the target's.
-    failure: Option<Error>,
-    stream: &'p str,
-    key: &'p str,
-}
-
-impl Splitter<'_, '_> {
-    fn fail(&mut self, error: Error) -> io::Error {
-        let shown = io::Error::other(error.to_string());
-        self.failure = Some(error);
-        shown
-    }
-
-    /// Open the file for the current segment if none is open.
-    fn open_current(&mut self) -> io::Result<()> {
-        if self.current.is_none() && self.index < self.segments.len() {
-            let name = &self.segments[self.index].name;
-            match self.dir.create_temp(name) {
-                Ok(temp) => self.current = Some((temp, crc32fast::Hasher::new(), 0)),
-                Err(e) => {
-                    let path = self.dir.path().join(name);
-                    return Err(self.fail(Error::local("create a temp file for", path, e)));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Verify and hand over the current segment if it is complete.
-    fn close_if_complete(&mut self) -> io::Result<()> {
-        let seg = self.segments[self.index];
-        let Some((temp, hasher, written)) = self.current.take() else { return Ok(()) };
-        if written < seg.len {
-            self.current = Some((temp, hasher, written));
-            return Ok(());
-        }
-        let actual = hasher.finalize();
-        if actual != seg.crc32 {
-            let _ = self.dir.remove(&temp.name);
-            let mismatch = TargetError::Checksum {
-                key: format!("{} (segment {})", self.key, seg.name),
-                expected: seg.crc32,
-                actual,
-            };
-            return Err(self.fail(Error::target(self.stream, mismatch)));
-        }
-        self.written.push((temp.name, seg));
-        self.index += 1;
-        Ok(())
-    }
-
-    /// Complete trailing empty segments and check everything arrived.
-    fn finish(&mut self) -> Result<(), Error> {
-        while self.index < self.segments.len() {
-            let before = self.index;
-            let step = self.open_current().and_then(|()| self.close_if_complete());
-            if let Err(e) = step {
-                return Err(self.failure.take().unwrap_or_else(|| Error::local("write", self.dir.path(), e)));
-            }
-            if self.index == before {
-                let early = TargetError::Fatal {
-                    op: "get".into(),
-                    key: self.key.into(),
-                    detail: "the object ended before its last recorded segment".into(),
-                    fix: "run `walship verify --deep`; the object is damaged".into(),
-                };
-                return Err(Error::target(self.stream, early));
-            }
-        }
-        Ok(())
-    }
-
-    /// Remove a half-written temp file after a failure.
-    fn discard_current(&mut self) {
-        if let Some((temp, _, _)) = self.current.take() {
-            let _ = self.dir.remove(&temp.name);
-        }
-    }
-}
-
-impl Write for Splitter<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut rest = buf;
-        while !rest.is_empty() {
-            if self.index >= self.segments.len() {
-                return Err(io::Error::other("more bytes than the manifest records"));
-            }
-            self.open_current()?;
-            let seg_len = self.segments[self.index].len;
-            if let Some((temp, hasher, written)) = self.current.as_mut() {
-                let take = ((seg_len - *written) as usize).min(rest.len());
-                if let Err(e) = temp.file.write_all(&rest[..take]) {
-                    let path = self.dir.path().join(&self.segments[self.index].name);
-                    return Err(self.fail(Error::local("write", path, e)));
-                }
-                hasher.update(&rest[..take]);
-                *written += take as u64;
-                rest = &rest[take..];
-            }
-            self.close_if_complete()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

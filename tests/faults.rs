@@ -188,3 +188,32 @@ fn full_state_disk_gives_a_clear_error_and_corrupts_nothing() {
     assert_same_files(&setup.src, &restored);
     drop(disk);
 }
+
+/// A restore destination that fills up while a large segment is written
+/// directly (a 2 MiB tmpfs, segments of 1.5 MiB): exit 1 naming the disk
+/// error, the segment before it kept whole, no half file or temp name left.
+#[test]
+fn full_restore_disk_during_a_direct_write_leaves_no_half_file() {
+    let setup = Setup::new("fullrestore", 3, "seal = spool");
+    let restored = setup.dir.path.join("restored");
+    let Some(disk) = SmallDisk::mount(restored.clone(), "2m") else { return };
+    let len = 3 << 19;
+    for p in 1..=3 {
+        let mut bytes = segment_bytes(p, 1000);
+        bytes.resize(len, p as u8);
+        fs::write(setup.src.join(segment_name(p)), bytes).unwrap();
+    }
+    setup.ok(&["run", "--once"]);
+    let out = setup.walship(&["restore", "-s", "s", "--to", restored.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("No space left on device"), "{}", stderr(&out));
+    let mut names: Vec<String> =
+        fs::read_dir(&disk.path).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, [segment_name(1)]);
+    assert_eq!(
+        fs::read(disk.path.join(segment_name(1))).unwrap(),
+        fs::read(setup.src.join(segment_name(1))).unwrap()
+    );
+    drop(disk);
+}

@@ -316,3 +316,44 @@ fn fetch_to_dev_stdout_redirected_to_a_file_writes_there() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(fs::read(&out_path).unwrap(), b"");
 }
+
+/// Segments from 1 MiB on are written around the page cache (`O_DIRECT`,
+/// aligned 1 MiB writes, the last partial block written normally): lengths
+/// on and off the block and buffer boundaries, in batches of several, come
+/// back byte for byte.
+#[test]
+fn restore_of_large_segments_writes_them_directly_byte_for_byte() {
+    let setup = Setup::new("restore-direct", 3, "seal = spool");
+    let mib = 1 << 20;
+    let lengths = [mib - 1, mib, mib + 1, 3 * mib + 4097, 2 * mib, 5000, 4 * mib + 4095];
+    for (p, len) in (1..).zip(lengths) {
+        let mut bytes = segment_bytes(p, 4000);
+        bytes.resize(len, (p * 31) as u8);
+        bytes[len - 1] ^= 0x5a;
+        fs::write(setup.src.join(segment_name(p)), bytes).unwrap();
+    }
+    setup.ok(&["run", "--once"]);
+    let restored = setup.dir.path.join("restored");
+    let to = restored.to_str().unwrap();
+    let traced = Command::new("strace").arg("-V").output().is_ok();
+    if traced {
+        let trace = setup.dir.path.join("strace.txt");
+        let out = Command::new("strace")
+            .args(["-f", "-e", "trace=fcntl", "-o"])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_walship"))
+            .args(["restore", "-s", "s", "--to", to, "-c"])
+            .arg(&setup.config)
+            .output()
+            .unwrap();
+        assert_success(&out, &["restore (under strace)"]);
+        let calls = fs::read_to_string(&trace).unwrap();
+        let direct = calls.lines().filter(|l| l.contains("F_SETFL") && l.contains("O_DIRECT")).count();
+        assert_eq!(direct, 5, "one direct file per segment from 1 MiB on:\n{calls}");
+    } else {
+        eprintln!("strace is not installed: not checking that O_DIRECT was used");
+        setup.ok(&["restore", "-s", "s", "--to", to]);
+    }
+    assert_same_files(&setup.src, &restored);
+    assert_eq!(names_in(&restored).len(), lengths.len(), "no temp file left");
+}

@@ -279,3 +279,49 @@ fn batch_objects_within_a_range_are_found() {
     assert_eq!(within(0, 5), None, "another stream's or a foreign key is not this stream's batch");
     assert_eq!(within(12, u64::MAX), None);
 }
+
+#[test]
+fn partially_overlapping_objects_must_agree_where_they_overlap() {
+    let records = [gap(0, 3, "a"), gap(4, 5, "b"), gap(6, 9, "c"), gap(10, 12, "d")];
+    let (first, second) =
+        (object(&compacted(0, 9, 1), &records[..3]), object(&compacted(4, 12, 1), &records[1..]));
+    let assembled = run(&Sequences::default(), &[second.clone(), first.clone()]).expect("they agree");
+    assert_eq!(assembled.log, records);
+    let forged = object(&compacted(4, 12, 1), &[gap(4, 5, "forged"), records[2].clone(), records[3].clone()]);
+    let error = run(&Sequences::default(), &[first.clone(), forged.clone()]).expect_err("conflict");
+    let ManifestError::Conflict { first_key, second_key, message } = &error else { panic!("{error}") };
+    assert_eq!((first_key, second_key), (&first.key, &forged.key));
+    assert!(message.contains("gap 4..5, the second gap 4..5 with different content"), "{message}");
+}
+
+/// A reader that lists again goes on from what it handed out: records
+/// read again are passed over, and one that differs from a record it kept
+/// for comparison is still a conflict (listing again must not hide it).
+#[test]
+fn an_assembly_resumed_passes_over_what_it_handed_out_and_still_finds_conflicts() {
+    let naming: Naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let records = [gap(0, 3, "a"), gap(4, 5, "b"), gap(6, 9, "c"), gap(10, 12, "d")];
+    let first = object(&compacted(0, 9, 1), &records[..3]);
+    let forged = object(&compacted(4, 12, 1), &[gap(4, 5, "forged"), records[2].clone(), records[3].clone()]);
+    let mut assembly = Assembly::new(&Sequences::default());
+    let mut handed = Vec::new();
+    let mut read = |assembly: &mut Assembly, object: &Fetched, next_first| -> Result<(), ManifestError> {
+        let mut entries = assembly.read(&rules, &object.key, &object.text, next_first)?;
+        while let Some(entry) = entries.next_entry()? {
+            handed.push(entry);
+        }
+        Ok(())
+    };
+    read(&mut assembly, &first, Some(4)).expect("the first object");
+    let conflict = read(&mut assembly, &forged, None).expect_err("conflict");
+    assert!(matches!(conflict, ManifestError::Conflict { .. }), "{conflict}");
+    assembly.resume();
+    let again = read(&mut assembly, &forged, None).expect_err("still a conflict after listing again");
+    assert!(matches!(again, ManifestError::Conflict { .. }), "{again}");
+    assembly.resume();
+    let folded = object(&compacted(0, 12, 2), &records);
+    read(&mut assembly, &folded, None).expect("the records after those handed out");
+    let expected: Vec<Entry> = records.iter().cloned().map(Entry::Log).collect();
+    assert_eq!(handed, expected, "nothing twice, nothing skipped");
+}

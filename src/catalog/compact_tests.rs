@@ -355,8 +355,8 @@ fn compaction_off_does_nothing_and_a_foreign_progress_file_is_set_aside() {
 }
 
 #[test]
-fn a_rebuild_of_more_records_than_a_chunk_adopts_them_all_in_order() {
-    let count = 2 * super::super::remote::CHUNK_OBJECTS as u64 + 7;
+fn a_rebuild_of_more_records_than_a_group_adopts_them_all_in_order() {
+    let count = 2 * super::super::ADOPT_WEIGHT as u64 + 7;
     let archive = archive("chunks", count);
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
@@ -371,13 +371,13 @@ fn a_rebuild_of_more_records_than_a_chunk_adopts_them_all_in_order() {
         None,
         |records| {
             chunks += 1;
-            assert!(records.len() <= super::super::remote::CHUNK_OBJECTS, "a chunk of {}", records.len());
+            assert!(records.len() <= super::super::ADOPT_WEIGHT, "a group of {}", records.len());
             Ok(())
         },
         |_| {},
     );
     assert_eq!(caught_up.expect("rebuilt").adopted as u64, count + 2, "every record, a snapshot, a prune");
-    assert_eq!(chunks, 4, "the snapshot and the prune, then 3 of the log");
+    assert_eq!(chunks, 3, "the prune, the snapshot and the log, in groups of 1 segment per record");
     let read = |path: &std::path::Path| crate::manifest::read_all(path, &rules).expect("read").manifest;
     assert_eq!(read(rebuilt.path()), archive.journal_manifest());
 }

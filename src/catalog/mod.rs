@@ -15,7 +15,8 @@
 //! snapshot records), so resuming costs one LIST request or a few.
 //!
 //! Turning listed record objects into entries is the pure [`assemble`];
-//! reading them a chunk at a time is `remote` (a rebuild, [`catch_up`]);
+//! reading them an entry at a time as they are downloaded is `remote` (a
+//! rebuild, [`catch_up`]);
 //! reading a whole manifest in passes, for the commands, is [`reader`];
 //! folding record objects into larger ones is [`compact`]; checking an
 //! archive for damage is [`verify`] (its record-object checks in
@@ -39,7 +40,9 @@ use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::{ObjectInfo, Target, Upload};
 
 use assemble::{Listing, Unrecorded};
-use remote::{each_remote_chunk, remote_after};
+use remote::each_remote_entry;
+#[cfg(test)]
+use remote::remote_after;
 
 /// The key of the level-0 remote object holding `entry`.
 pub fn entry_key(stream: &str, entry: &Entry) -> String {
@@ -156,10 +159,10 @@ pub(crate) fn with_batch_objects<T>(
     })
 }
 
-/// A rebuild's comparison of the batch objects with the records, chunk by
-/// chunk as they arrive (the chunks of prune and snapshot records come
-/// before any log record, so the mark is final when the log starts): a
-/// batch object below the first live record is a hole.
+/// A rebuild's comparison of the batch objects with the records, entry by
+/// entry as they arrive (the prune and snapshot records come before any
+/// log record, so the mark is final when the log starts): a batch object
+/// below the first live record is a hole.
 pub(crate) struct RebuildScan<'a> {
     stream: &'a str,
     /// The batch objects, until the first log record starts the scan.
@@ -174,19 +177,21 @@ impl<'a> RebuildScan<'a> {
         RebuildScan { stream, objects: Some(objects), scan: None, mark: None }
     }
 
-    /// Compare the records of the next `chunk`.
-    pub(crate) fn chunk(&mut self, chunk: &Manifest) -> Result<(), Error> {
-        self.mark = chunk.pruned_before().or(self.mark);
-        if chunk.log.is_empty() {
-            return Ok(());
-        }
+    /// Compare the next `entry`.
+    pub(crate) fn entry(&mut self, entry: &Entry) -> Result<(), Error> {
+        let record = match entry {
+            Entry::Log(record) => record,
+            Entry::Prune(prune) => {
+                self.mark = Some(prune.before);
+                return Ok(());
+            }
+            Entry::Snapshot(_) => return Ok(()),
+        };
         if let Some(objects) = self.objects.take() {
             self.scan = Some(assemble::UnrecordedScan::new(self.stream, objects, self.mark));
         }
         if let Some(scan) = &mut self.scan {
-            for record in &chunk.log {
-                scan.record(record)?;
-            }
+            scan.record(record)?;
         }
         Ok(())
     }
@@ -270,17 +275,21 @@ pub struct CaughtUp {
     pub compaction: Option<compact::Progress>,
 }
 
+/// How much [`catch_up`] gathers before checking and appending it: log
+/// records weigh their segments, a prune its batch keys.
+pub(crate) const ADOPT_WEIGHT: usize = 1024;
+
 /// Bring the local journal up to date with the remote records (after a wiped
-/// or lost state directory, or another writer such as `push`), chunk by
-/// chunk (see `remote`): each chunk's log records are adopted once `check`
-/// accepts them (nothing of a refused chunk is appended), then each
-/// adopted entry goes to `adopted`. A rebuild (an empty journal) also
-/// compares the batch objects with the records as they come: a batch
-/// object below the first live record means lost record objects, an error
-/// before that record's chunk is adopted. `compacted_from` is where the
-/// records not yet folded into level-2 objects start
-/// ([`compact::Compactor::listing_start`]): the listing starts there at
-/// the latest.
+/// or lost state directory, or another writer such as `push`), as they
+/// stream in (see `remote`): gathered up to [`ADOPT_WEIGHT`], each group's
+/// log records are adopted once `check` accepts them (nothing of a
+/// refused group is appended), then each adopted entry goes to `adopted`.
+/// A rebuild (an empty journal) also compares the batch objects with the
+/// records as they come: a batch object below the first live record means
+/// lost record objects, an error before that record is adopted.
+/// `compacted_from` is where the records not yet folded into level-2
+/// objects start ([`compact::Compactor::listing_start`]): the listing
+/// starts there at the latest.
 pub fn catch_up(
     journal: &mut Journal,
     target: &dyn Target,
@@ -295,19 +304,39 @@ pub fn catch_up(
     let after = start_after(&stream, journal.last(), compacted_from);
     let mut append = |rebuild: Option<&mut RebuildScan<'_>>| -> Result<(Listing, usize), Error> {
         let mut rebuild = rebuild;
-        let mut count = 0;
-        let listing = each_remote_chunk(target, &rules, &known, after.as_deref(), &mut |chunk: Manifest| {
-            if let Some(rebuild) = rebuild.as_deref_mut() {
-                rebuild.chunk(&chunk)?;
-            }
-            check(&chunk.log)?;
+        let (mut count, mut group, mut weight) = (0, Manifest::default(), 0);
+        let mut adopt = |group: &mut Manifest| -> Result<(), Error> {
+            check(&group.log)?;
             // Prunes first: their marks allow the log to start where they say.
-            let entries: Vec<Entry> = chunk.entries().collect();
+            let Manifest { log, snapshots, prunes } = std::mem::take(group);
+            let prunes = prunes.into_iter().map(Entry::Prune);
+            let snapshots = snapshots.into_iter().map(Entry::Snapshot);
+            let entries: Vec<Entry> =
+                prunes.chain(snapshots).chain(log.into_iter().map(Entry::Log)).collect();
             journal.append_entries(&entries)?;
             entries.iter().for_each(&mut adopted);
             count += entries.len();
             Ok(())
+        };
+        let listing = each_remote_entry(target, &rules, &known, after.as_deref(), &mut |entry| {
+            if let Some(rebuild) = rebuild.as_deref_mut() {
+                rebuild.entry(&entry)?;
+            }
+            weight += match &entry {
+                Entry::Log(Record::Batch(batch)) => batch.segments.len(),
+                Entry::Prune(prune) => prune.deleted.len(),
+                _ => 1,
+            };
+            group.push(entry);
+            if weight >= ADOPT_WEIGHT {
+                adopt(&mut group)?;
+                weight = 0;
+            }
+            Ok(true)
         })?;
+        if !group.is_empty() {
+            adopt(&mut group)?;
+        }
         Ok((listing, count))
     };
     if known != Sequences::default() {

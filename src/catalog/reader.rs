@@ -5,15 +5,17 @@
 //! snapshot and prune records (few; a prune's batch keys as runs,
 //! `retention::deleted`) are held in memory. With no journal
 //! (a node whose state directory is gone) the whole log is read from the
-//! target in chunks for each pass instead. Memory stays flat however long
-//! the log is.
+//! target for each pass instead, an entry at a time as each record object
+//! is parsed; the prune and snapshot records only in the first pass (what
+//! they say is held, as above). Memory stays flat however long the log
+//! is.
 //!
 //! Every pass reads the journal only up to where the first one ended, so a
 //! daemon appending meanwhile does not change what a command sees.
 
 use std::path::{Path, PathBuf};
 
-use super::{RebuildScan, check_start, each_remote_chunk, remote_after, with_batch_objects};
+use super::{RebuildScan, check_start, each_remote_entry, with_batch_objects};
 use crate::error::Error;
 use crate::manifest::journal;
 use crate::manifest::{Entry, Manifest, Record, Sequences, StreamRules};
@@ -39,16 +41,17 @@ pub enum Reach {
 enum Remote<'r> {
     /// Fetched once (what a journal lacks: usually nothing), held.
     Held(Vec<Record>),
-    /// The journal is empty: the whole log is read from the target again,
-    /// in chunks, for each pass.
-    Streamed(&'r dyn Target),
+    /// The journal is empty: the whole log is read from the target again
+    /// for each pass, after the snapshots and prunes the first one read
+    /// (where they end: their records are not read again).
+    Streamed(&'r dyn Target, Sequences),
 }
 
 impl std::fmt::Debug for Remote<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Remote::Held(log) => write!(f, "Held({} records)", log.len()),
-            Remote::Streamed(target) => write!(f, "Streamed({})", target.describe()),
+            Remote::Streamed(target, _) => write!(f, "Streamed({})", target.describe()),
         }
     }
 }
@@ -118,24 +121,31 @@ impl<'r> ManifestReader<'r> {
         let journal_len = read.valid_len;
         let mut end = known.log_end();
         if known == Sequences::default() {
-            // Nothing local: the whole manifest is remote, read again in
-            // chunks for every pass rather than held.
+            // Nothing local: the whole manifest is remote; its log is read
+            // again for every pass rather than held.
             with_batch_objects(target, stream, |objects| {
                 let mut rebuild = RebuildScan::new(stream, objects);
-                each_remote_chunk(target, rules, &known, None, &mut |chunk: Manifest| {
-                    rebuild.chunk(&chunk)?;
-                    chunk.log.iter().for_each(&mut visit);
-                    end = chunk.log.last().map(Record::last).or(end);
-                    let side_entries = chunk.prunes.into_iter().map(Entry::Prune);
-                    let side_entries = side_entries.chain(chunk.snapshots.into_iter().map(Entry::Snapshot));
-                    side_entries.for_each(|entry| keep_side(&mut side, &mut deleted, stream, entry));
-                    Ok(())
+                each_remote_entry(target, rules, &known, None, &mut |entry| {
+                    rebuild.entry(&entry)?;
+                    match entry {
+                        Entry::Log(record) => {
+                            visit(&record);
+                            end = Some(record.last());
+                        }
+                        side_entry => keep_side(&mut side, &mut deleted, stream, side_entry),
+                    }
+                    Ok(true)
                 })?;
                 rebuild.report();
                 Ok(())
             })?;
             let pruned_before = side.pruned_before();
-            let (journal, remote) = (path, Remote::Streamed(target));
+            let side_ends = Sequences {
+                last: None,
+                last_snapshot: side.snapshots.last().map(|s| s.position),
+                last_prune: side.prunes.last().map(|p| (p.sequence, p.before)),
+            };
+            let (journal, remote) = (path, Remote::Streamed(target, side_ends));
             return Ok(ManifestReader {
                 rules: *rules,
                 journal,
@@ -148,9 +158,23 @@ impl<'r> ManifestReader<'r> {
             });
         }
         let after = known.last.map(|span| keys::record_key(stream, span.first, span.last, span.kind));
-        let (remote, _) = remote_after(target, rules, &known, after.as_deref())?;
-        let pruned_before = remote.prunes.last().map(|p| p.before).or(known.pruned_before());
-        let start = first_log.or_else(|| remote.log.first().map(Record::first));
+        // What the journal lacks (usually nothing): the log held, the
+        // prunes' batch keys taken as runs as they come.
+        let (mut remote_log, mut remote_mark) = (Vec::new(), None);
+        each_remote_entry(target, rules, &known, after.as_deref(), &mut |entry| {
+            match entry {
+                Entry::Log(record) => remote_log.push(record),
+                side_entry => {
+                    if let Entry::Prune(prune) = &side_entry {
+                        remote_mark = Some(prune.before);
+                    }
+                    keep_side(&mut side, &mut deleted, stream, side_entry);
+                }
+            }
+            Ok(true)
+        })?;
+        let pruned_before = remote_mark.or(known.pruned_before());
+        let start = first_log.or_else(|| remote_log.first().map(Record::first));
         let check = match reach {
             Reach::End => false,
             Reach::Position(position) => start.is_some_and(|start| position < start),
@@ -159,12 +183,9 @@ impl<'r> ManifestReader<'r> {
         if check && known.last.is_some() {
             check_start(state_dir, target, rules, start, pruned_before)?;
         }
-        remote.log.iter().for_each(&mut visit);
-        end = remote.log.last().map(Record::last).or(end);
-        let side_entries = remote.prunes.into_iter().map(Entry::Prune);
-        let side_entries = side_entries.chain(remote.snapshots.into_iter().map(Entry::Snapshot));
-        side_entries.for_each(|entry| keep_side(&mut side, &mut deleted, stream, entry));
-        let remote = Remote::Held(remote.log);
+        remote_log.iter().for_each(&mut visit);
+        end = remote_log.last().map(Record::last).or(end);
+        let remote = Remote::Held(remote_log);
         Ok(ManifestReader {
             rules: *rules,
             journal: path,
@@ -262,16 +283,11 @@ impl<'r> ManifestReader<'r> {
                     }
                 }
             }
-            Remote::Streamed(target) => {
-                let mut going = true;
-                let known = Sequences::default();
-                each_remote_chunk(*target, &self.rules, &known, None, &mut |chunk: Manifest| {
-                    for record in chunk.log {
-                        if going {
-                            going = visit(record)?;
-                        }
-                    }
-                    Ok(())
+            Remote::Streamed(target, side_ends) => {
+                each_remote_entry(*target, &self.rules, side_ends, None, &mut |entry| match entry {
+                    Entry::Log(record) => visit(record),
+                    // A prune or snapshot recorded since the first pass.
+                    _ => Ok(true),
                 })?;
             }
         }

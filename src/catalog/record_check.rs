@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::assemble::{self, Fetched, Listing};
+use super::assemble::{self, Fetched, Held, Listing};
 use super::entry_key;
 use crate::manifest::sequence::LogSpan;
 use crate::manifest::{Entry, Manifest, ManifestError, PruneRecord, Record, Sequences, StreamRules, format};
@@ -141,26 +141,6 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
                 held.kind, held.first, held.last
             )
         });
-    }
-}
-
-/// A record of a downloaded object, as the deep check keeps it until the
-/// log reaches it: its span, kind and a hash of its text (a compacted
-/// object holds some 16,000 records; held whole they took 20 MiB).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Held {
-    first: u64,
-    last: u64,
-    kind: &'static str,
-    hash: u64,
-}
-
-impl Held {
-    fn of(record: &Record) -> Held {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        format::serialize_entry(&Entry::Log(record.clone())).hash(&mut hasher);
-        Held { first: record.first(), last: record.last(), kind: record.kind(), hash: hasher.finish() }
     }
 }
 

@@ -1,42 +1,37 @@
 //! Reading the remote records that come after what is known (the local
-//! journal's ends), chunk by chunk: list once, then download the record
-//! objects needed a few at a time and assemble each chunk, so a rebuild of
-//! a long archive never holds more than a chunk of it.
+//! journal's ends), one entry at a time: list once, then download the
+//! record objects needed one after another and hand out each entry as it
+//! is parsed ([`assemble::Assembly`]), so a reader of a long archive
+//! holds one object's text (a compacted one is at most 4 MiB) and one
+//! entry, never the records of a chunk.
 //!
-//! A chunk is at most [`CHUNK_OBJECTS`] objects or [`CHUNK_BYTES`] bytes of
-//! record text; the snapshot and prune record objects come first, in
-//! chunks of their own (their marks say which holes in the log are on
-//! purpose; a first prune of a long history is many prune records of
-//! 10,000 keys), and objects whose ranges overlap stay in one chunk, so
-//! the precedence rules of `assemble` see them together. A listed object that is gone when
-//! fetched, or a log that does not continue (a compaction step folded
-//! records while they were listed or read), makes it list again and go on
-//! from what the chunks before it gave; so does a first page that, listed
-//! again, begins lower than the whole listing did, or a page after the
-//! last log record object that reaches further than the log read.
+//! The snapshot and prune record objects come first (their marks say
+//! which holes in the log are on purpose; a first prune of a long history
+//! is many prune records of 10,000 keys, each handed out alone), then the
+//! log objects by position. A listed object that is gone when fetched, or
+//! a log that does not continue (a compaction step folded records while
+//! they were listed or read), makes it list again and go on from the last
+//! entry handed out (by position: nothing twice, nothing skipped); so
+//! does a first page that, listed again, begins lower than the whole
+//! listing did, or a page after the last log record object that reaches
+//! further than the log read.
 
-use super::assemble::{self, Fetched, Listing};
+use super::assemble::{self, Assembly, Listing};
 use crate::error::Error;
-use crate::manifest::sequence::LogSpan;
-use crate::manifest::{Manifest, Sequences, StreamRules};
+use crate::manifest::{Entry, Sequences, StreamRules};
 use crate::target::keys::{self, RecordKey};
 use crate::target::{ObjectInfo, Target, TargetError};
 
-/// Most record objects downloaded for one chunk.
-pub const CHUNK_OBJECTS: usize = 1000;
-/// Most bytes of record text downloaded for one chunk (a compacted object
-/// counts whole, however large).
-pub const CHUNK_BYTES: u64 = 4 << 20;
-
-/// Hand the remote entries after `known` to `take`, a chunk at a time,
-/// each sequence in order and the log continuing without a hole; returns
-/// the listing (after `start_after`) they came from.
-pub fn each_remote_chunk(
+/// Hand the remote entries after `known` to `take`, one at a time (the
+/// prunes and snapshots first, then the log), each sequence in order and
+/// the log continuing without a hole, until `take` returns `Ok(false)`;
+/// returns the listing (after `start_after`) they came from.
+pub fn each_remote_entry(
     target: &dyn Target,
     rules: &StreamRules<'_>,
     known: &Sequences,
     start_after: Option<&str>,
-    take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
+    take: &mut dyn FnMut(Entry) -> Result<bool, Error>,
 ) -> Result<Listing, Error> {
     const ATTEMPTS: usize = 3;
     let stream = rules.name;
@@ -47,7 +42,7 @@ pub fn each_remote_chunk(
     // past the journal's end shows as a log that does not continue, or
     // comes at its next read.
     let knew_nothing = start_after.is_none() && known.log_end().is_none();
-    let mut known = known.clone();
+    let mut assembly = Assembly::new(known);
     let mut attempt = 1;
     loop {
         let listed = target.list(&prefix, start_after).map_err(|e| Error::target(stream, e))?;
@@ -70,8 +65,9 @@ pub fn each_remote_chunk(
                 continue;
             }
         }
-        let wanted = assemble::to_fetch(&listing, &known)?;
-        match take_chunks(target, rules, &mut known, &wanted, take) {
+        assembly.resume();
+        let wanted = assemble::to_fetch(&listing, assembly.ends())?;
+        match take_entries(target, rules, &mut assembly, &wanted, take) {
             Err(Stop::Reading(error)) if attempt < ATTEMPTS && may_have_raced(&error) => {
                 log::debug!(
                     "stream {stream}: {error}; listing again (a compaction step may have folded records meanwhile)"
@@ -79,15 +75,16 @@ pub fn each_remote_chunk(
                 attempt += 1;
             }
             Err(Stop::Reading(error) | Stop::Taking(error)) => return Err(*error),
-            Ok(())
+            Ok(Taken::Stopped) => return Ok(listing),
+            Ok(Taken::All)
                 if knew_nothing
                     && attempt < ATTEMPTS
-                    && more_beyond(target, stream, &prefix, &listing, &known)? =>
+                    && more_beyond(target, stream, &prefix, &listing, assembly.ends())? =>
             {
                 log::debug!("stream {stream}: records beyond the listing's end appeared; listing again");
                 attempt += 1;
             }
-            Ok(()) => return Ok(listing),
+            Ok(Taken::All) => return Ok(listing),
         }
     }
 }
@@ -175,31 +172,38 @@ fn start_kept_moving(prefix: &str, lower: u64, first: Option<u64>) -> TargetErro
     }
 }
 
-/// [`each_remote_chunk`], gathered into one manifest (for readers that
+/// [`each_remote_entry`], gathered into one manifest (for tests that
 /// hold it whole).
+#[cfg(test)]
 pub fn remote_after(
     target: &dyn Target,
     rules: &StreamRules<'_>,
     known: &Sequences,
     start_after: Option<&str>,
-) -> Result<(Manifest, Listing), Error> {
-    let mut whole = Manifest::default();
-    let listing = each_remote_chunk(target, rules, known, start_after, &mut |chunk| {
-        whole.log.extend(chunk.log);
-        whole.snapshots.extend(chunk.snapshots);
-        whole.prunes.extend(chunk.prunes);
-        Ok(())
+) -> Result<(crate::manifest::Manifest, Listing), Error> {
+    let mut whole = crate::manifest::Manifest::default();
+    let listing = each_remote_entry(target, rules, known, start_after, &mut |entry| {
+        whole.push(entry);
+        Ok(true)
     })?;
     Ok((whole, listing))
 }
 
-/// Why [`take_chunks`] stopped: reading the records (which a compaction
-/// step running meanwhile can explain, so the caller may list again), or
-/// `take` refusing a chunk already counted in `known` (final: listing
-/// again would skip it).
+/// Why [`take_entries`] stopped early: reading the records (which a
+/// compaction step running meanwhile can explain, so the caller may list
+/// again), or `take` refusing an entry already counted in `known` (final:
+/// listing again would skip it).
 enum Stop {
     Reading(Box<Error>),
     Taking(Box<Error>),
+}
+
+/// How far [`take_entries`] went.
+enum Taken {
+    /// Every wanted object was read.
+    All,
+    /// `take` asked for no more.
+    Stopped,
 }
 
 /// Whether reading the records failed in a way a compaction step running
@@ -209,80 +213,41 @@ fn may_have_raced(error: &Error) -> bool {
     matches!(error, Error::Target { source: TargetError::NotFound { .. }, .. } | Error::Manifest(_))
 }
 
-/// Download `wanted` (in listing order) in chunks, assemble each after
-/// `known`, move `known` past it and hand it to `take`.
-fn take_chunks(
+/// Download `wanted` one object at a time (prunes and snapshots first,
+/// then the log objects by position) and hand each entry `assembly` has
+/// not handed out yet to `take` as it is parsed.
+fn take_entries(
     target: &dyn Target,
     rules: &StreamRules<'_>,
-    known: &mut Sequences,
+    assembly: &mut Assembly,
     wanted: &[&ObjectInfo],
-    take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Stop> {
-    let log_range = |object: &ObjectInfo| match RecordKey::parse(rules.name, &object.key) {
-        Some(RecordKey::Log { first, last, .. }) => Some((first, last)),
-        _ => None,
-    };
-    let (log, side): (Vec<&ObjectInfo>, Vec<&ObjectInfo>) =
-        wanted.iter().partition(|object| log_range(object).is_some());
-    let (mut chunk, mut bytes) = (Vec::new(), 0);
-    for object in side {
-        if !chunk.is_empty() && (chunk.len() >= CHUNK_OBJECTS || bytes >= CHUNK_BYTES) {
-            take_chunk(target, rules, known, &std::mem::take(&mut chunk), take)?;
-            bytes = 0;
+    take: &mut dyn FnMut(Entry) -> Result<bool, Error>,
+) -> Result<Taken, Stop> {
+    let reading = |error: Error| Stop::Reading(Box::new(error));
+    let mut order: Vec<(Option<RecordKey>, &ObjectInfo)> =
+        wanted.iter().map(|object| (RecordKey::parse(rules.name, &object.key), *object)).collect();
+    order.sort_by_key(|(key, _)| assemble::reading_order(key.as_ref()));
+    let next_firsts = assemble::next_log_firsts(order.iter().map(|(key, _)| key.as_ref()));
+    for ((_, object), next_first) in order.iter().zip(next_firsts) {
+        let text = fetch(target, rules.name, object).map_err(reading)?;
+        let mut entries =
+            assembly.read(rules, &object.key, &text, next_first).map_err(|e| reading(e.into()))?;
+        while let Some(entry) = entries.next_entry().map_err(|e| reading(e.into()))? {
+            if !take(entry).map_err(|e| Stop::Taking(Box::new(e)))? {
+                return Ok(Taken::Stopped);
+            }
         }
-        chunk.push(object);
-        bytes += object.size;
     }
-    if !chunk.is_empty() {
-        take_chunk(target, rules, known, &std::mem::take(&mut chunk), take)?;
-        bytes = 0;
-    }
-    let mut reach: Option<u64> = None;
-    for object in log {
-        let Some((first, last)) = log_range(object) else { continue };
-        let overlaps = reach.is_some_and(|reach| first <= reach);
-        if !overlaps && !chunk.is_empty() && (chunk.len() >= CHUNK_OBJECTS || bytes >= CHUNK_BYTES) {
-            take_chunk(target, rules, known, &std::mem::take(&mut chunk), take)?;
-            bytes = 0;
-        }
-        chunk.push(object);
-        bytes += object.size;
-        reach = reach.max(Some(last));
-    }
-    if !chunk.is_empty() {
-        take_chunk(target, rules, known, &chunk, take)?;
-    }
-    Ok(())
+    Ok(Taken::All)
 }
 
-fn take_chunk(
-    target: &dyn Target,
-    rules: &StreamRules<'_>,
-    known: &mut Sequences,
-    objects: &[&ObjectInfo],
-    take: &mut dyn FnMut(Manifest) -> Result<(), Error>,
-) -> Result<(), Stop> {
-    let fetched = fetch_all(target, rules.name, objects).map_err(|e| Stop::Reading(Box::new(e)))?;
-    let chunk = assemble::assemble(rules, known, &fetched).map_err(|e| Stop::Reading(Box::new(e.into())))?;
-    drop(fetched);
-    known.last = chunk.log.last().map(LogSpan::of).or(known.last);
-    known.last_snapshot = chunk.snapshots.last().map(|s| s.position).or(known.last_snapshot);
-    known.last_prune = chunk.prunes.last().map(|p| (p.sequence, p.before)).or(known.last_prune);
-    take(chunk).map_err(|e| Stop::Taking(Box::new(e)))
+/// Download `object` whole.
+fn fetch(target: &dyn Target, stream: &str, object: &ObjectInfo) -> Result<Vec<u8>, Error> {
+    let mut text = Vec::with_capacity(object.size.min(assemble::MAX_RECORD_OBJECT) as usize);
+    target.get(&object.key, None, &mut text).map_err(|e| Error::target(stream, e))?;
+    Ok(text)
 }
 
-/// Download `objects` whole.
-pub(crate) fn fetch_all(
-    target: &dyn Target,
-    stream: &str,
-    objects: &[&ObjectInfo],
-) -> Result<Vec<Fetched>, Error> {
-    objects
-        .iter()
-        .map(|object| {
-            let mut text = Vec::with_capacity(object.size.min(assemble::MAX_RECORD_OBJECT) as usize);
-            target.get(&object.key, None, &mut text).map_err(|e| Error::target(stream, e))?;
-            Ok(Fetched { key: object.key.clone(), text })
-        })
-        .collect()
-}
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod tests;

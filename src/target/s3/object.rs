@@ -267,6 +267,9 @@ fn fetch_into(
         |e| error::transient(&ctx, format!("reading the response failed: {e}")),
         |e| local_write_error(key, e),
     )?;
+    // The client keeps a connection for the next request only once a read
+    // has seen the body's end; `take` stopped just before that read.
+    let _ = reader.into_inner().read(&mut [0; 1]);
     match download.wanted {
         Some(wanted) if download.written < wanted => Err(error::transient(
             &ctx,
@@ -376,6 +379,57 @@ mod tests {
             explain_digest_mismatch("k", 7, &sent, &error),
             TargetError::Checksum { expected: 7, .. }
         ));
+    }
+
+    /// Restore opened a new connection per GET: the body was read up to
+    /// its last byte, not to its end, so the client never kept the
+    /// connection. Three ranged GETs now share one.
+    #[test]
+    fn gets_one_after_another_share_one_connection() {
+        use std::io::{BufRead, BufReader};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                let Ok(connection) = connection else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(connection.try_clone().unwrap());
+                    let mut writer = connection;
+                    loop {
+                        let mut line = String::new();
+                        // One request head (no body), then a 206 of 5 bytes.
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let reply =
+                            "HTTP/1.1 206 Partial Content\r\ncontent-length: 5\r\netag: \"e\"\r\n\r\nhello";
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let settings = super::super::tests::settings();
+        let target = S3Target::new(super::super::S3Settings { endpoint, ..settings }).unwrap();
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            assert_eq!(get(&target, "k", Some((0, 5)), &mut out).unwrap(), 5);
+            assert_eq!(out, b"hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "connections opened for 3 GETs");
     }
 
     #[test]
