@@ -97,7 +97,7 @@ impl FileTarget {
         self.check_root()?;
         let dir_part = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
         let mut after = start_after.map(str::to_owned);
-        let mut page = Vec::new();
+        let mut page = Vec::with_capacity(page_keys);
         let mut visited = false;
         // Only the part after the prefix is held: every kept key has it.
         let mut smallest = Smallest::new(walk_bytes);
@@ -132,7 +132,7 @@ impl FileTarget {
                 if page.len() == page_keys {
                     visited = true;
                     log::trace!("file target: LIST {prefix}: {} keys", page.len());
-                    if !visit(std::mem::take(&mut page)) {
+                    if !visit(std::mem::replace(&mut page, Vec::with_capacity(page_keys))) {
                         return Ok(());
                     }
                 }
