@@ -116,7 +116,7 @@ impl FileTarget {
                 return Err(io_error("list", prefix, &self.root, error));
             }
             let complete = smallest.sort();
-            log::trace!("file target: walked {dir_part}/ for {prefix}: {} keys kept", smallest.len());
+            log::debug!("file target: walked {dir_part}/ for {prefix}: {} keys kept", smallest.len());
             for rest in smallest.iter() {
                 let key = format!("{prefix}{rest}");
                 let path = self.root.join(&key);
@@ -131,7 +131,7 @@ impl FileTarget {
                 }
                 if page.len() == page_keys {
                     visited = true;
-                    log::trace!("file target: LIST {prefix}: {} keys", page.len());
+                    log::debug!("file target: LIST {prefix}: {} keys", page.len());
                     if !visit(std::mem::replace(&mut page, Vec::with_capacity(page_keys))) {
                         return Ok(());
                     }
@@ -144,7 +144,7 @@ impl FileTarget {
             after = smallest.last().map(|last| format!("{prefix}{last}"));
         }
         if !page.is_empty() || !visited {
-            log::trace!("file target: LIST {prefix}: {} keys", page.len());
+            log::debug!("file target: LIST {prefix}: {} keys", page.len());
             visit(page);
         }
         Ok(())
@@ -186,7 +186,7 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        log::trace!("file target: PUT {key}");
+        log::debug!("file target: PUT {key}");
         self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
@@ -205,7 +205,7 @@ impl Target for FileTarget {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        log::trace!("file target: HEAD {key}");
+        log::debug!("file target: HEAD {key}");
         let path = self.path_of("head", key)?;
         let file = match open_object(&path) {
             Ok(file) => file,
@@ -217,7 +217,7 @@ impl Target for FileTarget {
     }
 
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
-        log::trace!("file target: GET {key}");
+        log::debug!("file target: GET {key}");
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
         let mut file = open_object(&path).map_err(err)?;
@@ -246,7 +246,7 @@ impl Target for FileTarget {
         found.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|after| o.key.as_str() > after));
         found.sort_by(|a, b| a.key.cmp(&b.key));
         // Counted by `scripts/bench` as the pages an S3 listing would take.
-        log::trace!("file target: LIST {prefix}: {} keys", found.len());
+        log::debug!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
     }
 
@@ -304,7 +304,7 @@ impl Target for FileTarget {
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        log::trace!("file target: DELETE {} keys", keys.len());
+        log::debug!("file target: DELETE {} keys", keys.len());
         // Each directory a file left is synced once, after all the removals
         // (compaction deletes a thousand record objects of one directory).
         let mut dirs: std::collections::BTreeMap<PathBuf, &str> = std::collections::BTreeMap::new();
