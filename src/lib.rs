@@ -25,8 +25,9 @@
 //! validate the record; [`mapguard`] survives a segment truncated under its
 //! map; with `compression = zstd`, [`frames`] measures each segment's zstd
 //! frame) → `stream::upload` (store, or find it already stored; [`target`]
-//! with its [`target::keys`], file and S3 backends; zstd frames produced
-//! again into the part buffers) → `stream::commit` (the
+//! with its [`target::keys`], file (whose paged listing sorts each walk of
+//! a directory in a byte budget: `target::fs::smallest`) and S3 backends;
+//! zstd frames produced again into the part buffers) → `stream::commit` (the
 //! remote record through [`catalog`], the local journal of [`manifest`],
 //! the position file, the acknowledgement; between passes
 //! [`catalog::compact`] folds the remote record objects into larger ones).

@@ -571,25 +571,12 @@ pub fn batch_object_within<'a>(
     })
 }
 
-/// Compare a stream's batch objects with its log (a rebuild, `verify`):
-/// a batch object whose positions no record covers, below the log's end and
-/// not pruned, means records were lost: a [`ManifestError::Hole`] naming
-/// the object. Others without a record are reported, not refused.
-pub fn unrecorded_batches(
-    stream: &str,
-    batch_objects: &[ObjectInfo],
-    manifest: &Manifest,
-) -> Result<Vec<Unrecorded>, ManifestError> {
-    let mut scan = UnrecordedScan::new(stream, batch_objects.iter().cloned(), manifest.pruned_before());
-    for record in manifest.live_log() {
-        scan.record(record)?;
-    }
-    Ok(scan.finish())
-}
-
-/// [`unrecorded_batches`] as the log streams by: the batch objects
-/// (sorted by key, as listed) are walked beside the records, one record at
-/// a time.
+/// Compare a stream's batch objects with its log (a rebuild, `verify`) as
+/// the log streams by: the batch objects (sorted by key, as listed) are
+/// walked beside the records, one record at a time. A batch object whose
+/// positions no record covers, below the log's end and not pruned, means
+/// records were lost: a [`ManifestError::Hole`] naming the object. Others
+/// without a record are reported, not refused.
 pub struct UnrecordedScan<'a> {
     objects: std::iter::Peekable<Box<dyn Iterator<Item = (u64, u64, String)> + 'a>>,
     mark: u64,

@@ -205,7 +205,13 @@ fn batch_objects_without_records() {
     let objects = |ranges: &[(u64, u64)]| -> Vec<ObjectInfo> {
         ranges.iter().map(|&(f, l)| listed(&keys::batch_key(STREAM, f, l), 1)).collect()
     };
-    let found = unrecorded_batches(STREAM, &objects(&[(4, 4), (5, 6), (7, 7), (8, 9)]), &manifest);
+    // The scan over the whole log at once.
+    fn unrecorded(objects: &[ObjectInfo], manifest: &Manifest) -> Result<Vec<Unrecorded>, ManifestError> {
+        let mut scan = UnrecordedScan::new(STREAM, objects.iter().cloned(), manifest.pruned_before());
+        manifest.live_log().iter().try_for_each(|record| scan.record(record))?;
+        Ok(scan.finish())
+    }
+    let found = unrecorded(&objects(&[(4, 4), (5, 6), (7, 7), (8, 9)]), &manifest);
     assert_eq!(
         found.expect("no hole"),
         [
@@ -213,13 +219,12 @@ fn batch_objects_without_records() {
             Unrecorded::Pending(keys::batch_key(STREAM, 8, 9))
         ]
     );
-    let error =
-        unrecorded_batches(STREAM, &objects(&[(0, 3), (4, 4)]), &manifest).expect_err("lost first record");
+    let error = unrecorded(&objects(&[(0, 3), (4, 4)]), &manifest).expect_err("lost first record");
     assert!(matches!(error, ManifestError::Hole { first: 0, last: 3, .. }), "{error}");
     assert!(error.to_string().starts_with(&keys::batch_key(STREAM, 0, 3)), "{error}");
     let pruned =
         Manifest { prunes: vec![PruneRecord { sequence: 1, before: 4, deleted: vec![] }], ..manifest };
-    assert_eq!(unrecorded_batches(STREAM, &objects(&[(0, 3)]), &pruned).expect("pruned"), []);
+    assert_eq!(unrecorded(&objects(&[(0, 3)]), &pruned).expect("pruned"), []);
 }
 
 #[test]

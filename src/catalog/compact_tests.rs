@@ -11,6 +11,7 @@ use crate::manifest::validate::tests::{batch, naming};
 use crate::manifest::{
     Encoding, GapRecord, Manifest, PruneRecord, Sequences, SnapshotRecord, StoredObject, StreamRules,
 };
+use crate::target::TargetError;
 use crate::target::keys::{self, RecordKey};
 use crate::target::memory::MemoryTarget;
 
@@ -201,42 +202,51 @@ fn a_rebuild_after_a_wipe_equals_the_journal_and_continues_compaction() {
     assert_eq!(caught_up.compaction.as_ref(), Some(compactor.progress()));
 }
 
-/// A target that fails its `crash_at`-th write (put or delete), before or
-/// after doing it: what a process killed there leaves behind.
-struct Crashing<'a> {
+/// A write (a put or a delete) that a hook runs, or not.
+type PendingWrite<'w> = &'w mut dyn FnMut() -> Result<(), TargetError>;
+type WriteHook<'a> = Box<dyn Fn(&str, PendingWrite<'_>) -> Result<(), TargetError> + Send + Sync + 'a>;
+type ListedHook<'a> = Box<dyn Fn(&mut Vec<ObjectInfo>) + Send + Sync + 'a>;
+type PagesHook<'a> = Box<
+    dyn Fn(&str, Option<&str>, &mut dyn FnMut(Vec<ObjectInfo>) -> bool) -> Result<(), TargetError>
+        + Send
+        + Sync
+        + 'a,
+>;
+
+/// The memory target, but for the operations a test hooks: what a crash,
+/// a compaction running meanwhile or a store's paging look like to the
+/// code under test.
+struct Hooked<'a> {
     inner: &'a MemoryTarget,
-    writes: Mutex<usize>,
-    crash_at: usize,
-    after: bool,
+    /// Gets each put's and delete's key and the write itself, to run or not.
+    write: Option<WriteHook<'a>>,
+    /// Runs before each get.
+    before_get: Option<Box<dyn Fn() + Send + Sync + 'a>>,
+    /// Changes what each `list` returns (`list_pages` goes to the memory
+    /// target unless `pages` is set).
+    listed: Option<ListedHook<'a>>,
+    /// Lists pages in place of the memory target.
+    pages: Option<PagesHook<'a>>,
 }
 
-impl Crashing<'_> {
-    fn write(&self, key: &str, act: impl FnOnce() -> Result<(), TargetError>) -> Result<(), TargetError> {
-        let mut writes = self.writes.lock().unwrap();
-        *writes += 1;
-        let crash = *writes == self.crash_at;
-        if crash && !self.after {
-            return Err(TargetError::Transient {
-                op: "write".into(),
-                key: key.into(),
-                detail: "crash".into(),
-            });
+impl<'a> Hooked<'a> {
+    fn new(inner: &'a MemoryTarget) -> Self {
+        Hooked { inner, write: None, before_get: None, listed: None, pages: None }
+    }
+
+    fn write(
+        &self,
+        key: &str,
+        mut write: impl FnMut() -> Result<(), TargetError>,
+    ) -> Result<(), TargetError> {
+        match &self.write {
+            Some(hook) => hook(key, &mut write),
+            None => write(),
         }
-        act()?;
-        if crash {
-            return Err(TargetError::Transient {
-                op: "write".into(),
-                key: key.into(),
-                detail: "crash".into(),
-            });
-        }
-        Ok(())
     }
 }
 
-use crate::target::TargetError;
-
-impl Target for Crashing<'_> {
+impl Target for Hooked<'_> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
@@ -255,17 +265,58 @@ impl Target for Crashing<'_> {
         range: Option<(u64, u64)>,
         out: &mut dyn std::io::Write,
     ) -> Result<u64, TargetError> {
+        if let Some(hook) = &self.before_get {
+            hook();
+        }
         self.inner.get(key, range, out)
     }
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        self.inner.list(prefix, start_after)
+        let mut listed = self.inner.list(prefix, start_after)?;
+        if let Some(hook) = &self.listed {
+            hook(&mut listed);
+        }
+        Ok(listed)
+    }
+    fn list_pages(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
+    ) -> Result<(), TargetError> {
+        match &self.pages {
+            Some(hook) => hook(prefix, start_after, visit),
+            None => self.inner.list_pages(prefix, start_after, visit),
+        }
     }
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
         self.write(keys.first().map_or("", String::as_str), || self.inner.delete(keys))
     }
     fn check(&self) -> Result<(), TargetError> {
-        Ok(())
+        self.inner.check()
     }
+}
+
+/// The memory target failing its `crash_at`-th write (put or delete),
+/// before or after doing it: what a process killed there leaves behind.
+fn crashing_at(inner: &MemoryTarget, crash_at: usize, after: bool) -> Hooked<'_> {
+    let writes = Mutex::new(0);
+    let crash = |key: &str| {
+        Err(TargetError::Transient { op: "write".into(), key: key.into(), detail: "crash".into() })
+    };
+    let write: WriteHook<'_> = Box::new(move |key, write| {
+        let mut writes = writes.lock().unwrap();
+        *writes += 1;
+        let crashes = *writes == crash_at;
+        if crashes && !after {
+            return crash(key);
+        }
+        write()?;
+        if crashes {
+            return crash(key);
+        }
+        Ok(())
+    });
+    Hooked { write: Some(write), ..Hooked::new(inner) }
 }
 
 #[test]
@@ -279,7 +330,7 @@ fn a_crash_at_every_step_leaves_a_complete_manifest_and_compaction_finishes() {
         for after in [false, true] {
             let archive = archive(&format!("crash-{crash_at}-{after}"), 20);
             let expected = archive.journal_manifest();
-            let crashing = Crashing { inner: &archive.target, writes: Mutex::new(0), crash_at, after };
+            let crashing = crashing_at(&archive.target, crash_at, after);
             let crashed = archive.compact(&mut archive.compactor(3), &crashing);
             assert!(crashed.is_err(), "write {crash_at} was not reached");
             assert_eq!(archive.remote_manifest(), expected, "after a crash at write {crash_at} ({after})");
@@ -344,56 +395,21 @@ fn an_incomplete_group_is_not_read_again_until_the_journal_grows() {
     std::fs::rename(archive.dir.join("aside"), archive.journal.path()).expect("move back");
 }
 
-/// A target on which a compaction step runs between a reader's listing and
-/// its first download: what a reader meets while the daemon compacts.
-struct CompactingMidRead<'a> {
-    archive: &'a Archive,
-    compacted: Mutex<bool>,
-}
-
-impl Target for CompactingMidRead<'_> {
-    fn describe(&self) -> String {
-        "compacting".into()
-    }
-    fn place(&self) -> String {
-        "compacting".into()
-    }
-    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.archive.target.put(key, body)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        self.archive.target.head(key)
-    }
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, TargetError> {
-        let mut compacted = self.compacted.lock().unwrap();
-        if !*compacted {
-            *compacted = true;
-            self.archive.compact(&mut self.archive.compactor(3), &self.archive.target).expect("compacts");
-        }
-        drop(compacted);
-        self.archive.target.get(key, range, out)
-    }
-    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        self.archive.target.list(prefix, start_after)
-    }
-    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        self.archive.target.delete(keys)
-    }
-    fn check(&self) -> Result<(), TargetError> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_reader_that_finds_a_listed_object_folded_lists_again() {
     let archive = archive("mid-read", 20);
     let expected = archive.journal_manifest();
-    let target = CompactingMidRead { archive: &archive, compacted: Mutex::new(false) };
+    // A compaction step runs between the reader's listing and its first
+    // download: what a reader meets while the daemon compacts.
+    let compacted = Mutex::new(false);
+    let compact_once = || {
+        let mut compacted = compacted.lock().unwrap();
+        if !*compacted {
+            *compacted = true;
+            archive.compact(&mut archive.compactor(3), &archive.target).expect("compacts");
+        }
+    };
+    let target = Hooked { before_get: Some(Box::new(compact_once)), ..Hooked::new(&archive.target) };
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let (manifest, _) = super::super::remote_after(&target, &rules, &Sequences::default(), None)
@@ -404,43 +420,10 @@ fn a_reader_that_finds_a_listed_object_folded_lists_again() {
 
 /// The memory target, listing two keys per page (and failing, if asked,
 /// after the first page).
-struct Paged<'a> {
-    inner: &'a MemoryTarget,
-    fail_after_first: bool,
-}
-
-impl Target for Paged<'_> {
-    fn describe(&self) -> String {
-        "paged".into()
-    }
-    fn place(&self) -> String {
-        "paged".into()
-    }
-    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.inner.put(key, body)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        self.inner.head(key)
-    }
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, TargetError> {
-        self.inner.get(key, range, out)
-    }
-    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        self.inner.list(prefix, start_after)
-    }
-    fn list_pages(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
-    ) -> Result<(), TargetError> {
-        for (index, page) in self.inner.list(prefix, start_after)?.chunks(2).enumerate() {
-            if index == 1 && self.fail_after_first {
+fn two_per_page(inner: &MemoryTarget, fail_after_first: bool) -> Hooked<'_> {
+    let pages: PagesHook<'_> = Box::new(move |prefix, start_after, visit| {
+        for (index, page) in inner.list(prefix, start_after)?.chunks(2).enumerate() {
+            if index == 1 && fail_after_first {
                 return Err(TargetError::Transient {
                     op: "list".into(),
                     key: prefix.into(),
@@ -452,13 +435,8 @@ impl Target for Paged<'_> {
             }
         }
         Ok(())
-    }
-    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        self.inner.delete(keys)
-    }
-    fn check(&self) -> Result<(), TargetError> {
-        Ok(())
-    }
+    });
+    Hooked { pages: Some(pages), ..Hooked::new(inner) }
 }
 
 #[test]
@@ -467,7 +445,7 @@ fn batch_objects_are_walked_page_by_page_and_a_listing_failure_is_reported() {
     for position in 0..7 {
         memory.insert(&keys::batch_key(STREAM, position, position), b"x");
     }
-    let paged = Paged { inner: &memory, fail_after_first: false };
+    let paged = two_per_page(&memory, false);
     let all = super::super::with_batch_objects(&paged, STREAM, |objects| {
         Ok(objects.map(|o| o.key).collect::<Vec<_>>())
     });
@@ -475,71 +453,29 @@ fn batch_objects_are_walked_page_by_page_and_a_listing_failure_is_reported() {
     assert_eq!(all.expect("listed"), expected);
     let first = super::super::with_batch_objects(&paged, STREAM, |objects| Ok(objects.next().map(|o| o.key)));
     assert_eq!(first.expect("stops early"), Some(expected[0].clone()));
-    let failing = Paged { inner: &memory, fail_after_first: true };
+    let failing = two_per_page(&memory, true);
     let error = super::super::with_batch_objects(&failing, STREAM, |objects| Ok(objects.count()));
     assert!(error.expect_err("the listing failed").to_string().contains("list"), "reported");
 }
 
-/// The archive's target, whose full listings miss the records below
-/// `below` (or, with `tail`, from `below` on) `misses` times ( as a listing misses the records a compaction
-/// step folded while it passed: the larger object written behind it, the
-/// smaller ones deleted ahead of it), while its first page, listed again,
-/// shows them.
-struct MissingStart<'a> {
-    archive: &'a Archive,
-    below: u64,
-    tail: bool,
-    misses: Mutex<usize>,
-}
-
-impl Target for MissingStart<'_> {
-    fn describe(&self) -> String {
-        "missing-start".into()
-    }
-    fn place(&self) -> String {
-        "missing-start".into()
-    }
-    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.archive.target.put(key, body)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        self.archive.target.head(key)
-    }
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, TargetError> {
-        self.archive.target.get(key, range, out)
-    }
-    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        let mut listed = self.archive.target.list(prefix, start_after)?;
-        let mut misses = self.misses.lock().unwrap();
+/// The archive's target, whose `list` misses the log records below
+/// `below` (or, with `tail`, from `below` on) `misses` times (as a listing
+/// misses the records a compaction step folded while it passed: the larger
+/// object written behind it, the smaller ones deleted ahead of it), while
+/// its first page, listed again (`list_pages`), shows them.
+fn missing(archive: &Archive, below: u64, tail: bool, misses: usize) -> Hooked<'_> {
+    let misses = Mutex::new(misses);
+    let listed = move |listed: &mut Vec<ObjectInfo>| {
+        let mut misses = misses.lock().unwrap();
         if *misses > 0 {
             *misses -= 1;
             listed.retain(|object| match RecordKey::parse(STREAM, &object.key) {
-                Some(RecordKey::Log { first, .. }) => (first >= self.below) != self.tail,
+                Some(RecordKey::Log { first, .. }) => (first >= below) != tail,
                 _ => true,
             });
         }
-        Ok(listed)
-    }
-    fn list_pages(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
-    ) -> Result<(), TargetError> {
-        visit(self.archive.target.list(prefix, start_after)?);
-        Ok(())
-    }
-    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        self.archive.target.delete(keys)
-    }
-    fn check(&self) -> Result<(), TargetError> {
-        Ok(())
-    }
+    };
+    Hooked { listed: Some(Box::new(listed)), ..Hooked::new(&archive.target) }
 }
 
 /// A stream may begin at any position, so a reader that knows nothing
@@ -554,11 +490,11 @@ fn a_reader_that_knows_nothing_lists_again_when_the_start_was_missed() {
     let expected = archive.journal_manifest();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
-    let once = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(1) };
+    let once = missing(&archive, 7, false, 1);
     let (manifest, _) =
         super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
     assert_eq!(manifest, expected);
-    let always = MissingStart { archive: &archive, below: 7, tail: false, misses: Mutex::new(usize::MAX) };
+    let always = missing(&archive, 7, false, usize::MAX);
     let error = super::super::remote_after(&always, &rules, &Sequences::default(), None)
         .expect_err("never a log from 7");
     assert!(error.to_string().contains("records from 0 below it, three times over"), "{error}");
@@ -573,7 +509,7 @@ fn a_reader_lists_again_when_records_beyond_the_end_appear() {
     let expected = archive.journal_manifest();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
-    let once = MissingStart { archive: &archive, below: 12, tail: true, misses: Mutex::new(1) };
+    let once = missing(&archive, 12, true, 1);
     let (manifest, _) =
         super::super::remote_after(&once, &rules, &Sequences::default(), None).expect("listed again");
     assert_eq!(manifest, expected);
