@@ -19,7 +19,7 @@ Subcommands (each prints or appends JSON; scripts/bench drives them):
                                        batch and snapshot objects, level-0 record
                                        objects of the last N records and of the
                                        snapshots, DIR's binding to it
-  target-requests LOG                  requests a file target logged at trace
+  target-requests LOG                  requests a file target logged at debug
                                        level, counted as S3 would take them
   wire --out FILE --label L --listen PORT --upstream HOST:PORT --limit B [--set K=V]... -- CMD...
                                        run CMD while a TCP proxy on PORT counts the
@@ -471,7 +471,7 @@ LIST_PAGE = 1000  # keys per ListObjectsV2 page, and per DeleteObjects request
 
 
 def cmd_target_requests(args):
-    """Count the file target's trace lines as S3 requests: one per PUT, GET
+    """Count the file target's debug lines as S3 requests: one per PUT, GET
     and HEAD, one per started page of 1,000 listed keys (at least one), one
     per started 1,000 deleted keys."""
     counts = {"PUT": 0, "GET": 0, "HEAD": 0, "LIST": 0, "DELETE": 0}

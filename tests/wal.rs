@@ -210,7 +210,7 @@ fn fetch_of_a_missing_name_exits_with_the_not_found_code() {
 /// A recovery on a machine without walship's state (a new state
 /// directory): each fetch reads the archive's record objects once, not
 /// once to open the manifest and again to look the name up (counted from
-/// the file target's trace lines, one per request S3 would take).
+/// the file target's debug lines, one per request S3 would take).
 #[test]
 fn fetch_without_local_state_reads_the_records_once() {
     let wal = Wal::new("fetch-records-once", "prefetch_segments = 0");
@@ -222,7 +222,7 @@ fn fetch_without_local_state_reads_the_records_once() {
     assert!(records >= 4, "one record object per push: {records}");
     let config = fs::read_to_string(&wal.config).unwrap();
     let recovery = wal.dir.path.join("recovery.conf");
-    let config = config.replace("[global]\n", "[global]\nlog_level = trace\n");
+    let config = config.replace("[global]\n", "[global]\nlog_level = debug\n");
     let state = wal.state.display().to_string();
     fs::write(&recovery, config.replace(&state, &format!("{state}-recovery"))).unwrap();
     let dest = wal.dir.path.join("fetched");

@@ -3,7 +3,11 @@
 //! record objects needed one after another and hand out each entry as it
 //! is parsed ([`assemble::Assembly`]), so a reader of a long archive
 //! holds one object's text (a compacted one is at most 4 MiB) and one
-//! entry, never the records of a chunk.
+//! entry, never the records of a chunk. Each object is downloaded whole
+//! before its entries go out, not parsed from the response as it comes:
+//! a caller may take long over an entry (a restore downloading, `list`
+//! writing into a pager), and a response left unread meanwhile would
+//! stall.
 //!
 //! The snapshot and prune record objects come first (their marks say
 //! which holes in the log are on purpose; a first prune of a long history
@@ -191,8 +195,8 @@ pub fn remote_after(
 
 /// Why [`take_entries`] stopped early: reading the records (which a
 /// compaction step running meanwhile can explain, so the caller may list
-/// again), or `take` refusing an entry already counted in `known` (final:
-/// listing again would skip it).
+/// again), or `take` refusing an entry the assembly already counts as
+/// handed out (final: listing again would skip it).
 enum Stop {
     Reading(Box<Error>),
     Taking(Box<Error>),

@@ -117,7 +117,7 @@ impl FileTarget {
                 return Err(io_error("list", prefix, &self.root, error));
             }
             let complete = smallest.sort();
-            log::trace!("file target: walked {dir_part}/ for {prefix}: {} keys kept", smallest.len());
+            log::debug!("file target: walked {dir_part}/ for {prefix}: {} keys kept", smallest.len());
             for rest in smallest.iter() {
                 let key = format!("{prefix}{rest}");
                 let path = self.root.join(&key);
@@ -132,7 +132,7 @@ impl FileTarget {
                 }
                 if page.len() == page_keys {
                     visited = true;
-                    log::trace!("file target: LIST {prefix}: {} keys", page.len());
+                    log::debug!("file target: LIST {prefix}: {} keys", page.len());
                     if !visit(std::mem::replace(&mut page, Vec::with_capacity(page_keys))) {
                         return Ok(());
                     }
@@ -145,7 +145,7 @@ impl FileTarget {
             after = smallest.last().map(|last| format!("{prefix}{last}"));
         }
         if !page.is_empty() || !visited {
-            log::trace!("file target: LIST {prefix}: {} keys", page.len());
+            log::debug!("file target: LIST {prefix}: {} keys", page.len());
             visit(page);
         }
         Ok(())
@@ -187,7 +187,7 @@ impl Target for FileTarget {
     }
 
     fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        log::trace!("file target: PUT {key}");
+        log::debug!("file target: PUT {key}");
         self.check_root()?;
         let path = self.path_of("put", key)?;
         let dir = path.parent().unwrap_or(&self.root);
@@ -206,7 +206,7 @@ impl Target for FileTarget {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        log::trace!("file target: HEAD {key}");
+        log::debug!("file target: HEAD {key}");
         let path = self.path_of("head", key)?;
         let file = match open_object(&path) {
             Ok(file) => file,
@@ -218,7 +218,7 @@ impl Target for FileTarget {
     }
 
     fn get(&self, key: &str, range: Option<(u64, u64)>, out: &mut dyn Write) -> Result<u64, TargetError> {
-        log::trace!("file target: GET {key}");
+        log::debug!("file target: GET {key}");
         let path = self.path_of("get", key)?;
         let err = |e| io_error("get", key, &path, e);
         let mut file = open_object(&path).map_err(err)?;
@@ -247,7 +247,7 @@ impl Target for FileTarget {
         found.retain(|o| o.key.starts_with(prefix) && start_after.is_none_or(|after| o.key.as_str() > after));
         found.sort_by(|a, b| a.key.cmp(&b.key));
         // Counted by `scripts/bench` as the pages an S3 listing would take.
-        log::trace!("file target: LIST {prefix}: {} keys", found.len());
+        log::debug!("file target: LIST {prefix}: {} keys", found.len());
         Ok(found)
     }
 
@@ -305,7 +305,7 @@ impl Target for FileTarget {
     }
 
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        log::trace!("file target: DELETE {} keys", keys.len());
+        log::debug!("file target: DELETE {} keys", keys.len());
         // Each directory a file left is synced once, after all the removals
         // (compaction deletes a thousand record objects of one directory).
         let mut dirs: std::collections::BTreeMap<PathBuf, &str> = std::collections::BTreeMap::new();

@@ -315,7 +315,7 @@ impl Client {
 
     /// Sign and send one attempt; the response body is left unread.
     fn send_once(&self, request: &S3Request<'_>) -> Result<http::Response<ureq::Body>, TargetError> {
-        log::trace!("{} {}", request.method, describe(request));
+        log::debug!("{} {}", request.method, describe(request));
         let builder = self.signed_request_head(request);
         let mut reader = SliceReader::new(match &request.payload {
             Payload::Empty => Vec::new(),
