@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::catalog::entry_key;
 use crate::catalog::reader::{ManifestReader, Reach};
 use crate::manifest::validate::tests::{batch, naming};
-use crate::manifest::{Entry, PruneRecord, Record, StreamRules, format};
+use crate::manifest::{Entry, PruneRecord, Record, Sequences, StreamRules, format};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::memory::MemoryTarget;
 use crate::target::{ObjectInfo, Target, TargetError, Upload};
@@ -29,6 +29,7 @@ struct Watched {
     handed: AtomicUsize,
     gets: Mutex<Vec<(String, usize)>>,
     fold: Mutex<Option<(String, Fold)>>,
+    lists: AtomicUsize,
 }
 
 impl Watched {
@@ -72,6 +73,7 @@ impl Target for Watched {
         self.inner.get(key, range, out)
     }
     fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list(prefix, start_after)
     }
     fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
@@ -266,4 +268,26 @@ fn a_fold_after_some_records_were_handed_out_resumes_by_position() {
         })
         .expect("a pass");
     assert_eq!(again, log);
+}
+
+/// A refusal by the caller is final: the entry is counted as handed out,
+/// so listing again would skip it. Only a failure to read lists again.
+#[test]
+fn a_refusal_by_the_caller_never_lists_again() {
+    let (target, _) = archive();
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let mut taken = 0;
+    let refused = super::each_remote_entry(&target, &rules, &Sequences::default(), None, &mut |_| {
+        taken += 1;
+        match taken {
+            4 => Err(crate::error::Error::Usage("refused".into())),
+            _ => Ok(true),
+        }
+    });
+    assert!(refused.expect_err("refused").to_string().contains("refused"));
+    // One listing and its first page listed again (a reader that knows
+    // nothing checks the start), no second listing.
+    assert_eq!(target.lists.load(Ordering::SeqCst), 2, "no listing again");
+    assert_eq!(target.take_gets().len(), 3, "the two prunes, then the object of the refused record");
 }
