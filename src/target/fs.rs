@@ -31,9 +31,10 @@ const WRITE_CHUNK: u64 = 8 << 20;
 const LIST_PAGE_KEYS: usize = 4_000;
 
 /// Bytes of keys one walk of a directory holds for a paged listing: about
-/// 100,000 batch keys (each walk hands out 75,000 to 100,000 of them, so
-/// 1,000,000 objects take 10 to 14 walks).
-const LIST_WALK_BYTES: usize = 4 << 20;
+/// 77,000 batch keys (each walk hands out 58,000 to 77,000 of them, so
+/// 1,000,000 objects take 13 to 18 walks). 4 MiB took 12 walks but
+/// brought a rebuild's peak to 14.3 MiB of the 16 MiB budget (BENCHMARKS.md).
+const LIST_WALK_BYTES: usize = 3 << 20;
 
 /// Bytes checksummed and then written in one `write` call: small enough to
 /// stay in the CPU's cache between the two, so the segment's bytes are
