@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use super::super::hooked::{Hooked, PagesHook, WriteHook};
 use super::*;
 use crate::manifest::validate::tests::{batch, naming};
 use crate::manifest::{
@@ -202,100 +203,6 @@ fn a_rebuild_after_a_wipe_equals_the_journal_and_continues_compaction() {
     assert_eq!(caught_up.compaction.as_ref(), Some(compactor.progress()));
 }
 
-/// A write (a put or a delete) that a hook runs, or not.
-type PendingWrite<'w> = &'w mut dyn FnMut() -> Result<(), TargetError>;
-type WriteHook<'a> = Box<dyn Fn(&str, PendingWrite<'_>) -> Result<(), TargetError> + Send + Sync + 'a>;
-type ListedHook<'a> = Box<dyn Fn(&mut Vec<ObjectInfo>) + Send + Sync + 'a>;
-type PagesHook<'a> = Box<
-    dyn Fn(&str, Option<&str>, &mut dyn FnMut(Vec<ObjectInfo>) -> bool) -> Result<(), TargetError>
-        + Send
-        + Sync
-        + 'a,
->;
-
-/// The memory target, but for the operations a test hooks: what a crash,
-/// a compaction running meanwhile or a store's paging look like to the
-/// code under test.
-struct Hooked<'a> {
-    inner: &'a MemoryTarget,
-    /// Gets each put's and delete's key and the write itself, to run or not.
-    write: Option<WriteHook<'a>>,
-    /// Runs before each get.
-    before_get: Option<Box<dyn Fn() + Send + Sync + 'a>>,
-    /// Changes what each `list` returns (`list_pages` goes to the memory
-    /// target unless `pages` is set).
-    listed: Option<ListedHook<'a>>,
-    /// Lists pages in place of the memory target.
-    pages: Option<PagesHook<'a>>,
-}
-
-impl<'a> Hooked<'a> {
-    fn new(inner: &'a MemoryTarget) -> Self {
-        Hooked { inner, write: None, before_get: None, listed: None, pages: None }
-    }
-
-    fn write(
-        &self,
-        key: &str,
-        mut write: impl FnMut() -> Result<(), TargetError>,
-    ) -> Result<(), TargetError> {
-        match &self.write {
-            Some(hook) => hook(key, &mut write),
-            None => write(),
-        }
-    }
-}
-
-impl Target for Hooked<'_> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn place(&self) -> String {
-        self.inner.place()
-    }
-    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.write(key, || self.inner.put(key, body))
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        self.inner.head(key)
-    }
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, TargetError> {
-        if let Some(hook) = &self.before_get {
-            hook();
-        }
-        self.inner.get(key, range, out)
-    }
-    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        let mut listed = self.inner.list(prefix, start_after)?;
-        if let Some(hook) = &self.listed {
-            hook(&mut listed);
-        }
-        Ok(listed)
-    }
-    fn list_pages(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        visit: &mut dyn FnMut(Vec<ObjectInfo>) -> bool,
-    ) -> Result<(), TargetError> {
-        match &self.pages {
-            Some(hook) => hook(prefix, start_after, visit),
-            None => self.inner.list_pages(prefix, start_after, visit),
-        }
-    }
-    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        self.write(keys.first().map_or("", String::as_str), || self.inner.delete(keys))
-    }
-    fn check(&self) -> Result<(), TargetError> {
-        self.inner.check()
-    }
-}
-
 /// The memory target failing its `crash_at`-th write (put or delete),
 /// before or after doing it: what a process killed there leaves behind.
 fn crashing_at(inner: &MemoryTarget, crash_at: usize, after: bool) -> Hooked<'_> {
@@ -402,7 +309,7 @@ fn a_reader_that_finds_a_listed_object_folded_lists_again() {
     // A compaction step runs between the reader's listing and its first
     // download: what a reader meets while the daemon compacts.
     let compacted = Mutex::new(false);
-    let compact_once = || {
+    let compact_once = |_key: &str| {
         let mut compacted = compacted.lock().unwrap();
         if !*compacted {
             *compacted = true;

@@ -24,6 +24,8 @@
 
 pub mod assemble;
 pub mod compact;
+#[cfg(test)]
+mod hooked;
 pub mod reader;
 mod record_check;
 mod remote;

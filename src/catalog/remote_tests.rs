@@ -7,13 +7,14 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::super::hooked::{Hooked, PagesHook};
 use crate::catalog::entry_key;
 use crate::catalog::reader::{ManifestReader, Reach};
 use crate::manifest::validate::tests::{batch, naming};
 use crate::manifest::{Entry, PruneRecord, Record, Sequences, StreamRules, format};
 use crate::target::keys::{self, LogLevel, RecordKey};
 use crate::target::memory::MemoryTarget;
-use crate::target::{ObjectInfo, Target, TargetError, Upload};
+use crate::target::{ObjectInfo, Target};
 
 const STREAM: &str = "s";
 
@@ -22,7 +23,8 @@ type Fold = Box<dyn FnOnce(&MemoryTarget) + Send>;
 
 /// A target in memory whose GETs of record objects note how many log
 /// records the reader had handed out (`handed`, counted by the test's
-/// visitor) when each was asked for.
+/// visitor) when each was asked for, and whose listings (`list` and
+/// `list_pages`) are counted.
 #[derive(Default)]
 struct Watched {
     inner: MemoryTarget,
@@ -42,45 +44,31 @@ impl Watched {
     fn take_gets(&self) -> Vec<(String, usize)> {
         std::mem::take(&mut *self.gets.lock().unwrap())
     }
-}
 
-impl Target for Watched {
-    fn describe(&self) -> String {
-        "watched".into()
-    }
-    fn place(&self) -> String {
-        "watched".into()
-    }
-    fn put(&self, key: &str, body: &Upload<'_>) -> Result<(), TargetError> {
-        self.inner.put(key, body)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, TargetError> {
-        self.inner.head(key)
-    }
-    fn get(
-        &self,
-        key: &str,
-        range: Option<(u64, u64)>,
-        out: &mut dyn std::io::Write,
-    ) -> Result<u64, TargetError> {
-        let key_name = key.trim_start_matches("s/manifest/").to_string();
-        self.gets.lock().unwrap().push((key_name, self.handed.load(Ordering::SeqCst)));
-        let mut fold = self.fold.lock().unwrap();
-        if fold.as_ref().is_some_and(|(at, _)| at == key) {
-            let (_, step) = fold.take().unwrap();
-            step(&self.inner);
+    /// The target the reader is given.
+    fn target(&self) -> Hooked<'_> {
+        let before_get = move |key: &str| {
+            let key_name = key.trim_start_matches("s/manifest/").to_string();
+            self.gets.lock().unwrap().push((key_name, self.handed.load(Ordering::SeqCst)));
+            let mut fold = self.fold.lock().unwrap();
+            if fold.as_ref().is_some_and(|(at, _)| at == key) {
+                let (_, step) = fold.take().unwrap();
+                step(&self.inner);
+            }
+        };
+        let listed = move |_: &mut Vec<ObjectInfo>| {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+        };
+        let pages: PagesHook<'_> = Box::new(move |prefix, start_after, visit| {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list_pages(prefix, start_after, visit)
+        });
+        Hooked {
+            before_get: Some(Box::new(before_get)),
+            listed: Some(Box::new(listed)),
+            pages: Some(pages),
+            ..Hooked::new(&self.inner)
         }
-        self.inner.get(key, range, out)
-    }
-    fn list(&self, prefix: &str, start_after: Option<&str>) -> Result<Vec<ObjectInfo>, TargetError> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        self.inner.list(prefix, start_after)
-    }
-    fn delete(&self, keys: &[String]) -> Result<(), TargetError> {
-        self.inner.delete(keys)
-    }
-    fn check(&self) -> Result<(), TargetError> {
-        Ok(())
     }
 }
 
@@ -139,13 +127,14 @@ fn level0_name(position: u64) -> String {
 
 #[test]
 fn a_reader_without_a_journal_hands_out_each_object_before_downloading_the_next() {
-    let (target, log) = archive();
+    let (watched, log) = archive();
+    let target = watched.target();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let state = empty_state("each-object");
     let mut seen = Vec::new();
     let reader = ManifestReader::open_visiting(&state, &target, &rules, Reach::End, |record| {
-        target.hand_out();
+        watched.hand_out();
         seen.push(record.clone());
     })
     .expect("opens");
@@ -157,7 +146,7 @@ fn a_reader_without_a_journal_hands_out_each_object_before_downloading_the_next(
     ];
     // Each object's records are handed out before the next one is asked for.
     expected.extend((10..30).map(|p| (level0_name(p), p as usize)));
-    assert_eq!(target.take_gets(), expected);
+    assert_eq!(watched.take_gets(), expected);
     assert_eq!(reader.pruned_before(), Some(5));
     for position in 0..5 {
         assert!(reader.deleted_batches().contains_key(STREAM, &keys::batch_key(STREAM, position, position)));
@@ -167,12 +156,13 @@ fn a_reader_without_a_journal_hands_out_each_object_before_downloading_the_next(
 
 #[test]
 fn later_passes_read_the_log_again_but_not_the_prune_records() {
-    let (target, log) = archive();
+    let (watched, log) = archive();
+    let target = watched.target();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let state = empty_state("passes");
     let reader = ManifestReader::open(&state, &target, &rules, Reach::End).expect("opens");
-    target.take_gets();
+    watched.take_gets();
     let mut live = Vec::new();
     reader
         .each_live_record(|record| {
@@ -181,7 +171,7 @@ fn later_passes_read_the_log_again_but_not_the_prune_records() {
         })
         .expect("a pass");
     assert_eq!(live, log[5..], "the records from the pruned mark on");
-    let gets: Vec<String> = target.take_gets().into_iter().map(|(key, _)| key).collect();
+    let gets: Vec<String> = watched.take_gets().into_iter().map(|(key, _)| key).collect();
     assert!(gets.iter().all(|key| !key.starts_with("prune-")), "{gets:?}");
     assert_eq!(gets.len(), 21, "the log's objects, once each: {gets:?}");
     // A pass that stops reads no further object.
@@ -193,24 +183,25 @@ fn later_passes_read_the_log_again_but_not_the_prune_records() {
         })
         .expect("a pass");
     assert_eq!(first.as_ref(), Some(&log[5]));
-    assert_eq!(target.take_gets(), [(format!("{:016x}-{:016x}.l1", 0, 9), 0)]);
+    assert_eq!(watched.take_gets(), [(format!("{:016x}-{:016x}.l1", 0, 9), 0)]);
 }
 
 #[test]
 fn compacted_and_level_zero_objects_mixed_read_as_one_log() {
-    let target = Watched::default();
+    let watched = Watched::default();
+    let target = watched.target();
     let log = records(30);
     // A crash after each compaction's write: the level-0 objects it
     // folded are still there; 20 is also in a compacted object of its own
     // range (the same record twice); 21..25 overlap 24..29's object.
-    put_level0(&target.inner, &log);
-    put_compacted(&target.inner, &log, 0, 9, 2);
-    put_compacted(&target.inner, &log, 0, 4, 1);
-    put_compacted(&target.inner, &log, 10, 19, 1);
-    put_compacted(&target.inner, &log, 20, 20, 1);
-    put_compacted(&target.inner, &log, 21, 25, 1);
-    put_compacted(&target.inner, &log, 24, 29, 1);
-    put_prunes(&target.inner);
+    put_level0(&watched.inner, &log);
+    put_compacted(&watched.inner, &log, 0, 9, 2);
+    put_compacted(&watched.inner, &log, 0, 4, 1);
+    put_compacted(&watched.inner, &log, 10, 19, 1);
+    put_compacted(&watched.inner, &log, 20, 20, 1);
+    put_compacted(&watched.inner, &log, 21, 25, 1);
+    put_compacted(&watched.inner, &log, 24, 29, 1);
+    put_prunes(&watched.inner);
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let state = empty_state("mixed");
@@ -236,10 +227,11 @@ fn compacted_and_level_zero_objects_mixed_read_as_one_log() {
 /// from the last record it handed out: none twice, none skipped.
 #[test]
 fn a_fold_after_some_records_were_handed_out_resumes_by_position() {
-    let target = Watched::default();
+    let watched = Watched::default();
+    let target = watched.target();
     let log = records(20);
-    put_compacted(&target.inner, &log, 0, 9, 1);
-    put_level0(&target.inner, &log[10..]);
+    put_compacted(&watched.inner, &log, 0, 9, 1);
+    put_level0(&watched.inner, &log[10..]);
     let folded = log.clone();
     let fold: Fold = Box::new(move |inner: &MemoryTarget| {
         put_compacted(inner, &folded, 0, 19, 2);
@@ -247,18 +239,18 @@ fn a_fold_after_some_records_were_handed_out_resumes_by_position() {
         gone.extend(folded[10..].iter().map(|r| entry_key(STREAM, &Entry::Log(r.clone()))));
         inner.delete(&gone).expect("folded");
     });
-    *target.fold.lock().unwrap() = Some((entry_key(STREAM, &Entry::Log(log[12].clone())), fold));
+    *watched.fold.lock().unwrap() = Some((entry_key(STREAM, &Entry::Log(log[12].clone())), fold));
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let state = empty_state("fold");
     let mut seen = Vec::new();
     let reader = ManifestReader::open_visiting(&state, &target, &rules, Reach::End, |record| {
-        target.hand_out();
+        watched.hand_out();
         seen.push(record.clone());
     })
     .expect("opens");
     assert_eq!(seen, log, "every record once, in order");
-    let gets = target.take_gets();
+    let gets = watched.take_gets();
     assert_eq!(gets.last(), Some(&(format!("{:016x}-{:016x}.l2", 0, 19), 12)), "{gets:?}");
     let mut again = Vec::new();
     reader
@@ -274,7 +266,8 @@ fn a_fold_after_some_records_were_handed_out_resumes_by_position() {
 /// so listing again would skip it. Only a failure to read lists again.
 #[test]
 fn a_refusal_by_the_caller_never_lists_again() {
-    let (target, _) = archive();
+    let (watched, _) = archive();
+    let target = watched.target();
     let naming = naming();
     let rules = StreamRules::new(STREAM, &naming);
     let mut taken = 0;
@@ -288,6 +281,6 @@ fn a_refusal_by_the_caller_never_lists_again() {
     assert!(refused.expect_err("refused").to_string().contains("refused"));
     // One listing and its first page listed again (a reader that knows
     // nothing checks the start), no second listing.
-    assert_eq!(target.lists.load(Ordering::SeqCst), 2, "no listing again");
-    assert_eq!(target.take_gets().len(), 3, "the two prunes, then the object of the refused record");
+    assert_eq!(watched.lists.load(Ordering::SeqCst), 2, "no listing again");
+    assert_eq!(watched.take_gets().len(), 3, "the two prunes, then the object of the refused record");
 }
