@@ -140,13 +140,9 @@ pub fn assemble(
     known: &Sequences,
     fetched: &[Fetched],
 ) -> Result<Manifest, ManifestError> {
-    let mut order: Vec<(Option<RecordKey>, &Fetched)> =
-        fetched.iter().map(|object| (RecordKey::parse(rules.name, &object.key), object)).collect();
-    order.sort_by_key(|(key, _)| reading_order(key.as_ref()));
-    let next_firsts = next_log_firsts(order.iter().map(|(key, _)| key.as_ref()));
     let mut assembly = Assembly::new(known);
     let mut assembled = Manifest::default();
-    for ((_, object), next_first) in order.iter().zip(next_firsts) {
+    for (object, next_first) in in_reading_order(rules.name, fetched, |object| &object.key) {
         let mut entries = assembly.read(rules, &object.key, &object.text, next_first)?;
         while let Some(entry) = entries.next_entry()? {
             assembled.push(entry);
@@ -155,39 +151,46 @@ pub fn assemble(
     Ok(assembled)
 }
 
-/// Where a record object comes in an [`Assembly`]: objects that are not
-/// this stream's first (refused at once), then prunes by number,
-/// snapshots by position, and log objects by first position, the larger
-/// of two with the same first position first.
-pub fn reading_order(key: Option<&RecordKey>) -> (u8, u64, std::cmp::Reverse<u64>) {
-    match key {
+/// `objects` (named by `key`) in the order an [`Assembly`] reads them,
+/// each with where the next log object after it begins (what
+/// [`Assembly::read`] is told): objects that are not this stream's first
+/// (refused at once), then prunes by number, snapshots by position, and
+/// log objects by first position, the larger of two with the same first
+/// position first.
+pub fn in_reading_order<'o, T>(
+    stream: &str,
+    objects: &'o [T],
+    key: impl Fn(&T) -> &str,
+) -> Vec<(&'o T, Option<u64>)> {
+    let order_of = |key: &Option<RecordKey>| match key {
         None => (0, 0, std::cmp::Reverse(0)),
         Some(RecordKey::Prune { sequence }) => (1, *sequence, std::cmp::Reverse(0)),
         Some(RecordKey::Snapshot { position }) => (2, *position, std::cmp::Reverse(0)),
         Some(RecordKey::Log { first, last, .. }) => (3, *first, std::cmp::Reverse(*last)),
-    }
-}
-
-/// For each object of `keys` (in reading order), where the next log
-/// object after it begins: what [`Assembly::read`] is told.
-pub fn next_log_firsts<'k>(keys: impl DoubleEndedIterator<Item = Option<&'k RecordKey>>) -> Vec<Option<u64>> {
+    };
+    let mut order: Vec<(Option<RecordKey>, &T)> =
+        objects.iter().map(|object| (RecordKey::parse(stream, key(object)), object)).collect();
+    order.sort_by_key(|(key, _)| order_of(key));
+    // Walked from the end: each object gets the first position of the
+    // nearest log object after it.
     let mut next = None;
-    let mut firsts: Vec<Option<u64>> = keys
+    let mut ordered: Vec<(&T, Option<u64>)> = order
+        .into_iter()
         .rev()
-        .map(|key| {
+        .map(|(key, object)| {
             let after = next;
             if let Some(RecordKey::Log { first, .. }) = key {
-                next = Some(*first);
+                next = Some(first);
             }
-            after
+            (object, after)
         })
         .collect();
-    firsts.reverse();
-    firsts
+    ordered.reverse();
+    ordered
 }
 
 /// Record objects read one after another ([`Assembly::read`], in
-/// [`reading_order`]) into the entries beyond `known`, handed out one at a
+/// [`in_reading_order`]) into the entries beyond `known`, handed out one at a
 /// time as they are parsed, so that no object's records are ever held
 /// together: each sequence in order, the log continuing `known`'s without a
 /// hole (prunes come first: their marks excuse pruned holes).

@@ -18,10 +18,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::assemble::{self, Fetched, Held, Listing};
+use super::assemble::{self, Assembly, Fetched, Held, Listing};
 use super::entry_key;
-use crate::manifest::sequence::LogSpan;
-use crate::manifest::{Entry, Manifest, ManifestError, PruneRecord, Record, Sequences, StreamRules, format};
+use crate::manifest::{Entry, Manifest, PruneRecord, Record, Sequences, StreamRules};
 use crate::retention::DeletedBatches;
 use crate::target::ObjectInfo;
 use crate::target::keys::{LogLevel, RecordKey};
@@ -145,36 +144,20 @@ impl<'a, 'd> ObjectCheck<'a, 'd> {
 }
 
 /// The records of the log record object `key`, parsed from `text` one at
-/// a time and kept as [`Held`]: it must parse whole and hold exactly the
-/// records of the range its key names (what `assemble` requires, with its
-/// messages).
+/// a time (an [`Assembly`] of that object alone: it must parse whole and
+/// hold exactly the records of the range its key names) and kept as
+/// [`Held`].
 fn held_records(rules: &StreamRules<'_>, key: &str, text: &[u8]) -> Result<Vec<Held>, String> {
-    let Some(RecordKey::Log { first, last, level }) = RecordKey::parse(rules.name, key) else {
+    if !matches!(RecordKey::parse(rules.name, key), Some(RecordKey::Log { .. })) {
         return Err(assemble::hostile(key, "is not a record object of this stream").to_string());
-    };
-    let (mut held, mut head, mut tail, mut side) = (Vec::new(), None, None, false);
-    let summary = format::parse_each(text, key, rules, |entry| match entry {
-        Entry::Log(record) => {
-            head = head.or(Some(LogSpan::of(&record)));
-            tail = Some(LogSpan::of(&record));
+    }
+    let mut assembly = Assembly::new(&Sequences::default());
+    let mut entries = assembly.read(rules, key, text, None).map_err(|e| e.to_string())?;
+    let mut held = Vec::new();
+    while let Some(entry) = entries.next_entry().map_err(|e| e.to_string())? {
+        if let Entry::Log(record) = entry {
             held.push(Held::of(&record));
         }
-        _ => side = true,
-    })
-    .map_err(|e| assemble::in_remote_object(e).to_string())?;
-    if let Some(line) = summary.dropped_torn_tail {
-        let message = "incomplete or corrupt final line in an object that is written whole".into();
-        let torn = ManifestError::Damaged { source: key.to_string(), line, message };
-        return Err(assemble::in_remote_object(torn).to_string());
-    }
-    let matches = match (level, head, tail) {
-        (LogLevel::Single(kind), Some(head), _) => held.len() == 1 && head == LogSpan { first, last, kind },
-        (LogLevel::Compacted(_), Some(head), Some(tail)) => head.first == first && tail.last == last,
-        _ => false,
-    };
-    if side || !matches {
-        let why = "does not match its key (it must hold exactly the records of the range its key names)";
-        return Err(assemble::hostile(key, why).to_string());
     }
     Ok(held)
 }

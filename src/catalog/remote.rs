@@ -78,7 +78,8 @@ pub fn each_remote_entry(
                 );
                 attempt += 1;
             }
-            Err(Stop::Reading(error) | Stop::Taking(error)) => return Err(*error),
+            Err(Stop::Reading(error)) => return Err(kept_folding(stream, *error)),
+            Err(Stop::Taking(error)) => return Err(*error),
             Ok(Taken::Stopped) => return Ok(listing),
             Ok(Taken::All)
                 if knew_nothing
@@ -176,6 +177,26 @@ fn start_kept_moving(prefix: &str, lower: u64, first: Option<u64>) -> TargetErro
     }
 }
 
+/// The error when reading failed in every listing: a listed record object
+/// still gone when read the last time says the records kept being folded
+/// (or the store lists what it cannot serve), not that the archive lost
+/// them; any other failure is reported as it is.
+fn kept_folding(stream: &str, error: Error) -> Error {
+    match error {
+        Error::Target { source: TargetError::NotFound { key }, .. } => Error::target(
+            stream,
+            TargetError::Transient {
+                op: "get".into(),
+                key,
+                detail: "listed, then gone when read, three listings in a row (a manifest compaction \
+                         running against it?); try again"
+                    .into(),
+            },
+        ),
+        other => other,
+    }
+}
+
 /// [`each_remote_entry`], gathered into one manifest (for tests that
 /// hold it whole).
 #[cfg(test)]
@@ -228,11 +249,7 @@ fn take_entries(
     take: &mut dyn FnMut(Entry) -> Result<bool, Error>,
 ) -> Result<Taken, Stop> {
     let reading = |error: Error| Stop::Reading(Box::new(error));
-    let mut order: Vec<(Option<RecordKey>, &ObjectInfo)> =
-        wanted.iter().map(|object| (RecordKey::parse(rules.name, &object.key), *object)).collect();
-    order.sort_by_key(|(key, _)| assemble::reading_order(key.as_ref()));
-    let next_firsts = assemble::next_log_firsts(order.iter().map(|(key, _)| key.as_ref()));
-    for ((_, object), next_first) in order.iter().zip(next_firsts) {
+    for (object, next_first) in assemble::in_reading_order(rules.name, wanted, |object| &object.key) {
         let text = fetch(target, rules.name, object).map_err(reading)?;
         let mut entries =
             assembly.read(rules, &object.key, &text, next_first).map_err(|e| reading(e.into()))?;

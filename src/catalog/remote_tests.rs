@@ -284,3 +284,29 @@ fn a_refusal_by_the_caller_never_lists_again() {
     assert_eq!(watched.lists.load(Ordering::SeqCst), 2, "no listing again");
     assert_eq!(watched.take_gets().len(), 3, "the two prunes, then the object of the refused record");
 }
+
+/// A record object listed every time but gone every time it is read (a
+/// compaction folding records faster than they are read, or a store
+/// listing what it cannot serve): after three listings an error that says
+/// so and to try again, not a bare "not found" that reads as a lost record.
+#[test]
+fn a_listed_object_gone_in_every_listing_is_an_error_saying_try_again() {
+    let (watched, log) = archive();
+    let phantom = entry_key(STREAM, &Entry::Log(records(31).pop().expect("a record")));
+    let listed = |listed: &mut Vec<ObjectInfo>| {
+        watched.lists.fetch_add(1, Ordering::SeqCst);
+        listed.push(ObjectInfo { key: phantom.clone(), size: 100, crc32: None });
+    };
+    let target = Hooked { listed: Some(Box::new(listed)), ..watched.target() };
+    let naming = naming();
+    let rules = StreamRules::new(STREAM, &naming);
+    let mut taken = 0;
+    let error = super::each_remote_entry(&target, &rules, &Sequences::default(), None, &mut |_| {
+        taken += 1;
+        Ok(true)
+    })
+    .expect_err("the object is never there");
+    let message = error.to_string();
+    assert!(message.contains(&phantom) && message.contains("try again"), "{message}");
+    assert_eq!(taken, 2 + log.len(), "each record handed out once, the listings resumed after it");
+}
